@@ -1,0 +1,127 @@
+// CPU reference kernels (AVX2/FMA baseline via the compiler's vectoriser).
+//
+// Why the dot product keeps 16 independent lanes: without -ffast-math the
+// compiler may not reorder a float reduction, so a single accumulator would
+// run scalar. Sixteen lanes give it vector registers, and because the lane
+// split depends only on the column index, the result for a row never depends
+// on the batch it came in (batch invariance).
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "engine/kernels/ops.h"
+
+namespace tandem::kernels {
+namespace {
+
+constexpr int kLanes = 16;
+
+float Dot(const float* a, const float* b, int64_t n) {
+  float acc[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) acc[l] += a[i + l] * b[i + l];
+  }
+  for (int l = 0; i < n; ++i, ++l) acc[l] += a[i] * b[i];
+  // Fixed pairwise tree over the lanes.
+  for (int w = kLanes / 2; w > 0; w /= 2) {
+    for (int l = 0; l < w; ++l) acc[l] += acc[l + w];
+  }
+  return acc[0];
+}
+
+// Rows handled per parallel task: enough to amortise scheduling, small enough
+// to spread a 64-row matrix over both cores.
+constexpr int64_t kRowsPerTask = 8;
+
+}  // namespace
+
+void ConvertToFloat(DType t, const void* src, int64_t n, float* dst) {
+  switch (t) {
+    case DType::kF32: {
+      std::copy_n(static_cast<const float*>(src), n, dst);
+      return;
+    }
+    case DType::kBF16: {
+      const auto* s = static_cast<const uint16_t*>(src);
+      for (int64_t i = 0; i < n; ++i) dst[i] = Bf16ToFloat(s[i]);
+      return;
+    }
+    case DType::kF16: {
+      const auto* s = static_cast<const _Float16*>(src);
+      for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(s[i]);
+      return;
+    }
+  }
+}
+
+void MatMul(const float* x, int64_t m, const WeightRef& w, const float* bias, float* y) {
+  const int64_t k = w.cols;
+  const int64_t n = w.rows;
+  const int64_t num_tasks = (n + kRowsPerTask - 1) / kRowsPerTask;
+#pragma omp parallel
+  {
+    std::vector<float> row(w.dtype == DType::kF32 ? 0 : k);
+#pragma omp for schedule(static)
+    for (int64_t task = 0; task < num_tasks; ++task) {
+      const int64_t r_end = std::min(n, (task + 1) * kRowsPerTask);
+      for (int64_t r = task * kRowsPerTask; r < r_end; ++r) {
+        const float* wr;
+        if (w.dtype == DType::kF32) {
+          wr = reinterpret_cast<const float*>(w.RowBytes(r));
+        } else {
+          ConvertToFloat(w.dtype, w.RowBytes(r), k, row.data());
+          wr = row.data();
+        }
+        const float b = bias ? bias[r] : 0.0f;
+        for (int64_t i = 0; i < m; ++i) y[i * n + r] = Dot(x + i * k, wr, k) + b;
+      }
+    }
+  }
+}
+
+void RmsNorm(const float* x, int64_t m, int64_t d, const WeightRef& weight, double eps, float* out) {
+  std::vector<float> wf(d);
+  ConvertToFloat(weight.dtype, weight.data, d, wf.data());
+#pragma omp parallel for schedule(static) if (m > 4)
+  for (int64_t i = 0; i < m; ++i) {
+    const float* xi = x + i * d;
+    const float ms = Dot(xi, xi, d) / static_cast<float>(d);
+    const float inv = 1.0f / std::sqrt(ms + static_cast<float>(eps));
+    float* oi = out + i * d;
+    for (int64_t j = 0; j < d; ++j) oi[j] = xi[j] * inv * wf[j];
+  }
+}
+
+void ApplyRope(float* x, int64_t m, int64_t row_stride, int64_t num_heads, int64_t head_dim,
+               const float* cos, const float* sin) {
+  const int64_t half = head_dim / 2;
+#pragma omp parallel for schedule(static) if (m > 4)
+  for (int64_t i = 0; i < m; ++i) {
+    const float* c = cos + i * half;
+    const float* s = sin + i * half;
+    for (int64_t h = 0; h < num_heads; ++h) {
+      float* v = x + i * row_stride + h * head_dim;
+      for (int64_t j = 0; j < half; ++j) {
+        const float a = v[j];
+        const float b = v[j + half];
+        v[j] = a * c[j] - b * s[j];
+        v[j + half] = b * c[j] + a * s[j];
+      }
+    }
+  }
+}
+
+void SiluMul(const float* gate, const float* up, int64_t m, int64_t d, float* out) {
+  const int64_t n = m * d;
+#pragma omp parallel for schedule(static) if (n > 4096)
+  for (int64_t i = 0; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
+void EmbeddingLookup(const WeightRef& table, std::span<const int32_t> ids, float* out) {
+  for (size_t i = 0; i < ids.size(); ++i) {
+    ConvertToFloat(table.dtype, table.RowBytes(ids[i]), table.cols, out + i * table.cols);
+  }
+}
+
+}  // namespace tandem::kernels

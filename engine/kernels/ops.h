@@ -1,0 +1,55 @@
+// The kernel contract: every op the model needs, on fp32 activations and
+// weights kept in their file dtype (F32 / F16 / BF16).
+//
+// Ops are batch-invariant by construction: the result for one token never
+// depends on which other tokens share the batch (no batch-dependent blocking
+// or reduction order), so a request gives the same tokens alone or batched.
+// Ops parallelise internally over output features / heads with OpenMP.
+// Thread-safety: pure functions over caller-owned buffers.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "engine/model/dtype.h"
+
+namespace tandem::kernels {
+
+// A 2-D weight matrix [rows][cols] in its file dtype. `row_stride` (elements)
+// lets a tensor-parallel shard address a column range of a larger matrix.
+struct WeightRef {
+  DType dtype = DType::kF32;
+  const void* data = nullptr;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  int64_t row_stride = 0;  // elements between consecutive rows (>= cols)
+
+  // Row `r` offset by `c` columns, as a typed pointer.
+  const uint8_t* RowBytes(int64_t r) const {
+    return static_cast<const uint8_t*>(data) + r * row_stride * static_cast<int64_t>(DTypeSize(dtype));
+  }
+};
+
+// Converts `n` elements of `src` (dtype `t`) to fp32.
+void ConvertToFloat(DType t, const void* src, int64_t n, float* dst);
+
+// y[m][rows] = x[m][cols] . W^T  (+ bias[rows] when bias is non-null).
+// y must not alias x.
+void MatMul(const float* x, int64_t m, const WeightRef& w, const float* bias, float* y);
+
+// out[m][d] = x * rsqrt(mean(x^2) + eps) * weight. out may alias x.
+void RmsNorm(const float* x, int64_t m, int64_t d, const WeightRef& weight, double eps, float* out);
+
+// Rotates `num_heads` heads of `head_dim` in place for each of `m` tokens,
+// HF "rotate_half" layout: element i pairs with i + head_dim/2.
+// cos/sin: [m][head_dim/2]. x: [m][row_stride] with heads at h*head_dim.
+void ApplyRope(float* x, int64_t m, int64_t row_stride, int64_t num_heads, int64_t head_dim,
+               const float* cos, const float* sin);
+
+// out[m][d] = silu(gate[m][d]) * up[m][d]. out may alias gate.
+void SiluMul(const float* gate, const float* up, int64_t m, int64_t d, float* out);
+
+// out[i][:] = row ids[i] of table [rows][cols].
+void EmbeddingLookup(const WeightRef& table, std::span<const int32_t> ids, float* out);
+
+}  // namespace tandem::kernels

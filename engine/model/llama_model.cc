@@ -1,0 +1,174 @@
+// Forward pass of the Llama family over a flat, paged batch.
+#include "engine/model/llama_model.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "engine/kernels/ops.h"
+#include "engine/kernels/paged_attention.h"
+#include "engine/model/llama_weights.h"
+#include "engine/model/rope.h"
+
+namespace tandem {
+
+struct LlamaModel::Impl {
+  ModelConfig config;
+  TpShard shard;
+  LlamaWeights weights;
+  RopeTable rope;
+
+  // Scratch reused across steps (Forward is not re-entrant).
+  std::vector<float> x, h, q, k, v, attn, proj, gate, up, cos, sin;
+
+  absl::Status ValidateBatch(const ForwardBatch& b, const KvCache& cache) const;
+  void AttentionBlock(const ForwardBatch& b, KvCache& cache, int64_t layer);
+  void MlpBlock(int64_t layer, int64_t n);
+};
+
+namespace {
+
+void AddInPlace(float* x, const float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] += y[i];
+}
+
+}  // namespace
+
+absl::Status LlamaModel::Impl::ValidateBatch(const ForwardBatch& b, const KvCache& cache) const {
+  const int32_t n = b.num_tokens();
+  if (n == 0) return absl::InvalidArgumentError("empty batch");
+  if (b.positions.size() != static_cast<size_t>(n) || b.slot_mapping.size() != static_cast<size_t>(n)) {
+    return absl::InvalidArgumentError("token_ids, positions and slot_mapping differ in length");
+  }
+  const KvCacheShape& cs = cache.shape();
+  if (cs.num_layers != config.num_hidden_layers || cs.num_kv_heads != weights.dims.num_kv_heads ||
+      cs.head_dim != config.head_dim) {
+    return absl::InvalidArgumentError("KV cache shape does not match the model");
+  }
+  for (int32_t t = 0; t < n; ++t) {
+    if (b.token_ids[t] < 0 || b.token_ids[t] >= config.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("token id ", b.token_ids[t],
+                                                     " outside the vocabulary of ", config.vocab_size));
+    }
+    if (b.slot_mapping[t] < 0 || b.slot_mapping[t] >= cs.num_slots()) {
+      return absl::InvalidArgumentError(absl::StrCat("slot ", b.slot_mapping[t], " outside the cache"));
+    }
+  }
+  int32_t token = 0;
+  for (const SequenceSlice& s : b.seqs) {
+    if (s.num_query_tokens <= 0 || s.context_len < s.num_query_tokens ||
+        static_cast<int64_t>(s.block_table.size()) * cs.block_size < s.context_len) {
+      return absl::InvalidArgumentError("sequence slice with inconsistent lengths or block table");
+    }
+    for (int32_t block : s.block_table) {
+      if (block < 0 || block >= cs.num_blocks) {
+        return absl::InvalidArgumentError(absl::StrCat("block id ", block, " outside the cache"));
+      }
+    }
+    for (int32_t i = 0; i < s.num_query_tokens; ++i, ++token) {
+      if (token >= n || b.positions[token] < 0 || b.positions[token] >= s.context_len) {
+        return absl::InvalidArgumentError("token position outside its sequence's context");
+      }
+    }
+  }
+  if (token != n) return absl::InvalidArgumentError("sequence slices do not cover the batch");
+  for (int32_t idx : b.logit_indices) {
+    if (idx < 0 || idx >= n) return absl::InvalidArgumentError("logit index outside the batch");
+  }
+  return absl::OkStatus();
+}
+
+void LlamaModel::Impl::AttentionBlock(const ForwardBatch& b, KvCache& cache, int64_t layer) {
+  const LlamaLayerWeights& lw = weights.layers[layer];
+  const int64_t n = b.num_tokens();
+  const int64_t hd = config.head_dim;
+  const int64_t q_dim = weights.dims.num_heads * hd;
+  const int64_t kv_dim = weights.dims.num_kv_heads * hd;
+  kernels::RmsNorm(x.data(), n, config.hidden_size, lw.input_norm, config.rms_norm_eps, h.data());
+  kernels::MatMul(h.data(), n, lw.q_proj, lw.q_bias.empty() ? nullptr : lw.q_bias.data(), q.data());
+  kernels::MatMul(h.data(), n, lw.k_proj, lw.k_bias.empty() ? nullptr : lw.k_bias.data(), k.data());
+  kernels::MatMul(h.data(), n, lw.v_proj, lw.v_bias.empty() ? nullptr : lw.v_bias.data(), v.data());
+  kernels::ApplyRope(q.data(), n, q_dim, weights.dims.num_heads, hd, cos.data(), sin.data());
+  kernels::ApplyRope(k.data(), n, kv_dim, weights.dims.num_kv_heads, hd, cos.data(), sin.data());
+  kernels::WriteKv(b, cache, layer, k.data(), v.data(), kv_dim);
+  const kernels::AttentionShape shape{weights.dims.num_heads, weights.dims.num_kv_heads, hd,
+                                      static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)))};
+  kernels::PagedAttention(b, cache, layer, shape, q.data(), q_dim, attn.data());
+  kernels::MatMul(attn.data(), n, lw.o_proj, nullptr, proj.data());
+  // TODO(issue 5): all-reduce `proj` across TP ranks here.
+  AddInPlace(x.data(), proj.data(), n * config.hidden_size);
+}
+
+void LlamaModel::Impl::MlpBlock(int64_t layer, int64_t n) {
+  const LlamaLayerWeights& lw = weights.layers[layer];
+  kernels::RmsNorm(x.data(), n, config.hidden_size, lw.post_norm, config.rms_norm_eps, h.data());
+  kernels::MatMul(h.data(), n, lw.gate_proj, nullptr, gate.data());
+  kernels::MatMul(h.data(), n, lw.up_proj, nullptr, up.data());
+  kernels::SiluMul(gate.data(), up.data(), n, weights.dims.ffn, gate.data());
+  kernels::MatMul(gate.data(), n, lw.down_proj, nullptr, proj.data());
+  // TODO(issue 5): all-reduce `proj` across TP ranks here.
+  AddInPlace(x.data(), proj.data(), n * config.hidden_size);
+}
+
+LlamaModel::LlamaModel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+LlamaModel::~LlamaModel() = default;
+
+absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::filesystem::path& dir,
+                                                             TpShard shard) {
+  if (shard.size != 1) {
+    // The shard math is in place (LoadLlamaWeights); the all-reduce is not.
+    return absl::UnimplementedError("tensor parallelism needs a Communicator (issue 5)");
+  }
+  ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(dir));
+  ASSIGN_OR_RETURN(std::unique_ptr<WeightStore> store, WeightStore::Open(dir));
+  ASSIGN_OR_RETURN(LlamaWeights weights, LoadLlamaWeights(config, std::move(store), shard));
+  RopeTable rope(config.head_dim, config.rope_theta, config.rope_scaling);
+  auto impl = std::unique_ptr<Impl>(
+      new Impl{std::move(config), shard, std::move(weights), std::move(rope), {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}});
+  return std::unique_ptr<LlamaModel>(new LlamaModel(std::move(impl)));
+}
+
+const ModelConfig& LlamaModel::config() const { return impl_->config; }
+
+KvCacheShape LlamaModel::MakeKvCacheShape(int64_t num_blocks, int64_t block_size) const {
+  return {impl_->config.num_hidden_layers, num_blocks, block_size, impl_->weights.dims.num_kv_heads,
+          impl_->config.head_dim};
+}
+
+absl::StatusOr<std::vector<float>> LlamaModel::Forward(const ForwardBatch& b, KvCache& cache) {
+  Impl& m = *impl_;
+  RETURN_IF_ERROR(m.ValidateBatch(b, cache));
+  const int64_t n = b.num_tokens();
+  const int64_t hidden = m.config.hidden_size;
+  const int64_t hd = m.config.head_dim;
+  m.x.resize(n * hidden);
+  m.h.resize(n * hidden);
+  m.proj.resize(n * hidden);
+  m.q.resize(n * m.weights.dims.num_heads * hd);
+  m.attn.resize(m.q.size());
+  m.k.resize(n * m.weights.dims.num_kv_heads * hd);
+  m.v.resize(m.k.size());
+  m.gate.resize(n * m.weights.dims.ffn);
+  m.up.resize(m.gate.size());
+
+  kernels::EmbeddingLookup(m.weights.embed, b.token_ids, m.x.data());
+  m.rope.Compute(b.positions, m.cos, m.sin);
+  for (int64_t layer = 0; layer < m.config.num_hidden_layers; ++layer) {
+    m.AttentionBlock(b, cache, layer);
+    m.MlpBlock(layer, n);
+  }
+
+  // Only the rows whose logits are wanted go through the final norm and head.
+  const int64_t rows = static_cast<int64_t>(b.logit_indices.size());
+  std::vector<float> selected(rows * hidden);
+  for (int64_t r = 0; r < rows; ++r) {
+    std::copy_n(m.x.data() + b.logit_indices[r] * hidden, hidden, selected.data() + r * hidden);
+  }
+  kernels::RmsNorm(selected.data(), rows, hidden, m.weights.final_norm, m.config.rms_norm_eps,
+                   selected.data());
+  std::vector<float> logits(rows * m.config.vocab_size);
+  if (rows > 0) kernels::MatMul(selected.data(), rows, m.weights.lm_head, nullptr, logits.data());
+  return logits;
+}
+
+}  // namespace tandem

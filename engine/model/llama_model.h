@@ -1,0 +1,49 @@
+// The Llama-family decoder (Llama 2/3, Mistral, Qwen2, SmolLM) on the CPU
+// backend: embedding, N x (RMSNorm, attention with RoPE and GQA, RMSNorm,
+// SwiGLU MLP), final RMSNorm, LM head (tied or not).
+//
+// Weights stay in their file dtype (F32/F16/BF16) inside the memory mapping;
+// all arithmetic is fp32. Each layer loads only its tensor-parallel shard
+// (TpShard), so tensor parallelism adds a communicator, not model code.
+//
+// Thread-safety: Forward() is not re-entrant (it reuses scratch buffers); the
+// engine loop calls it from one thread. Internally it uses OpenMP threads.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/model/forward_batch.h"
+#include "engine/model/kv_cache.h"
+#include "engine/model/model_config.h"
+#include "engine/model/tp_shard.h"
+
+namespace tandem {
+
+class LlamaModel {
+ public:
+  // Reads config and weights from an HF directory and validates every tensor's
+  // presence and shape. Errors name the file and the tensor.
+  static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(const std::filesystem::path& dir,
+                                                          TpShard shard = {});
+  ~LlamaModel();
+
+  const ModelConfig& config() const;
+  // The KV-cache shape this rank needs for `num_blocks` blocks of `block_size`.
+  KvCacheShape MakeKvCacheShape(int64_t num_blocks, int64_t block_size) const;
+
+  // Runs one step over `batch`: writes its tokens' K/V into `cache` at their
+  // slots, and returns logits, row-major [batch.logit_indices.size()][vocab].
+  // Errors: InvalidArgument for inconsistent batches (token ids out of the
+  // vocabulary, slots outside the cache, context shorter than the query).
+  absl::StatusOr<std::vector<float>> Forward(const ForwardBatch& batch, KvCache& cache);
+
+ private:
+  struct Impl;
+  explicit LlamaModel(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tandem

@@ -1,0 +1,125 @@
+#include "engine/model/llama_weights.h"
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace tandem {
+namespace {
+
+kernels::WeightRef WholeMatrix(const TensorView& t) {
+  const int64_t rows = t.shape.size() == 2 ? t.shape[0] : 1;
+  const int64_t cols = t.shape.back();
+  return {t.dtype, t.data, rows, cols, cols};
+}
+
+// Rows [range.begin, range.begin + range.length) of a [rows, cols] matrix.
+kernels::WeightRef RowSlice(const TensorView& t, ShardRange range) {
+  kernels::WeightRef w = WholeMatrix(t);
+  w.data = static_cast<const uint8_t*>(t.data) + range.begin * w.cols * DTypeSize(t.dtype);
+  w.rows = range.length;
+  return w;
+}
+
+// Columns [range.begin, range.begin + range.length) of a [rows, cols] matrix.
+kernels::WeightRef ColumnSlice(const TensorView& t, ShardRange range) {
+  kernels::WeightRef w = WholeMatrix(t);
+  w.data = static_cast<const uint8_t*>(t.data) + range.begin * DTypeSize(t.dtype);
+  w.cols = range.length;
+  return w;
+}
+
+std::vector<float> SliceToFloat(const TensorView& t, ShardRange range) {
+  std::vector<float> out(range.length);
+  kernels::ConvertToFloat(t.dtype,
+                          static_cast<const uint8_t*>(t.data) + range.begin * DTypeSize(t.dtype),
+                          range.length, out.data());
+  return out;
+}
+
+absl::Status CheckDivisible(int64_t total, const char* what, const TpShard& shard) {
+  if (shard.size < 1 || shard.rank < 0 || shard.rank >= shard.size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid tensor-parallel shard: rank ", shard.rank, " of ", shard.size));
+  }
+  if (total % shard.size != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot split ", what, " = ", total, " over ",
+                                                   shard.size, " tensor-parallel ranks"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<LlamaWeights> LoadLlamaWeights(const ModelConfig& c,
+                                              std::unique_ptr<WeightStore> store,
+                                              const TpShard& shard) {
+  RETURN_IF_ERROR(CheckDivisible(c.num_attention_heads, "num_attention_heads", shard));
+  RETURN_IF_ERROR(CheckDivisible(c.num_key_value_heads, "num_key_value_heads", shard));
+  RETURN_IF_ERROR(CheckDivisible(c.intermediate_size, "intermediate_size", shard));
+
+  LlamaWeights w;
+  const WeightStore& s = *store;
+  const int64_t hidden = c.hidden_size;
+  const int64_t hd = c.head_dim;
+  const ShardRange heads = EvenShard(c.num_attention_heads, shard);
+  const ShardRange kv_heads = EvenShard(c.num_key_value_heads, shard);
+  const ShardRange ffn = EvenShard(c.intermediate_size, shard);
+  const ShardRange q_rows{heads.begin * hd, heads.length * hd};
+  const ShardRange kv_rows{kv_heads.begin * hd, kv_heads.length * hd};
+  w.dims = {heads.length, kv_heads.length, ffn.length};
+
+  ASSIGN_OR_RETURN(TensorView embed, s.Get("model.embed_tokens.weight", {c.vocab_size, hidden}));
+  w.embed = WholeMatrix(embed);
+  if (c.tie_word_embeddings || !s.Contains("lm_head.weight")) {
+    w.lm_head = w.embed;
+  } else {
+    ASSIGN_OR_RETURN(TensorView head, s.Get("lm_head.weight", {c.vocab_size, hidden}));
+    w.lm_head = WholeMatrix(head);
+  }
+  ASSIGN_OR_RETURN(TensorView norm, s.Get("model.norm.weight", {hidden}));
+  w.final_norm = WholeMatrix(norm);
+
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string p = absl::StrCat("model.layers.", i, ".");
+    LlamaLayerWeights l;
+    ASSIGN_OR_RETURN(TensorView in_norm, s.Get(p + "input_layernorm.weight", {hidden}));
+    ASSIGN_OR_RETURN(TensorView q, s.Get(p + "self_attn.q_proj.weight",
+                                         {c.num_attention_heads * hd, hidden}));
+    ASSIGN_OR_RETURN(TensorView k, s.Get(p + "self_attn.k_proj.weight",
+                                         {c.num_key_value_heads * hd, hidden}));
+    ASSIGN_OR_RETURN(TensorView v, s.Get(p + "self_attn.v_proj.weight",
+                                         {c.num_key_value_heads * hd, hidden}));
+    ASSIGN_OR_RETURN(TensorView o, s.Get(p + "self_attn.o_proj.weight",
+                                         {hidden, c.num_attention_heads * hd}));
+    ASSIGN_OR_RETURN(TensorView post_norm, s.Get(p + "post_attention_layernorm.weight", {hidden}));
+    ASSIGN_OR_RETURN(TensorView gate,
+                     s.Get(p + "mlp.gate_proj.weight", {c.intermediate_size, hidden}));
+    ASSIGN_OR_RETURN(TensorView up, s.Get(p + "mlp.up_proj.weight", {c.intermediate_size, hidden}));
+    ASSIGN_OR_RETURN(TensorView down,
+                     s.Get(p + "mlp.down_proj.weight", {hidden, c.intermediate_size}));
+    l.input_norm = WholeMatrix(in_norm);
+    l.q_proj = RowSlice(q, q_rows);
+    l.k_proj = RowSlice(k, kv_rows);
+    l.v_proj = RowSlice(v, kv_rows);
+    l.o_proj = ColumnSlice(o, q_rows);
+    l.post_norm = WholeMatrix(post_norm);
+    l.gate_proj = RowSlice(gate, ffn);
+    l.up_proj = RowSlice(up, ffn);
+    l.down_proj = ColumnSlice(down, ffn);
+    if (c.attention_bias) {
+      ASSIGN_OR_RETURN(TensorView qb, s.Get(p + "self_attn.q_proj.bias", {c.num_attention_heads * hd}));
+      ASSIGN_OR_RETURN(TensorView kb, s.Get(p + "self_attn.k_proj.bias", {c.num_key_value_heads * hd}));
+      ASSIGN_OR_RETURN(TensorView vb, s.Get(p + "self_attn.v_proj.bias", {c.num_key_value_heads * hd}));
+      l.q_bias = SliceToFloat(qb, q_rows);
+      l.k_bias = SliceToFloat(kb, kv_rows);
+      l.v_bias = SliceToFloat(vb, kv_rows);
+    }
+    w.layers.push_back(std::move(l));
+  }
+  w.store = std::move(store);
+  return w;
+}
+
+}  // namespace tandem
