@@ -1,0 +1,130 @@
+#!/usr/bin/python3
+"""End-to-end checks of `tandem generate` on real model directories.
+
+Run by CTest (label e2e) with the tandem binary and the source tree given as
+arguments. Each check asserts exact tokens, exact exit codes or exact
+messages. Prints "N passed, M failed" and exits non-zero on any failure.
+
+  cli_generate_test.py --tandem build/bin/tandem --source . --work DIR
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "reference"))
+import make_random_model  # noqa: E402
+
+PASSED, FAILED = [], []
+
+
+def check(name, cond, detail=""):
+    (PASSED if cond else FAILED).append(name)
+    print(("PASS " if cond else "FAIL ") + name + ("" if cond else ": " + detail))
+
+
+def run(cmd, timeout=600):
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    return p.returncode, p.stdout, p.stderr
+
+
+def reference_greedy(source, model_dir, prompt_ids, max_tokens, ignore_eos):
+    cmd = [sys.executable, os.path.join(source, "tests", "reference", "llama_reference.py"),
+           "--model", model_dir, "--prompt-ids", ",".join(map(str, prompt_ids)),
+           "--max-tokens", str(max_tokens)]
+    if ignore_eos:
+        cmd.append("--ignore-eos")
+    rc, out, err = run(cmd)
+    assert rc == 0, err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_bundled_model_greedy_matches_reference(args):
+    """The bundled model's greedy output equals the float64 reference's."""
+    for prompt in ["ROMEO:", "First Citizen:\nBefore we proceed any further, hear me speak."]:
+        rc, out, err = run([args.tandem, "generate", "--prompt", prompt, "--temperature", "0",
+                            "--max-tokens", "64", "--json"])
+        check("bundled generate exits 0 (%r)" % prompt[:12], rc == 0, err)
+        if rc != 0:
+            continue
+        got = json.loads(out)
+        ref = reference_greedy(args.source, os.path.join(args.source, "models", "tandem-shakespeare"),
+                               got["prompt_token_ids"], 64, ignore_eos=False)
+        check("bundled greedy tokens equal reference (%r)" % prompt[:12],
+              got["token_ids"] == ref["token_ids"],
+              "c++ %s\nref %s" % (got["token_ids"], ref["token_ids"]))
+        check("bundled finish_reason equals reference (%r)" % prompt[:12],
+              got["finish_reason"] == ref["finish_reason"], "%s vs %s" % (got["finish_reason"], ref["finish_reason"]))
+        check("bundled text is non-empty (%r)" % prompt[:12], len(got["text"]) > 0, out)
+
+
+def test_random_model_prompt_ids(args):
+    """--prompt-ids on a model without a tokenizer; eos stop vs --ignore-eos."""
+    model = os.path.join(args.work, "cli_llama_bf16")
+    shutil.rmtree(model, ignore_errors=True)
+    make_random_model.make_random_model("llama_bf16", model)
+    ids = [5, 17, 99, 3]
+    rc, out, err = run([args.tandem, "generate", "--model", model, "--prompt-ids", ",".join(map(str, ids)),
+                        "--max-tokens", "20", "--temperature", "0", "--ignore-eos", "--json"])
+    check("random model generate exits 0", rc == 0, err)
+    if rc == 0:
+        got = json.loads(out)
+        ref = reference_greedy(args.source, model, ids, 20, ignore_eos=True)
+        check("random model greedy equals reference", got["token_ids"] == ref["token_ids"],
+              "%s vs %s" % (got["token_ids"], ref["token_ids"]))
+        check("prompt ids echoed", got["prompt_token_ids"] == ids, out)
+        check("length finish", got["finish_reason"] == "length" and len(got["token_ids"]) == 20, out)
+        # Stopping on a chosen token id: generation ends at its first occurrence.
+        stop_id = got["token_ids"][7]
+        first = got["token_ids"].index(stop_id)
+        rc, out, err = run([args.tandem, "generate", "--model", model, "--prompt-ids", ",".join(map(str, ids)),
+                            "--max-tokens", "20", "--temperature", "0", "--ignore-eos",
+                            "--stop-token-ids", str(stop_id), "--json"])
+        stopped = json.loads(out) if rc == 0 else {}
+        check("stop token id ends generation", rc == 0 and stopped["token_ids"] == got["token_ids"][:first + 1]
+              and stopped["finish_reason"] == "stop", out + err)
+    # Same seed, same tokens; sampling at temperature 1.
+    outs = []
+    for _ in range(2):
+        rc, out, err = run([args.tandem, "generate", "--model", model, "--prompt-ids", "1,2,3",
+                            "--max-tokens", "16", "--temperature", "1", "--seed", "7", "--ignore-eos", "--json"])
+        outs.append(json.loads(out)["token_ids"] if rc == 0 else None)
+    check("same seed gives the same tokens", outs[0] is not None and outs[0] == outs[1], str(outs))
+
+
+def test_errors(args):
+    rc, out, err = run([args.tandem, "generate", "--model", "/nonexistent/model", "--prompt-ids", "1"])
+    check("missing model: exit 1", rc == 1, "rc=%d" % rc)
+    check("missing model: message names config.json", "/nonexistent/model/config.json" in err, err)
+    rc, out, err = run([args.tandem, "generate", "--no-such-flag"])
+    check("unknown flag: exit 2 and named", rc == 2 and "--no-such-flag" in err, err)
+    rc, out, err = run([args.tandem, "generate", "--prompt", "x", "--temperature", "-1"])
+    check("negative temperature: exit 1, names temperature", rc == 1 and "temperature" in err, err)
+    rc, out, err = run([args.tandem, "generate", "--prompt-ids", "1,99999999"])
+    check("out-of-vocabulary prompt id: exit 1", rc == 1 and "vocabulary" in err, err)
+    rc, out, err = run([args.tandem, "generate", "--prompt", "x", "--max-tokens", "100000"])
+    check("prompt + max_tokens past the context: exit 1", rc == 1 and "context" in err, err)
+    rc, out, err = run([args.tandem, "frobnicate"])
+    check("unknown command: exit 2", rc == 2 and "unknown command" in err, err)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tandem", required=True)
+    ap.add_argument("--source", required=True)
+    ap.add_argument("--work", required=True)
+    args = ap.parse_args()
+    os.makedirs(args.work, exist_ok=True)
+    test_bundled_model_greedy_matches_reference(args)
+    test_random_model_prompt_ids(args)
+    test_errors(args)
+    print("%d passed, %d failed" % (len(PASSED), len(FAILED)))
+    return 1 if FAILED else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
