@@ -32,6 +32,15 @@ void AddInPlace(float* x, const float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] += y[i];
 }
 
+const float* OrNull(const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); }
+
+// x[t][:] += y[t][:] + bias[:] for each of n rows of width d (bias may be empty).
+void AddResidual(float* x, const float* y, const std::vector<float>& bias, int64_t n, int64_t d) {
+  AddInPlace(x, y, n * d);
+  if (bias.empty()) return;
+  for (int64_t t = 0; t < n; ++t) AddInPlace(x + t * d, bias.data(), d);
+}
+
 }  // namespace
 
 absl::Status LlamaModel::Impl::ValidateBatch(const ForwardBatch& b, const KvCache& cache) const {
@@ -85,29 +94,30 @@ void LlamaModel::Impl::AttentionBlock(const ForwardBatch& b, KvCache& cache, int
   const int64_t q_dim = weights.dims.num_heads * hd;
   const int64_t kv_dim = weights.dims.num_kv_heads * hd;
   kernels::RmsNorm(x.data(), n, config.hidden_size, lw.input_norm, config.rms_norm_eps, h.data());
-  kernels::MatMul(h.data(), n, lw.q_proj, lw.q_bias.empty() ? nullptr : lw.q_bias.data(), q.data());
-  kernels::MatMul(h.data(), n, lw.k_proj, lw.k_bias.empty() ? nullptr : lw.k_bias.data(), k.data());
-  kernels::MatMul(h.data(), n, lw.v_proj, lw.v_bias.empty() ? nullptr : lw.v_bias.data(), v.data());
+  kernels::MatMul(h.data(), n, lw.q_proj, OrNull(lw.q_bias), q.data());
+  kernels::MatMul(h.data(), n, lw.k_proj, OrNull(lw.k_bias), k.data());
+  kernels::MatMul(h.data(), n, lw.v_proj, OrNull(lw.v_bias), v.data());
   kernels::ApplyRope(q.data(), n, q_dim, weights.dims.num_heads, hd, cos.data(), sin.data());
   kernels::ApplyRope(k.data(), n, kv_dim, weights.dims.num_kv_heads, hd, cos.data(), sin.data());
   kernels::WriteKv(b, cache, layer, k.data(), v.data(), kv_dim);
   const kernels::AttentionShape shape{weights.dims.num_heads, weights.dims.num_kv_heads, hd,
-                                      static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)))};
+                                      static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd))),
+                                      config.sliding_window};
   kernels::PagedAttention(b, cache, layer, shape, q.data(), q_dim, attn.data());
   kernels::MatMul(attn.data(), n, lw.o_proj, nullptr, proj.data());
-  // TODO(issue 5): all-reduce `proj` across TP ranks here.
-  AddInPlace(x.data(), proj.data(), n * config.hidden_size);
+  // TODO(issue 5): all-reduce `proj` across TP ranks here, before the bias.
+  AddResidual(x.data(), proj.data(), lw.o_bias, n, config.hidden_size);
 }
 
 void LlamaModel::Impl::MlpBlock(int64_t layer, int64_t n) {
   const LlamaLayerWeights& lw = weights.layers[layer];
   kernels::RmsNorm(x.data(), n, config.hidden_size, lw.post_norm, config.rms_norm_eps, h.data());
-  kernels::MatMul(h.data(), n, lw.gate_proj, nullptr, gate.data());
-  kernels::MatMul(h.data(), n, lw.up_proj, nullptr, up.data());
+  kernels::MatMul(h.data(), n, lw.gate_proj, OrNull(lw.gate_bias), gate.data());
+  kernels::MatMul(h.data(), n, lw.up_proj, OrNull(lw.up_bias), up.data());
   kernels::SiluMul(gate.data(), up.data(), n, weights.dims.ffn, gate.data());
   kernels::MatMul(gate.data(), n, lw.down_proj, nullptr, proj.data());
-  // TODO(issue 5): all-reduce `proj` across TP ranks here.
-  AddInPlace(x.data(), proj.data(), n * config.hidden_size);
+  // TODO(issue 5): all-reduce `proj` across TP ranks here, before the bias.
+  AddResidual(x.data(), proj.data(), lw.down_bias, n, config.hidden_size);
 }
 
 LlamaModel::LlamaModel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

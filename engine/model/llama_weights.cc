@@ -116,6 +116,18 @@ absl::StatusOr<LlamaWeights> LoadLlamaWeights(const ModelConfig& c,
       l.k_bias = SliceToFloat(kb, kv_rows);
       l.v_bias = SliceToFloat(vb, kv_rows);
     }
+    if (c.o_proj_bias) {
+      ASSIGN_OR_RETURN(TensorView ob, s.Get(p + "self_attn.o_proj.bias", {hidden}));
+      l.o_bias = SliceToFloat(ob, {0, hidden});
+    }
+    if (c.mlp_bias) {
+      ASSIGN_OR_RETURN(TensorView gb, s.Get(p + "mlp.gate_proj.bias", {c.intermediate_size}));
+      ASSIGN_OR_RETURN(TensorView ub, s.Get(p + "mlp.up_proj.bias", {c.intermediate_size}));
+      ASSIGN_OR_RETURN(TensorView db, s.Get(p + "mlp.down_proj.bias", {hidden}));
+      l.gate_bias = SliceToFloat(gb, ffn);
+      l.up_bias = SliceToFloat(ub, ffn);
+      l.down_bias = SliceToFloat(db, {0, hidden});
+    }
     w.layers.push_back(std::move(l));
   }
   w.store = std::move(store);

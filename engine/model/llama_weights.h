@@ -25,10 +25,13 @@ struct LlamaLayerWeights {
   kernels::WeightRef v_proj;      // [local_kv_heads * head_dim, hidden]
   std::vector<float> q_bias, k_bias, v_bias;  // empty when the model has none
   kernels::WeightRef o_proj;      // [hidden, local_heads * head_dim] (column slice)
+  std::vector<float> o_bias;      // [hidden] or empty; added once, after the reduction
   kernels::WeightRef post_norm;   // [hidden]
   kernels::WeightRef gate_proj;   // [local_ffn, hidden]
   kernels::WeightRef up_proj;     // [local_ffn, hidden]
   kernels::WeightRef down_proj;   // [hidden, local_ffn] (column slice)
+  std::vector<float> gate_bias, up_bias;  // [local_ffn] or empty (mlp_bias)
+  std::vector<float> down_bias;           // [hidden] or empty; added after the reduction
 };
 
 // Per-rank sizes derived from the config and the shard.

@@ -42,6 +42,9 @@ struct ModelConfig {
   int64_t max_position_embeddings = 2048;
   bool tie_word_embeddings = false;
   bool attention_bias = false;  // q/k/v projections carry a bias (Qwen2: always)
+  bool o_proj_bias = false;     // o_proj carries a bias (Llama with attention_bias)
+  bool mlp_bias = false;        // gate/up/down carry biases (Llama's mlp_bias)
+  int64_t sliding_window = 0;   // Mistral: attend to the last N positions only; 0 = full
   std::vector<int32_t> bos_token_ids;
   std::vector<int32_t> eos_token_ids;  // union of config.json and generation_config.json
 

@@ -49,6 +49,8 @@ _BASE = {
     "eos_token_id": 2,
     "max_position_embeddings": 2048,
     "extra_config": {},
+    "attention_bias": False,  # Llama: q/k/v/o biases
+    "mlp_bias": False,        # Llama: gate/up/down biases
     "seed": 0,
 }
 
@@ -109,6 +111,16 @@ SHAPES = {
         hidden_size=64, intermediate_size=160, num_attention_heads=4,
         num_key_value_heads=2, vocab_size=256, dtype="BF16",
         eos_token_id=[2, 7], seed=1008),
+    # Llama with attention_bias (q/k/v/o biases) and mlp_bias (gate/up/down)
+    "llama_bias_f32": _shape(
+        hidden_size=64, intermediate_size=160, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=256, attention_bias=True,
+        mlp_bias=True, seed=1010),
+    # Mistral with a sliding window (8) shorter than the test sequences
+    "mistral_window_f32": _shape(
+        architecture="MistralForCausalLM", hidden_size=64, intermediate_size=160,
+        num_attention_heads=4, num_key_value_heads=2, vocab_size=320,
+        extra_config={"sliding_window": 8}, seed=1011),
     # weights split over two shard files + model.safetensors.index.json
     "sharded_f32": _shape(
         hidden_size=64, intermediate_size=160, num_hidden_layers=3,
@@ -147,8 +159,8 @@ def build_config(spec):
         "eos_token_id": spec["eos_token_id"],
     }
     if arch == "LlamaForCausalLM":
-        cfg["attention_bias"] = False
-        cfg["mlp_bias"] = False
+        cfg["attention_bias"] = spec["attention_bias"]
+        cfg["mlp_bias"] = spec["mlp_bias"]
         cfg["pretraining_tp"] = 1
     if spec["head_dim"] is not None:
         cfg["head_dim"] = spec["head_dim"]
@@ -192,11 +204,20 @@ def build_weights(spec, seed):
             w[p + "self_attn.q_proj.bias"] = normal((H * D,), 0.2)
             w[p + "self_attn.k_proj.bias"] = normal((KV * D,), 0.2)
             w[p + "self_attn.v_proj.bias"] = normal((KV * D,), 0.2)
+        if spec["attention_bias"]:
+            w[p + "self_attn.q_proj.bias"] = normal((H * D,), 0.2)
+            w[p + "self_attn.k_proj.bias"] = normal((KV * D,), 0.2)
+            w[p + "self_attn.v_proj.bias"] = normal((KV * D,), 0.2)
+            w[p + "self_attn.o_proj.bias"] = normal((E,), 0.2)
         w[p + "self_attn.o_proj.weight"] = normal((E, H * D), res / (H * D) ** 0.5)
         w[p + "post_attention_layernorm.weight"] = 1.0 + normal((E,), 0.1)
         w[p + "mlp.gate_proj.weight"] = normal((I, E), 1.0 / E ** 0.5)
         w[p + "mlp.up_proj.weight"] = normal((I, E), 1.0 / E ** 0.5)
         w[p + "mlp.down_proj.weight"] = normal((E, I), res / I ** 0.5)
+        if spec["mlp_bias"]:
+            w[p + "mlp.gate_proj.bias"] = normal((I,), 0.2)
+            w[p + "mlp.up_proj.bias"] = normal((I,), 0.2)
+            w[p + "mlp.down_proj.bias"] = normal((E,), 0.2)
     w["model.norm.weight"] = 1.0 + normal((E,), 0.1)
     if not tied:
         w["lm_head.weight"] = normal((V, E), out_std)

@@ -188,7 +188,8 @@ TEST_P(ReferenceParityTest, BatchOfFourEqualsEachAlone) {
 INSTANTIATE_TEST_SUITE_P(Shapes, ReferenceParityTest,
                          ::testing::Values("llama_mha_f32", "llama_gqa_f32", "llama_head_dim_f32",
                                            "qwen2_bias_f32", "llama3_rope_f32", "linear_rope_f32",
-                                           "mistral_f16", "llama_bf16", "sharded_f32"),
+                                           "mistral_f16", "llama_bf16", "sharded_f32",
+                                           "llama_bias_f32", "mistral_window_f32"),
                          [](const auto& info) { return info.param; });
 
 }  // namespace

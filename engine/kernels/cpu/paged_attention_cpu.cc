@@ -53,11 +53,13 @@ void PagedAttention(const ForwardBatch& batch, const KvCache& cache, int64_t lay
       const int64_t kv_h = h / group;
       const std::vector<int32_t>& table = batch.seqs[qr.seq].block_table;
       const int64_t num_keys = static_cast<int64_t>(batch.positions[qr.token]) + 1;
+      const int64_t first_key =
+          shape.sliding_window > 0 ? std::max<int64_t>(0, num_keys - shape.sliding_window) : 0;
       const float* qv = q + qr.token * q_stride + h * hd;
 
       scores.resize(num_keys);
       float max_score = -INFINITY;
-      for (int64_t p = 0; p < num_keys; ++p) {
+      for (int64_t p = first_key; p < num_keys; ++p) {
         const int64_t slot = table[p / block_size] * block_size + p % block_size;
         const float* kv = cache.Key(layer, slot, kv_h);
         float dot = 0.0f;
@@ -66,12 +68,12 @@ void PagedAttention(const ForwardBatch& batch, const KvCache& cache, int64_t lay
         max_score = std::max(max_score, scores[p]);
       }
       float denom = 0.0f;
-      for (int64_t p = 0; p < num_keys; ++p) {
+      for (int64_t p = first_key; p < num_keys; ++p) {
         scores[p] = std::exp(scores[p] - max_score);
         denom += scores[p];
       }
       std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int64_t p = 0; p < num_keys; ++p) {
+      for (int64_t p = first_key; p < num_keys; ++p) {
         const int64_t slot = table[p / block_size] * block_size + p % block_size;
         const float* vv = cache.Value(layer, slot, kv_h);
         const float w = scores[p];
