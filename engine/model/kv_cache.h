@@ -1,17 +1,21 @@
-// KV-cache storage of one tensor-parallel rank: one tensor per layer,
-// [num_blocks][2 (K, V)][num_local_kv_heads][block_size][head_dim].
+// KV-cache storage of one tensor-parallel rank: one region per layer,
+// [num_blocks][2 (K, V)][num_local_kv_heads][block_size][head_dim], all layers
+// in one allocation (one memory registration for a transport).
 //
 // Within a layer, one block's K and V for this rank's KV heads form one
 // contiguous span (`BlockSpan`), so shipping a block to another worker is one
 // put per layer. Block bookkeeping (free list, ref counts, prefix cache) lives
-// elsewhere; this class only owns memory and answers addresses.
-// Storage is fp32 for now (the KV dtype option arrives with the block pool).
+// in engine/core; this class only owns memory and answers addresses.
+// Elements are stored as `dtype` (fp32, bf16 or fp16); kernels convert.
 // Thread-safety: none; the engine loop owns it. Concurrent reads are safe.
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
 #include <span>
-#include <vector>
+
+#include "engine/model/dtype.h"
 
 namespace tandem {
 
@@ -21,48 +25,67 @@ struct KvCacheShape {
   int64_t block_size = 16;  // tokens per block
   int64_t num_kv_heads = 0;  // this rank's KV heads
   int64_t head_dim = 0;
+  DType dtype = DType::kF32;
 
   int64_t block_span_elems() const { return 2 * num_kv_heads * block_size * head_dim; }
+  int64_t block_span_bytes() const { return block_span_elems() * static_cast<int64_t>(DTypeSize(dtype)); }
+  int64_t layer_bytes() const { return num_blocks * block_span_bytes(); }
+  int64_t total_bytes() const { return num_layers * layer_bytes(); }
   int64_t num_slots() const { return num_blocks * block_size; }
+  // Bytes one block costs across all layers (for sizing a pool from a budget).
+  int64_t bytes_per_block() const { return num_layers * block_span_bytes(); }
 };
 
 class KvCache {
  public:
   explicit KvCache(const KvCacheShape& shape)
       : shape_(shape),
-        layers_(shape.num_layers, std::vector<float>(shape.num_blocks * shape.block_span_elems())) {}
+        data_(static_cast<uint8_t*>(std::aligned_alloc(kAlign, RoundUp(shape.total_bytes())))) {
+    std::fill_n(data_.get(), shape.total_bytes(), uint8_t{0});
+  }
   KvCache(const KvCache&) = delete;
   KvCache& operator=(const KvCache&) = delete;
 
   const KvCacheShape& shape() const { return shape_; }
 
-  // The contiguous K+V span of `block` in `layer`.
-  std::span<float> BlockSpan(int64_t layer, int64_t block) {
-    return {layers_[layer].data() + block * shape_.block_span_elems(),
-            static_cast<size_t>(shape_.block_span_elems())};
+  // The whole allocation (for registering it with a transport).
+  std::span<uint8_t> Memory() { return {data_.get(), static_cast<size_t>(shape_.total_bytes())}; }
+
+  // The contiguous K+V bytes of `block` in `layer`.
+  std::span<uint8_t> BlockSpan(int64_t layer, int64_t block) {
+    return {data_.get() + layer * shape_.layer_bytes() + block * shape_.block_span_bytes(),
+            static_cast<size_t>(shape_.block_span_bytes())};
   }
 
-  // K (or V) of one KV head at one slot (slot = block * block_size + offset).
-  float* Key(int64_t layer, int64_t slot, int64_t head) { return &layers_[layer][Offset(slot, head, 0)]; }
-  float* Value(int64_t layer, int64_t slot, int64_t head) { return &layers_[layer][Offset(slot, head, 1)]; }
-  const float* Key(int64_t layer, int64_t slot, int64_t head) const {
-    return &layers_[layer][Offset(slot, head, 0)];
+  // K (or V) of one KV head at one slot (slot = block * block_size + offset):
+  // head_dim elements of shape().dtype.
+  void* Key(int64_t layer, int64_t slot, int64_t head) { return Address(layer, slot, head, 0); }
+  void* Value(int64_t layer, int64_t slot, int64_t head) { return Address(layer, slot, head, 1); }
+  const void* Key(int64_t layer, int64_t slot, int64_t head) const {
+    return const_cast<KvCache*>(this)->Address(layer, slot, head, 0);
   }
-  const float* Value(int64_t layer, int64_t slot, int64_t head) const {
-    return &layers_[layer][Offset(slot, head, 1)];
+  const void* Value(int64_t layer, int64_t slot, int64_t head) const {
+    return const_cast<KvCache*>(this)->Address(layer, slot, head, 1);
   }
 
  private:
-  size_t Offset(int64_t slot, int64_t head, int kv) const {
+  static constexpr size_t kAlign = 64;
+  static size_t RoundUp(int64_t n) { return (static_cast<size_t>(n) + kAlign - 1) / kAlign * kAlign + kAlign; }
+  struct FreeDeleter {
+    void operator()(uint8_t* p) const { std::free(p); }
+  };
+
+  void* Address(int64_t layer, int64_t slot, int64_t head, int kv) {
     const int64_t block = slot / shape_.block_size;
     const int64_t offset = slot % shape_.block_size;
-    return static_cast<size_t>(
-        block * shape_.block_span_elems() +
-        ((kv * shape_.num_kv_heads + head) * shape_.block_size + offset) * shape_.head_dim);
+    const int64_t elem =
+        ((kv * shape_.num_kv_heads + head) * shape_.block_size + offset) * shape_.head_dim;
+    return data_.get() + layer * shape_.layer_bytes() + block * shape_.block_span_bytes() +
+           elem * static_cast<int64_t>(DTypeSize(shape_.dtype));
   }
 
   KvCacheShape shape_;
-  std::vector<std::vector<float>> layers_;  // [num_layers][num_blocks * block_span_elems]
+  std::unique_ptr<uint8_t[], FreeDeleter> data_;
 };
 
 }  // namespace tandem

@@ -140,9 +140,10 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::filesyst
 
 const ModelConfig& LlamaModel::config() const { return impl_->config; }
 
-KvCacheShape LlamaModel::MakeKvCacheShape(int64_t num_blocks, int64_t block_size) const {
+KvCacheShape LlamaModel::MakeKvCacheShape(int64_t num_blocks, int64_t block_size,
+                                          DType dtype) const {
   return {impl_->config.num_hidden_layers, num_blocks, block_size, impl_->weights.dims.num_kv_heads,
-          impl_->config.head_dim};
+          impl_->config.head_dim, dtype};
 }
 
 absl::StatusOr<std::vector<float>> LlamaModel::Forward(const ForwardBatch& b, KvCache& cache) {

@@ -31,8 +31,10 @@ class LlamaModel {
   ~LlamaModel();
 
   const ModelConfig& config() const;
-  // The KV-cache shape this rank needs for `num_blocks` blocks of `block_size`.
-  KvCacheShape MakeKvCacheShape(int64_t num_blocks, int64_t block_size) const;
+  // The KV-cache shape this rank needs for `num_blocks` blocks of `block_size`
+  // tokens stored as `dtype`.
+  KvCacheShape MakeKvCacheShape(int64_t num_blocks, int64_t block_size,
+                                DType dtype = DType::kF32) const;
 
   // Runs one step over `batch`: writes its tokens' K/V into `cache` at their
   // slots, and returns logits, row-major [batch.logit_indices.size()][vocab].

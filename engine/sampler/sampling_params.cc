@@ -25,9 +25,6 @@ absl::Status SamplingParams::Validate() const {
   }
   if (max_tokens < 1) return bad("max_tokens", max_tokens, "must be >= 1");
   if (logprobs > 20) return bad("logprobs", logprobs, "must be <= 20");
-  for (const std::string& s : stop) {
-    if (s.empty()) return absl::InvalidArgumentError("stop: empty stop string");
-  }
   return absl::OkStatus();
 }
 

@@ -4,7 +4,6 @@
 
 #include <cstdint>
 #include <optional>
-#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -22,7 +21,6 @@ struct SamplingParams {
   std::optional<uint64_t> seed;     // unset = from the engine's entropy
   uint32_t max_tokens = 16;         // >= 1
   std::vector<int32_t> stop_token_ids;
-  std::vector<std::string> stop;    // stop strings (matched on detokenized text)
   bool ignore_eos = false;
   uint32_t logprobs = 0;            // top-n logprobs to return besides the chosen one
 

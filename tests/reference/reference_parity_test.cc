@@ -9,6 +9,7 @@
 //  - batch invariance: four prompts of different lengths in one batch give
 //    bitwise the logits and exactly the tokens each gives alone.
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <string>
@@ -78,7 +79,8 @@ void AddSlice(ForwardBatch& b, const std::vector<int32_t>& tokens, const std::ve
 // Teacher-forced logits for several sequences stepped together: one prefill
 // step, then one token per sequence per step. Returns [seq][step][vocab].
 std::vector<std::vector<std::vector<float>>> TeacherForcedLogits(LlamaModel& model,
-                                                                 const std::vector<RefCase>& cases) {
+                                                                 const std::vector<RefCase>& cases,
+                                                                 DType kv_dtype = DType::kF32) {
   std::vector<int32_t> lengths;
   std::vector<std::vector<int32_t>> full;
   for (const RefCase& c : cases) {
@@ -89,7 +91,7 @@ std::vector<std::vector<std::vector<float>>> TeacherForcedLogits(LlamaModel& mod
   }
   int32_t num_blocks = 0;
   const auto tables = LayoutBlocks(lengths, &num_blocks);
-  KvCache cache(model.MakeKvCacheShape(num_blocks, kBlockSize));
+  KvCache cache(model.MakeKvCacheShape(num_blocks, kBlockSize, kv_dtype));
   const int64_t vocab = model.config().vocab_size;
   std::vector<std::vector<std::vector<float>>> out(cases.size());
   const size_t steps = cases[0].tokens.size();
@@ -143,6 +145,29 @@ TEST_P(ReferenceParityTest, LogitsMatchFloat64Reference) {
     }
   }
   RecordProperty("worst_relative_error", std::to_string(worst));
+}
+
+// 16-bit KV storage rounds K and V once; logits stay within the rounding's
+// reach of the reference (bf16 keeps 8 mantissa bits, fp16 11).
+TEST_P(ReferenceParityTest, SixteenBitKvCacheStaysCloseToReference) {
+  for (auto [dtype, tol] : {std::pair{DType::kBF16, 3e-2}, std::pair{DType::kF16, 4e-3}}) {
+    double worst = 0.0;
+    for (const RefCase& c : cases_) {
+      auto logits = TeacherForcedLogits(*model_, {c}, dtype);
+      ASSERT_EQ(logits.size(), 1u);
+      for (size_t step = 0; step < c.logits.size(); ++step) {
+        double max_diff = 0.0, max_ref = 0.0;
+        for (size_t v = 0; v < c.logits[step].size(); ++v) {
+          max_diff = std::max(max_diff, std::abs(logits[0][step][v] - c.logits[step][v]));
+          max_ref = std::max(max_ref, std::abs(c.logits[step][v]));
+        }
+        worst = std::max(worst, max_diff / max_ref);
+      }
+    }
+    EXPECT_LE(worst, tol) << DTypeName(dtype);
+    EXPECT_GT(worst, 0.0) << DTypeName(dtype) << " storage should round something";
+    std::printf("%s KV: worst relative logit error %.3g\n", std::string(DTypeName(dtype)).c_str(), worst);
+  }
 }
 
 TEST_P(ReferenceParityTest, GreedyTokensMatchReference) {

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <vector>
 
+#include "engine/kernels/ops.h"
 #include "engine/kernels/paged_attention.h"
 
 namespace tandem::kernels {
@@ -14,6 +15,28 @@ struct QueryRef {
   int32_t seq;    // index into batch.seqs
 };
 
+// Stores `n` floats as `t` (round to nearest even for the 16-bit types).
+void StoreAs(DType t, const float* src, int64_t n, void* dst) {
+  switch (t) {
+    case DType::kF32:
+      std::copy_n(src, n, static_cast<float*>(dst));
+      return;
+    case DType::kBF16:
+      for (int64_t i = 0; i < n; ++i) static_cast<uint16_t*>(dst)[i] = FloatToBf16(src[i]);
+      return;
+    case DType::kF16:
+      for (int64_t i = 0; i < n; ++i) static_cast<_Float16*>(dst)[i] = static_cast<_Float16>(src[i]);
+      return;
+  }
+}
+
+// A K or V row as fp32: in place when the cache is fp32, else converted into `buf`.
+const float* LoadRow(DType t, const void* src, int64_t n, float* buf) {
+  if (t == DType::kF32) return static_cast<const float*>(src);
+  ConvertToFloat(t, src, n, buf);
+  return buf;
+}
+
 }  // namespace
 
 void WriteKv(const ForwardBatch& batch, KvCache& cache, int64_t layer, const float* k,
@@ -22,8 +45,8 @@ void WriteKv(const ForwardBatch& batch, KvCache& cache, int64_t layer, const flo
   for (int32_t t = 0; t < batch.num_tokens(); ++t) {
     const int64_t slot = batch.slot_mapping[t];
     for (int64_t h = 0; h < s.num_kv_heads; ++h) {
-      std::copy_n(k + t * stride + h * s.head_dim, s.head_dim, cache.Key(layer, slot, h));
-      std::copy_n(v + t * stride + h * s.head_dim, s.head_dim, cache.Value(layer, slot, h));
+      StoreAs(s.dtype, k + t * stride + h * s.head_dim, s.head_dim, cache.Key(layer, slot, h));
+      StoreAs(s.dtype, v + t * stride + h * s.head_dim, s.head_dim, cache.Value(layer, slot, h));
     }
   }
 }
@@ -31,6 +54,7 @@ void WriteKv(const ForwardBatch& batch, KvCache& cache, int64_t layer, const flo
 void PagedAttention(const ForwardBatch& batch, const KvCache& cache, int64_t layer,
                     const AttentionShape& shape, const float* q, int64_t q_stride, float* out) {
   const int64_t block_size = cache.shape().block_size;
+  const DType kv_dtype = cache.shape().dtype;
   const int64_t hd = shape.head_dim;
   const int64_t group = shape.num_heads / shape.num_kv_heads;
 
@@ -46,6 +70,7 @@ void PagedAttention(const ForwardBatch& batch, const KvCache& cache, int64_t lay
   {
     std::vector<float> scores;
     std::vector<float> acc(hd);
+    std::vector<float> row(hd);
 #pragma omp for schedule(dynamic, 4)
     for (int64_t item = 0; item < num_items; ++item) {
       const QueryRef& qr = queries[item / shape.num_heads];
@@ -61,7 +86,7 @@ void PagedAttention(const ForwardBatch& batch, const KvCache& cache, int64_t lay
       float max_score = -INFINITY;
       for (int64_t p = first_key; p < num_keys; ++p) {
         const int64_t slot = table[p / block_size] * block_size + p % block_size;
-        const float* kv = cache.Key(layer, slot, kv_h);
+        const float* kv = LoadRow(kv_dtype, cache.Key(layer, slot, kv_h), hd, row.data());
         float dot = 0.0f;
         for (int64_t j = 0; j < hd; ++j) dot += qv[j] * kv[j];
         scores[p] = dot * shape.scale;
@@ -75,7 +100,7 @@ void PagedAttention(const ForwardBatch& batch, const KvCache& cache, int64_t lay
       std::fill(acc.begin(), acc.end(), 0.0f);
       for (int64_t p = first_key; p < num_keys; ++p) {
         const int64_t slot = table[p / block_size] * block_size + p % block_size;
-        const float* vv = cache.Value(layer, slot, kv_h);
+        const float* vv = LoadRow(kv_dtype, cache.Value(layer, slot, kv_h), hd, row.data());
         const float w = scores[p];
         for (int64_t j = 0; j < hd; ++j) acc[j] += w * vv[j];
       }
