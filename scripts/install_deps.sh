@@ -8,7 +8,7 @@ set -euo pipefail
 
 build_pkgs=(
   build-essential cmake ninja-build ccache pkg-config
-  libabsl-dev nlohmann-json3-dev libre2-dev
+  libabsl-dev nlohmann-json3-dev libre2-dev libicu-dev
 )
 test_pkgs=(
   libgtest-dev libgmock-dev libbenchmark-dev

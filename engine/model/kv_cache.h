@@ -41,7 +41,8 @@ class KvCache {
   explicit KvCache(const KvCacheShape& shape)
       : shape_(shape),
         data_(static_cast<uint8_t*>(std::aligned_alloc(kAlign, RoundUp(shape.total_bytes())))) {
-    std::fill_n(data_.get(), shape.total_bytes(), uint8_t{0});
+    // Not zeroed on purpose: attention reads only slots this cache's owner
+    // wrote, and leaving pages untouched keeps a large idle pool free.
   }
   KvCache(const KvCache&) = delete;
   KvCache& operator=(const KvCache&) = delete;

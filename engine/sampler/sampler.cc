@@ -52,6 +52,11 @@ void SequenceSampler::ApplyPenalties(std::span<float> logits) const {
   }
 }
 
+void SequenceSampler::Observe(int32_t token) {
+  if (!params_.greedy()) (void)Uniform01(rng_);  // Sample() draws once per token
+  ++generated_counts_[token];
+}
+
 SampledToken SequenceSampler::Sample(std::span<float> logits) {
   SampledToken out;
   // Logprobs are reported from the model's distribution, before processing.

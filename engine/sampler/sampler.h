@@ -33,6 +33,11 @@ class SequenceSampler {
   // it as generated.
   SampledToken Sample(std::span<float> logits);
 
+  // Records `token` as generated elsewhere (by another worker's copy of this
+  // sampler) and advances the random stream exactly as Sample() would have,
+  // so the following tokens are the ones a single process would draw.
+  void Observe(int32_t token);
+
  private:
   void ApplyPenalties(std::span<float> logits) const;
 

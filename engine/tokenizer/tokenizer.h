@@ -32,7 +32,13 @@ class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
 
-  // Loads `dir/tokenizer.json` and, when present, `dir/tokenizer_config.json`.
+  // Loads `dir/tokenizer.json` and, when present, `dir/tokenizer_config.json`
+  // (`dir` may also be the path of a tokenizer.json file). Supported:
+  // model BPE (vocab, "a b" or ["a","b"] merges, byte_fallback, unk_token,
+  // fuse_unk, ignore_merges); normalizers Sequence, Prepend, Replace, Strip,
+  // NFC/NFD/NFKC/NFKD (with ICU); pre-tokenizers Sequence, Split, ByteLevel,
+  // Digits, Metaspace, Punctuation, Whitespace, WhitespaceSplit; decoders
+  // Sequence, ByteLevel, Replace, ByteFallback, Fuse, Strip, Metaspace.
   // Errors name the file and what is wrong (missing file, bad JSON,
   // unsupported model/pre-tokenizer type, malformed merges).
   static absl::StatusOr<std::unique_ptr<Tokenizer>> Load(const std::filesystem::path& dir);
@@ -42,9 +48,21 @@ class Tokenizer {
   // `text` are recognised as their ids.
   virtual std::vector<int32_t> Encode(std::string_view text, bool add_special_tokens = true) const = 0;
 
-  // Text of `ids`. Invalid UTF-8 produced by byte tokens is replaced by U+FFFD.
-  // Ids outside the vocabulary decode to nothing.
+  // Text of `ids`. Invalid UTF-8 produced by byte tokens is replaced by U+FFFD
+  // (one per maximal invalid sequence, as Python's errors="replace").
+  // Ids outside the vocabulary decode to nothing. SentencePiece-style
+  // decoders drop the single leading space that the encoder's prepended "▁"
+  // stands for.
   virtual std::string Decode(std::span<const int32_t> ids, bool skip_special_tokens = true) const = 0;
+
+  // Text that `ids` add when they follow earlier, non-empty text: Decode()
+  // without the steps that act only at the start of a text (SentencePiece's
+  // leading-space strip). For ids that start and end on character
+  // boundaries, Decode(a + b) == Decode(a) + DecodeContinuation(b) whenever
+  // Decode(a) is non-empty. Used by IncrementalDecoder.
+  virtual std::string DecodeContinuation(std::span<const int32_t> ids, bool skip_special_tokens = true) const {
+    return Decode(ids, skip_special_tokens);
+  }
 
   virtual int32_t vocab_size() const = 0;  // including added tokens
   virtual std::optional<int32_t> bos_id() const = 0;
@@ -55,16 +73,26 @@ class Tokenizer {
   virtual std::optional<int32_t> TokenToId(std::string_view token) const = 0;
 };
 
-// Turns a stream of token ids into text pieces, never emitting part of a UTF-8
-// character: bytes of an incomplete character are held until it completes.
-// Handles SentencePiece's leading-space stripping consistently with Decode():
-// the concatenation of every Add() plus Flush() equals Decode(all ids).
+// Turns a stream of generated token ids into text pieces, in the manner of
+// HuggingFace / vLLM's detokenize_incrementally: it decodes a short window of
+// ids (from prefix_offset_) with and without the newest ones and emits the
+// difference, holding it back while the window's text ends in U+FFFD (an
+// incomplete UTF-8 character or byte-fallback run). Consequences:
+//  1. Every returned piece is valid UTF-8; no character is ever split.
+//  2. For prompt P and generated ids G, the concatenation of all Add(g) for
+//     g in G followed by Flush() equals Decode(P + G) with its prefix
+//     Decode(P) removed, provided Decode(P) is a prefix of Decode(P + G) —
+//     always, unless P ends inside a UTF-8 character that G completes (then
+//     the completed character is emitted in full). In particular a
+//     SentencePiece token "▁word" generated after a non-empty prompt yields
+//     " word", and after an empty prompt "word" (as Decode strips it).
+//  3. Text ending in a genuine U+FFFD is held until the next Add or Flush.
+// Thread-safety: one decoder serves one stream; not thread-safe.
 class IncrementalDecoder {
  public:
   // `tokenizer` must outlive the decoder. `prompt_ids` (may be empty) gives
   // context so the first generated token decodes as it would after the prompt.
-  IncrementalDecoder(const Tokenizer& tokenizer, std::span<const int32_t> prompt_ids,
-                     bool skip_special_tokens = true);
+  IncrementalDecoder(const Tokenizer& tokenizer, std::span<const int32_t> prompt_ids, bool skip_special_tokens = true);
 
   // Appends `id`; returns the text that became final (possibly empty).
   std::string Add(int32_t id);
@@ -72,11 +100,20 @@ class IncrementalDecoder {
   std::string Flush();
 
  private:
+  // Text of ids_[begin..end): Decode() while no text precedes the window's
+  // new ids (has_text_ false), else DecodeContinuation().
+  std::string DecodeWindow(size_t begin, size_t end) const;
+  // Emits the text of ids_[prefix_offset_..) beyond prefix_text_ and moves
+  // the window forward; `hold_incomplete` keeps text ending in U+FFFD back.
+  std::string Advance(bool hold_incomplete);
+
   const Tokenizer& tokenizer_;
   bool skip_special_tokens_;
   std::vector<int32_t> ids_;
   size_t prefix_offset_ = 0;  // ids_[prefix_offset_..read_offset_) give context
   size_t read_offset_ = 0;    // ids_[read_offset_..) are not yet emitted
+  bool has_text_ = false;     // ids_[0..read_offset_) decode to non-empty raw text
+  std::string prefix_text_;   // DecodeWindow(prefix_offset_, read_offset_)
 };
 
 }  // namespace tandem

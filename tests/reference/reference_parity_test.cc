@@ -15,10 +15,11 @@
 #include <string>
 #include <vector>
 
-#include "engine/core/static_generator.h"
+#include "engine/core/llm_engine.h"
 #include "engine/model/llama_model.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/testing/engine_driver.h"
 
 namespace tandem {
 namespace {
@@ -171,14 +172,12 @@ TEST_P(ReferenceParityTest, SixteenBitKvCacheStaysCloseToReference) {
 }
 
 TEST_P(ReferenceParityTest, GreedyTokensMatchReference) {
-  for (const RefCase& c : cases_) {
-    GenerationRequest r{c.prompt, {}};
-    r.sampling.temperature = 0.0f;
-    r.sampling.ignore_eos = true;
-    r.sampling.max_tokens = static_cast<uint32_t>(c.tokens.size());
-    auto results = GenerateStatic(*model_, std::span(&r, 1));
+  for (size_t i = 0; i < cases_.size(); ++i) {
+    const RefCase& c = cases_[i];
+    auto results = testing::Generate(FixtureDir(GetParam()) / "model",
+                                     {testing::GreedyRequest("r", c.prompt, c.tokens.size())});
     ASSERT_TRUE(results.ok()) << results.status();
-    EXPECT_EQ((*results)[0].token_ids, c.tokens) << "prompt length " << c.prompt.size();
+    EXPECT_EQ(results->at("r").token_ids, c.tokens) << "prompt length " << c.prompt.size();
   }
 }
 
@@ -191,22 +190,15 @@ TEST_P(ReferenceParityTest, BatchOfFourEqualsEachAlone) {
     ASSERT_EQ(alone.size(), 1u);
     EXPECT_EQ(batched[s], alone[0]) << "sequence " << s;
   }
-  // Tokens: generated together equal generated alone (and the reference).
-  std::vector<GenerationRequest> requests;
-  for (const RefCase& c : cases_) {
-    GenerationRequest r{c.prompt, {}};
-    r.sampling.temperature = 0.0f;
-    r.sampling.ignore_eos = true;
-    r.sampling.max_tokens = static_cast<uint32_t>(c.tokens.size());
-    requests.push_back(r);
+  // Tokens: generated together through the engine equal the reference's.
+  std::vector<EngineRequest> requests;
+  for (size_t s = 0; s < cases_.size(); ++s) {
+    requests.push_back(testing::GreedyRequest("r" + std::to_string(s), cases_[s].prompt, cases_[s].tokens.size()));
   }
-  auto together = GenerateStatic(*model_, requests);
+  auto together = testing::Generate(FixtureDir(GetParam()) / "model", requests);
   ASSERT_TRUE(together.ok()) << together.status();
   for (size_t s = 0; s < requests.size(); ++s) {
-    auto alone = GenerateStatic(*model_, std::span(&requests[s], 1));
-    ASSERT_TRUE(alone.ok());
-    EXPECT_EQ((*together)[s].token_ids, (*alone)[0].token_ids) << "sequence " << s;
-    EXPECT_EQ((*together)[s].token_ids, cases_[s].tokens) << "sequence " << s;
+    EXPECT_EQ(together->at(requests[s].request_id).token_ids, cases_[s].tokens) << "sequence " << s;
   }
 }
 

@@ -149,7 +149,7 @@ def random_model_files_match_shape_specs():
         assert sharded == (spec["num_shards"] > 1), name
         assert ("lm_head.weight" in stored) == (not spec["tie_word_embeddings"]), name
         has_bias = any(n.endswith(".bias") for n in stored)
-        assert has_bias == (spec["architecture"] == "Qwen2ForCausalLM"), name
+        assert has_bias == (spec["architecture"] == "Qwen2ForCausalLM" or spec["attention_bias"] or spec["mlp_bias"]), name
         c = model.config
         if spec["head_dim"] is not None:
             assert c.head_dim == spec["head_dim"] != c.hidden_size // c.num_heads

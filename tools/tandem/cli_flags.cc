@@ -70,6 +70,14 @@ void FlagSet::AddBool(const std::string& name, bool* target, const std::string& 
                   }};
 }
 
+void FlagSet::AddStringList(const std::string& name, std::vector<std::string>* target,
+                            const std::string& help) {
+  flags_[name] = {false, help, [target](const std::string& v) {
+                    target->push_back(v);
+                    return absl::OkStatus();
+                  }};
+}
+
 void FlagSet::AddIntList(const std::string& name, std::vector<int32_t>* target, const std::string& help) {
   flags_[name] = {false, help, [name, target](const std::string& v) {
                     absl::Status st = ParseIntList(v, target);

@@ -25,6 +25,8 @@ class FlagSet {
   void AddUint64(const std::string& name, std::optional<uint64_t>* target, const std::string& help);
   void AddFloat(const std::string& name, std::optional<float>* target, const std::string& help);
   void AddBool(const std::string& name, bool* target, const std::string& help);
+  // Repeatable: every occurrence appends its value.
+  void AddStringList(const std::string& name, std::vector<std::string>* target, const std::string& help);
   // Comma-separated integers: "1,2,3".
   void AddIntList(const std::string& name, std::vector<int32_t>* target, const std::string& help);
 

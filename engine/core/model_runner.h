@@ -1,0 +1,43 @@
+// ModelRunner: turns a step's plan into the model's flat batch (token ids,
+// positions, slot mapping, block tables), runs the forward pass, and samples
+// the next token of every sequence whose computed tokens reach its end.
+// Thread-safety: owned by the engine loop; not thread-safe.
+#pragma once
+
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/core/kv_cache_manager.h"
+#include "engine/core/scheduler.h"
+#include "engine/model/forward_batch.h"
+#include "engine/model/kv_cache.h"
+#include "engine/model/llama_model.h"
+
+namespace tandem {
+
+// A token sampled for one sequence in one step.
+struct StepSample {
+  Sequence* seq = nullptr;
+  SampledToken token;
+};
+
+class ModelRunner {
+ public:
+  // `model`, `cache` and `kv` must outlive the runner.
+  ModelRunner(LlamaModel* model, KvCache* cache, const KvCacheManager* kv);
+
+  // The flat batch of `plan` (exposed for tests). Logits are requested for the
+  // scheduled sequences whose computed tokens reach num_tokens() this step.
+  ForwardBatch BuildBatch(const SchedulerOutput& plan) const;
+
+  // Runs the step and samples. Does not advance num_computed_tokens (the
+  // engine does, after bookkeeping). Errors come from the model.
+  absl::StatusOr<std::vector<StepSample>> Run(const SchedulerOutput& plan);
+
+ private:
+  LlamaModel* const model_;
+  KvCache* const cache_;
+  const KvCacheManager* const kv_;
+};
+
+}  // namespace tandem

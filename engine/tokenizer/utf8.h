@@ -1,0 +1,52 @@
+// Small UTF-8 helpers shared by the tokenizer: codepoint iteration, encoding,
+// lossy validation (invalid bytes -> U+FFFD) and the Unicode White_Space set.
+//
+// Thread-safety: stateless free functions.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+#include "absl/strings/string_view.h"
+
+namespace tandem::tokenizer_internal {
+
+// This Abseil build's absl::string_view is not std::string_view; StrCat and
+// hash-map lookups need the conversion.
+inline absl::string_view AsAbsl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+// U+FFFD REPLACEMENT CHARACTER as UTF-8.
+inline constexpr std::string_view kReplacementChar = "\xEF\xBF\xBD";
+
+// Length in bytes of the (possibly invalid) UTF-8 character starting at
+// text[pos]: the length of a valid sequence, else 1. Precondition: pos < size.
+size_t CharLen(std::string_view text, size_t pos);
+
+// Decodes the character at text[pos] (valid or not; invalid -> U+FFFD) and
+// stores its byte length in *len. Precondition: pos < size.
+char32_t DecodeChar(std::string_view text, size_t pos, size_t* len);
+
+// Appends the UTF-8 encoding of `cp` to *out.
+void AppendChar(char32_t cp, std::string* out);
+
+// Returns `bytes` with every maximal invalid subsequence replaced by U+FFFD
+// (the Unicode "substitution of maximal subparts" practice, as Python's
+// bytes.decode(errors="replace") and Rust's String::from_utf8_lossy do).
+std::string ToValidUtf8(std::string_view bytes);
+
+// Length of the longest prefix of `text` that ends on a character boundary
+// and leaves no incomplete-but-possibly-valid sequence at the end: bytes that
+// could still become a character when more bytes arrive are excluded.
+size_t CompletePrefixLen(std::string_view text);
+
+// Unicode White_Space (what Python's `regex` \s and Rust's char::is_whitespace
+// match): \t-\r, space, U+0085, U+00A0, U+1680, U+2000-U+200A, U+2028,
+// U+2029, U+202F, U+205F, U+3000.
+bool IsWhitespace(char32_t cp);
+
+// Trailing / leading whitespace (per IsWhitespace) byte counts of `text`.
+size_t TrailingWhitespaceLen(std::string_view text);
+size_t LeadingWhitespaceLen(std::string_view text);
+
+}  // namespace tandem::tokenizer_internal

@@ -1,0 +1,53 @@
+// The tokenizer shipped with the bundled model (models/tandem-shakespeare),
+// when it is present: it loads, round-trips the held-out text and is fast.
+#include <chrono>
+#include <fstream>
+#include <sstream>
+
+#include "gtest/gtest.h"
+#include "tests/unit/engine/tokenizer/tokenizer_test_util.h"
+
+namespace tandem {
+namespace {
+
+std::filesystem::path SourceDir() {
+  const char* dir = std::getenv("TANDEM_SOURCE_DIR");
+  return dir != nullptr ? std::filesystem::path(dir) : std::filesystem::current_path();
+}
+
+std::string HeldOutText() {
+  const char* data = std::getenv("TANDEM_SHARED_DATA");
+  const std::filesystem::path path = std::filesystem::path(data != nullptr ? data : "") / "tinyshakespeare.txt";
+  std::ifstream in(path);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  const std::string text = buffer.str();
+  // The last 10% of the lines, as the fixture scripts and the model use.
+  size_t lines = 0;
+  for (char c : text) lines += c == '\n';
+  const size_t cut = (lines + 1) * 9 / 10;
+  size_t pos = 0;
+  for (size_t n = 0; n < cut && pos != std::string::npos; ++n) pos = text.find('\n', pos) + 1;
+  return pos == std::string::npos ? "" : text.substr(pos);
+}
+
+TEST(BundledModelTokenizerTest, RoundTripsHeldOutText) {
+  const std::filesystem::path dir = SourceDir() / "models" / "tandem-shakespeare";
+  if (!std::filesystem::exists(dir / "tokenizer.json")) GTEST_SKIP() << "no bundled model at " << dir;
+  auto tok = Tokenizer::Load(dir);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  const std::string text = HeldOutText();
+  ASSERT_GT(text.size(), 50000u);
+  const auto start = std::chrono::steady_clock::now();
+  const std::vector<int32_t> ids = (*tok)->Encode(text, /*add_special_tokens=*/false);
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ((*tok)->Decode(ids, /*skip_special_tokens=*/false), text);
+  EXPECT_LT(ms, 1000.0);
+  EXPECT_LT(ids.size(), text.size() / 2) << "BPE should compress Shakespeare";
+  for (int32_t id : ids) ASSERT_LT(id, (*tok)->vocab_size());
+  EXPECT_TRUE((*tok)->eos_id().has_value());
+  std::printf("bundled tokenizer: %zu bytes -> %zu ids in %.1f ms\n", text.size(), ids.size(), ms);
+}
+
+}  // namespace
+}  // namespace tandem

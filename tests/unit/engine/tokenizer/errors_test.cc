@@ -1,0 +1,112 @@
+// Tokenizer::Load errors: each names the file and what is wrong.
+#include "absl/status/status.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/unit/engine/tokenizer/tokenizer_test_util.h"
+
+namespace tandem {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using testing::WriteTokenizerDir;
+
+// A valid minimal tokenizer.json with `model`, `pre_tokenizer` and
+// `normalizer` replaceable.
+constexpr char kModel[] = R"({"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]})";
+
+std::string Json(const std::string& model = kModel, const std::string& pre_tokenizer = "null",
+                 const std::string& normalizer = "null", const std::string& added = "[]") {
+  return R"({"added_tokens": )" + added + R"(, "normalizer": )" + normalizer + R"(, "pre_tokenizer": )" +
+         pre_tokenizer + R"(, "decoder": null, "model": )" + model + "}";
+}
+
+void ExpectLoadError(const std::filesystem::path& dir, absl::StatusCode code, const std::string& part) {
+  auto tok = Tokenizer::Load(dir);
+  ASSERT_FALSE(tok.ok());
+  EXPECT_EQ(tok.status().code(), code) << tok.status();
+  EXPECT_THAT(std::string(tok.status().message()), HasSubstr(part)) << tok.status();
+}
+
+TEST(TokenizerErrorsTest, MinimalTokenizerLoads) {
+  auto tok = Tokenizer::Load(WriteTokenizerDir(Json()));
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  EXPECT_EQ((*tok)->Encode("abab"), (std::vector<int32_t>{2, 2}));
+  EXPECT_EQ((*tok)->Decode(std::vector<int32_t>{2, 0}), "ab a");  // no decoder: joined by spaces
+}
+
+TEST(TokenizerErrorsTest, LoadsFromFilePathToo) {
+  const std::filesystem::path dir = WriteTokenizerDir(Json(), R"({"eos_token": "ab"})");
+  auto tok = Tokenizer::Load(dir / "tokenizer.json");
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  EXPECT_EQ((*tok)->eos_id(), 2);  // tokenizer_config.json beside it was read
+}
+
+TEST(TokenizerErrorsTest, MissingFileIsNotFoundNamingThePath) {
+  const std::filesystem::path dir = testing::TestWork() / "no_such_tokenizer_dir";
+  auto tok = Tokenizer::Load(dir);
+  ASSERT_FALSE(tok.ok());
+  EXPECT_EQ(tok.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(tok.status().message()), HasSubstr((dir / "tokenizer.json").string()));
+}
+
+TEST(TokenizerErrorsTest, BadJson) {
+  ExpectLoadError(WriteTokenizerDir("{\"model\": [1, 2"), absl::StatusCode::kInvalidArgument, "tokenizer.json");
+  ExpectLoadError(WriteTokenizerDir("[]"), absl::StatusCode::kInvalidArgument, "not an object");
+  ExpectLoadError(WriteTokenizerDir(Json(), "{broken"), absl::StatusCode::kInvalidArgument, "tokenizer_config.json");
+  ExpectLoadError(WriteTokenizerDir(R"({"normalizer": null})"), absl::StatusCode::kInvalidArgument, "model");
+  // Wrong JSON types are reported, not thrown.
+  ExpectLoadError(WriteTokenizerDir(Json(R"({"type": "BPE", "vocab": {"a": 0}, "merges": []})", "null", "null",
+                                         R"([{"id": "seven", "content": "x"}])")),
+                  absl::StatusCode::kInvalidArgument, "tokenizer.json");
+  ExpectLoadError(WriteTokenizerDir(Json(R"({"type": "BPE", "vocab": {"a": "zero"}, "merges": []})")),
+                  absl::StatusCode::kInvalidArgument, "vocab");
+}
+
+TEST(TokenizerErrorsTest, UnsupportedModelTypeIsNamed) {
+  for (const char* type : {"WordPiece", "Unigram", "WordLevel"}) {
+    const std::string model = std::string(R"({"type": ")") + type + R"(", "vocab": {"a": 0}})";
+    ExpectLoadError(WriteTokenizerDir(Json(model)), absl::StatusCode::kInvalidArgument, type);
+  }
+  ExpectLoadError(WriteTokenizerDir(Json(R"({"type": "BPE", "vocab": {"a": 0}, "merges": [],
+                                             "continuing_subword_prefix": "##"})")),
+                  absl::StatusCode::kInvalidArgument, "continuing_subword_prefix");
+}
+
+TEST(TokenizerErrorsTest, MalformedMerges) {
+  const std::string vocab = R"("vocab": {"a": 0, "b": 1, "ab": 2})";
+  for (const auto& [merges, part] :
+       std::vector<std::pair<std::string, std::string>>{{R"(["a b c"])", "merges[0]"},
+                                                        {R"(["ab"])", "merges[0]"},
+                                                        {R"(["a b", ["a"]])", "merges[1]"},
+                                                        {R"([1])", "merges[0]"},
+                                                        {R"(["b a"])", "'ba' is not in the vocabulary"},
+                                                        {R"([["a", "z"]])", "'z' is not in the vocabulary"},
+                                                        {R"("a b")", "merges"}}) {
+    const std::string model = R"({"type": "BPE", )" + vocab + R"(, "merges": )" + merges + "}";
+    ExpectLoadError(WriteTokenizerDir(Json(model)), absl::StatusCode::kInvalidArgument, part);
+  }
+}
+
+TEST(TokenizerErrorsTest, UnsupportedPipelinePartsAreNamed) {
+  ExpectLoadError(WriteTokenizerDir(Json(kModel, R"({"type": "BertPreTokenizer"})")),
+                  absl::StatusCode::kInvalidArgument, "BertPreTokenizer");
+  ExpectLoadError(WriteTokenizerDir(Json(kModel, "null", R"({"type": "BertNormalizer"})")),
+                  absl::StatusCode::kInvalidArgument, "BertNormalizer");
+  ExpectLoadError(
+      WriteTokenizerDir(Json(kModel, R"({"type": "Split", "pattern": {"Regex": "(?<=x)y"}, "behavior": "Isolated"})")),
+      absl::StatusCode::kInvalidArgument, "(?<=x)y");
+  ExpectLoadError(
+      WriteTokenizerDir(Json(kModel, R"({"type": "Split", "pattern": {"Regex": "a"}, "behavior": "Sideways"})")),
+      absl::StatusCode::kInvalidArgument, "Sideways");
+}
+
+TEST(TokenizerErrorsTest, ConfigNamesUnknownToken) {
+  ExpectLoadError(WriteTokenizerDir(Json(), R"({"eos_token": "</nope>"})"), absl::StatusCode::kInvalidArgument,
+                  "</nope>");
+  ExpectLoadError(WriteTokenizerDir(Json(), R"({"add_bos_token": true})"), absl::StatusCode::kInvalidArgument,
+                  "bos_token");
+}
+
+}  // namespace
+}  // namespace tandem

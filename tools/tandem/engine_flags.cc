@@ -1,0 +1,65 @@
+#include "tools/tandem/engine_flags.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace tandem::cli {
+
+void EngineFlags::Register(FlagSet& f) {
+  f.AddInt("max-num-batched-tokens", &max_num_batched_tokens, "token budget of one step (default 2048)");
+  f.AddInt("max-num-seqs", &max_num_seqs, "most sequences running at once (default 64)");
+  f.AddInt("block-size", &block_size, "tokens per KV block (default 16)");
+  f.AddInt("num-kv-blocks", &num_kv_blocks, "KV pool size in blocks (overrides --kv-cache-memory)");
+  f.AddInt("kv-cache-memory", &kv_cache_memory_mib, "KV pool budget in MiB (default 1024)");
+  f.AddString("kv-cache-dtype", &kv_cache_dtype, "fp32 | bf16 | fp16 (default fp32)");
+  f.AddBool("no-prefix-caching", &no_prefix_caching, "turn automatic prefix caching off");
+  f.AddBool("no-chunked-prefill", &no_chunked_prefill, "prefill each prompt in one step");
+  f.AddString("batching", &batching, "none | static | dynamic | continuous | paged (default paged)");
+  f.AddString("scheduling-policy", &scheduling_policy, "fcfs | priority (default fcfs)");
+  f.AddInt("batch-size", &batch_size, "static/dynamic batch size (default 8)");
+  f.AddInt("max-batch-delay-ms", &max_batch_delay_ms, "dynamic: longest wait for a full batch (default 10)");
+}
+
+absl::StatusOr<EngineConfig> EngineFlags::ToConfig(uint64_t seed) const {
+  EngineConfig c;
+  auto in_int32 = [](const char* flag, int64_t v) -> absl::Status {
+    if (v < 0 || v > (int64_t{1} << 30)) return absl::InvalidArgumentError(absl::StrCat("--", flag, " ", v, ": out of range"));
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(in_int32("max-num-seqs", max_num_seqs));
+  RETURN_IF_ERROR(in_int32("block-size", block_size));
+  RETURN_IF_ERROR(in_int32("batch-size", batch_size));
+  RETURN_IF_ERROR(in_int32("num-kv-blocks", num_kv_blocks));
+  c.scheduler.max_num_batched_tokens = max_num_batched_tokens;
+  c.scheduler.max_num_seqs = static_cast<int32_t>(max_num_seqs);
+  c.scheduler.enable_chunked_prefill = !no_chunked_prefill;
+  ASSIGN_OR_RETURN(c.scheduler.batching, ParseBatchingStrategy(batching));
+  if (scheduling_policy == "fcfs") {
+    c.scheduler.queue_policy = QueuePolicy::kFcfs;
+  } else if (scheduling_policy == "priority") {
+    c.scheduler.queue_policy = QueuePolicy::kPriority;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("--scheduling-policy '", scheduling_policy, "': must be fcfs or priority"));
+  }
+  c.scheduler.batch_size = static_cast<int32_t>(batch_size);
+  c.scheduler.max_batch_delay_ms = max_batch_delay_ms;
+  c.block_size = static_cast<int32_t>(block_size);
+  c.num_kv_blocks = num_kv_blocks;
+  if (kv_cache_memory_mib <= 0) return absl::InvalidArgumentError("--kv-cache-memory: must be > 0");
+  c.kv_cache_memory_bytes = kv_cache_memory_mib << 20;
+  if (kv_cache_dtype == "fp32") {
+    c.kv_dtype = DType::kF32;
+  } else if (kv_cache_dtype == "bf16") {
+    c.kv_dtype = DType::kBF16;
+  } else if (kv_cache_dtype == "fp16") {
+    c.kv_dtype = DType::kF16;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("--kv-cache-dtype '", kv_cache_dtype, "': must be fp32, bf16 or fp16"));
+  }
+  c.enable_prefix_caching = !no_prefix_caching;
+  c.seed = seed;
+  RETURN_IF_ERROR(c.Validate());
+  return c;
+}
+
+}  // namespace tandem::cli

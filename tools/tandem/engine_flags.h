@@ -1,0 +1,33 @@
+// Flags that configure an LlmEngine (shared by every command that runs one),
+// spelled as vLLM's engine arguments are.
+// Thread-safety: single-threaded use in main().
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "engine/core/llm_engine.h"
+#include "tools/tandem/cli_flags.h"
+
+namespace tandem::cli {
+
+struct EngineFlags {
+  int64_t max_num_batched_tokens = 2048;
+  int64_t max_num_seqs = 64;
+  int64_t block_size = 16;
+  int64_t num_kv_blocks = 0;
+  int64_t kv_cache_memory_mib = 1024;
+  std::string kv_cache_dtype = "fp32";
+  bool no_prefix_caching = false;
+  bool no_chunked_prefill = false;
+  std::string batching = "paged";
+  std::string scheduling_policy = "fcfs";
+  int64_t batch_size = 8;
+  int64_t max_batch_delay_ms = 10;
+
+  void Register(FlagSet& flags);
+  // The typed, validated engine configuration. InvalidArgument names the flag.
+  absl::StatusOr<EngineConfig> ToConfig(uint64_t seed) const;
+};
+
+}  // namespace tandem::cli
