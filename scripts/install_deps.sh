@@ -9,6 +9,7 @@ set -euo pipefail
 build_pkgs=(
   build-essential cmake ninja-build ccache pkg-config
   libabsl-dev nlohmann-json3-dev libre2-dev libicu-dev
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
 )
 test_pkgs=(
   libgtest-dev libgmock-dev libbenchmark-dev

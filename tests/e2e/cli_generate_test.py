@@ -96,6 +96,61 @@ def test_random_model_prompt_ids(args):
     check("same seed gives the same tokens", outs[0] is not None and outs[0] == outs[1], str(outs))
 
 
+def test_many_prompts_and_batching(args):
+    """--prompts-file / --num-prompts print one object per request and a summary;
+    every batching strategy gives the same greedy tokens."""
+    prompts = os.path.join(args.work, "prompts.txt")
+    with open(prompts, "w") as f:
+        f.write("ROMEO:\nJULIET:\n\nFirst Citizen:\nWhat say you, my lord?\n")
+    runs = {}
+    for batching in ["none", "static", "dynamic", "continuous", "paged"]:
+        rc, out, err = run([args.tandem, "generate", "--prompts-file", prompts, "--temperature", "0",
+                            "--max-tokens", "24", "--json", "--batching", batching,
+                            "--max-num-batched-tokens", "7", "--batch-size", "3"])
+        check("prompts file with --batching %s exits 0" % batching, rc == 0, err)
+        if rc != 0:
+            continue
+        lines = [json.loads(l) for l in out.strip().splitlines()]
+        check("--batching %s: 4 requests + summary" % batching,
+              len(lines) == 5 and "summary" in lines[-1] and lines[-1]["summary"]["num_requests"] == 4,
+              out)
+        runs[batching] = [l["token_ids"] for l in lines[:-1]]
+    check("all batching strategies give the same tokens",
+          len(runs) == 5 and all(v == runs["paged"] for v in runs.values()), str(runs))
+    # The same prompts one at a time through --prompt give the same tokens.
+    if "paged" in runs:
+        rc, out, err = run([args.tandem, "generate", "--prompt", "First Citizen:", "--temperature", "0",
+                            "--max-tokens", "24", "--json"])
+        check("batched equals alone", rc == 0 and json.loads(out)["token_ids"] == runs["paged"][2], out + err)
+    rc, out, err = run([args.tandem, "generate", "--num-prompts", "5", "--input-len", "12", "--output-len", "9",
+                        "--json", "--seed", "3"])
+    lines = [json.loads(l) for l in out.strip().splitlines()] if rc == 0 else []
+    check("random prompts: 5 requests of 12 prompt and 9 output tokens",
+          len(lines) == 6 and all(len(l["prompt_token_ids"]) == 12 and len(l["token_ids"]) == 9
+                                  for l in lines[:-1]) and lines[-1]["summary"]["output_tokens"] == 45,
+          out + err)
+
+
+def test_stop_strings(args):
+    """A stop string ends generation; the text stops right before it."""
+    rc, out, err = run([args.tandem, "generate", "--prompt", "ROMEO:", "--temperature", "0",
+                        "--max-tokens", "64", "--json"])
+    full = json.loads(out)
+    text = full["text"]
+    # A stop string that straddles two tokens: the last 2 characters of one token
+    # piece and the first of the next (found from the decoded text).
+    stop = text[10:14]
+    rc, out, err = run([args.tandem, "generate", "--prompt", "ROMEO:", "--temperature", "0",
+                        "--max-tokens", "64", "--json", "--stop", stop])
+    got = json.loads(out) if rc == 0 else {}
+    check("stop string: exit 0, finish stop", rc == 0 and got.get("finish_reason") == "stop", out + err)
+    check("stop string: text ends right before the stop", got.get("text") == text[:text.find(stop)],
+          "%r vs %r" % (got.get("text"), text[:text.find(stop)]))
+    check("stop string: tokens are a prefix of the full run",
+          got.get("token_ids") == full["token_ids"][:len(got.get("token_ids", []))] and
+          len(got.get("token_ids", [])) < len(full["token_ids"]), out)
+
+
 def test_errors(args):
     rc, out, err = run([args.tandem, "generate", "--model", "/nonexistent/model", "--prompt-ids", "1"])
     check("missing model: exit 1", rc == 1, "rc=%d" % rc)
@@ -108,6 +163,10 @@ def test_errors(args):
     check("out-of-vocabulary prompt id: exit 1", rc == 1 and "vocabulary" in err, err)
     rc, out, err = run([args.tandem, "generate", "--prompt", "x", "--max-tokens", "100000"])
     check("prompt + max_tokens past the context: exit 1", rc == 1 and "context" in err, err)
+    rc, out, err = run([args.tandem, "generate", "--prompt", "x", "--batching", "sideways"])
+    check("unknown batching: exit 1, lists the strategies", rc == 1 and "none, static, dynamic" in err, err)
+    rc, out, err = run([args.tandem, "generate", "--prompt", "x", "--num-kv-blocks", "2", "--max-tokens", "64"])
+    check("request larger than the KV pool: exit 1", rc == 1 and "KV blocks" in err, err)
     rc, out, err = run([args.tandem, "frobnicate"])
     check("unknown command: exit 2", rc == 2 and "unknown command" in err, err)
 
@@ -121,6 +180,8 @@ def main():
     os.makedirs(args.work, exist_ok=True)
     test_bundled_model_greedy_matches_reference(args)
     test_random_model_prompt_ids(args)
+    test_many_prompts_and_batching(args)
+    test_stop_strings(args)
     test_errors(args)
     print("%d passed, %d failed" % (len(PASSED), len(FAILED)))
     return 1 if FAILED else 0

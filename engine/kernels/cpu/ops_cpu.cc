@@ -34,6 +34,9 @@ float Dot(const float* a, const float* b, int64_t n) {
 // to spread a 64-row matrix over both cores.
 constexpr int64_t kRowsPerTask = 8;
 
+// Work (multiply-adds) below which ops run on the calling thread.
+constexpr int64_t kMinParallelWork = 1 << 16;
+
 }  // namespace
 
 void ConvertToFloat(DType t, const void* src, int64_t n, float* dst) {
@@ -59,7 +62,9 @@ void MatMul(const float* x, int64_t m, const WeightRef& w, const float* bias, fl
   const int64_t k = w.cols;
   const int64_t n = w.rows;
   const int64_t num_tasks = (n + kRowsPerTask - 1) / kRowsPerTask;
-#pragma omp parallel
+  // Below this many multiply-adds a thread team costs more than it saves.
+  const bool parallel = m * n * k >= kMinParallelWork;
+#pragma omp parallel if (parallel)
   {
     std::vector<float> row(w.dtype == DType::kF32 ? 0 : k);
 #pragma omp for schedule(static)

@@ -66,7 +66,9 @@ void PagedAttention(const ForwardBatch& batch, const KvCache& cache, int64_t lay
   }
   const int64_t num_items = static_cast<int64_t>(queries.size()) * shape.num_heads;
 
-#pragma omp parallel
+  // Small batches (short contexts, few heads) run on the calling thread.
+  const int64_t work = num_items * hd * (batch.num_tokens() > 0 ? batch.positions.back() + 1 : 0);
+#pragma omp parallel if (work >= (1 << 16))
   {
     std::vector<float> scores;
     std::vector<float> acc(hd);
