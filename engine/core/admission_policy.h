@@ -19,7 +19,7 @@ namespace tandem {
 struct AdmissionState {
   int32_t num_running = 0;
   int32_t num_waiting = 0;
-  int64_t oldest_wait_ms = 0;  // how long the head of the queue has waited
+  int64_t oldest_wait_ms = 0;  // the longest any waiting sequence has waited
 };
 
 class AdmissionPolicy {

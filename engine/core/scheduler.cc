@@ -14,6 +14,13 @@ int64_t Scheduler::BlocksFor(int64_t num_tokens) const {
   return (num_tokens + kv_->block_size() - 1) / kv_->block_size();
 }
 
+bool Scheduler::MustWaitForWholeBudget(int64_t remaining) const {
+  // Without chunked prefill a computation waits for a step with room for all
+  // of it, unless it could never fit one step (a recomputation after
+  // preemption can outgrow the budget): then it is chunked after all.
+  return !config_.enable_chunked_prefill && remaining <= config_.max_num_batched_tokens;
+}
+
 bool Scheduler::FitsPool(int64_t num_tokens) const {
   return BlocksFor(num_tokens) <= kv_->pool().num_blocks();
 }
@@ -89,6 +96,7 @@ void Scheduler::Preempt(Sequence* victim, SchedulerOutput& out, int64_t& budget)
   reserved_total_.erase(victim);
   (void)kv_->Free(victim->id);  // registered while running (invariant 2)
   victim->num_computed_tokens = 0;
+  victim->waiting_steps = 0;  // aging restarts: a victim must not jump straight back in
   ++victim->num_preemptions;
   ++num_preemptions_;
   out.preempted.push_back(victim);
@@ -103,7 +111,7 @@ void Scheduler::ScheduleRunning(SchedulerOutput& out, int64_t& budget) {
     if (seq->status != SequenceStatus::kRunning) continue;  // preempted earlier in this loop
     const int64_t remaining = seq->num_tokens() - seq->num_computed_tokens;
     int64_t n = std::min(remaining, budget);
-    if (n < remaining && !config_.enable_chunked_prefill) continue;
+    if (n < remaining && MustWaitForWholeBudget(remaining)) continue;
     if (n <= 0) continue;
     while (true) {
       const absl::Status st = kv_->Allocate(seq->id, seq->tokens, n);
@@ -139,7 +147,7 @@ void Scheduler::AdmitWaiting(SchedulerOutput& out, int64_t& budget) {
     const CachedPrefix prefix = kv_->FindCachedPrefix(seq->tokens);
     const int64_t remaining = seq->num_tokens() - prefix.num_cached_tokens;
     int64_t n = std::min(remaining, budget);
-    if (n < remaining && !config_.enable_chunked_prefill) {
+    if (n < remaining && MustWaitForWholeBudget(remaining)) {
       if (!policy_->forms_batches()) break;
       n = 0;
     }

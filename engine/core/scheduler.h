@@ -79,6 +79,7 @@ class Scheduler {
 
  private:
   int64_t BlocksFor(int64_t num_tokens) const;
+  bool MustWaitForWholeBudget(int64_t remaining) const;
   void ScheduleRunning(SchedulerOutput& out, int64_t& budget);
   void AdmitWaiting(SchedulerOutput& out, int64_t& budget);
   // The waiting sequence to admit next (nullptr when none).

@@ -10,6 +10,7 @@
 #include "engine/core/llm_engine.h"
 #include "engine/core/output_processor.h"
 #include "engine/model/llama_model.h"
+#include "engine/sampler/sampling_defaults.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
 #include "tools/tandem/cli_flags.h"
@@ -67,13 +68,12 @@ void Register(FlagSet& f, GenerateFlags& g) {
 
 // Sampling parameters: flags first, then the model's generation_config.json.
 absl::StatusOr<SamplingParams> MakeSamplingParams(const GenerateFlags& g, const ModelConfig& c) {
-  SamplingParams p;
-  const auto& d = c.generation;
-  p.temperature = g.temperature.value_or(d.do_sample ? static_cast<float>(d.temperature) : 0.0f);
-  p.top_p = g.top_p.value_or(static_cast<float>(d.top_p));
-  p.top_k = g.top_k == -2 ? d.top_k : static_cast<int32_t>(g.top_k);
+  SamplingParams p = DefaultSamplingParams(c.generation);
+  if (g.temperature) p.temperature = *g.temperature;
+  if (g.top_p) p.top_p = *g.top_p;
+  if (g.top_k != -2) p.top_k = static_cast<int32_t>(g.top_k);
   p.min_p = g.min_p.value_or(0.0f);
-  p.repetition_penalty = g.repetition_penalty.value_or(static_cast<float>(d.repetition_penalty));
+  if (g.repetition_penalty) p.repetition_penalty = *g.repetition_penalty;
   p.frequency_penalty = g.frequency_penalty.value_or(0.0f);
   p.presence_penalty = g.presence_penalty.value_or(0.0f);
   p.seed = g.seed;
