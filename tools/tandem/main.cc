@@ -1,16 +1,21 @@
-// build/bin/tandem: Tandem's command-line tool. `tandem generate` runs the
-// engine in this process on one prompt.
+// build/bin/tandem: Tandem's command-line tool: generate in this process,
+// serve the gRPC API, or act as a streaming client.
 #include <iostream>
 #include <string>
 #include <vector>
 
+#include "tools/tandem/client_command.h"
 #include "tools/tandem/generate_command.h"
+#include "tools/tandem/serve_command.h"
 
 int main(int argc, char** argv) {
   const std::string usage =
       "usage: tandem <command> [flags]\n"
       "commands:\n"
-      "  generate   generate text for a prompt with a local model (--help for flags)\n";
+      "  generate   generate text for prompts with a local model, in this process\n"
+      "  serve      serve the gRPC Generation API (router, prefill and decode in one process)\n"
+      "  client     stream one generation from a Tandem endpoint\n"
+      "(each command takes --help)\n";
   if (argc < 2) {
     std::cerr << usage;
     return 2;
@@ -18,6 +23,8 @@ int main(int argc, char** argv) {
   const std::string command = argv[1];
   const std::vector<std::string> args(argv + 2, argv + argc);
   if (command == "generate") return tandem::cli::RunGenerate(args);
+  if (command == "serve") return tandem::cli::RunServe(args);
+  if (command == "client") return tandem::cli::RunClient(args);
   if (command == "--help" || command == "help") {
     std::cout << usage;
     return 0;

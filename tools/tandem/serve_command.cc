@@ -1,0 +1,96 @@
+#include "tools/tandem/serve_command.h"
+
+#include <csignal>
+#include <iostream>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "common/grpc/server.h"
+#include "common/status_macros.h"
+#include "engine/core/async_engine.h"
+#include "router/generation_service.h"
+#include "tools/tandem/cli_flags.h"
+#include "tools/tandem/colocated_backend.h"
+#include "tools/tandem/engine_flags.h"
+#include "tools/tandem/model_path.h"
+
+namespace tandem::cli {
+namespace {
+
+struct ServeFlags {
+  std::string model;
+  std::string host = "127.0.0.1";
+  int64_t port = 50051;
+  std::optional<uint64_t> seed;
+  bool help = false;
+  EngineFlags engine;
+};
+
+// Blocks until SIGINT or SIGTERM arrives (they were blocked in every thread
+// before any thread started, so only this sigwait sees them).
+int WaitForStopSignal(const sigset_t& set) {
+  int sig = 0;
+  sigwait(&set, &sig);
+  return sig;
+}
+
+absl::Status Serve(const ServeFlags& f, const sigset_t& stop_signals) {
+  const std::filesystem::path dir = f.model.empty() ? DefaultModelDir() : std::filesystem::path(f.model);
+  ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model, LlamaModel::Load(dir));
+  std::unique_ptr<Tokenizer> tokenizer;
+  if (std::filesystem::exists(dir / "tokenizer.json")) {
+    ASSIGN_OR_RETURN(tokenizer, Tokenizer::Load(dir));
+  }
+  const ModelConfig config = model->config();
+  ASSIGN_OR_RETURN(EngineConfig engine_config, f.engine.ToConfig(f.seed.value_or(std::random_device{}())));
+  ASSIGN_OR_RETURN(std::unique_ptr<LlmEngine> engine, LlmEngine::Create(std::move(model), engine_config));
+  AsyncEngine async_engine(std::move(engine), tokenizer.get());
+  ColocatedBackend backend(&async_engine);
+  GenerationService service(RequestValidator(config, tokenizer.get()), &backend);
+
+  if (f.port < 0 || f.port > 65535) return absl::InvalidArgumentError("--port must be in [0, 65535]");
+  int bound_port = 0;
+  ASSIGN_OR_RETURN(std::unique_ptr<grpc::Server> server,
+                   StartGrpcServer(absl::StrCat(f.host, ":", f.port), {&service}, &bound_port));
+  std::cout << "tandem serve: listening on " << f.host << ":" << bound_port << " (model " << dir.string()
+            << ")" << std::endl;
+  const int sig = WaitForStopSignal(stop_signals);
+  std::cout << "tandem serve: signal " << sig << ", shutting down" << std::endl;
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int RunServe(const std::vector<std::string>& args) {
+  // Block the stop signals before gRPC or the engine start threads.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  FlagSet flags;
+  ServeFlags f;
+  flags.AddString("model", &f.model, "HuggingFace model directory (default: the bundled model)");
+  flags.AddString("host", &f.host, "address to listen on (default 127.0.0.1)");
+  flags.AddInt("port", &f.port, "port to listen on (default 50051; 0 picks a free one)");
+  flags.AddUint64("seed", &f.seed, "seed for requests that carry none");
+  flags.AddBool("help", &f.help, "show this help");
+  f.engine.Register(flags);
+  if (absl::Status st = flags.Parse(args); !st.ok()) {
+    std::cerr << "tandem serve: " << st.message() << "\nflags:\n" << flags.Usage();
+    return 2;
+  }
+  if (f.help) {
+    std::cout << "usage: tandem serve [--model DIR] [--port P] [flags]\n" << flags.Usage();
+    return 0;
+  }
+  if (absl::Status st = Serve(f, stop_signals); !st.ok()) {
+    std::cerr << "tandem serve: " << st << "\n";
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace tandem::cli
