@@ -1,10 +1,8 @@
 #include "router/generation_service.h"
 
-#include <deque>
-#include <mutex>
-#include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "common/grpc/buffered_write_reactor.h"
 
 namespace tandem {
 
@@ -30,134 +28,33 @@ class FailedReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse
   void OnDone() override { delete this; }
 };
 
-// Streams one request. Chunks arrive from the backend on any thread; writes
-// go out one at a time (gRPC allows one outstanding write).
-class StreamReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
- public:
-  StreamReactor(GenerationBackend* backend, std::string id, ValidatedRequest request)
-      : backend_(backend), id_(std::move(id)), state_(std::make_shared<State>()) {
-    state_->reactor = this;
-    state_->client_request_id = request.request_id;
-    state_->prompt_tokens = static_cast<uint32_t>(request.prompt_token_ids.size());
-    state_->want_logprobs = request.sampling.logprobs > 0;
-    std::shared_ptr<State> state = state_;
-    backend_->Start(id_, std::move(request), [state](const absl::Status& st, GenerationChunk chunk) {
-      state->Push(st, std::move(chunk));
-    });
-  }
-
-  void OnWriteDone(bool ok) override {
-    if (!ok) state_->Abandon();  // the client is gone: end without more writes
-    state_->WriteNext(/*previous_done=*/true);
-  }
-
-  void OnCancel() override {
-    backend_->Cancel(id_);
-    state_->Abandon();
-    state_->WriteNext(/*previous_done=*/false);
-  }
-
-  void OnDone() override {
-    {
-      std::lock_guard<std::mutex> lock(state_->mu);
-      state_->reactor = nullptr;
-    }
-    delete this;
-  }
-
- private:
-  // Shared with the backend's sink, which may outlive the reactor.
-  struct State {
-    std::mutex mu;
-    StreamReactor* reactor = nullptr;  // null once the call is done
-    std::deque<v1::GenerateResponse> pending;
-    std::optional<grpc::Status> final_status;  // set when the stream must end
-    bool writing = false;
-    bool finished = false;  // Finish() called
-    std::string client_request_id;
-    uint32_t prompt_tokens = 0;
-    uint32_t completion_tokens = 0;
-    bool want_logprobs = false;
-
-    void Push(const absl::Status& st, GenerationChunk chunk) {
-      {
-        std::lock_guard<std::mutex> lock(mu);
-        if (reactor == nullptr || final_status) return;
-        if (!st.ok()) {
-          final_status = ToGrpcStatus(st);
-        } else {
-          v1::GenerateResponse r;
-          r.set_request_id(client_request_id);
-          r.set_text(std::move(chunk.text));
-          for (int32_t id : chunk.token_ids) r.add_token_ids(static_cast<uint32_t>(id));
-          completion_tokens += static_cast<uint32_t>(chunk.token_ids.size());
-          if (want_logprobs) {
-            for (const SampledToken& t : chunk.logprobs) {
-              v1::Logprobs* lp = r.add_logprobs();
-              lp->set_token_id(static_cast<uint32_t>(t.token_id));
-              lp->set_logprob(t.logprob);
-              for (const auto& [id, v] : t.top_logprobs) {
-                v1::TokenLogprob* top = lp->add_top_logprobs();
-                top->set_token_id(static_cast<uint32_t>(id));
-                top->set_logprob(v);
-              }
-            }
-          }
-          if (chunk.finish != ChunkFinish::kNone) {
-            r.set_finish_reason(ToProto(chunk.finish));
-            r.mutable_usage()->set_prompt_tokens(prompt_tokens);
-            r.mutable_usage()->set_completion_tokens(completion_tokens);
-            final_status = grpc::Status::OK;
-          }
-          pending.push_back(std::move(r));
-        }
-      }
-      WriteNext(/*previous_done=*/false);
-    }
-
-    // Drops unsent chunks and makes the call end as cancelled (the write in
-    // flight, if any, stays at the front until its OnWriteDone).
-    void Abandon() {
-      std::lock_guard<std::mutex> lock(mu);
-      while (pending.size() > (writing ? 1u : 0u)) pending.pop_back();
-      if (!final_status || final_status->ok()) final_status = grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
-    }
-
-    // Starts the next write, or finishes the call when nothing is left.
-    void WriteNext(bool previous_done) {
-      StreamReactor* r = nullptr;
-      const v1::GenerateResponse* next = nullptr;
-      std::optional<grpc::Status> finish;
-      {
-        std::lock_guard<std::mutex> lock(mu);
-        if (previous_done) {
-          writing = false;
-          if (!pending.empty()) pending.pop_front();
-        }
-        if (reactor == nullptr || writing || finished) return;
-        if (!pending.empty()) {
-          writing = true;
-          next = &pending.front();  // stays put until OnWriteDone pops it
-          r = reactor;
-        } else if (final_status) {
-          finished = true;
-          finish = final_status;
-          r = reactor;
-        }
-      }
-      // Outside the lock: gRPC may run reactions inline.
-      if (next != nullptr) {
-        r->StartWrite(next);
-      } else if (finish) {
-        r->Finish(*finish);
+// The response chunk of a backend chunk (usage on the last one).
+v1::GenerateResponse ToResponse(const std::string& client_id, GenerationChunk chunk, bool want_logprobs,
+                                uint32_t prompt_tokens, uint32_t* completion_tokens) {
+  v1::GenerateResponse r;
+  r.set_request_id(client_id);
+  r.set_text(std::move(chunk.text));
+  for (int32_t id : chunk.token_ids) r.add_token_ids(static_cast<uint32_t>(id));
+  *completion_tokens += static_cast<uint32_t>(chunk.token_ids.size());
+  if (want_logprobs) {
+    for (const SampledToken& t : chunk.logprobs) {
+      v1::Logprobs* lp = r.add_logprobs();
+      lp->set_token_id(static_cast<uint32_t>(t.token_id));
+      lp->set_logprob(t.logprob);
+      for (const auto& [id, v] : t.top_logprobs) {
+        v1::TokenLogprob* top = lp->add_top_logprobs();
+        top->set_token_id(static_cast<uint32_t>(id));
+        top->set_logprob(v);
       }
     }
-  };
-
-  GenerationBackend* const backend_;
-  const std::string id_;
-  std::shared_ptr<State> state_;
-};
+  }
+  if (chunk.finish != ChunkFinish::kNone) {
+    r.set_finish_reason(ToProto(chunk.finish));
+    r.mutable_usage()->set_prompt_tokens(prompt_tokens);
+    r.mutable_usage()->set_completion_tokens(*completion_tokens);
+  }
+  return r;
+}
 
 }  // namespace
 
@@ -167,8 +64,27 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(
   absl::StatusOr<ValidatedRequest> v = validator_.Validate(*request, absl::StrCat("req-", n));
   if (!v.ok()) return new FailedReactor(ToGrpcStatus(v.status()));
   // The backend id is unique even when clients reuse their request ids.
-  std::string id = absl::StrCat(v->request_id, "#", n);
-  return new StreamReactor(backend_, std::move(id), *std::move(v));
+  const std::string id = absl::StrCat(v->request_id, "#", n);
+  GenerationBackend* backend = backend_;
+  auto [reactor, stream] =
+      BufferedWriteReactor<v1::GenerateResponse>::Create([backend, id] { backend->Cancel(id); });
+  const std::string client_id = v->request_id;
+  const bool want_logprobs = v->sampling.logprobs > 0;
+  const auto prompt_tokens = static_cast<uint32_t>(v->prompt_token_ids.size());
+  auto completion_tokens = std::make_shared<uint32_t>(0);  // touched only by the sink, in order
+  backend_->Start(id, *std::move(v),
+                  [stream, client_id, want_logprobs, prompt_tokens, completion_tokens](
+                      const absl::Status& st, GenerationChunk chunk) {
+                    if (!st.ok()) {
+                      stream->Close(ToGrpcStatus(st));
+                      return;
+                    }
+                    const bool last = chunk.finish != ChunkFinish::kNone;
+                    stream->Push(ToResponse(client_id, std::move(chunk), want_logprobs, prompt_tokens,
+                                            completion_tokens.get()));
+                    if (last) stream->Close(grpc::Status::OK);
+                  });
+  return reactor;
 }
 
 }  // namespace tandem

@@ -1,6 +1,8 @@
 #include "engine/core/async_engine.h"
 
-#include <chrono>
+#include <future>
+
+#include "absl/strings/str_cat.h"
 
 namespace tandem {
 
@@ -19,22 +21,67 @@ AsyncEngine::~AsyncEngine() {
   thread_.join();
 }
 
-void AsyncEngine::Submit(EngineRequest request, std::vector<std::string> stop_strings, StreamSink sink) {
+void AsyncEngine::Enqueue(Command c) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    commands_.push_back({Command::kAdd, std::move(request), std::move(stop_strings), std::move(sink)});
+    commands_.push_back(std::move(c));
   }
   wake_.notify_one();
 }
 
+void AsyncEngine::Submit(EngineRequest request, std::vector<std::string> stop_strings, StreamSink sink) {
+  Command c{Command::kAdd};
+  c.request = std::move(request);
+  c.stop_strings = std::move(stop_strings);
+  c.sink = std::move(sink);
+  Enqueue(std::move(c));
+}
+
 void AsyncEngine::Cancel(const std::string& request_id) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    EngineRequest r;
-    r.request_id = request_id;
-    commands_.push_back({Command::kCancel, std::move(r), {}, nullptr});
-  }
-  wake_.notify_one();
+  Command c{Command::kCancel};
+  c.request.request_id = request_id;
+  Enqueue(std::move(c));
+}
+
+void AsyncEngine::Reserve(EngineRequest request, std::chrono::milliseconds timeout, ReserveDone done) {
+  Command c{Command::kReserve};
+  c.request = std::move(request);
+  c.timeout = timeout;
+  c.reserve_done = std::move(done);
+  Enqueue(std::move(c));
+}
+
+void AsyncEngine::Activate(const std::string& request_id, int32_t first_token, StreamSink sink) {
+  Command c{Command::kActivate};
+  c.request.request_id = request_id;
+  c.first_token = first_token;
+  c.sink = std::move(sink);
+  Enqueue(std::move(c));
+}
+
+void AsyncEngine::Prefill(EngineRequest request, PrefillDone done) {
+  Command c{Command::kPrefill};
+  c.request = std::move(request);
+  c.request.prefill_only = true;
+  c.prefill_done = std::move(done);
+  Enqueue(std::move(c));
+}
+
+void AsyncEngine::ReleasePrefilled(const std::string& request_id) {
+  Command c{Command::kReleasePrefilled};
+  c.request.request_id = request_id;
+  Enqueue(std::move(c));
+}
+
+void AsyncEngine::RunOnLoop(std::function<void(LlmEngine&)> fn) {
+  std::promise<void> ran;
+  Command c{Command::kRun};
+  c.run = [&](LlmEngine& e) {
+    fn(e);
+    ran.set_value();
+  };
+  Enqueue(std::move(c));
+  ran.get_future().wait();
 }
 
 EngineStats AsyncEngine::Stats() const {
@@ -44,20 +91,106 @@ EngineStats AsyncEngine::Stats() const {
 
 void AsyncEngine::Apply(Command& c) {
   const std::string id = c.request.request_id;
-  if (c.kind == Command::kCancel) {
-    if (engine_->Abort(id)) {
-      processor_.Remove(id);
-      sinks_.erase(id);
+  switch (c.kind) {
+    case Command::kCancel:
+      // Whatever the request holds (running, waiting, reserved, prefilled) goes.
+      if (engine_->Abort(id)) {
+        processor_.Remove(id);
+        sinks_.erase(id);
+        reservations_.erase(id);
+        if (auto it = prefill_waiters_.find(id); it != prefill_waiters_.end()) {
+          it->second(absl::CancelledError("prefill cancelled"));
+          prefill_waiters_.erase(it);
+        }
+      }
+      return;
+    case Command::kAdd: {
+      const std::vector<int32_t> prompt = c.request.prompt_token_ids;
+      if (absl::Status st = engine_->AddRequest(std::move(c.request)); !st.ok()) {
+        c.sink(StreamEvent{st, {}});
+        return;
+      }
+      processor_.Add(id, prompt, std::move(c.stop_strings));
+      sinks_.emplace(id, std::move(c.sink));
+      return;
     }
-    return;
+    case Command::kReserve: {
+      absl::StatusOr<std::vector<BlockId>> blocks = engine_->ReserveExternal(std::move(c.request));
+      if (blocks.ok()) reservations_[id] = std::chrono::steady_clock::now() + c.timeout;
+      c.reserve_done(std::move(blocks));
+      return;
+    }
+    case Command::kActivate: {
+      reservations_.erase(id);
+      RequestOutput first;
+      if (absl::Status st = engine_->ActivateExternal(id, c.first_token, &first); !st.ok()) {
+        c.sink(StreamEvent{st, {}});
+        return;
+      }
+      if (first.finished) {  // the first token alone ended it (eos, stop id, max_tokens 1)
+        TextOutput t;
+        t.request_id = id;
+        t.finished = true;
+        t.finish_reason = first.finish_reason;
+        c.sink(StreamEvent{absl::OkStatus(), std::move(t)});
+        return;
+      }
+      processor_.Add(id, {}, {});
+      sinks_.emplace(id, std::move(c.sink));
+      return;
+    }
+    case Command::kPrefill: {
+      if (absl::Status st = engine_->AddRequest(std::move(c.request)); !st.ok()) {
+        c.prefill_done(st);
+        return;
+      }
+      prefill_waiters_.emplace(id, std::move(c.prefill_done));
+      return;
+    }
+    case Command::kReleasePrefilled:
+      (void)engine_->ReleasePrefilled(id);  // NotFound when cancelled meanwhile
+      return;
+    case Command::kRun:
+      c.run(*engine_);
+      return;
   }
-  const std::vector<int32_t> prompt = c.request.prompt_token_ids;
-  if (absl::Status st = engine_->AddRequest(std::move(c.request)); !st.ok()) {
-    c.sink(StreamEvent{st, {}});
-    return;
+}
+
+void AsyncEngine::ExpireReservations() {
+  const auto now = std::chrono::steady_clock::now();
+  for (auto it = reservations_.begin(); it != reservations_.end();) {
+    if (it->second <= now) {
+      engine_->Abort(it->first);
+      reservations_.erase(it++);
+    } else {
+      ++it;
+    }
   }
-  processor_.Add(id, prompt, std::move(c.stop_strings));
-  sinks_.emplace(id, std::move(c.sink));
+}
+
+void AsyncEngine::Dispatch(const std::vector<RequestOutput>& outs) {
+  std::vector<RequestOutput> streamed;
+  for (const RequestOutput& o : outs) {
+    auto waiter = prefill_waiters_.find(o.request_id);
+    if (waiter == prefill_waiters_.end()) {
+      streamed.push_back(o);
+      continue;
+    }
+    absl::StatusOr<std::vector<BlockId>> blocks = engine_->PrefilledBlocks(o.request_id);
+    if (!blocks.ok() || o.new_samples.empty()) {
+      waiter->second(blocks.ok() ? absl::InternalError("prefill produced no token") : blocks.status());
+    } else {
+      waiter->second(Prefilled{o.new_samples.front(), *std::move(blocks)});
+    }
+    prefill_waiters_.erase(waiter);
+  }
+  for (TextOutput& t : processor_.Process(*engine_, streamed)) {
+    auto it = sinks_.find(t.request_id);
+    if (it == sinks_.end()) continue;
+    const bool finished = t.finished;
+    it->second(StreamEvent{absl::OkStatus(), std::move(t)});
+    if (finished) sinks_.erase(it);
+  }
 }
 
 void AsyncEngine::Loop() {
@@ -65,33 +198,34 @@ void AsyncEngine::Loop() {
     std::deque<Command> batch;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      // Sleep only when idle; the timeout bounds every wait.
+      // Sleep only when idle; the timeout bounds every wait (and lets
+      // reservations expire on time).
       if (commands_.empty() && !stopping_ && !engine_->HasUnfinishedRequests()) {
-        wake_.wait_for(lock, std::chrono::milliseconds(100));
+        wake_.wait_for(lock, std::chrono::milliseconds(50));
       }
       if (stopping_) break;
       batch.swap(commands_);
     }
     for (Command& c : batch) Apply(c);
-    if (!engine_->HasUnfinishedRequests()) continue;
-
-    absl::StatusOr<std::vector<RequestOutput>> outs = engine_->Step();
-    if (!outs.ok()) {
-      // A model error is a bug or a broken model: fail every stream, free everything.
-      for (auto& [id, sink] : sinks_) {
-        engine_->Abort(id);
-        processor_.Remove(id);
-        sink(StreamEvent{outs.status(), {}});
+    ExpireReservations();
+    if (engine_->HasUnfinishedRequests()) {
+      absl::StatusOr<std::vector<RequestOutput>> outs = engine_->Step();
+      if (outs.ok()) {
+        Dispatch(*outs);
+      } else {
+        // A model error is a bug or a broken model: fail every stream, free everything.
+        for (auto& [id, sink] : sinks_) {
+          engine_->Abort(id);
+          processor_.Remove(id);
+          sink(StreamEvent{outs.status(), {}});
+        }
+        sinks_.clear();
+        for (auto& [id, done] : prefill_waiters_) {
+          engine_->Abort(id);
+          done(outs.status());
+        }
+        prefill_waiters_.clear();
       }
-      sinks_.clear();
-      continue;
-    }
-    for (TextOutput& t : processor_.Process(*engine_, *outs)) {
-      auto it = sinks_.find(t.request_id);
-      if (it == sinks_.end()) continue;
-      const bool finished = t.finished;
-      it->second(StreamEvent{absl::OkStatus(), std::move(t)});
-      if (finished) sinks_.erase(it);
     }
     std::lock_guard<std::mutex> lock(mu_);
     stats_ = engine_->Stats();
@@ -101,6 +235,8 @@ void AsyncEngine::Loop() {
     sink(StreamEvent{absl::CancelledError("engine shutting down"), {}});
   }
   sinks_.clear();
+  for (auto& [id, done] : prefill_waiters_) done(absl::CancelledError("engine shutting down"));
+  prefill_waiters_.clear();
 }
 
 }  // namespace tandem

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -55,25 +56,62 @@ class AsyncEngine {
   // Ends a request now (client gone); its sink gets no further events.
   void Cancel(const std::string& request_id);
 
+  // --- Disaggregation, decode side -------------------------------------
+  // Reserves blocks for `request`'s prompt KV (written from outside); `done`
+  // gets the block ids or ResourceExhausted / InvalidArgument. A reservation
+  // not activated within `timeout` is freed (DESIGN.md invariant 3).
+  using ReserveDone = std::function<void(absl::StatusOr<std::vector<BlockId>>)>;
+  void Reserve(EngineRequest request, std::chrono::milliseconds timeout, ReserveDone done);
+  // The reserved KV is written and `first_token` was sampled by the prefill
+  // side: the request joins the running batch and streams into `sink` (the
+  // first event carries the tokens after `first_token`). NotFound through the
+  // sink when there is no such reservation (expired or released).
+  void Activate(const std::string& request_id, int32_t first_token, StreamSink sink);
+
+  // --- Disaggregation, prefill side ------------------------------------
+  // Prefills `request` and samples its first token; `done` receives it with
+  // the prompt's block ids, which stay held until ReleasePrefilled().
+  struct Prefilled {
+    SampledToken first_token;
+    std::vector<BlockId> blocks;
+  };
+  using PrefillDone = std::function<void(absl::StatusOr<Prefilled>)>;
+  void Prefill(EngineRequest request, PrefillDone done);
+  void ReleasePrefilled(const std::string& request_id);
+
+  // Runs `fn` on the loop thread with the engine (e.g. to read KV memory
+  // addresses at start). Blocks the caller until it ran.
+  void RunOnLoop(std::function<void(LlmEngine&)> fn);
+
   // A snapshot taken after the latest step.
   EngineStats Stats() const;
   const ModelConfig& model_config() const { return model_config_; }
 
  private:
   struct Command {
-    enum Kind { kAdd, kCancel } kind;
+    enum Kind { kAdd, kCancel, kReserve, kActivate, kPrefill, kReleasePrefilled, kRun } kind;
     EngineRequest request;
     std::vector<std::string> stop_strings;
     StreamSink sink;
+    ReserveDone reserve_done;
+    PrefillDone prefill_done;
+    std::function<void(LlmEngine&)> run;
+    int32_t first_token = 0;
+    std::chrono::milliseconds timeout{0};
   };
 
+  void Enqueue(Command c);
   void Loop();
   void Apply(Command& c);
+  void ExpireReservations();
+  void Dispatch(const std::vector<RequestOutput>& outs);
 
   std::unique_ptr<LlmEngine> engine_;  // loop thread only
   const ModelConfig model_config_;
   OutputProcessor processor_;          // loop thread only
   absl::flat_hash_map<std::string, StreamSink> sinks_;  // loop thread only
+  absl::flat_hash_map<std::string, PrefillDone> prefill_waiters_;  // loop thread only
+  absl::flat_hash_map<std::string, std::chrono::steady_clock::time_point> reservations_;  // deadlines
 
   mutable std::mutex mu_;
   std::condition_variable wake_;

@@ -241,7 +241,8 @@ absl::StatusOr<std::vector<BlockId>> LlmEngine::ReserveExternal(EngineRequest r)
   return blocks;
 }
 
-absl::Status LlmEngine::ActivateExternal(const std::string& request_id, int32_t first_token) {
+absl::Status LlmEngine::ActivateExternal(const std::string& request_id, int32_t first_token,
+                                        RequestOutput* first_output) {
   Sequence* seq = Find(request_id);
   if (seq == nullptr || seq->status != SequenceStatus::kAwaitingKv) {
     return absl::NotFoundError(absl::StrCat("no reservation for request '", request_id, "'"));
@@ -253,7 +254,10 @@ absl::Status LlmEngine::ActivateExternal(const std::string& request_id, int32_t 
   RETURN_IF_ERROR(kv_->CommitComputed(seq->id, seq->tokens, seq->num_computed_tokens));
   seq->sampler.Observe(first_token);
   RequestOutput out;
-  if (AppendToken(*seq, SampledToken{first_token, 0.0f, {}}, out)) {
+  out.request_id = request_id;
+  const bool finished = AppendToken(*seq, SampledToken{first_token, 0.0f, {}}, out);
+  if (first_output != nullptr) *first_output = out;
+  if (finished) {
     Release(*seq, out.finish_reason);
     return absl::OkStatus();
   }

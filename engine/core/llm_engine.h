@@ -110,8 +110,11 @@ class LlmEngine {
   // written from outside. ResourceExhausted when the pool cannot hold it now.
   absl::StatusOr<std::vector<BlockId>> ReserveExternal(EngineRequest request);
   // The prompt's KV is in the reserved blocks and `first_token` was sampled
-  // by the prefill side: the sequence joins the running batch.
-  [[nodiscard]] absl::Status ActivateExternal(const std::string& request_id, int32_t first_token);
+  // by the prefill side: the sequence joins the running batch. `out` (may be
+  // null) receives the first token's output: finished when that token alone
+  // ends the request (eos, stop id, max_tokens 1), which then is released.
+  [[nodiscard]] absl::Status ActivateExternal(const std::string& request_id, int32_t first_token,
+                                              RequestOutput* out = nullptr);
 
   LlamaModel& model() { return *model_; }
   KvCache& kv_cache() { return *cache_; }
