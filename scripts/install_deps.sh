@@ -9,11 +9,12 @@ set -euo pipefail
 build_pkgs=(
   build-essential cmake ninja-build ccache pkg-config
   libabsl-dev nlohmann-json3-dev libre2-dev libicu-dev
-  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libucx-dev
 )
 test_pkgs=(
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-numpy python3-torch python3-sentencepiece python3-regex
+  python3-grpcio python3-protobuf
 )
 
 want=("${build_pkgs[@]}")

@@ -12,7 +12,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "engine/core/llm_engine.h"
-#include "engine/core/stop_strings.h"
+#include "engine/tokenizer/stop_strings.h"
 #include "engine/tokenizer/tokenizer.h"
 
 namespace tandem {

@@ -1,4 +1,4 @@
-#include "engine/core/stop_strings.h"
+#include "engine/tokenizer/stop_strings.h"
 
 #include <algorithm>
 

@@ -1,0 +1,122 @@
+#include "decode_worker/decode_service.h"
+
+#include "common/grpc/buffered_write_reactor.h"
+#include "proto/worker_protocol.h"
+
+namespace tandem {
+namespace {
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+v1::FinishReason ToProtoFinish(FinishReason r) {
+  switch (r) {
+    case FinishReason::kLength: return v1::FINISH_REASON_LENGTH;
+    case FinishReason::kStop: return v1::FINISH_REASON_STOP;
+    default: return v1::FINISH_REASON_UNSPECIFIED;
+  }
+}
+
+}  // namespace
+
+v1::KvLayout ToKvLayout(const KvCacheShape& shape, int tp_rank, int tp_size) {
+  v1::KvLayout l;
+  l.set_num_layers(static_cast<uint32_t>(shape.num_layers));
+  l.set_block_size(static_cast<uint32_t>(shape.block_size));
+  l.set_num_kv_heads(static_cast<uint32_t>(shape.num_kv_heads));
+  l.set_head_dim(static_cast<uint32_t>(shape.head_dim));
+  l.set_dtype(std::string(DTypeName(shape.dtype)));
+  l.set_block_span_bytes(static_cast<uint64_t>(shape.block_span_bytes()));
+  l.set_layer_bytes(static_cast<uint64_t>(shape.layer_bytes()));
+  l.set_tp_rank(static_cast<uint32_t>(tp_rank));
+  l.set_tp_size(static_cast<uint32_t>(tp_size));
+  return l;
+}
+
+void FillWorkerStats(const EngineStats& s, v1::WorkerStats* out) {
+  out->set_num_running(static_cast<uint32_t>(s.num_running));
+  out->set_num_waiting(static_cast<uint32_t>(s.num_waiting));
+  out->set_kv_blocks_total(static_cast<uint32_t>(s.kv.num_blocks));
+  out->set_kv_blocks_used(static_cast<uint32_t>(s.kv.num_used_blocks));
+  out->set_kv_blocks_free(static_cast<uint32_t>(s.kv.num_free_blocks));
+  out->set_kv_blocks_cached(static_cast<uint32_t>(s.kv.num_cached_blocks));
+  out->set_prefix_cache_queries_tokens(static_cast<uint64_t>(s.kv.prefix_queries_tokens));
+  out->set_prefix_cache_hits_tokens(static_cast<uint64_t>(s.kv.prefix_hits_tokens));
+  out->set_num_preemptions(static_cast<uint64_t>(s.num_preemptions));
+  out->set_num_reservations(static_cast<uint32_t>(s.num_awaiting_kv));
+}
+
+DecodeService::DecodeService(AsyncEngine* engine, MemoryDescriptor memory, v1::KvLayout layout,
+                             DecodeServiceOptions options)
+    : engine_(engine), memory_bytes_(memory.Serialize()), layout_(std::move(layout)), options_(std::move(options)) {}
+
+grpc::ServerUnaryReactor* DecodeService::Admit(grpc::CallbackServerContext* ctx, const v1::AdmitRequest* req,
+                                               v1::AdmitResponse* resp) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  EngineRequest r;
+  r.request_id = req->request_id();
+  r.prompt_token_ids.assign(req->prompt_token_ids().begin(), req->prompt_token_ids().end());
+  r.sampling = FromProto(req->sampling());
+  r.priority = req->priority();
+  // The reply is written by the engine loop; gRPC keeps `resp` alive until Finish.
+  // The destination's fixed part is filled now; the loop thread adds the
+  // block ids (it must not touch this service, which may be gone by then).
+  v1::KvDestination* d = resp->mutable_destination();
+  d->set_worker_id(options_.worker_id);
+  d->set_reservation_id(req->request_id());
+  d->set_memory_descriptor(memory_bytes_);
+  *d->mutable_layout() = layout_;
+  d->set_transport(options_.transport_name);
+  engine_->Reserve(std::move(r), options_.reservation_timeout,
+                   [reactor, d](absl::StatusOr<std::vector<BlockId>> blocks) {
+                     if (!blocks.ok()) {
+                       reactor->Finish(ToGrpc(blocks.status()));
+                       return;
+                     }
+                     for (BlockId b : *blocks) d->add_block_ids(static_cast<uint32_t>(b.value()));
+                     reactor->Finish(grpc::Status::OK);
+                   });
+  return reactor;
+}
+
+grpc::ServerWriteReactor<v1::DecodeResponse>* DecodeService::Decode(grpc::CallbackServerContext* ctx,
+                                                                    const v1::DecodeRequest* req) {
+  AsyncEngine* engine = engine_;
+  const std::string id = req->request_id();
+  auto [reactor, stream] = BufferedWriteReactor<v1::DecodeResponse>::Create([engine, id] { engine->Cancel(id); });
+  engine_->Activate(id, static_cast<int32_t>(req->first_token_id()), [stream](const StreamEvent& e) {
+    if (!e.status.ok()) {
+      stream->Close(ToGrpc(e.status));
+      return;
+    }
+    v1::DecodeResponse r;
+    for (int32_t t : e.chunk.new_token_ids) r.add_token_ids(static_cast<uint32_t>(t));
+    for (const SampledToken& t : e.chunk.new_samples) ToProto(t, r.add_logprobs());
+    if (e.chunk.finished) r.set_finish_reason(ToProtoFinish(e.chunk.finish_reason));
+    stream->Push(std::move(r));
+    if (e.chunk.finished) stream->Close(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* DecodeService::Release(grpc::CallbackServerContext* ctx, const v1::ReleaseRequest* req,
+                                                 v1::ReleaseResponse* resp) {
+  engine_->Cancel(req->request_id());
+  resp->set_released(true);
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* DecodeService::Stats(grpc::CallbackServerContext* ctx, const v1::StatsRequest*,
+                                               v1::WorkerStats* resp) {
+  resp->set_worker_id(options_.worker_id);
+  resp->set_role(v1::WORKER_ROLE_DECODE);
+  FillWorkerStats(engine_->Stats(), resp);
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+}  // namespace tandem

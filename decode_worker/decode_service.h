@@ -1,0 +1,55 @@
+// The decode worker's gRPC service (tandem.v1.DecodeWorker): thin glue over
+// an AsyncEngine that owns the KV pool. Admit reserves destination blocks and
+// answers where the prefill worker must put the prompt's KV; Decode activates
+// the request once that KV is in place and streams token ids; Release frees
+// whatever a request holds; Stats reports load for routing and metrics.
+// Thread-safety: gRPC callback threads call it; nothing here blocks them.
+#pragma once
+
+#include <chrono>
+#include <string>
+
+#include "engine/core/async_engine.h"
+#include "kv_transfer/memory_descriptor.h"
+#include "tandem/v1/worker.grpc.pb.h"
+
+namespace tandem {
+
+struct DecodeServiceOptions {
+  std::string worker_id;
+  std::chrono::milliseconds reservation_timeout{30000};  // unactivated reservations are freed
+  std::string transport_name = "ucx";
+};
+
+class DecodeService final : public v1::DecodeWorker::CallbackService {
+ public:
+  // `engine` must outlive the service. `memory` describes the engine's KV
+  // pool as registered with the KV transport; `layout` is that pool's layout.
+  DecodeService(AsyncEngine* engine, MemoryDescriptor memory, v1::KvLayout layout,
+                DecodeServiceOptions options);
+
+  grpc::ServerUnaryReactor* Admit(grpc::CallbackServerContext* ctx, const v1::AdmitRequest* req,
+                                  v1::AdmitResponse* resp) override;
+  grpc::ServerWriteReactor<v1::DecodeResponse>* Decode(grpc::CallbackServerContext* ctx,
+                                                       const v1::DecodeRequest* req) override;
+  grpc::ServerUnaryReactor* Release(grpc::CallbackServerContext* ctx, const v1::ReleaseRequest* req,
+                                    v1::ReleaseResponse* resp) override;
+  grpc::ServerUnaryReactor* Stats(grpc::CallbackServerContext* ctx, const v1::StatsRequest* req,
+                                  v1::WorkerStats* resp) override;
+
+  // Set once at start, before the first RPC (the id may depend on the bound port).
+  void set_worker_id(std::string id) { options_.worker_id = std::move(id); }
+
+ private:
+  AsyncEngine* const engine_;
+  const std::string memory_bytes_;  // serialized descriptor, sent with every Admit
+  const v1::KvLayout layout_;
+  DecodeServiceOptions options_;
+};
+
+// The KvLayout message of a KV cache shape.
+v1::KvLayout ToKvLayout(const KvCacheShape& shape, int tp_rank = 0, int tp_size = 1);
+// WorkerStats fields shared by both roles.
+void FillWorkerStats(const EngineStats& s, v1::WorkerStats* out);
+
+}  // namespace tandem

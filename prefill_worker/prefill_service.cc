@@ -1,0 +1,63 @@
+#include "prefill_worker/prefill_service.h"
+
+#include "absl/strings/str_cat.h"
+#include "decode_worker/decode_service.h"
+#include "proto/worker_protocol.h"
+
+namespace tandem {
+namespace {
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* PrefillService::Prefill(grpc::CallbackServerContext* ctx, const v1::PrefillRequest* req,
+                                                  v1::PrefillResponse* resp) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  EngineRequest r;
+  // A retried prefill of the same request must not collide with a leftover.
+  r.request_id = absl::StrCat(req->request_id(), "@", next_id_.fetch_add(1));
+  r.prompt_token_ids.assign(req->prompt_token_ids().begin(), req->prompt_token_ids().end());
+  r.sampling = FromProto(req->sampling());
+  const std::string id = r.request_id;
+  AsyncEngine* engine = engine_;
+  KvSender* sender = sender_;
+  std::atomic<uint64_t>* bytes_sent = &bytes_sent_;
+  engine_->Prefill(std::move(r), [engine, sender, bytes_sent, reactor, resp, id,
+                                  dest = req->destination()](absl::StatusOr<AsyncEngine::Prefilled> p) mutable {
+    if (!p.ok()) {
+      reactor->Finish(ToGrpc(p.status()));
+      return;
+    }
+    ToProto(p->first_token, resp->mutable_first_logprobs());
+    resp->set_first_token_id(static_cast<uint32_t>(p->first_token.token_id));
+    sender->Send(std::move(p->blocks), std::move(dest),
+                 [engine, bytes_sent, reactor, resp, id](absl::StatusOr<SendResult> sent) {
+                   engine->ReleasePrefilled(id);  // the KV now lives at the decode worker (or failed)
+                   if (!sent.ok()) {
+                     reactor->Finish(ToGrpc(sent.status()));
+                     return;
+                   }
+                   bytes_sent->fetch_add(sent->bytes);
+                   resp->set_kv_bytes_sent(sent->bytes);
+                   resp->set_num_blocks_sent(sent->num_blocks);
+                   reactor->Finish(grpc::Status::OK);
+                 });
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* PrefillService::Stats(grpc::CallbackServerContext* ctx, const v1::StatsRequest*,
+                                                v1::WorkerStats* resp) {
+  resp->set_worker_id(worker_id_);
+  resp->set_role(v1::WORKER_ROLE_PREFILL);
+  FillWorkerStats(engine_->Stats(), resp);
+  resp->set_kv_transfer_bytes_total(bytes_sent_.load());
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+}  // namespace tandem

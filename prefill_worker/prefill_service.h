@@ -1,0 +1,40 @@
+// The prefill worker's gRPC service (tandem.v1.PrefillWorker): runs a
+// prompt's prefill on its AsyncEngine, ships the KV to the destination the
+// decode worker reserved (KvSender), releases its own blocks, and returns the
+// first token only after the transfer is flushed.
+// Thread-safety: gRPC callback threads call it; nothing here blocks them.
+#pragma once
+
+#include <atomic>
+#include <string>
+
+#include "engine/core/async_engine.h"
+#include "prefill_worker/kv_sender.h"
+#include "tandem/v1/worker.grpc.pb.h"
+
+namespace tandem {
+
+class PrefillService final : public v1::PrefillWorker::CallbackService {
+ public:
+  // `engine` and `sender` must outlive the service.
+  PrefillService(AsyncEngine* engine, KvSender* sender, std::string worker_id)
+      : engine_(engine), sender_(sender), worker_id_(std::move(worker_id)) {}
+
+  grpc::ServerUnaryReactor* Prefill(grpc::CallbackServerContext* ctx, const v1::PrefillRequest* req,
+                                    v1::PrefillResponse* resp) override;
+  grpc::ServerUnaryReactor* Stats(grpc::CallbackServerContext* ctx, const v1::StatsRequest* req,
+                                  v1::WorkerStats* resp) override;
+
+  uint64_t kv_bytes_sent() const { return bytes_sent_.load(); }
+  // Set once at start, before the first RPC (the id may depend on the bound port).
+  void set_worker_id(std::string id) { worker_id_ = std::move(id); }
+
+ private:
+  AsyncEngine* const engine_;
+  KvSender* const sender_;
+  std::string worker_id_;
+  std::atomic<uint64_t> bytes_sent_{0};
+  std::atomic<uint64_t> next_id_{0};
+};
+
+}  // namespace tandem

@@ -1,0 +1,362 @@
+#include "router/cluster_backend.h"
+
+#include <optional>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "engine/tokenizer/stop_strings.h"
+#include "grpcpp/grpcpp.h"
+#include "proto/worker_protocol.h"
+
+namespace tandem {
+namespace {
+
+absl::Status FromGrpc(const grpc::Status& s) {
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+}
+
+ChunkFinish FromProto(v1::FinishReason r) {
+  switch (r) {
+    case v1::FINISH_REASON_LENGTH: return ChunkFinish::kLength;
+    case v1::FINISH_REASON_STOP: return ChunkFinish::kStop;
+    default: return ChunkFinish::kNone;
+  }
+}
+
+std::unique_ptr<grpc::ClientContext> ContextWithTimeout(std::chrono::milliseconds timeout) {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() + timeout);
+  return ctx;
+}
+
+}  // namespace
+
+// One request's state. Guarded by `mu`; gRPC callbacks hold a shared_ptr.
+struct ClusterBackend::Call {
+  std::string id;
+  ValidatedRequest request;
+  Sink sink;
+  std::mutex mu;
+  bool ended = false;
+  bool cancelled = false;
+  std::optional<WorkerHandle> decode_worker;  // set once Admit succeeded
+  bool decode_started = false;                // the Decode stream owns the reservation now
+  bool decode_released = false;               // Release sent or the stream cancelled
+  v1::KvDestination destination;
+  std::vector<std::string> tried_prefill;
+  std::unique_ptr<grpc::ClientContext> admit_ctx, prefill_ctx, decode_ctx;
+  v1::AdmitRequest admit_req;
+  v1::AdmitResponse admit_resp;
+  v1::PrefillRequest prefill_req;
+  v1::PrefillResponse prefill_resp;
+  v1::DecodeRequest decode_req;
+  std::unique_ptr<IncrementalDecoder> detok;
+  std::unique_ptr<StopStringMatcher> stops;
+};
+
+// Reads one Decode stream and feeds the backend. Deletes itself when done.
+class DecodeReader final : public grpc::ClientReadReactor<v1::DecodeResponse> {
+ public:
+  DecodeReader(std::function<bool(const v1::DecodeResponse&)> on_message,
+               std::function<void(const grpc::Status&)> on_done)
+      : on_message_(std::move(on_message)), on_done_(std::move(on_done)) {}
+  void Begin() {
+    StartRead(&msg_);
+    StartCall();
+  }
+  void OnReadDone(bool ok) override {
+    if (ok && on_message_(msg_)) StartRead(&msg_);
+  }
+  void OnDone(const grpc::Status& s) override {
+    on_done_(s);
+    delete this;
+  }
+
+ private:
+  v1::DecodeResponse msg_;
+  std::function<bool(const v1::DecodeResponse&)> on_message_;
+  std::function<void(const grpc::Status&)> on_done_;
+};
+
+ClusterBackend::ClusterBackend(WorkerPool* pool, const Tokenizer* tokenizer, ModelConfig config,
+                               ClusterOptions options)
+    : pool_(pool), tokenizer_(tokenizer), config_(std::move(config)), options_(options) {}
+
+ClusterBackend::~ClusterBackend() {
+  std::vector<std::string> ids;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [id, call] : calls_) ids.push_back(id);
+  }
+  for (const std::string& id : ids) Cancel(id);
+}
+
+int ClusterBackend::num_queued() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int>(queue_.size());
+}
+
+int ClusterBackend::num_in_flight() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int>(calls_.size());
+}
+
+void ClusterBackend::Start(const std::string& id, ValidatedRequest request, Sink sink) {
+  auto call = std::make_shared<Call>();
+  call->id = id;
+  call->sink = std::move(sink);
+  if (tokenizer_ != nullptr) call->detok = std::make_unique<IncrementalDecoder>(*tokenizer_, request.prompt_token_ids);
+  call->stops = std::make_unique<StopStringMatcher>(request.stop);
+  // One seed for both halves: the decode side continues the prefill's stream.
+  const uint64_t seed = request.sampling.seed.value_or(std::random_device{}() ^ (uint64_t{std::random_device{}()} << 32));
+  call->admit_req.set_request_id(id);
+  for (int32_t t : request.prompt_token_ids) call->admit_req.add_prompt_token_ids(static_cast<uint32_t>(t));
+  *call->admit_req.mutable_sampling() = ToProto(request.sampling, seed);
+  call->admit_req.set_priority(request.priority);
+  call->request = std::move(request);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    calls_[id] = call;
+  }
+  Admit(call);
+}
+
+void ClusterBackend::Admit(std::shared_ptr<Call> call) {
+  absl::StatusOr<WorkerHandle> worker = pool_->Acquire(v1::WORKER_ROLE_DECODE);
+  if (!worker.ok()) {
+    End(call, worker.status());
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(call->mu);
+    if (call->ended) {
+      pool_->Done(v1::WORKER_ROLE_DECODE, worker->id);
+      return;
+    }
+    call->decode_worker = *worker;
+    call->admit_ctx = ContextWithTimeout(options_.admit_timeout);
+    call->admit_resp.Clear();
+  }
+  worker->decode->async()->Admit(
+      call->admit_ctx.get(), &call->admit_req, &call->admit_resp, [this, call](grpc::Status s) {
+        if (s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+          // Back-pressure (invariant 2): wait in the bounded queue for room.
+          {
+            std::lock_guard<std::mutex> lock(call->mu);
+            pool_->Done(v1::WORKER_ROLE_DECODE, call->decode_worker->id);
+            call->decode_worker.reset();
+          }
+          bool queued = false;
+          {
+            std::lock_guard<std::mutex> lock(mu_);
+            if (static_cast<int>(queue_.size()) < options_.max_queued) {
+              queue_.push_back(call);
+              queued = true;
+            }
+          }
+          if (!queued) End(call, absl::ResourceExhaustedError("all decode workers are full and the queue is full"));
+          return;
+        }
+        if (!s.ok()) {
+          {
+            std::lock_guard<std::mutex> lock(call->mu);
+            pool_->Done(v1::WORKER_ROLE_DECODE, call->decode_worker->id);
+            call->decode_worker.reset();
+          }
+          End(call, FromGrpc(s));
+          return;
+        }
+        {
+          std::lock_guard<std::mutex> lock(call->mu);
+          call->destination = call->admit_resp.destination();
+        }
+        Prefill(call);
+      });
+}
+
+void ClusterBackend::Prefill(std::shared_ptr<Call> call) {
+  std::vector<std::string> tried;
+  {
+    std::lock_guard<std::mutex> lock(call->mu);
+    if (call->ended) return;
+    tried = call->tried_prefill;
+  }
+  absl::StatusOr<WorkerHandle> worker = pool_->Acquire(v1::WORKER_ROLE_PREFILL, tried);
+  if (!worker.ok() || static_cast<int>(tried.size()) >= options_.max_prefill_attempts) {
+    if (worker.ok()) pool_->Done(v1::WORKER_ROLE_PREFILL, worker->id);
+    End(call, worker.ok() ? absl::UnavailableError("prefill failed on every worker tried") : worker.status());
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(call->mu);
+    call->tried_prefill.push_back(worker->id);
+    call->prefill_req.set_request_id(call->id);
+    *call->prefill_req.mutable_prompt_token_ids() = call->admit_req.prompt_token_ids();
+    *call->prefill_req.mutable_sampling() = call->admit_req.sampling();
+    *call->prefill_req.mutable_destination() = call->destination;
+    call->prefill_ctx = ContextWithTimeout(options_.prefill_timeout);
+    call->prefill_resp.Clear();
+  }
+  const std::string worker_id = worker->id;
+  worker->prefill->async()->Prefill(
+      call->prefill_ctx.get(), &call->prefill_req, &call->prefill_resp, [this, call, worker_id](grpc::Status s) {
+        pool_->Done(v1::WORKER_ROLE_PREFILL, worker_id);
+        if (s.error_code() == grpc::StatusCode::UNAVAILABLE || s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+          Prefill(call);  // another prefill worker, same reservation
+          return;
+        }
+        if (!s.ok()) {
+          End(call, FromGrpc(s));
+          return;
+        }
+        // Invariant 4: the first token goes out before decoding starts.
+        const int32_t first = static_cast<int32_t>(call->prefill_resp.first_token_id());
+        std::vector<SampledToken> lps;
+        if (call->request.sampling.logprobs > 0) lps.push_back(tandem::FromProto(call->prefill_resp.first_logprobs()));
+        bool stopped;
+        {
+          std::lock_guard<std::mutex> lock(call->mu);
+          if (call->ended) return;
+          stopped = Emit(*call, {first}, lps, false, ChunkFinish::kNone);
+        }
+        if (stopped) {
+          End(call, absl::OkStatus());
+          return;
+        }
+        Decode(call);
+      });
+}
+
+void ClusterBackend::Decode(std::shared_ptr<Call> call) {
+  std::shared_ptr<v1::DecodeWorker::Stub> stub;
+  {
+    std::lock_guard<std::mutex> lock(call->mu);
+    if (call->ended) return;
+    call->decode_req.set_request_id(call->id);
+    call->decode_req.set_first_token_id(call->prefill_resp.first_token_id());
+    call->decode_ctx = std::make_unique<grpc::ClientContext>();
+    call->decode_started = true;
+    stub = call->decode_worker->decode;
+  }
+  auto* reader = new DecodeReader(
+      [this, call](const v1::DecodeResponse& m) {
+        std::vector<int32_t> tokens(m.token_ids().begin(), m.token_ids().end());
+        std::vector<SampledToken> lps;
+        for (const auto& lp : m.logprobs()) lps.push_back(tandem::FromProto(lp));
+        const ChunkFinish finish = FromProto(m.finish_reason());
+        bool stopped;
+        {
+          std::lock_guard<std::mutex> lock(call->mu);
+          if (call->ended) return false;
+          stopped = Emit(*call, tokens, call->request.sampling.logprobs > 0 ? lps : std::vector<SampledToken>{},
+                         finish != ChunkFinish::kNone, finish);
+        }
+        if (stopped || finish != ChunkFinish::kNone) {
+          End(call, absl::OkStatus());  // cancels the stream if it is still open
+          return false;
+        }
+        return true;
+      },
+      [this, call](const grpc::Status& s) {
+        // A stream that ended without a finish reason failed (or was cancelled).
+        End(call, s.ok() ? absl::InternalError("decode stream ended early") : FromGrpc(s));
+      });
+  // The reader's closures hold `call`, so decode_req and decode_ctx outlive the RPC.
+  stub->async()->Decode(call->decode_ctx.get(), &call->decode_req, reader);
+  reader->Begin();
+}
+
+bool ClusterBackend::Emit(Call& call, const std::vector<int32_t>& tokens, const std::vector<SampledToken>& logprobs,
+                          bool last, ChunkFinish finish) {
+  GenerationChunk c;
+  c.token_ids = tokens;
+  c.logprobs = logprobs;
+  if (call.detok) {
+    for (int32_t t : tokens) {
+      c.text += call.stops->Feed(call.detok->Add(t));
+      if (call.stops->stopped()) break;
+    }
+    if (!call.stops->stopped() && last) {
+      c.text += call.stops->Feed(call.detok->Flush());
+      c.text += call.stops->Flush();
+    }
+  }
+  const bool stopped = call.stops->stopped();
+  c.finish = stopped ? ChunkFinish::kStop : finish;
+  call.sink(absl::OkStatus(), std::move(c));
+  if (stopped || c.finish != ChunkFinish::kNone) call.ended = true;
+  return stopped;
+}
+
+void ClusterBackend::ReleaseDecode(const std::shared_ptr<Call>& call) {
+  // Only for a reservation the Decode stream does not own (caller holds call->mu).
+  auto ctx = std::make_shared<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  auto req = std::make_shared<v1::ReleaseRequest>();
+  req->set_request_id(call->id);
+  auto resp = std::make_shared<v1::ReleaseResponse>();
+  call->decode_worker->decode->async()->Release(ctx.get(), req.get(), resp.get(),
+                                                [ctx, req, resp](grpc::Status) {});
+}
+
+void ClusterBackend::End(const std::shared_ptr<Call>& call, const absl::Status& status) {
+  bool release_decode_worker = false;
+  {
+    std::lock_guard<std::mutex> lock(call->mu);
+    if (call->decode_worker && !call->decode_released) {
+      call->decode_released = true;
+      if (call->decode_started) {
+        if (call->decode_ctx) call->decode_ctx->TryCancel();  // the worker's OnCancel frees it
+      } else {
+        ReleaseDecode(call);
+      }
+      release_decode_worker = true;
+    }
+    if (!call->ended) {
+      call->ended = true;
+      if (!status.ok()) call->sink(status, {});
+    }
+    if (call->admit_ctx) call->admit_ctx->TryCancel();
+    if (call->prefill_ctx) call->prefill_ctx->TryCancel();
+  }
+  if (release_decode_worker) pool_->Done(v1::WORKER_ROLE_DECODE, call->decode_worker->id);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    calls_.erase(call->id);
+  }
+  AdmitQueued();
+}
+
+void ClusterBackend::AdmitQueued() {
+  std::shared_ptr<Call> next;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (queue_.empty()) return;
+    next = queue_.front();
+    queue_.pop_front();
+  }
+  Admit(next);
+}
+
+void ClusterBackend::Cancel(const std::string& id) {
+  std::shared_ptr<Call> call;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = calls_.find(id);
+    if (it == calls_.end()) return;
+    call = it->second;
+    for (auto q = queue_.begin(); q != queue_.end(); ++q) {
+      if (*q == call) {
+        queue_.erase(q);
+        break;
+      }
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(call->mu);
+    call->cancelled = true;
+  }
+  End(call, absl::CancelledError("cancelled by the client"));
+}
+
+}  // namespace tandem

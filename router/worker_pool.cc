@@ -1,0 +1,72 @@
+#include "router/worker_pool.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/grpcpp.h"
+
+namespace tandem {
+
+void WorkerPool::Add(v1::WorkerRole role, const std::string& id, const std::string& address) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const Entry& e : List(role)) {
+      if (e.handle.address == address && e.handle.id == id) return;  // a heartbeat
+    }
+  }
+  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  WorkerHandle h{id, address, nullptr, nullptr};
+  if (role == v1::WORKER_ROLE_PREFILL) {
+    h.prefill = v1::PrefillWorker::NewStub(channel);
+  } else {
+    h.decode = v1::DecodeWorker::NewStub(channel);
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<Entry>& list = List(role);
+  for (Entry& e : list) {
+    if (e.handle.address == address) {
+      e.handle = std::move(h);
+      return;
+    }
+  }
+  list.push_back({std::move(h), 0});
+}
+
+absl::StatusOr<WorkerHandle> WorkerPool::Acquire(v1::WorkerRole role, const std::vector<std::string>& exclude) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Entry* best = nullptr;
+  for (Entry& e : List(role)) {
+    if (std::find(exclude.begin(), exclude.end(), e.handle.id) != exclude.end()) continue;
+    if (best == nullptr || e.in_flight < best->in_flight) best = &e;
+  }
+  if (best == nullptr) {
+    return absl::UnavailableError(absl::StrCat("no ", role == v1::WORKER_ROLE_PREFILL ? "prefill" : "decode",
+                                               " worker available"));
+  }
+  ++best->in_flight;
+  return best->handle;
+}
+
+void WorkerPool::Done(v1::WorkerRole role, const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (Entry& e : List(role)) {
+    if (e.handle.id == id && e.in_flight > 0) {
+      --e.in_flight;
+      return;
+    }
+  }
+}
+
+int WorkerPool::NumWorkers(v1::WorkerRole role) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int>(List(role).size());
+}
+
+std::vector<WorkerHandle> WorkerPool::All(v1::WorkerRole role) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<WorkerHandle> out;
+  for (const Entry& e : List(role)) out.push_back(e.handle);
+  return out;
+}
+
+}  // namespace tandem

@@ -1,0 +1,54 @@
+// WorkerPool: the router's view of its prefill and decode workers: one gRPC
+// channel each, and the number of requests the router has in flight on each
+// (its load signal: the router is the only one sending them work).
+// Workers come from a static list (flags) and from Register calls.
+// Thread-safety: all methods are thread-safe.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "tandem/v1/worker.grpc.pb.h"
+
+namespace tandem {
+
+struct WorkerHandle {
+  std::string id;
+  std::string address;
+  std::shared_ptr<v1::PrefillWorker::Stub> prefill;  // set for prefill workers
+  std::shared_ptr<v1::DecodeWorker::Stub> decode;    // set for decode workers
+};
+
+class WorkerPool {
+ public:
+  // Adds (or replaces, by address) a worker of `role`.
+  void Add(v1::WorkerRole role, const std::string& id, const std::string& address);
+
+  // The least-loaded worker of `role` not in `exclude` (by id), with its
+  // in-flight count incremented; Unavailable when none is left.
+  absl::StatusOr<WorkerHandle> Acquire(v1::WorkerRole role, const std::vector<std::string>& exclude = {});
+  // Undoes one Acquire().
+  void Done(v1::WorkerRole role, const std::string& id);
+
+  int NumWorkers(v1::WorkerRole role) const;
+  std::vector<WorkerHandle> All(v1::WorkerRole role) const;
+
+ private:
+  struct Entry {
+    WorkerHandle handle;
+    int in_flight = 0;
+  };
+  std::vector<Entry>& List(v1::WorkerRole role) { return role == v1::WORKER_ROLE_PREFILL ? prefill_ : decode_; }
+  const std::vector<Entry>& List(v1::WorkerRole role) const {
+    return role == v1::WORKER_ROLE_PREFILL ? prefill_ : decode_;
+  }
+
+  mutable std::mutex mu_;
+  std::vector<Entry> prefill_;
+  std::vector<Entry> decode_;
+};
+
+}  // namespace tandem
