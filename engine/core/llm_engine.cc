@@ -229,8 +229,14 @@ absl::StatusOr<std::vector<BlockId>> LlmEngine::ReserveExternal(EngineRequest r)
   const uint64_t arrival = next_arrival_++;
   auto seq = std::make_unique<Sequence>(SeqId(next_seq_id_++), r.request_id, std::move(r.prompt_token_ids),
                                         r.sampling, r.priority, arrival, config_.seed + arrival);
+  // Blocks promised to running sequences (reserving policies) are not free.
+  if (!scheduler_->PromiseFullContext(seq.get())) {
+    return absl::ResourceExhaustedError(absl::StrCat("no room for the whole context of ", seq->num_tokens(),
+                                                     " prompt tokens + ", seq->params.max_tokens, " to generate"));
+  }
   const absl::Status st = kv_->Allocate(seq->id, seq->tokens, seq->num_tokens());
   if (!st.ok()) {
+    scheduler_->Remove(seq.get());  // drops the promise
     return absl::ResourceExhaustedError(absl::StrCat("no room for ", seq->num_tokens(),
                                                      " prompt tokens of KV: ", st.message()));
   }

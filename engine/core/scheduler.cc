@@ -47,6 +47,14 @@ void Scheduler::AddRunning(Sequence* seq) {
   }
 }
 
+bool Scheduler::PromiseFullContext(Sequence* seq) {
+  if (!policy_->reserve_full_context()) return true;
+  const int64_t total = BlocksFor(seq->num_prompt_tokens + seq->params.max_tokens);
+  if (kv_->NumFreeBlocks() - reserved_blocks() < total) return false;
+  reserved_total_[seq] = total;
+  return true;
+}
+
 void Scheduler::EraseFrom(std::vector<Sequence*>& v, Sequence* seq) {
   v.erase(std::remove(v.begin(), v.end(), seq), v.end());
 }

@@ -62,8 +62,14 @@ class Scheduler {
   // Adds an already-registered sequence straight to the running set (a
   // sequence whose KV was written from outside).
   void AddRunning(Sequence* seq);
-  // Forgets `seq` wherever it is queued. Does not free blocks.
+  // Forgets `seq` wherever it is queued (and any blocks promised to it).
+  // Does not free blocks.
   void Remove(Sequence* seq);
+  // For policies that reserve whole contexts: promises `seq` the blocks of
+  // its whole context if the unpromised free blocks hold them, else false.
+  // Always true under on-demand policies. Used for sequences registered
+  // outside Schedule() (KV filled from outside).
+  bool PromiseFullContext(Sequence* seq);
 
   SchedulerOutput Schedule();
 

@@ -1,0 +1,9 @@
+# End-to-end: `tandem serve` through the Python client (clients/python), the
+# C++ client, grpc health and reflection, checked against `tandem generate`.
+# Included from tests/e2e/CMakeLists.txt. Needs /usr/bin/python3 with
+# python3-grpcio and python3-protobuf, and protoc + grpc_python_plugin (the
+# client generates its stubs into the test's work dir).
+add_test(NAME serve_e2e
+  COMMAND ${TANDEM_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/serve_test.py
+    --tandem $<TARGET_FILE:tandem> --source ${CMAKE_SOURCE_DIR} --work ${TANDEM_TEST_WORK}/serve)
+set_tests_properties(serve_e2e PROPERTIES LABELS "e2e" TIMEOUT 900 ENVIRONMENT "OMP_WAIT_POLICY=passive")
