@@ -26,6 +26,14 @@ class RegistryService final : public v1::WorkerRegistry::CallbackService {
     return reactor;
   }
 
+  grpc::ServerUnaryReactor* ListWorkers(grpc::CallbackServerContext* ctx, const v1::ListWorkersRequest*,
+                                        v1::ListWorkersResponse* resp) override {
+    for (v1::WorkerInfo& w : pool_->List()) *resp->add_workers() = std::move(w);
+    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
  private:
   WorkerPool* const pool_;
 };

@@ -10,7 +10,7 @@ namespace tandem {
 void WorkerPool::Add(v1::WorkerRole role, const std::string& id, const std::string& address) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (const Entry& e : List(role)) {
+    for (const Entry& e : Entries(role)) {
       if (e.handle.address == address && e.handle.id == id) return;  // a heartbeat
     }
   }
@@ -22,7 +22,7 @@ void WorkerPool::Add(v1::WorkerRole role, const std::string& id, const std::stri
     h.decode = v1::DecodeWorker::NewStub(channel);
   }
   std::lock_guard<std::mutex> lock(mu_);
-  std::vector<Entry>& list = List(role);
+  std::vector<Entry>& list = Entries(role);
   for (Entry& e : list) {
     if (e.handle.address == address) {
       e.handle = std::move(h);
@@ -35,7 +35,7 @@ void WorkerPool::Add(v1::WorkerRole role, const std::string& id, const std::stri
 absl::StatusOr<WorkerHandle> WorkerPool::Acquire(v1::WorkerRole role, const std::vector<std::string>& exclude) {
   std::lock_guard<std::mutex> lock(mu_);
   Entry* best = nullptr;
-  for (Entry& e : List(role)) {
+  for (Entry& e : Entries(role)) {
     if (std::find(exclude.begin(), exclude.end(), e.handle.id) != exclude.end()) continue;
     if (best == nullptr || e.in_flight < best->in_flight) best = &e;
   }
@@ -49,7 +49,7 @@ absl::StatusOr<WorkerHandle> WorkerPool::Acquire(v1::WorkerRole role, const std:
 
 void WorkerPool::Done(v1::WorkerRole role, const std::string& id) {
   std::lock_guard<std::mutex> lock(mu_);
-  for (Entry& e : List(role)) {
+  for (Entry& e : Entries(role)) {
     if (e.handle.id == id && e.in_flight > 0) {
       --e.in_flight;
       return;
@@ -59,13 +59,29 @@ void WorkerPool::Done(v1::WorkerRole role, const std::string& id) {
 
 int WorkerPool::NumWorkers(v1::WorkerRole role) const {
   std::lock_guard<std::mutex> lock(mu_);
-  return static_cast<int>(List(role).size());
+  return static_cast<int>(Entries(role).size());
+}
+
+std::vector<v1::WorkerInfo> WorkerPool::List() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<v1::WorkerInfo> out;
+  for (v1::WorkerRole role : {v1::WORKER_ROLE_PREFILL, v1::WORKER_ROLE_DECODE}) {
+    for (const Entry& e : Entries(role)) {
+      v1::WorkerInfo info;
+      info.set_worker_id(e.handle.id);
+      info.set_role(role);
+      info.set_address(e.handle.address);
+      info.set_requests_in_flight(static_cast<uint32_t>(e.in_flight));
+      out.push_back(std::move(info));
+    }
+  }
+  return out;
 }
 
 std::vector<WorkerHandle> WorkerPool::All(v1::WorkerRole role) const {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<WorkerHandle> out;
-  for (const Entry& e : List(role)) out.push_back(e.handle);
+  for (const Entry& e : Entries(role)) out.push_back(e.handle);
   return out;
 }
 

@@ -34,6 +34,8 @@ class WorkerPool {
   void Done(v1::WorkerRole role, const std::string& id);
 
   int NumWorkers(v1::WorkerRole role) const;
+  // Every worker with the router's in-flight count on it.
+  std::vector<v1::WorkerInfo> List() const;
   std::vector<WorkerHandle> All(v1::WorkerRole role) const;
 
  private:
@@ -41,8 +43,8 @@ class WorkerPool {
     WorkerHandle handle;
     int in_flight = 0;
   };
-  std::vector<Entry>& List(v1::WorkerRole role) { return role == v1::WORKER_ROLE_PREFILL ? prefill_ : decode_; }
-  const std::vector<Entry>& List(v1::WorkerRole role) const {
+  std::vector<Entry>& Entries(v1::WorkerRole role) { return role == v1::WORKER_ROLE_PREFILL ? prefill_ : decode_; }
+  const std::vector<Entry>& Entries(v1::WorkerRole role) const {
     return role == v1::WORKER_ROLE_PREFILL ? prefill_ : decode_;
   }
 

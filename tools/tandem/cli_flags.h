@@ -34,6 +34,8 @@ class FlagSet {
   absl::Status Parse(const std::vector<std::string>& args);
   // One line per flag, for --help.
   std::string Usage() const;
+  bool Has(const std::string& name) const { return flags_.contains(name); }
+  bool IsBool(const std::string& name) const { auto it = flags_.find(name); return it != flags_.end() && it->second.is_bool; }
 
  private:
   struct Flag {

@@ -7,6 +7,7 @@
 #include "tools/tandem/client_command.h"
 #include "tools/tandem/generate_command.h"
 #include "tools/tandem/serve_command.h"
+#include "tools/tandem/up_command.h"
 
 int main(int argc, char** argv) {
   const std::string usage =
@@ -15,6 +16,7 @@ int main(int argc, char** argv) {
       "  generate   generate text for prompts with a local model, in this process\n"
       "  serve      serve the gRPC Generation API (router, prefill and decode in one process)\n"
       "  client     stream one generation from a Tandem endpoint\n"
+      "  up         start the local disaggregated cluster (router + prefill + decode workers)\n"
       "(each command takes --help)\n";
   if (argc < 2) {
     std::cerr << usage;
@@ -25,6 +27,7 @@ int main(int argc, char** argv) {
   if (command == "generate") return tandem::cli::RunGenerate(args);
   if (command == "serve") return tandem::cli::RunServe(args);
   if (command == "client") return tandem::cli::RunClient(args);
+  if (command == "up") return tandem::cli::RunUp(args);
   if (command == "--help" || command == "help") {
     std::cout << usage;
     return 0;

@@ -1,0 +1,175 @@
+#include "tools/tandem/up_command.h"
+
+#include <csignal>
+#include <ctime>
+#include <filesystem>
+#include <iostream>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/grpcpp.h"
+#include "tandem/v1/worker.grpc.pb.h"
+#include "tools/tandem/child_process.h"
+#include "tools/tandem/cli_flags.h"
+#include "tools/tandem/engine_flags.h"
+
+namespace tandem::cli {
+namespace {
+
+struct UpFlags {
+  std::string model;
+  int64_t prefill_workers = 1;
+  int64_t decode_workers = 1;
+  int64_t port = 50051;
+  std::string kv_transport = "ucx";
+  int64_t start_timeout_s = 120;
+  bool help = false;
+  EngineFlags engine;  // passed through to every worker
+};
+
+std::filesystem::path BinDir() {
+  std::error_code ec;
+  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::filesystem::path(".") : exe.parent_path();
+}
+
+// The engine flags as they appeared on our command line, for the workers.
+std::vector<std::string> EngineArgs(const std::vector<std::string>& args, const FlagSet& engine_only) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string name = args[i].rfind("--", 0) == 0 ? args[i].substr(2) : "";
+    const size_t eq = name.find('=');
+    const std::string bare = name.substr(0, eq);
+    if (bare.empty() || !engine_only.Has(bare)) continue;
+    out.push_back(args[i]);
+    if (eq == std::string::npos && !engine_only.IsBool(bare) && i + 1 < args.size()) out.push_back(args[++i]);
+  }
+  return out;
+}
+
+// Polls the router until `prefill` and `decode` workers are registered.
+bool WaitForWorkers(const std::string& router, int prefill, int decode, std::chrono::seconds timeout) {
+  auto stub = v1::WorkerRegistry::NewStub(grpc::CreateChannel(router, grpc::InsecureChannelCredentials()));
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    v1::ListWorkersResponse resp;
+    if (stub->ListWorkers(&ctx, v1::ListWorkersRequest(), &resp).ok()) {
+      int p = 0, d = 0;
+      for (const auto& w : resp.workers()) (w.role() == v1::WORKER_ROLE_PREFILL ? p : d)++;
+      if (p >= prefill && d >= decode) return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+}  // namespace
+
+int RunUp(const std::vector<std::string>& args) {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGCHLD);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  FlagSet flags, engine_only;
+  UpFlags f;
+  flags.AddString("model", &f.model, "HuggingFace model directory (default: the bundled model)");
+  flags.AddInt("prefill-workers", &f.prefill_workers, "prefill worker processes (default 1)");
+  flags.AddInt("decode-workers", &f.decode_workers, "decode worker processes (default 1)");
+  flags.AddInt("port", &f.port, "the router's port, the cluster's endpoint (default 50051; 0: a free one)");
+  flags.AddString("kv-transport", &f.kv_transport, "KV transport between workers: ucx (default)");
+  flags.AddInt("start-timeout-s", &f.start_timeout_s, "longest wait for the cluster to come up (default 120)");
+  flags.AddBool("help", &f.help, "show this help");
+  f.engine.Register(flags);
+  EngineFlags scratch;
+  scratch.Register(engine_only);
+  if (absl::Status st = flags.Parse(args); !st.ok() || f.help) {
+    (st.ok() ? std::cout : std::cerr) << (st.ok() ? "" : std::string(st.message()) + "\n")
+                                      << "usage: tandem up [--model DIR] [--prefill-workers N] [--decode-workers M] "
+                                         "[--port P] [engine flags for the workers]\n"
+                                      << flags.Usage();
+    return st.ok() ? 0 : 2;
+  }
+  if (f.prefill_workers < 1 || f.prefill_workers > 64 || f.decode_workers < 1 || f.decode_workers > 64) {
+    std::cerr << "tandem up: --prefill-workers and --decode-workers must be in [1, 64]\n";
+    return 2;
+  }
+  const std::filesystem::path bin = BinDir();
+  const std::vector<std::string> model_args = f.model.empty() ? std::vector<std::string>{}
+                                                              : std::vector<std::string>{"--model", f.model};
+  const std::vector<std::string> engine_args = EngineArgs(args, engine_only);
+  const auto timeout = std::chrono::seconds(f.start_timeout_s);
+  std::vector<std::unique_ptr<ChildProcess>> children;  // router first
+  auto stop_all = [&children] {
+    for (auto it = children.rbegin(); it != children.rend(); ++it) (*it)->Stop(std::chrono::milliseconds(5000));
+    children.clear();
+  };
+
+  std::vector<std::string> router_args = model_args;
+  router_args.insert(router_args.end(), {"--host", "127.0.0.1", "--port", std::to_string(f.port)});
+  absl::StatusOr<std::unique_ptr<ChildProcess>> router =
+      ChildProcess::Start("router", (bin / "tandem-router").string(), router_args, timeout);
+  if (!router.ok()) {
+    std::cerr << "tandem up: " << router.status() << "\n";
+    return 1;
+  }
+  const std::string endpoint = (*router)->address();
+  children.push_back(*std::move(router));
+  for (int role = 0; role < 2; ++role) {
+    const int64_t count = role == 0 ? f.prefill_workers : f.decode_workers;
+    const std::string kind = role == 0 ? "prefill" : "decode";
+    for (int64_t i = 0; i < count; ++i) {
+      std::vector<std::string> a = model_args;
+      a.insert(a.end(), {"--host", "127.0.0.1", "--port", "0", "--router", endpoint, "--kv-transport",
+                         f.kv_transport, "--worker-id", absl::StrCat(kind, "-", i)});
+      a.insert(a.end(), engine_args.begin(), engine_args.end());
+      absl::StatusOr<std::unique_ptr<ChildProcess>> w = ChildProcess::Start(
+          absl::StrCat(kind, "-", i), (bin / absl::StrCat("tandem-", kind, "-worker")).string(), a, timeout);
+      if (!w.ok()) {
+        std::cerr << "tandem up: " << w.status() << "\n";
+        stop_all();
+        return 1;
+      }
+      children.push_back(*std::move(w));
+    }
+  }
+  if (!WaitForWorkers(endpoint, static_cast<int>(f.prefill_workers), static_cast<int>(f.decode_workers), timeout)) {
+    std::cerr << "tandem up: workers did not register with the router in time\n";
+    stop_all();
+    return 1;
+  }
+  for (const auto& c : children) {
+    std::cout << "tandem up: " << c->name() << " pid " << c->pid() << " on " << c->address() << "\n";
+  }
+  std::cout << "tandem up: ready on " << endpoint << " (" << f.prefill_workers << " prefill, " << f.decode_workers
+            << " decode workers); try: tandem client --addr " << endpoint << " --prompt \"ROMEO:\"" << std::endl;
+
+  int exit_code = 0;
+  while (true) {
+    timespec wait{1, 0};
+    const int sig = sigtimedwait(&signals, nullptr, &wait);
+    if (sig == SIGINT || sig == SIGTERM) {
+      std::cout << "tandem up: stopping" << std::endl;
+      break;
+    }
+    bool died = false;
+    for (const auto& c : children) {
+      if (c->Exited()) {
+        std::cerr << "tandem up: " << c->name() << " (pid " << c->pid() << ") exited; stopping the cluster\n";
+        died = true;
+      }
+    }
+    if (died) {
+      exit_code = 1;
+      break;
+    }
+  }
+  stop_all();
+  return exit_code;
+}
+
+}  // namespace tandem::cli
