@@ -1,14 +1,11 @@
 #include "decode_worker/decode_service.h"
 
 #include "common/grpc/buffered_write_reactor.h"
+#include "common/grpc/status.h"
 #include "proto/worker_protocol.h"
 
 namespace tandem {
 namespace {
-
-grpc::Status ToGrpc(const absl::Status& s) {
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
-}
 
 v1::FinishReason ToProtoFinish(FinishReason r) {
   switch (r) {
@@ -71,7 +68,7 @@ grpc::ServerUnaryReactor* DecodeService::Admit(grpc::CallbackServerContext* ctx,
   engine_->Reserve(std::move(r), options_.reservation_timeout,
                    [reactor, d](absl::StatusOr<std::vector<BlockId>> blocks) {
                      if (!blocks.ok()) {
-                       reactor->Finish(ToGrpc(blocks.status()));
+                       reactor->Finish(ToGrpcStatus(blocks.status()));
                        return;
                      }
                      for (BlockId b : *blocks) d->add_block_ids(static_cast<uint32_t>(b.value()));
@@ -87,7 +84,7 @@ grpc::ServerWriteReactor<v1::DecodeResponse>* DecodeService::Decode(grpc::Callba
   auto [reactor, stream] = BufferedWriteReactor<v1::DecodeResponse>::Create([engine, id] { engine->Cancel(id); });
   engine_->Activate(id, static_cast<int32_t>(req->first_token_id()), [stream](const StreamEvent& e) {
     if (!e.status.ok()) {
-      stream->Close(ToGrpc(e.status));
+      stream->Close(ToGrpcStatus(e.status));
       return;
     }
     v1::DecodeResponse r;

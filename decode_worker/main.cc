@@ -9,26 +9,18 @@
 #include "decode_worker/decode_service.h"
 #include "decode_worker/worker_runtime.h"
 #include "tools/tandem/engine_flags.h"
+#include "tools/tandem/worker_flags.h"
 #include "tools/tandem/model_path.h"
 
 int main(int argc, char** argv) {
   using namespace tandem;
   BlockStopSignals();
   cli::FlagSet flags;
-  std::string model, host = "127.0.0.1", worker_id, router, transport = "ucx";
-  int64_t port = 0, reservation_timeout_ms = 30000;
-  bool help = false;
-  cli::EngineFlags engine_flags;
-  flags.AddString("model", &model, "HuggingFace model directory (default: the bundled model)");
-  flags.AddString("host", &host, "address to listen on and to advertise (default 127.0.0.1)");
-  flags.AddInt("port", &port, "port (default 0: a free one)");
-  flags.AddString("worker-id", &worker_id, "this worker's id (default decode-<port>)");
-  flags.AddString("router", &router, "router address to register with (host:port)");
-  flags.AddString("kv-transport", &transport, "ucx (default) or loopback");
+  cli::WorkerFlags wf;
+  int64_t reservation_timeout_ms = 30000;
+  wf.Register(flags, "decode");
   flags.AddInt("reservation-timeout-ms", &reservation_timeout_ms, "free reservations not activated in time");
-  flags.AddBool("help", &help, "show this help");
-  engine_flags.Register(flags);
-  if (absl::Status st = flags.Parse(std::vector<std::string>(argv + 1, argv + argc)); !st.ok() || help) {
+  if (absl::Status st = flags.Parse(std::vector<std::string>(argv + 1, argv + argc)); !st.ok() || wf.help) {
     (st.ok() ? std::cout : std::cerr) << (st.ok() ? "" : std::string(st.message()) + "\n")
                                       << "usage: tandem-decode-worker [flags]\n" << flags.Usage();
     return st.ok() ? 0 : 2;
@@ -37,37 +29,37 @@ int main(int argc, char** argv) {
     std::cerr << "tandem-decode-worker: " << st << "\n";
     return 1;
   };
-  absl::StatusOr<EngineConfig> config = engine_flags.ToConfig(std::random_device{}());
+  absl::StatusOr<EngineConfig> config = wf.engine.ToConfig(std::random_device{}());
   if (!config.ok()) return fail(config.status());
-  absl::StatusOr<WorkerModel> w = LoadWorkerModel(model.empty() ? cli::DefaultModelDir().string() : model, *config);
+  absl::StatusOr<WorkerModel> w = LoadWorkerModel(wf.model.empty() ? cli::DefaultModelDir().string() : wf.model, *config);
   if (!w.ok()) return fail(w.status());
-  absl::StatusOr<std::unique_ptr<KvTransport>> kv = MakeTransport(transport);
+  absl::StatusOr<std::unique_ptr<KvTransport>> kv = MakeTransport(wf.kv_transport);
   if (!kv.ok()) return fail(kv.status());
   absl::StatusOr<MemoryDescriptor> memory = (*kv)->RegisterMemory(w->kv_base, w->kv_bytes);
   if (!memory.ok()) return fail(memory.status());
 
   DecodeServiceOptions options;
   options.reservation_timeout = std::chrono::milliseconds(reservation_timeout_ms);
-  options.transport_name = transport;
+  options.transport_name = wf.kv_transport;
   // The id needs the port; the service is built after the server picks it,
   // so register a placeholder-free service by binding first.
   int bound_port = 0;
   auto service = std::make_unique<DecodeService>(w->engine.get(), *memory, ToKvLayout(w->kv_shape), options);
   absl::StatusOr<std::unique_ptr<grpc::Server>> server =
-      StartGrpcServer(absl::StrCat(host, ":", port), {service.get()}, &bound_port);
+      StartGrpcServer(absl::StrCat(wf.host, ":", wf.port), {service.get()}, &bound_port);
   if (!server.ok()) return fail(server.status());
-  if (worker_id.empty()) worker_id = absl::StrCat("decode-", bound_port);
-  service->set_worker_id(worker_id);
-  const std::string address = absl::StrCat(host, ":", bound_port);
-  std::cout << "tandem-decode-worker: " << worker_id << " listening on " << address << " (kv " << w->kv_shape.num_blocks
-            << " blocks, transport " << transport << ")" << std::endl;
+  if (wf.worker_id.empty()) wf.worker_id = absl::StrCat("decode-", bound_port);
+  service->set_worker_id(wf.worker_id);
+  const std::string address = absl::StrCat(wf.host, ":", bound_port);
+  std::cout << "tandem-decode-worker: " << wf.worker_id << " listening on " << address << " (kv " << w->kv_shape.num_blocks
+            << " blocks, transport " << wf.kv_transport << ")" << std::endl;
   std::unique_ptr<RouterRegistration> registration;
-  if (!router.empty()) {
+  if (!wf.router.empty()) {
     v1::RegisterRequest r;
-    r.set_worker_id(worker_id);
+    r.set_worker_id(wf.worker_id);
     r.set_role(v1::WORKER_ROLE_DECODE);
     r.set_address(address);
-    registration = std::make_unique<RouterRegistration>(router, r);
+    registration = std::make_unique<RouterRegistration>(wf.router, r);
   }
   WaitForStopSignal();
   registration.reset();

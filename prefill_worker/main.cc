@@ -9,27 +9,19 @@
 #include "decode_worker/worker_runtime.h"
 #include "prefill_worker/prefill_service.h"
 #include "tools/tandem/engine_flags.h"
+#include "tools/tandem/worker_flags.h"
 #include "tools/tandem/model_path.h"
 
 int main(int argc, char** argv) {
   using namespace tandem;
   BlockStopSignals();
   cli::FlagSet flags;
-  std::string model, host = "127.0.0.1", worker_id, router, transport = "ucx";
-  int64_t port = 0, flush_timeout_ms = 30000, sender_threads = 2;
-  bool help = false;
-  cli::EngineFlags engine_flags;
-  flags.AddString("model", &model, "HuggingFace model directory (default: the bundled model)");
-  flags.AddString("host", &host, "address to listen on and to advertise (default 127.0.0.1)");
-  flags.AddInt("port", &port, "port (default 0: a free one)");
-  flags.AddString("worker-id", &worker_id, "this worker's id (default prefill-<port>)");
-  flags.AddString("router", &router, "router address to register with (host:port)");
-  flags.AddString("kv-transport", &transport, "ucx (default) or loopback");
+  cli::WorkerFlags wf;
+  int64_t flush_timeout_ms = 30000, sender_threads = 2;
+  wf.Register(flags, "prefill");
   flags.AddInt("kv-flush-timeout-ms", &flush_timeout_ms, "longest wait for a KV transfer to complete");
   flags.AddInt("kv-sender-threads", &sender_threads, "concurrent KV transfers (default 2)");
-  flags.AddBool("help", &help, "show this help");
-  engine_flags.Register(flags);
-  if (absl::Status st = flags.Parse(std::vector<std::string>(argv + 1, argv + argc)); !st.ok() || help) {
+  if (absl::Status st = flags.Parse(std::vector<std::string>(argv + 1, argv + argc)); !st.ok() || wf.help) {
     (st.ok() ? std::cout : std::cerr) << (st.ok() ? "" : std::string(st.message()) + "\n")
                                       << "usage: tandem-prefill-worker [flags]\n" << flags.Usage();
     return st.ok() ? 0 : 2;
@@ -39,34 +31,34 @@ int main(int argc, char** argv) {
     return 1;
   };
   if (sender_threads < 1 || sender_threads > 64) return fail(absl::InvalidArgumentError("--kv-sender-threads in [1, 64]"));
-  absl::StatusOr<EngineConfig> config = engine_flags.ToConfig(std::random_device{}());
+  absl::StatusOr<EngineConfig> config = wf.engine.ToConfig(std::random_device{}());
   if (!config.ok()) return fail(config.status());
-  absl::StatusOr<WorkerModel> w = LoadWorkerModel(model.empty() ? cli::DefaultModelDir().string() : model, *config);
+  absl::StatusOr<WorkerModel> w = LoadWorkerModel(wf.model.empty() ? cli::DefaultModelDir().string() : wf.model, *config);
   if (!w.ok()) return fail(w.status());
-  absl::StatusOr<std::unique_ptr<KvTransport>> kv = MakeTransport(transport);
+  absl::StatusOr<std::unique_ptr<KvTransport>> kv = MakeTransport(wf.kv_transport);
   if (!kv.ok()) return fail(kv.status());
   if (absl::Status st = (*kv)->RegisterMemory(w->kv_base, w->kv_bytes).status(); !st.ok()) return fail(st);
 
   const KvRegionLayout local{w->kv_shape.num_layers, w->kv_shape.num_blocks, w->kv_shape.block_span_bytes()};
   auto sender = std::make_unique<KvSender>(kv->get(), local, std::chrono::milliseconds(flush_timeout_ms),
                                            static_cast<int>(sender_threads));
-  auto service = std::make_unique<PrefillService>(w->engine.get(), sender.get(), worker_id);
+  auto service = std::make_unique<PrefillService>(w->engine.get(), sender.get(), wf.worker_id);
   int bound_port = 0;
   absl::StatusOr<std::unique_ptr<grpc::Server>> server =
-      StartGrpcServer(absl::StrCat(host, ":", port), {service.get()}, &bound_port);
+      StartGrpcServer(absl::StrCat(wf.host, ":", wf.port), {service.get()}, &bound_port);
   if (!server.ok()) return fail(server.status());
-  if (worker_id.empty()) worker_id = absl::StrCat("prefill-", bound_port);
-  service->set_worker_id(worker_id);
-  const std::string address = absl::StrCat(host, ":", bound_port);
-  std::cout << "tandem-prefill-worker: " << worker_id << " listening on " << address << " (transport " << transport
+  if (wf.worker_id.empty()) wf.worker_id = absl::StrCat("prefill-", bound_port);
+  service->set_worker_id(wf.worker_id);
+  const std::string address = absl::StrCat(wf.host, ":", bound_port);
+  std::cout << "tandem-prefill-worker: " << wf.worker_id << " listening on " << address << " (transport " << wf.kv_transport
             << ")" << std::endl;
   std::unique_ptr<RouterRegistration> registration;
-  if (!router.empty()) {
+  if (!wf.router.empty()) {
     v1::RegisterRequest r;
-    r.set_worker_id(worker_id);
+    r.set_worker_id(wf.worker_id);
     r.set_role(v1::WORKER_ROLE_PREFILL);
     r.set_address(address);
-    registration = std::make_unique<RouterRegistration>(router, r);
+    registration = std::make_unique<RouterRegistration>(wf.router, r);
   }
   WaitForStopSignal();
   registration.reset();

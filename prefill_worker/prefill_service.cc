@@ -1,18 +1,11 @@
 #include "prefill_worker/prefill_service.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/grpc/status.h"
 #include "decode_worker/decode_service.h"
 #include "proto/worker_protocol.h"
 
 namespace tandem {
-namespace {
-
-grpc::Status ToGrpc(const absl::Status& s) {
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
-}
-
-}  // namespace
-
 grpc::ServerUnaryReactor* PrefillService::Prefill(grpc::CallbackServerContext* ctx, const v1::PrefillRequest* req,
                                                   v1::PrefillResponse* resp) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
@@ -28,7 +21,7 @@ grpc::ServerUnaryReactor* PrefillService::Prefill(grpc::CallbackServerContext* c
   engine_->Prefill(std::move(r), [engine, sender, bytes_sent, reactor, resp, id,
                                   dest = req->destination()](absl::StatusOr<AsyncEngine::Prefilled> p) mutable {
     if (!p.ok()) {
-      reactor->Finish(ToGrpc(p.status()));
+      reactor->Finish(ToGrpcStatus(p.status()));
       return;
     }
     ToProto(p->first_token, resp->mutable_first_logprobs());
@@ -37,7 +30,7 @@ grpc::ServerUnaryReactor* PrefillService::Prefill(grpc::CallbackServerContext* c
                  [engine, bytes_sent, reactor, resp, id](absl::StatusOr<SendResult> sent) {
                    engine->ReleasePrefilled(id);  // the KV now lives at the decode worker (or failed)
                    if (!sent.ok()) {
-                     reactor->Finish(ToGrpc(sent.status()));
+                     reactor->Finish(ToGrpcStatus(sent.status()));
                      return;
                    }
                    bytes_sent->fetch_add(sent->bytes);

@@ -4,16 +4,13 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "common/grpc/status.h"
 #include "engine/tokenizer/stop_strings.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/worker_protocol.h"
 
 namespace tandem {
 namespace {
-
-absl::Status FromGrpc(const grpc::Status& s) {
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
-}
 
 ChunkFinish FromProto(v1::FinishReason r) {
   switch (r) {
@@ -163,7 +160,7 @@ void ClusterBackend::Admit(std::shared_ptr<Call> call) {
             pool_->Done(v1::WORKER_ROLE_DECODE, call->decode_worker->id);
             call->decode_worker.reset();
           }
-          End(call, FromGrpc(s));
+          End(call, FromGrpcStatus(s));
           return;
         }
         {
@@ -206,7 +203,7 @@ void ClusterBackend::Prefill(std::shared_ptr<Call> call) {
           return;
         }
         if (!s.ok()) {
-          End(call, FromGrpc(s));
+          End(call, FromGrpcStatus(s));
           return;
         }
         // Invariant 4: the first token goes out before decoding starts.
@@ -259,7 +256,7 @@ void ClusterBackend::Decode(std::shared_ptr<Call> call) {
       },
       [this, call](const grpc::Status& s) {
         // A stream that ended without a finish reason failed (or was cancelled).
-        End(call, s.ok() ? absl::InternalError("decode stream ended early") : FromGrpc(s));
+        End(call, s.ok() ? absl::InternalError("decode stream ended early") : FromGrpcStatus(s));
       });
   // The reader's closures hold `call`, so decode_req and decode_ctx outlive the RPC.
   stub->async()->Decode(call->decode_ctx.get(), &call->decode_req, reader);

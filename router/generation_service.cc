@@ -3,12 +3,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc/buffered_write_reactor.h"
+#include "common/grpc/status.h"
 
 namespace tandem {
-
-grpc::Status ToGrpcStatus(const absl::Status& s) {
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
-}
 
 namespace {
 

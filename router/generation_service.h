@@ -29,7 +29,4 @@ class GenerationService final : public v1::Generation::CallbackService {
   std::atomic<uint64_t> next_id_{0};
 };
 
-// gRPC status of an absl status (the codes map one to one).
-grpc::Status ToGrpcStatus(const absl::Status& s);
-
 }  // namespace tandem

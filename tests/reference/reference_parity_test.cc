@@ -116,6 +116,16 @@ std::vector<std::vector<std::vector<float>>> TeacherForcedLogits(LlamaModel& mod
   return out;
 }
 
+// max |c - r| / max |r| over one logits row.
+double RelativeError(const std::vector<float>& c, const std::vector<double>& r) {
+  double max_diff = 0.0, max_ref = 0.0;
+  for (size_t v = 0; v < r.size(); ++v) {
+    max_diff = std::max(max_diff, std::abs(c[v] - r[v]));
+    max_ref = std::max(max_ref, std::abs(r[v]));
+  }
+  return max_diff / max_ref;
+}
+
 class ReferenceParityTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
@@ -136,13 +146,9 @@ TEST_P(ReferenceParityTest, LogitsMatchFloat64Reference) {
     ASSERT_EQ(logits.size(), 1u);
     ASSERT_EQ(logits[0].size(), c.logits.size());
     for (size_t step = 0; step < c.logits.size(); ++step) {
-      double max_diff = 0.0, max_ref = 0.0;
-      for (size_t v = 0; v < c.logits[step].size(); ++v) {
-        max_diff = std::max(max_diff, std::abs(logits[0][step][v] - c.logits[step][v]));
-        max_ref = std::max(max_ref, std::abs(c.logits[step][v]));
-      }
-      worst = std::max(worst, max_diff / max_ref);
-      ASSERT_LE(max_diff / max_ref, kLogitRelTol) << "prompt length " << c.prompt.size() << " step " << step;
+      const double err = RelativeError(logits[0][step], c.logits[step]);
+      worst = std::max(worst, err);
+      ASSERT_LE(err, kLogitRelTol) << "prompt length " << c.prompt.size() << " step " << step;
     }
   }
   RecordProperty("worst_relative_error", std::to_string(worst));
@@ -157,12 +163,7 @@ TEST_P(ReferenceParityTest, SixteenBitKvCacheStaysCloseToReference) {
       auto logits = TeacherForcedLogits(*model_, {c}, dtype);
       ASSERT_EQ(logits.size(), 1u);
       for (size_t step = 0; step < c.logits.size(); ++step) {
-        double max_diff = 0.0, max_ref = 0.0;
-        for (size_t v = 0; v < c.logits[step].size(); ++v) {
-          max_diff = std::max(max_diff, std::abs(logits[0][step][v] - c.logits[step][v]));
-          max_ref = std::max(max_ref, std::abs(c.logits[step][v]));
-        }
-        worst = std::max(worst, max_diff / max_ref);
+        worst = std::max(worst, RelativeError(logits[0][step], c.logits[step]));
       }
     }
     EXPECT_LE(worst, tol) << DTypeName(dtype);

@@ -1,0 +1,35 @@
+// The flags both worker binaries share (model, addresses, router, KV
+// transport, engine flags). Thread-safety: single-threaded use in main().
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "tools/tandem/cli_flags.h"
+#include "tools/tandem/engine_flags.h"
+
+namespace tandem::cli {
+
+struct WorkerFlags {
+  std::string model;
+  std::string host = "127.0.0.1";
+  int64_t port = 0;
+  std::string worker_id;
+  std::string router;
+  std::string kv_transport = "ucx";
+  bool help = false;
+  EngineFlags engine;
+
+  void Register(FlagSet& f, const std::string& role) {
+    f.AddString("model", &model, "HuggingFace model directory (default: the bundled model)");
+    f.AddString("host", &host, "address to listen on and to advertise (default 127.0.0.1)");
+    f.AddInt("port", &port, "port (default 0: a free one)");
+    f.AddString("worker-id", &worker_id, "this worker's id (default " + role + "-<port>)");
+    f.AddString("router", &router, "router address to register with (host:port)");
+    f.AddString("kv-transport", &kv_transport, "ucx (default) or loopback");
+    f.AddBool("help", &help, "show this help");
+    engine.Register(f);
+  }
+};
+
+}  // namespace tandem::cli
