@@ -24,7 +24,15 @@ KvSender::~KvSender() {
 void KvSender::Send(std::vector<BlockId> src, v1::KvDestination dest, Done done) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    jobs_.push_back({std::move(src), std::move(dest), std::move(done)});
+    jobs_.push_back({std::move(src), std::move(dest), std::move(done), nullptr, 0});
+  }
+  cv_.notify_one();
+}
+
+void KvSender::Flush(std::unique_ptr<TransferSession> session, uint32_t num_blocks, Done done) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    jobs_.push_back({{}, {}, std::move(done), std::move(session), num_blocks});
   }
   cv_.notify_one();
 }
@@ -44,6 +52,10 @@ void KvSender::Run() {
 }
 
 absl::StatusOr<SendResult> KvSender::Transfer(const Job& job) {
+  if (job.posted != nullptr) {
+    RETURN_IF_ERROR(job.posted->Flush(absl::FromChrono(flush_timeout_)));
+    return SendResult{job.posted->bytes_put(), job.num_blocks};
+  }
   const v1::KvLayout& l = job.dest.layout();
   if (l.num_layers() != local_.num_layers || l.block_span_bytes() != static_cast<uint64_t>(local_.block_span_bytes) ||
       l.block_span_bytes() == 0) {

@@ -46,12 +46,17 @@ class KvSender {
   // malformed descriptor), Unavailable (peer unreachable or gone),
   // DeadlineExceeded (flush timed out).
   void Send(std::vector<BlockId> src, v1::KvDestination dest, Done done);
+  // Flushes a session whose puts were already posted (layer by layer during
+  // the forward pass) and reports its bytes.
+  void Flush(std::unique_ptr<TransferSession> session, uint32_t num_blocks, Done done);
 
  private:
   struct Job {
     std::vector<BlockId> src;
     v1::KvDestination dest;
     Done done;
+    std::unique_ptr<TransferSession> posted;  // set: only flush it
+    uint32_t num_blocks = 0;
   };
   absl::StatusOr<SendResult> Transfer(const Job& job);
   void Run();

@@ -42,7 +42,9 @@ int main(int argc, char** argv) {
   const KvRegionLayout local{w->kv_shape.num_layers, w->kv_shape.num_blocks, w->kv_shape.block_span_bytes()};
   auto sender = std::make_unique<KvSender>(kv->get(), local, std::chrono::milliseconds(flush_timeout_ms),
                                            static_cast<int>(sender_threads));
-  auto service = std::make_unique<PrefillService>(w->engine.get(), sender.get(), wf.worker_id);
+  auto shipper = std::make_unique<LayerShipper>(kv->get(), local);
+  w->engine->RunOnLoop([&](LlmEngine& e) { e.SetStepObserver(shipper.get()); });
+  auto service = std::make_unique<PrefillService>(w->engine.get(), shipper.get(), sender.get(), wf.worker_id);
   int bound_port = 0;
   absl::StatusOr<std::unique_ptr<grpc::Server>> server =
       StartGrpcServer(absl::StrCat(wf.host, ":", wf.port), {service.get()}, &bound_port);
@@ -63,7 +65,9 @@ int main(int argc, char** argv) {
   WaitForStopSignal();
   registration.reset();
   (*server)->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  sender.reset();
+  w->engine->Stop();  // no more steps, so nothing new reaches the sender or the shipper
+  sender.reset();     // drains in-flight transfers (their ReleasePrefilled is ignored now)
   w->engine.reset();
+  shipper.reset();
   return 0;
 }

@@ -15,29 +15,43 @@ grpc::ServerUnaryReactor* PrefillService::Prefill(grpc::CallbackServerContext* c
   r.prompt_token_ids.assign(req->prompt_token_ids().begin(), req->prompt_token_ids().end());
   r.sampling = FromProto(req->sampling());
   const std::string id = r.request_id;
+  // Connect before computing, so each layer can ship as soon as it is written.
+  if (absl::Status st = shipper_->Expect(id, req->destination()); !st.ok()) {
+    reactor->Finish(ToGrpcStatus(st));
+    return reactor;
+  }
   AsyncEngine* engine = engine_;
+  LayerShipper* shipper = shipper_;
   KvSender* sender = sender_;
   std::atomic<uint64_t>* bytes_sent = &bytes_sent_;
-  engine_->Prefill(std::move(r), [engine, sender, bytes_sent, reactor, resp, id,
-                                  dest = req->destination()](absl::StatusOr<AsyncEngine::Prefilled> p) mutable {
+  auto finish = [engine, bytes_sent, reactor, resp, id](absl::StatusOr<SendResult> sent) {
+    engine->ReleasePrefilled(id);  // the KV now lives at the decode worker (or failed)
+    if (!sent.ok()) {
+      reactor->Finish(ToGrpcStatus(sent.status()));
+      return;
+    }
+    bytes_sent->fetch_add(sent->bytes);
+    resp->set_kv_bytes_sent(sent->bytes);
+    resp->set_num_blocks_sent(sent->num_blocks);
+    reactor->Finish(grpc::Status::OK);
+  };
+  engine_->Prefill(std::move(r), [shipper, sender, reactor, resp, id, finish, dest = req->destination()](
+                                     absl::StatusOr<AsyncEngine::Prefilled> p) mutable {
+    LayerShipper::Shipment shipment = shipper->Take(id);
     if (!p.ok()) {
       reactor->Finish(ToGrpcStatus(p.status()));
       return;
     }
     ToProto(p->first_token, resp->mutable_first_logprobs());
     resp->set_first_token_id(static_cast<uint32_t>(p->first_token.token_id));
-    sender->Send(std::move(p->blocks), std::move(dest),
-                 [engine, bytes_sent, reactor, resp, id](absl::StatusOr<SendResult> sent) {
-                   engine->ReleasePrefilled(id);  // the KV now lives at the decode worker (or failed)
-                   if (!sent.ok()) {
-                     reactor->Finish(ToGrpcStatus(sent.status()));
-                     return;
-                   }
-                   bytes_sent->fetch_add(sent->bytes);
-                   resp->set_kv_bytes_sent(sent->bytes);
-                   resp->set_num_blocks_sent(sent->num_blocks);
-                   reactor->Finish(grpc::Status::OK);
-                 });
+    if (!shipment.shipped) {
+      // Not posted during the step (no shipper entry): ship every layer now.
+      sender->Send(std::move(p->blocks), std::move(dest), finish);
+    } else if (!shipment.status.ok()) {
+      finish(shipment.status);
+    } else {
+      sender->Flush(std::move(shipment.session), shipment.num_blocks, finish);
+    }
   });
   return reactor;
 }

@@ -10,15 +10,17 @@
 
 #include "engine/core/async_engine.h"
 #include "prefill_worker/kv_sender.h"
+#include "prefill_worker/layer_shipper.h"
 #include "tandem/v1/worker.grpc.pb.h"
 
 namespace tandem {
 
 class PrefillService final : public v1::PrefillWorker::CallbackService {
  public:
-  // `engine` and `sender` must outlive the service.
-  PrefillService(AsyncEngine* engine, KvSender* sender, std::string worker_id)
-      : engine_(engine), sender_(sender), worker_id_(std::move(worker_id)) {}
+  // `engine`, `shipper` (installed as the engine's step observer) and
+  // `sender` must outlive the service.
+  PrefillService(AsyncEngine* engine, LayerShipper* shipper, KvSender* sender, std::string worker_id)
+      : engine_(engine), shipper_(shipper), sender_(sender), worker_id_(std::move(worker_id)) {}
 
   grpc::ServerUnaryReactor* Prefill(grpc::CallbackServerContext* ctx, const v1::PrefillRequest* req,
                                     v1::PrefillResponse* resp) override;
@@ -31,6 +33,7 @@ class PrefillService final : public v1::PrefillWorker::CallbackService {
 
  private:
   AsyncEngine* const engine_;
+  LayerShipper* const shipper_;
   KvSender* const sender_;
   std::string worker_id_;
   std::atomic<uint64_t> bytes_sent_{0};

@@ -12,21 +12,25 @@ AsyncEngine::AsyncEngine(std::unique_ptr<LlmEngine> engine, const Tokenizer* tok
       processor_(tokenizer),
       thread_([this] { Loop(); }) {}
 
-AsyncEngine::~AsyncEngine() {
+AsyncEngine::~AsyncEngine() { Stop(); }
+
+void AsyncEngine::Stop() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
   }
   wake_.notify_all();
-  thread_.join();
+  if (thread_.joinable()) thread_.join();
 }
 
-void AsyncEngine::Enqueue(Command c) {
+bool AsyncEngine::Enqueue(Command c) {
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return false;  // the loop is gone
     commands_.push_back(std::move(c));
   }
   wake_.notify_one();
+  return true;
 }
 
 void AsyncEngine::Submit(EngineRequest request, std::vector<std::string> stop_strings, StreamSink sink) {
@@ -80,8 +84,7 @@ void AsyncEngine::RunOnLoop(std::function<void(LlmEngine&)> fn) {
     fn(e);
     ran.set_value();
   };
-  Enqueue(std::move(c));
-  ran.get_future().wait();
+  if (Enqueue(std::move(c))) ran.get_future().wait();
 }
 
 EngineStats AsyncEngine::Stats() const {
@@ -237,6 +240,18 @@ void AsyncEngine::Loop() {
   sinks_.clear();
   for (auto& [id, done] : prefill_waiters_) done(absl::CancelledError("engine shutting down"));
   prefill_waiters_.clear();
+  // Commands queued before the stop still get their answer (nobody waits forever).
+  std::deque<Command> left;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    left.swap(commands_);
+  }
+  for (Command& c : left) {
+    if (c.kind == Command::kRun) c.run(*engine_);
+    if (c.sink) c.sink(StreamEvent{absl::CancelledError("engine shutting down"), {}});
+    if (c.reserve_done) c.reserve_done(absl::CancelledError("engine shutting down"));
+    if (c.prefill_done) c.prefill_done(absl::CancelledError("engine shutting down"));
+  }
 }
 
 }  // namespace tandem

@@ -47,6 +47,9 @@ class AsyncEngine {
   AsyncEngine(std::unique_ptr<LlmEngine> engine, const Tokenizer* tokenizer);
   // Stops the loop; unfinished requests get a Cancelled event.
   ~AsyncEngine();
+  // Stops the loop now (idempotent). Later commands are ignored, so objects
+  // the loop's callbacks use can be torn down before this one.
+  void Stop();
   AsyncEngine(const AsyncEngine&) = delete;
   AsyncEngine& operator=(const AsyncEngine&) = delete;
 
@@ -100,7 +103,7 @@ class AsyncEngine {
     std::chrono::milliseconds timeout{0};
   };
 
-  void Enqueue(Command c);
+  bool Enqueue(Command c);  // false once stopped
   void Loop();
   void Apply(Command& c);
   void ExpireReservations();

@@ -141,7 +141,8 @@ void LlmEngine::Release(Sequence& seq, FinishReason reason) {
 
 absl::StatusOr<std::vector<RequestOutput>> LlmEngine::Step() {
   const SchedulerOutput plan = scheduler_->Schedule();
-  ASSIGN_OR_RETURN(std::vector<StepSample> samples, runner_->Run(plan));
+  if (observer_ != nullptr) observer_->OnStepPlanned(plan, *kv_);
+  ASSIGN_OR_RETURN(std::vector<StepSample> samples, runner_->Run(plan, observer_));
   for (const ScheduledSequence& s : plan.scheduled) {
     s.seq->num_computed_tokens += s.num_new_tokens;
     const absl::Status st = kv_->CommitComputed(s.seq->id, s.seq->tokens, s.seq->num_computed_tokens);

@@ -77,6 +77,14 @@ struct EngineStats {
   int32_t last_step_num_seqs = 0;
 };
 
+// Watches steps as they run: which sequences a step computes, then each
+// layer's K/V as it lands (the prefill worker ships KV layer by layer).
+class StepObserver : public LayerKvListener {
+ public:
+  // Before the forward pass. `kv` gives the block tables of `plan`'s sequences.
+  virtual void OnStepPlanned(const SchedulerOutput& plan, const KvCacheManager& kv) = 0;
+};
+
 class LlmEngine {
  public:
   static absl::StatusOr<std::unique_ptr<LlmEngine>> Create(std::unique_ptr<LlamaModel> model,
@@ -116,6 +124,9 @@ class LlmEngine {
   [[nodiscard]] absl::Status ActivateExternal(const std::string& request_id, int32_t first_token,
                                               RequestOutput* out = nullptr);
 
+  // `observer` (borrowed, may be null) watches every later step.
+  void SetStepObserver(StepObserver* observer) { observer_ = observer; }
+
   LlamaModel& model() { return *model_; }
   KvCache& kv_cache() { return *cache_; }
   const KvCacheManager& kv_manager() const { return *kv_; }
@@ -136,6 +147,7 @@ class LlmEngine {
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<ModelRunner> runner_;
   absl::flat_hash_map<std::string, std::unique_ptr<Sequence>> seqs_;  // unfinished only
+  StepObserver* observer_ = nullptr;
   int64_t next_seq_id_ = 0;
   uint64_t next_arrival_ = 0;
   int64_t num_steps_ = 0;

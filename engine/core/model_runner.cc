@@ -33,11 +33,11 @@ ForwardBatch ModelRunner::BuildBatch(const SchedulerOutput& plan) const {
   return b;
 }
 
-absl::StatusOr<std::vector<StepSample>> ModelRunner::Run(const SchedulerOutput& plan) {
+absl::StatusOr<std::vector<StepSample>> ModelRunner::Run(const SchedulerOutput& plan, LayerKvListener* listener) {
   std::vector<StepSample> samples;
   if (plan.scheduled.empty()) return samples;
   const ForwardBatch batch = BuildBatch(plan);
-  ASSIGN_OR_RETURN(std::vector<float> logits, model_->Forward(batch, *cache_));
+  ASSIGN_OR_RETURN(std::vector<float> logits, model_->Forward(batch, *cache_, listener));
   const int64_t vocab = model_->config().vocab_size;
   size_t row = 0;
   for (const ScheduledSequence& s : plan.scheduled) {

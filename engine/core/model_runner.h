@@ -32,7 +32,8 @@ class ModelRunner {
 
   // Runs the step and samples. Does not advance num_computed_tokens (the
   // engine does, after bookkeeping). Errors come from the model.
-  absl::StatusOr<std::vector<StepSample>> Run(const SchedulerOutput& plan);
+  // `listener` (may be null) hears each layer's K/V being written.
+  absl::StatusOr<std::vector<StepSample>> Run(const SchedulerOutput& plan, LayerKvListener* listener = nullptr);
 
  private:
   LlamaModel* const model_;

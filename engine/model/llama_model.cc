@@ -22,7 +22,7 @@ struct LlamaModel::Impl {
   std::vector<float> x, h, q, k, v, attn, proj, gate, up, cos, sin;
 
   absl::Status ValidateBatch(const ForwardBatch& b, const KvCache& cache) const;
-  void AttentionBlock(const ForwardBatch& b, KvCache& cache, int64_t layer);
+  void AttentionBlock(const ForwardBatch& b, KvCache& cache, int64_t layer, LayerKvListener* listener);
   void MlpBlock(int64_t layer, int64_t n);
 };
 
@@ -87,7 +87,8 @@ absl::Status LlamaModel::Impl::ValidateBatch(const ForwardBatch& b, const KvCach
   return absl::OkStatus();
 }
 
-void LlamaModel::Impl::AttentionBlock(const ForwardBatch& b, KvCache& cache, int64_t layer) {
+void LlamaModel::Impl::AttentionBlock(const ForwardBatch& b, KvCache& cache, int64_t layer,
+                                      LayerKvListener* listener) {
   const LlamaLayerWeights& lw = weights.layers[layer];
   const int64_t n = b.num_tokens();
   const int64_t hd = config.head_dim;
@@ -100,6 +101,7 @@ void LlamaModel::Impl::AttentionBlock(const ForwardBatch& b, KvCache& cache, int
   kernels::ApplyRope(q.data(), n, q_dim, weights.dims.num_heads, hd, cos.data(), sin.data());
   kernels::ApplyRope(k.data(), n, kv_dim, weights.dims.num_kv_heads, hd, cos.data(), sin.data());
   kernels::WriteKv(b, cache, layer, k.data(), v.data(), kv_dim);
+  if (listener != nullptr) listener->OnLayerKvWritten(layer);
   const kernels::AttentionShape shape{weights.dims.num_heads, weights.dims.num_kv_heads, hd,
                                       static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd))),
                                       config.sliding_window};
@@ -146,7 +148,8 @@ KvCacheShape LlamaModel::MakeKvCacheShape(int64_t num_blocks, int64_t block_size
           impl_->config.head_dim, dtype};
 }
 
-absl::StatusOr<std::vector<float>> LlamaModel::Forward(const ForwardBatch& b, KvCache& cache) {
+absl::StatusOr<std::vector<float>> LlamaModel::Forward(const ForwardBatch& b, KvCache& cache,
+                                                       LayerKvListener* listener) {
   Impl& m = *impl_;
   RETURN_IF_ERROR(m.ValidateBatch(b, cache));
   const int64_t n = b.num_tokens();
@@ -165,7 +168,7 @@ absl::StatusOr<std::vector<float>> LlamaModel::Forward(const ForwardBatch& b, Kv
   kernels::EmbeddingLookup(m.weights.embed, b.token_ids, m.x.data());
   m.rope.Compute(b.positions, m.cos, m.sin);
   for (int64_t layer = 0; layer < m.config.num_hidden_layers; ++layer) {
-    m.AttentionBlock(b, cache, layer);
+    m.AttentionBlock(b, cache, layer, listener);
     m.MlpBlock(layer, n);
   }
 

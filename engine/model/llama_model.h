@@ -22,6 +22,15 @@
 
 namespace tandem {
 
+// Told, during Forward(), when each layer's K/V for the batch is in the cache
+// (so a transfer of that layer can start while later layers compute).
+class LayerKvListener {
+ public:
+  virtual ~LayerKvListener() = default;
+  // Runs on the thread that called Forward(); must not block for long.
+  virtual void OnLayerKvWritten(int64_t layer) = 0;
+};
+
 class LlamaModel {
  public:
   // Reads config and weights from an HF directory and validates every tensor's
@@ -40,7 +49,9 @@ class LlamaModel {
   // slots, and returns logits, row-major [batch.logit_indices.size()][vocab].
   // Errors: InvalidArgument for inconsistent batches (token ids out of the
   // vocabulary, slots outside the cache, context shorter than the query).
-  absl::StatusOr<std::vector<float>> Forward(const ForwardBatch& batch, KvCache& cache);
+  // `listener` (may be null) hears about each layer as its K/V is written.
+  absl::StatusOr<std::vector<float>> Forward(const ForwardBatch& batch, KvCache& cache,
+                                             LayerKvListener* listener = nullptr);
 
  private:
   struct Impl;
