@@ -41,6 +41,7 @@ struct ClusterBackend::Call {
   bool decode_released = false;               // Release sent or the stream cancelled
   v1::KvDestination destination;
   std::vector<std::string> tried_prefill;
+  int admit_attempts = 0;
   std::unique_ptr<grpc::ClientContext> admit_ctx, prefill_ctx, decode_ctx;
   v1::AdmitRequest admit_req;
   v1::AdmitResponse admit_resp;
@@ -155,10 +156,18 @@ void ClusterBackend::Admit(std::shared_ptr<Call> call) {
           return;
         }
         if (!s.ok()) {
+          std::string failed;
           {
             std::lock_guard<std::mutex> lock(call->mu);
-            pool_->Done(v1::WORKER_ROLE_DECODE, call->decode_worker->id);
+            failed = call->decode_worker->id;
+            pool_->Done(v1::WORKER_ROLE_DECODE, failed);
             call->decode_worker.reset();
+          }
+          if (s.error_code() == grpc::StatusCode::UNAVAILABLE &&
+              ++call->admit_attempts < std::max(2, pool_->NumWorkers(v1::WORKER_ROLE_DECODE))) {
+            pool_->MarkFailed(v1::WORKER_ROLE_DECODE, failed);
+            Admit(call);  // another decode worker
+            return;
           }
           End(call, FromGrpcStatus(s));
           return;
@@ -199,6 +208,7 @@ void ClusterBackend::Prefill(std::shared_ptr<Call> call) {
       call->prefill_ctx.get(), &call->prefill_req, &call->prefill_resp, [this, call, worker_id](grpc::Status s) {
         pool_->Done(v1::WORKER_ROLE_PREFILL, worker_id);
         if (s.error_code() == grpc::StatusCode::UNAVAILABLE || s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+          pool_->MarkFailed(v1::WORKER_ROLE_PREFILL, worker_id);
           Prefill(call);  // another prefill worker, same reservation
           return;
         }

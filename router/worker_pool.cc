@@ -10,8 +10,11 @@ namespace tandem {
 void WorkerPool::Add(v1::WorkerRole role, const std::string& id, const std::string& address) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (const Entry& e : Entries(role)) {
-      if (e.handle.address == address && e.handle.id == id) return;  // a heartbeat
+    for (Entry& e : Entries(role)) {
+      if (e.handle.address == address && e.handle.id == id) {  // a heartbeat: it is alive
+        e.down_until = {};
+        return;
+      }
     }
   }
   auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
@@ -34,10 +37,17 @@ void WorkerPool::Add(v1::WorkerRole role, const std::string& id, const std::stri
 
 absl::StatusOr<WorkerHandle> WorkerPool::Acquire(v1::WorkerRole role, const std::vector<std::string>& exclude) {
   std::lock_guard<std::mutex> lock(mu_);
+  const auto now = std::chrono::steady_clock::now();
   Entry* best = nullptr;
+  auto better = [now](const Entry& a, const Entry* b) {
+    if (b == nullptr) return true;
+    const bool a_up = a.down_until <= now, b_up = b->down_until <= now;
+    if (a_up != b_up) return a_up;
+    return a.in_flight < b->in_flight;
+  };
   for (Entry& e : Entries(role)) {
     if (std::find(exclude.begin(), exclude.end(), e.handle.id) != exclude.end()) continue;
-    if (best == nullptr || e.in_flight < best->in_flight) best = &e;
+    if (better(e, best)) best = &e;
   }
   if (best == nullptr) {
     return absl::UnavailableError(absl::StrCat("no ", role == v1::WORKER_ROLE_PREFILL ? "prefill" : "decode",
@@ -54,6 +64,13 @@ void WorkerPool::Done(v1::WorkerRole role, const std::string& id) {
       --e.in_flight;
       return;
     }
+  }
+}
+
+void WorkerPool::MarkFailed(v1::WorkerRole role, const std::string& id, std::chrono::milliseconds cooldown) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (Entry& e : Entries(role)) {
+    if (e.handle.id == id) e.down_until = std::chrono::steady_clock::now() + cooldown;
   }
 }
 

@@ -5,6 +5,7 @@
 // Thread-safety: all methods are thread-safe.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -27,11 +28,16 @@ class WorkerPool {
   // Adds (or replaces, by address) a worker of `role`.
   void Add(v1::WorkerRole role, const std::string& id, const std::string& address);
 
-  // The least-loaded worker of `role` not in `exclude` (by id), with its
-  // in-flight count incremented; Unavailable when none is left.
+  // The least-loaded healthy worker of `role` not in `exclude` (by id), with
+  // its in-flight count incremented (a worker marked failed is used only when
+  // no healthy one is left); Unavailable when none is left.
   absl::StatusOr<WorkerHandle> Acquire(v1::WorkerRole role, const std::vector<std::string>& exclude = {});
   // Undoes one Acquire().
   void Done(v1::WorkerRole role, const std::string& id);
+  // `id` failed a call (UNAVAILABLE): avoid it for `cooldown`, or until it
+  // registers again (a live worker re-registers every heartbeat).
+  void MarkFailed(v1::WorkerRole role, const std::string& id,
+                  std::chrono::milliseconds cooldown = std::chrono::milliseconds(5000));
 
   int NumWorkers(v1::WorkerRole role) const;
   // Every worker with the router's in-flight count on it.
@@ -42,6 +48,7 @@ class WorkerPool {
   struct Entry {
     WorkerHandle handle;
     int in_flight = 0;
+    std::chrono::steady_clock::time_point down_until{};  // failed recently: avoid until then
   };
   std::vector<Entry>& Entries(v1::WorkerRole role) { return role == v1::WORKER_ROLE_PREFILL ? prefill_ : decode_; }
   const std::vector<Entry>& Entries(v1::WorkerRole role) const {
