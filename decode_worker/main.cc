@@ -17,9 +17,11 @@ int main(int argc, char** argv) {
   BlockStopSignals();
   cli::FlagSet flags;
   cli::WorkerFlags wf;
-  int64_t reservation_timeout_ms = 30000;
+  int64_t reservation_timeout_ms = 30000, release_grace_ms = 2000;
   wf.Register(flags, "decode");
   flags.AddInt("reservation-timeout-ms", &reservation_timeout_ms, "free reservations not activated in time");
+  flags.AddInt("release-grace-ms", &release_grace_ms,
+               "keep a released, never-activated reservation's blocks this long (late KV puts land there)");
   if (absl::Status st = flags.Parse(std::vector<std::string>(argv + 1, argv + argc)); !st.ok() || wf.help) {
     (st.ok() ? std::cout : std::cerr) << (st.ok() ? "" : std::string(st.message()) + "\n")
                                       << "usage: tandem-decode-worker [flags]\n" << flags.Usage();
@@ -31,7 +33,8 @@ int main(int argc, char** argv) {
   };
   absl::StatusOr<EngineConfig> config = wf.engine.ToConfig(std::random_device{}());
   if (!config.ok()) return fail(config.status());
-  absl::StatusOr<WorkerModel> w = LoadWorkerModel(wf.model.empty() ? cli::DefaultModelDir().string() : wf.model, *config);
+  absl::StatusOr<WorkerModel> w = LoadWorkerModel(wf.model.empty() ? cli::DefaultModelDir().string() : wf.model, *config,
+                                                  std::chrono::milliseconds(release_grace_ms));
   if (!w.ok()) return fail(w.status());
   absl::StatusOr<std::unique_ptr<KvTransport>> kv = MakeTransport(wf.kv_transport);
   if (!kv.ok()) return fail(kv.status());

@@ -14,7 +14,8 @@
 
 namespace tandem {
 
-absl::StatusOr<WorkerModel> LoadWorkerModel(const std::string& model_dir, const EngineConfig& config) {
+absl::StatusOr<WorkerModel> LoadWorkerModel(const std::string& model_dir, const EngineConfig& config,
+                                            std::chrono::milliseconds release_grace) {
   ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model, LlamaModel::Load(model_dir));
   WorkerModel w;
   w.config = model->config();
@@ -23,7 +24,7 @@ absl::StatusOr<WorkerModel> LoadWorkerModel(const std::string& model_dir, const 
   const std::span<uint8_t> memory = engine->kv_cache().Memory();
   w.kv_base = memory.data();
   w.kv_bytes = memory.size();
-  w.engine = std::make_unique<AsyncEngine>(std::move(engine), nullptr);
+  w.engine = std::make_unique<AsyncEngine>(std::move(engine), nullptr, release_grace);
   return w;
 }
 

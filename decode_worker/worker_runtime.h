@@ -27,7 +27,10 @@ struct WorkerModel {
 
 // Loads `model_dir` into an engine with `config`, without a tokenizer
 // (workers move token ids; the router owns text).
-absl::StatusOr<WorkerModel> LoadWorkerModel(const std::string& model_dir, const EngineConfig& config);
+// `release_grace`: see AsyncEngine (decode workers hold released, never
+// activated reservations that long).
+absl::StatusOr<WorkerModel> LoadWorkerModel(const std::string& model_dir, const EngineConfig& config,
+                                            std::chrono::milliseconds release_grace = std::chrono::milliseconds(0));
 
 // "ucx" (UCX_TLS from the environment) or "loopback" (in-process only).
 absl::StatusOr<std::unique_ptr<KvTransport>> MakeTransport(const std::string& name);

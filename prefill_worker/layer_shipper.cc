@@ -5,7 +5,8 @@
 
 namespace tandem {
 
-absl::Status LayerShipper::Expect(const std::string& id, const v1::KvDestination& dest) {
+absl::Status LayerShipper::Expect(const std::string& id, const v1::KvDestination& dest,
+                                  std::function<bool()> cancelled) {
   const v1::KvLayout& l = dest.layout();
   if (l.num_layers() != local_.num_layers || l.block_span_bytes() != static_cast<uint64_t>(local_.block_span_bytes) ||
       l.block_span_bytes() == 0) {
@@ -14,6 +15,7 @@ absl::Status LayerShipper::Expect(const std::string& id, const v1::KvDestination
         " bytes per block span) differs from this worker's (", local_.num_layers, ", ", local_.block_span_bytes, ")"));
   }
   auto e = std::make_shared<Entry>();
+  e->cancelled = std::move(cancelled);
   e->remote = {static_cast<int64_t>(l.num_layers()), static_cast<int64_t>(l.layer_bytes() / l.block_span_bytes()),
                static_cast<int64_t>(l.block_span_bytes())};
   for (uint32_t b : dest.block_ids()) e->dst.emplace_back(static_cast<int32_t>(b));
@@ -66,6 +68,10 @@ void LayerShipper::OnStepPlanned(const SchedulerOutput& plan, const KvCacheManag
 void LayerShipper::OnLayerKvWritten(int64_t layer) {
   for (const std::shared_ptr<Entry>& e : active_) {
     if (!e->status.ok()) continue;
+    if (e->cancelled && e->cancelled()) {
+      e->status = absl::CancelledError("prefill cancelled: KV not shipped");
+      continue;
+    }
     e->status = PutLayerBlocks(*e->session, local_, e->remote, layer, e->src, e->dst).status();
   }
 }

@@ -12,6 +12,7 @@
 // methods run on the engine loop thread.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -34,7 +35,9 @@ class LayerShipper final : public StepObserver {
   // Prepares shipping for engine request `id` to `dest`: checks the layout and
   // connects. Errors: InvalidArgument (layout differs, bad descriptor),
   // Unavailable (peer unreachable).
-  absl::Status Expect(const std::string& id, const v1::KvDestination& dest);
+  // `cancelled` is polled before and while shipping: once true, nothing more
+  // is posted (the decode side may be reusing the blocks).
+  absl::Status Expect(const std::string& id, const v1::KvDestination& dest, std::function<bool()> cancelled);
 
   struct Shipment {
     std::unique_ptr<TransferSession> session;  // every layer posted, not yet flushed
@@ -57,6 +60,7 @@ class LayerShipper final : public StepObserver {
     std::vector<BlockId> src;  // set when the completing step is planned
     absl::Status status;
     bool shipped = false;
+    std::function<bool()> cancelled;
   };
 
   KvTransport* const transport_;

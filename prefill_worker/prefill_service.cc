@@ -6,17 +6,37 @@
 #include "proto/worker_protocol.h"
 
 namespace tandem {
+namespace {
+
+// A unary reactor that stops the engine's work when the caller gives up
+// (router cancel or deadline), so abandoned prompts neither compute nor ship.
+class PrefillReactor final : public grpc::ServerUnaryReactor {
+ public:
+  PrefillReactor(AsyncEngine* engine, std::string id) : engine_(engine), id_(std::move(id)) {}
+  void OnCancel() override { engine_->Cancel(id_); }
+  void OnDone() override { delete this; }
+
+ private:
+  AsyncEngine* const engine_;
+  const std::string id_;
+};
+
+}  // namespace
+
 grpc::ServerUnaryReactor* PrefillService::Prefill(grpc::CallbackServerContext* ctx, const v1::PrefillRequest* req,
                                                   v1::PrefillResponse* resp) {
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   EngineRequest r;
   // A retried prefill of the same request must not collide with a leftover.
   r.request_id = absl::StrCat(req->request_id(), "@", next_id_.fetch_add(1));
   r.prompt_token_ids.assign(req->prompt_token_ids().begin(), req->prompt_token_ids().end());
   r.sampling = FromProto(req->sampling());
   const std::string id = r.request_id;
+  grpc::ServerUnaryReactor* reactor = new PrefillReactor(engine_, id);
   // Connect before computing, so each layer can ship as soon as it is written.
-  if (absl::Status st = shipper_->Expect(id, req->destination()); !st.ok()) {
+  // A cancelled call (router gave up, deadline) must not write into blocks the
+  // decode worker may already have handed to someone else.
+  auto cancelled = [ctx] { return ctx->IsCancelled(); };
+  if (absl::Status st = shipper_->Expect(id, req->destination(), cancelled); !st.ok()) {
     reactor->Finish(ToGrpcStatus(st));
     return reactor;
   }
@@ -35,11 +55,15 @@ grpc::ServerUnaryReactor* PrefillService::Prefill(grpc::CallbackServerContext* c
     resp->set_num_blocks_sent(sent->num_blocks);
     reactor->Finish(grpc::Status::OK);
   };
-  engine_->Prefill(std::move(r), [shipper, sender, reactor, resp, id, finish, dest = req->destination()](
-                                     absl::StatusOr<AsyncEngine::Prefilled> p) mutable {
+  engine_->Prefill(std::move(r), [shipper, sender, reactor, resp, id, finish, cancelled,
+                                  dest = req->destination()](absl::StatusOr<AsyncEngine::Prefilled> p) mutable {
     LayerShipper::Shipment shipment = shipper->Take(id);
     if (!p.ok()) {
       reactor->Finish(ToGrpcStatus(p.status()));
+      return;
+    }
+    if (cancelled()) {
+      finish(absl::CancelledError("prefill cancelled: KV not shipped"));
       return;
     }
     ToProto(p->first_token, resp->mutable_first_logprobs());

@@ -20,7 +20,7 @@ class RegistryService final : public v1::WorkerRegistry::CallbackService {
       reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "worker_id, address and role are required"));
       return reactor;
     }
-    pool_->Add(req->role(), req->worker_id(), req->address());
+    pool_->Add(req->role(), req->worker_id(), req->address(), /*registered=*/true);
     resp->set_heartbeat_interval_ms(2000);
     reactor->Finish(grpc::Status::OK);
     return reactor;

@@ -7,12 +7,14 @@
 
 namespace tandem {
 
-void WorkerPool::Add(v1::WorkerRole role, const std::string& id, const std::string& address) {
+void WorkerPool::Add(v1::WorkerRole role, const std::string& id, const std::string& address, bool registered) {
+  const auto now = std::chrono::steady_clock::now();
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (Entry& e : Entries(role)) {
       if (e.handle.address == address && e.handle.id == id) {  // a heartbeat: it is alive
         e.down_until = {};
+        e.last_seen = now;
         return;
       }
     }
@@ -29,10 +31,17 @@ void WorkerPool::Add(v1::WorkerRole role, const std::string& id, const std::stri
   for (Entry& e : list) {
     if (e.handle.address == address) {
       e.handle = std::move(h);
+      e.registered = registered;
+      e.last_seen = now;
+      e.down_until = {};
       return;
     }
   }
-  list.push_back({std::move(h), 0});
+  Entry e;
+  e.handle = std::move(h);
+  e.registered = registered;
+  e.last_seen = now;
+  list.push_back(std::move(e));
 }
 
 absl::StatusOr<WorkerHandle> WorkerPool::Acquire(v1::WorkerRole role, const std::vector<std::string>& exclude) {
@@ -41,7 +50,7 @@ absl::StatusOr<WorkerHandle> WorkerPool::Acquire(v1::WorkerRole role, const std:
   Entry* best = nullptr;
   auto better = [now](const Entry& a, const Entry* b) {
     if (b == nullptr) return true;
-    const bool a_up = a.down_until <= now, b_up = b->down_until <= now;
+    const bool a_up = a.down_until <= now && a.Live(now), b_up = b->down_until <= now && b->Live(now);
     if (a_up != b_up) return a_up;
     return a.in_flight < b->in_flight;
   };
@@ -84,6 +93,7 @@ std::vector<v1::WorkerInfo> WorkerPool::List() const {
   std::vector<v1::WorkerInfo> out;
   for (v1::WorkerRole role : {v1::WORKER_ROLE_PREFILL, v1::WORKER_ROLE_DECODE}) {
     for (const Entry& e : Entries(role)) {
+      if (!e.Live(std::chrono::steady_clock::now())) continue;
       v1::WorkerInfo info;
       info.set_worker_id(e.handle.id);
       info.set_role(role);

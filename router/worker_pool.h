@@ -25,8 +25,13 @@ struct WorkerHandle {
 
 class WorkerPool {
  public:
-  // Adds (or replaces, by address) a worker of `role`.
-  void Add(v1::WorkerRole role, const std::string& id, const std::string& address);
+  // Workers that registered (rather than being listed statically) and have
+  // not re-registered for this long are treated as gone.
+  static constexpr std::chrono::milliseconds kStaleAfter{6000};
+
+  // Adds (or replaces, by address) a worker of `role`. `registered`: it came
+  // through Register and keeps re-registering (a heartbeat).
+  void Add(v1::WorkerRole role, const std::string& id, const std::string& address, bool registered = false);
 
   // The least-loaded healthy worker of `role` not in `exclude` (by id), with
   // its in-flight count incremented (a worker marked failed is used only when
@@ -40,7 +45,7 @@ class WorkerPool {
                   std::chrono::milliseconds cooldown = std::chrono::milliseconds(5000));
 
   int NumWorkers(v1::WorkerRole role) const;
-  // Every worker with the router's in-flight count on it.
+  // Every live worker with the router's in-flight count on it.
   std::vector<v1::WorkerInfo> List() const;
   std::vector<WorkerHandle> All(v1::WorkerRole role) const;
 
@@ -49,6 +54,11 @@ class WorkerPool {
     WorkerHandle handle;
     int in_flight = 0;
     std::chrono::steady_clock::time_point down_until{};  // failed recently: avoid until then
+    bool registered = false;
+    std::chrono::steady_clock::time_point last_seen{};
+    bool Live(std::chrono::steady_clock::time_point now) const {
+      return !registered || now - last_seen <= kStaleAfter;
+    }
   };
   std::vector<Entry>& Entries(v1::WorkerRole role) { return role == v1::WORKER_ROLE_PREFILL ? prefill_ : decode_; }
   const std::vector<Entry>& Entries(v1::WorkerRole role) const {

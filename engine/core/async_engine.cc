@@ -6,10 +6,13 @@
 
 namespace tandem {
 
-AsyncEngine::AsyncEngine(std::unique_ptr<LlmEngine> engine, const Tokenizer* tokenizer)
+AsyncEngine::AsyncEngine(std::unique_ptr<LlmEngine> engine, const Tokenizer* tokenizer,
+                         std::chrono::milliseconds release_grace)
     : engine_(std::move(engine)),
       model_config_(engine_->model().config()),
       processor_(tokenizer),
+      release_grace_(release_grace),
+      stats_(engine_->Stats()),  // valid before the first step
       thread_([this] { Loop(); }) {}
 
 AsyncEngine::~AsyncEngine() { Stop(); }
@@ -96,6 +99,12 @@ void AsyncEngine::Apply(Command& c) {
   const std::string id = c.request.request_id;
   switch (c.kind) {
     case Command::kCancel:
+      if (auto r = reservations_.find(id); r != reservations_.end() && release_grace_.count() > 0) {
+        // Not activated: KV may still be in flight towards these blocks.
+        reservations_.erase(r);
+        quarantined_[id] = std::chrono::steady_clock::now() + release_grace_;
+        return;
+      }
       // Whatever the request holds (running, waiting, reserved, prefilled) goes.
       if (engine_->Abort(id)) {
         processor_.Remove(id);
@@ -124,6 +133,10 @@ void AsyncEngine::Apply(Command& c) {
       return;
     }
     case Command::kActivate: {
+      if (quarantined_.contains(id)) {
+        c.sink(StreamEvent{absl::NotFoundError(absl::StrCat("reservation '", id, "' was released")), {}});
+        return;
+      }
       reservations_.erase(id);
       RequestOutput first;
       if (absl::Status st = engine_->ActivateExternal(id, c.first_token, &first); !st.ok()) {
@@ -161,12 +174,14 @@ void AsyncEngine::Apply(Command& c) {
 
 void AsyncEngine::ExpireReservations() {
   const auto now = std::chrono::steady_clock::now();
-  for (auto it = reservations_.begin(); it != reservations_.end();) {
-    if (it->second <= now) {
-      engine_->Abort(it->first);
-      reservations_.erase(it++);
-    } else {
-      ++it;
+  for (auto* map : {&reservations_, &quarantined_}) {
+    for (auto it = map->begin(); it != map->end();) {
+      if (it->second <= now) {
+        engine_->Abort(it->first);
+        map->erase(it++);
+      } else {
+        ++it;
+      }
     }
   }
 }

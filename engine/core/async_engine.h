@@ -44,7 +44,11 @@ using StreamSink = std::function<void(const StreamEvent&)>;
 class AsyncEngine {
  public:
   // `tokenizer` may be null (no text, no stop strings); it must outlive this.
-  AsyncEngine(std::unique_ptr<LlmEngine> engine, const Tokenizer* tokenizer);
+  // `release_grace`: a reservation cancelled before activation keeps its
+  // blocks this long, so puts a prefill worker posted before it learned of
+  // the cancellation land in blocks nobody else owns yet (DESIGN.md inv. 2).
+  AsyncEngine(std::unique_ptr<LlmEngine> engine, const Tokenizer* tokenizer,
+              std::chrono::milliseconds release_grace = std::chrono::milliseconds(0));
   // Stops the loop; unfinished requests get a Cancelled event.
   ~AsyncEngine();
   // Stops the loop now (idempotent). Later commands are ignored, so objects
@@ -115,6 +119,9 @@ class AsyncEngine {
   absl::flat_hash_map<std::string, StreamSink> sinks_;  // loop thread only
   absl::flat_hash_map<std::string, PrefillDone> prefill_waiters_;  // loop thread only
   absl::flat_hash_map<std::string, std::chrono::steady_clock::time_point> reservations_;  // deadlines
+  // Released before activation: blocks held until the deadline, never activated.
+  absl::flat_hash_map<std::string, std::chrono::steady_clock::time_point> quarantined_;
+  const std::chrono::milliseconds release_grace_;
 
   mutable std::mutex mu_;
   std::condition_variable wake_;
