@@ -9,7 +9,7 @@ namespace tandem {
 AsyncEngine::AsyncEngine(std::unique_ptr<LlmEngine> engine, const Tokenizer* tokenizer,
                          std::chrono::milliseconds release_grace)
     : engine_(std::move(engine)),
-      model_config_(engine_->model().config()),
+      model_config_(engine_->model_config()),
       processor_(tokenizer),
       release_grace_(release_grace),
       stats_(engine_->Stats()),  // valid before the first step

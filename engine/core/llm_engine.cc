@@ -30,15 +30,24 @@ absl::Status EngineConfig::Validate() const {
 
 absl::StatusOr<std::unique_ptr<LlmEngine>> LlmEngine::Create(std::unique_ptr<LlamaModel> model,
                                                              const EngineConfig& config) {
+  return Create(MakeSingleExecutor(std::move(model)), config);
+}
+
+absl::StatusOr<std::unique_ptr<LlmEngine>> LlmEngine::Create(std::unique_ptr<ModelExecutor> model,
+                                                             const EngineConfig& config) {
   RETURN_IF_ERROR(config.Validate());
   int64_t num_blocks = config.num_kv_blocks;
   if (num_blocks == 0) {
-    const KvCacheShape one = model->MakeKvCacheShape(1, config.block_size, config.kv_dtype);
-    num_blocks = config.kv_cache_memory_bytes / one.bytes_per_block();
+    // The budget covers every rank's share of a block.
+    int64_t bytes_per_block = 0;
+    for (int r = 0; r < model->tp_size(); ++r) {
+      bytes_per_block += model->KvShape(r, 1, config.block_size, config.kv_dtype).bytes_per_block();
+    }
+    num_blocks = config.kv_cache_memory_bytes / bytes_per_block;
     if (num_blocks < 1) {
       return absl::InvalidArgumentError(absl::StrCat("kv_cache_memory_bytes = ", config.kv_cache_memory_bytes,
-                                                     " holds no block (one block needs ",
-                                                     one.bytes_per_block(), " bytes)"));
+                                                     " holds no block (one block needs ", bytes_per_block,
+                                                     " bytes)"));
     }
   }
   if (num_blocks > std::numeric_limits<int32_t>::max()) {
@@ -47,9 +56,9 @@ absl::StatusOr<std::unique_ptr<LlmEngine>> LlmEngine::Create(std::unique_ptr<Lla
   return std::unique_ptr<LlmEngine>(new LlmEngine(std::move(model), config, num_blocks));
 }
 
-LlmEngine::LlmEngine(std::unique_ptr<LlamaModel> model, const EngineConfig& config, int64_t num_blocks)
+LlmEngine::LlmEngine(std::unique_ptr<ModelExecutor> model, const EngineConfig& config, int64_t num_blocks)
     : config_(config), model_(std::move(model)) {
-  cache_ = std::make_unique<KvCache>(model_->MakeKvCacheShape(num_blocks, config.block_size, config.kv_dtype));
+  model_->AllocateKvCaches(num_blocks, config.block_size, config.kv_dtype);
   KvCacheManagerOptions kv_options;
   kv_options.num_blocks = static_cast<int32_t>(num_blocks);
   kv_options.block_size = config.block_size;
@@ -60,7 +69,7 @@ LlmEngine::LlmEngine(std::unique_ptr<LlamaModel> model, const EngineConfig& conf
                std::chrono::steady_clock::now().time_since_epoch())
         .count();
   });
-  runner_ = std::make_unique<ModelRunner>(model_.get(), cache_.get(), kv_.get());
+  runner_ = std::make_unique<ModelRunner>(model_.get(), kv_.get());
 }
 
 absl::Status LlmEngine::ValidateRequest(const EngineRequest& r) const {

@@ -27,6 +27,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "engine/core/kv_cache_manager.h"
+#include "engine/core/model_executor.h"
 #include "engine/core/model_runner.h"
 #include "engine/core/scheduler.h"
 #include "engine/core/sequence.h"
@@ -89,6 +90,10 @@ class LlmEngine {
  public:
   static absl::StatusOr<std::unique_ptr<LlmEngine>> Create(std::unique_ptr<LlamaModel> model,
                                                            const EngineConfig& config);
+  // With a tensor-parallel (or any) executor: every rank gets a cache of the
+  // same number of blocks.
+  static absl::StatusOr<std::unique_ptr<LlmEngine>> Create(std::unique_ptr<ModelExecutor> model,
+                                                           const EngineConfig& config);
   LlmEngine(const LlmEngine&) = delete;
   LlmEngine& operator=(const LlmEngine&) = delete;
 
@@ -127,13 +132,14 @@ class LlmEngine {
   // `observer` (borrowed, may be null) watches every later step.
   void SetStepObserver(StepObserver* observer) { observer_ = observer; }
 
-  LlamaModel& model() { return *model_; }
-  KvCache& kv_cache() { return *cache_; }
+  const ModelConfig& model_config() const { return model_->config(); }
+  int tp_size() const { return model_->tp_size(); }
+  KvCache& kv_cache(int rank = 0) { return model_->kv_cache(rank); }
   const KvCacheManager& kv_manager() const { return *kv_; }
   const EngineConfig& config() const { return config_; }
 
  private:
-  LlmEngine(std::unique_ptr<LlamaModel> model, const EngineConfig& config, int64_t num_blocks);
+  LlmEngine(std::unique_ptr<ModelExecutor> model, const EngineConfig& config, int64_t num_blocks);
   absl::Status ValidateRequest(const EngineRequest& r) const;
   Sequence* Find(const std::string& request_id) const;
   // Appends `token` and applies eos / stop ids / length; true when finished.
@@ -141,8 +147,7 @@ class LlmEngine {
   void Release(Sequence& seq, FinishReason reason);
 
   const EngineConfig config_;
-  std::unique_ptr<LlamaModel> model_;
-  std::unique_ptr<KvCache> cache_;
+  std::unique_ptr<ModelExecutor> model_;
   std::unique_ptr<KvCacheManager> kv_;
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<ModelRunner> runner_;

@@ -6,8 +6,7 @@
 
 namespace tandem {
 
-ModelRunner::ModelRunner(LlamaModel* model, KvCache* cache, const KvCacheManager* kv)
-    : model_(model), cache_(cache), kv_(kv) {}
+ModelRunner::ModelRunner(ModelExecutor* model, const KvCacheManager* kv) : model_(model), kv_(kv) {}
 
 ForwardBatch ModelRunner::BuildBatch(const SchedulerOutput& plan) const {
   ForwardBatch b;
@@ -37,7 +36,7 @@ absl::StatusOr<std::vector<StepSample>> ModelRunner::Run(const SchedulerOutput& 
   std::vector<StepSample> samples;
   if (plan.scheduled.empty()) return samples;
   const ForwardBatch batch = BuildBatch(plan);
-  ASSIGN_OR_RETURN(std::vector<float> logits, model_->Forward(batch, *cache_, listener));
+  ASSIGN_OR_RETURN(std::vector<float> logits, model_->Forward(batch, listener));
   const int64_t vocab = model_->config().vocab_size;
   size_t row = 0;
   for (const ScheduledSequence& s : plan.scheduled) {

@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/core/kv_cache_manager.h"
+#include "engine/core/model_executor.h"
 #include "engine/core/scheduler.h"
 #include "engine/model/forward_batch.h"
 #include "engine/model/kv_cache.h"
@@ -23,8 +24,8 @@ struct StepSample {
 
 class ModelRunner {
  public:
-  // `model`, `cache` and `kv` must outlive the runner.
-  ModelRunner(LlamaModel* model, KvCache* cache, const KvCacheManager* kv);
+  // `model` and `kv` must outlive the runner.
+  ModelRunner(ModelExecutor* model, const KvCacheManager* kv);
 
   // The flat batch of `plan` (exposed for tests). Logits are requested for the
   // scheduled sequences whose computed tokens reach num_tokens() this step.
@@ -36,8 +37,7 @@ class ModelRunner {
   absl::StatusOr<std::vector<StepSample>> Run(const SchedulerOutput& plan, LayerKvListener* listener = nullptr);
 
  private:
-  LlamaModel* const model_;
-  KvCache* const cache_;
+  ModelExecutor* const model_;
   const KvCacheManager* const kv_;
 };
 

@@ -17,9 +17,16 @@ struct LlamaModel::Impl {
   TpShard shard;
   LlamaWeights weights;
   RopeTable rope;
+  Communicator* comm = nullptr;  // null when shard.size == 1
 
   // Scratch reused across steps (Forward is not re-entrant).
   std::vector<float> x, h, q, k, v, attn, proj, gate, up, cos, sin;
+
+  void AllReduce(std::vector<float>& buf, int64_t n) {
+    if (comm != nullptr) comm->AllReduceSum(buf.data(), n);
+  }
+  void Embed(const ForwardBatch& b);
+  std::vector<float> LmHead(std::vector<float>& selected, int64_t rows);
 
   absl::Status ValidateBatch(const ForwardBatch& b, const KvCache& cache) const;
   void AttentionBlock(const ForwardBatch& b, KvCache& cache, int64_t layer, LayerKvListener* listener);
@@ -107,7 +114,7 @@ void LlamaModel::Impl::AttentionBlock(const ForwardBatch& b, KvCache& cache, int
                                       config.sliding_window};
   kernels::PagedAttention(b, cache, layer, shape, q.data(), q_dim, attn.data());
   kernels::MatMul(attn.data(), n, lw.o_proj, nullptr, proj.data());
-  // TODO(issue 5): all-reduce `proj` across TP ranks here, before the bias.
+  AllReduce(proj, n * config.hidden_size);  // row-parallel: sum the ranks' partial outputs, then the bias
   AddResidual(x.data(), proj.data(), lw.o_bias, n, config.hidden_size);
 }
 
@@ -118,25 +125,25 @@ void LlamaModel::Impl::MlpBlock(int64_t layer, int64_t n) {
   kernels::MatMul(h.data(), n, lw.up_proj, OrNull(lw.up_bias), up.data());
   kernels::SiluMul(gate.data(), up.data(), n, weights.dims.ffn, gate.data());
   kernels::MatMul(gate.data(), n, lw.down_proj, nullptr, proj.data());
-  // TODO(issue 5): all-reduce `proj` across TP ranks here, before the bias.
+  AllReduce(proj, n * config.hidden_size);
   AddResidual(x.data(), proj.data(), lw.down_bias, n, config.hidden_size);
 }
 
 LlamaModel::LlamaModel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 LlamaModel::~LlamaModel() = default;
 
-absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::filesystem::path& dir,
-                                                             TpShard shard) {
-  if (shard.size != 1) {
-    // The shard math is in place (LoadLlamaWeights); the all-reduce is not.
-    return absl::UnimplementedError("tensor parallelism needs a Communicator (issue 5)");
+absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::filesystem::path& dir, TpShard shard,
+                                                             Communicator* comm) {
+  if (shard.size > 1 && (comm == nullptr || comm->size() != shard.size || comm->rank() != shard.rank)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor-parallel rank ", shard.rank, " of ", shard.size, " needs a matching communicator"));
   }
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(dir));
   ASSIGN_OR_RETURN(std::unique_ptr<WeightStore> store, WeightStore::Open(dir));
   ASSIGN_OR_RETURN(LlamaWeights weights, LoadLlamaWeights(config, std::move(store), shard));
   RopeTable rope(config.head_dim, config.rope_theta, config.rope_scaling);
-  auto impl = std::unique_ptr<Impl>(
-      new Impl{std::move(config), shard, std::move(weights), std::move(rope), {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}});
+  auto impl = std::unique_ptr<Impl>(new Impl{std::move(config), shard, std::move(weights), std::move(rope),
+                                             shard.size > 1 ? comm : nullptr});
   return std::unique_ptr<LlamaModel>(new LlamaModel(std::move(impl)));
 }
 
@@ -165,7 +172,7 @@ absl::StatusOr<std::vector<float>> LlamaModel::Forward(const ForwardBatch& b, Kv
   m.gate.resize(n * m.weights.dims.ffn);
   m.up.resize(m.gate.size());
 
-  kernels::EmbeddingLookup(m.weights.embed, b.token_ids, m.x.data());
+  m.Embed(b);
   m.rope.Compute(b.positions, m.cos, m.sin);
   for (int64_t layer = 0; layer < m.config.num_hidden_layers; ++layer) {
     m.AttentionBlock(b, cache, layer, listener);
@@ -180,8 +187,55 @@ absl::StatusOr<std::vector<float>> LlamaModel::Forward(const ForwardBatch& b, Kv
   }
   kernels::RmsNorm(selected.data(), rows, hidden, m.weights.final_norm, m.config.rms_norm_eps,
                    selected.data());
-  std::vector<float> logits(rows * m.config.vocab_size);
-  if (rows > 0) kernels::MatMul(selected.data(), rows, m.weights.lm_head, nullptr, logits.data());
+  return m.LmHead(selected, rows);
+}
+
+void LlamaModel::Impl::Embed(const ForwardBatch& b) {
+  const ShardRange& range = weights.dims.vocab.range;
+  if (comm == nullptr) {
+    kernels::EmbeddingLookup(weights.embed, b.token_ids, x.data());
+    return;
+  }
+  // Vocab-parallel: each rank fills the rows of its ids, the all-reduce joins them.
+  const int64_t hidden = config.hidden_size;
+  std::fill(x.begin(), x.begin() + b.num_tokens() * hidden, 0.0f);
+  for (int32_t t = 0; t < b.num_tokens(); ++t) {
+    const int32_t id = b.token_ids[t];
+    if (id < range.begin || id >= range.begin + range.length) continue;
+    const int32_t local = static_cast<int32_t>(id - range.begin);
+    kernels::EmbeddingLookup(weights.embed, std::span<const int32_t>(&local, 1), x.data() + t * hidden);
+  }
+  AllReduce(x, b.num_tokens() * hidden);
+}
+
+std::vector<float> LlamaModel::Impl::LmHead(std::vector<float>& selected, int64_t rows) {
+  const int64_t vocab = config.vocab_size;
+  std::vector<float> logits(rows * vocab);
+  if (rows == 0) return logits;
+  if (comm == nullptr) {
+    kernels::MatMul(selected.data(), rows, weights.lm_head, nullptr, logits.data());
+    return logits;
+  }
+  // Vocab-parallel: each rank computes its columns, padded so the all-gather
+  // moves equal sizes; then [rank][row][padded] becomes [row][vocab].
+  const VocabShard& vs = weights.dims.vocab;
+  std::vector<float> local(rows * vs.padded_length, 0.0f);
+  if (vs.range.length > 0) {
+    std::vector<float> part(rows * vs.range.length);
+    kernels::MatMul(selected.data(), rows, weights.lm_head, nullptr, part.data());
+    for (int64_t r = 0; r < rows; ++r) {
+      std::copy_n(part.data() + r * vs.range.length, vs.range.length, local.data() + r * vs.padded_length);
+    }
+  }
+  std::vector<float> gathered(rows * vs.padded_length * shard.size);
+  comm->AllGather(local.data(), rows * vs.padded_length, gathered.data());
+  for (int rank = 0; rank < shard.size; ++rank) {
+    const VocabShard other = VocabShardOf(vocab, {rank, shard.size});
+    for (int64_t r = 0; r < rows; ++r) {
+      std::copy_n(gathered.data() + (rank * rows + r) * vs.padded_length, other.range.length,
+                  logits.data() + r * vocab + other.range.begin);
+    }
+  }
   return logits;
 }
 

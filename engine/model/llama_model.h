@@ -19,6 +19,7 @@
 #include "engine/model/kv_cache.h"
 #include "engine/model/model_config.h"
 #include "engine/model/tp_shard.h"
+#include "engine/parallel/communicator.h"
 
 namespace tandem {
 
@@ -34,9 +35,12 @@ class LayerKvListener {
 class LlamaModel {
  public:
   // Reads config and weights from an HF directory and validates every tensor's
-  // presence and shape. Errors name the file and the tensor.
+  // presence and shape. Errors name the file and the tensor. With
+  // shard.size > 1, `comm` (borrowed; rank and size matching `shard`) carries
+  // the all-reduces and all-gathers, and every rank must call Forward() with
+  // the same batch at the same time. InvalidArgument for impossible splits.
   static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(const std::filesystem::path& dir,
-                                                          TpShard shard = {});
+                                                          TpShard shard = {}, Communicator* comm = nullptr);
   ~LlamaModel();
 
   const ModelConfig& config() const;

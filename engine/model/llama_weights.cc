@@ -56,7 +56,10 @@ absl::StatusOr<LlamaWeights> LoadLlamaWeights(const ModelConfig& c,
                                               std::unique_ptr<WeightStore> store,
                                               const TpShard& shard) {
   RETURN_IF_ERROR(CheckDivisible(c.num_attention_heads, "num_attention_heads", shard));
-  RETURN_IF_ERROR(CheckDivisible(c.num_key_value_heads, "num_key_value_heads", shard));
+  if (c.num_key_value_heads >= shard.size || shard.size % c.num_key_value_heads != 0) {
+    // Fewer KV heads than ranks is fine when the ranks split evenly over them.
+    RETURN_IF_ERROR(CheckDivisible(c.num_key_value_heads, "num_key_value_heads", shard));
+  }
   RETURN_IF_ERROR(CheckDivisible(c.intermediate_size, "intermediate_size", shard));
 
   LlamaWeights w;
@@ -64,19 +67,20 @@ absl::StatusOr<LlamaWeights> LoadLlamaWeights(const ModelConfig& c,
   const int64_t hidden = c.hidden_size;
   const int64_t hd = c.head_dim;
   const ShardRange heads = EvenShard(c.num_attention_heads, shard);
-  const ShardRange kv_heads = EvenShard(c.num_key_value_heads, shard);
+  const ShardRange kv_heads = KvHeadShard(c.num_key_value_heads, shard);
   const ShardRange ffn = EvenShard(c.intermediate_size, shard);
   const ShardRange q_rows{heads.begin * hd, heads.length * hd};
   const ShardRange kv_rows{kv_heads.begin * hd, kv_heads.length * hd};
-  w.dims = {heads.length, kv_heads.length, ffn.length};
+  const VocabShard vocab = VocabShardOf(c.vocab_size, shard);
+  w.dims = {heads.length, kv_heads.length, ffn.length, vocab};
 
   ASSIGN_OR_RETURN(TensorView embed, s.Get("model.embed_tokens.weight", {c.vocab_size, hidden}));
-  w.embed = WholeMatrix(embed);
+  w.embed = RowSlice(embed, vocab.range);
   if (c.tie_word_embeddings || !s.Contains("lm_head.weight")) {
     w.lm_head = w.embed;
   } else {
     ASSIGN_OR_RETURN(TensorView head, s.Get("lm_head.weight", {c.vocab_size, hidden}));
-    w.lm_head = WholeMatrix(head);
+    w.lm_head = RowSlice(head, vocab.range);
   }
   ASSIGN_OR_RETURN(TensorView norm, s.Get("model.norm.weight", {hidden}));
   w.final_norm = WholeMatrix(norm);

@@ -37,17 +37,18 @@ struct LlamaLayerWeights {
 // Per-rank sizes derived from the config and the shard.
 struct LlamaShardDims {
   int64_t num_heads = 0;     // query heads on this rank
-  int64_t num_kv_heads = 0;  // KV heads on this rank
+  int64_t num_kv_heads = 0;  // KV heads on this rank (replicas included)
   int64_t ffn = 0;           // intermediate size on this rank
+  VocabShard vocab;          // embedding / LM-head rows on this rank
 };
 
 struct LlamaWeights {
   std::unique_ptr<WeightStore> store;  // owns the mappings the refs point into
   LlamaShardDims dims;
-  kernels::WeightRef embed;            // [vocab, hidden] (whole table for now)
+  kernels::WeightRef embed;            // [vocab rows of this rank, hidden]
   std::vector<LlamaLayerWeights> layers;
   kernels::WeightRef final_norm;       // [hidden]
-  kernels::WeightRef lm_head;          // [vocab, hidden] (the embedding when tied)
+  kernels::WeightRef lm_head;          // [vocab rows of this rank, hidden] (the embedding when tied)
 };
 
 // Loads and shape-checks every tensor of `config` from `store`. Errors:

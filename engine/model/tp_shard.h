@@ -2,6 +2,7 @@
 // Thread-safety: pure functions.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 namespace tandem {
@@ -23,6 +24,28 @@ struct ShardRange {
 inline ShardRange EvenShard(int64_t total, const TpShard& shard) {
   const int64_t per_rank = total / shard.size;
   return {per_rank * shard.rank, per_rank};
+}
+
+// KV heads of a rank. With fewer KV heads than ranks, each KV head is
+// replicated on size / kv_heads consecutive ranks (the query heads of a rank
+// all map to that one KV head). Precondition: kv_heads % size == 0 or
+// size % kv_heads == 0.
+inline ShardRange KvHeadShard(int64_t kv_heads, const TpShard& shard) {
+  if (kv_heads >= shard.size) return EvenShard(kv_heads, shard);
+  return {shard.rank / (shard.size / kv_heads), 1};
+}
+
+// Vocabulary rows of a rank: ceil(vocab / size) each, the last ones fewer
+// (possibly none). Every rank pads its logits to `padded_length` for the
+// all-gather.
+struct VocabShard {
+  ShardRange range;
+  int64_t padded_length = 0;
+};
+inline VocabShard VocabShardOf(int64_t vocab, const TpShard& shard) {
+  const int64_t per_rank = (vocab + shard.size - 1) / shard.size;
+  const int64_t begin = std::min<int64_t>(vocab, per_rank * shard.rank);
+  return {{begin, std::min<int64_t>(per_rank, vocab - begin)}, per_rank};
 }
 
 }  // namespace tandem

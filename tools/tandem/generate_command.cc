@@ -37,6 +37,7 @@ struct GenerateFlags {
   int64_t logprobs = 0;
   bool json = false;
   bool help = false;
+  int64_t tp = 1;
   EngineFlags engine;
 };
 
@@ -63,6 +64,7 @@ void Register(FlagSet& f, GenerateFlags& g) {
   f.AddInt("logprobs", &g.logprobs, "also report the top-n logprobs of each step (JSON only)");
   f.AddBool("json", &g.json, "print JSON objects instead of text");
   f.AddBool("help", &g.help, "show this help");
+  f.AddInt("tp", &g.tp, "tensor-parallel ranks (threads of this process; default 1)");
   g.engine.Register(f);
 }
 
@@ -171,7 +173,8 @@ nlohmann::json ToJson(const EngineRequest& r, const Collected& c, bool with_id) 
 
 absl::Status Generate(const GenerateFlags& g) {
   const std::filesystem::path dir = g.model.empty() ? DefaultModelDir() : std::filesystem::path(g.model);
-  ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model, LlamaModel::Load(dir));
+  if (g.tp < 1 || g.tp > 64) return absl::InvalidArgumentError("--tp must be in [1, 64]");
+  ASSIGN_OR_RETURN(std::unique_ptr<ModelExecutor> model, LoadExecutor(dir, static_cast<int>(g.tp)));
   std::unique_ptr<Tokenizer> tokenizer;
   if (std::filesystem::exists(dir / "tokenizer.json")) {
     ASSIGN_OR_RETURN(tokenizer, Tokenizer::Load(dir));

@@ -23,6 +23,7 @@ struct ServeFlags {
   int64_t port = 50051;
   std::optional<uint64_t> seed;
   bool help = false;
+  int64_t tp = 1;
   EngineFlags engine;
 };
 
@@ -36,7 +37,8 @@ int WaitForStopSignal(const sigset_t& set) {
 
 absl::Status Serve(const ServeFlags& f, const sigset_t& stop_signals) {
   const std::filesystem::path dir = f.model.empty() ? DefaultModelDir() : std::filesystem::path(f.model);
-  ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model, LlamaModel::Load(dir));
+  if (f.tp < 1 || f.tp > 64) return absl::InvalidArgumentError("--tp must be in [1, 64]");
+  ASSIGN_OR_RETURN(std::unique_ptr<ModelExecutor> model, LoadExecutor(dir, static_cast<int>(f.tp)));
   std::unique_ptr<Tokenizer> tokenizer;
   if (std::filesystem::exists(dir / "tokenizer.json")) {
     ASSIGN_OR_RETURN(tokenizer, Tokenizer::Load(dir));
@@ -77,6 +79,7 @@ int RunServe(const std::vector<std::string>& args) {
   flags.AddInt("port", &f.port, "port to listen on (default 50051; 0 picks a free one)");
   flags.AddUint64("seed", &f.seed, "seed for requests that carry none");
   flags.AddBool("help", &f.help, "show this help");
+  flags.AddInt("tp", &f.tp, "tensor-parallel ranks (threads of this process; default 1)");
   f.engine.Register(flags);
   if (absl::Status st = flags.Parse(args); !st.ok()) {
     std::cerr << "tandem serve: " << st.message() << "\nflags:\n" << flags.Usage();

@@ -1,0 +1,44 @@
+// ModelExecutor: runs one forward step of a model replica, which may be one
+// rank or a tensor-parallel group of ranks, each with its own KV cache (its
+// share of the KV heads). The scheduler and block manager see one pool of
+// block ids; every rank's cache has the same blocks.
+//
+// The tensor-parallel executor runs ranks as threads of this process, joined
+// by CPU-thread communicators; each rank gets its share of the cores for its
+// OpenMP kernels.
+// Thread-safety: Forward() from one thread at a time (the engine loop).
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/model/kv_cache.h"
+#include "engine/model/llama_model.h"
+
+namespace tandem {
+
+class ModelExecutor {
+ public:
+  virtual ~ModelExecutor() = default;
+  virtual const ModelConfig& config() const = 0;
+  virtual int tp_size() const = 0;
+  // The KV shape of `rank` for `num_blocks` blocks.
+  virtual KvCacheShape KvShape(int rank, int64_t num_blocks, int64_t block_size, DType dtype) const = 0;
+  // Allocates every rank's cache. Call once, before Forward().
+  virtual void AllocateKvCaches(int64_t num_blocks, int64_t block_size, DType dtype) = 0;
+  virtual KvCache& kv_cache(int rank) = 0;
+  // One step on every rank; returns the logits (identical on every rank).
+  // `listener` hears rank 0's layers.
+  virtual absl::StatusOr<std::vector<float>> Forward(const ForwardBatch& batch, LayerKvListener* listener) = 0;
+};
+
+// One rank: the model itself.
+std::unique_ptr<ModelExecutor> MakeSingleExecutor(std::unique_ptr<LlamaModel> model);
+
+// Loads `dir` as `tp_size` ranks (threads). InvalidArgument for splits the
+// model does not allow (heads, KV heads or FFN not divisible).
+absl::StatusOr<std::unique_ptr<ModelExecutor>> LoadExecutor(const std::filesystem::path& dir, int tp_size);
+
+}  // namespace tandem
