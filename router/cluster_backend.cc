@@ -39,6 +39,7 @@ struct ClusterBackend::Call {
   std::optional<WorkerHandle> decode_worker;  // set once Admit succeeded
   bool decode_started = false;                // the Decode stream owns the reservation now
   bool decode_released = false;               // Release sent or the stream cancelled
+  bool admit_in_flight = false;               // an Admit may still create a reservation
   v1::KvDestination destination;
   std::vector<std::string> tried_prefill;
   int admit_attempts = 0;
@@ -134,9 +135,24 @@ void ClusterBackend::Admit(std::shared_ptr<Call> call) {
     call->decode_worker = *worker;
     call->admit_ctx = ContextWithTimeout(options_.admit_timeout);
     call->admit_resp.Clear();
+    call->admit_in_flight = true;
   }
   worker->decode->async()->Admit(
       call->admit_ctx.get(), &call->admit_req, &call->admit_resp, [this, call](grpc::Status s) {
+        {
+          // A request that ended while its Admit was in flight: the Release
+          // is sent only now, after the reservation it would free exists.
+          std::lock_guard<std::mutex> lock(call->mu);
+          call->admit_in_flight = false;
+          if (call->ended) {
+            if (!call->decode_released && call->decode_worker) {
+              call->decode_released = true;
+              if (s.ok()) ReleaseDecode(call);
+              pool_->Done(v1::WORKER_ROLE_DECODE, call->decode_worker->id);
+            }
+            return;
+          }
+        }
         if (s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
           // Back-pressure (invariant 2): wait in the bounded queue for room.
           {
@@ -310,20 +326,21 @@ void ClusterBackend::End(const std::shared_ptr<Call>& call, const absl::Status& 
   bool release_decode_worker = false;
   {
     std::lock_guard<std::mutex> lock(call->mu);
-    if (call->decode_worker && !call->decode_released) {
+    if (call->decode_worker && !call->decode_released && !call->admit_in_flight) {
       call->decode_released = true;
-      if (call->decode_started) {
-        if (call->decode_ctx) call->decode_ctx->TryCancel();  // the worker's OnCancel frees it
-      } else {
-        ReleaseDecode(call);
-      }
+      // Cancelling a Decode stream frees the sequence on the worker (its
+      // OnCancel); but a stream cancelled before it started never reaches
+      // the worker, so Release is sent as well (idempotent there).
+      if (call->decode_started && call->decode_ctx) call->decode_ctx->TryCancel();
+      ReleaseDecode(call);
       release_decode_worker = true;
-    }
+    }  // with an Admit in flight, its callback releases (see Admit)
     if (!call->ended) {
       call->ended = true;
       if (!status.ok()) call->sink(status, {});
     }
-    if (call->admit_ctx) call->admit_ctx->TryCancel();
+    // An Admit in flight is not cancelled: its reply tells whether a
+    // reservation exists to release (its deadline bounds the wait).
     if (call->prefill_ctx) call->prefill_ctx->TryCancel();
   }
   if (release_decode_worker) pool_->Done(v1::WORKER_ROLE_DECODE, call->decode_worker->id);
