@@ -99,6 +99,7 @@ void AsyncEngine::Apply(Command& c) {
   const std::string id = c.request.request_id;
   switch (c.kind) {
     case Command::kCancel:
+      if (quarantined_.contains(id)) return;  // already released; the grace runs
       if (auto r = reservations_.find(id); r != reservations_.end() && release_grace_.count() > 0) {
         // Not activated: KV may still be in flight towards these blocks.
         reservations_.erase(r);
