@@ -47,6 +47,9 @@ import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from e2e_util import PASSAGES, decode, field_bytes, make_prompts, varint  # noqa: E402
+
 PASSED, FAILED = [], []
 _print_lock = threading.Lock()
 ARGS = None
@@ -74,51 +77,6 @@ def run(cmd, timeout=120, env=None):
 
 # ------------------------------------------------------------ wire helpers
 # Hand-encoded grpc.health.v1 (no stubs for it on this machine).
-
-def varint(n):
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def field_bytes(number, payload):
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
-
-
-def _read_varint(buf, pos):
-    result = shift = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-
-
-def decode(buf):
-    """Decodes one message level: [(field_number, value)], value int or bytes."""
-    out, pos = [], 0
-    while pos < len(buf):
-        key, pos = _read_varint(buf, pos)
-        num, wt = key >> 3, key & 7
-        if wt == 0:
-            v, pos = _read_varint(buf, pos)
-        elif wt == 2:
-            n, pos = _read_varint(buf, pos)
-            v, pos = buf[pos:pos + n], pos + n
-        elif wt == 1:
-            v, pos = buf[pos:pos + 8], pos + 8
-        elif wt == 5:
-            v, pos = buf[pos:pos + 4], pos + 4
-        else:
-            raise ValueError("wire type %d" % wt)
-        out.append((num, v))
-    return out
-
 
 def health_check(addr, timeout=5):
     """grpc.health.v1.Health/Check('') as [(field, value)] (SERVING is [(1, 1)])."""
@@ -427,40 +385,9 @@ def probe_admit(decode_addr, request_id="probe-admit"):
 
 # ------------------------------------------------------------ prompts and references
 
-PASSAGES = [
-    "First Citizen: Before we proceed any further, hear me speak. All: Speak, speak. First Citizen: "
-    "You are all resolved rather to die than to famish? All: Resolved. resolved. First Citizen: First, "
-    "you know Caius Marcius is chief enemy to the people. All: We know't, we know't. First Citizen: "
-    "Let us kill him, and we'll have corn at our own price. Is't a verdict?",
-    "ROMEO: But, soft! what light through yonder window breaks? It is the east, and Juliet is the sun. "
-    "Arise, fair sun, and kill the envious moon, Who is already sick and pale with grief, That thou her "
-    "maid art far more fair than she: Be not her maid, since she is envious;",
-    "KING RICHARD III: Now is the winter of our discontent Made glorious summer by this sun of York; And "
-    "all the clouds that lour'd upon our house In the deep bosom of the ocean buried. Now are our brows "
-    "bound with victorious wreaths;",
-    "MENENIUS: I tell you, friends, most charitable care Have the patricians of you. For your wants, Your "
-    "suffering in this dearth, you may as well Strike at the heaven with your staves as lift them Against "
-    "the Roman state,",
-]
-LENGTHS = [1, 2, 3, 5, 8, 12, 17, 24, 30, 40, 55]
-# (max_tokens, ignore_eos, stop_token_ids): `tandem generate` takes one of
-# each per run. Newline stop ids ("\n", "\n\n") end some requests early.
+# (max_tokens, ignore_eos, stop_token_ids) groups: `tandem generate` takes one
+# of each per run. Newline stop ids ("\n", "\n\n") end some requests early.
 GROUPS = [(8, False, []), (24, True, []), (40, False, [10, 272]), (48, True, [10])]
-
-
-def make_prompts(n=32):
-    prompts = []
-    for i in range(n):
-        words = PASSAGES[i % len(PASSAGES)].split()
-        k = LENGTHS[(i * 7) % len(LENGTHS)]
-        prompts.append(" ".join(words[:min(k, len(words))]) if i % 5 else words[0] + " " + words[1])
-    seen, out = set(), []
-    for i, p in enumerate(prompts):
-        if p in seen:
-            p = PASSAGES[(i + 1) % len(PASSAGES)].split()[0] + " " + p
-        seen.add(p)
-        out.append(p)
-    return out
 
 
 def generate_many(prompts, max_tokens, ignore_eos, stop_ids, tag, extra=()):
