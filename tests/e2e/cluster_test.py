@@ -48,7 +48,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e_util import PASSAGES, decode, field_bytes, make_prompts, varint  # noqa: E402
+from e2e_util import PASSAGES, decode, field_bytes, make_prompts, malformed_requests, varint  # noqa: E402
 
 PASSED, FAILED = [], []
 _print_lock = threading.Lock()
@@ -677,35 +677,8 @@ def check_malformed(label, client, addr):
     """8. Malformed requests through the router: exact code, field named."""
     import grpc
     INVALID = grpc.StatusCode.INVALID_ARGUMENT
-    long_ids = [5 + i % 100 for i in range(250)]
-    table = [
-        ("empty prompt", dict(prompt=""), INVALID, "prompt"),
-        ("no prompt at all", dict(), INVALID, "prompt"),
-        ("out-of-vocab prompt id", dict(prompt_token_ids=[5, 99999, 7]), INVALID, "prompt_token_ids[1]"),
-        ("prompt id == vocab size", dict(prompt_token_ids=[5, 2048]), INVALID, "prompt_token_ids[1]"),
-        ("temperature -1", dict(prompt="ROMEO:", temperature=-1), INVALID, "sampling.temperature"),
-        ("temperature nan", dict(prompt="ROMEO:", temperature=float("nan")), INVALID, "sampling.temperature"),
-        ("temperature inf", dict(prompt="ROMEO:", temperature=float("inf")), INVALID, "sampling.temperature"),
-        ("top_p 0", dict(prompt="ROMEO:", top_p=0), INVALID, "sampling.top_p"),
-        ("top_p 1.5", dict(prompt="ROMEO:", top_p=1.5), INVALID, "sampling.top_p"),
-        ("top_k -5", dict(prompt="ROMEO:", top_k=-5), INVALID, "sampling.top_k"),
-        ("min_p 2", dict(prompt="ROMEO:", min_p=2), INVALID, "sampling.min_p"),
-        ("min_p -0.5", dict(prompt="ROMEO:", min_p=-0.5), INVALID, "sampling.min_p"),
-        ("repetition_penalty 0", dict(prompt="ROMEO:", repetition_penalty=0), INVALID,
-         "sampling.repetition_penalty"),
-        ("frequency_penalty 3", dict(prompt="ROMEO:", frequency_penalty=3), INVALID, "sampling.frequency_penalty"),
-        ("presence_penalty -3", dict(prompt="ROMEO:", presence_penalty=-3), INVALID, "sampling.presence_penalty"),
-        ("logprobs 21", dict(prompt="ROMEO:", logprobs=21), INVALID, "sampling.logprobs"),
-        ("17 stop strings", dict(prompt="ROMEO:", stop=["s%d" % i for i in range(17)]), INVALID, "sampling.stop"),
-        ("an empty stop string", dict(prompt="ROMEO:", stop=["x", ""]), INVALID, "sampling.stop[1]"),
-        ("out-of-vocab stop_token_ids", dict(prompt="ROMEO:", stop_token_ids=[7, 99999]), INVALID,
-         "sampling.stop_token_ids[1]"),
-        ("prompt + max_tokens over the context (250 + 7 > 256)", dict(prompt_token_ids=long_ids, max_tokens=7),
-         INVALID, "sampling.max_tokens"),
-        ("prompt text + max_tokens over the context", dict(prompt="ROMEO:", max_tokens=254), INVALID,
-         "sampling.max_tokens"),
-        ("request_id over 256 bytes", dict(prompt="ROMEO:", request_id="x" * 257), INVALID, "request_id"),
-    ]
+    long_ids = [5 + i % 100 for i in range(250)]  # 250 tokens: 6 more fill the 256-token context
+    table = malformed_requests(INVALID)
     for name, kw, code, needle in table:
         title = "8: %s: %s -> %s naming %r" % (label, name, code.name, needle)
         try:

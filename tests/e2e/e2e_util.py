@@ -83,3 +83,41 @@ def make_prompts(n=32):
         seen.add(p)
         out.append(p)
     return out
+
+
+def malformed_requests(invalid):
+    """The malformed-request table both the colocated server and the router
+    must refuse: (name, request fields, expected code, text the message must
+    contain). `invalid` is grpc.StatusCode.INVALID_ARGUMENT (passed in so this
+    module imports without grpc)."""
+    INVALID = invalid
+    long_ids = [5 + i % 100 for i in range(250)]
+    table = [
+        ("empty prompt", dict(prompt=""), INVALID, "prompt"),
+        ("no prompt at all", dict(), INVALID, "prompt"),
+        ("out-of-vocab prompt id", dict(prompt_token_ids=[5, 99999, 7]), INVALID, "prompt_token_ids[1]"),
+        ("prompt id == vocab size", dict(prompt_token_ids=[5, 2048]), INVALID, "prompt_token_ids[1]"),
+        ("temperature -1", dict(prompt="ROMEO:", temperature=-1), INVALID, "sampling.temperature"),
+        ("temperature nan", dict(prompt="ROMEO:", temperature=float("nan")), INVALID, "sampling.temperature"),
+        ("temperature inf", dict(prompt="ROMEO:", temperature=float("inf")), INVALID, "sampling.temperature"),
+        ("top_p 0", dict(prompt="ROMEO:", top_p=0), INVALID, "sampling.top_p"),
+        ("top_p 1.5", dict(prompt="ROMEO:", top_p=1.5), INVALID, "sampling.top_p"),
+        ("top_k -5", dict(prompt="ROMEO:", top_k=-5), INVALID, "sampling.top_k"),
+        ("min_p 2", dict(prompt="ROMEO:", min_p=2), INVALID, "sampling.min_p"),
+        ("min_p -0.5", dict(prompt="ROMEO:", min_p=-0.5), INVALID, "sampling.min_p"),
+        ("repetition_penalty 0", dict(prompt="ROMEO:", repetition_penalty=0), INVALID,
+         "sampling.repetition_penalty"),
+        ("frequency_penalty 3", dict(prompt="ROMEO:", frequency_penalty=3), INVALID, "sampling.frequency_penalty"),
+        ("presence_penalty -3", dict(prompt="ROMEO:", presence_penalty=-3), INVALID, "sampling.presence_penalty"),
+        ("logprobs 21", dict(prompt="ROMEO:", logprobs=21), INVALID, "sampling.logprobs"),
+        ("17 stop strings", dict(prompt="ROMEO:", stop=["s%d" % i for i in range(17)]), INVALID, "sampling.stop"),
+        ("an empty stop string", dict(prompt="ROMEO:", stop=["x", ""]), INVALID, "sampling.stop[1]"),
+        ("out-of-vocab stop_token_ids", dict(prompt="ROMEO:", stop_token_ids=[7, 99999]), INVALID,
+         "sampling.stop_token_ids[1]"),
+        ("prompt + max_tokens over the context (250 + 7 > 256)", dict(prompt_token_ids=long_ids, max_tokens=7),
+         INVALID, "sampling.max_tokens"),
+        ("prompt text + max_tokens over the context", dict(prompt="ROMEO:", max_tokens=254), INVALID,
+         "sampling.max_tokens"),
+        ("request_id over 256 bytes", dict(prompt="ROMEO:", request_id="x" * 257), INVALID, "request_id"),
+    ]
+    return table
