@@ -10,6 +10,7 @@ build_pkgs=(
   build-essential cmake ninja-build ccache pkg-config
   libabsl-dev nlohmann-json3-dev libre2-dev libicu-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libucx-dev
+  libdnnl-dev gnuplot-nox
 )
 test_pkgs=(
   libgtest-dev libgmock-dev libbenchmark-dev
