@@ -17,20 +17,6 @@ v1::FinishReason ToProtoFinish(FinishReason r) {
 
 }  // namespace
 
-v1::KvLayout ToKvLayout(const KvCacheShape& shape, int tp_rank, int tp_size) {
-  v1::KvLayout l;
-  l.set_num_layers(static_cast<uint32_t>(shape.num_layers));
-  l.set_block_size(static_cast<uint32_t>(shape.block_size));
-  l.set_num_kv_heads(static_cast<uint32_t>(shape.num_kv_heads));
-  l.set_head_dim(static_cast<uint32_t>(shape.head_dim));
-  l.set_dtype(std::string(DTypeName(shape.dtype)));
-  l.set_block_span_bytes(static_cast<uint64_t>(shape.block_span_bytes()));
-  l.set_layer_bytes(static_cast<uint64_t>(shape.layer_bytes()));
-  l.set_tp_rank(static_cast<uint32_t>(tp_rank));
-  l.set_tp_size(static_cast<uint32_t>(tp_size));
-  return l;
-}
-
 void FillWorkerStats(const EngineStats& s, v1::WorkerStats* out) {
   out->set_num_running(static_cast<uint32_t>(s.num_running));
   out->set_num_waiting(static_cast<uint32_t>(s.num_waiting));
@@ -44,9 +30,9 @@ void FillWorkerStats(const EngineStats& s, v1::WorkerStats* out) {
   out->set_num_reservations(static_cast<uint32_t>(s.num_awaiting_kv));
 }
 
-DecodeService::DecodeService(AsyncEngine* engine, MemoryDescriptor memory, v1::KvLayout layout,
+DecodeService::DecodeService(AsyncEngine* engine, std::vector<v1::KvRankRegion> regions,
                              DecodeServiceOptions options)
-    : engine_(engine), memory_bytes_(memory.Serialize()), layout_(std::move(layout)), options_(std::move(options)) {}
+    : engine_(engine), regions_(std::move(regions)), options_(std::move(options)) {}
 
 grpc::ServerUnaryReactor* DecodeService::Admit(grpc::CallbackServerContext* ctx, const v1::AdmitRequest* req,
                                                v1::AdmitResponse* resp) {
@@ -62,8 +48,7 @@ grpc::ServerUnaryReactor* DecodeService::Admit(grpc::CallbackServerContext* ctx,
   v1::KvDestination* d = resp->mutable_destination();
   d->set_worker_id(options_.worker_id);
   d->set_reservation_id(req->request_id());
-  d->set_memory_descriptor(memory_bytes_);
-  *d->mutable_layout() = layout_;
+  for (const v1::KvRankRegion& region : regions_) *d->add_ranks() = region;
   d->set_transport(options_.transport_name);
   engine_->Reserve(std::move(r), options_.reservation_timeout,
                    [reactor, d](absl::StatusOr<std::vector<BlockId>> blocks) {
@@ -111,6 +96,7 @@ grpc::ServerUnaryReactor* DecodeService::Stats(grpc::CallbackServerContext* ctx,
   resp->set_worker_id(options_.worker_id);
   resp->set_role(v1::WORKER_ROLE_DECODE);
   FillWorkerStats(engine_->Stats(), resp);
+  resp->set_tp_size(static_cast<uint32_t>(regions_.size()));
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;

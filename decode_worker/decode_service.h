@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <string>
+#include <vector>
 
 #include "engine/core/async_engine.h"
 #include "kv_transfer/memory_descriptor.h"
@@ -23,10 +24,10 @@ struct DecodeServiceOptions {
 
 class DecodeService final : public v1::DecodeWorker::CallbackService {
  public:
-  // `engine` must outlive the service. `memory` describes the engine's KV
-  // pool as registered with the KV transport; `layout` is that pool's layout.
-  DecodeService(AsyncEngine* engine, MemoryDescriptor memory, v1::KvLayout layout,
-                DecodeServiceOptions options);
+  // `engine` must outlive the service. `regions` describe the engine's KV
+  // pools as registered with the KV transport, one per TP rank in rank order
+  // (every Admit hands all of them out with the reserved block ids).
+  DecodeService(AsyncEngine* engine, std::vector<v1::KvRankRegion> regions, DecodeServiceOptions options);
 
   grpc::ServerUnaryReactor* Admit(grpc::CallbackServerContext* ctx, const v1::AdmitRequest* req,
                                   v1::AdmitResponse* resp) override;
@@ -42,13 +43,10 @@ class DecodeService final : public v1::DecodeWorker::CallbackService {
 
  private:
   AsyncEngine* const engine_;
-  const std::string memory_bytes_;  // serialized descriptor, sent with every Admit
-  const v1::KvLayout layout_;
+  const std::vector<v1::KvRankRegion> regions_;
   DecodeServiceOptions options_;
 };
 
-// The KvLayout message of a KV cache shape.
-v1::KvLayout ToKvLayout(const KvCacheShape& shape, int tp_rank = 0, int tp_size = 1);
 // WorkerStats fields shared by both roles.
 void FillWorkerStats(const EngineStats& s, v1::WorkerStats* out);
 

@@ -33,13 +33,18 @@ int main(int argc, char** argv) {
   };
   absl::StatusOr<EngineConfig> config = wf.engine.ToConfig(std::random_device{}());
   if (!config.ok()) return fail(config.status());
+  if (wf.tp < 1 || wf.tp > 64) return fail(absl::InvalidArgumentError("--tp must be in [1, 64]"));
   absl::StatusOr<WorkerModel> w = LoadWorkerModel(wf.model.empty() ? cli::DefaultModelDir().string() : wf.model, *config,
-                                                  std::chrono::milliseconds(release_grace_ms));
+                                                  static_cast<int>(wf.tp), std::chrono::milliseconds(release_grace_ms));
   if (!w.ok()) return fail(w.status());
-  absl::StatusOr<std::unique_ptr<KvTransport>> kv = MakeTransport(wf.kv_transport);
+  absl::StatusOr<RankTransports> kv = RegisterRankPools(wf.kv_transport, *w);
   if (!kv.ok()) return fail(kv.status());
-  absl::StatusOr<MemoryDescriptor> memory = (*kv)->RegisterMemory(w->kv_base, w->kv_bytes);
-  if (!memory.ok()) return fail(memory.status());
+  std::vector<v1::KvRankRegion> regions;
+  for (size_t r = 0; r < w->ranks.size(); ++r) {
+    v1::KvRankRegion& region = regions.emplace_back();
+    region.set_memory_descriptor(kv->descriptors[r].Serialize());
+    *region.mutable_layout() = RankKvLayout(*w, static_cast<int>(r));
+  }
 
   DecodeServiceOptions options;
   options.reservation_timeout = std::chrono::milliseconds(reservation_timeout_ms);
@@ -47,15 +52,15 @@ int main(int argc, char** argv) {
   // The id needs the port; the service is built after the server picks it,
   // so register a placeholder-free service by binding first.
   int bound_port = 0;
-  auto service = std::make_unique<DecodeService>(w->engine.get(), *memory, ToKvLayout(w->kv_shape), options);
+  auto service = std::make_unique<DecodeService>(w->engine.get(), std::move(regions), options);
   absl::StatusOr<std::unique_ptr<grpc::Server>> server =
       StartGrpcServer(absl::StrCat(wf.host, ":", wf.port), {service.get()}, &bound_port);
   if (!server.ok()) return fail(server.status());
   if (wf.worker_id.empty()) wf.worker_id = absl::StrCat("decode-", bound_port);
   service->set_worker_id(wf.worker_id);
   const std::string address = absl::StrCat(wf.host, ":", bound_port);
-  std::cout << "tandem-decode-worker: " << wf.worker_id << " listening on " << address << " (kv " << w->kv_shape.num_blocks
-            << " blocks, transport " << wf.kv_transport << ")" << std::endl;
+  std::cout << "tandem-decode-worker: " << wf.worker_id << " listening on " << address << " (tp " << w->ranks.size() << ", kv "
+            << w->ranks[0].shape.num_blocks << " blocks per rank, transport " << wf.kv_transport << ")" << std::endl;
   std::unique_ptr<RouterRegistration> registration;
   if (!wf.router.empty()) {
     v1::RegisterRequest r;

@@ -9,6 +9,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "engine/core/async_engine.h"
@@ -17,23 +18,41 @@
 
 namespace tandem {
 
+// One tensor-parallel rank's KV pool: its share of the KV heads of every block.
+struct RankKvPool {
+  KvCacheShape shape;
+  int64_t kv_head_begin = 0;  // the first of its KV heads in the model's numbering
+  void* base = nullptr;       // the pool's memory (registered with the rank's transport)
+  size_t bytes = 0;
+};
+
 struct WorkerModel {
   std::unique_ptr<AsyncEngine> engine;
-  KvCacheShape kv_shape;
-  void* kv_base = nullptr;  // the KV pool (registered with the transport)
-  size_t kv_bytes = 0;
+  std::vector<RankKvPool> ranks;  // one per TP rank, in rank order
   ModelConfig config;
 };
 
-// Loads `model_dir` into an engine with `config`, without a tokenizer
-// (workers move token ids; the router owns text).
+// Loads `model_dir` as `tp` ranks into an engine with `config`, without a
+// tokenizer (workers move token ids; the router owns text).
 // `release_grace`: see AsyncEngine (decode workers hold released, never
-// activated reservations that long).
-absl::StatusOr<WorkerModel> LoadWorkerModel(const std::string& model_dir, const EngineConfig& config,
+// activated reservations that long). InvalidArgument for a TP size the
+// model's heads do not split into.
+absl::StatusOr<WorkerModel> LoadWorkerModel(const std::string& model_dir, const EngineConfig& config, int tp = 1,
                                             std::chrono::milliseconds release_grace = std::chrono::milliseconds(0));
 
 // "ucx" (UCX_TLS from the environment) or "loopback" (in-process only).
 absl::StatusOr<std::unique_ptr<KvTransport>> MakeTransport(const std::string& name);
+
+// Every rank's pool registered with a transport of its own (as each rank of
+// a multi-process or multi-GPU group would have), in rank order.
+struct RankTransports {
+  std::vector<std::unique_ptr<KvTransport>> transports;
+  std::vector<MemoryDescriptor> descriptors;
+};
+absl::StatusOr<RankTransports> RegisterRankPools(const std::string& transport_name, const WorkerModel& model);
+
+// The KvLayout message of rank `rank`'s pool.
+v1::KvLayout RankKvLayout(const WorkerModel& model, int rank);
 
 // Re-registers with the router every interval until destroyed.
 class RouterRegistration {

@@ -6,9 +6,8 @@
 
 namespace tandem {
 
-KvSender::KvSender(KvTransport* transport, KvRegionLayout local, std::chrono::milliseconds flush_timeout,
-                   int num_threads)
-    : transport_(transport), local_(local), flush_timeout_(flush_timeout) {
+KvSender::KvSender(const LocalKvGroup* local, std::chrono::milliseconds flush_timeout, int num_threads)
+    : local_(local), flush_timeout_(flush_timeout) {
   for (int i = 0; i < num_threads; ++i) threads_.emplace_back([this] { Run(); });
 }
 
@@ -29,10 +28,10 @@ void KvSender::Send(std::vector<BlockId> src, v1::KvDestination dest, Done done)
   cv_.notify_one();
 }
 
-void KvSender::Flush(std::unique_ptr<TransferSession> session, uint32_t num_blocks, Done done) {
+void KvSender::Flush(std::unique_ptr<PromptKvTransfer> transfer, uint32_t num_blocks, Done done) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    jobs_.push_back({{}, {}, std::move(done), std::move(session), num_blocks});
+    jobs_.push_back({{}, {}, std::move(done), std::move(transfer), num_blocks});
   }
   cv_.notify_one();
 }
@@ -56,29 +55,18 @@ absl::StatusOr<SendResult> KvSender::Transfer(const Job& job) {
     RETURN_IF_ERROR(job.posted->Flush(absl::FromChrono(flush_timeout_)));
     return SendResult{job.posted->bytes_put(), job.num_blocks};
   }
-  const v1::KvLayout& l = job.dest.layout();
-  if (l.num_layers() != local_.num_layers || l.block_span_bytes() != static_cast<uint64_t>(local_.block_span_bytes) ||
-      l.block_span_bytes() == 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "destination layout (", l.num_layers(), " layers, ", l.block_span_bytes(),
-        " bytes per block span) differs from this worker's (", local_.num_layers, ", ", local_.block_span_bytes, ")"));
-  }
-  if (job.dest.block_ids_size() != static_cast<int>(job.src.size())) {
-    return absl::InvalidArgumentError(absl::StrCat("destination has ", job.dest.block_ids_size(),
+  ASSIGN_OR_RETURN(std::unique_ptr<PromptKvTransfer> transfer, PromptKvTransfer::Connect(*local_, job.dest));
+  if (transfer->dst_blocks().size() != job.src.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("destination has ", transfer->dst_blocks().size(),
                                                    " blocks for a prompt of ", job.src.size()));
   }
-  const KvRegionLayout remote{static_cast<int64_t>(l.num_layers()),
-                              static_cast<int64_t>(l.layer_bytes() / l.block_span_bytes()),
-                              static_cast<int64_t>(l.block_span_bytes())};
-  std::vector<BlockId> dst;
-  for (uint32_t b : job.dest.block_ids()) dst.emplace_back(static_cast<int32_t>(b));
-  ASSIGN_OR_RETURN(MemoryDescriptor peer, MemoryDescriptor::Deserialize(job.dest.memory_descriptor()));
-  ASSIGN_OR_RETURN(std::unique_ptr<TransferSession> session, transport_->Connect(peer));
-  for (int64_t layer = 0; layer < local_.num_layers; ++layer) {
-    RETURN_IF_ERROR(PutLayerBlocks(*session, local_, remote, layer, job.src, dst).status());
+  for (int64_t layer = 0; layer < local_->ranks[0].layout.num_layers; ++layer) {
+    for (size_t rank = 0; rank < local_->ranks.size(); ++rank) {
+      RETURN_IF_ERROR(transfer->PutLayer(static_cast<int>(rank), layer, job.src));
+    }
   }
-  RETURN_IF_ERROR(session->Flush(absl::FromChrono(flush_timeout_)));
-  return SendResult{session->bytes_put(), static_cast<uint32_t>(job.src.size())};
+  RETURN_IF_ERROR(transfer->Flush(absl::FromChrono(flush_timeout_)));
+  return SendResult{transfer->bytes_put(), static_cast<uint32_t>(job.src.size())};
 }
 
 }  // namespace tandem

@@ -7,20 +7,9 @@ namespace tandem {
 
 absl::Status LayerShipper::Expect(const std::string& id, const v1::KvDestination& dest,
                                   std::function<bool()> cancelled) {
-  const v1::KvLayout& l = dest.layout();
-  if (l.num_layers() != local_.num_layers || l.block_span_bytes() != static_cast<uint64_t>(local_.block_span_bytes) ||
-      l.block_span_bytes() == 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "destination layout (", l.num_layers(), " layers, ", l.block_span_bytes(),
-        " bytes per block span) differs from this worker's (", local_.num_layers, ", ", local_.block_span_bytes, ")"));
-  }
   auto e = std::make_shared<Entry>();
   e->cancelled = std::move(cancelled);
-  e->remote = {static_cast<int64_t>(l.num_layers()), static_cast<int64_t>(l.layer_bytes() / l.block_span_bytes()),
-               static_cast<int64_t>(l.block_span_bytes())};
-  for (uint32_t b : dest.block_ids()) e->dst.emplace_back(static_cast<int32_t>(b));
-  ASSIGN_OR_RETURN(MemoryDescriptor peer, MemoryDescriptor::Deserialize(dest.memory_descriptor()));
-  ASSIGN_OR_RETURN(e->session, transport_->Connect(peer));
+  ASSIGN_OR_RETURN(e->transfer, PromptKvTransfer::Connect(*local_, dest));
   std::lock_guard<std::mutex> lock(mu_);
   entries_[id] = std::move(e);
   return absl::OkStatus();
@@ -35,7 +24,9 @@ LayerShipper::Shipment LayerShipper::Take(const std::string& id) {
     e = std::move(it->second);
     entries_.erase(it);
   }
-  return Shipment{std::move(e->session), e->status, static_cast<uint32_t>(e->src.size()), e->shipped};
+  absl::Status status = e->status;
+  if (status.ok() && e->transfer != nullptr) status = e->transfer->status();
+  return Shipment{std::move(e->transfer), status, static_cast<uint32_t>(e->src.size()), e->shipped};
 }
 
 void LayerShipper::Forget(const std::string& id) {
@@ -56,23 +47,29 @@ void LayerShipper::OnStepPlanned(const SchedulerOutput& plan, const KvCacheManag
     const std::span<const BlockId> table = kv.BlockTable(s.seq->id);
     e.src.assign(table.begin(), table.end());
     e.shipped = true;
-    if (e.src.size() != e.dst.size()) {
-      e.status = absl::InvalidArgumentError(
-          absl::StrCat("destination has ", e.dst.size(), " blocks for a prompt of ", e.src.size()));
+    if (e.src.size() != e.transfer->dst_blocks().size()) {
+      e.status = absl::InvalidArgumentError(absl::StrCat("destination has ", e.transfer->dst_blocks().size(),
+                                                         " blocks for a prompt of ", e.src.size()));
+      continue;
+    }
+    if (e.cancelled && e.cancelled()) {
+      e.status = absl::CancelledError("prefill cancelled: KV not shipped");
       continue;
     }
     active_.push_back(it->second);
   }
 }
 
-void LayerShipper::OnLayerKvWritten(int64_t layer) {
+void LayerShipper::OnLayerKvWritten(int tp_rank, int64_t layer) {
   for (const std::shared_ptr<Entry>& e : active_) {
-    if (!e->status.ok()) continue;
+    // Polled per layer: once the caller gave up, the decode side may be
+    // reusing the blocks, so nothing more is posted (the error sticks to
+    // this rank and fails the shipment).
     if (e->cancelled && e->cancelled()) {
-      e->status = absl::CancelledError("prefill cancelled: KV not shipped");
+      e->transfer->Stop(tp_rank, absl::CancelledError("prefill cancelled: KV not shipped"));
       continue;
     }
-    e->status = PutLayerBlocks(*e->session, local_, e->remote, layer, e->src, e->dst).status();
+    (void)e->transfer->PutLayer(tp_rank, layer, e->src);  // an error sticks to the transfer
   }
 }
 

@@ -3,13 +3,15 @@
 //
 // Before a prefill request enters the engine, Expect() connects to its
 // destination. During the step in which the prompt's last token is computed,
-// the engine tells the shipper the plan (OnStepPlanned) and then each layer
-// as its K/V is written (OnLayerKvWritten): the shipper posts that layer of
-// every prompt block (earlier chunks' blocks are complete in every layer by
-// then). After the step, Take() hands over the session, to be flushed off
-// the loop thread before the first token is reported.
-// Thread-safety: Expect(), Take() and Forget() are thread-safe; the observer
-// methods run on the engine loop thread.
+// the engine tells the shipper the plan (OnStepPlanned) and then, for each
+// TP rank, each layer as that rank's K/V is written (OnLayerKvWritten): the
+// shipper posts that layer of every prompt block from that rank to the
+// destination ranks that hold its heads (earlier chunks' blocks are complete
+// in every layer by then). After the step, Take() hands over the transfer,
+// to be flushed off the loop thread before the first token is reported.
+// Thread-safety: Expect(), Take() and Forget() are thread-safe;
+// OnStepPlanned runs on the engine loop thread, OnLayerKvWritten on each
+// rank's thread (concurrently for different ranks, never with OnStepPlanned).
 #pragma once
 
 #include <functional>
@@ -21,16 +23,16 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "engine/core/llm_engine.h"
-#include "kv_transfer/block_layout.h"
-#include "kv_transfer/transport.h"
+#include "prefill_worker/prompt_kv_transfer.h"
 #include "tandem/v1/worker.pb.h"
 
 namespace tandem {
 
 class LayerShipper final : public StepObserver {
  public:
-  // `transport` (with the local pool registered) must outlive the shipper.
-  LayerShipper(KvTransport* transport, KvRegionLayout local) : transport_(transport), local_(local) {}
+  // `local` (its transports with the ranks' pools registered) must outlive
+  // the shipper.
+  explicit LayerShipper(const LocalKvGroup* local) : local_(local) {}
 
   // Prepares shipping for engine request `id` to `dest`: checks the layout and
   // connects. Errors: InvalidArgument (layout differs, bad descriptor),
@@ -40,7 +42,7 @@ class LayerShipper final : public StepObserver {
   absl::Status Expect(const std::string& id, const v1::KvDestination& dest, std::function<bool()> cancelled);
 
   struct Shipment {
-    std::unique_ptr<TransferSession> session;  // every layer posted, not yet flushed
+    std::unique_ptr<PromptKvTransfer> transfer;  // every layer posted, not yet flushed
     absl::Status status;                       // first error while posting
     uint32_t num_blocks = 0;
     bool shipped = false;                      // false: the step never posted (ship it whole)
@@ -50,21 +52,18 @@ class LayerShipper final : public StepObserver {
   void Forget(const std::string& id);
 
   void OnStepPlanned(const SchedulerOutput& plan, const KvCacheManager& kv) override;
-  void OnLayerKvWritten(int64_t layer) override;
+  void OnLayerKvWritten(int tp_rank, int64_t layer) override;
 
  private:
   struct Entry {
-    std::unique_ptr<TransferSession> session;
-    KvRegionLayout remote;
-    std::vector<BlockId> dst;
+    std::unique_ptr<PromptKvTransfer> transfer;
     std::vector<BlockId> src;  // set when the completing step is planned
-    absl::Status status;
+    absl::Status status;       // set on the loop thread only (planning)
     bool shipped = false;
     std::function<bool()> cancelled;
   };
 
-  KvTransport* const transport_;
-  const KvRegionLayout local_;
+  const LocalKvGroup* const local_;
   std::mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<Entry>> entries_;
   std::vector<std::shared_ptr<Entry>> active_;  // loop thread only: shipping in this step

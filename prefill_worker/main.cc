@@ -33,16 +33,23 @@ int main(int argc, char** argv) {
   if (sender_threads < 1 || sender_threads > 64) return fail(absl::InvalidArgumentError("--kv-sender-threads in [1, 64]"));
   absl::StatusOr<EngineConfig> config = wf.engine.ToConfig(std::random_device{}());
   if (!config.ok()) return fail(config.status());
-  absl::StatusOr<WorkerModel> w = LoadWorkerModel(wf.model.empty() ? cli::DefaultModelDir().string() : wf.model, *config);
+  if (wf.tp < 1 || wf.tp > 64) return fail(absl::InvalidArgumentError("--tp must be in [1, 64]"));
+  absl::StatusOr<WorkerModel> w = LoadWorkerModel(wf.model.empty() ? cli::DefaultModelDir().string() : wf.model, *config,
+                                                  static_cast<int>(wf.tp));
   if (!w.ok()) return fail(w.status());
-  absl::StatusOr<std::unique_ptr<KvTransport>> kv = MakeTransport(wf.kv_transport);
+  absl::StatusOr<RankTransports> kv = RegisterRankPools(wf.kv_transport, *w);
   if (!kv.ok()) return fail(kv.status());
-  if (absl::Status st = (*kv)->RegisterMemory(w->kv_base, w->kv_bytes).status(); !st.ok()) return fail(st);
-
-  const KvRegionLayout local{w->kv_shape.num_layers, w->kv_shape.num_blocks, w->kv_shape.block_span_bytes()};
-  auto sender = std::make_unique<KvSender>(kv->get(), local, std::chrono::milliseconds(flush_timeout_ms),
+  LocalKvGroup local;
+  local.total_kv_heads = w->config.num_key_value_heads;
+  for (size_t r = 0; r < w->ranks.size(); ++r) {
+    const KvCacheShape& shape = w->ranks[r].shape;
+    local.ranks.push_back({kv->transports[r].get(),
+                           {shape.num_layers, shape.num_blocks, shape.block_span_bytes(), shape.num_kv_heads},
+                           {w->ranks[r].kv_head_begin, shape.num_kv_heads}});
+  }
+  auto sender = std::make_unique<KvSender>(&local, std::chrono::milliseconds(flush_timeout_ms),
                                            static_cast<int>(sender_threads));
-  auto shipper = std::make_unique<LayerShipper>(kv->get(), local);
+  auto shipper = std::make_unique<LayerShipper>(&local);
   w->engine->RunOnLoop([&](LlmEngine& e) { e.SetStepObserver(shipper.get()); });
   auto service = std::make_unique<PrefillService>(w->engine.get(), shipper.get(), sender.get(), wf.worker_id);
   int bound_port = 0;
@@ -52,8 +59,8 @@ int main(int argc, char** argv) {
   if (wf.worker_id.empty()) wf.worker_id = absl::StrCat("prefill-", bound_port);
   service->set_worker_id(wf.worker_id);
   const std::string address = absl::StrCat(wf.host, ":", bound_port);
-  std::cout << "tandem-prefill-worker: " << wf.worker_id << " listening on " << address << " (transport " << wf.kv_transport
-            << ")" << std::endl;
+  std::cout << "tandem-prefill-worker: " << wf.worker_id << " listening on " << address << " (tp " << w->ranks.size()
+            << ", transport " << wf.kv_transport << ")" << std::endl;
   std::unique_ptr<RouterRegistration> registration;
   if (!wf.router.empty()) {
     v1::RegisterRequest r;

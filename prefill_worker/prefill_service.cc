@@ -74,7 +74,7 @@ grpc::ServerUnaryReactor* PrefillService::Prefill(grpc::CallbackServerContext* c
     } else if (!shipment.status.ok()) {
       finish(shipment.status);
     } else {
-      sender->Flush(std::move(shipment.session), shipment.num_blocks, finish);
+      sender->Flush(std::move(shipment.transfer), shipment.num_blocks, finish);
     }
   });
   return reactor;

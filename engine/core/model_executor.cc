@@ -91,7 +91,7 @@ class ThreadTpExecutor final : public ModelExecutor {
     while (true) {
       start_.arrive_and_wait();
       if (stopping_) return;
-      results_[rank] = models_[rank]->Forward(*batch_, *caches_[rank], rank == 0 ? listener_ : nullptr);
+      results_[rank] = models_[rank]->Forward(*batch_, *caches_[rank], listener_);
       done_.arrive_and_wait();
     }
   }

@@ -30,7 +30,7 @@ class ModelExecutor {
   virtual void AllocateKvCaches(int64_t num_blocks, int64_t block_size, DType dtype) = 0;
   virtual KvCache& kv_cache(int rank) = 0;
   // One step on every rank; returns the logits (identical on every rank).
-  // `listener` hears rank 0's layers.
+  // `listener` hears every rank's layers, each from that rank's thread.
   virtual absl::StatusOr<std::vector<float>> Forward(const ForwardBatch& batch, LayerKvListener* listener) = 0;
 };
 

@@ -108,7 +108,7 @@ void LlamaModel::Impl::AttentionBlock(const ForwardBatch& b, KvCache& cache, int
   kernels::ApplyRope(q.data(), n, q_dim, weights.dims.num_heads, hd, cos.data(), sin.data());
   kernels::ApplyRope(k.data(), n, kv_dim, weights.dims.num_kv_heads, hd, cos.data(), sin.data());
   kernels::WriteKv(b, cache, layer, k.data(), v.data(), kv_dim);
-  if (listener != nullptr) listener->OnLayerKvWritten(layer);
+  if (listener != nullptr) listener->OnLayerKvWritten(shard.rank, layer);
   const kernels::AttentionShape shape{weights.dims.num_heads, weights.dims.num_kv_heads, hd,
                                       static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd))),
                                       config.sliding_window};

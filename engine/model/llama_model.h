@@ -23,13 +23,15 @@
 
 namespace tandem {
 
-// Told, during Forward(), when each layer's K/V for the batch is in the cache
-// (so a transfer of that layer can start while later layers compute).
+// Told, during Forward(), when each layer's K/V for the batch is in a rank's
+// cache (so a transfer of that layer can start while later layers compute).
+// With tensor parallelism every rank reports its own cache, from the thread
+// running that rank: calls for different ranks may be concurrent.
 class LayerKvListener {
  public:
   virtual ~LayerKvListener() = default;
-  // Runs on the thread that called Forward(); must not block for long.
-  virtual void OnLayerKvWritten(int64_t layer) = 0;
+  // Runs on the thread that called this rank's Forward(); must not block for long.
+  virtual void OnLayerKvWritten(int tp_rank, int64_t layer) = 0;
 };
 
 class LlamaModel {

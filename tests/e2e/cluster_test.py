@@ -28,8 +28,11 @@ invariants of DESIGN.md:
   8  malformed requests: exact status code, field in the message
   9  clients/python/example.py streams through the cluster
   10 grpc.health.v1 SERVING on the router and on every worker
+  tp tensor-parallel workers: prefill TP 1->decode TP 2, 2->1, 2->4 (KV heads
+     replicated) give the single-process tokens; each decode rank gets its
+     heads' bytes exactly; the pool is back to start
 
-  cluster_test.py --bin-dir build/bin --source . --work DIR [--only a,serve,c,bp,stale,fault]
+  cluster_test.py --bin-dir build/bin --source . --work DIR [--only a,serve,c,tp,bp,stale,fault]
 """
 
 import argparse
@@ -495,9 +498,9 @@ def check_mixed32(label, client, prompts, expected):
         why = same_as(got, want, "m-%d" % i)
         if why:
             bad.append("#%d %r %s: %s" % (i, prompts[i][:30], GROUPS[i % 4], why))
-    check("1: %s: 32 concurrent mixed requests equal `tandem generate` (tokens, text, finish, usage, id) "
-          "[%.1fs]" % (label, time.monotonic() - t0), not bad,
-          "\n  ".join(bad[:4]) + "\n  (%d of 32 bad)" % len(bad))
+    check("1: %s: %d concurrent mixed requests equal `tandem generate` (tokens, text, finish, usage, id) "
+          "[%.1fs]" % (label, len(prompts), time.monotonic() - t0), not bad,
+          "\n  ".join(bad[:4]) + "\n  (%d of %d bad)" % (len(bad), len(prompts)))
     return results
 
 
@@ -510,7 +513,7 @@ def kv_bytes_expected(expected, layout):
 def check_layout(label, decode_addr, model_cfg, dtype_bytes, dtype_name):
     """3. The Admit reply: small, a layout that matches the model config."""
     resp, size, rel = probe_admit(decode_addr, "probe-%s" % label)
-    lay = resp.destination.layout
+    lay = resp.destination.ranks[0].layout
     check("3: %s: the Admit reply (KV destination) is small: %d bytes < 4 KiB" % (label, size), size < 4096, size)
     want_span = 2 * model_cfg["num_key_value_heads"] * lay.block_size * model_cfg["head_dim"] * dtype_bytes
     check("3: %s: Admit layout: %d layers, %s, span %d = 2*kv_heads*block_size*head_dim*%d, 1 block for 3+1 "
@@ -519,7 +522,8 @@ def check_layout(label, decode_addr, model_cfg, dtype_bytes, dtype_name):
           and lay.block_span_bytes == want_span and lay.block_size == 16
           and lay.num_kv_heads == model_cfg["num_key_value_heads"] and lay.head_dim == model_cfg["head_dim"]
           and len(resp.destination.block_ids) == 1 and resp.destination.transport == "ucx"
-          and len(resp.destination.memory_descriptor) > 0, resp.destination)
+          and len(resp.destination.ranks) == 1 and len(resp.destination.ranks[0].memory_descriptor) > 0,
+          resp.destination)
     check("3: %s: Release of the probe reservation -> released" % label, rel.released, rel)
     return lay
 
@@ -1063,7 +1067,7 @@ def check_release_during_prefill(label):
         # Every prompt here has X's size: the busy worker must have shipped
         # exactly the 24 busy prompts, and nothing for X.
         shipped = ps.kv_transfer_bytes_total - base[1][paddr].kv_transfer_bytes_total
-        x_bytes = math.ceil(n_prompt / 16) * adm.destination.layout.num_layers * adm.destination.layout.block_span_bytes
+        x_bytes = math.ceil(n_prompt / 16) * adm.destination.ranks[0].layout.num_layers * adm.destination.ranks[0].layout.block_span_bytes
         check("5e: %s: no KV is shipped for X after its reservation was released (shipped %d bytes = %d prompts "
               "of %d; 24 busy ones expected; Z's blocks %s)" % (label, shipped, shipped // x_bytes, x_bytes,
                                                                 list(adm.destination.block_ids)),
@@ -1149,6 +1153,67 @@ def run_cluster_a(prompts, expected, model_cfg):
         up.proc.stop(wait=30)
 
 
+def kv_head_shard(kv_heads, rank, size):
+    """engine/model/tp_shard.h KvHeadShard: (first head, heads) of a rank."""
+    if kv_heads >= size:
+        per = kv_heads // size
+        return per * rank, per
+    return rank // (size // kv_heads), 1
+
+
+def run_cluster_tp(prompts, expected, model_cfg):
+    """Tensor-parallel workers: prefill TP=a -> decode TP=b (fan-out, fan-in,
+    fan-out onto replicated KV heads) give the single-process tokens, every
+    decode rank gets exactly its heads' bytes, and the pool (one block table
+    for all ranks) is back to start."""
+    n = 12
+    kv_heads, layers = model_cfg["num_key_value_heads"], model_cfg["num_hidden_layers"]
+    head_dim = model_cfg.get("head_dim") or model_cfg["hidden_size"] // model_cfg["num_attention_heads"]
+    for a, b, tls in [(1, 2, "tcp,self"), (2, 1, "sm,self,cma"), (2, 4, "tcp,self")]:
+        label = "router+1P(tp%d)+1D(tp%d) %s" % (a, b, tls.split(",")[0])
+        cl = ManualCluster("tp%d%d" % (a, b), tls)
+        try:
+            if not check("tp: %s: router listening" % label, cl.addr is not None, cl.router.log_tail()):
+                continue
+            started = cl.start_workers([("prefill", "p0", ["--tp", str(a), "--num-kv-blocks", "256"]),
+                                        ("decode", "d0", ["--tp", str(b), "--num-kv-blocks", "256"])])
+            ok, last = cl.wait_registered(1, 1)
+            if not check("tp: %s: workers start and register" % label, started and ok,
+                         "%s\n%s" % (last, "\n".join(p.log_tail() for p in cl.procs()))):
+                continue
+            dec, pre = cl.addr_of("d0"), cl.addr_of("p0")
+            base = snapshot([dec], [pre])
+            resp, size, _ = probe_admit(dec, "probe-tp")
+            ranks = resp.destination.ranks
+            want = [(r, b, *kv_head_shard(kv_heads, r, b)) for r in range(b)]
+            got = [(x.layout.tp_rank, x.layout.tp_size, x.layout.kv_head_begin, x.layout.num_kv_heads) for x in ranks]
+            spans = [x.layout.block_span_bytes for x in ranks]
+            check("tp: %s: Admit gives one region per decode rank with its KV heads %s, span 2*heads*16*%d*4, "
+                  "%d KV heads in all, distinct descriptors" % (label, [w[2:] for w in want], head_dim, kv_heads),
+                  got == want and spans == [2 * w[3] * 16 * head_dim * 4 for w in want]
+                  and all(x.layout.total_kv_heads == kv_heads and x.layout.num_layers == layers for x in ranks)
+                  and len({x.memory_descriptor for x in ranks}) == b, resp.destination)
+            s = stats(dec, "decode")
+            check("tp: %s: decode Stats reports tp_size %d" % (label, b), s.tp_size == b, s)
+            ok, desc = wait_released(base)
+            check("tp: %s: the probe reservation's block is free again" % label, ok, desc)
+            before = stats(pre, "prefill").kv_transfer_bytes_total
+            client = tc.TandemClient(cl.addr)
+            check_mixed32(label, client, prompts[:n], expected[:n])
+            client.close()
+            # Every decode rank received its heads of every prompt block, each
+            # replica its own copy: sum over ranks of their span per block and layer.
+            want_bytes = sum(math.ceil(len(r["prompt_token_ids"]) / 16) for r in expected[:n]) * layers * sum(spans)
+            grew = stats(pre, "prefill").kv_transfer_bytes_total - before
+            check("tp: %s: prefill shipped exactly sum(ceil(prompt/16)) * %d layers * %d bytes (all decode ranks' "
+                  "spans) = %d" % (label, layers, sum(spans), want_bytes), grew == want_bytes,
+                  "grew by %d" % grew)
+            ok, desc = wait_released(base)
+            check("tp: %s: after the requests the pool is back to start on both workers" % label, ok, desc)
+        finally:
+            cl.stop()
+
+
 def run_serve(prompts, expected):
     label = "serve"
     srv = Proc("serve", [bin_path("tandem"), "serve", "--host", "127.0.0.1", "--port", "0", "--num-kv-blocks", "512"])
@@ -1228,7 +1293,7 @@ def main():
     ap.add_argument("--bin-dir", required=True)
     ap.add_argument("--source", required=True)
     ap.add_argument("--work", required=True)
-    ap.add_argument("--only", default="", help="comma list of a,serve,c,bp,stale,fault (default all)")
+    ap.add_argument("--only", default="", help="comma list of a,serve,c,tp,bp,stale,fault (default all)")
     ARGS = ap.parse_args()
     ARGS.bin_dir = os.path.abspath(ARGS.bin_dir)
     ARGS.source = os.path.abspath(ARGS.source)
@@ -1280,6 +1345,7 @@ def main():
         stages = [("a", lambda: run_cluster_a(prompts, expected, model_cfg)),
                   ("serve", lambda: run_serve(prompts, expected)),
                   ("c", lambda: run_cluster_c(prompts, model_cfg)),
+                  ("tp", lambda: run_cluster_tp(prompts, expected, model_cfg)),
                   ("bp", lambda: check_backpressure("router+1P+1D(20 blocks)")),
                   ("stale", lambda: check_release_during_prefill("router+1P(busy)+1D(16 blocks)")),
                   ("fault", lambda: check_fault("router+2P+2D", prompts))]

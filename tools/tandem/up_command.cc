@@ -20,6 +20,8 @@ struct UpFlags {
   std::string model;
   int64_t prefill_workers = 1;
   int64_t decode_workers = 1;
+  int64_t prefill_tp = 1;
+  int64_t decode_tp = 1;
   int64_t port = 50051;
   std::string kv_transport = "ucx";
   int64_t start_timeout_s = 120;
@@ -80,6 +82,8 @@ int RunUp(const std::vector<std::string>& args) {
   flags.AddString("model", &f.model, "HuggingFace model directory (default: the bundled model)");
   flags.AddInt("prefill-workers", &f.prefill_workers, "prefill worker processes (default 1)");
   flags.AddInt("decode-workers", &f.decode_workers, "decode worker processes (default 1)");
+  flags.AddInt("prefill-tp", &f.prefill_tp, "tensor-parallel ranks of each prefill worker (default 1)");
+  flags.AddInt("decode-tp", &f.decode_tp, "tensor-parallel ranks of each decode worker (default 1)");
   flags.AddInt("port", &f.port, "the router's port, the cluster's endpoint (default 50051; 0: a free one)");
   flags.AddString("kv-transport", &f.kv_transport, "KV transport between workers: ucx (default)");
   flags.AddInt("start-timeout-s", &f.start_timeout_s, "longest wait for the cluster to come up (default 120)");
@@ -90,12 +94,16 @@ int RunUp(const std::vector<std::string>& args) {
   if (absl::Status st = flags.Parse(args); !st.ok() || f.help) {
     (st.ok() ? std::cout : std::cerr) << (st.ok() ? "" : std::string(st.message()) + "\n")
                                       << "usage: tandem up [--model DIR] [--prefill-workers N] [--decode-workers M] "
-                                         "[--port P] [engine flags for the workers]\n"
+                                         "[--prefill-tp A] [--decode-tp B] [--port P] [engine flags for the workers]\n"
                                       << flags.Usage();
     return st.ok() ? 0 : 2;
   }
   if (f.prefill_workers < 1 || f.prefill_workers > 64 || f.decode_workers < 1 || f.decode_workers > 64) {
     std::cerr << "tandem up: --prefill-workers and --decode-workers must be in [1, 64]\n";
+    return 2;
+  }
+  if (f.prefill_tp < 1 || f.prefill_tp > 64 || f.decode_tp < 1 || f.decode_tp > 64) {
+    std::cerr << "tandem up: --prefill-tp and --decode-tp must be in [1, 64]\n";
     return 2;
   }
   const std::filesystem::path bin = BinDir();
@@ -125,7 +133,8 @@ int RunUp(const std::vector<std::string>& args) {
     for (int64_t i = 0; i < count; ++i) {
       std::vector<std::string> a = model_args;
       a.insert(a.end(), {"--host", "127.0.0.1", "--port", "0", "--router", endpoint, "--kv-transport",
-                         f.kv_transport, "--worker-id", absl::StrCat(kind, "-", i)});
+                         f.kv_transport, "--worker-id", absl::StrCat(kind, "-", i), "--tp",
+                         std::to_string(role == 0 ? f.prefill_tp : f.decode_tp)});
       a.insert(a.end(), engine_args.begin(), engine_args.end());
       absl::StatusOr<std::unique_ptr<ChildProcess>> w = ChildProcess::Start(
           absl::StrCat(kind, "-", i), (bin / absl::StrCat("tandem-", kind, "-worker")).string(), a, timeout);

@@ -17,6 +17,7 @@ struct WorkerFlags {
   std::string worker_id;
   std::string router;
   std::string kv_transport = "ucx";
+  int64_t tp = 1;
   bool help = false;
   EngineFlags engine;
 
@@ -27,6 +28,7 @@ struct WorkerFlags {
     f.AddString("worker-id", &worker_id, "this worker's id (default " + role + "-<port>)");
     f.AddString("router", &router, "router address to register with (host:port)");
     f.AddString("kv-transport", &kv_transport, "ucx (default) or loopback");
+    f.AddInt("tp", &tp, "tensor-parallel ranks (threads of this process, each with its own KV pool; default 1)");
     f.AddBool("help", &help, "show this help");
     engine.Register(f);
   }
