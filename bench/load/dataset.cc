@@ -1,0 +1,108 @@
+#include "bench/load/dataset.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "bench/load/rng.h"
+
+namespace tandem::bench {
+namespace {
+
+void AppendRandomIds(Rng& rng, int64_t count, int64_t vocab_size, std::vector<uint32_t>* out) {
+  for (int64_t i = 0; i < count; ++i) {
+    out->push_back(static_cast<uint32_t>(rng.UniformInt(kFirstTokenId, vocab_size - 1)));
+  }
+}
+
+int64_t Draw(Rng& rng, const LengthRange& r) {
+  return r.min == r.max ? r.min : rng.UniformInt(r.min, r.max);
+}
+
+}  // namespace
+
+absl::StatusOr<DatasetKind> ParseDatasetKind(const std::string& name) {
+  if (name == "random") return DatasetKind::kRandom;
+  if (name == "sharegpt-like") return DatasetKind::kShareGptLike;
+  if (name == "prefix") return DatasetKind::kPrefix;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--dataset: '", name, "' is not one of random, sharegpt-like, prefix"));
+}
+
+const char* DatasetKindName(DatasetKind kind) {
+  switch (kind) {
+    case DatasetKind::kRandom: return "random";
+    case DatasetKind::kShareGptLike: return "sharegpt-like";
+    case DatasetKind::kPrefix: return "prefix";
+  }
+  return "?";
+}
+
+absl::StatusOr<LengthRange> ParseLengthRange(const std::string& text) {
+  LengthRange r;
+  const size_t colon = text.find(':');
+  const bool ok = colon == std::string::npos
+                      ? absl::SimpleAtoi(text, &r.min) && (r.max = r.min, true)
+                      : absl::SimpleAtoi(text.substr(0, colon), &r.min) &&
+                            absl::SimpleAtoi(text.substr(colon + 1), &r.max);
+  if (!ok || r.min < 0 || r.min > r.max) {
+    return absl::InvalidArgumentError(absl::StrCat("'", text, "' is not N or A:B with 0 <= A <= B"));
+  }
+  return r;
+}
+
+absl::Status DatasetConfig::Validate() const {
+  if (vocab_size <= kFirstTokenId) {
+    return absl::InvalidArgumentError(absl::StrCat("--vocab-size must be > ", kFirstTokenId, ", got ", vocab_size));
+  }
+  if (kind == DatasetKind::kShareGptLike) {
+    if (max_model_len < kShareGptMinInput + 1) {
+      return absl::InvalidArgumentError(absl::StrCat("--max-model-len must be >= ", kShareGptMinInput + 1,
+                                                     " for sharegpt-like, got ", max_model_len));
+    }
+    return absl::OkStatus();
+  }
+  if (prefix_len < 0 || (kind != DatasetKind::kPrefix && prefix_len != 0)) {
+    return absl::InvalidArgumentError("--prefix-len needs --dataset prefix and must be >= 0");
+  }
+  if (output_len.min < 1) return absl::InvalidArgumentError("output lengths must be >= 1");
+  if (prefix_len + input_len.min < 1) return absl::InvalidArgumentError("prompt lengths must be >= 1");
+  const int64_t longest = prefix_len + input_len.max + output_len.max;
+  if (longest > max_model_len) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the longest request (prompt ", prefix_len + input_len.max, " + output ", output_len.max,
+                     " tokens) exceeds --max-model-len ", max_model_len,
+                     " (raise it to the server's context length)"));
+  }
+  return absl::OkStatus();
+}
+
+std::vector<BenchRequest> GenerateDataset(const DatasetConfig& config, int64_t n, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<uint32_t> prefix;
+  AppendRandomIds(rng, config.prefix_len, config.vocab_size, &prefix);
+  std::vector<BenchRequest> out;
+  out.reserve(static_cast<size_t>(std::max<int64_t>(n, 0)));
+  for (int64_t i = 0; i < n; ++i) {
+    BenchRequest req;
+    int64_t input_len;
+    if (config.kind == DatasetKind::kShareGptLike) {
+      const double x = rng.LogNormal(std::log(kShareGptInputMedian), kShareGptInputSigma);
+      const double y = rng.LogNormal(std::log(kShareGptOutputMedian), kShareGptOutputSigma);
+      // Clamp in double first: a far tail draw must not overflow int64.
+      input_len = static_cast<int64_t>(
+          std::clamp(std::round(x), double(kShareGptMinInput), double(config.max_model_len - 1)));
+      req.output_len = static_cast<int64_t>(std::clamp(std::round(y), 1.0, double(config.max_model_len - input_len)));
+    } else {
+      input_len = Draw(rng, config.input_len);
+      req.output_len = Draw(rng, config.output_len);
+    }
+    req.prompt_token_ids = prefix;
+    AppendRandomIds(rng, input_len, config.vocab_size, &req.prompt_token_ids);
+    out.push_back(std::move(req));
+  }
+  return out;
+}
+
+}  // namespace tandem::bench
