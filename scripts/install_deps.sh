@@ -16,6 +16,7 @@ test_pkgs=(
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-numpy python3-torch python3-sentencepiece python3-regex
   python3-grpcio python3-protobuf
+  prometheus iproute2  # promtool checks the metrics text format; ip makes the multi-host test's namespaces
 )
 
 want=("${build_pkgs[@]}")

@@ -1,0 +1,494 @@
+#!/usr/bin/python3
+"""Multi-host end-to-end check of the disaggregated cluster: the router, a
+prefill worker and a decode worker each on their own "host", a Linux network
+namespace with one address, and a request that crosses all three returns the
+tokens of a single-process `tandem generate`.
+
+Run by CTest (label e2e, tests/e2e/multihost.cmake). Needs root (CI is) and
+iproute2's `ip`; where namespaces cannot be made it prints "SKIP: why" and
+exits 77 (CTest SKIP_RETURN_CODE).
+
+The network (why a bridge: every host gets exactly one address that the two
+others reach, as on a real LAN, with one veth pair per host):
+
+    ns <p>-router  tdm0 10.77.0.1/24 ─┐
+    ns <p>-prefill tdm0 10.77.0.2/24 ─┼─ ns <p>-hub: bridge br0
+    ns <p>-decode  tdm0 10.77.0.3/24 ─┘
+
+<p> is unique per run (this test's pid and a random suffix), so concurrent runs never meet. Both
+ends of every veth pair are created inside the namespaces, so nothing is
+added to the host's own network and no server listens on its interfaces:
+each process listens on its namespace's address only. KV moves prefill →
+decode over UCX TCP (UCX_TLS=tcp,self, UCX_NET_DEVICES=tdm0: the one device
+a host has; shared memory is not allowed, so bytes can only cross the
+bridge). The test client runs inside the router namespace
+(`ip netns exec <p>-router /usr/bin/python3 multihost_test.py --client ...`).
+
+Every process is stopped by its PID and every namespace deleted in finally
+blocks, also on failure or SIGTERM; every wait is bounded. Prints one
+PASS/FAIL line per check, then "N passed, M failed"; exits 1 on any failure.
+
+  multihost_test.py --bin-dir build/bin --source . --work DIR
+"""
+
+import argparse
+import json
+import math
+import os
+import queue
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from e2e_util import make_prompts  # noqa: E402
+
+SKIP = 77
+SUBNET = "10.77.0"
+HOSTS = [("router", SUBNET + ".1"), ("prefill", SUBNET + ".2"), ("decode", SUBNET + ".3")]
+IFACE = "tdm0"
+MAX_TOKENS = 24
+PASSED, FAILED = [], []
+
+
+def check(name, cond, detail=""):
+    (PASSED if cond else FAILED).append(name)
+    print(("PASS " if cond else "FAIL ") + name + ("" if cond else ": " + str(detail)[:2500]), flush=True)
+    return cond
+
+
+def run(cmd, timeout=120, env=None):
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    return p.returncode, p.stdout, p.stderr
+
+
+def clean_env():
+    """The environment for every process: no proxy (gRPC would send the
+    namespace addresses to it), UCX over TCP on the host's one device."""
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env["UCX_TLS"] = "tcp,self"
+    env["UCX_NET_DEVICES"] = IFACE
+    env["UCX_WARN_UNUSED_ENV_VARS"] = "n"
+    return env
+
+
+# ------------------------------------------------------------ the network
+
+class Network:
+    """Four namespaces (hub + three hosts) wired as in the module doc."""
+
+    def __init__(self, prefix):
+        self.prefix = prefix
+        self.hub = prefix + "-hub"
+        self.ns = {role: "%s-%s" % (prefix, role) for role, _ in HOSTS}
+        self.made = []  # namespaces created so far (deleted in teardown)
+
+    def ip(self, *args):
+        rc, out, err = run(["ip"] + list(args), timeout=30)
+        if rc != 0:
+            raise RuntimeError("ip %s: %s" % (" ".join(args), err.strip()))
+        return out
+
+    def add_namespace(self, name):
+        self.ip("netns", "add", name)
+        self.made.append(name)
+        self.ip("-n", name, "link", "set", "lo", "up")
+
+    def setup(self):
+        self.add_namespace(self.hub)
+        self.ip("-n", self.hub, "link", "add", "br0", "type", "bridge")
+        self.ip("-n", self.hub, "link", "set", "br0", "up")
+        for role, addr in HOSTS:
+            ns, port = self.ns[role], "port-" + role
+            self.add_namespace(ns)
+            # Both ends are created directly in their namespaces: no name is
+            # ever taken on the host, so parallel runs cannot collide.
+            self.ip("link", "add", IFACE, "netns", ns, "type", "veth", "peer", "name", port, "netns", self.hub)
+            self.ip("-n", self.hub, "link", "set", port, "master", "br0")
+            self.ip("-n", self.hub, "link", "set", port, "up")
+            self.ip("-n", ns, "addr", "add", addr + "/24", "dev", IFACE)
+            self.ip("-n", ns, "link", "set", IFACE, "up")
+
+    def addresses(self, role):
+        """The IPv4 addresses in a host namespace, as 'dev addr/len'."""
+        out = self.ip("-n", self.ns[role], "-4", "-o", "addr", "show")
+        return sorted("%s %s" % (f[1], f[3]) for f in (line.split() for line in out.splitlines()))
+
+    def teardown(self):
+        left = []
+        for name in reversed(self.made):
+            rc, _, err = run(["ip", "netns", "del", name], timeout=30)
+            if rc != 0:
+                left.append("%s: %s" % (name, err.strip()))
+        self.made = []
+        return left
+
+    def listed(self):
+        """Our namespaces that `ip netns list` still shows."""
+        rc, out, _ = run(["ip", "netns", "list"], timeout=30)
+        names = {line.split()[0] for line in out.splitlines() if line.strip()}
+        return sorted(n for n in [self.hub] + list(self.ns.values()) if n in names)
+
+
+def can_make_namespaces(prefix):
+    """None when this machine lets us create a namespace, else why not."""
+    if os.geteuid() != 0:
+        return "network namespaces need root (CI runs as root)"
+    if shutil.which("ip") is None:
+        return "iproute2's `ip` is not installed"
+    probe = prefix + "-probe"
+    rc, _, err = run(["ip", "netns", "add", probe], timeout=30)
+    if rc != 0:
+        return "`ip netns add` failed: " + err.strip()
+    run(["ip", "netns", "del", probe], timeout=30)
+    return None
+
+
+# ------------------------------------------------------------ processes
+
+def _pdeathsig():
+    try:  # children die with this test even if it is SIGKILLed
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        return lambda: libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        return None
+
+
+class Proc:
+    """A process in a namespace (`ip netns exec` execs it: same PID), stdout
+    lines queued, stderr to a log file."""
+
+    def __init__(self, name, ns, cmd, work, env):
+        self.name = name
+        self.log_path = os.path.join(work, name + ".log")
+        self.log = open(self.log_path, "w")
+        self.lines = queue.Queue()
+        self.proc = subprocess.Popen(["ip", "netns", "exec", ns] + cmd, stdout=subprocess.PIPE, stderr=self.log,
+                                     text=True, env=env, preexec_fn=_pdeathsig())
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def _drain(self):
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def wait_line(self, pattern, timeout):
+        """The match of the first stdout line matching `pattern` (None on exit or timeout)."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=max(0.05, deadline - time.monotonic()))
+            except queue.Empty:
+                return None
+            if line is None:
+                return None
+            m = rx.search(line)
+            if m:
+                return m
+        return None
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self, wait=15):
+        """SIGTERM, then SIGKILL after `wait` s; the exit code."""
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(signal.SIGTERM)
+                self.proc.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+        if not self.log.closed:
+            self.log.close()
+        return self.proc.returncode
+
+    def log_tail(self, n=3000):
+        try:
+            with open(self.log_path) as f:
+                return f.read()[-n:]
+        except OSError:
+            return ""
+
+
+def netns_inode(pid):
+    try:
+        return os.stat("/proc/%d/ns/net" % pid).st_ino
+    except OSError:
+        return None
+
+
+# ------------------------------------------------------------ client mode
+# Runs inside the router namespace: everything it reaches is a namespace
+# address. Prints one JSON object on its last stdout line.
+
+def client_main(args):
+    os.environ["TANDEM_CLIENT_STUBS"] = args.stubs
+    sys.path.insert(0, os.path.join(args.source, "clients", "python"))
+    sys.path.insert(0, args.stubs)
+    import grpc
+    import tandem_client as tc
+    from tandem.v1 import worker_pb2 as wpb2, worker_pb2_grpc as wpb2_grpc
+
+    with open(args.requests) as f:
+        prompts = json.load(f)
+    out = {"netns_inode": netns_inode(os.getpid())}
+    router = grpc.insecure_channel(args.router)
+    channels = [router]
+    try:
+        # 1. Both workers registered (they re-register every second).
+        registry = wpb2_grpc.WorkerRegistryStub(router)
+        workers, deadline = [], time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                resp = registry.ListWorkers(wpb2.ListWorkersRequest(), timeout=5)
+                workers = [(w.worker_id, wpb2.WorkerRole.Name(w.role), w.address) for w in resp.workers]
+                if len(workers) >= 2:
+                    break
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+        out["workers"] = workers
+
+        def stats(role):
+            addr = [a for _, r, a in workers if role.upper() in r][0]
+            ch = grpc.insecure_channel(addr)
+            channels.append(ch)
+            stub = wpb2_grpc.PrefillWorkerStub(ch) if role == "prefill" else wpb2_grpc.DecodeWorkerStub(ch)
+            s = stub.Stats(wpb2.StatsRequest(), timeout=10)
+            return {"kv_transfer_bytes_total": s.kv_transfer_bytes_total, "kv_blocks_used": s.kv_blocks_used,
+                    "num_reservations": s.num_reservations, "num_running": s.num_running,
+                    "num_waiting": s.num_waiting}
+
+        if len(workers) < 2:
+            print(json.dumps(out))
+            return 0
+        out["health"] = {}
+        for name, addr in [("router", args.router)] + [(r, a) for _, r, a in workers]:
+            c = tc.TandemClient(addr)
+            try:
+                out["health"][name] = c.health(timeout=10)
+            except tc.TandemError as e:
+                out["health"][name] = repr(e)
+            c.close()
+        out["before"] = {"prefill": stats("prefill"), "decode": stats("decode")}
+        # 2. The requests, one stream each, chunk by chunk.
+        client = tc.TandemClient(args.router)
+        out["results"] = []
+        for p in prompts:
+            chunks, error = [], None
+            try:
+                with client.generate(p, temperature=0, max_tokens=MAX_TOKENS, ignore_eos=True, timeout=180) as s:
+                    for c in s:
+                        chunks.append({"token_ids": list(c.token_ids), "text": c.text,
+                                       "finish_reason": c.finish_reason})
+            except tc.TandemError as e:
+                error = repr(e)
+            out["results"].append({"prompt": p, "chunks": chunks, "error": error})
+        client.close()
+        # 3. Pools settle back (bounded poll), then the final counters.
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            after = {"prefill": stats("prefill"), "decode": stats("decode")}
+            if all(after[r]["kv_blocks_used"] == out["before"][r]["kv_blocks_used"]
+                   and after[r]["num_reservations"] == 0 and after[r]["num_running"] == 0
+                   and after[r]["num_waiting"] == 0 for r in after):
+                break
+            time.sleep(0.1)
+        out["after"] = after
+    finally:
+        for ch in channels:
+            ch.close()
+    print(json.dumps(out))
+    return 0
+
+
+# ------------------------------------------------------------ the test
+
+def expected_tokens(args, prompts, env):
+    """`tandem generate`, greedy, in this (the host's) namespace."""
+    rows = []
+    for p in prompts:
+        rc, out, err = run([os.path.join(args.bin_dir, "tandem"), "generate", "--prompt", p, "--temperature", "0",
+                            "--max-tokens", str(MAX_TOKENS), "--ignore-eos", "--json"], env=env)
+        if rc != 0:
+            raise RuntimeError("tandem generate failed (%d): %s" % (rc, err))
+        rows.append(json.loads(out.splitlines()[0]))
+    return rows
+
+
+def generate_stubs(args):
+    """Generation stubs (via the client package) and worker stubs into the work dir."""
+    stubs = os.path.join(args.work, "stubs")
+    os.environ["TANDEM_CLIENT_STUBS"] = stubs
+    sys.path.insert(0, os.path.join(args.source, "clients", "python"))
+    import tandem_client  # noqa: F401  (generates the tandem.v1 generation stubs)
+    proto = os.path.join(args.source, "proto")
+    rc, _, err = run(["protoc", "-I", proto, "--python_out=" + stubs, "--grpc_out=" + stubs,
+                      "--plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin",
+                      os.path.join(proto, "tandem", "v1", "worker.proto")])
+    if rc != 0:
+        raise RuntimeError("protoc worker.proto: " + err)
+    return stubs
+
+
+def run_cluster(args, net, env, prompts, expected, model_cfg):
+    procs = []
+    try:
+        b = lambda name: os.path.join(args.bin_dir, name)  # noqa: E731
+        addr = dict(HOSTS)
+        router = Proc("router", net.ns["router"], [b("tandem-router"), "--host", addr["router"], "--port", "0"],
+                      args.work, env)
+        procs.append(router)
+        m = router.wait_line(r"tandem-router: listening on (%s:\d+)" % re.escape(addr["router"]), 60)
+        if not check("the router listens on its namespace address %s only" % addr["router"], m is not None,
+                     router.log_tail()):
+            return
+        router_addr = m.group(1)
+        workers = {}
+        for role in ("prefill", "decode"):
+            p = Proc(role, net.ns[role], [b("tandem-%s-worker" % role), "--host", addr[role], "--port", "0",
+                                          "--router", router_addr, "--worker-id", "mh-" + role,
+                                          "--num-kv-blocks", "256"], args.work, env)
+            procs.append(p)
+            workers[role] = p
+        for role, p in workers.items():
+            m = p.wait_line(r"listening on (%s:\d+)" % re.escape(addr[role]), 120)
+            check("the %s worker listens on its namespace address %s" % (role, addr[role]), m is not None,
+                  p.log_tail())
+        mine = netns_inode(os.getpid())
+        inodes = {p.name: netns_inode(p.pid) for p in procs}
+        check("router, prefill and decode each run in their own network namespace (not this one)",
+              None not in inodes.values() and len(set(inodes.values())) == 3 and mine not in inodes.values(),
+              "%s, test's %s" % (inodes, mine))
+
+        # The client, inside the router namespace.
+        req_path = os.path.join(args.work, "requests.json")
+        with open(req_path, "w") as f:
+            json.dump(prompts, f)
+        rc, out, err = run(["ip", "netns", "exec", net.ns["router"], "/usr/bin/python3", os.path.abspath(__file__),
+                            "--client", "--router", router_addr, "--stubs", args.stubs, "--source", args.source,
+                            "--requests", req_path], timeout=480, env=env)
+        try:
+            res = json.loads(out.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            check("the client in the router namespace ran", False, "rc %d\n%s\n%s" % (rc, out[-2000:], err[-3000:]))
+            return
+        check("the client ran inside the router's namespace", res["netns_inode"] == inodes["router"],
+              (res["netns_inode"], inodes))
+        reg = sorted((r, a.rsplit(":", 1)[0]) for _, r, a in res["workers"])
+        check("the workers registered with the router under their namespace addresses (%s)" % res["workers"],
+              reg == [("WORKER_ROLE_DECODE", addr["decode"]), ("WORKER_ROLE_PREFILL", addr["prefill"])],
+              res["workers"])
+        if "results" not in res:
+            return
+        check("grpc.health.v1 SERVING on the router and both workers, from the router's host",
+              res["health"] == {"router": "SERVING", "WORKER_ROLE_PREFILL": "SERVING",
+                                "WORKER_ROLE_DECODE": "SERVING"}, res["health"])
+        for got, want in zip(res["results"], expected):
+            ids = [t for c in got["chunks"] for t in c["token_ids"]]
+            text = "".join(c["text"] for c in got["chunks"])
+            finish = got["chunks"][-1]["finish_reason"] if got["chunks"] else None
+            check("%r: streamed across the three hosts, tokens and text equal `tandem generate` (%d tokens)"
+                  % (got["prompt"], len(ids)),
+                  got["error"] is None and ids == want["token_ids"] and text == want["text"]
+                  and finish == want["finish_reason"] == "length",
+                  "%s\n     got %s %r %s\n    want %s %r %s" % (got["error"], ids, text, finish, want["token_ids"],
+                                                              want["text"], want["finish_reason"]))
+            check("%r: the first chunk is the prefill host's one token" % got["prompt"],
+                  bool(got["chunks"]) and got["chunks"][0]["token_ids"] == want["token_ids"][:1], got["chunks"][:2])
+        # Exactly the prompts' block spans crossed prefill → decode over UCX.
+        span = 2 * model_cfg["num_key_value_heads"] * 16 * model_cfg["head_dim"] * 4  # fp32, 16-token blocks
+        want_bytes = sum(math.ceil(len(w["prompt_token_ids"]) / 16) for w in expected) \
+            * model_cfg["num_hidden_layers"] * span
+        grew = res["after"]["prefill"]["kv_transfer_bytes_total"] - res["before"]["prefill"]["kv_transfer_bytes_total"]
+        check("the prefill host put exactly the prompts' KV into the decode host over UCX TCP (%d bytes)"
+              % want_bytes, grew == want_bytes, "grew by %d" % grew)
+        settled = all(res["after"][r]["kv_blocks_used"] == res["before"][r]["kv_blocks_used"]
+                      and res["after"][r]["num_reservations"] == 0 and res["after"][r]["num_running"] == 0
+                      for r in ("prefill", "decode"))
+        check("afterwards both pools are back to where they started", settled, res)
+        for p in procs:
+            if not p.alive():
+                check("%s still running after the requests" % p.name, False, p.log_tail())
+    finally:
+        for p in reversed(procs):
+            alive = p.alive()
+            rc = p.stop()
+            check("%s (pid %d) exits 0 on SIGTERM" % (p.name, p.pid), alive and rc == 0,
+                  "rc %s\n%s" % (rc, p.log_tail()))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin-dir")
+    ap.add_argument("--source", required=True)
+    ap.add_argument("--work")
+    ap.add_argument("--client", action="store_true", help="(internal) the client, run in the router namespace")
+    ap.add_argument("--router")
+    ap.add_argument("--stubs")
+    ap.add_argument("--requests")
+    args = ap.parse_args()
+    if args.client:
+        return client_main(args)
+    args.bin_dir = os.path.abspath(args.bin_dir)
+    args.source = os.path.abspath(args.source)
+    args.work = os.path.abspath(args.work)
+
+    # Namespace names live machine-wide (/run/netns): pid + random, never reused.
+    prefix = "tdm%d%s" % (os.getpid(), secrets.token_hex(2))
+    why = can_make_namespaces(prefix)
+    if why:
+        print("SKIP: %s" % why, flush=True)
+        return SKIP
+
+    shutil.rmtree(args.work, ignore_errors=True)
+    os.makedirs(args.work)
+    # SIGTERM (CTest timeout) unwinds through the finally blocks below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    t0 = time.monotonic()
+    env = clean_env()
+    net = Network(prefix)
+    try:
+        for name in ("tandem", "tandem-router", "tandem-prefill-worker", "tandem-decode-worker"):
+            if not check("binary %s exists" % name, os.access(os.path.join(args.bin_dir, name), os.X_OK)):
+                return 1
+        args.stubs = generate_stubs(args)
+        with open(os.path.join(args.source, "models", "tandem-shakespeare", "config.json")) as f:
+            model_cfg = json.load(f)
+        prompts = make_prompts(8)[1:5]  # four prompts of mixed lengths
+        expected = expected_tokens(args, prompts, env)
+
+        net.setup()
+        check("4 namespaces made (%s-{hub,router,prefill,decode}), hosts joined by a bridge" % prefix,
+              len(net.made) == 4, net.made)
+        for role, addr in HOSTS:
+            got = net.addresses(role)
+            check("host %s: one address besides lo: %s %s/24" % (role, IFACE, addr),
+                  got == sorted(["lo 127.0.0.1/8", "%s %s/24" % (IFACE, addr)]), got)
+        run_cluster(args, net, env, prompts, expected, model_cfg)
+    except Exception:  # noqa: BLE001
+        check("the test ran without an exception", False, traceback.format_exc())
+    finally:
+        left = net.teardown()
+        still = net.listed()
+        check("every namespace this test made is deleted", not left and not still, (left, still))
+    print("(%.1fs)" % (time.monotonic() - t0))
+    print("%d passed, %d failed" % (len(PASSED), len(FAILED)))
+    return 1 if FAILED else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
