@@ -11,6 +11,18 @@
 // Put() is ucp_put_nbx; Flush() is ucp_ep_flush_nbx, progressed in a loop
 // bounded by the caller's timeout.
 //
+// Put modes: with RMA-capable transports (CMA, knem, xpmem, InfiniBand/RoCE)
+// a put is ucp_put_nbx. Where the allowed transports can only emulate puts
+// (TCP; shared memory without CMA), UCX 1.13 answers each emulated put from
+// the target with an internal reply that aborts the TARGET process when the
+// initiator has just died (ucp_request_send's "unexpected error"), so a
+// prefill worker killed mid-transfer would take its decode worker down. In
+// that case (PutMode::kAuto) puts travel as eager active messages that our
+// own handler copies into the registered region after a bounds check, and a
+// flush is a fence message the target answers once every earlier message on
+// that endpoint has been applied (UCX keeps one endpoint's messages in
+// order); the answer's failure is an ordinary error status.
+//
 // Progress model: over TCP and over shared memory without CMA, UCX emulates
 // puts with active messages, so the TARGET must progress its worker for bytes
 // to land. By default a background thread progresses the worker (spinning
@@ -44,7 +56,20 @@
 
 namespace tandem {
 
+// Whether the transports in a UCX_TLS-style list can only emulate puts with
+// messages: true for a non-empty list without any RMA-capable transport
+// (e.g. "tcp", "tcp,self", "posix,self"); false for an empty list (UCX's
+// default choice), an exclusion list ("^...") or any RMA-capable entry
+// ("sm", "cma", "knem", "xpmem", "rc", "dc", "ib", "all", ...).
+bool TlsNeedsMessagePuts(const std::string& tls);
+
 struct UcxTransportOptions {
+  enum class PutMode {
+    kAuto,      // messages where TlsNeedsMessagePuts(tls or $UCX_TLS), else RMA
+    kRma,       // always ucp_put_nbx
+    kMessages,  // always eager active messages + fence
+  };
+  PutMode put_mode = PutMode::kAuto;
   // UCX transports to allow, as UCX_TLS takes them ("tcp,self",
   // "sm,self,cma", "rc,sm,self", ...). Empty: the process environment's
   // UCX_TLS, or UCX's default (all available) when unset.
@@ -90,6 +115,8 @@ class UcxTransport final : public KvTransport {
 
   // Endpoints currently cached (healthy peers), for tests and diagnostics.
   size_t num_cached_peers() const;
+  // Whether this transport's puts travel as messages (see PutMode).
+  bool uses_message_puts() const;
 
   // UCX state, defined in ucx_transport.cc (named here so the sessions
   // defined there can reach it).

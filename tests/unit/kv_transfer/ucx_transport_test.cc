@@ -21,9 +21,15 @@ using kv_transfer_test::PatternByte;
 
 constexpr absl::Duration kFlushTimeout = absl::Seconds(5);
 
-std::unique_ptr<UcxTransport> MakeTransport(const std::string& tls) {
+// `param`: a UCX_TLS list, optionally "+rma" or "+messages" to force a put mode.
+std::unique_ptr<UcxTransport> MakeTransport(const std::string& param) {
   UcxTransportOptions options;
-  options.tls = tls;
+  const size_t plus = param.find('+');
+  options.tls = param.substr(0, plus);
+  if (plus != std::string::npos) {
+    options.put_mode = param.substr(plus + 1) == "rma" ? UcxTransportOptions::PutMode::kRma
+                                                       : UcxTransportOptions::PutMode::kMessages;
+  }
   auto transport = UcxTransport::Create(options);
   EXPECT_TRUE(transport.ok()) << transport.status();
   return transport.ok() ? std::move(*transport) : nullptr;
@@ -178,11 +184,38 @@ TEST(UcxTransportOptionsTest, RejectsBadSettingValue) {
   EXPECT_EQ(UcxTransport::Create(options).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(UcxTransportOptionsTest, MessagePutsExactlyWhereOnlyEmulatedPutsAreAllowed) {
+  EXPECT_TRUE(TlsNeedsMessagePuts("tcp"));
+  EXPECT_TRUE(TlsNeedsMessagePuts("tcp,self"));
+  EXPECT_TRUE(TlsNeedsMessagePuts(" TCP , self "));
+  EXPECT_TRUE(TlsNeedsMessagePuts("posix,sysv,self"));
+  EXPECT_TRUE(TlsNeedsMessagePuts("ud_v,tcp"));
+  EXPECT_FALSE(TlsNeedsMessagePuts(""));  // UCX's own choice
+  EXPECT_FALSE(TlsNeedsMessagePuts("sm,self,cma"));
+  EXPECT_FALSE(TlsNeedsMessagePuts("tcp,cma"));
+  EXPECT_FALSE(TlsNeedsMessagePuts("rc,tcp"));
+  EXPECT_FALSE(TlsNeedsMessagePuts("all"));
+  EXPECT_FALSE(TlsNeedsMessagePuts("^ib"));
+  EXPECT_FALSE(TlsNeedsMessagePuts("sm"));
+
+  // kAuto follows the list; the forced modes ignore it.
+  EXPECT_TRUE(MakeTransport("tcp,self")->uses_message_puts());
+  EXPECT_FALSE(MakeTransport("sm,self,cma")->uses_message_puts());
+  EXPECT_FALSE(MakeTransport("tcp,self+rma")->uses_message_puts());
+  EXPECT_TRUE(MakeTransport("sm,self,cma+messages")->uses_message_puts());
+  EXPECT_TRUE(MakeTransport("posix,sysv,self")->uses_message_puts());
+}
+
+// Tcp: message puts (auto); TcpRma: UCX's emulated RMA; SharedMemory: CMA
+// RMA (auto); SharedMemoryNoCma: message puts over posix/sysv shared memory.
 INSTANTIATE_TEST_SUITE_P(Transports, UcxTransportTest,
-                         ::testing::Values("tcp,self", "sm,self,cma"),
+                         ::testing::Values("tcp,self", "tcp,self+rma", "sm,self,cma", "posix,sysv,self"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
-                           return info.param == "tcp,self" ? std::string("Tcp")
-                                                           : std::string("SharedMemory");
+                           const std::string& p = info.param;
+                           if (p == "posix,sysv,self") return std::string("SharedMemoryNoCma");
+                           std::string name = p.rfind("tcp", 0) == 0 ? "Tcp" : "SharedMemory";
+                           if (p.find("+rma") != std::string::npos) name += "Rma";
+                           return name;
                          });
 
 }  // namespace

@@ -179,6 +179,50 @@ TEST_P(UcxTwoProcessTest, KilledPeerFailsWithinTheTimeout) {
   EXPECT_LT(absl::Now() - teardown, absl::Seconds(3));
 }
 
+// The decode side's view of a prefill worker dying mid-transfer: a sender
+// child streaming puts into our region is SIGKILLed; this process (the
+// target) must live on and accept a new sender's puts. (With UCX 1.13's
+// emulated puts over TCP, the target's internal reply to a put from a peer
+// that just died aborts the target; message puts avoid that path.)
+TEST_P(UcxTwoProcessTest, TargetSurvivesASenderKilledMidTransfer) {
+  StartTransport();
+  ASSERT_NE(transport_, nullptr);
+  auto ours = transport_->local_descriptor();
+  ASSERT_TRUE(ours.ok());
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    auto sender = ChildProcess::Spawn(KV_TRANSFER_PEER_PATH, {"--sender", absl::BytesToHexString(ours->Serialize())},
+                                      {"UCX_TLS=" + GetParam(), "UCX_WARN_UNUSED_ENV_VARS=n"});
+    ASSERT_TRUE(sender.ok()) << sender.status();
+    // UCX logs to stdout too: skip its lines (bounded) until ours.
+    auto line = sender->ReadLine(absl::Seconds(20));
+    for (int skipped = 0; line.ok() && *line != "SENDING" && skipped < 20; ++skipped) {
+      line = sender->ReadLine(absl::Seconds(20));
+    }
+    if (!line.ok() || *line != "SENDING") {
+      auto code = sender->Wait(absl::Seconds(5));
+      FAIL() << "sender did not start streaming: " << (line.ok() ? *line : line.status().ToString())
+             << ", exit " << (code.ok() ? std::to_string(*code) : code.status().ToString());
+    }
+    absl::SleepFor(absl::Milliseconds(20 * attempt));  // land the kill at different points of a round
+    sender->Kill();
+    absl::SleepFor(absl::Milliseconds(200));  // let our progress thread see the dead peer
+  }
+  // Still serving: a fresh local sender's puts land exactly.
+  UcxTransportOptions options;
+  options.tls = GetParam();
+  auto other = UcxTransport::Create(options);
+  ASSERT_TRUE(other.ok()) << other.status();
+  std::vector<uint8_t> mine(kSpanBytes);
+  for (uint64_t i = 0; i < kSpanBytes; ++i) mine[i] = PatternByte(9, i);
+  ASSERT_TRUE((*other)->RegisterMemory(mine.data(), mine.size()).ok());
+  auto session = (*other)->Connect(*ours);
+  ASSERT_TRUE(session.ok()) << session.status();
+  ASSERT_TRUE((*session)->Put(0, kSpanBytes, kSpanBytes).ok());
+  ASSERT_TRUE((*session)->Flush(kFlushTimeout).ok());
+  EXPECT_EQ(std::memcmp(src_ + kSpanBytes, mine.data(), kSpanBytes), 0);
+  session->reset();
+}
+
 INSTANTIATE_TEST_SUITE_P(Transports, UcxTwoProcessTest,
                          ::testing::Values("tcp,self", "sm,self,cma"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
