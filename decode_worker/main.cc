@@ -8,7 +8,9 @@
 #include "common/grpc/server.h"
 #include "decode_worker/decode_service.h"
 #include "decode_worker/worker_runtime.h"
+#include "decode_worker/worker_metrics.h"
 #include "tools/tandem/engine_flags.h"
+#include "tools/tandem/metrics_setup.h"
 #include "tools/tandem/worker_flags.h"
 #include "tools/tandem/model_path.h"
 
@@ -18,7 +20,9 @@ int main(int argc, char** argv) {
   cli::FlagSet flags;
   cli::WorkerFlags wf;
   int64_t reservation_timeout_ms = 30000, release_grace_ms = 2000;
+  cli::MetricsFlag metrics_flag;
   wf.Register(flags, "decode");
+  metrics_flag.Register(flags);
   flags.AddInt("reservation-timeout-ms", &reservation_timeout_ms, "free reservations not activated in time");
   flags.AddInt("release-grace-ms", &release_grace_ms,
                "keep a released, never-activated reservation's blocks this long (late KV puts land there)");
@@ -31,6 +35,12 @@ int main(int argc, char** argv) {
     std::cerr << "tandem-decode-worker: " << st << "\n";
     return 1;
   };
+  if (absl::Status st = metrics_flag.Parse().status(); !st.ok()) {
+    std::cerr << "tandem-decode-worker: " << st.message() << "\n";
+    return 2;
+  }
+  // Outlives the engine and the transports: the step listener observes into it until the loop stops.
+  metrics::Registry metrics_registry;
   absl::StatusOr<EngineConfig> config = wf.engine.ToConfig(std::random_device{}());
   if (!config.ok()) return fail(config.status());
   if (wf.tp < 1 || wf.tp > 64) return fail(absl::InvalidArgumentError("--tp must be in [1, 64]"));
@@ -58,6 +68,18 @@ int main(int argc, char** argv) {
   if (!server.ok()) return fail(server.status());
   if (wf.worker_id.empty()) wf.worker_id = absl::StrCat("decode-", bound_port);
   service->set_worker_id(wf.worker_id);
+  const metrics::Labels metric_labels = {{"model", cli::ModelLabel(wf.model.empty() ? cli::DefaultModelDir() : std::filesystem::path(wf.model))},
+                                         {"worker", wf.worker_id}, {"role", "decode"}};
+  if (absl::Status st = ExportEngineMetrics(&metrics_registry, metric_labels, w->engine.get()); !st.ok()) return fail(st);
+  std::vector<const KvTransport*> rank_transports;
+  for (const auto& t : kv->transports) rank_transports.push_back(t.get());
+  absl::StatusOr<metrics::Histogram*> transfer_seconds =
+      ExportTransportMetrics(&metrics_registry, metric_labels, std::move(rank_transports));
+  if (!transfer_seconds.ok()) return fail(transfer_seconds.status());
+  // Up before the listening line (a launcher waiting for it can scrape at once); stopped first at exit.
+  absl::StatusOr<std::unique_ptr<metrics::MetricsServer>> metrics_server =
+      cli::StartMetricsServer(&metrics_registry, metrics_flag, wf.host, "tandem-decode-worker");
+  if (!metrics_server.ok()) return fail(metrics_server.status());
   const std::string address = absl::StrCat(wf.host, ":", bound_port);
   std::cout << "tandem-decode-worker: " << wf.worker_id << " listening on " << address << " (tp " << w->ranks.size() << ", kv "
             << w->ranks[0].shape.num_blocks << " blocks per rank, transport " << wf.kv_transport << ")" << std::endl;
@@ -70,6 +92,7 @@ int main(int argc, char** argv) {
     registration = std::make_unique<RouterRegistration>(wf.router, r);
   }
   WaitForStopSignal();
+  if (*metrics_server) (*metrics_server)->Stop();  // no scrape reads the engine or transports after this
   registration.reset();
   (*server)->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   w->engine.reset();  // stop the loop before the transport and service go

@@ -8,7 +8,9 @@
 #include "common/grpc/server.h"
 #include "decode_worker/worker_runtime.h"
 #include "prefill_worker/prefill_service.h"
+#include "decode_worker/worker_metrics.h"
 #include "tools/tandem/engine_flags.h"
+#include "tools/tandem/metrics_setup.h"
 #include "tools/tandem/worker_flags.h"
 #include "tools/tandem/model_path.h"
 
@@ -18,7 +20,9 @@ int main(int argc, char** argv) {
   cli::FlagSet flags;
   cli::WorkerFlags wf;
   int64_t flush_timeout_ms = 30000, sender_threads = 2;
+  cli::MetricsFlag metrics_flag;
   wf.Register(flags, "prefill");
+  metrics_flag.Register(flags);
   flags.AddInt("kv-flush-timeout-ms", &flush_timeout_ms, "longest wait for a KV transfer to complete");
   flags.AddInt("kv-sender-threads", &sender_threads, "concurrent KV transfers (default 2)");
   if (absl::Status st = flags.Parse(std::vector<std::string>(argv + 1, argv + argc)); !st.ok() || wf.help) {
@@ -30,6 +34,12 @@ int main(int argc, char** argv) {
     std::cerr << "tandem-prefill-worker: " << st << "\n";
     return 1;
   };
+  if (absl::Status st = metrics_flag.Parse().status(); !st.ok()) {
+    std::cerr << "tandem-prefill-worker: " << st.message() << "\n";
+    return 2;
+  }
+  // Outlives the engine and the transports: the step listener observes into it until the loop stops.
+  metrics::Registry metrics_registry;
   if (sender_threads < 1 || sender_threads > 64) return fail(absl::InvalidArgumentError("--kv-sender-threads in [1, 64]"));
   absl::StatusOr<EngineConfig> config = wf.engine.ToConfig(std::random_device{}());
   if (!config.ok()) return fail(config.status());
@@ -58,6 +68,19 @@ int main(int argc, char** argv) {
   if (!server.ok()) return fail(server.status());
   if (wf.worker_id.empty()) wf.worker_id = absl::StrCat("prefill-", bound_port);
   service->set_worker_id(wf.worker_id);
+  const metrics::Labels metric_labels = {{"model", cli::ModelLabel(wf.model.empty() ? cli::DefaultModelDir() : std::filesystem::path(wf.model))},
+                                         {"worker", wf.worker_id}, {"role", "prefill"}};
+  if (absl::Status st = ExportEngineMetrics(&metrics_registry, metric_labels, w->engine.get()); !st.ok()) return fail(st);
+  std::vector<const KvTransport*> rank_transports;
+  for (const auto& t : kv->transports) rank_transports.push_back(t.get());
+  absl::StatusOr<metrics::Histogram*> transfer_seconds =
+      ExportTransportMetrics(&metrics_registry, metric_labels, std::move(rank_transports));
+  if (!transfer_seconds.ok()) return fail(transfer_seconds.status());
+  service->set_transfer_observer([h = *transfer_seconds](double seconds) { h->Observe(seconds); });
+  // Up before the listening line (a launcher waiting for it can scrape at once); stopped first at exit.
+  absl::StatusOr<std::unique_ptr<metrics::MetricsServer>> metrics_server =
+      cli::StartMetricsServer(&metrics_registry, metrics_flag, wf.host, "tandem-prefill-worker");
+  if (!metrics_server.ok()) return fail(metrics_server.status());
   const std::string address = absl::StrCat(wf.host, ":", bound_port);
   std::cout << "tandem-prefill-worker: " << wf.worker_id << " listening on " << address << " (tp " << w->ranks.size()
             << ", transport " << wf.kv_transport << ")" << std::endl;
@@ -70,6 +93,7 @@ int main(int argc, char** argv) {
     registration = std::make_unique<RouterRegistration>(wf.router, r);
   }
   WaitForStopSignal();
+  if (*metrics_server) (*metrics_server)->Stop();  // no scrape reads the engine or transports after this
   registration.reset();
   (*server)->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   w->engine->Stop();  // no more steps, so nothing new reaches the sender or the shipper

@@ -55,8 +55,18 @@ grpc::ServerUnaryReactor* PrefillService::Prefill(grpc::CallbackServerContext* c
     resp->set_num_blocks_sent(sent->num_blocks);
     reactor->Finish(grpc::Status::OK);
   };
-  engine_->Prefill(std::move(r), [shipper, sender, reactor, resp, id, finish, cancelled,
+  engine_->Prefill(std::move(r), [shipper, sender, reactor, resp, id, untimed_finish = finish, cancelled,
+                                  observe = observe_transfer_,
                                   dest = req->destination()](absl::StatusOr<AsyncEngine::Prefilled> p) mutable {
+    // What is left of the transfer once the first token exists: the flush
+    // (layers were posted during the step) or the whole transfer.
+    const auto sampled = std::chrono::steady_clock::now();
+    auto finish = [untimed_finish, observe, sampled](absl::StatusOr<SendResult> sent) {
+      if (sent.ok() && observe) {
+        observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - sampled).count());
+      }
+      untimed_finish(std::move(sent));
+    };
     LayerShipper::Shipment shipment = shipper->Take(id);
     if (!p.ok()) {
       reactor->Finish(ToGrpcStatus(p.status()));

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <string>
 
 #include "engine/core/async_engine.h"
@@ -30,12 +31,16 @@ class PrefillService final : public v1::PrefillWorker::CallbackService {
   uint64_t kv_bytes_sent() const { return bytes_sent_.load(); }
   // Set once at start, before the first RPC (the id may depend on the bound port).
   void set_worker_id(std::string id) { worker_id_ = std::move(id); }
+  // Set once at start, before the first RPC: receives, per prompt shipped
+  // OK, the seconds from its first token being sampled to its KV flushed.
+  void set_transfer_observer(std::function<void(double)> observe) { observe_transfer_ = std::move(observe); }
 
  private:
   AsyncEngine* const engine_;
   LayerShipper* const shipper_;
   KvSender* const sender_;
   std::string worker_id_;
+  std::function<void(double)> observe_transfer_;
   std::atomic<uint64_t> bytes_sent_{0};
   std::atomic<uint64_t> next_id_{0};
 };

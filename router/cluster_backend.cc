@@ -31,6 +31,7 @@ std::unique_ptr<grpc::ClientContext> ContextWithTimeout(std::chrono::millisecond
 // One request's state. Guarded by `mu`; gRPC callbacks hold a shared_ptr.
 struct ClusterBackend::Call {
   std::string id;
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   ValidatedRequest request;
   Sink sink;
   std::mutex mu;
@@ -191,6 +192,10 @@ void ClusterBackend::Admit(std::shared_ptr<Call> call) {
         {
           std::lock_guard<std::mutex> lock(call->mu);
           call->destination = call->admit_resp.destination();
+        }
+        if (options_.observe_queue_time) {
+          options_.observe_queue_time(
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - call->started).count());
         }
         Prefill(call);
       });

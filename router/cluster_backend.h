@@ -17,6 +17,7 @@
 
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -34,6 +35,9 @@ struct ClusterOptions {
   std::chrono::milliseconds admit_timeout{10000};
   int max_queued = 256;           // requests waiting for a decode worker with room
   int max_prefill_attempts = 3;   // distinct prefill workers tried per request
+  // Called once per request when a decode worker reserved its blocks, with
+  // the seconds since Start (the router's queue time); may be empty.
+  std::function<void(double)> observe_queue_time;
 };
 
 class ClusterBackend final : public GenerationBackend {

@@ -53,30 +53,47 @@ v1::GenerateResponse ToResponse(const std::string& client_id, GenerationChunk ch
   return r;
 }
 
+// The label requests_total counts a finished stream under.
+std::string FinishLabel(ChunkFinish f) { return f == ChunkFinish::kStop ? "stop" : "length"; }
+
 }  // namespace
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
   const uint64_t n = next_id_.fetch_add(1);
   absl::StatusOr<ValidatedRequest> v = validator_.Validate(*request, absl::StrCat("req-", n));
-  if (!v.ok()) return new FailedReactor(ToGrpcStatus(v.status()));
+  if (!v.ok()) {
+    if (metrics_ != nullptr) metrics_->CountRefused(v.status().code());
+    return new FailedReactor(ToGrpcStatus(v.status()));
+  }
   // The backend id is unique even when clients reuse their request ids.
   const std::string id = absl::StrCat(v->request_id, "#", n);
   GenerationBackend* backend = backend_;
-  auto [reactor, stream] =
-      BufferedWriteReactor<v1::GenerateResponse>::Create([backend, id] { backend->Cancel(id); });
+  const auto prompt_tokens = static_cast<uint32_t>(v->prompt_token_ids.size());
+  // Null without metrics; shared by the sink and the cancel callback, which may race (the first End wins).
+  std::shared_ptr<RequestTracker> tracker = metrics_ != nullptr ? metrics_->Begin(prompt_tokens) : nullptr;
+  auto [reactor, stream] = BufferedWriteReactor<v1::GenerateResponse>::Create([backend, id, tracker] {
+    if (tracker) tracker->End(RequestMetrics::StatusLabel(absl::StatusCode::kCancelled));
+    backend->Cancel(id);
+  });
   const std::string client_id = v->request_id;
   const bool want_logprobs = v->sampling.logprobs > 0;
-  const auto prompt_tokens = static_cast<uint32_t>(v->prompt_token_ids.size());
   auto completion_tokens = std::make_shared<uint32_t>(0);  // touched only by the sink, in order
   backend_->Start(id, *std::move(v),
-                  [stream, client_id, want_logprobs, prompt_tokens, completion_tokens](
+                  [stream, client_id, want_logprobs, prompt_tokens, completion_tokens, tracker](
                       const absl::Status& st, GenerationChunk chunk) {
                     if (!st.ok()) {
+                      if (tracker) tracker->End(RequestMetrics::StatusLabel(st.code()));
                       stream->Close(ToGrpcStatus(st));
                       return;
                     }
                     const bool last = chunk.finish != ChunkFinish::kNone;
+                    // Counted before the client can see the chunk, so a scrape after the
+                    // client's last read includes every token it got.
+                    if (tracker) {
+                      tracker->OnTokens(chunk.token_ids.size());
+                      if (last) tracker->End(FinishLabel(chunk.finish));
+                    }
                     stream->Push(ToResponse(client_id, std::move(chunk), want_logprobs, prompt_tokens,
                                             completion_tokens.get()));
                     if (last) stream->Close(grpc::Status::OK);

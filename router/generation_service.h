@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "router/generation_backend.h"
+#include "router/request_metrics.h"
 #include "router/request_validator.h"
 #include "tandem/v1/generation.grpc.pb.h"
 
@@ -16,9 +17,9 @@ namespace tandem {
 
 class GenerationService final : public v1::Generation::CallbackService {
  public:
-  // `backend` must outlive the service.
-  GenerationService(RequestValidator validator, GenerationBackend* backend)
-      : validator_(std::move(validator)), backend_(backend) {}
+  // `backend` and `metrics` (may be null: no metrics) must outlive the service.
+  GenerationService(RequestValidator validator, GenerationBackend* backend, RequestMetrics* metrics = nullptr)
+      : validator_(std::move(validator)), backend_(backend), metrics_(metrics) {}
 
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(grpc::CallbackServerContext* context,
                                                            const v1::GenerateRequest* request) override;
@@ -26,6 +27,7 @@ class GenerationService final : public v1::Generation::CallbackService {
  private:
   const RequestValidator validator_;
   GenerationBackend* const backend_;
+  RequestMetrics* const metrics_;
   std::atomic<uint64_t> next_id_{0};
 };
 

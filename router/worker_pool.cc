@@ -105,6 +105,16 @@ std::vector<v1::WorkerInfo> WorkerPool::List() const {
   return out;
 }
 
+std::vector<WorkerPool::Health> WorkerPool::AllHealth() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<Health> out;
+  for (v1::WorkerRole role : {v1::WORKER_ROLE_PREFILL, v1::WORKER_ROLE_DECODE}) {
+    for (const Entry& e : Entries(role)) out.push_back({e.handle.id, role, e.Live(now) && now >= e.down_until, e.in_flight});
+  }
+  return out;
+}
+
 std::vector<WorkerHandle> WorkerPool::All(v1::WorkerRole role) const {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<WorkerHandle> out;

@@ -45,6 +45,15 @@ class WorkerPool {
                   std::chrono::milliseconds cooldown = std::chrono::milliseconds(5000));
 
   int NumWorkers(v1::WorkerRole role) const;
+  // Every worker the pool knows, live or not, for metrics: `up` when it is
+  // live (static, or re-registered lately) and not marked failed now.
+  struct Health {
+    std::string id;
+    v1::WorkerRole role;
+    bool up = false;
+    int in_flight = 0;
+  };
+  std::vector<Health> AllHealth() const;
   // Every live worker with the router's in-flight count on it.
   std::vector<v1::WorkerInfo> List() const;
   std::vector<WorkerHandle> All(v1::WorkerRole role) const;

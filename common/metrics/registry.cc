@@ -73,6 +73,24 @@ absl::StatusOr<CallbackFamily*> Registry::AddCallbackGauge(std::string name, std
   return Insert(std::make_unique<CallbackFamily>(std::move(name), std::move(help), CallbackFamily::Kind::kGauge));
 }
 
+absl::StatusOr<CollectorFamily*> Registry::AddCollector(std::string name, std::string help,
+                                                        CollectorFamily::Kind kind, CollectorFamily::Collect collect) {
+  if (!collect) return absl::InvalidArgumentError(absl::StrCat("metric '", name, "': empty collect function"));
+  absl::MutexLock lock(&mu_);
+  if (absl::Status st = Claim(name, help, false); !st.ok()) return st;
+  return Insert(std::make_unique<CollectorFamily>(std::move(name), std::move(help), kind, std::move(collect)));
+}
+
+absl::StatusOr<CollectorFamily*> Registry::AddCollectorCounter(std::string name, std::string help,
+                                                               CollectorFamily::Collect collect) {
+  return AddCollector(std::move(name), std::move(help), CollectorFamily::Kind::kCounter, std::move(collect));
+}
+
+absl::StatusOr<CollectorFamily*> Registry::AddCollectorGauge(std::string name, std::string help,
+                                                             CollectorFamily::Collect collect) {
+  return AddCollector(std::move(name), std::move(help), CollectorFamily::Kind::kGauge, std::move(collect));
+}
+
 std::string Registry::Serialize() const {
   std::string out;
   absl::MutexLock lock(&mu_);

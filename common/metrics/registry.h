@@ -26,6 +26,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "common/metrics/callback_family.h"
+#include "common/metrics/collector_family.h"
 #include "common/metrics/counter.h"
 #include "common/metrics/family.h"
 #include "common/metrics/histogram.h"
@@ -49,6 +50,13 @@ class Registry {
                                                   std::span<const double> bucket_bounds);
   absl::StatusOr<CallbackFamily*> AddCallbackCounter(std::string name, std::string help);
   absl::StatusOr<CallbackFamily*> AddCallbackGauge(std::string name, std::string help);
+  // A family whose children `collect` reports at every scrape (label sets
+  // that come and go); see collector_family.h. InvalidArgument for an empty
+  // function as well.
+  absl::StatusOr<CollectorFamily*> AddCollectorCounter(std::string name, std::string help,
+                                                       CollectorFamily::Collect collect);
+  absl::StatusOr<CollectorFamily*> AddCollectorGauge(std::string name, std::string help,
+                                                     CollectorFamily::Collect collect);
 
   // Every family with at least one child, as text format 0.0.4.
   std::string Serialize() const;
@@ -57,6 +65,8 @@ class Registry {
   // Validates `name` and `help` and reserves the sample names the family writes.
   absl::Status Claim(const std::string& name, const std::string& help, bool histogram)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<CollectorFamily*> AddCollector(std::string name, std::string help, CollectorFamily::Kind kind,
+                                                CollectorFamily::Collect collect);
   template <typename F>
   F* Insert(std::unique_ptr<F> family) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

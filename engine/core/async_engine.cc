@@ -90,6 +90,10 @@ void AsyncEngine::RunOnLoop(std::function<void(LlmEngine&)> fn) {
   if (Enqueue(std::move(c))) ran.get_future().wait();
 }
 
+void AsyncEngine::SetStepListener(StepListener listener) {
+  RunOnLoop([this, &listener](LlmEngine&) { step_listener_ = std::move(listener); });
+}
+
 EngineStats AsyncEngine::Stats() const {
   std::lock_guard<std::mutex> lock(mu_);
   return stats_;
@@ -228,8 +232,15 @@ void AsyncEngine::Loop() {
     for (Command& c : batch) Apply(c);
     ExpireReservations();
     if (engine_->HasUnfinishedRequests()) {
+      const auto step_start = std::chrono::steady_clock::now();
       absl::StatusOr<std::vector<RequestOutput>> outs = engine_->Step();
+      const double step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
       if (outs.ok()) {
+        if (step_listener_) {
+          const EngineStats s = engine_->Stats();
+          step_listener_(StepReport{step_seconds, s.last_step_num_seqs, s.last_step_num_tokens,
+                                    engine_->last_step_queue_seconds()});
+        }
         Dispatch(*outs);
       } else {
         // A model error is a bug or a broken model: fail every stream, free everything.

@@ -41,6 +41,16 @@ struct StreamEvent {
 
 using StreamSink = std::function<void(const StreamEvent&)>;
 
+// What one engine step took, for metrics (the service layer exports it; the
+// engine never sees a registry).
+struct StepReport {
+  double seconds = 0;       // wall time of LlmEngine::Step()
+  int32_t num_seqs = 0;     // sequences in the batch
+  int64_t num_tokens = 0;   // tokens computed
+  std::vector<double> queue_seconds;  // one per sequence scheduled for the first time
+};
+using StepListener = std::function<void(const StepReport&)>;
+
 class AsyncEngine {
  public:
   // `tokenizer` may be null (no text, no stop strings); it must outlive this.
@@ -90,6 +100,12 @@ class AsyncEngine {
   // addresses at start). Blocks the caller until it ran.
   void RunOnLoop(std::function<void(LlmEngine&)> fn);
 
+  // `listener` runs on the loop thread after every successful step (it must
+  // not block: a lock-free histogram observation is the intended use).
+  // Blocks until installed; set it before traffic, keep what it uses alive
+  // until Stop().
+  void SetStepListener(StepListener listener);
+
   // A snapshot taken after the latest step.
   EngineStats Stats() const;
   const ModelConfig& model_config() const { return model_config_; }
@@ -122,6 +138,7 @@ class AsyncEngine {
   // Released before activation: blocks held until the deadline, never activated.
   absl::flat_hash_map<std::string, std::chrono::steady_clock::time_point> quarantined_;
   const std::chrono::milliseconds release_grace_;
+  StepListener step_listener_;  // loop thread only
 
   mutable std::mutex mu_;
   std::condition_variable wake_;

@@ -150,6 +150,13 @@ void LlmEngine::Release(Sequence& seq, FinishReason reason) {
 
 absl::StatusOr<std::vector<RequestOutput>> LlmEngine::Step() {
   const SchedulerOutput plan = scheduler_->Schedule();
+  last_step_queue_seconds_.clear();
+  const auto now = std::chrono::steady_clock::now();
+  for (const ScheduledSequence& s : plan.scheduled) {
+    if (s.seq->ever_scheduled) continue;
+    s.seq->ever_scheduled = true;
+    last_step_queue_seconds_.push_back(std::chrono::duration<double>(now - s.seq->runnable_since).count());
+  }
   if (observer_ != nullptr) observer_->OnStepPlanned(plan, *kv_);
   ASSIGN_OR_RETURN(std::vector<StepSample> samples, runner_->Run(plan, observer_));
   for (const ScheduledSequence& s : plan.scheduled) {
@@ -277,6 +284,8 @@ absl::Status LlmEngine::ActivateExternal(const std::string& request_id, int32_t 
     Release(*seq, out.finish_reason);
     return absl::OkStatus();
   }
+  // Its queue time counts from now: waiting for the KV is the transfer's time, not the queue's.
+  seq->runnable_since = std::chrono::steady_clock::now();
   scheduler_->AddRunning(seq);
   return absl::OkStatus();
 }

@@ -129,6 +129,10 @@ class LlmEngine {
   [[nodiscard]] absl::Status ActivateExternal(const std::string& request_id, int32_t first_token,
                                               RequestOutput* out = nullptr);
 
+  // Seconds each sequence first scheduled by the latest Step() waited since
+  // it became runnable (queue time, for metrics), in batch order.
+  const std::vector<double>& last_step_queue_seconds() const { return last_step_queue_seconds_; }
+
   // `observer` (borrowed, may be null) watches every later step.
   void SetStepObserver(StepObserver* observer) { observer_ = observer; }
 
@@ -158,6 +162,7 @@ class LlmEngine {
   int64_t num_steps_ = 0;
   int64_t last_step_num_tokens_ = 0;
   int32_t last_step_num_seqs_ = 0;
+  std::vector<double> last_step_queue_seconds_;
 };
 
 }  // namespace tandem

@@ -8,6 +8,7 @@
 // Thread-safety: owned by the engine loop; not thread-safe.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -59,6 +60,10 @@ struct Sequence {
   int64_t waiting_steps = 0;        // steps spent waiting since arrival or preemption (aging)
   bool prefill_only = false;        // stop after the first sampled token, keep blocks
   std::vector<SampledToken> samples;  // one per generated token (logprobs)
+  // Metrics only (queue time): when it became schedulable (added, or its KV
+  // arrived from outside), and whether a step has computed it yet.
+  std::chrono::steady_clock::time_point runnable_since = std::chrono::steady_clock::now();
+  bool ever_scheduled = false;
 
   int64_t num_tokens() const { return static_cast<int64_t>(tokens.size()); }
   int32_t num_output_tokens() const { return static_cast<int32_t>(tokens.size()) - num_prompt_tokens; }

@@ -8,10 +8,13 @@
 #include "common/grpc/server.h"
 #include "common/status_macros.h"
 #include "engine/core/async_engine.h"
+#include "decode_worker/worker_metrics.h"
 #include "router/generation_service.h"
+#include "router/request_metrics.h"
 #include "tools/tandem/cli_flags.h"
 #include "tools/tandem/colocated_backend.h"
 #include "tools/tandem/engine_flags.h"
+#include "tools/tandem/metrics_setup.h"
 #include "tools/tandem/model_path.h"
 
 namespace tandem::cli {
@@ -25,6 +28,7 @@ struct ServeFlags {
   bool help = false;
   int64_t tp = 1;
   EngineFlags engine;
+  MetricsFlag metrics;
 };
 
 // Blocks until SIGINT or SIGTERM arrives (they were blocked in every thread
@@ -46,18 +50,33 @@ absl::Status Serve(const ServeFlags& f, const sigset_t& stop_signals) {
   const ModelConfig config = model->config();
   ASSIGN_OR_RETURN(EngineConfig engine_config, f.engine.ToConfig(f.seed.value_or(std::random_device{}())));
   ASSIGN_OR_RETURN(std::unique_ptr<LlmEngine> engine, LlmEngine::Create(std::move(model), engine_config));
+  // Outlives the engine: its step listener observes into the registry until the loop stops.
+  metrics::Registry metrics_registry;
   AsyncEngine async_engine(std::move(engine), tokenizer.get());
   ColocatedBackend backend(&async_engine);
-  GenerationService service(RequestValidator(config, tokenizer.get()), &backend);
+  // One process is router and worker: the request metrics and the engine's,
+  // both under role "colocated" (queued = waiting in the engine).
+  const std::string model_label = ModelLabel(dir);
+  ASSIGN_OR_RETURN(std::unique_ptr<RequestMetrics> request_metrics,
+                   RequestMetrics::Create(&metrics_registry, {{"model", model_label}, {"role", "colocated"}},
+                                          [&async_engine] { return static_cast<double>(async_engine.Stats().num_waiting); }));
+  RETURN_IF_ERROR(ExportEngineMetrics(&metrics_registry,
+                                      {{"model", model_label}, {"worker", "colocated"}, {"role", "colocated"}},
+                                      &async_engine, request_metrics->queue_time_family()));
+  GenerationService service(RequestValidator(config, tokenizer.get()), &backend, request_metrics.get());
 
   if (f.port < 0 || f.port > 65535) return absl::InvalidArgumentError("--port must be in [0, 65535]");
   int bound_port = 0;
   ASSIGN_OR_RETURN(std::unique_ptr<grpc::Server> server,
                    StartGrpcServer(absl::StrCat(f.host, ":", f.port), {&service}, &bound_port));
+  // Stopped (by its destructor) before anything its callbacks read.
+  ASSIGN_OR_RETURN(std::unique_ptr<metrics::MetricsServer> metrics_server,
+                   StartMetricsServer(&metrics_registry, f.metrics, f.host, "tandem serve"));
   std::cout << "tandem serve: listening on " << f.host << ":" << bound_port << " (model " << dir.string()
             << ")" << std::endl;
   const int sig = WaitForStopSignal(stop_signals);
   std::cout << "tandem serve: signal " << sig << ", shutting down" << std::endl;
+  if (metrics_server) metrics_server->Stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   return absl::OkStatus();
 }
@@ -81,7 +100,10 @@ int RunServe(const std::vector<std::string>& args) {
   flags.AddBool("help", &f.help, "show this help");
   flags.AddInt("tp", &f.tp, "tensor-parallel ranks (threads of this process; default 1)");
   f.engine.Register(flags);
-  if (absl::Status st = flags.Parse(args); !st.ok()) {
+  f.metrics.Register(flags);
+  absl::Status parsed = flags.Parse(args);
+  if (parsed.ok()) parsed = f.metrics.Parse().status();  // a bad port is a usage error, before loading the model
+  if (absl::Status st = parsed; !st.ok()) {
     std::cerr << "tandem serve: " << st.message() << "\nflags:\n" << flags.Usage();
     return 2;
   }

@@ -25,6 +25,7 @@ struct UpFlags {
   int64_t port = 50051;
   std::string kv_transport = "ucx";
   int64_t start_timeout_s = 120;
+  int64_t metrics_base_port = -1;  // -1: no metrics servers
   bool help = false;
   EngineFlags engine;  // passed through to every worker
 };
@@ -86,6 +87,9 @@ int RunUp(const std::vector<std::string>& args) {
   flags.AddInt("decode-tp", &f.decode_tp, "tensor-parallel ranks of each decode worker (default 1)");
   flags.AddInt("port", &f.port, "the router's port, the cluster's endpoint (default 50051; 0: a free one)");
   flags.AddString("kv-transport", &f.kv_transport, "KV transport between workers: ucx (default)");
+  flags.AddInt("metrics-base-port", &f.metrics_base_port,
+               "serve each process's Prometheus metrics on 127.0.0.1 from this port up: the router, then the "
+               "prefill workers, then the decode workers (default: off)");
   flags.AddInt("start-timeout-s", &f.start_timeout_s, "longest wait for the cluster to come up (default 120)");
   flags.AddBool("help", &f.help, "show this help");
   f.engine.Register(flags);
@@ -94,7 +98,7 @@ int RunUp(const std::vector<std::string>& args) {
   if (absl::Status st = flags.Parse(args); !st.ok() || f.help) {
     (st.ok() ? std::cout : std::cerr) << (st.ok() ? "" : std::string(st.message()) + "\n")
                                       << "usage: tandem up [--model DIR] [--prefill-workers N] [--decode-workers M] "
-                                         "[--prefill-tp A] [--decode-tp B] [--port P] [engine flags for the workers]\n"
+                                         "[--prefill-tp A] [--decode-tp B] [--port P] [--metrics-base-port B] [engine flags for the workers]\n"
                                       << flags.Usage();
     return st.ok() ? 0 : 2;
   }
@@ -106,6 +110,20 @@ int RunUp(const std::vector<std::string>& args) {
     std::cerr << "tandem up: --prefill-tp and --decode-tp must be in [1, 64]\n";
     return 2;
   }
+  const int64_t num_processes = 1 + f.prefill_workers + f.decode_workers;
+  if (f.metrics_base_port != -1 && (f.metrics_base_port < 1 || f.metrics_base_port + num_processes - 1 > 65535)) {
+    std::cerr << "tandem up: --metrics-base-port must be in [1, " << 65535 - (num_processes - 1) << "] for "
+              << num_processes << " processes (each takes the next port)\n";
+    return 2;
+  }
+  // Process i (router 0, then prefill, then decode workers) gets base + i.
+  std::vector<std::string> metrics_urls;
+  auto metrics_args = [&](std::vector<std::string>& a) {
+    if (f.metrics_base_port == -1) return;
+    const int64_t port = f.metrics_base_port + static_cast<int64_t>(metrics_urls.size());
+    a.insert(a.end(), {"--metrics-port", std::to_string(port)});
+    metrics_urls.push_back(absl::StrCat("http://127.0.0.1:", port, "/metrics"));
+  };
   const std::filesystem::path bin = BinDir();
   const std::vector<std::string> model_args = f.model.empty() ? std::vector<std::string>{}
                                                               : std::vector<std::string>{"--model", f.model};
@@ -119,6 +137,7 @@ int RunUp(const std::vector<std::string>& args) {
 
   std::vector<std::string> router_args = model_args;
   router_args.insert(router_args.end(), {"--host", "127.0.0.1", "--port", std::to_string(f.port)});
+  metrics_args(router_args);
   absl::StatusOr<std::unique_ptr<ChildProcess>> router =
       ChildProcess::Start("router", (bin / "tandem-router").string(), router_args, timeout);
   if (!router.ok()) {
@@ -136,6 +155,7 @@ int RunUp(const std::vector<std::string>& args) {
                          f.kv_transport, "--worker-id", absl::StrCat(kind, "-", i), "--tp",
                          std::to_string(role == 0 ? f.prefill_tp : f.decode_tp)});
       a.insert(a.end(), engine_args.begin(), engine_args.end());
+      metrics_args(a);
       absl::StatusOr<std::unique_ptr<ChildProcess>> w = ChildProcess::Start(
           absl::StrCat(kind, "-", i), (bin / absl::StrCat("tandem-", kind, "-worker")).string(), a, timeout);
       if (!w.ok()) {
@@ -151,8 +171,11 @@ int RunUp(const std::vector<std::string>& args) {
     stop_all();
     return 1;
   }
-  for (const auto& c : children) {
-    std::cout << "tandem up: " << c->name() << " pid " << c->pid() << " on " << c->address() << "\n";
+  for (size_t i = 0; i < children.size(); ++i) {
+    const auto& c = children[i];
+    std::cout << "tandem up: " << c->name() << " pid " << c->pid() << " on " << c->address();
+    if (i < metrics_urls.size()) std::cout << ", metrics on " << metrics_urls[i];
+    std::cout << "\n";
   }
   std::cout << "tandem up: ready on " << endpoint << " (" << f.prefill_workers << " prefill, " << f.decode_workers
             << " decode workers); try: tandem client --addr " << endpoint << " --prompt \"ROMEO:\"" << std::endl;

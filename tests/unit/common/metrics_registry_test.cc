@@ -181,6 +181,27 @@ TEST(CallbackFamilyTest, RemoveStopsTheCallsAndDuplicatesAreRefused) {
   EXPECT_EQ(calls, 1);
 }
 
+TEST(CollectorFamilyTest, ChildrenComeAndGoWithTheCollectFunction) {
+  Registry r;
+  std::vector<Sample> samples = {{{{"worker", "d1"}, {"role", "decode"}}, 1}, {{{"role", "prefill"}, {"worker", "p0"}}, 0}};
+  CollectorFamily* up = *r.AddCollectorGauge("worker_up", "Up.", [&] { return samples; });
+  ASSERT_NE(up, nullptr);
+  EXPECT_EQ(r.Serialize(),
+            "# HELP worker_up Up.\n# TYPE worker_up gauge\n"
+            "worker_up{role=\"decode\",worker=\"d1\"} 1\n"
+            "worker_up{role=\"prefill\",worker=\"p0\"} 0\n");
+  // An invalid label set and a repeated one are dropped, the rest written.
+  samples = {{{{"worker", "d2"}}, 1}, {{{"__bad", "x"}}, 1}, {{{"worker", "d2"}}, 5}};
+  EXPECT_EQ(r.Serialize(), "# HELP worker_up Up.\n# TYPE worker_up gauge\nworker_up{worker=\"d2\"} 1\n");
+  samples.clear();
+  EXPECT_EQ(r.Serialize(), "");
+  ASSERT_TRUE(r.AddCollectorCounter("c_total", "C.", [] { return std::vector<Sample>{{{}, 3}}; }).ok());
+  EXPECT_EQ(r.Serialize(), "# HELP c_total C.\n# TYPE c_total counter\nc_total 3\n");
+  EXPECT_EQ(r.AddCollectorGauge("e", "E.", nullptr).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(r.AddCollectorGauge("worker_up", "Again.", [] { return std::vector<Sample>{}; }).status().code(),
+            absl::StatusCode::kAlreadyExists);
+}
+
 TEST(BucketsTest, PresetsAreValidAndSpanTheirRanges) {
   EXPECT_TRUE(ValidateBucketBounds(kTtftBucketsSeconds).ok());
   EXPECT_TRUE(ValidateBucketBounds(kItlBucketsSeconds).ok());

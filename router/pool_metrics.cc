@@ -1,0 +1,29 @@
+// Worker pool metrics (see pool_metrics.h).
+#include "router/pool_metrics.h"
+
+namespace tandem {
+
+absl::Status ExportWorkerPoolMetrics(metrics::Registry* registry, const metrics::Labels& labels,
+                                     const WorkerPool* pool) {
+  // One series per worker: the process's labels plus the worker's id and role.
+  auto collect = [labels, pool](bool up) {
+    return [labels, pool, up] {
+      std::vector<metrics::Sample> out;
+      for (const WorkerPool::Health& h : pool->AllHealth()) {
+        metrics::Labels l = labels;
+        l.emplace_back("worker", h.id);
+        l.emplace_back("role", h.role == v1::WORKER_ROLE_PREFILL ? "prefill" : "decode");
+        out.push_back({std::move(l), up ? (h.up ? 1.0 : 0.0) : static_cast<double>(h.in_flight)});
+      }
+      return out;
+    };
+  };
+  absl::StatusOr<metrics::CollectorFamily*> up = registry->AddCollectorGauge(
+      "tandem_worker_up", "1 when the router routes to the worker (live, not failed lately), else 0.", collect(true));
+  if (!up.ok()) return up.status();
+  absl::StatusOr<metrics::CollectorFamily*> in_flight = registry->AddCollectorGauge(
+      "tandem_worker_requests_in_flight", "Requests the router has on the worker now.", collect(false));
+  return in_flight.status();
+}
+
+}  // namespace tandem

@@ -1,0 +1,146 @@
+// RequestMetrics (see request_metrics.h).
+#include "router/request_metrics.h"
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "common/metrics/buckets.h"
+#include "common/status_macros.h"
+
+namespace tandem {
+namespace {
+
+using metrics::Labels;
+
+// Every code a request can end with, so each requests_total series exists
+// (at 0) from the start: rate() over a series born mid-window undercounts.
+constexpr std::array<absl::StatusCode, 16> kErrorCodes = {
+    absl::StatusCode::kCancelled,         absl::StatusCode::kUnknown,
+    absl::StatusCode::kInvalidArgument,   absl::StatusCode::kDeadlineExceeded,
+    absl::StatusCode::kNotFound,          absl::StatusCode::kAlreadyExists,
+    absl::StatusCode::kPermissionDenied,  absl::StatusCode::kResourceExhausted,
+    absl::StatusCode::kFailedPrecondition, absl::StatusCode::kAborted,
+    absl::StatusCode::kOutOfRange,        absl::StatusCode::kUnimplemented,
+    absl::StatusCode::kInternal,          absl::StatusCode::kUnavailable,
+    absl::StatusCode::kDataLoss,          absl::StatusCode::kUnauthenticated};
+
+Labels With(Labels base, Labels extra) {
+  base.insert(base.end(), extra.begin(), extra.end());
+  return base;
+}
+
+}  // namespace
+
+std::string RequestMetrics::StatusLabel(absl::StatusCode code) {
+  return absl::AsciiStrToLower(absl::StatusCodeToString(code));
+}
+
+absl::StatusOr<std::unique_ptr<RequestMetrics>> RequestMetrics::Create(metrics::Registry* registry, Labels base,
+                                                                       std::function<double()> queued) {
+  std::unique_ptr<RequestMetrics> m(new RequestMetrics());
+  metrics::Registry& r = *registry;
+  auto histogram = [&](const char* name, const char* help,
+                       std::span<const double> bounds) -> absl::StatusOr<metrics::Histogram*> {
+    absl::StatusOr<metrics::Family<metrics::Histogram>*> f = r.AddHistogram(name, help, bounds);
+    if (!f.ok()) return f.status();
+    return (*f)->Add(base);
+  };
+  auto counter = [&](const char* name, const char* help) -> absl::StatusOr<metrics::Counter*> {
+    absl::StatusOr<metrics::Family<metrics::Counter>*> f = r.AddCounter(name, help);
+    if (!f.ok()) return f.status();
+    return (*f)->Add(base);
+  };
+
+  absl::StatusOr<metrics::Family<metrics::Counter>*> requests =
+      r.AddCounter("tandem_requests_total", "Requests ended, by status: the finish reason (stop, length) or the gRPC code.");
+  if (!requests.ok()) return requests.status();
+  std::vector<std::string> statuses = {"stop", "length"};
+  for (absl::StatusCode c : kErrorCodes) statuses.push_back(StatusLabel(c));
+  for (const std::string& s : statuses) {
+    absl::StatusOr<metrics::Counter*> child = (*requests)->Add(With(base, {{"status", s}}));
+    if (!child.ok()) return child.status();
+    m->requests_[s] = *child;
+  }
+
+  ASSIGN_OR_RETURN(m->ttft_, histogram("tandem_time_to_first_token_seconds",
+                                    "Time from the request's arrival to its first token reaching the stream.",
+                                    metrics::kTtftBucketsSeconds));
+  ASSIGN_OR_RETURN(m->itl_, histogram("tandem_inter_token_latency_seconds",
+                                   "Time between tokens of a stream, one observation per token after the first.",
+                                   metrics::kItlBucketsSeconds));
+  ASSIGN_OR_RETURN(m->tpot_, histogram("tandem_request_time_per_output_token_seconds",
+                                    "Per finished request: (last token - first token) / (output tokens - 1).",
+                                    metrics::kItlBucketsSeconds));
+  ASSIGN_OR_RETURN(m->e2e_, histogram("tandem_e2e_request_latency_seconds",
+                                   "Time from arrival to the last token, finished requests only.",
+                                   metrics::kE2eLatencyBucketsSeconds));
+  absl::StatusOr<metrics::Family<metrics::Histogram>*> queue =
+      r.AddHistogram("tandem_request_queue_time_seconds",
+                     "Time a request waited for capacity (router: for a decode reservation; engine: to be scheduled).",
+                     metrics::kQueueTimeBucketsSeconds);
+  if (!queue.ok()) return queue.status();
+  m->queue_time_family_ = *queue;
+  ASSIGN_OR_RETURN(m->queue_time_, (*queue)->Add(base));
+  ASSIGN_OR_RETURN(m->prompt_tokens_, counter("tandem_prompt_tokens_total", "Prompt tokens of requests that produced a token."));
+  ASSIGN_OR_RETURN(m->generation_tokens_, counter("tandem_generation_tokens_total", "Tokens streamed to clients."));
+  absl::StatusOr<metrics::Family<metrics::Gauge>*> inflight =
+      r.AddGauge("tandem_requests_inflight", "Requests accepted and not yet ended (queued ones included).");
+  if (!inflight.ok()) return inflight.status();
+  ASSIGN_OR_RETURN(m->inflight_, (*inflight)->Add(base));
+  absl::StatusOr<metrics::CallbackFamily*> q =
+      r.AddCallbackGauge("tandem_requests_queued", "Requests waiting for capacity now.");
+  if (!q.ok()) return q.status();
+  if (!queued) queued = [] { return 0.0; };
+  if (absl::Status st = (*q)->Add(base, std::move(queued)); !st.ok()) return st;
+  return m;
+}
+
+std::shared_ptr<RequestTracker> RequestMetrics::Begin(uint32_t prompt_tokens) {
+  inflight_->Increment();
+  return std::make_shared<RequestTracker>(this, prompt_tokens);
+}
+
+void RequestMetrics::CountRefused(absl::StatusCode code) { CountStatus(StatusLabel(code)); }
+
+void RequestMetrics::CountStatus(const std::string& status) {
+  auto it = requests_.find(status);
+  // Every status a request can end with was created at setup; "ok" is not
+  // one (a stream ends with a finish reason), so this never misses.
+  if (it != requests_.end()) it->second->Increment();
+}
+
+RequestTracker::RequestTracker(RequestMetrics* metrics, uint32_t prompt_tokens)
+    : metrics_(metrics), prompt_tokens_(prompt_tokens), start_(std::chrono::steady_clock::now()) {}
+
+void RequestTracker::OnTokens(size_t n) {
+  if (n == 0) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (num_tokens_ == 0) {
+    metrics_->ttft_->Observe(std::chrono::duration<double>(now - start_).count());
+    // The prompt was processed once a token came of it.
+    metrics_->prompt_tokens_->Increment(prompt_tokens_);
+    first_token_ = now;
+    // Several tokens in the first chunk arrived together: 0 s apart.
+    for (size_t i = 1; i < n; ++i) metrics_->itl_->Observe(0.0);
+  } else {
+    // A chunk of n tokens after a gap: each token waited gap / n on average.
+    const double per_token = std::chrono::duration<double>(now - last_token_).count() / static_cast<double>(n);
+    for (size_t i = 0; i < n; ++i) metrics_->itl_->Observe(per_token);
+  }
+  last_token_ = now;
+  num_tokens_ += n;
+  metrics_->generation_tokens_->Increment(static_cast<double>(n));
+}
+
+void RequestTracker::End(const std::string& status) {
+  if (ended_.exchange(true)) return;
+  metrics_->inflight_->Decrement();
+  metrics_->CountStatus(status);
+  if (status != "stop" && status != "length") return;
+  metrics_->e2e_->Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
+  if (num_tokens_ > 1) {
+    metrics_->tpot_->Observe(std::chrono::duration<double>(last_token_ - first_token_).count() /
+                             static_cast<double>(num_tokens_ - 1));
+  }
+}
+
+}  // namespace tandem
