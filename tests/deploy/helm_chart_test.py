@@ -1,0 +1,558 @@
+#!/usr/bin/env python3
+"""Checks deploy/helm/tandem without helm or a cluster.
+
+Renders every template with tests/deploy/gotemplate.py (the Go-template subset
+the chart keeps to) under the default values and four other value sets, and
+checks what a broken chart would get wrong: YAML that does not parse or has
+duplicate keys, objects without apiVersion/kind/metadata.name, values that no
+template uses, flags the binaries do not have (against their --help), values
+that do not reach exactly their flag, containers without gRPC probes, Service
+ports that point at no container port, monitors and HPAs that point at
+nothing.
+
+What it cannot prove: that Helm renders byte-for-byte the same (the renderer
+is not Helm), or that Kubernetes accepts the objects (no schema validation,
+no API server). deploy/helm/tandem/README.md says the same.
+
+  helm_chart_test.py --bin-dir build/bin [unittest args]
+"""
+
+import argparse
+import copy
+import hashlib
+import os
+import re
+import shlex
+import subprocess
+import sys
+import unittest
+
+import yaml
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gotemplate  # noqa: E402
+
+CHART = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "deploy", "helm", "tandem")
+BIN_DIR = None  # set from --bin-dir
+RELEASE = "tandem"
+BINARIES = {"router": "tandem-router", "prefill": "tandem-prefill-worker", "decode": "tandem-decode-worker"}
+WORKLOAD_KINDS = ("Deployment", "StatefulSet")
+
+# Flags of a binary that the chart deliberately does not set, and why. Any
+# other flag in a binary's --help must be set by the chart, so a new flag
+# fails this test until it is mapped to a value (or listed here).
+NOT_MAPPED = {
+    "router": {
+        "help": "prints usage",
+        "prefill-workers": "static worker lists: in the chart, workers register themselves",
+        "decode-workers": "static worker lists: in the chart, workers register themselves",
+    },
+    "prefill": {"help": "prints usage"},
+    "decode": {"help": "prints usage"},
+}
+# Per-pod flags, set from the downward API in the container command.
+PER_POD = {"host": "$POD_IP", "worker-id": "$POD_NAME"}
+
+# Each value that configures a binary, and the one flag it becomes.
+ENGINE = {
+    "maxNumBatchedTokens": "max-num-batched-tokens", "maxNumSeqs": "max-num-seqs",
+    "kvCacheMemoryMib": "kv-cache-memory", "numKvBlocks": "num-kv-blocks",
+    "noPrefixCaching": "no-prefix-caching", "noChunkedPrefill": "no-chunked-prefill",
+    "batching": "batching", "schedulingPolicy": "scheduling-policy", "batchSize": "batch-size",
+    "maxBatchDelayMs": "max-batch-delay-ms",
+}
+
+
+def value_to_flag():
+  m = {
+      "router": {
+          ("model", "path"): "model", ("router", "host"): "host", ("router", "port"): "port",
+          ("router", "maxQueued"): "max-queued", ("router", "prefillTimeoutMs"): "prefill-timeout-ms",
+          ("metrics", "port"): "metrics-port",
+      },
+  }
+  for role in ("prefill", "decode"):
+    w = {
+        ("model", "path"): "model", (role, "port"): "port", ("kv", "transport"): "kv-transport",
+        ("kv", "blockSize"): "block-size", ("kv", "cacheDtype"): "kv-cache-dtype", (role, "tp"): "tp",
+        ("metrics", "port"): "metrics-port",
+    }
+    w.update({(role, "engine", k): f for k, f in ENGINE.items()})
+    if role == "prefill":
+      w.update({(role, "kvFlushTimeoutMs"): "kv-flush-timeout-ms", (role, "kvSenderThreads"): "kv-sender-threads"})
+    else:
+      w.update({(role, "reservationTimeoutMs"): "reservation-timeout-ms", (role, "releaseGraceMs"): "release-grace-ms"})
+    m[role] = w
+  return m
+
+
+VALUE_TO_FLAG = value_to_flag()
+
+
+# ------------------------------------------------------------- value sets ---
+
+def defaults():
+  return copy.deepcopy(renderer().default_values)
+
+
+def gpu_values():
+  """CUDA image, tp 2 with 2 GPUs a pod, model on a PVC, ServiceMonitor, HPAs."""
+  v = defaults()
+  v["image"]["tag"] = "0.1.0-cuda"
+  v["imagePullSecrets"] = [{"name": "regcred"}]
+  v["runtimeClassName"] = "nvidia"
+  v["model"]["path"] = "/models/qwen2-0.5b"
+  v["model"]["volume"].update(type="pvc", claimName="tandem-models")
+  v["ucx"].update(tls="rc,ud", netDevices="mlx5_0:1")
+  v["metrics"]["serviceMonitor"].update(enabled=True, labels={"release": "prometheus"})
+  v["router"]["service"].update(type="LoadBalancer", annotations={"example.com/lb": "internal"})
+  v["router"]["extraArgs"] = ["--decode-workers=10.0.0.9:50053"]
+  for c in ("router", "prefill", "decode"):
+    v[c]["nodeSelector"] = {"example.com/pool": c}
+    v[c]["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    v[c]["affinity"] = {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 1, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
+                                          "labelSelector": {"matchLabels": {"app.kubernetes.io/component": c}}}}]}}
+    v[c]["podAnnotations"] = {"example.com/owner": "serving"}
+    v[c]["env"] = [{"name": "OMP_NUM_THREADS", "value": "4"}]
+  for role in ("prefill", "decode"):
+    v[role].update(tp=2, gpus=2)
+    v[role]["autoscaling"].update(enabled=True, minReplicas=2, maxReplicas=8, queuedPerReplica=4)
+  return v
+
+
+def hostpath_values():
+  v = defaults()
+  v["model"]["path"] = "/srv/models/llama"
+  v["model"]["volume"].update(type="hostPath", hostPath="/srv/models", mountPath="/srv/models")
+  v["metrics"]["podMonitor"].update(enabled=True, interval="30s", labels={"team": "serving"})
+  v["router"]["resources"] = {"requests": {}, "limits": {}}
+  return v
+
+
+def init_values():
+  v = defaults()
+  v["model"]["path"] = "/models/m"
+  v["model"]["volume"]["type"] = "emptyDir"
+  v["model"]["init"].update(enabled=True, image="example.com/fetch:1",
+                            command=["fetch-model", "--to", "/models/m"])
+  return v
+
+
+def distinct_values():
+  """Every value that maps to a flag set to a non-default value of its own."""
+  v = defaults()
+  strings = {("model", "path"): "/models/x", ("router", "host"): "10.9.8.7", ("kv", "transport"): "loopback",
+             ("kv", "cacheDtype"): "bf16", ("prefill", "engine", "batching"): "dynamic",
+             ("decode", "engine", "batching"): "static", ("prefill", "engine", "schedulingPolicy"): "priority",
+             ("decode", "engine", "schedulingPolicy"): "priority"}
+  n = 1000
+  for comp in VALUE_TO_FLAG.values():
+    for path in comp:
+      node = v
+      for k in path[:-1]:
+        node = node[k]
+      old = node[path[-1]]
+      if isinstance(old, bool):
+        node[path[-1]] = not old
+      elif isinstance(old, int):
+        node[path[-1]] = 40000 + n  # distinct from every default and from each other
+        n += 1
+      else:
+        node[path[-1]] = strings[path]
+  return v
+
+
+VALUE_SETS = {"default": defaults, "gpu": gpu_values, "hostpath": hostpath_values, "init": init_values,
+              "distinct": distinct_values}
+
+
+# ---------------------------------------------------------------- helpers ---
+
+_RENDERER = None
+
+
+def renderer():
+  global _RENDERER
+  if _RENDERER is None:
+    _RENDERER = gotemplate.Renderer(CHART)
+  return _RENDERER
+
+
+class StrictLoader(yaml.SafeLoader):
+  """SafeLoader that refuses duplicate keys (PyYAML keeps the last silently;
+  Kubernetes' decoder refuses them)."""
+
+
+def _no_dup_mapping(loader, node, deep=False):
+  keys = set()
+  for k, _ in node.value:
+    key = loader.construct_object(k, deep=deep)
+    if key in keys:
+      raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", k.start_mark)
+    keys.add(key)
+  return loader.construct_mapping(node, deep)
+
+
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_dup_mapping)
+
+
+def render_objects(values):
+  out = renderer().render(values, release=RELEASE)
+  objs = []
+  for fn, text in out.items():
+    for doc in yaml.load_all(text, Loader=StrictLoader):
+      if doc is not None:
+        objs.append((fn, doc))
+  return objs
+
+
+def by_kind(objs, kind):
+  return {o["metadata"]["name"]: o for _, o in objs if o["kind"] == kind}
+
+
+def help_flags(binary):
+  out = subprocess.run([os.path.join(BIN_DIR, binary), "--help"], capture_output=True, text=True, timeout=30)
+  assert out.returncode == 0, f"{binary} --help exited {out.returncode}: {out.stderr}"
+  return set(re.findall(r"^  --([a-z0-9-]+)  ", out.stdout, re.M))
+
+
+_HELP = {}
+
+
+def flags_of(component):
+  if component not in _HELP:
+    _HELP[component] = help_flags(BINARIES[component])
+  return _HELP[component]
+
+
+def pod_spec(workload):
+  return workload["spec"]["template"]["spec"]
+
+
+def container_argv(objs, workload, container):
+  """The argv the container's shell runs: the binary, the ConfigMap's flags,
+  then the per-pod flags (left as the shell variables they name)."""
+  assert container["command"] == ["/bin/sh", "-c"], container["command"]
+  (script,) = container["args"]
+  m = re.fullmatch(r"set -f; exec (\S+) \$\(cat (/etc/tandem/[a-z.]+)\)(.*)", script)
+  assert m, f"unexpected container script {script!r}"
+  binary, path, rest = m.group(1), m.group(2), m.group(3)
+  mounts = {vm["mountPath"]: vm["name"] for vm in container["volumeMounts"]}
+  vol_name = mounts[os.path.dirname(path)]
+  vols = {v["name"]: v for v in pod_spec(workload)["volumes"]}
+  cm_name = vols[vol_name]["configMap"]["name"]
+  data = by_kind(objs, "ConfigMap")[cm_name]["data"][os.path.basename(path)]
+  lines = data.splitlines()
+  for line in lines:
+    assert line and not re.search(r"\s", line), f"flag line {line!r} would be split or dropped by the shell"
+  return binary, data, lines + shlex.split(rest)
+
+
+def parse_flags(argv):
+  flags = {}
+  for a in argv:
+    m = re.fullmatch(r"--([a-z0-9-]+)=(.*)", a)
+    assert m, f"argument {a!r} is not --flag=value"
+    assert m.group(1) not in flags, f"--{m.group(1)} passed twice"
+    flags[m.group(1)] = m.group(2)
+  return flags
+
+
+def component_of(workload):
+  return workload["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
+
+
+def workloads(objs):
+  return [o for _, o in objs if o["kind"] in WORKLOAD_KINDS]
+
+
+def leaf(values, path):
+  for k in path:
+    values = values[k]
+  return values
+
+
+# ------------------------------------------------------------------ tests ---
+
+class RendererTest(unittest.TestCase):
+  """The renderer's Go semantics, on small templates with exact output."""
+
+  def render(self, text, values):
+    p = gotemplate._Parser(text, "t")
+    nodes = p.parse()
+    r = renderer()
+    saved = r.defines
+    r.defines = dict(saved, **p.defines)
+    try:
+      root = {"Values": gotemplate.VMap(values, ())}
+      return r._exec(nodes, gotemplate.V(root), [{"$": gotemplate.V(root)}])
+    finally:
+      r.defines = saved
+
+  def test_trim_markers(self):
+    self.assertEqual(self.render("a  {{- 1 -}}  \n b", {}), "a1b")
+    self.assertEqual(self.render("a {{ 1 }} b", {}), "a 1 b")
+
+  def test_if_else_if_else(self):
+    t = "{{ if .Values.a }}A{{ else if .Values.b }}B{{ else }}C{{ end }}"
+    self.assertEqual(self.render(t, {"a": 1, "b": 1}), "A")
+    self.assertEqual(self.render(t, {"a": 0, "b": "x"}), "B")
+    self.assertEqual(self.render(t, {"a": [], "b": {}}), "C")
+
+  def test_range_map_sorted_list_and_else(self):
+    t = "{{ range $k, $v := .Values.m }}{{ $k }}={{ $v }};{{ end }}"
+    self.assertEqual(self.render(t, {"m": {"b": 2, "a": 1}}), "a=1;b=2;")
+    self.assertEqual(self.render("{{ range .Values.l }}[{{ . }}]{{ else }}none{{ end }}", {"l": ["x", "y"]}), "[x][y]")
+    self.assertEqual(self.render("{{ range .Values.l }}[{{ . }}]{{ else }}none{{ end }}", {"l": []}), "none")
+
+  def test_with_variables_and_root(self):
+    t = "{{ $x := .Values.a }}{{ with .Values.b }}{{ . }}{{ $x }}{{ $.Values.a }}{{ end }}"
+    self.assertEqual(self.render(t, {"a": "A", "b": "B"}), "BAA")
+
+  def test_functions(self):
+    v = {"n": 3, "s": "ab", "m": {"k": 1}, "t": True}
+    self.assertEqual(self.render('{{ printf "%s-%d-%v" .Values.s .Values.n .Values.t }}', v), "ab-3-true")
+    self.assertEqual(self.render("{{ .Values.s | quote }}", v), '"ab"')
+    self.assertEqual(self.render('{{ "" | default "d" }}{{ "x" | default "d" }}', v), "dx")
+    self.assertEqual(self.render("{{ toYaml .Values.m | nindent 2 }}", v), "\n  k: 1")
+    self.assertEqual(self.render('{{ "a\\nb" | indent 2 }}', v), "  a\n  b")
+    self.assertEqual(self.render('{{ index .Values.m "k" }}{{ eq .Values.n 3 }}{{ not .Values.t }}', v), "1truefalse")
+    self.assertEqual(self.render('{{ define "x" }}<{{ .k }}>{{ end }}{{ include "x" .Values.m }}', v), "<1>")
+    self.assertEqual(self.render('{{ "abcdef-" | trunc 6 | trimSuffix "-" }}', v), "abcdef")
+    self.assertEqual(self.render('{{ "a" | sha256sum }}', v), hashlib.sha256(b"a").hexdigest())
+
+  def test_strictness(self):
+    with self.assertRaisesRegex(gotemplate.TemplateError, "no key 'missing'"):
+      self.render("{{ .Values.missing }}", {})
+    with self.assertRaisesRegex(gotemplate.TemplateError, "outside the subset"):
+      self.render("{{ upper .Values.s }}", {"s": "a"})
+    with self.assertRaisesRegex(gotemplate.TemplateError, "cannot print a map"):
+      self.render("{{ .Values.m }}", {"m": {"a": 1}})
+    with self.assertRaisesRegex(gotemplate.TemplateError, "float"):
+      renderer().render(dict(defaults(), extra=0.5))
+
+
+class ChartTest(unittest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    cls.rendered = {name: render_objects(make()) for name, make in VALUE_SETS.items()}
+    cls.values = {name: make() for name, make in VALUE_SETS.items()}
+
+  def test_every_document_is_a_named_object(self):
+    for name, objs in self.rendered.items():
+      seen = set()
+      for fn, o in objs:
+        with self.subTest(values=name, file=fn):
+          self.assertIsInstance(o, dict)
+          self.assertIsInstance(o.get("apiVersion"), str)
+          self.assertIsInstance(o.get("kind"), str)
+          self.assertRegex(o["metadata"]["name"], r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+          key = (o["kind"], o["metadata"]["name"])
+          self.assertNotIn(key, seen)
+          seen.add(key)
+
+  def test_exact_objects_per_value_set(self):
+    base = {("ConfigMap", "tandem-flags"), ("Service", "tandem-router"), ("Deployment", "tandem-router"),
+            ("Service", "tandem-prefill"), ("StatefulSet", "tandem-prefill"), ("Service", "tandem-decode"),
+            ("StatefulSet", "tandem-decode")}
+    want = {
+        "default": base, "init": base, "distinct": base,
+        "hostpath": base | {("PodMonitor", "tandem-metrics")},
+        "gpu": base | {("ServiceMonitor", "tandem-metrics"), ("HorizontalPodAutoscaler", "tandem-prefill"),
+                       ("HorizontalPodAutoscaler", "tandem-decode")},
+    }
+    for name, objs in self.rendered.items():
+      self.assertEqual({(o["kind"], o["metadata"]["name"]) for _, o in objs}, want[name], name)
+
+  def test_every_value_is_used(self):
+    r = renderer()
+    r.used.clear()
+    for make in VALUE_SETS.values():
+      r.render(make(), release=RELEASE)
+    unused = [".".join(map(str, p)) for p in gotemplate.value_leaves(r.default_values)
+              if not any(p[:len(u)] == u for u in r.used)]
+    self.assertEqual(unused, [], "values no template uses")
+
+  def test_flags_exist_and_every_flag_is_mapped(self):
+    for name, objs in self.rendered.items():
+      for w in workloads(objs):
+        comp = component_of(w)
+        (c,) = pod_spec(w)["containers"]
+        binary, _, argv = container_argv(objs, w, c)
+        with self.subTest(values=name, component=comp):
+          self.assertEqual(binary, f"{self.values[name]['image']['binDir']}/{BINARIES[comp]}")
+          flags = parse_flags(argv)
+          known = flags_of(comp)
+          self.assertEqual(sorted(set(flags) - known), [], f"flags {BINARIES[comp]} --help does not list")
+          self.assertEqual(sorted(known - set(flags) - set(NOT_MAPPED[comp])), [],
+                           f"flags of {BINARIES[comp]} the chart does not set (map them or list them in NOT_MAPPED)")
+
+  def test_each_value_reaches_exactly_its_flag(self):
+    for name in ("default", "distinct"):
+      values, objs = self.values[name], self.rendered[name]
+      for w in workloads(objs):
+        comp = component_of(w)
+        (c,) = pod_spec(w)["containers"]
+        flags = parse_flags(container_argv(objs, w, c)[2])
+        expected = {f: gotemplate.go_str(leaf(values, p)) for p, f in VALUE_TO_FLAG[comp].items()}
+        if comp == "router":
+          self.assertEqual(flags, expected, f"{name}/{comp}")
+        else:
+          expected["router"] = f"{RELEASE}-router:{values['router']['port']}"
+          expected.update(PER_POD)
+          self.assertEqual(flags, expected, f"{name}/{comp}")
+    # distinct_values changed every mapped value, so with the equality above
+    # no value is ignored and no flag takes another value's setting.
+    for comp, mapping in VALUE_TO_FLAG.items():
+      for p in mapping:
+        self.assertNotEqual(leaf(self.values["distinct"], p), leaf(self.values["default"], p), p)
+
+  def test_extra_args_are_appended(self):
+    objs = self.rendered["gpu"]
+    router = by_kind(objs, "Deployment")["tandem-router"]
+    _, _, argv = container_argv(objs, router, pod_spec(router)["containers"][0])
+    self.assertEqual(argv[-1], "--decode-workers=10.0.0.9:50053")
+
+  def test_workers_find_the_router_and_advertise_the_pod(self):
+    for name, objs in self.rendered.items():
+      svc = by_kind(objs, "Service")["tandem-router"]
+      grpc_port = [p["port"] for p in svc["spec"]["ports"] if p["name"] == "grpc"]
+      for w in workloads(objs):
+        if w["kind"] != "StatefulSet":
+          continue
+        (c,) = pod_spec(w)["containers"]
+        flags = parse_flags(container_argv(objs, w, c)[2])
+        self.assertEqual(flags["router"], f"{svc['metadata']['name']}:{grpc_port[0]}")
+        env = {e["name"]: e for e in c["env"]}
+        self.assertEqual(env["POD_IP"]["valueFrom"], {"fieldRef": {"fieldPath": "status.podIP"}})
+        self.assertEqual(env["POD_NAME"]["valueFrom"], {"fieldRef": {"fieldPath": "metadata.name"}})
+        self.assertEqual(env["UCX_TLS"]["value"], self.values[name]["ucx"]["tls"])
+        devices = self.values[name]["ucx"]["netDevices"]
+        if devices:
+          self.assertEqual(env["UCX_NET_DEVICES"]["value"], devices)
+        else:
+          self.assertNotIn("UCX_NET_DEVICES", env)
+
+  def test_every_container_has_grpc_probes_on_its_port(self):
+    for name, objs in self.rendered.items():
+      for w in workloads(objs):
+        for c in pod_spec(w)["containers"]:
+          with self.subTest(values=name, container=c["name"]):
+            ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+            flags = parse_flags(container_argv(objs, w, c)[2])
+            self.assertEqual(str(ports["grpc"]), flags["port"])
+            self.assertEqual(str(ports["metrics"]), flags["metrics-port"])
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+              self.assertEqual(c[probe]["grpc"], {"port": ports["grpc"]})
+              self.assertGreater(c[probe]["periodSeconds"], 0)
+
+  def test_service_ports_match_container_ports(self):
+    for name, objs in self.rendered.items():
+      pods = [(w["spec"]["template"]["metadata"]["labels"], pod_spec(w)) for w in workloads(objs)]
+      for svc in by_kind(objs, "Service").values():
+        with self.subTest(values=name, service=svc["metadata"]["name"]):
+          sel = svc["spec"]["selector"]
+          matched = [spec for labels, spec in pods if sel.items() <= labels.items()]
+          self.assertEqual(len(matched), 1, "a Service selects exactly one workload's pods")
+          cports = {p["name"]: p for c in matched[0]["containers"] for p in c["ports"]}
+          for p in svc["spec"]["ports"]:
+            target = cports[p["targetPort"]]
+            self.assertEqual(p["port"], target["containerPort"])
+            self.assertEqual(p["protocol"], target["protocol"])
+
+  def test_selectors_match_pod_labels_and_pods_roll_on_flag_changes(self):
+    for name, objs in self.rendered.items():
+      cm = by_kind(objs, "ConfigMap")["tandem-flags"]["data"]
+      for w in workloads(objs):
+        labels = w["spec"]["template"]["metadata"]["labels"]
+        self.assertLessEqual(w["spec"]["selector"]["matchLabels"].items(), labels.items())
+        comp = component_of(w)
+        want = hashlib.sha256(cm[f"{comp}.flags"].rstrip("\n").encode()).hexdigest()
+        self.assertEqual(w["spec"]["template"]["metadata"]["annotations"]["checksum/flags"], want)
+
+  def test_gpus_tp_and_model_volume(self):
+    objs = self.rendered["gpu"]
+    for role in ("prefill", "decode"):
+      w = by_kind(objs, "StatefulSet")[f"tandem-{role}"]
+      spec = pod_spec(w)
+      (c,) = spec["containers"]
+      self.assertEqual(c["resources"]["limits"], {"memory": "4Gi", "nvidia.com/gpu": 2})
+      self.assertEqual(c["resources"]["requests"], {"cpu": "2", "memory": "2Gi", "nvidia.com/gpu": 2})
+      self.assertEqual(parse_flags(container_argv(objs, w, c)[2])["tp"], "2")
+      self.assertEqual(spec["runtimeClassName"], "nvidia")
+      self.assertNotIn("replicas", w["spec"])  # the HPA owns it
+      self.assertEqual(spec["volumes"][1], {"name": "model", "persistentVolumeClaim": {
+          "claimName": "tandem-models", "readOnly": True}})
+      self.assertEqual(c["volumeMounts"][1], {"name": "model", "mountPath": "/models", "readOnly": True})
+    for name in ("default", "distinct"):
+      for w in workloads(self.rendered[name]):
+        (c,) = pod_spec(w)["containers"]
+        self.assertNotIn("nvidia.com/gpu", str(c["resources"]))
+        self.assertEqual([v["name"] for v in pod_spec(w)["volumes"]], ["flags"])
+    router = by_kind(self.rendered["hostpath"], "Deployment")["tandem-router"]
+    self.assertEqual(pod_spec(router)["volumes"][1]["hostPath"], {"path": "/srv/models", "type": "Directory"})
+    self.assertIsNone(pod_spec(router)["containers"][0]["resources"])  # empty requests and limits
+
+  def test_init_container_fills_the_model_volume(self):
+    for w in workloads(self.rendered["init"]):
+      spec = pod_spec(w)
+      (init,) = spec["initContainers"]
+      self.assertEqual(init["command"], ["fetch-model", "--to", "/models/m"])
+      self.assertEqual(init["volumeMounts"], [{"name": "model", "mountPath": "/models"}])
+      self.assertEqual(spec["volumes"][1], {"name": "model", "emptyDir": {}})
+    for w in workloads(self.rendered["default"]):
+      self.assertNotIn("initContainers", pod_spec(w))
+
+  def test_monitors_and_hpas_point_at_what_exists(self):
+    pm = by_kind(self.rendered["hostpath"], "PodMonitor")["tandem-metrics"]
+    self.assertEqual(pm["metadata"]["labels"]["team"], "serving")
+    self.assertEqual(pm["spec"]["podMetricsEndpoints"], [{"port": "metrics", "path": "/metrics", "interval": "30s"}])
+    pods = [w["spec"]["template"]["metadata"]["labels"] for w in workloads(self.rendered["hostpath"])]
+    self.assertEqual(len([l for l in pods if pm["spec"]["selector"]["matchLabels"].items() <= l.items()]), 3)
+
+    objs = self.rendered["gpu"]
+    sm = by_kind(objs, "ServiceMonitor")["tandem-metrics"]
+    svcs = [s for s in by_kind(objs, "Service").values()
+            if sm["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()]
+    self.assertEqual(len(svcs), 3)
+    for s in svcs:
+      self.assertIn("metrics", [p["name"] for p in s["spec"]["ports"]])
+    for role in ("prefill", "decode"):
+      hpa = by_kind(objs, "HorizontalPodAutoscaler")[f"tandem-{role}"]
+      self.assertEqual(hpa["spec"]["scaleTargetRef"], {"apiVersion": "apps/v1", "kind": "StatefulSet",
+                                                       "name": f"tandem-{role}"})
+      self.assertIn(f"tandem-{role}", by_kind(objs, "StatefulSet"))
+      (metric,) = hpa["spec"]["metrics"]
+      self.assertEqual(metric["object"]["metric"], {"name": "tandem_requests_queued"})
+      self.assertEqual(metric["object"]["describedObject"]["name"], "tandem-router")
+      self.assertEqual(metric["object"]["target"], {"type": "AverageValue", "averageValue": "4"})
+      self.assertEqual((hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]), (2, 8))
+
+  def test_invalid_values_fail_with_a_reason(self):
+    cases = [
+        (lambda v: v["metrics"]["podMonitor"].update(enabled=True) or
+         v["metrics"]["serviceMonitor"].update(enabled=True), "enable one"),
+        (lambda v: v["model"]["volume"].update(type="nfs"), 'model.volume.type "nfs"'),
+        (lambda v: v["model"]["volume"].update(type="pvc"), "claimName is required"),
+        (lambda v: v["model"]["init"].update(enabled=True, image="x"), "needs a model.volume.type"),
+    ]
+    for change, message in cases:
+      v = defaults()
+      change(v)
+      with self.assertRaisesRegex(gotemplate.TemplateError, re.escape(message)):
+        renderer().render(v)
+
+
+def main():
+  global BIN_DIR
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--bin-dir", required=True, help="where tandem-router and the worker binaries are")
+  args, rest = ap.parse_known_args()
+  BIN_DIR = args.bin_dir
+  unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+
+
+if __name__ == "__main__":
+  main()
