@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string_view>
 
 #include "engine/model/dtype.h"
 
@@ -29,6 +30,33 @@ struct WeightRef {
     return static_cast<const uint8_t*>(data) + r * row_stride * static_cast<int64_t>(DTypeSize(dtype));
   }
 };
+
+// The x86 instruction-set level the CPU kernels run at. Each level's kernels
+// give the same bits as the levels below it for the same op (they share one
+// per-element reduction order; see cpu/matmul_kernels.h), so the level is a
+// speed choice only. Ordered: a level implies every level before it.
+enum class CpuIsa : uint8_t {
+  kAvx2,        // x86-64-v3: AVX2 + FMA + F16C (the build's baseline)
+  kAvx512,      // + AVX-512 F/BW/VL/DQ
+  kAvx512Bf16,  // + AVX512_BF16 (vdpbf16ps)
+  kAmx,         // + AMX-TILE / AMX-BF16, with the OS's permission to use tiles
+};
+
+// The level in effect: the best this CPU (and OS) supports, capped by the
+// environment variable TANDEM_CPU_ISA (avx2 | avx512 | avx512_bf16 | amx) when
+// set. Detected once; thread-safe.
+CpuIsa ActiveCpuIsa();
+
+// The best level this CPU supports, ignoring any cap.
+CpuIsa DetectedCpuIsa();
+
+// Caps the level at `isa` (clamped to what the CPU supports) and returns the
+// level now in effect; for tests and benchmarks that compare levels. Must
+// not race with running kernels.
+CpuIsa SetCpuIsa(CpuIsa isa);
+
+// "avx2", "avx512", "avx512_bf16", "amx".
+std::string_view CpuIsaName(CpuIsa isa);
 
 // Converts `n` elements of `src` (dtype `t`) to fp32.
 void ConvertToFloat(DType t, const void* src, int64_t n, float* dst);

@@ -1,6 +1,8 @@
-// CPU reference kernels (AVX2/FMA baseline via the compiler's vectoriser).
+// CPU kernels: MatMul dispatches to the per-ISA kernels (cpu/matmul_*.cc);
+// the small elementwise ops are written for the compiler's vectoriser at the
+// AVX2/FMA baseline.
 //
-// Why the dot product keeps 16 independent lanes: without -ffast-math the
+// Why RmsNorm's dot product keeps 16 independent lanes: without -ffast-math the
 // compiler may not reorder a float reduction, so a single accumulator would
 // run scalar. Sixteen lanes give it vector registers, and because the lane
 // split depends only on the column index, the result for a row never depends
@@ -10,6 +12,7 @@
 #include <vector>
 
 #include "engine/kernels/ops.h"
+#include "engine/kernels/cpu/matmul_kernels.h"
 
 namespace tandem::kernels {
 namespace {
@@ -29,13 +32,6 @@ float Dot(const float* a, const float* b, int64_t n) {
   }
   return acc[0];
 }
-
-// Rows handled per parallel task: enough to amortise scheduling, small enough
-// to spread a 64-row matrix over both cores.
-constexpr int64_t kRowsPerTask = 8;
-
-// Work (multiply-adds) below which ops run on the calling thread.
-constexpr int64_t kMinParallelWork = 1 << 16;
 
 }  // namespace
 
@@ -59,29 +55,15 @@ void ConvertToFloat(DType t, const void* src, int64_t n, float* dst) {
 }
 
 void MatMul(const float* x, int64_t m, const WeightRef& w, const float* bias, float* y) {
-  const int64_t k = w.cols;
-  const int64_t n = w.rows;
-  const int64_t num_tasks = (n + kRowsPerTask - 1) / kRowsPerTask;
-  // Below this many multiply-adds a thread team costs more than it saves.
-  const bool parallel = m * n * k >= kMinParallelWork;
-#pragma omp parallel if (parallel)
-  {
-    std::vector<float> row(w.dtype == DType::kF32 ? 0 : k);
-#pragma omp for schedule(static)
-    for (int64_t task = 0; task < num_tasks; ++task) {
-      const int64_t r_end = std::min(n, (task + 1) * kRowsPerTask);
-      for (int64_t r = task * kRowsPerTask; r < r_end; ++r) {
-        const float* wr;
-        if (w.dtype == DType::kF32) {
-          wr = reinterpret_cast<const float*>(w.RowBytes(r));
-        } else {
-          ConvertToFloat(w.dtype, w.RowBytes(r), k, row.data());
-          wr = row.data();
-        }
-        const float b = bias ? bias[r] : 0.0f;
-        for (int64_t i = 0; i < m; ++i) y[i * n + r] = Dot(x + i * k, wr, k) + b;
-      }
-    }
+  // The ISA kernels see the weight dtype as DType's integer value.
+  static_assert(static_cast<int>(DType::kF32) == 0 && static_cast<int>(DType::kF16) == 1 &&
+                static_cast<int>(DType::kBF16) == 2);
+  const cpu::MatMulArgs args{x, m, static_cast<int>(w.dtype), w.data, w.rows, w.cols,
+                             w.row_stride > 0 ? w.row_stride : w.cols, bias, y};
+  if (ActiveCpuIsa() >= CpuIsa::kAvx512) {
+    cpu::MatMulAvx512(args);
+  } else {
+    cpu::MatMulAvx2(args);
   }
 }
 

@@ -1,0 +1,88 @@
+// Paged attention at SmolLM2-135M's head layout (9 query heads, 3 KV heads of
+// 64) over an fp32 paged KV cache with 16-token blocks:
+//  - decode: B sequences of context L, one query token each; bound by reading
+//    the KV once per KV head, so `frac_of_bw` counts those bytes
+//    (B * L * 3 heads * 64 * 2 (K,V) * 4 bytes) against the read bandwidth;
+//  - prefill: one sequence, L query tokens attending causally to themselves.
+// Thread-safety: benchmark thread only; the kernel uses the OpenMP team.
+#include <benchmark/benchmark.h>
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "bench/kernels/bench_shapes.h"
+#include "bench/kernels/machine_limits.h"
+#include "engine/kernels/paged_attention.h"
+#include "engine/model/forward_batch.h"
+#include "engine/model/kv_cache.h"
+
+namespace tandem::bench {
+namespace {
+
+constexpr int64_t kBlock = 16;
+
+// A cache holding `num_seqs` sequences of `context` tokens (contiguous
+// blocks per sequence), filled with small values.
+struct AttentionSetup {
+  KvCache cache;
+  ForwardBatch batch;
+  std::vector<float> q, out;
+
+  AttentionSetup(int64_t num_seqs, int64_t context, int64_t query_tokens)
+      : cache(KvCacheShape{1, num_seqs * ((context + kBlock - 1) / kBlock), kBlock, kSmolKvHeads, kSmolHeadDim,
+                           DType::kF32}) {
+    auto mem = cache.Memory();
+    auto* f = reinterpret_cast<float*>(mem.data());
+    for (size_t i = 0; i < mem.size() / sizeof(float); ++i) f[i] = 0.01f * static_cast<float>(i % 97);
+    const int64_t blocks_per_seq = (context + kBlock - 1) / kBlock;
+    for (int64_t s = 0; s < num_seqs; ++s) {
+      SequenceSlice slice{static_cast<int32_t>(query_tokens), static_cast<int32_t>(context), {}};
+      for (int64_t b = 0; b < blocks_per_seq; ++b) slice.block_table.push_back(static_cast<int32_t>(s * blocks_per_seq + b));
+      for (int64_t t = context - query_tokens; t < context; ++t) {
+        batch.token_ids.push_back(0);
+        batch.positions.push_back(static_cast<int32_t>(t));
+        batch.slot_mapping.push_back(slice.block_table[t / kBlock] * kBlock + t % kBlock);
+      }
+      batch.seqs.push_back(std::move(slice));
+    }
+    q.assign(batch.num_tokens() * kSmolHeads * kSmolHeadDim, 0.1f);
+    out.resize(q.size());
+  }
+
+  void Run() {
+    const kernels::AttentionShape shape{kSmolHeads, kSmolKvHeads, kSmolHeadDim,
+                                        static_cast<float>(1.0 / std::sqrt(static_cast<double>(kSmolHeadDim))), 0};
+    kernels::PagedAttention(batch, cache, 0, shape, q.data(), kSmolHeads * kSmolHeadDim, out.data());
+  }
+};
+
+void BM_PagedAttentionDecode(benchmark::State& state) {
+  const int64_t seqs = state.range(0), context = state.range(1);
+  AttentionSetup setup(seqs, context, 1);
+  for (auto _ : state) {
+    setup.Run();
+    benchmark::DoNotOptimize(setup.out.data());
+  }
+  const double bytes = static_cast<double>(seqs) * context * kSmolKvHeads * kSmolHeadDim * 2 * 4 * state.iterations();
+  state.SetBytesProcessed(static_cast<int64_t>(bytes));
+  state.counters["frac_of_bw"] = benchmark::Counter(bytes / Limits().read_bytes_per_s, benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_PagedAttentionDecode)->Args({1, 512})->Args({16, 512})->Args({1, 2048})->Args({16, 2048})->UseRealTime();
+
+void BM_PagedAttentionPrefill(benchmark::State& state) {
+  const int64_t tokens = state.range(0);
+  AttentionSetup setup(1, tokens, tokens);
+  for (auto _ : state) {
+    setup.Run();
+    benchmark::DoNotOptimize(setup.out.data());
+  }
+  // q.k and p.v: 2 * 2 * head_dim flops per (query head, visible key).
+  const double flops = 4.0 * kSmolHeads * kSmolHeadDim * tokens * (tokens + 1) / 2 * state.iterations();
+  state.counters["GFLOPS"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsRate);
+  state.counters["frac_of_peak"] = benchmark::Counter(flops / Limits().fp32_flops_per_s, benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_PagedAttentionPrefill)->Arg(256)->Arg(1024)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+}  // namespace
+}  // namespace tandem::bench

@@ -1,0 +1,41 @@
+// Internal to engine/kernels/cpu: the per-ISA MatMul kernels behind
+// kernels::MatMul, each in its own translation unit compiled for its ISA.
+//
+// The numerics every ISA level shares (so results are bit-identical across
+// levels, batch sizes, tilings and thread counts):
+//   y[i][r] = Tree(acc) + bias[r], where acc is 16 fp32 lanes; lane l runs
+//   acc[l] = fma(x[i][k], w[r][k], acc[l]) for k = l, l+16, l+32, ... in
+//   increasing k, with the last partial group of 16 zero-padded (fma with
+//   0 * 0), and Tree adds lanes pairwise: l + (l+8), then + (l+4), + (l+2),
+//   + (l+1). Weights are widened to fp32 exactly (BF16, F16) before the fma.
+// Nothing in the order depends on m, on the row's place in the batch, or on
+// which thread computes it: that is what makes MatMul batch-invariant.
+//
+// Why the ISA files use no standard-library templates: an inline template
+// instantiated in an AVX-512 translation unit is a weak symbol the linker
+// may pick for the whole program, which would then fault on an AVX2-only
+// CPU. So these files stick to intrinsics, plain loops and C functions.
+// Thread-safety: pure functions; they parallelise internally with OpenMP.
+#pragma once
+
+#include <cstdint>
+
+namespace tandem::kernels::cpu {
+
+// Plain data (no inline helpers, see above).
+struct MatMulArgs {
+  const float* x;      // [m][k]
+  int64_t m;
+  int weight_dtype;    // static_cast<int>(DType)
+  const void* w;       // [n][row_stride] elements of weight_dtype
+  int64_t n;
+  int64_t k;
+  int64_t row_stride;  // elements
+  const float* bias;   // [n] or null
+  float* y;            // [m][n]
+};
+
+void MatMulAvx2(const MatMulArgs& a);
+void MatMulAvx512(const MatMulArgs& a);
+
+}  // namespace tandem::kernels::cpu
