@@ -15,7 +15,7 @@ build_pkgs=(
 test_pkgs=(
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-numpy python3-torch python3-sentencepiece python3-regex
-  python3-grpcio python3-protobuf
+  python3-grpcio python3-protobuf python3-yaml  # python3-yaml: the Helm chart test (tests/deploy)
   prometheus iproute2  # promtool checks the metrics text format; ip makes the multi-host test's namespaces
 )
 
