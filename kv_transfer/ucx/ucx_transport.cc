@@ -18,7 +18,6 @@
 #include <ucp/api/ucp.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cstdlib>
 #include <atomic>
 #include <chrono>
@@ -30,17 +29,24 @@
 #include "absl/base/internal/raw_logging.h"
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
-#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "kv_transfer/transport_counters.h"
+#include "kv_transfer/ucx/ucx_message_puts.h"
 
 namespace tandem {
 namespace {
 
 using kv_transfer_internal::InRange;
 using kv_transfer_internal::TransportCounters;
+using ucx_internal::AmFenceHeader;
+using ucx_internal::AmPutHeader;
+using ucx_internal::kAmFenceId;
+using ucx_internal::kAmPutId;
+using ucx_internal::MessagePutState;
+using ucx_internal::RegisterMessagePutHandlers;
+using ucx_internal::SendMessage;
 
 // Maps a UCX status to the absl code that tells the caller what to do.
 absl::Status FromUcs(ucs_status_t status, absl::string_view what) {
@@ -110,77 +116,7 @@ unsigned ProgressAll(ucp_worker_h worker) {
   return total;
 }
 
-// Active-message ids and headers of the message put mode (ucx_transport.h).
-// Both ends run this code; handlers are registered on every worker.
-constexpr unsigned kAmPutId = 0x7401;       // header AmPutHeader, payload = the bytes
-constexpr unsigned kAmFenceId = 0x7402;     // header AmFenceHeader, no payload
-constexpr unsigned kAmFenceAckId = 0x7403;  // header AmFenceAckHeader, no payload
-
-struct AmPutHeader {
-  uint64_t remote_offset;  // into the target's registered region
-  uint64_t length;
-};
-struct AmFenceHeader {
-  uint64_t token;
-};
-struct AmFenceAckHeader {
-  uint64_t token;
-  uint64_t rejected;  // puts from this endpoint the target refused since the last fence
-};
-
-// Sends an eager active message whose header stays owned (heap) until UCX
-// completes the send: the API does not promise it copies the header.
-template <typename Header>
-ucs_status_t SendMessage(ucp_ep_h ep, unsigned id, const Header& header, const void* data, size_t length,
-                         uint32_t flags) {
-  auto* owned = new Header(header);
-  ucp_request_param_t param;
-  std::memset(&param, 0, sizeof(param));
-  param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
-  param.flags = UCP_AM_SEND_FLAG_EAGER | flags;
-  param.cb.send = [](void* /*request*/, ucs_status_t /*status*/, void* user_data) {
-    delete static_cast<Header*>(user_data);
-  };
-  param.user_data = owned;
-  ucs_status_ptr_t request = ucp_am_send_nbx(ep, id, owned, sizeof(Header), data, length, &param);
-  if (request == nullptr) {  // completed in place: the callback will not run
-    delete owned;
-    return UCS_OK;
-  }
-  if (UCS_PTR_IS_ERR(request)) {
-    delete owned;
-    return UCS_PTR_STATUS(request);
-  }
-  ucp_request_free(request);  // the callback still runs on completion
-  return UCS_OK;
-}
-
 }  // namespace
-
-bool TlsNeedsMessagePuts(const std::string& tls) {
-  // Entries (and aliases) that give UCX real one-sided puts.
-  static const char* const kRmaCapable[] = {"sm",  "cma",   "knem",    "xpmem",    "all",      "ib",
-                                            "rc",  "rc_v",  "rc_x",    "rc_verbs", "rc_mlx5",  "dc",
-                                            "dc_x", "dc_mlx5", "cuda_ipc", "rocm_ipc", "gdr_copy"};
-  bool any = false;
-  size_t begin = 0;
-  while (begin <= tls.size()) {
-    size_t end = tls.find(',', begin);
-    if (end == std::string::npos) end = tls.size();
-    std::string entry = tls.substr(begin, end - begin);
-    entry.erase(0, entry.find_first_not_of(" \t"));
-    entry.erase(entry.find_last_not_of(" \t") + 1);
-    begin = end + 1;
-    if (entry.empty()) continue;
-    if (entry[0] == '^') return false;  // "all but ...": UCX's own choice
-    any = true;
-    for (char& c : entry) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    for (const char* rma : kRmaCapable) {
-      if (entry == rma) return false;
-    }
-  }
-  return any;
-}
 
 struct UcxTransport::Impl {
   explicit Impl(const UcxTransportOptions& options) : options(options) {}
@@ -224,13 +160,10 @@ struct UcxTransport::Impl {
   // hold their address as the error callback argument.
   std::vector<std::shared_ptr<Peer>> retired ABSL_GUARDED_BY(mu);
 
-  // Message put mode (see ucx_transport.h). The handlers below run inside
+  // Message put mode (see ucx_transport.h). Its handlers run inside
   // ucp_worker_progress, which is only ever called with `mu` held.
   bool message_puts = false;  // set once in Create()
-  uint64_t next_fence_token ABSL_GUARDED_BY(mu) = 1;
-  absl::flat_hash_set<uint64_t> pending_fences ABSL_GUARDED_BY(mu);         // sent, unanswered
-  absl::flat_hash_map<uint64_t, uint64_t> fence_acks ABSL_GUARDED_BY(mu);   // token -> rejected puts
-  absl::flat_hash_map<ucp_ep_h, uint64_t> rejected_by_ep ABSL_GUARDED_BY(mu);  // target side
+  MessagePutState messages ABSL_GUARDED_BY(mu);
 
   TransportCounters counters;
   std::atomic<int> live_sessions{0};
@@ -241,63 +174,6 @@ struct UcxTransport::Impl {
 };
 
 namespace {
-
-// Target side: applies one put, after checking it lies inside the region.
-// A refused put is counted against its endpoint and reported by the next
-// fence answer (the sender's flush then fails), never applied.
-ucs_status_t OnPutMessage(void* arg, const void* header, size_t header_length, void* data, size_t length,
-                          const ucp_am_recv_param_t* param) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-  auto* impl = static_cast<UcxTransport::Impl*>(arg);
-  ucp_ep_h from = (param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) ? param->reply_ep : nullptr;
-  AmPutHeader h{};
-  // Senders force eager delivery, so the payload is here (valid during this
-  // call); a rendezvous message would need a receive we never post.
-  bool ok = header_length == sizeof(h) && (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) == 0;
-  if (ok) {
-    std::memcpy(&h, header, sizeof(h));
-    ok = h.length == length && impl->base != nullptr &&
-         kv_transfer_internal::InRange(h.remote_offset, h.length, impl->length);
-  }
-  if (ok) {
-    std::memcpy(impl->base + h.remote_offset, data, length);
-  } else {
-    ++impl->rejected_by_ep[from];
-  }
-  return UCS_OK;  // the payload is not kept
-}
-
-// Target side: every earlier message on this endpoint has been applied (one
-// endpoint's messages arrive in order), so answer the fence.
-ucs_status_t OnFenceMessage(void* arg, const void* header, size_t header_length, void* /*data*/,
-                            size_t /*length*/, const ucp_am_recv_param_t* param) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-  auto* impl = static_cast<UcxTransport::Impl*>(arg);
-  if (header_length != sizeof(AmFenceHeader) || !(param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP)) {
-    return UCS_OK;  // malformed: no answer, the sender's flush times out
-  }
-  AmFenceHeader h{};
-  std::memcpy(&h, header, sizeof(h));
-  uint64_t rejected = 0;
-  if (auto it = impl->rejected_by_ep.find(param->reply_ep); it != impl->rejected_by_ep.end()) {
-    rejected = it->second;
-    impl->rejected_by_ep.erase(it);
-  }
-  // A failure to answer (the sender died) is an ordinary status here, unlike
-  // the reply of UCX's emulated puts; the sender's flush reports it.
-  (void)SendMessage(param->reply_ep, kAmFenceAckId, AmFenceAckHeader{h.token, rejected}, nullptr, 0, 0);
-  return UCS_OK;
-}
-
-// Sender side: records the answer to a fence it is waiting for.
-ucs_status_t OnFenceAckMessage(void* arg, const void* header, size_t header_length, void* /*data*/,
-                               size_t /*length*/, const ucp_am_recv_param_t* /*param*/)
-    ABSL_NO_THREAD_SAFETY_ANALYSIS {
-  auto* impl = static_cast<UcxTransport::Impl*>(arg);
-  if (header_length != sizeof(AmFenceAckHeader)) return UCS_OK;
-  AmFenceAckHeader h{};
-  std::memcpy(&h, header, sizeof(h));
-  if (impl->pending_fences.erase(h.token) > 0) impl->fence_acks[h.token] = h.rejected;
-  return UCS_OK;
-}
 
 class UcxSession final : public TransferSession {
  public:
@@ -388,12 +264,12 @@ class UcxSession final : public TransferSession {
     {
       absl::MutexLock lock(&impl_->mu);
       if (peer_->closed || peer_->failed.load()) return peer_->FailureStatus();
-      token = impl_->next_fence_token++;
-      impl_->pending_fences.insert(token);
+      token = impl_->messages.next_fence_token++;
+      impl_->messages.pending_fences.insert(token);
       const ucs_status_t s = SendMessage(peer_->ep, kAmFenceId, AmFenceHeader{token}, nullptr, 0,
                                          UCP_AM_SEND_FLAG_REPLY);
       if (s != UCS_OK) {
-        impl_->pending_fences.erase(token);
+        impl_->messages.pending_fences.erase(token);
         return peer_->failed.load() ? peer_->FailureStatus() : FromUcs(s, "ucp_am_send_nbx (fence)");
       }
     }
@@ -404,18 +280,18 @@ class UcxSession final : public TransferSession {
       {
         absl::MutexLock lock(&impl_->mu);
         events = impl_->ProgressLocked();
-        if (auto it = impl_->fence_acks.find(token); it != impl_->fence_acks.end()) {
+        if (auto it = impl_->messages.fence_acks.find(token); it != impl_->messages.fence_acks.end()) {
           const uint64_t rejected = it->second;
-          impl_->fence_acks.erase(it);
+          impl_->messages.fence_acks.erase(it);
           if (rejected == 0) return absl::OkStatus();
           return absl::InternalError(absl::StrCat("the KV transfer target refused ", rejected, " puts"));
         }
         if (peer_->closed || peer_->failed.load()) {
-          impl_->pending_fences.erase(token);
+          impl_->messages.pending_fences.erase(token);
           return peer_->FailureStatus();
         }
         if (absl::Now() >= deadline) {
-          impl_->pending_fences.erase(token);
+          impl_->messages.pending_fences.erase(token);
           impl_->RetirePeerLocked(*peer_);
           return absl::DeadlineExceededError("KV transfer flush did not complete in time; endpoint retired");
         }
@@ -674,20 +550,8 @@ absl::StatusOr<std::unique_ptr<UcxTransport>> UcxTransport::Create(
   if (ucp_worker_get_efd(impl->worker, &fd) == UCS_OK) impl->event_fd = fd;
 
   // Every worker can be the target of message puts, whatever its own mode.
-  const std::pair<unsigned, ucp_am_recv_callback_t> handlers[] = {
-      {kAmPutId, &OnPutMessage}, {kAmFenceId, &OnFenceMessage}, {kAmFenceAckId, &OnFenceAckMessage}};
-  for (const auto& [id, cb] : handlers) {
-    ucp_am_handler_param_t hp;
-    std::memset(&hp, 0, sizeof(hp));
-    hp.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG |
-                    UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
-    hp.id = id;
-    hp.cb = cb;
-    hp.arg = impl.get();
-    hp.flags = UCP_AM_FLAG_WHOLE_MSG;
-    if (ucs_status_t s = ucp_worker_set_am_recv_handler(impl->worker, &hp); s != UCS_OK) {
-      return FromUcs(s, "ucp_worker_set_am_recv_handler");
-    }
+  if (ucs_status_t s = RegisterMessagePutHandlers(impl->worker, &impl->messages); s != UCS_OK) {
+    return FromUcs(s, "ucp_worker_set_am_recv_handler");
   }
   switch (options.put_mode) {
     case UcxTransportOptions::PutMode::kRma: impl->message_puts = false; break;
@@ -753,6 +617,8 @@ absl::StatusOr<MemoryDescriptor> UcxTransport::RegisterMemory(void* base, size_t
   impl.memh = memh;
   impl.base = static_cast<uint8_t*>(base);
   impl.length = len;
+  impl.messages.base = impl.base;
+  impl.messages.length = len;
   impl.descriptor = d;
   return d;
 }

@@ -1,0 +1,78 @@
+// The message put protocol of UcxTransport (ucx_transport.h "Put modes"):
+// puts as eager active messages that the target's handler bounds-checks and
+// copies into its registered region, and flushes as fences the target answers
+// once every earlier message on that endpoint has been applied.
+//
+// Internal to kv_transfer/ucx (includes ucp). Thread-safety: MessagePutState
+// is guarded by the owning transport's mutex; the handlers run inside
+// ucp_worker_progress, which the transport only calls with that mutex held.
+#pragma once
+
+#include <ucp/api/ucp.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+
+namespace tandem::ucx_internal {
+
+constexpr unsigned kAmPutId = 0x7401;       // header AmPutHeader, payload = the bytes
+constexpr unsigned kAmFenceId = 0x7402;     // header AmFenceHeader, no payload
+constexpr unsigned kAmFenceAckId = 0x7403;  // header AmFenceAckHeader, no payload
+
+struct AmPutHeader {
+  uint64_t remote_offset;  // into the target's registered region
+  uint64_t length;
+};
+struct AmFenceHeader {
+  uint64_t token;
+};
+struct AmFenceAckHeader {
+  uint64_t token;
+  uint64_t rejected;  // puts from this endpoint the target refused since the last fence
+};
+
+// One worker's side of the protocol, as target and as sender.
+struct MessagePutState {
+  uint8_t* base = nullptr;  // the registered region (target side); set at registration
+  uint64_t length = 0;
+  uint64_t next_fence_token = 1;
+  absl::flat_hash_set<uint64_t> pending_fences;         // sent, unanswered
+  absl::flat_hash_map<uint64_t, uint64_t> fence_acks;   // token -> rejected puts
+  absl::flat_hash_map<ucp_ep_h, uint64_t> rejected_by_ep;  // target side
+};
+
+// Registers the put, fence and fence-answer handlers on `worker`, with
+// `state` (which must outlive the worker) as their argument.
+ucs_status_t RegisterMessagePutHandlers(ucp_worker_h worker, MessagePutState* state);
+
+// Sends an eager active message whose header stays owned (heap) until UCX
+// completes the send: the API does not promise it copies the header.
+template <typename Header>
+ucs_status_t SendMessage(ucp_ep_h ep, unsigned id, const Header& header, const void* data, size_t length,
+                         uint32_t flags) {
+  auto* owned = new Header(header);
+  ucp_request_param_t param;
+  std::memset(&param, 0, sizeof(param));
+  param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+  param.flags = UCP_AM_SEND_FLAG_EAGER | flags;
+  param.cb.send = [](void* /*request*/, ucs_status_t /*status*/, void* user_data) {
+    delete static_cast<Header*>(user_data);
+  };
+  param.user_data = owned;
+  ucs_status_ptr_t request = ucp_am_send_nbx(ep, id, owned, sizeof(Header), data, length, &param);
+  if (request == nullptr) {  // completed in place: the callback will not run
+    delete owned;
+    return UCS_OK;
+  }
+  if (UCS_PTR_IS_ERR(request)) {
+    delete owned;
+    return UCS_PTR_STATUS(request);
+  }
+  ucp_request_free(request);  // the callback still runs on completion
+  return UCS_OK;
+}
+
+}  // namespace tandem::ucx_internal
