@@ -18,7 +18,7 @@ namespace tandem {
 
 absl::StatusOr<WorkerModel> LoadWorkerModel(const std::string& model_dir, const EngineConfig& config, int tp,
                                             std::chrono::milliseconds release_grace) {
-  ASSIGN_OR_RETURN(std::unique_ptr<ModelExecutor> model, LoadExecutor(model_dir, tp));
+  ASSIGN_OR_RETURN(std::unique_ptr<ModelExecutor> model, LoadExecutor(model_dir, tp, config.precision));
   WorkerModel w;
   w.config = model->config();
   ASSIGN_OR_RETURN(std::unique_ptr<LlmEngine> engine, LlmEngine::Create(std::move(model), config));

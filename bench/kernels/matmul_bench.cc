@@ -1,13 +1,17 @@
-// MatMul benchmarks at SmolLM2-135M's shapes with BF16 weights (fp32
-// activations, the engine's path): decode (M = 1, 4, 16) and prefill
-// (M = 256), each against the limit that bounds it.
+// MatMul benchmarks at SmolLM2-135M's shapes with BF16 weights, in both
+// precisions the engine has: fp32 (kernels::MatMul, `--dtype float32`) and
+// BF16 (kernels::MatMulBf16, `--dtype bfloat16`: AMX tiles where the CPU has
+// them): decode (M = 1, 4, 16) and prefill (M = 256), each against the limit
+// that bounds it.
 //
 //  - Decode reads every weight once per step, so it is bandwidth-bound:
 //    `frac_of_bw` = weight bytes / s over the measured read bandwidth. The
 //    weights rotate through a 1 GiB pool of copies (larger than the L3) so
 //    each iteration streams from memory, as a whole-model step does.
 //  - Prefill reuses each weight M times, so it is compute-bound:
-//    `frac_of_peak` = 2*M*N*K flops / s over the measured fp32 FMA peak.
+//    `frac_of_peak` = 2*M*N*K flops / s over the measured peak of the
+//    instructions the kernel runs: fp32 FMA for MatMul; AMX tdpbf16ps for
+//    MatMulBf16 on an AMX CPU (else the fp32 FMA peak, which its fallback uses).
 // Thread-safety: benchmark bodies run on the benchmark thread; MatMul uses
 // the OpenMP team.
 #include <benchmark/benchmark.h>
@@ -53,7 +57,22 @@ std::vector<float> RandomActivations(int64_t n) {
   return v;
 }
 
-void BM_MatMulDecode(benchmark::State& state, MatShape shape) {
+enum class Precision { kF32, kBf16 };
+
+void Multiply(Precision p, const float* x, int64_t m, const kernels::WeightRef& w, float* y) {
+  if (p == Precision::kBf16) {
+    kernels::MatMulBf16(x, m, w, nullptr, y);
+  } else {
+    kernels::MatMul(x, m, w, nullptr, y);
+  }
+}
+
+double PeakFor(Precision p) {
+  if (p == Precision::kBf16 && kernels::ActiveCpuIsa() == kernels::CpuIsa::kAmx) return Limits().amx_bf16_flops_per_s;
+  return Limits().fp32_flops_per_s;
+}
+
+void BM_MatMulDecode(benchmark::State& state, MatShape shape, Precision p) {
   const int64_t m = state.range(0);
   const int64_t bytes = shape.n * shape.k * 2;
   const int64_t copies = std::max<int64_t>(1, kPoolBytes / bytes);
@@ -63,7 +82,7 @@ void BM_MatMulDecode(benchmark::State& state, MatShape shape) {
   int64_t i = 0;
   for (auto _ : state) {
     const kernels::WeightRef w{DType::kBF16, pool + (i++ % copies) * shape.n * shape.k, shape.n, shape.k, shape.k};
-    kernels::MatMul(x.data(), m, w, nullptr, y.data());
+    Multiply(p, x.data(), m, w, y.data());
     benchmark::DoNotOptimize(y.data());
   }
   const double total = static_cast<double>(bytes) * state.iterations();
@@ -72,7 +91,7 @@ void BM_MatMulDecode(benchmark::State& state, MatShape shape) {
   state.SetLabel(std::string(kernels::CpuIsaName(kernels::ActiveCpuIsa())));
 }
 
-void BM_MatMulPrefill(benchmark::State& state, MatShape shape) {
+void BM_MatMulPrefill(benchmark::State& state, MatShape shape, Precision p) {
   const int64_t m = state.range(0);
   std::vector<uint16_t> wbits(shape.n * shape.k);
   const uint16_t* pool = WeightPool();
@@ -81,21 +100,26 @@ void BM_MatMulPrefill(benchmark::State& state, MatShape shape) {
   const std::vector<float> x = RandomActivations(m * shape.k);
   std::vector<float> y(m * shape.n);
   for (auto _ : state) {
-    kernels::MatMul(x.data(), m, w, nullptr, y.data());
+    Multiply(p, x.data(), m, w, y.data());
     benchmark::DoNotOptimize(y.data());
   }
   const double flops = 2.0 * m * shape.n * shape.k * state.iterations();
   state.counters["GFLOPS"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsRate);
-  state.counters["frac_of_peak"] = benchmark::Counter(flops / Limits().fp32_flops_per_s, benchmark::Counter::kIsRate);
+  state.counters["frac_of_peak"] = benchmark::Counter(flops / PeakFor(p), benchmark::Counter::kIsRate);
   state.SetLabel(std::string(kernels::CpuIsaName(kernels::ActiveCpuIsa())));
 }
 
 const bool kRegistered = [] {
   for (const MatShape& s : kSmolLm2MatShapes) {
-    benchmark::RegisterBenchmark(("BM_MatMulDecode/" + std::string(s.name)).c_str(), BM_MatMulDecode, s)
-        ->Arg(1)->Arg(4)->Arg(16)->UseRealTime();
-    benchmark::RegisterBenchmark(("BM_MatMulPrefill/" + std::string(s.name)).c_str(), BM_MatMulPrefill, s)
-        ->Arg(256)->UseRealTime();
+    for (Precision p : {Precision::kF32, Precision::kBf16}) {
+      const std::string tag = p == Precision::kBf16 ? "Bf16" : "";
+      benchmark::RegisterBenchmark(("BM_MatMul" + tag + "Decode/" + std::string(s.name)).c_str(), BM_MatMulDecode, s,
+                                   p)
+          ->Arg(1)->Arg(4)->Arg(16)->UseRealTime();
+      benchmark::RegisterBenchmark(("BM_MatMul" + tag + "Prefill/" + std::string(s.name)).c_str(), BM_MatMulPrefill,
+                                   s, p)
+          ->Arg(256)->UseRealTime();
+    }
   }
   return true;
 }();

@@ -43,6 +43,9 @@ struct EngineConfig {
   int64_t num_kv_blocks = 0;
   int64_t kv_cache_memory_bytes = int64_t{1} << 30;
   DType kv_dtype = DType::kF32;
+  // The model's matmul arithmetic; read by whoever loads the model
+  // (LoadExecutor), carried here so one flag set configures both.
+  kernels::MatMulPrecision precision = kernels::MatMulPrecision::kF32;
   bool enable_prefix_caching = true;
   uint64_t seed = 0;  // seeds requests that carry none (request i gets seed + i)
 

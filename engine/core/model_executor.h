@@ -39,6 +39,9 @@ std::unique_ptr<ModelExecutor> MakeSingleExecutor(std::unique_ptr<LlamaModel> mo
 
 // Loads `dir` as `tp_size` ranks (threads). InvalidArgument for splits the
 // model does not allow (heads, KV heads or FFN not divisible).
-absl::StatusOr<std::unique_ptr<ModelExecutor>> LoadExecutor(const std::filesystem::path& dir, int tp_size);
+// `precision`: the matmul arithmetic (--dtype).
+absl::StatusOr<std::unique_ptr<ModelExecutor>> LoadExecutor(
+    const std::filesystem::path& dir, int tp_size,
+    kernels::MatMulPrecision precision = kernels::MatMulPrecision::kF32);
 
 }  // namespace tandem

@@ -65,6 +65,19 @@ void ConvertToFloat(DType t, const void* src, int64_t n, float* dst);
 // y must not alias x.
 void MatMul(const float* x, int64_t m, const WeightRef& w, const float* bias, float* y);
 
+// The arithmetic a model's matmuls run in (`--dtype`).
+enum class MatMulPrecision : uint8_t {
+  kF32,   // fp32 activations, weights widened exactly: MatMul (the reference)
+  kBf16,  // BF16 activations x BF16 weights, fp32 sums: MatMulBf16
+};
+
+// MatMul in BF16 precision, what --dtype bfloat16 computes: x rounded to BF16
+// (nearest even), BF16 x BF16 products, fp32 sums; y and bias stay fp32. On
+// AMX it runs on tiles (BF16 weights only); elsewhere, and for F32/F16
+// weights, the rounded x goes through MatMul with the weights as stored.
+// Batch-invariant like MatMul; see cpu/matmul_kernels.h for the order.
+void MatMulBf16(const float* x, int64_t m, const WeightRef& w, const float* bias, float* y);
+
 // out[m][d] = x * rsqrt(mean(x^2) + eps) * weight. out may alias x.
 void RmsNorm(const float* x, int64_t m, int64_t d, const WeightRef& weight, double eps, float* out);
 

@@ -18,6 +18,16 @@ struct LlamaModel::Impl {
   LlamaWeights weights;
   RopeTable rope;
   Communicator* comm = nullptr;  // null when shard.size == 1
+  kernels::MatMulPrecision precision = kernels::MatMulPrecision::kF32;
+
+  // Every matmul of the model, in the precision it was loaded with.
+  void MatMul(const float* x, int64_t m, const kernels::WeightRef& w, const float* bias, float* y) const {
+    if (precision == kernels::MatMulPrecision::kBf16) {
+      kernels::MatMulBf16(x, m, w, bias, y);
+    } else {
+      kernels::MatMul(x, m, w, bias, y);
+    }
+  }
 
   // Scratch reused across steps (Forward is not re-entrant).
   std::vector<float> x, h, q, k, v, attn, proj, gate, up, cos, sin;
@@ -102,9 +112,9 @@ void LlamaModel::Impl::AttentionBlock(const ForwardBatch& b, KvCache& cache, int
   const int64_t q_dim = weights.dims.num_heads * hd;
   const int64_t kv_dim = weights.dims.num_kv_heads * hd;
   kernels::RmsNorm(x.data(), n, config.hidden_size, lw.input_norm, config.rms_norm_eps, h.data());
-  kernels::MatMul(h.data(), n, lw.q_proj, OrNull(lw.q_bias), q.data());
-  kernels::MatMul(h.data(), n, lw.k_proj, OrNull(lw.k_bias), k.data());
-  kernels::MatMul(h.data(), n, lw.v_proj, OrNull(lw.v_bias), v.data());
+  MatMul(h.data(), n, lw.q_proj, OrNull(lw.q_bias), q.data());
+  MatMul(h.data(), n, lw.k_proj, OrNull(lw.k_bias), k.data());
+  MatMul(h.data(), n, lw.v_proj, OrNull(lw.v_bias), v.data());
   kernels::ApplyRope(q.data(), n, q_dim, weights.dims.num_heads, hd, cos.data(), sin.data());
   kernels::ApplyRope(k.data(), n, kv_dim, weights.dims.num_kv_heads, hd, cos.data(), sin.data());
   kernels::WriteKv(b, cache, layer, k.data(), v.data(), kv_dim);
@@ -113,7 +123,7 @@ void LlamaModel::Impl::AttentionBlock(const ForwardBatch& b, KvCache& cache, int
                                       static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd))),
                                       config.sliding_window};
   kernels::PagedAttention(b, cache, layer, shape, q.data(), q_dim, attn.data());
-  kernels::MatMul(attn.data(), n, lw.o_proj, nullptr, proj.data());
+  MatMul(attn.data(), n, lw.o_proj, nullptr, proj.data());
   AllReduce(proj, n * config.hidden_size);  // row-parallel: sum the ranks' partial outputs, then the bias
   AddResidual(x.data(), proj.data(), lw.o_bias, n, config.hidden_size);
 }
@@ -121,10 +131,10 @@ void LlamaModel::Impl::AttentionBlock(const ForwardBatch& b, KvCache& cache, int
 void LlamaModel::Impl::MlpBlock(int64_t layer, int64_t n) {
   const LlamaLayerWeights& lw = weights.layers[layer];
   kernels::RmsNorm(x.data(), n, config.hidden_size, lw.post_norm, config.rms_norm_eps, h.data());
-  kernels::MatMul(h.data(), n, lw.gate_proj, OrNull(lw.gate_bias), gate.data());
-  kernels::MatMul(h.data(), n, lw.up_proj, OrNull(lw.up_bias), up.data());
+  MatMul(h.data(), n, lw.gate_proj, OrNull(lw.gate_bias), gate.data());
+  MatMul(h.data(), n, lw.up_proj, OrNull(lw.up_bias), up.data());
   kernels::SiluMul(gate.data(), up.data(), n, weights.dims.ffn, gate.data());
-  kernels::MatMul(gate.data(), n, lw.down_proj, nullptr, proj.data());
+  MatMul(gate.data(), n, lw.down_proj, nullptr, proj.data());
   AllReduce(proj, n * config.hidden_size);
   AddResidual(x.data(), proj.data(), lw.down_bias, n, config.hidden_size);
 }
@@ -133,7 +143,8 @@ LlamaModel::LlamaModel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 LlamaModel::~LlamaModel() = default;
 
 absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::filesystem::path& dir, TpShard shard,
-                                                             Communicator* comm) {
+                                                             Communicator* comm,
+                                                             kernels::MatMulPrecision precision) {
   if (shard.size > 1 && (comm == nullptr || comm->size() != shard.size || comm->rank() != shard.rank)) {
     return absl::InvalidArgumentError(
         absl::StrCat("tensor-parallel rank ", shard.rank, " of ", shard.size, " needs a matching communicator"));
@@ -144,6 +155,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::filesyst
   RopeTable rope(config.head_dim, config.rope_theta, config.rope_scaling);
   auto impl = std::unique_ptr<Impl>(new Impl{std::move(config), shard, std::move(weights), std::move(rope),
                                              shard.size > 1 ? comm : nullptr});
+  impl->precision = precision;
   return std::unique_ptr<LlamaModel>(new LlamaModel(std::move(impl)));
 }
 
@@ -213,7 +225,7 @@ std::vector<float> LlamaModel::Impl::LmHead(std::vector<float>& selected, int64_
   std::vector<float> logits(rows * vocab);
   if (rows == 0) return logits;
   if (comm == nullptr) {
-    kernels::MatMul(selected.data(), rows, weights.lm_head, nullptr, logits.data());
+    MatMul(selected.data(), rows, weights.lm_head, nullptr, logits.data());
     return logits;
   }
   // Vocab-parallel: each rank computes its columns, padded so the all-gather
@@ -222,7 +234,7 @@ std::vector<float> LlamaModel::Impl::LmHead(std::vector<float>& selected, int64_
   std::vector<float> local(rows * vs.padded_length, 0.0f);
   if (vs.range.length > 0) {
     std::vector<float> part(rows * vs.range.length);
-    kernels::MatMul(selected.data(), rows, weights.lm_head, nullptr, part.data());
+    MatMul(selected.data(), rows, weights.lm_head, nullptr, part.data());
     for (int64_t r = 0; r < rows; ++r) {
       std::copy_n(part.data() + r * vs.range.length, vs.range.length, local.data() + r * vs.padded_length);
     }

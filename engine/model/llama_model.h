@@ -3,7 +3,8 @@
 // SwiGLU MLP), final RMSNorm, LM head (tied or not).
 //
 // Weights stay in their file dtype (F32/F16/BF16) inside the memory mapping;
-// all arithmetic is fp32. Each layer loads only its tensor-parallel shard
+// all arithmetic is fp32 except, with MatMulPrecision::kBf16, the matmuls'
+// inputs (rounded to BF16; see kernels::MatMulBf16). Each layer loads only its tensor-parallel shard
 // (TpShard), so tensor parallelism adds a communicator, not model code.
 //
 // Thread-safety: Forward() is not re-entrant (it reuses scratch buffers); the
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/kernels/ops.h"
 #include "engine/model/forward_batch.h"
 #include "engine/model/kv_cache.h"
 #include "engine/model/model_config.h"
@@ -41,8 +43,10 @@ class LlamaModel {
   // shard.size > 1, `comm` (borrowed; rank and size matching `shard`) carries
   // the all-reduces and all-gathers, and every rank must call Forward() with
   // the same batch at the same time. InvalidArgument for impossible splits.
-  static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(const std::filesystem::path& dir,
-                                                          TpShard shard = {}, Communicator* comm = nullptr);
+  // `precision` picks the matmul arithmetic (fp32 reference or BF16).
+  static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(
+      const std::filesystem::path& dir, TpShard shard = {}, Communicator* comm = nullptr,
+      kernels::MatMulPrecision precision = kernels::MatMulPrecision::kF32);
   ~LlamaModel();
 
   const ModelConfig& config() const;

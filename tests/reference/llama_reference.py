@@ -235,7 +235,16 @@ class LlamaReference:
         self.weights = weights
         c = config
         self.inv_freq = rope_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling)
+        # True: what the engine's --dtype bfloat16 computes: every linear
+        # layer's input is rounded to fp32 and then to BF16 (nearest even)
+        # before the float64 product; weights and everything else unchanged.
+        self.bf16_matmul_inputs = False
         self._check_weights()
+
+    def _linear(self, x, weight, bias=None):
+        if self.bf16_matmul_inputs:
+            x = x.to(torch.float32).to(torch.bfloat16).to(torch.float64)
+        return linear(x, weight, bias)
 
     # -- loading ---------------------------------------------------------
     @classmethod
@@ -307,9 +316,9 @@ class LlamaReference:
         c = self.config
         p = "model.layers.%d.self_attn." % layer
         T = x.shape[0]
-        q = linear(x, self.w(p + "q_proj.weight"), self.w(p + "q_proj.bias"))
-        k = linear(x, self.w(p + "k_proj.weight"), self.w(p + "k_proj.bias"))
-        v = linear(x, self.w(p + "v_proj.weight"), self.w(p + "v_proj.bias"))
+        q = self._linear(x, self.w(p + "q_proj.weight"), self.w(p + "q_proj.bias"))
+        k = self._linear(x, self.w(p + "k_proj.weight"), self.w(p + "k_proj.bias"))
+        v = self._linear(x, self.w(p + "v_proj.weight"), self.w(p + "v_proj.bias"))
         # [T, heads*d] -> [heads, T, d]
         q = q.view(T, c.num_heads, c.head_dim).transpose(0, 1)
         k = k.view(T, c.num_kv_heads, c.head_dim).transpose(0, 1)
@@ -341,13 +350,13 @@ class LlamaReference:
         probs = torch.softmax(scores, dim=-1)
         out = probs @ v                                             # [H, T, d]
         out = out.transpose(0, 1).reshape(T, c.num_heads * c.head_dim)
-        return linear(out, self.w(p + "o_proj.weight"), self.w(p + "o_proj.bias"))
+        return self._linear(out, self.w(p + "o_proj.weight"), self.w(p + "o_proj.bias"))
 
     def mlp(self, layer, x):
         p = "model.layers.%d.mlp." % layer
-        gate = linear(x, self.w(p + "gate_proj.weight"), self.w(p + "gate_proj.bias"))
-        up = linear(x, self.w(p + "up_proj.weight"), self.w(p + "up_proj.bias"))
-        return linear(silu(gate) * up, self.w(p + "down_proj.weight"),
+        gate = self._linear(x, self.w(p + "gate_proj.weight"), self.w(p + "gate_proj.bias"))
+        up = self._linear(x, self.w(p + "up_proj.weight"), self.w(p + "up_proj.bias"))
+        return self._linear(silu(gate) * up, self.w(p + "down_proj.weight"),
                       self.w(p + "down_proj.bias"))
 
     def forward(self, token_ids, start_pos=0, cache=None):
@@ -370,7 +379,7 @@ class LlamaReference:
                          c.rms_norm_eps)
             x = x + self.mlp(i, h)
         x = rms_norm(x, self.weights["model.norm.weight"], c.rms_norm_eps)
-        return linear(x, self.lm_head)
+        return self._linear(x, self.lm_head)
 
     # -- generation ------------------------------------------------------
     @staticmethod

@@ -72,6 +72,19 @@ def make_cases(model, shape_index, vocab_size):
     return cases, tries_used
 
 
+def bf16_teacher_forced_logits(model, case):
+    """The case's logits rows again, teacher-forced on its tokens, with every
+    linear input rounded to BF16 (the engine's --dtype bfloat16)."""
+    ids = case["prompt_token_ids"] + case["token_ids"][:-1]
+    model.bf16_matmul_inputs = True
+    try:
+        with torch.no_grad():
+            logits = model.forward(ids, 0, None)
+    finally:
+        model.bf16_matmul_inputs = False
+    return logits[len(case["prompt_token_ids"]) - 1:]
+
+
 def check_rope_scaling_matters(model, cases):
     """For rope-scaled shapes: the same weights without rope_scaling must give
     clearly different logits, already for the short prompts."""
@@ -145,7 +158,9 @@ def main(argv=None):
             "max_new_tokens": MAX_NEW_TOKENS,
             "cases": [{"prompt_token_ids": c["prompt_token_ids"],
                        "token_ids": c["token_ids"],
-                       "logits": [row.tolist() for row in c["logits"]]}
+                       "logits": [row.tolist() for row in c["logits"]],
+                       "bf16_logits": [row.tolist() for row in
+                                       bf16_teacher_forced_logits(model, c)]}
                       for c in cases],
         }
         path = os.path.join(args.out, name, "expected.json")

@@ -32,6 +32,8 @@ struct RefCase {
   std::vector<int32_t> prompt;
   std::vector<int32_t> tokens;
   std::vector<std::vector<double>> logits;  // [tokens.size()][vocab]
+  // The same rows with every linear input rounded to BF16 (--dtype bfloat16).
+  std::vector<std::vector<double>> bf16_logits;
 };
 
 std::filesystem::path FixtureDir(const std::string& shape) {
@@ -48,7 +50,8 @@ std::vector<RefCase> LoadCases(const std::string& shape) {
   for (const auto& c : j["cases"]) {
     cases.push_back({c["prompt_token_ids"].get<std::vector<int32_t>>(),
                      c["token_ids"].get<std::vector<int32_t>>(),
-                     c["logits"].get<std::vector<std::vector<double>>>()});
+                     c["logits"].get<std::vector<std::vector<double>>>(),
+                     c["bf16_logits"].get<std::vector<std::vector<double>>>()});
   }
   return cases;
 }
@@ -207,6 +210,43 @@ TEST_P(ReferenceParityTest, SixteenBitKvCacheStaysCloseToReference) {
     EXPECT_LE(worst, tol) << DTypeName(dtype);
     EXPECT_GT(worst, 0.0) << DTypeName(dtype) << " storage should round something";
     std::printf("%s KV: worst relative logit error %.3g\n", std::string(DTypeName(dtype)).c_str(), worst);
+  }
+}
+
+// --dtype bfloat16: the reference with the same BF16 rounding of every linear
+// input. It cannot be matched as tightly as fp32: an activation whose fp32
+// value (off the float64 one by ~1e-5 relative after a few layers) lies on
+// the other side of a BF16 rounding boundary rounds one BF16 step (2^-8) the
+// other way, and these random-weight models amplify such steps (measured on
+// 11 shapes: 2.1e-3..5.1e-3 from the BF16 reference, 7.3e-3..2.3e-2 from the
+// unrounded one). So: within 1e-2, always closer to the BF16 reference than
+// to the unrounded one, and batched steps give bitwise the logits of each
+// sequence alone, as in fp32. The kernel itself is checked tightly (against
+// float64 of the rounded inputs) in tests/unit/kernels/matmul_bf16_test.cc.
+constexpr double kBf16LogitRelTol = 1e-2;
+
+TEST_P(ReferenceParityTest, Bf16MatMulsMatchTheBf16Reference) {
+  auto loaded = LlamaModel::Load(FixtureDir(GetParam()) / "model", {}, nullptr, kernels::MatMulPrecision::kBf16);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  LlamaModel& model = **loaded;
+  double worst = 0.0, worst_vs_fp32 = 0.0;
+  for (const RefCase& c : cases_) {
+    const auto logits = TeacherForcedLogits(model, {c});
+    ASSERT_EQ(logits.size(), 1u);
+    ASSERT_EQ(logits[0].size(), c.bf16_logits.size());
+    for (size_t step = 0; step < c.bf16_logits.size(); ++step) {
+      worst = std::max(worst, RelativeError(logits[0][step], c.bf16_logits[step]));
+      worst_vs_fp32 = std::max(worst_vs_fp32, RelativeError(logits[0][step], c.logits[step]));
+    }
+  }
+  EXPECT_LE(worst, kBf16LogitRelTol);
+  EXPECT_LT(worst, worst_vs_fp32) << "the engine should be closer to the BF16-rounded reference";
+  std::printf("bf16 matmuls: worst relative logit error %.3g (vs the unrounded reference %.3g)\n", worst,
+              worst_vs_fp32);
+  const auto batched = TeacherForcedLogits(model, cases_);
+  ASSERT_EQ(batched.size(), cases_.size());
+  for (size_t s = 0; s < cases_.size(); ++s) {
+    EXPECT_EQ(batched[s], TeacherForcedLogits(model, {cases_[s]})[0]) << "sequence " << s;
   }
 }
 

@@ -12,6 +12,9 @@ void EngineFlags::Register(FlagSet& f) {
   f.AddInt("num-kv-blocks", &num_kv_blocks, "KV pool size in blocks (overrides --kv-cache-memory)");
   f.AddInt("kv-cache-memory", &kv_cache_memory_mib, "KV pool budget in MiB (default 1024)");
   f.AddString("kv-cache-dtype", &kv_cache_dtype, "fp32 | bf16 | fp16 (default fp32)");
+  f.AddString("dtype", &dtype,
+              "float32 | bfloat16: matmul arithmetic; bfloat16 rounds activations to BF16 and runs on AMX tiles "
+              "where the CPU has them (default float32)");
   f.AddBool("no-prefix-caching", &no_prefix_caching, "turn automatic prefix caching off");
   f.AddBool("no-chunked-prefill", &no_chunked_prefill, "prefill each prompt in one step");
   f.AddString("batching", &batching, "none | static | dynamic | continuous | paged (default paged)");
@@ -55,6 +58,13 @@ absl::StatusOr<EngineConfig> EngineFlags::ToConfig(uint64_t seed) const {
     c.kv_dtype = DType::kF16;
   } else {
     return absl::InvalidArgumentError(absl::StrCat("--kv-cache-dtype '", kv_cache_dtype, "': must be fp32, bf16 or fp16"));
+  }
+  if (dtype == "float32" || dtype == "float") {
+    c.precision = kernels::MatMulPrecision::kF32;
+  } else if (dtype == "bfloat16") {
+    c.precision = kernels::MatMulPrecision::kBf16;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("--dtype '", dtype, "': must be float32 or bfloat16"));
   }
   c.enable_prefix_caching = !no_prefix_caching;
   c.seed = seed;

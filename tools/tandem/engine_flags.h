@@ -18,6 +18,7 @@ struct EngineFlags {
   int64_t num_kv_blocks = 0;
   int64_t kv_cache_memory_mib = 1024;
   std::string kv_cache_dtype = "fp32";
+  std::string dtype = "float32";
   bool no_prefix_caching = false;
   bool no_chunked_prefill = false;
   std::string batching = "paged";

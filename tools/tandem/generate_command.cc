@@ -174,7 +174,8 @@ nlohmann::json ToJson(const EngineRequest& r, const Collected& c, bool with_id) 
 absl::Status Generate(const GenerateFlags& g) {
   const std::filesystem::path dir = g.model.empty() ? DefaultModelDir() : std::filesystem::path(g.model);
   if (g.tp < 1 || g.tp > 64) return absl::InvalidArgumentError("--tp must be in [1, 64]");
-  ASSIGN_OR_RETURN(std::unique_ptr<ModelExecutor> model, LoadExecutor(dir, static_cast<int>(g.tp)));
+  ASSIGN_OR_RETURN(EngineConfig config, g.engine.ToConfig(std::random_device{}()));
+  ASSIGN_OR_RETURN(std::unique_ptr<ModelExecutor> model, LoadExecutor(dir, static_cast<int>(g.tp), config.precision));
   std::unique_ptr<Tokenizer> tokenizer;
   if (std::filesystem::exists(dir / "tokenizer.json")) {
     ASSIGN_OR_RETURN(tokenizer, Tokenizer::Load(dir));
@@ -182,7 +183,6 @@ absl::Status Generate(const GenerateFlags& g) {
   if (!g.stop.empty() && !tokenizer) return absl::FailedPreconditionError("--stop needs the model's tokenizer");
   ASSIGN_OR_RETURN(SamplingParams params, MakeSamplingParams(g, model->config()));
   ASSIGN_OR_RETURN(std::vector<EngineRequest> requests, MakeRequests(g, params, tokenizer.get(), model->config()));
-  ASSIGN_OR_RETURN(EngineConfig config, g.engine.ToConfig(std::random_device{}()));
   ASSIGN_OR_RETURN(std::unique_ptr<LlmEngine> engine, LlmEngine::Create(std::move(model), config));
 
   OutputProcessor processor(tokenizer.get());

@@ -42,13 +42,14 @@ int WaitForStopSignal(const sigset_t& set) {
 absl::Status Serve(const ServeFlags& f, const sigset_t& stop_signals) {
   const std::filesystem::path dir = f.model.empty() ? DefaultModelDir() : std::filesystem::path(f.model);
   if (f.tp < 1 || f.tp > 64) return absl::InvalidArgumentError("--tp must be in [1, 64]");
-  ASSIGN_OR_RETURN(std::unique_ptr<ModelExecutor> model, LoadExecutor(dir, static_cast<int>(f.tp)));
+  ASSIGN_OR_RETURN(EngineConfig engine_config, f.engine.ToConfig(f.seed.value_or(std::random_device{}())));
+  ASSIGN_OR_RETURN(std::unique_ptr<ModelExecutor> model,
+                   LoadExecutor(dir, static_cast<int>(f.tp), engine_config.precision));
   std::unique_ptr<Tokenizer> tokenizer;
   if (std::filesystem::exists(dir / "tokenizer.json")) {
     ASSIGN_OR_RETURN(tokenizer, Tokenizer::Load(dir));
   }
   const ModelConfig config = model->config();
-  ASSIGN_OR_RETURN(EngineConfig engine_config, f.engine.ToConfig(f.seed.value_or(std::random_device{}())));
   ASSIGN_OR_RETURN(std::unique_ptr<LlmEngine> engine, LlmEngine::Create(std::move(model), engine_config));
   // Outlives the engine: its step listener observes into the registry until the loop stops.
   metrics::Registry metrics_registry;

@@ -15,6 +15,14 @@
 // instantiated in an AVX-512 translation unit is a weak symbol the linker
 // may pick for the whole program, which would then fault on an AVX2-only
 // CPU. So these files stick to intrinsics, plain loops and C functions.
+//
+// BF16 precision (MatMulBf16): x is rounded to BF16 (nearest even) and the
+// weights are BF16, so every product is exact in fp32; products are summed in
+// fp32. On AMX (MatMulAmxBf16) an output is one tile element accumulated by
+// tdpbf16ps over k in steps of 32 from 0 up, the same for every batch size:
+// batch-invariant and deterministic on one machine, but a different summation
+// order from the fp32 kernels' lanes, so AMX and the fallback (rounded x through
+// the fp32 kernels) agree to fp32 rounding, not bit for bit.
 // Thread-safety: pure functions; they parallelise internally with OpenMP.
 #pragma once
 
@@ -37,5 +45,7 @@ struct MatMulArgs {
 
 void MatMulAvx2(const MatMulArgs& a);
 void MatMulAvx512(const MatMulArgs& a);
+// weight_dtype must be BF16. Needs AMX-TILE/AMX-BF16 and the OS permission.
+void MatMulAmxBf16(const MatMulArgs& a);
 
 }  // namespace tandem::kernels::cpu
