@@ -58,6 +58,7 @@ Context: dict root, component (prefill | decode).
 --kv-transport={{ $v.kv.transport }}
 --block-size={{ $v.kv.blockSize }}
 --kv-cache-dtype={{ $v.kv.cacheDtype }}
+--dtype={{ $v.model.dtype }}
 --tp={{ $pool.tp }}
 --metrics-port={{ $v.metrics.port }}
 --max-num-batched-tokens={{ $pool.engine.maxNumBatchedTokens }}
