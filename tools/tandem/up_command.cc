@@ -10,6 +10,7 @@
 #include "grpcpp/grpcpp.h"
 #include "tandem/v1/worker.grpc.pb.h"
 #include "tools/tandem/child_process.h"
+#include "tools/tandem/cpu_list.h"
 #include "tools/tandem/cli_flags.h"
 #include "tools/tandem/engine_flags.h"
 
@@ -26,6 +27,8 @@ struct UpFlags {
   std::string kv_transport = "ucx";
   int64_t start_timeout_s = 120;
   int64_t metrics_base_port = -1;  // -1: no metrics servers
+  std::string prefill_cores;       // CPU lists ("0-3,6"); empty: not pinned
+  std::string decode_cores;
   bool help = false;
   EngineFlags engine;  // passed through to every worker
 };
@@ -90,6 +93,10 @@ int RunUp(const std::vector<std::string>& args) {
   flags.AddInt("metrics-base-port", &f.metrics_base_port,
                "serve each process's Prometheus metrics on 127.0.0.1 from this port up: the router, then the "
                "prefill workers, then the decode workers (default: off)");
+  flags.AddString("prefill-cores", &f.prefill_cores,
+                  "pin the prefill workers to these CPUs, e.g. 0 or 0-3,8 (default: not pinned; their OpenMP "
+                  "teams then size to the list)");
+  flags.AddString("decode-cores", &f.decode_cores, "pin the decode workers to these CPUs (default: not pinned)");
   flags.AddInt("start-timeout-s", &f.start_timeout_s, "longest wait for the cluster to come up (default 120)");
   flags.AddBool("help", &f.help, "show this help");
   f.engine.Register(flags);
@@ -98,7 +105,8 @@ int RunUp(const std::vector<std::string>& args) {
   if (absl::Status st = flags.Parse(args); !st.ok() || f.help) {
     (st.ok() ? std::cout : std::cerr) << (st.ok() ? "" : std::string(st.message()) + "\n")
                                       << "usage: tandem up [--model DIR] [--prefill-workers N] [--decode-workers M] "
-                                         "[--prefill-tp A] [--decode-tp B] [--port P] [--metrics-base-port B] [engine flags for the workers]\n"
+                                         "[--prefill-tp A] [--decode-tp B] [--port P] [--metrics-base-port B] "
+                                         "[--prefill-cores LIST] [--decode-cores LIST] [engine flags for the workers]\n"
                                       << flags.Usage();
     return st.ok() ? 0 : 2;
   }
@@ -115,6 +123,17 @@ int RunUp(const std::vector<std::string>& args) {
     std::cerr << "tandem up: --metrics-base-port must be in [1, " << 65535 - (num_processes - 1) << "] for "
               << num_processes << " processes (each takes the next port)\n";
     return 2;
+  }
+  std::vector<int> role_cpus[2];
+  for (int role = 0; role < 2; ++role) {
+    const std::string& list = role == 0 ? f.prefill_cores : f.decode_cores;
+    absl::StatusOr<std::vector<int>> cpus = ParseCpuList(list);
+    absl::Status allowed = cpus.ok() ? CheckCpusAllowed(*cpus) : cpus.status();
+    if (!allowed.ok()) {
+      std::cerr << "tandem up: --" << (role == 0 ? "prefill" : "decode") << "-cores: " << allowed.message() << "\n";
+      return 2;
+    }
+    role_cpus[role] = *std::move(cpus);
   }
   // Process i (router 0, then prefill, then decode workers) gets base + i.
   std::vector<std::string> metrics_urls;
@@ -157,7 +176,8 @@ int RunUp(const std::vector<std::string>& args) {
       a.insert(a.end(), engine_args.begin(), engine_args.end());
       metrics_args(a);
       absl::StatusOr<std::unique_ptr<ChildProcess>> w = ChildProcess::Start(
-          absl::StrCat(kind, "-", i), (bin / absl::StrCat("tandem-", kind, "-worker")).string(), a, timeout);
+          absl::StrCat(kind, "-", i), (bin / absl::StrCat("tandem-", kind, "-worker")).string(), a, timeout,
+          role_cpus[role]);
       if (!w.ok()) {
         std::cerr << "tandem up: " << w.status() << "\n";
         stop_all();
