@@ -1255,18 +1255,33 @@ def run_serve(prompts, expected):
 
 
 def run_cluster_c(prompts, model_cfg):
-    """`tandem up` 2 prefill + 2 decode over UCX shared memory/CMA, bf16 KV."""
+    """`tandem up` 2 prefill + 2 decode over UCX shared memory/CMA, bf16 KV and
+    BF16 matmuls (--dtype bfloat16), each role pinned to its own CPU where the
+    machine has two."""
     label = "up 2P/2D sm,cma bf16"
-    ref = ["--kv-cache-dtype", "bf16", "--max-num-batched-tokens", "512"]
+    ref = ["--kv-cache-dtype", "bf16", "--max-num-batched-tokens", "512", "--dtype", "bfloat16"]
     engine = ["--num-kv-blocks", "512"] + ref
+    cpus = sorted(os.sched_getaffinity(0))
+    pin = {"prefill": str(cpus[0]), "decode": str(cpus[1])} if len(cpus) >= 2 else {}
+    pin_args = ["--prefill-cores", pin["prefill"], "--decode-cores", pin["decode"]] if pin else []
     expected = mixed_expected(prompts, ref, "bf16")
-    up = UpCluster("up-c", ["--prefill-workers", "2", "--decode-workers", "2"] + engine, "sm,self,cma")
+    up = UpCluster("up-c", ["--prefill-workers", "2", "--decode-workers", "2"] + engine + pin_args, "sm,self,cma")
     try:
         ready = up.wait_ready()
         if not check("%s: `tandem up` prints its 5 members and ready" % label,
                      ready and set(up.members) == {"router", "prefill-0", "prefill-1", "decode-0", "decode-1"},
                      "".join(up.proc.stdout) + up.proc.log_tail()):
             return
+        if pin:
+            allowed = {}
+            for name, (pid, _) in up.members.items():
+                with open("/proc/%d/status" % pid) as f:
+                    allowed[name] = [l.split()[1] for l in f if l.startswith("Cpus_allowed_list:")][0]
+            want = {n: pin[n.split("-")[0]] for n in up.members if n != "router"}
+            check("%s: --prefill-cores %s --decode-cores %s pinned each worker (Cpus_allowed_list)"
+                  % (label, pin["prefill"], pin["decode"]),
+                  all(allowed[n] == c for n, c in want.items()) and allowed["router"] != want["decode-0"],
+                  allowed)
         dec, pre = up.addrs("decode"), up.addrs("prefill")
         check_health(label, [("router", up.addr)] + [("decode worker", a) for a in dec]
                      + [("prefill worker", a) for a in pre])
