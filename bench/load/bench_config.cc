@@ -98,7 +98,7 @@ absl::StatusOr<BenchConfig> ParseBenchFlags(const std::vector<std::string>& args
   std::optional<float> rate, burstiness, slo_ttft, slo_tpot;
   std::optional<uint64_t> seed;
   int64_t input_len = -1, output_len = -1;
-  std::string input_range, output_range, dataset = "random", sweep;
+  std::string input_range, output_range, output_choices, dataset = "random", sweep;
   flags.AddString("addr", &c.addr, "Tandem endpoint host:port (default 127.0.0.1:50051)");
   flags.AddFloat("request-rate", &rate, "requests/s, Poisson arrivals; inf = all at once (default inf)");
   flags.AddFloat("burstiness", &burstiness, "Gamma shape of the inter-arrival gaps; 1 = Poisson (default 1)");
@@ -111,6 +111,8 @@ absl::StatusOr<BenchConfig> ParseBenchFlags(const std::vector<std::string>& args
   flags.AddString("input-len-range", &input_range, "A:B: prompt lengths uniform in [A, B] instead of --input-len");
   flags.AddInt("output-len", &output_len, "tokens to generate, sent as max_tokens (default 64)");
   flags.AddString("output-len-range", &output_range, "A:B: output lengths uniform in [A, B] instead of --output-len");
+  flags.AddString("output-len-choices", &output_choices,
+                  "A,B,...: each request's output length is one of these, equally likely");
   flags.AddInt("prefix-len", &c.dataset.prefix_len, "prefix: ids shared by every prompt (default 0)");
   flags.AddInt("vocab-size", &c.dataset.vocab_size, "prompt ids are drawn from [3, vocab-size) (default 2000)");
   flags.AddInt("max-model-len", &c.dataset.max_model_len,
@@ -152,8 +154,25 @@ absl::StatusOr<BenchConfig> ParseBenchFlags(const std::vector<std::string>& args
   };
   RETURN_IF_ERROR(length("input-len", input_len, input_range, 128, &c.dataset.input_len));
   RETURN_IF_ERROR(length("output-len", output_len, output_range, 64, &c.dataset.output_len));
+  if (!output_choices.empty()) {
+    if (output_len >= 0 || !output_range.empty()) {
+      return absl::InvalidArgumentError("give one of --output-len, --output-len-range, --output-len-choices");
+    }
+    size_t start = 0;
+    while (start <= output_choices.size()) {
+      const size_t comma = std::min(output_choices.find(',', start), output_choices.size());
+      const std::string item = output_choices.substr(start, comma - start);
+      start = comma + 1;
+      auto v = ParseLengthRange(item);
+      if (!v.ok() || v->min != v->max) {
+        return absl::InvalidArgumentError(absl::StrCat("--output-len-choices: bad length '", item, "'"));
+      }
+      c.dataset.output_len_choices.push_back(v->min);
+    }
+  }
   if (c.dataset.kind == DatasetKind::kShareGptLike &&
-      (input_len >= 0 || output_len >= 0 || !input_range.empty() || !output_range.empty())) {
+      (input_len >= 0 || output_len >= 0 || !input_range.empty() || !output_range.empty() ||
+       !output_choices.empty())) {
     return absl::InvalidArgumentError("--dataset sharegpt-like draws its own lengths: drop --input-len/--output-len");
   }
   if (!sweep.empty()) {

@@ -66,12 +66,17 @@ absl::Status DatasetConfig::Validate() const {
   if (prefix_len < 0 || (kind != DatasetKind::kPrefix && prefix_len != 0)) {
     return absl::InvalidArgumentError("--prefix-len needs --dataset prefix and must be >= 0");
   }
-  if (output_len.min < 1) return absl::InvalidArgumentError("output lengths must be >= 1");
+  int64_t min_output = output_len.min, max_output = output_len.max;
+  if (!output_len_choices.empty()) {
+    min_output = *std::min_element(output_len_choices.begin(), output_len_choices.end());
+    max_output = *std::max_element(output_len_choices.begin(), output_len_choices.end());
+  }
+  if (min_output < 1) return absl::InvalidArgumentError("output lengths must be >= 1");
   if (prefix_len + input_len.min < 1) return absl::InvalidArgumentError("prompt lengths must be >= 1");
-  const int64_t longest = prefix_len + input_len.max + output_len.max;
+  const int64_t longest = prefix_len + input_len.max + max_output;
   if (longest > max_model_len) {
     return absl::InvalidArgumentError(
-        absl::StrCat("the longest request (prompt ", prefix_len + input_len.max, " + output ", output_len.max,
+        absl::StrCat("the longest request (prompt ", prefix_len + input_len.max, " + output ", max_output,
                      " tokens) exceeds --max-model-len ", max_model_len,
                      " (raise it to the server's context length)"));
   }
@@ -96,7 +101,12 @@ std::vector<BenchRequest> GenerateDataset(const DatasetConfig& config, int64_t n
       req.output_len = static_cast<int64_t>(std::clamp(std::round(y), 1.0, double(config.max_model_len - input_len)));
     } else {
       input_len = Draw(rng, config.input_len);
-      req.output_len = Draw(rng, config.output_len);
+      if (config.output_len_choices.empty()) {
+        req.output_len = Draw(rng, config.output_len);
+      } else {
+        const int64_t last = static_cast<int64_t>(config.output_len_choices.size()) - 1;
+        req.output_len = config.output_len_choices[static_cast<size_t>(Draw(rng, {0, last}))];
+      }
     }
     req.prompt_token_ids = prefix;
     AppendRandomIds(rng, input_len, config.vocab_size, &req.prompt_token_ids);

@@ -62,6 +62,9 @@ struct DatasetConfig {
   LengthRange input_len{128, 128};
   // random, prefix: tokens to generate (max_tokens).
   LengthRange output_len{64, 64};
+  // When not empty, replaces output_len: each request's output length is one
+  // of these, equally likely (e.g. 64, 128, 256 as in the batching ladder).
+  std::vector<int64_t> output_len_choices;
   // prefix: ids shared by every prompt.
   int64_t prefix_len = 0;
   // Prompt ids are drawn from [kFirstTokenId, vocab_size).

@@ -64,6 +64,16 @@ TEST(BenchConfigTest, LengthsFixedOrRanged) {
   EXPECT_TRUE(Parse({"--input-len", "250", "--max-model-len", "4096"}).ok());
 }
 
+TEST(BenchConfigTest, OutputLengthChoices) {
+  auto c = Parse({"--input-len-range", "16:64", "--output-len-choices", "64,128,256", "--max-model-len", "512"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->dataset.output_len_choices, (std::vector<int64_t>{64, 128, 256}));
+  EXPECT_FALSE(Parse({"--output-len-choices", "64,128", "--output-len", "8", "--max-model-len", "512"}).ok());
+  EXPECT_FALSE(Parse({"--output-len-choices", "64,,8", "--max-model-len", "512"}).ok());
+  EXPECT_FALSE(Parse({"--output-len-choices", "4:8", "--max-model-len", "512"}).ok());
+  EXPECT_FALSE(Parse({"--output-len-choices", "64,256"}).ok());  // 128 + 256 > 256
+}
+
 TEST(BenchConfigTest, Datasets) {
   auto prefix = Parse({"--dataset", "prefix", "--prefix-len", "32", "--input-len", "8"});
   ASSERT_TRUE(prefix.ok()) << prefix.status();

@@ -3,6 +3,7 @@
 #include "bench/load/dataset.h"
 
 #include <algorithm>
+#include <map>
 #include <set>
 
 #include "gtest/gtest.h"
@@ -54,6 +55,22 @@ TEST(BenchDatasetTest, RangesAreInclusiveAndCovered) {
   EXPECT_EQ(in, (std::set<size_t>{5, 6, 7, 8}));
   EXPECT_EQ(out, (std::set<int64_t>{1, 2, 3}));
   EXPECT_EQ(ids, (std::set<uint32_t>{3, 4, 5, 6, 7, 8, 9}));  // [3, vocab_size)
+}
+
+TEST(BenchDatasetTest, OutputLengthChoicesAreEachDrawnAboutEquallyAndFit) {
+  DatasetConfig c = Random({10, 20}, {1, 1});
+  c.output_len_choices = {64, 128, 256};
+  c.max_model_len = 276;
+  ASSERT_TRUE(c.Validate().ok()) << c.Validate();
+  std::map<int64_t, int> count;
+  for (const BenchRequest& r : GenerateDataset(c, 3000, 4)) ++count[r.output_len];
+  ASSERT_EQ(count.size(), 3u);
+  for (int64_t v : {64, 128, 256}) EXPECT_NEAR(count[v], 1000, 100) << v;  // binomial sd ~26
+  c.max_model_len = 275;  // 20 + 256 no longer fits
+  EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
+  c.max_model_len = 1000;
+  c.output_len_choices = {0, 5};
+  EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(BenchDatasetTest, DeterministicPerSeed) {
