@@ -27,6 +27,7 @@ nlohmann::json ConfigToJson(const BenchConfig& c) {
       {"dataset", DatasetKindName(d.kind)},
       {"input_len", {d.input_len.min, d.input_len.max}},
       {"output_len", {d.output_len.min, d.output_len.max}},
+      {"output_len_choices", d.output_len_choices},
       {"prefix_len", d.prefix_len},
       {"vocab_size", d.vocab_size},
       {"max_model_len", d.max_model_len},
