@@ -31,12 +31,18 @@ void FillWorkerStats(const EngineStats& s, v1::WorkerStats* out) {
 }
 
 DecodeService::DecodeService(AsyncEngine* engine, std::vector<v1::KvRankRegion> regions,
-                             DecodeServiceOptions options)
-    : engine_(engine), regions_(std::move(regions)), options_(std::move(options)) {}
+                             DecodeServiceOptions options, DrainGate* gate)
+    : engine_(engine), regions_(std::move(regions)), options_(std::move(options)), gate_(gate) {}
 
 grpc::ServerUnaryReactor* DecodeService::Admit(grpc::CallbackServerContext* ctx, const v1::AdmitRequest* req,
                                                v1::AdmitResponse* resp) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  // Held until the reservation is answered; from then on engine Stats count it.
+  std::shared_ptr<DrainGate::Ticket> ticket;
+  if (gate_ != nullptr && (ticket = gate_->Enter()) == nullptr) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "decode worker is draining (shutting down)"));
+    return reactor;
+  }
   EngineRequest r;
   r.request_id = req->request_id();
   r.prompt_token_ids.assign(req->prompt_token_ids().begin(), req->prompt_token_ids().end());
@@ -51,7 +57,7 @@ grpc::ServerUnaryReactor* DecodeService::Admit(grpc::CallbackServerContext* ctx,
   for (const v1::KvRankRegion& region : regions_) *d->add_ranks() = region;
   d->set_transport(options_.transport_name);
   engine_->Reserve(std::move(r), options_.reservation_timeout,
-                   [reactor, d](absl::StatusOr<std::vector<BlockId>> blocks) {
+                   [reactor, d, ticket](absl::StatusOr<std::vector<BlockId>> blocks) {
                      if (!blocks.ok()) {
                        reactor->Finish(ToGrpcStatus(blocks.status()));
                        return;
@@ -66,7 +72,11 @@ grpc::ServerWriteReactor<v1::DecodeResponse>* DecodeService::Decode(grpc::Callba
                                                                     const v1::DecodeRequest* req) {
   AsyncEngine* engine = engine_;
   const std::string id = req->request_id();
-  auto [reactor, stream] = BufferedWriteReactor<v1::DecodeResponse>::Create([engine, id] { engine->Cancel(id); });
+  // Continues an admitted request, so it runs even while draining; the
+  // reactor owns the ticket (in its cancel callback) until its last write.
+  std::shared_ptr<DrainGate::Ticket> ticket = gate_ != nullptr ? gate_->Hold() : nullptr;
+  auto [reactor, stream] =
+      BufferedWriteReactor<v1::DecodeResponse>::Create([engine, id, ticket] { engine->Cancel(id); });
   engine_->Activate(id, static_cast<int32_t>(req->first_token_id()), [stream](const StreamEvent& e) {
     if (!e.status.ok()) {
       stream->Close(ToGrpcStatus(e.status));

@@ -3,6 +3,9 @@
 // answers where the prefill worker must put the prompt's KV; Decode activates
 // the request once that KV is in place and streams token ids; Release frees
 // whatever a request holds; Stats reports load for routing and metrics.
+// Draining (DrainGate): new Admits get UNAVAILABLE, Decode streams of
+// reservations already admitted still run; each Admit and Decode holds a
+// ticket until done (reservations waiting for KV show in engine Stats).
 // Thread-safety: gRPC callback threads call it; nothing here blocks them.
 #pragma once
 
@@ -10,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "common/drain_gate.h"
 #include "engine/core/async_engine.h"
 #include "kv_transfer/memory_descriptor.h"
 #include "tandem/v1/worker.grpc.pb.h"
@@ -27,7 +31,9 @@ class DecodeService final : public v1::DecodeWorker::CallbackService {
   // `engine` must outlive the service. `regions` describe the engine's KV
   // pools as registered with the KV transport, one per TP rank in rank order
   // (every Admit hands all of them out with the reserved block ids).
-  DecodeService(AsyncEngine* engine, std::vector<v1::KvRankRegion> regions, DecodeServiceOptions options);
+  // `gate` (may be null: never refuses) must outlive the service.
+  DecodeService(AsyncEngine* engine, std::vector<v1::KvRankRegion> regions, DecodeServiceOptions options,
+                DrainGate* gate = nullptr);
 
   grpc::ServerUnaryReactor* Admit(grpc::CallbackServerContext* ctx, const v1::AdmitRequest* req,
                                   v1::AdmitResponse* resp) override;
@@ -45,6 +51,7 @@ class DecodeService final : public v1::DecodeWorker::CallbackService {
   AsyncEngine* const engine_;
   const std::vector<v1::KvRankRegion> regions_;
   DecodeServiceOptions options_;
+  DrainGate* const gate_;
 };
 
 // WorkerStats fields shared by both roles.

@@ -1,11 +1,16 @@
 // build/bin/tandem-decode-worker: a decode worker process (thin main over
 // decode_worker/): reserves KV blocks for the router, receives prompts' KV
 // from prefill workers over the KV transport, streams decoded tokens.
+// SIGTERM drains: the router is told (draining registration) and new Admits
+// get UNAVAILABLE; admitted requests decode to the end (up to
+// --drain-timeout-s); then exit 0.
 #include <iostream>
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "common/drain_gate.h"
 #include "common/grpc/server.h"
+#include "common/net/host_port.h"
 #include "decode_worker/decode_service.h"
 #include "decode_worker/worker_runtime.h"
 #include "decode_worker/worker_metrics.h"
@@ -44,6 +49,9 @@ int main(int argc, char** argv) {
   absl::StatusOr<EngineConfig> config = wf.engine.ToConfig(std::random_device{}());
   if (!config.ok()) return fail(config.status());
   if (wf.tp < 1 || wf.tp > 64) return fail(absl::InvalidArgumentError("--tp must be in [1, 64]"));
+  if (wf.drain_timeout_s < 0) {
+    return fail(absl::InvalidArgumentError("--drain-timeout-s must be >= 0"));
+  }
   absl::StatusOr<WorkerModel> w = LoadWorkerModel(wf.model.empty() ? cli::DefaultModelDir().string() : wf.model, *config,
                                                   static_cast<int>(wf.tp), std::chrono::milliseconds(release_grace_ms));
   if (!w.ok()) return fail(w.status());
@@ -62,10 +70,14 @@ int main(int argc, char** argv) {
   // The id needs the port; the service is built after the server picks it,
   // so register a placeholder-free service by binding first.
   int bound_port = 0;
-  auto service = std::make_unique<DecodeService>(w->engine.get(), std::move(regions), options);
+  DrainGate gate;  // outlives the server: its tickets live in the server's calls
+  auto service = std::make_unique<DecodeService>(w->engine.get(), std::move(regions), options, &gate);
   absl::StatusOr<std::unique_ptr<grpc::Server>> server =
-      StartGrpcServer(absl::StrCat(wf.host, ":", wf.port), {service.get()}, &bound_port);
+      StartGrpcServer(net::JoinHostPort(wf.host, wf.port), {service.get()}, &bound_port);
   if (!server.ok()) return fail(server.status());
+  // SERVING for as long as the process runs (liveness); "" (readiness) goes
+  // NOT_SERVING when the drain starts.
+  (*server)->GetHealthCheckService()->SetServingStatus(v1::DecodeWorker::service_full_name(), true);
   if (wf.worker_id.empty()) wf.worker_id = absl::StrCat("decode-", bound_port);
   service->set_worker_id(wf.worker_id);
   const metrics::Labels metric_labels = {{"model", cli::ModelLabel(wf.model.empty() ? cli::DefaultModelDir() : std::filesystem::path(wf.model))},
@@ -80,7 +92,7 @@ int main(int argc, char** argv) {
   absl::StatusOr<std::unique_ptr<metrics::MetricsServer>> metrics_server =
       cli::StartMetricsServer(&metrics_registry, metrics_flag, wf.host, "tandem-decode-worker");
   if (!metrics_server.ok()) return fail(metrics_server.status());
-  const std::string address = absl::StrCat(wf.host, ":", bound_port);
+  const std::string address = net::JoinHostPort(wf.host, bound_port);
   std::cout << "tandem-decode-worker: " << wf.worker_id << " listening on " << address << " (tp " << w->ranks.size() << ", kv "
             << w->ranks[0].shape.num_blocks << " blocks per rank, transport " << wf.kv_transport << ")" << std::endl;
   std::unique_ptr<RouterRegistration> registration;
@@ -92,6 +104,18 @@ int main(int argc, char** argv) {
     registration = std::make_unique<RouterRegistration>(wf.router, r);
   }
   WaitForStopSignal();
+  gate.StartDraining();
+  SetHealth(server->get(), false);
+  if (registration) registration->SetDraining();
+  AsyncEngine* engine = w->engine.get();
+  auto idle = [&gate, engine] {
+    const EngineStats s = engine->Stats();  // reservations awaiting KV are requests in flight too
+    return gate.num_in_flight() == 0 && s.num_running + s.num_waiting + s.num_awaiting_kv == 0;
+  };
+  std::cout << "tandem-decode-worker: draining (up to " << wf.drain_timeout_s << " s)" << std::endl;
+  if (!WaitUntilIdle(idle, std::chrono::seconds(wf.drain_timeout_s))) {
+    std::cerr << "tandem-decode-worker: drain timeout: cancelling what is left\n";
+  }
   if (*metrics_server) (*metrics_server)->Stop();  // no scrape reads the engine or transports after this
   registration.reset();
   (*server)->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));

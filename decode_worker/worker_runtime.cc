@@ -1,7 +1,9 @@
 #include "decode_worker/worker_runtime.h"
 
 #include <csignal>
+#include <ctime>
 #include <iostream>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -78,25 +80,48 @@ RouterRegistration::RouterRegistration(std::string router_address, v1::RegisterR
     : router_address_(std::move(router_address)), request_(std::move(request)), thread_([this] { Run(); }) {}
 
 RouterRegistration::~RouterRegistration() {
-  stop_ = true;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
   thread_.join();
 }
 
+void RouterRegistration::SetDraining() {
+  std::unique_lock<std::mutex> lock(mu_);
+  draining_ = true;
+  cv_.notify_all();
+  // A heartbeat in flight (2 s deadline) and then the draining one (2 s).
+  cv_.wait_for(lock, std::chrono::seconds(5), [this] { return draining_sent_ || stop_; });
+}
+
 void RouterRegistration::Run() {
+  // Every Register goes from this thread, in order, so a heartbeat sent
+  // before the drain cannot arrive after the draining one and undo it.
   auto stub = v1::WorkerRegistry::NewStub(grpc::CreateChannel(router_address_, grpc::InsecureChannelCredentials()));
   auto interval = std::chrono::milliseconds(1000);
   auto next = std::chrono::steady_clock::now();
-  while (!stop_) {
-    if (std::chrono::steady_clock::now() >= next) {
-      grpc::ClientContext ctx;
-      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
-      v1::RegisterResponse resp;
-      if (stub->Register(&ctx, request_, &resp).ok() && resp.heartbeat_interval_ms() > 0) {
-        interval = std::chrono::milliseconds(resp.heartbeat_interval_ms());
-      }
-      next = std::chrono::steady_clock::now() + interval;
+  v1::RegisterRequest request = request_;
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_until(lock, next, [this] { return stop_ || (draining_ && !draining_sent_); });
+      if (stop_) return;
+      request.set_draining(draining_);
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // bounded: stop_ is seen quickly
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    v1::RegisterResponse resp;
+    if (stub->Register(&ctx, request, &resp).ok() && resp.heartbeat_interval_ms() > 0) {
+      interval = std::chrono::milliseconds(resp.heartbeat_interval_ms());
+    }
+    next = std::chrono::steady_clock::now() + interval;
+    if (request.draining()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      draining_sent_ = true;  // answered or failed: SetDraining() stops waiting either way
+      cv_.notify_all();
+    }
   }
 }
 
@@ -120,6 +145,32 @@ int WaitForStopSignal() {
   int sig = 0;
   sigwait(&set, &sig);
   return sig;
+}
+
+int WaitForStopSignalFor(std::chrono::milliseconds timeout) {
+  const sigset_t set = StopSignals();
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(timeout).count();
+  const timespec wait{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+  const int sig = sigtimedwait(&set, nullptr, &wait);
+  return sig > 0 ? sig : 0;
+}
+
+bool WaitUntilIdle(const std::function<bool()>& idle, std::chrono::milliseconds timeout) {
+  constexpr auto kSettle = std::chrono::milliseconds(100);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::optional<std::chrono::steady_clock::time_point> idle_since;
+  while (true) {
+    const auto now = std::chrono::steady_clock::now();
+    if (!idle()) {
+      idle_since.reset();
+    } else if (!idle_since) {
+      idle_since = now;
+    } else if (now - *idle_since >= kSettle) {
+      return true;
+    }
+    if (now >= deadline) return idle_since.has_value();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
 }
 
 }  // namespace tandem

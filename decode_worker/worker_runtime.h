@@ -6,7 +6,11 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -60,11 +64,21 @@ class RouterRegistration {
   RouterRegistration(std::string router_address, v1::RegisterRequest request);
   ~RouterRegistration();
 
+  // Tells the router this worker is draining: re-registers at once with
+  // `draining` set (and every heartbeat after carries it), so the router
+  // stops sending it work. Returns once that call got its answer or failed
+  // (bounded: a few seconds when the router is unreachable).
+  void SetDraining();
+
  private:
   void Run();
   const std::string router_address_;
   const v1::RegisterRequest request_;
-  std::atomic<bool> stop_{false};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;           // guarded by mu_
+  bool draining_ = false;       // guarded by mu_
+  bool draining_sent_ = false;  // guarded by mu_: a draining Register was answered
   std::thread thread_;
 };
 
@@ -72,5 +86,13 @@ class RouterRegistration {
 // WaitForStopSignal() then returns the one that arrives.
 void BlockStopSignals();
 int WaitForStopSignal();
+// As WaitForStopSignal(), but 0 when none arrived within `timeout`.
+int WaitForStopSignalFor(std::chrono::milliseconds timeout);
+
+// The drain after a stop signal: polls `idle` until it has held for 100 ms
+// (so work that was handed between two counters, e.g. a reservation the
+// engine's stats do not show yet, is seen) or `timeout` passes. True when
+// idle at the end; false when the timeout cut the drain short.
+bool WaitUntilIdle(const std::function<bool()>& idle, std::chrono::milliseconds timeout);
 
 }  // namespace tandem

@@ -1,11 +1,16 @@
 // build/bin/tandem-prefill-worker: a prefill worker process (thin main over
 // prefill_worker/): computes prompts' KV and puts it into decode workers'
 // reserved blocks over the KV transport, returning the first token.
+// SIGTERM drains: the router is told (draining registration) and new
+// Prefill calls get UNAVAILABLE; prefills in flight finish and ship (up to
+// --drain-timeout-s); then exit 0.
 #include <iostream>
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "common/drain_gate.h"
 #include "common/grpc/server.h"
+#include "common/net/host_port.h"
 #include "decode_worker/worker_runtime.h"
 #include "prefill_worker/prefill_service.h"
 #include "decode_worker/worker_metrics.h"
@@ -44,6 +49,9 @@ int main(int argc, char** argv) {
   absl::StatusOr<EngineConfig> config = wf.engine.ToConfig(std::random_device{}());
   if (!config.ok()) return fail(config.status());
   if (wf.tp < 1 || wf.tp > 64) return fail(absl::InvalidArgumentError("--tp must be in [1, 64]"));
+  if (wf.drain_timeout_s < 0) {
+    return fail(absl::InvalidArgumentError("--drain-timeout-s must be >= 0"));
+  }
   absl::StatusOr<WorkerModel> w = LoadWorkerModel(wf.model.empty() ? cli::DefaultModelDir().string() : wf.model, *config,
                                                   static_cast<int>(wf.tp));
   if (!w.ok()) return fail(w.status());
@@ -61,11 +69,15 @@ int main(int argc, char** argv) {
                                            static_cast<int>(sender_threads));
   auto shipper = std::make_unique<LayerShipper>(&local);
   w->engine->RunOnLoop([&](LlmEngine& e) { e.SetStepObserver(shipper.get()); });
-  auto service = std::make_unique<PrefillService>(w->engine.get(), shipper.get(), sender.get(), wf.worker_id);
+  DrainGate gate;  // outlives the server: its tickets live in the server's calls
+  auto service = std::make_unique<PrefillService>(w->engine.get(), shipper.get(), sender.get(), wf.worker_id, &gate);
   int bound_port = 0;
   absl::StatusOr<std::unique_ptr<grpc::Server>> server =
-      StartGrpcServer(absl::StrCat(wf.host, ":", wf.port), {service.get()}, &bound_port);
+      StartGrpcServer(net::JoinHostPort(wf.host, wf.port), {service.get()}, &bound_port);
   if (!server.ok()) return fail(server.status());
+  // SERVING for as long as the process runs (liveness); "" (readiness) goes
+  // NOT_SERVING when the drain starts.
+  (*server)->GetHealthCheckService()->SetServingStatus(v1::PrefillWorker::service_full_name(), true);
   if (wf.worker_id.empty()) wf.worker_id = absl::StrCat("prefill-", bound_port);
   service->set_worker_id(wf.worker_id);
   const metrics::Labels metric_labels = {{"model", cli::ModelLabel(wf.model.empty() ? cli::DefaultModelDir() : std::filesystem::path(wf.model))},
@@ -81,7 +93,7 @@ int main(int argc, char** argv) {
   absl::StatusOr<std::unique_ptr<metrics::MetricsServer>> metrics_server =
       cli::StartMetricsServer(&metrics_registry, metrics_flag, wf.host, "tandem-prefill-worker");
   if (!metrics_server.ok()) return fail(metrics_server.status());
-  const std::string address = absl::StrCat(wf.host, ":", bound_port);
+  const std::string address = net::JoinHostPort(wf.host, bound_port);
   std::cout << "tandem-prefill-worker: " << wf.worker_id << " listening on " << address << " (tp " << w->ranks.size()
             << ", transport " << wf.kv_transport << ")" << std::endl;
   std::unique_ptr<RouterRegistration> registration;
@@ -93,6 +105,13 @@ int main(int argc, char** argv) {
     registration = std::make_unique<RouterRegistration>(wf.router, r);
   }
   WaitForStopSignal();
+  gate.StartDraining();
+  SetHealth(server->get(), false);
+  if (registration) registration->SetDraining();
+  std::cout << "tandem-prefill-worker: draining (up to " << wf.drain_timeout_s << " s)" << std::endl;
+  if (!WaitUntilIdle([&gate] { return gate.num_in_flight() == 0; }, std::chrono::seconds(wf.drain_timeout_s))) {
+    std::cerr << "tandem-prefill-worker: drain timeout: cancelling what is left\n";
+  }
   if (*metrics_server) (*metrics_server)->Stop();  // no scrape reads the engine or transports after this
   registration.reset();
   (*server)->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));

@@ -10,28 +10,37 @@ namespace {
 
 // A unary reactor that stops the engine's work when the caller gives up
 // (router cancel or deadline), so abandoned prompts neither compute nor ship.
+// It holds the call's drain ticket (may be null) until the call is done.
 class PrefillReactor final : public grpc::ServerUnaryReactor {
  public:
-  PrefillReactor(AsyncEngine* engine, std::string id) : engine_(engine), id_(std::move(id)) {}
+  PrefillReactor(AsyncEngine* engine, std::string id, std::shared_ptr<DrainGate::Ticket> ticket)
+      : engine_(engine), id_(std::move(id)), ticket_(std::move(ticket)) {}
   void OnCancel() override { engine_->Cancel(id_); }
   void OnDone() override { delete this; }
 
  private:
   AsyncEngine* const engine_;
   const std::string id_;
+  const std::shared_ptr<DrainGate::Ticket> ticket_;
 };
 
 }  // namespace
 
 grpc::ServerUnaryReactor* PrefillService::Prefill(grpc::CallbackServerContext* ctx, const v1::PrefillRequest* req,
                                                   v1::PrefillResponse* resp) {
+  std::shared_ptr<DrainGate::Ticket> ticket;
+  if (gate_ != nullptr && (ticket = gate_->Enter()) == nullptr) {
+    grpc::ServerUnaryReactor* refused = ctx->DefaultReactor();
+    refused->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "prefill worker is draining (shutting down)"));
+    return refused;
+  }
   EngineRequest r;
   // A retried prefill of the same request must not collide with a leftover.
   r.request_id = absl::StrCat(req->request_id(), "@", next_id_.fetch_add(1));
   r.prompt_token_ids.assign(req->prompt_token_ids().begin(), req->prompt_token_ids().end());
   r.sampling = FromProto(req->sampling());
   const std::string id = r.request_id;
-  grpc::ServerUnaryReactor* reactor = new PrefillReactor(engine_, id);
+  grpc::ServerUnaryReactor* reactor = new PrefillReactor(engine_, id, std::move(ticket));
   // Connect before computing, so each layer can ship as soon as it is written.
   // A cancelled call (router gave up, deadline) must not write into blocks the
   // decode worker may already have handed to someone else.

@@ -1,7 +1,9 @@
 // The prefill worker's gRPC service (tandem.v1.PrefillWorker): runs a
 // prompt's prefill on its AsyncEngine, ships the KV to the destination the
 // decode worker reserved (KvSender), releases its own blocks, and returns the
-// first token only after the transfer is flushed.
+// first token only after the transfer is flushed. Each Prefill holds a
+// DrainGate ticket until it is done; once the gate drains, new Prefill calls
+// get UNAVAILABLE (the router retries them on another prefill worker).
 // Thread-safety: gRPC callback threads call it; nothing here blocks them.
 #pragma once
 
@@ -9,6 +11,7 @@
 #include <functional>
 #include <string>
 
+#include "common/drain_gate.h"
 #include "engine/core/async_engine.h"
 #include "prefill_worker/kv_sender.h"
 #include "prefill_worker/layer_shipper.h"
@@ -18,10 +21,11 @@ namespace tandem {
 
 class PrefillService final : public v1::PrefillWorker::CallbackService {
  public:
-  // `engine`, `shipper` (installed as the engine's step observer) and
-  // `sender` must outlive the service.
-  PrefillService(AsyncEngine* engine, LayerShipper* shipper, KvSender* sender, std::string worker_id)
-      : engine_(engine), shipper_(shipper), sender_(sender), worker_id_(std::move(worker_id)) {}
+  // `engine`, `shipper` (installed as the engine's step observer), `sender`
+  // and `gate` (may be null: never refuses) must outlive the service.
+  PrefillService(AsyncEngine* engine, LayerShipper* shipper, KvSender* sender, std::string worker_id,
+                 DrainGate* gate = nullptr)
+      : engine_(engine), shipper_(shipper), sender_(sender), gate_(gate), worker_id_(std::move(worker_id)) {}
 
   grpc::ServerUnaryReactor* Prefill(grpc::CallbackServerContext* ctx, const v1::PrefillRequest* req,
                                     v1::PrefillResponse* resp) override;
@@ -39,6 +43,7 @@ class PrefillService final : public v1::PrefillWorker::CallbackService {
   AsyncEngine* const engine_;
   LayerShipper* const shipper_;
   KvSender* const sender_;
+  DrainGate* const gate_;
   std::string worker_id_;
   std::function<void(double)> observe_transfer_;
   std::atomic<uint64_t> bytes_sent_{0};

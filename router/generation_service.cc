@@ -1,6 +1,5 @@
 #include "router/generation_service.h"
 
-
 #include "absl/strings/str_cat.h"
 #include "common/grpc/buffered_write_reactor.h"
 #include "common/grpc/status.h"
@@ -60,6 +59,13 @@ std::string FinishLabel(ChunkFinish f) { return f == ChunkFinish::kStop ? "stop"
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
+  // Held by the cancel callback below, which the reactor owns until the call
+  // is done (last write sent): the drain waits for exactly that.
+  std::shared_ptr<DrainGate::Ticket> ticket;
+  if (gate_ != nullptr && (ticket = gate_->Enter()) == nullptr) {
+    if (metrics_ != nullptr) metrics_->CountRefused(absl::StatusCode::kUnavailable);
+    return new FailedReactor(grpc::Status(grpc::StatusCode::UNAVAILABLE, "router is shutting down"));
+  }
   const uint64_t n = next_id_.fetch_add(1);
   absl::StatusOr<ValidatedRequest> v = validator_.Validate(*request, absl::StrCat("req-", n));
   if (!v.ok()) {
@@ -72,7 +78,7 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(
   const auto prompt_tokens = static_cast<uint32_t>(v->prompt_token_ids.size());
   // Null without metrics; shared by the sink and the cancel callback, which may race (the first End wins).
   std::shared_ptr<RequestTracker> tracker = metrics_ != nullptr ? metrics_->Begin(prompt_tokens) : nullptr;
-  auto [reactor, stream] = BufferedWriteReactor<v1::GenerateResponse>::Create([backend, id, tracker] {
+  auto [reactor, stream] = BufferedWriteReactor<v1::GenerateResponse>::Create([backend, id, tracker, ticket] {
     if (tracker) tracker->End(RequestMetrics::StatusLabel(absl::StatusCode::kCancelled));
     backend->Cancel(id);
   });

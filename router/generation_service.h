@@ -1,13 +1,16 @@
 // The public gRPC service tandem.v1.Generation: validates each request,
 // hands it to a GenerationBackend, and streams the backend's chunks to the
 // client, one write at a time. A client that closes the stream or passes its
-// deadline cancels the request in the backend.
+// deadline cancels the request in the backend. With a DrainGate, each
+// stream holds a ticket until it is done, and once the gate drains new
+// calls get UNAVAILABLE (the process is shutting down).
 // Thread-safety: gRPC calls it from its callback threads; it never blocks them.
 #pragma once
 
 #include <atomic>
 #include <memory>
 
+#include "common/drain_gate.h"
 #include "router/generation_backend.h"
 #include "router/request_metrics.h"
 #include "router/request_validator.h"
@@ -17,9 +20,11 @@ namespace tandem {
 
 class GenerationService final : public v1::Generation::CallbackService {
  public:
-  // `backend` and `metrics` (may be null: no metrics) must outlive the service.
-  GenerationService(RequestValidator validator, GenerationBackend* backend, RequestMetrics* metrics = nullptr)
-      : validator_(std::move(validator)), backend_(backend), metrics_(metrics) {}
+  // `backend`, `metrics` (may be null: no metrics) and `gate` (may be null:
+  // never refuses) must outlive the service.
+  GenerationService(RequestValidator validator, GenerationBackend* backend, RequestMetrics* metrics = nullptr,
+                    DrainGate* gate = nullptr)
+      : validator_(std::move(validator)), backend_(backend), metrics_(metrics), gate_(gate) {}
 
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(grpc::CallbackServerContext* context,
                                                            const v1::GenerateRequest* request) override;
@@ -28,6 +33,7 @@ class GenerationService final : public v1::Generation::CallbackService {
   const RequestValidator validator_;
   GenerationBackend* const backend_;
   RequestMetrics* const metrics_;
+  DrainGate* const gate_;
   std::atomic<uint64_t> next_id_{0};
 };
 

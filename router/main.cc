@@ -1,17 +1,27 @@
 // build/bin/tandem-router: the router process (thin main over router/): the
 // public Generation API, request validation and tokenization, and the
 // Admit → Prefill → Decode orchestration over registered workers.
+//
+// Lifecycle: grpc.health.v1 ("" and tandem.v1.Generation) says SERVING only
+// while at least one prefill and one decode worker are live (a readiness
+// probe must not send traffic to a router that can only fail); the
+// WorkerRegistry always answers. SIGTERM drains: health NOT_SERVING, new
+// Generate calls UNAVAILABLE, streams in flight finish (up to
+// --drain-timeout-s), then exit 0.
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/drain_gate.h"
 #include "common/grpc/server.h"
+#include "common/net/host_port.h"
 #include "decode_worker/worker_runtime.h"
 #include "engine/model/model_config.h"
 #include "router/cluster_backend.h"
 #include "router/pool_metrics.h"
 #include "router/request_metrics.h"
 #include "router/generation_service.h"
+#include "router/readiness.h"
 #include "router/registry_service.h"
 #include "tools/tandem/cli_flags.h"
 #include "tools/tandem/metrics_setup.h"
@@ -22,7 +32,7 @@ int main(int argc, char** argv) {
   BlockStopSignals();
   cli::FlagSet flags;
   std::string model, host = "127.0.0.1", prefill_workers, decode_workers;
-  int64_t port = 50051, max_queued = 256, prefill_timeout_ms = 120000;
+  int64_t port = 50051, max_queued = 256, prefill_timeout_ms = 120000, drain_timeout_s = 30;
   bool help = false;
   cli::MetricsFlag metrics_flag;
   flags.AddString("model", &model, "HuggingFace model directory: config and tokenizer (default: the bundled model)");
@@ -32,6 +42,8 @@ int main(int argc, char** argv) {
   flags.AddString("decode-workers", &decode_workers, "static decode workers, host:port,host:port");
   flags.AddInt("max-queued", &max_queued, "requests that may wait for a decode worker (then RESOURCE_EXHAUSTED)");
   flags.AddInt("prefill-timeout-ms", &prefill_timeout_ms, "one prefill call incl. its KV transfer");
+  flags.AddInt("drain-timeout-s", &drain_timeout_s,
+               "on SIGTERM, how long streams in flight may run on before the router exits (default 30)");
   metrics_flag.Register(flags);
   flags.AddBool("help", &help, "show this help");
   if (absl::Status st = flags.Parse(std::vector<std::string>(argv + 1, argv + argc)); !st.ok() || help) {
@@ -45,6 +57,10 @@ int main(int argc, char** argv) {
   };
   if (absl::Status st = metrics_flag.Parse().status(); !st.ok()) {
     std::cerr << "tandem-router: " << st.message() << "\n";
+    return 2;
+  }
+  if (drain_timeout_s < 0) {
+    std::cerr << "tandem-router: --drain-timeout-s must be >= 0\n";
     return 2;
   }
   const std::filesystem::path dir = model.empty() ? cli::DefaultModelDir() : std::filesystem::path(model);
@@ -81,20 +97,41 @@ int main(int argc, char** argv) {
   options.observe_queue_time = [m = request_metrics->get()](double seconds) { m->ObserveQueueTime(seconds); };
   ClusterBackend backend(&pool, tokenizer.get(), *config, options);
   backend_for_metrics = &backend;
-  GenerationService generation(RequestValidator(*config, tokenizer.get()), &backend, request_metrics->get());
-  RegistryService registry(&pool);
+  DrainGate gate;  // outlives the server: its tickets live in the server's calls
+  Readiness readiness(&pool, &gate);
+  GenerationService generation(RequestValidator(*config, tokenizer.get()), &backend, request_metrics->get(), &gate);
+  RegistryService registry(&pool, &readiness);
   int bound_port = 0;
   absl::StatusOr<std::unique_ptr<grpc::Server>> server =
-      StartGrpcServer(absl::StrCat(host, ":", port), {&generation, &registry}, &bound_port);
+      StartGrpcServer(net::JoinHostPort(host, port), {&generation, &registry}, &bound_port, /*serving=*/false);
   if (!server.ok()) return fail(server.status());
+  (*server)->GetHealthCheckService()->SetServingStatus(v1::WorkerRegistry::service_full_name(), true);
+  readiness.Attach([srv = server->get(), logged = false](bool ready) mutable {
+    SetHealth(srv, ready, {v1::Generation::service_full_name()});
+    if (ready || logged) {
+      std::cout << "tandem-router: " << (ready ? "SERVING (prefill and decode workers registered)"
+                                               : "NOT_SERVING (no live prefill or decode worker, or draining)")
+                << std::endl;
+    }
+    logged = true;
+  });
   // Declared after everything its callbacks read, so it stops first; up before the
   // listening line, so a launcher that waits for that line can scrape at once.
   absl::StatusOr<std::unique_ptr<metrics::MetricsServer>> metrics_server =
       cli::StartMetricsServer(&metrics_registry, metrics_flag, host, "tandem-router");
   if (!metrics_server.ok()) return fail(metrics_server.status());
-  std::cout << "tandem-router: listening on " << host << ":" << bound_port << " (model " << dir.string() << ")"
+  std::cout << "tandem-router: listening on " << net::JoinHostPort(host, bound_port) << " (model " << dir.string()
+            << ")" << std::endl;
+  // Registrations update readiness themselves; a heartbeat's expiry is no
+  // event, so it is polled (every 200 ms, between signals).
+  while (WaitForStopSignalFor(std::chrono::milliseconds(200)) == 0) readiness.Update();
+  gate.StartDraining();
+  readiness.Update();  // NOT_SERVING from now on
+  std::cout << "tandem-router: draining " << gate.num_in_flight() << " streams (up to " << drain_timeout_s << " s)"
             << std::endl;
-  WaitForStopSignal();
+  if (!WaitUntilIdle([&gate] { return gate.num_in_flight() == 0; }, std::chrono::seconds(drain_timeout_s))) {
+    std::cerr << "tandem-router: drain timeout: cancelling " << gate.num_in_flight() << " streams\n";
+  }
   if (*metrics_server) (*metrics_server)->Stop();
   (*server)->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   return 0;

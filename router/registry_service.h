@@ -1,8 +1,12 @@
 // tandem.v1.WorkerRegistry on the router: workers announce themselves (and
-// re-announce as a heartbeat); each lands in the WorkerPool.
+// re-announce as a heartbeat, flagged draining once they stop); each lands
+// in the WorkerPool. It answers whatever the router's health says: workers
+// must be able to register with a router that is not ready yet.
 // Thread-safety: gRPC callback threads; WorkerPool is thread-safe.
 #pragma once
 
+#include "common/net/host_port.h"
+#include "router/readiness.h"
 #include "router/worker_pool.h"
 #include "tandem/v1/worker.grpc.pb.h"
 
@@ -10,7 +14,8 @@ namespace tandem {
 
 class RegistryService final : public v1::WorkerRegistry::CallbackService {
  public:
-  explicit RegistryService(WorkerPool* pool) : pool_(pool) {}
+  // `pool` and `readiness` (may be null) must outlive the service.
+  explicit RegistryService(WorkerPool* pool, Readiness* readiness = nullptr) : pool_(pool), readiness_(readiness) {}
 
   grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* ctx, const v1::RegisterRequest* req,
                                      v1::RegisterResponse* resp) override {
@@ -20,7 +25,14 @@ class RegistryService final : public v1::WorkerRegistry::CallbackService {
       reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "worker_id, address and role are required"));
       return reactor;
     }
-    pool_->Add(req->role(), req->worker_id(), req->address(), /*registered=*/true);
+    // The router dials this address: refuse one gRPC would misread (an
+    // unbracketed IPv6 literal's last group would be taken for the port).
+    if (absl::Status st = net::SplitHostPort(req->address()).status(); !st.ok()) {
+      reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::string(st.message())));
+      return reactor;
+    }
+    pool_->Add(req->role(), req->worker_id(), req->address(), /*registered=*/true, req->draining());
+    if (readiness_ != nullptr) readiness_->Update();  // before the reply: ListWorkers never runs ahead of health
     resp->set_heartbeat_interval_ms(2000);
     reactor->Finish(grpc::Status::OK);
     return reactor;
@@ -36,6 +48,7 @@ class RegistryService final : public v1::WorkerRegistry::CallbackService {
 
  private:
   WorkerPool* const pool_;
+  Readiness* const readiness_;
 };
 
 }  // namespace tandem

@@ -7,14 +7,16 @@
 
 namespace tandem {
 
-void WorkerPool::Add(v1::WorkerRole role, const std::string& id, const std::string& address, bool registered) {
-  const auto now = std::chrono::steady_clock::now();
+void WorkerPool::Add(v1::WorkerRole role, const std::string& id, const std::string& address, bool registered,
+                     bool draining) {
+  const auto now = now_();
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (Entry& e : Entries(role)) {
       if (e.handle.address == address && e.handle.id == id) {  // a heartbeat: it is alive
         e.down_until = {};
         e.last_seen = now;
+        e.draining = draining;
         return;
       }
     }
@@ -32,6 +34,7 @@ void WorkerPool::Add(v1::WorkerRole role, const std::string& id, const std::stri
     if (e.handle.address == address) {
       e.handle = std::move(h);
       e.registered = registered;
+      e.draining = draining;
       e.last_seen = now;
       e.down_until = {};
       return;
@@ -40,13 +43,14 @@ void WorkerPool::Add(v1::WorkerRole role, const std::string& id, const std::stri
   Entry e;
   e.handle = std::move(h);
   e.registered = registered;
+  e.draining = draining;
   e.last_seen = now;
   list.push_back(std::move(e));
 }
 
 absl::StatusOr<WorkerHandle> WorkerPool::Acquire(v1::WorkerRole role, const std::vector<std::string>& exclude) {
   std::lock_guard<std::mutex> lock(mu_);
-  const auto now = std::chrono::steady_clock::now();
+  const auto now = now_();
   Entry* best = nullptr;
   auto better = [now](const Entry& a, const Entry* b) {
     if (b == nullptr) return true;
@@ -55,7 +59,7 @@ absl::StatusOr<WorkerHandle> WorkerPool::Acquire(v1::WorkerRole role, const std:
     return a.in_flight < b->in_flight;
   };
   for (Entry& e : Entries(role)) {
-    if (std::find(exclude.begin(), exclude.end(), e.handle.id) != exclude.end()) continue;
+    if (e.draining || std::find(exclude.begin(), exclude.end(), e.handle.id) != exclude.end()) continue;
     if (better(e, best)) best = &e;
   }
   if (best == nullptr) {
@@ -79,7 +83,7 @@ void WorkerPool::Done(v1::WorkerRole role, const std::string& id) {
 void WorkerPool::MarkFailed(v1::WorkerRole role, const std::string& id, std::chrono::milliseconds cooldown) {
   std::lock_guard<std::mutex> lock(mu_);
   for (Entry& e : Entries(role)) {
-    if (e.handle.id == id) e.down_until = std::chrono::steady_clock::now() + cooldown;
+    if (e.handle.id == id) e.down_until = now_() + cooldown;
   }
 }
 
@@ -88,17 +92,28 @@ int WorkerPool::NumWorkers(v1::WorkerRole role) const {
   return static_cast<int>(Entries(role).size());
 }
 
+bool WorkerPool::Ready() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const auto now = now_();
+  auto any = [now](const std::vector<Entry>& list) {
+    return std::any_of(list.begin(), list.end(), [now](const Entry& e) { return e.Live(now) && !e.draining; });
+  };
+  return any(prefill_) && any(decode_);
+}
+
 std::vector<v1::WorkerInfo> WorkerPool::List() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<v1::WorkerInfo> out;
+  const auto now = now_();
   for (v1::WorkerRole role : {v1::WORKER_ROLE_PREFILL, v1::WORKER_ROLE_DECODE}) {
     for (const Entry& e : Entries(role)) {
-      if (!e.Live(std::chrono::steady_clock::now())) continue;
+      if (!e.Live(now)) continue;
       v1::WorkerInfo info;
       info.set_worker_id(e.handle.id);
       info.set_role(role);
       info.set_address(e.handle.address);
       info.set_requests_in_flight(static_cast<uint32_t>(e.in_flight));
+      info.set_draining(e.draining);
       out.push_back(std::move(info));
     }
   }
@@ -107,10 +122,12 @@ std::vector<v1::WorkerInfo> WorkerPool::List() const {
 
 std::vector<WorkerPool::Health> WorkerPool::AllHealth() const {
   std::lock_guard<std::mutex> lock(mu_);
-  const auto now = std::chrono::steady_clock::now();
+  const auto now = now_();
   std::vector<Health> out;
   for (v1::WorkerRole role : {v1::WORKER_ROLE_PREFILL, v1::WORKER_ROLE_DECODE}) {
-    for (const Entry& e : Entries(role)) out.push_back({e.handle.id, role, e.Live(now) && now >= e.down_until, e.in_flight});
+    for (const Entry& e : Entries(role)) {
+      out.push_back({e.handle.id, role, e.Live(now) && now >= e.down_until, e.in_flight});
+    }
   }
   return out;
 }

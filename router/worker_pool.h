@@ -1,11 +1,14 @@
 // WorkerPool: the router's view of its prefill and decode workers: one gRPC
 // channel each, and the number of requests the router has in flight on each
 // (its load signal: the router is the only one sending them work).
-// Workers come from a static list (flags) and from Register calls.
+// Workers come from a static list (flags) and from Register calls. A worker
+// that says it is draining (stopping) gets no new work and does not count
+// towards Ready(); its calls in flight continue.
 // Thread-safety: all methods are thread-safe.
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -29,13 +32,19 @@ class WorkerPool {
   // not re-registered for this long are treated as gone.
   static constexpr std::chrono::milliseconds kStaleAfter{6000};
 
+  using Clock = std::function<std::chrono::steady_clock::time_point()>;
+  // `now` is injectable so tests can pass kStaleAfter without sleeping.
+  explicit WorkerPool(Clock now = &std::chrono::steady_clock::now) : now_(std::move(now)) {}
+
   // Adds (or replaces, by address) a worker of `role`. `registered`: it came
-  // through Register and keeps re-registering (a heartbeat).
-  void Add(v1::WorkerRole role, const std::string& id, const std::string& address, bool registered = false);
+  // through Register and keeps re-registering (a heartbeat). `draining`: the
+  // worker is stopping (as of this heartbeat; a later one may clear it).
+  void Add(v1::WorkerRole role, const std::string& id, const std::string& address, bool registered = false,
+           bool draining = false);
 
   // The least-loaded healthy worker of `role` not in `exclude` (by id), with
   // its in-flight count incremented (a worker marked failed is used only when
-  // no healthy one is left); Unavailable when none is left.
+  // no healthy one is left; a draining one never); Unavailable when none is left.
   absl::StatusOr<WorkerHandle> Acquire(v1::WorkerRole role, const std::vector<std::string>& exclude = {});
   // Undoes one Acquire().
   void Done(v1::WorkerRole role, const std::string& id);
@@ -45,6 +54,10 @@ class WorkerPool {
                   std::chrono::milliseconds cooldown = std::chrono::milliseconds(5000));
 
   int NumWorkers(v1::WorkerRole role) const;
+  // Whether the router can serve a request at all: at least one live (static,
+  // or re-registered within kStaleAfter), non-draining worker of each role.
+  // The router's grpc.health.v1 status follows this.
+  bool Ready() const;
   // Every worker the pool knows, live or not, for metrics: `up` when it is
   // live (static, or re-registered lately) and not marked failed now.
   struct Health {
@@ -54,7 +67,7 @@ class WorkerPool {
     int in_flight = 0;
   };
   std::vector<Health> AllHealth() const;
-  // Every live worker with the router's in-flight count on it.
+  // Every live worker (draining ones flagged) with the router's in-flight count on it.
   std::vector<v1::WorkerInfo> List() const;
   std::vector<WorkerHandle> All(v1::WorkerRole role) const;
 
@@ -64,6 +77,7 @@ class WorkerPool {
     int in_flight = 0;
     std::chrono::steady_clock::time_point down_until{};  // failed recently: avoid until then
     bool registered = false;
+    bool draining = false;
     std::chrono::steady_clock::time_point last_seen{};
     bool Live(std::chrono::steady_clock::time_point now) const {
       return !registered || now - last_seen <= kStaleAfter;
@@ -74,6 +88,7 @@ class WorkerPool {
     return role == v1::WORKER_ROLE_PREFILL ? prefill_ : decode_;
   }
 
+  const Clock now_;
   mutable std::mutex mu_;
   std::vector<Entry> prefill_;
   std::vector<Entry> decode_;

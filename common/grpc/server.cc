@@ -10,7 +10,7 @@ namespace tandem {
 
 absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpcServer(const std::string& address,
                                                               const std::vector<grpc::Service*>& services,
-                                                              int* bound_port) {
+                                                              int* bound_port, bool serving) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -20,8 +20,17 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpcServer(const std::string&
   if (server == nullptr || *bound_port == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", address));
   }
-  server->GetHealthCheckService()->SetServingStatus(true);
+  // The default health service starts with "" SERVING; a server that is not
+  // ready flips it at once (it printed no listening line yet, so no launcher
+  // has been told to look).
+  server->GetHealthCheckService()->SetServingStatus(serving);
   return server;
+}
+
+void SetHealth(grpc::Server* server, bool serving, const std::vector<std::string>& services) {
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  health->SetServingStatus("", serving);
+  for (const std::string& s : services) health->SetServingStatus(s, serving);
 }
 
 }  // namespace tandem

@@ -17,12 +17,19 @@ class Service;
 
 namespace tandem {
 
-// Builds and starts a server on `address` ("127.0.0.1:0" picks a free port)
-// with `services` (borrowed; they must outlive the server). `*bound_port`
-// receives the port actually bound. Health reports SERVING once started.
+// Builds and starts a server on `address` ("127.0.0.1:0" picks a free port,
+// "[::1]:0" the same on IPv6) with `services` (borrowed; they must outlive
+// the server). `*bound_port` receives the port actually bound. Health ("",
+// the whole server) reports SERVING once started, or NOT_SERVING when
+// `serving` is false (a server that is not ready until later: SetHealth).
 // Errors: Unavailable when the address cannot be bound.
 absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpcServer(const std::string& address,
                                                               const std::vector<grpc::Service*>& services,
-                                                              int* bound_port);
+                                                              int* bound_port, bool serving = true);
+
+// Sets the grpc.health.v1 status of the whole server ("") and of each of
+// `services` (full names, e.g. "tandem.v1.Generation"), as Kubernetes'
+// gRPC probes and load balancers read it.
+void SetHealth(grpc::Server* server, bool serving, const std::vector<std::string>& services = {});
 
 }  // namespace tandem

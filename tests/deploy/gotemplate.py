@@ -25,7 +25,8 @@ The subset (keep deploy/helm/tandem/templates inside it):
                default D X, printf FMT ARGS (verbs %s %d %v %q %%), list,
                dict, index M K, eq A B, ne A B, not X, and A B, or A B,
                join SEP LIST, sha256sum S, trunc N S, trimSuffix SUF S,
-               toString X, required MSG X, fail MSG.
+               toString X, required MSG X, fail MSG, add N N... (integers
+               only, as Sprig's int64 sum).
   Printing     strings, integers and booleans as Go prints them. Floats, maps,
                lists and nil cannot be printed (Helm would print "<no value>"
                or Go's map syntax: never what a manifest wants). Floats are
@@ -646,6 +647,11 @@ class Renderer:
     if name == "toString":
       need(1)
       return V(go_str(vals[0]))
+    if name == "add":
+      # Sprig converts anything to int64; only true integers are allowed here.
+      if len(vals) < 2 or not all(isinstance(x, int) and not isinstance(x, bool) for x in vals):
+        raise TemplateError(f"add takes two or more integers, got {vals!r}")
+      return V(sum(vals))
     raise TemplateError(f"function {name!r} is outside the subset")
 
 

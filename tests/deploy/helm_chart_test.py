@@ -68,14 +68,14 @@ def value_to_flag():
       "router": {
           ("model", "path"): "model", ("router", "host"): "host", ("router", "port"): "port",
           ("router", "maxQueued"): "max-queued", ("router", "prefillTimeoutMs"): "prefill-timeout-ms",
-          ("metrics", "port"): "metrics-port",
+          ("router", "drainTimeoutS"): "drain-timeout-s", ("metrics", "port"): "metrics-port",
       },
   }
   for role in ("prefill", "decode"):
     w = {
         ("model", "path"): "model", (role, "port"): "port", ("kv", "transport"): "kv-transport",
         ("kv", "blockSize"): "block-size", ("kv", "cacheDtype"): "kv-cache-dtype", (role, "tp"): "tp",
-        ("model", "dtype"): "dtype",
+        ("model", "dtype"): "dtype", (role, "drainTimeoutS"): "drain-timeout-s",
         ("metrics", "port"): "metrics-port",
     }
     w.update({(role, "engine", k): f for k, f in ENGINE.items()})
@@ -322,6 +322,9 @@ class RendererTest(unittest.TestCase):
     self.assertEqual(self.render('{{ define "x" }}<{{ .k }}>{{ end }}{{ include "x" .Values.m }}', v), "<1>")
     self.assertEqual(self.render('{{ "abcdef-" | trunc 6 | trimSuffix "-" }}', v), "abcdef")
     self.assertEqual(self.render('{{ "a" | sha256sum }}', v), hashlib.sha256(b"a").hexdigest())
+    self.assertEqual(self.render("{{ add .Values.n 15 }}{{ 2 | add 1 }}", v), "183")
+    with self.assertRaisesRegex(gotemplate.TemplateError, "integers"):
+      self.render("{{ add .Values.s 1 }}", v)
 
   def test_strictness(self):
     with self.assertRaisesRegex(gotemplate.TemplateError, "no key 'missing'"):
@@ -445,9 +448,24 @@ class ChartTest(unittest.TestCase):
             flags = parse_flags(container_argv(objs, w, c)[2])
             self.assertEqual(str(ports["grpc"]), flags["port"])
             self.assertEqual(str(ports["metrics"]), flags["metrics-port"])
+            # Readiness: the whole server (NOT_SERVING while it cannot take
+            # work). Startup/liveness: a service SERVING while the process runs.
+            live = {"router": "tandem.v1.WorkerRegistry", "prefill": "tandem.v1.PrefillWorker",
+                    "decode": "tandem.v1.DecodeWorker"}[component_of(w)]
+            self.assertEqual(c["readinessProbe"]["grpc"], {"port": ports["grpc"]})
+            for probe in ("startupProbe", "livenessProbe"):
+              self.assertEqual(c[probe]["grpc"], {"port": ports["grpc"], "service": live})
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-              self.assertEqual(c[probe]["grpc"], {"port": ports["grpc"]})
               self.assertGreater(c[probe]["periodSeconds"], 0)
+
+  def test_pods_get_time_to_drain(self):
+    # The kubelet's SIGKILL must come after the binary's own drain timeout.
+    for name, objs in self.rendered.items():
+      for w in workloads(objs):
+        (c,) = pod_spec(w)["containers"]
+        drain = int(parse_flags(container_argv(objs, w, c)[2])["drain-timeout-s"])
+        with self.subTest(values=name, component=component_of(w)):
+          self.assertEqual(pod_spec(w)["terminationGracePeriodSeconds"], drain + 15)
 
   def test_service_ports_match_container_ports(self):
     for name, objs in self.rendered.items():

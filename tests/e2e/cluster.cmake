@@ -3,7 +3,9 @@
 # checked against `tandem generate`: exact tokens through 1P/1D (UCX tcp) and
 # 2P/2D (UCX sm/cma), seeded sampling, KV bytes only over UCX, back-pressure,
 # every block released on every path, first token from prefill, a prefill
-# and a decode worker SIGKILLed, malformed requests, example.py, health.
+# and a decode worker SIGKILLed, malformed requests, example.py, health, the
+# router's readiness following its workers, draining on SIGTERM (router and
+# decode worker mid-stream), and `--host ::1` (skipped without IPv6 loopback).
 # Included from tests/e2e/CMakeLists.txt. Needs /usr/bin/python3 with
 # python3-grpcio and python3-protobuf, and protoc + grpc_python_plugin (stubs
 # are generated into the test's work dir). Needs the `tandem` target, which

@@ -4,8 +4,8 @@
 #include <iostream>
 #include <random>
 
-#include "absl/strings/str_cat.h"
 #include "common/grpc/server.h"
+#include "common/net/host_port.h"
 #include "common/status_macros.h"
 #include "engine/core/async_engine.h"
 #include "decode_worker/worker_metrics.h"
@@ -69,11 +69,11 @@ absl::Status Serve(const ServeFlags& f, const sigset_t& stop_signals) {
   if (f.port < 0 || f.port > 65535) return absl::InvalidArgumentError("--port must be in [0, 65535]");
   int bound_port = 0;
   ASSIGN_OR_RETURN(std::unique_ptr<grpc::Server> server,
-                   StartGrpcServer(absl::StrCat(f.host, ":", f.port), {&service}, &bound_port));
+                   StartGrpcServer(net::JoinHostPort(f.host, f.port), {&service}, &bound_port));
   // Stopped (by its destructor) before anything its callbacks read.
   ASSIGN_OR_RETURN(std::unique_ptr<metrics::MetricsServer> metrics_server,
                    StartMetricsServer(&metrics_registry, f.metrics, f.host, "tandem serve"));
-  std::cout << "tandem serve: listening on " << f.host << ":" << bound_port << " (model " << dir.string()
+  std::cout << "tandem serve: listening on " << net::JoinHostPort(f.host, bound_port) << " (model " << dir.string()
             << ")" << std::endl;
   const int sig = WaitForStopSignal(stop_signals);
   std::cout << "tandem serve: signal " << sig << ", shutting down" << std::endl;

@@ -53,7 +53,8 @@ std::vector<std::string> EngineArgs(const std::vector<std::string>& args, const 
   return out;
 }
 
-// Polls the router until `prefill` and `decode` workers are registered.
+// Polls the router until `prefill` and `decode` workers are registered (and
+// not draining). The registry answers whatever the router's health says.
 bool WaitForWorkers(const std::string& router, int prefill, int decode, std::chrono::seconds timeout) {
   auto stub = v1::WorkerRegistry::NewStub(grpc::CreateChannel(router, grpc::InsecureChannelCredentials()));
   const auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -63,7 +64,9 @@ bool WaitForWorkers(const std::string& router, int prefill, int decode, std::chr
     v1::ListWorkersResponse resp;
     if (stub->ListWorkers(&ctx, v1::ListWorkersRequest(), &resp).ok()) {
       int p = 0, d = 0;
-      for (const auto& w : resp.workers()) (w.role() == v1::WORKER_ROLE_PREFILL ? p : d)++;
+      for (const auto& w : resp.workers()) {
+        if (!w.draining()) (w.role() == v1::WORKER_ROLE_PREFILL ? p : d)++;
+      }
       if (p >= prefill && d >= decode) return true;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));

@@ -18,6 +18,7 @@ struct WorkerFlags {
   std::string router;
   std::string kv_transport = "ucx";
   int64_t tp = 1;
+  int64_t drain_timeout_s = 30;
   bool help = false;
   EngineFlags engine;
 
@@ -29,6 +30,8 @@ struct WorkerFlags {
     f.AddString("router", &router, "router address to register with (host:port)");
     f.AddString("kv-transport", &kv_transport, "ucx (default) or loopback");
     f.AddInt("tp", &tp, "tensor-parallel ranks (threads of this process, each with its own KV pool; default 1)");
+    f.AddInt("drain-timeout-s", &drain_timeout_s,
+             "on SIGTERM, how long requests in flight may run on before the worker exits (default 30)");
     f.AddBool("help", &help, "show this help");
     engine.Register(f);
   }

@@ -38,6 +38,7 @@ Context: the root.
 --port={{ .Values.router.port }}
 --max-queued={{ .Values.router.maxQueued }}
 --prefill-timeout-ms={{ .Values.router.prefillTimeoutMs }}
+--drain-timeout-s={{ .Values.router.drainTimeoutS }}
 --metrics-port={{ .Values.metrics.port }}
 {{- range .Values.router.extraArgs }}
 {{ . }}
@@ -60,6 +61,7 @@ Context: dict root, component (prefill | decode).
 --kv-cache-dtype={{ $v.kv.cacheDtype }}
 --dtype={{ $v.model.dtype }}
 --tp={{ $pool.tp }}
+--drain-timeout-s={{ $pool.drainTimeoutS }}
 --metrics-port={{ $v.metrics.port }}
 --max-num-batched-tokens={{ $pool.engine.maxNumBatchedTokens }}
 --max-num-seqs={{ $pool.engine.maxNumSeqs }}
@@ -84,15 +86,19 @@ Context: dict root, component (prefill | decode).
 {{- end -}}
 
 {{/*
-The three gRPC probes on a port (grpc.health.v1 with the empty service name,
-which the binaries report SERVING once they listen).
-Context: dict root, port.
+The three gRPC probes on a port (grpc.health.v1). Readiness asks for the
+whole server (service ""), which a binary reports NOT_SERVING while it
+cannot take work: the router until a prefill and a decode worker are
+registered, every binary while it drains. Startup and liveness ask for
+`live`, a service the binary reports SERVING for as long as it runs.
+Context: dict root, port, live.
 */}}
 {{- define "tandem.probes" -}}
 {{- $p := .root.Values.probes -}}
 startupProbe:
   grpc:
     port: {{ .port }}
+    service: {{ .live }}
   periodSeconds: {{ $p.startup.periodSeconds }}
   failureThreshold: {{ $p.startup.failureThreshold }}
   timeoutSeconds: {{ $p.timeoutSeconds }}
@@ -105,6 +111,7 @@ readinessProbe:
 livenessProbe:
   grpc:
     port: {{ .port }}
+    service: {{ .live }}
   periodSeconds: {{ $p.liveness.periodSeconds }}
   failureThreshold: {{ $p.liveness.failureThreshold }}
   timeoutSeconds: {{ $p.timeoutSeconds }}
@@ -139,11 +146,14 @@ limits:
 
 {{/*
 The pod-level settings every component shares, then the component's own
-scheduling constraints. Context: dict root, c (the component's values).
+scheduling constraints. Context: dict root, c (the component's values,
+drainTimeoutS among them).
 */}}
 {{- define "tandem.podSpecCommon" -}}
 {{- $v := .root.Values -}}
-terminationGracePeriodSeconds: {{ .c.terminationGracePeriodSeconds }}
+{{- /* Above the drain: the binary exits once drained, and the 15 s cover the
+       rest of its shutdown (telling the router, the gRPC shutdown). */}}
+terminationGracePeriodSeconds: {{ add .c.drainTimeoutS 15 }}
 {{- with $v.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
