@@ -38,12 +38,17 @@ absl::StatusOr<std::vector<StepSample>> ModelRunner::Run(const SchedulerOutput& 
   const ForwardBatch batch = BuildBatch(plan);
   ASSIGN_OR_RETURN(std::vector<float> logits, model_->Forward(batch, listener));
   const int64_t vocab = model_->config().vocab_size;
-  size_t row = 0;
+  // Logit row k belongs to the k-th sequence that finished its tokens.
   for (const ScheduledSequence& s : plan.scheduled) {
-    if (s.seq->num_computed_tokens + s.num_new_tokens != s.seq->num_tokens()) continue;
-    std::span<float> r(logits.data() + row * vocab, static_cast<size_t>(vocab));
-    samples.push_back({s.seq, s.seq->sampler.Sample(r)});
-    ++row;
+    if (s.seq->num_computed_tokens + s.num_new_tokens == s.seq->num_tokens()) samples.push_back({s.seq, {}});
+  }
+  // Sequences sample in parallel: each sampler owns its random stream and
+  // touches only its own row, so the tokens do not depend on the threads.
+  const int64_t num_rows = static_cast<int64_t>(samples.size());
+#pragma omp parallel for schedule(dynamic) if (num_rows >= 2)
+  for (int64_t k = 0; k < num_rows; ++k) {
+    std::span<float> r(logits.data() + k * vocab, static_cast<size_t>(vocab));
+    samples[k].token = samples[k].seq->sampler.Sample(r);
   }
   return samples;
 }

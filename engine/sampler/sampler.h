@@ -2,7 +2,12 @@
 // of the batch: penalties, temperature, top-k, top-p, min-p, then a draw from
 // the sequence's own random stream (so a seed gives the same tokens whatever
 // else is batched with it).
+//
+// Sample() costs O(vocab) whatever the filters keep: it never sorts the
+// vocabulary (see cutoff.h) and draws by walking the kept tokens in id order.
 // Thread-safety: a SequenceSampler belongs to one sequence; not thread-safe.
+// Different samplers may run on different threads at once: their scratch
+// memory is per thread.
 #pragma once
 
 #include <cstdint>
@@ -18,7 +23,7 @@ namespace tandem {
 
 struct SampledToken {
   int32_t token_id = 0;
-  float logprob = 0.0f;                              // of the chosen token (after processing)
+  float logprob = 0.0f;                              // of the chosen token, in the model's own distribution
   std::vector<std::pair<int32_t, float>> top_logprobs;  // n best, highest first
 };
 
@@ -29,8 +34,10 @@ class SequenceSampler {
   SequenceSampler(const SamplingParams& params, std::span<const int32_t> prompt_ids,
                   uint64_t fallback_seed);
 
-  // Picks the next token from `logits` [vocab] (modified in place) and records
-  // it as generated.
+  // Picks the next token from `logits` [vocab] (penalties are applied in
+  // place) and records it as generated. Draws one number from the stream
+  // unless greedy. Filters keep a prefix of the order logit descending, id
+  // ascending: tokens tied at a cut-off value are kept lowest id first.
   SampledToken Sample(std::span<float> logits);
 
   // Records `token` as generated elsewhere (by another worker's copy of this
@@ -39,12 +46,19 @@ class SequenceSampler {
   void Observe(int32_t token);
 
  private:
-  void ApplyPenalties(std::span<float> logits) const;
+  // Applies the penalties in place, first saving each touched logit's old
+  // value in raw_logits_.
+  void ApplyPenalties(std::span<float> logits);
+  // The logit `token` had before ApplyPenalties.
+  float RawLogit(std::span<const float> logits, int32_t token) const;
+  // Temperature, top-k, top-p, min-p and the draw over the processed logits.
+  int32_t Draw(std::span<const float> logits);
 
   SamplingParams params_;
   std::mt19937_64 rng_;
   absl::flat_hash_map<int32_t, int32_t> prompt_counts_;     // token -> occurrences in the prompt
   absl::flat_hash_map<int32_t, int32_t> generated_counts_;  // token -> occurrences in the output
+  std::vector<std::pair<int32_t, float>> raw_logits_;       // token -> logit before penalties (this call)
 };
 
 }  // namespace tandem
