@@ -1,8 +1,10 @@
 // Paged attention at SmolLM2-135M's head layout (9 query heads, 3 KV heads of
-// 64) over an fp32 paged KV cache with 16-token blocks:
+// 64) over a paged KV cache with 16-token blocks, fp32 or (the *Bf16 cases)
+// bf16:
 //  - decode: B sequences of context L, one query token each; bound by reading
 //    the KV once per KV head, so `frac_of_bw` counts those bytes
-//    (B * L * 3 heads * 64 * 2 (K,V) * 4 bytes) against the read bandwidth;
+//    (B * L * 3 heads * 64 * 2 (K,V) * 4 or 2 bytes) against the read
+//    bandwidth (above 1 when the KV fits in cache);
 //  - prefill: one sequence, L query tokens attending causally to themselves.
 // Thread-safety: benchmark thread only; the kernel uses the OpenMP team.
 #include <benchmark/benchmark.h>
@@ -14,6 +16,7 @@
 #include "bench/kernels/bench_shapes.h"
 #include "bench/kernels/machine_limits.h"
 #include "engine/kernels/paged_attention.h"
+#include "engine/model/dtype.h"
 #include "engine/model/forward_batch.h"
 #include "engine/model/kv_cache.h"
 
@@ -29,12 +32,19 @@ struct AttentionSetup {
   ForwardBatch batch;
   std::vector<float> q, out;
 
-  AttentionSetup(int64_t num_seqs, int64_t context, int64_t query_tokens)
+  AttentionSetup(int64_t num_seqs, int64_t context, int64_t query_tokens, DType dtype)
       : cache(KvCacheShape{1, num_seqs * ((context + kBlock - 1) / kBlock), kBlock, kSmolKvHeads, kSmolHeadDim,
-                           DType::kF32}) {
+                           dtype}) {
     auto mem = cache.Memory();
-    auto* f = reinterpret_cast<float*>(mem.data());
-    for (size_t i = 0; i < mem.size() / sizeof(float); ++i) f[i] = 0.01f * static_cast<float>(i % 97);
+    for (size_t i = 0; i < mem.size() / DTypeSize(dtype); ++i) {
+      const float value = 0.01f * static_cast<float>(i % 97);
+      if (dtype == DType::kF32) {
+        std::memcpy(mem.data() + 4 * i, &value, 4);
+      } else {
+        const uint16_t h = dtype == DType::kBF16 ? FloatToBf16(value) : FloatToF16(value);
+        std::memcpy(mem.data() + 2 * i, &h, 2);
+      }
+    }
     const int64_t blocks_per_seq = (context + kBlock - 1) / kBlock;
     for (int64_t s = 0; s < num_seqs; ++s) {
       SequenceSlice slice{static_cast<int32_t>(query_tokens), static_cast<int32_t>(context), {}};
@@ -57,22 +67,26 @@ struct AttentionSetup {
   }
 };
 
-void BM_PagedAttentionDecode(benchmark::State& state) {
+void Decode(benchmark::State& state, DType dtype) {
   const int64_t seqs = state.range(0), context = state.range(1);
-  AttentionSetup setup(seqs, context, 1);
+  AttentionSetup setup(seqs, context, 1, dtype);
   for (auto _ : state) {
     setup.Run();
     benchmark::DoNotOptimize(setup.out.data());
   }
-  const double bytes = static_cast<double>(seqs) * context * kSmolKvHeads * kSmolHeadDim * 2 * 4 * state.iterations();
+  const double bytes = static_cast<double>(seqs) * context * kSmolKvHeads * kSmolHeadDim * 2 *
+                       static_cast<double>(DTypeSize(dtype)) * state.iterations();
   state.SetBytesProcessed(static_cast<int64_t>(bytes));
   state.counters["frac_of_bw"] = benchmark::Counter(bytes / Limits().read_bytes_per_s, benchmark::Counter::kIsRate);
 }
+void BM_PagedAttentionDecode(benchmark::State& state) { Decode(state, DType::kF32); }
+void BM_PagedAttentionDecodeBf16(benchmark::State& state) { Decode(state, DType::kBF16); }
 BENCHMARK(BM_PagedAttentionDecode)->Args({1, 512})->Args({16, 512})->Args({1, 2048})->Args({16, 2048})->UseRealTime();
+BENCHMARK(BM_PagedAttentionDecodeBf16)->Args({1, 512})->Args({16, 512})->Args({16, 2048})->UseRealTime();
 
-void BM_PagedAttentionPrefill(benchmark::State& state) {
+void Prefill(benchmark::State& state, DType dtype) {
   const int64_t tokens = state.range(0);
-  AttentionSetup setup(1, tokens, tokens);
+  AttentionSetup setup(1, tokens, tokens, dtype);
   for (auto _ : state) {
     setup.Run();
     benchmark::DoNotOptimize(setup.out.data());
@@ -82,7 +96,10 @@ void BM_PagedAttentionPrefill(benchmark::State& state) {
   state.counters["GFLOPS"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsRate);
   state.counters["frac_of_peak"] = benchmark::Counter(flops / Limits().fp32_flops_per_s, benchmark::Counter::kIsRate);
 }
+void BM_PagedAttentionPrefill(benchmark::State& state) { Prefill(state, DType::kF32); }
+void BM_PagedAttentionPrefillBf16(benchmark::State& state) { Prefill(state, DType::kBF16); }
 BENCHMARK(BM_PagedAttentionPrefill)->Arg(256)->Arg(1024)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_PagedAttentionPrefillBf16)->Arg(1024)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace tandem::bench

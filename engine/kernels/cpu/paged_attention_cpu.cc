@@ -1,114 +1,378 @@
-// Paged causal attention on the CPU: one task per (query token, query head).
+// Paged causal attention on the CPU: the driver, the AVX2 chunk kernel, and
+// WriteKv. Numerics (shared by every path and ISA): cpu/attention_kernels.h.
+//
+// Shape of the work: an item is (sequence, KV head, tile of that sequence's
+// query tokens); it walks the 16-key chunks its tokens can see, in position
+// order, and for each chunk runs every query row of the tile (tokens x the
+// query heads of the KV head) against the chunk's K/V rows while they sit in
+// L1. So K/V are read from memory once per item, not once per query head,
+// and a 1-token decode item is the same loop with one token. BF16/F16 rows are
+// widened to fp32 (exactly) without ConvertToFloat: once per chunk into an L1
+// scratch, or in registers as they are used when the chunk has only a few
+// query rows (AVX-512 decode). Items run in parallel (OpenMP) when the batch
+// is big enough to pay for the thread team; no item's result depends on which
+// thread runs it or on the other items.
+// Thread-safety: pure functions over caller-owned buffers; parallel inside.
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
+#include "engine/kernels/cpu/attention_kernels.h"
 #include "engine/kernels/ops.h"
 #include "engine/kernels/paged_attention.h"
 
 namespace tandem::kernels {
+namespace cpu {
 namespace {
 
-// One (token, head) work item with everything needed to find its K/V.
-struct QueryRef {
-  int32_t token;  // index into the flat batch
-  int32_t seq;    // index into batch.seqs
-};
+// --- The AVX2 chunk kernel: 16 shared lanes as two ymm halves (lo = lanes
+// 0-7, hi = 8-15), running the same operations as paged_attention_avx512.cc.
 
-// Stores `n` floats as `t` (round to nearest even for the 16-bit types).
-void StoreAs(DType t, const float* src, int64_t n, void* dst) {
-  switch (t) {
-    case DType::kF32:
-      std::copy_n(src, n, static_cast<float*>(dst));
-      return;
-    case DType::kBF16:
-      for (int64_t i = 0; i < n; ++i) static_cast<uint16_t*>(dst)[i] = FloatToBf16(src[i]);
-      return;
-    case DType::kF16:
-      for (int64_t i = 0; i < n; ++i) static_cast<_Float16*>(dst)[i] = static_cast<_Float16>(src[i]);
-      return;
+inline __m256 Exp8(__m256 x) {
+  const __m256 under = _mm256_cmp_ps(x, _mm256_set1_ps(kExpMin), _CMP_LT_OQ);
+  x = _mm256_max_ps(x, _mm256_set1_ps(kExpMin));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(kLog2e)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kExpC1), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kExpC2), r);
+  __m256 p = _mm256_set1_ps(kExpPoly[0]);
+  for (int i = 1; i < 6; ++i) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kExpPoly[i]));
+  __m256 y = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r);
+  y = _mm256_add_ps(y, _mm256_set1_ps(1.0f));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_andnot_ps(under, _mm256_mul_ps(y, _mm256_castsi256_ps(e)));
+}
+
+inline float Tree(__m256 lo, __m256 hi) {
+  const __m256 s8 = _mm256_add_ps(lo, hi);
+  const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+  const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+  return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
+}
+
+inline float MaxTree(__m256 lo, __m256 hi) {
+  const __m256 s8 = _mm256_max_ps(lo, hi);
+  const __m128 s4 = _mm_max_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+  const __m128 s2 = _mm_max_ps(s4, _mm_movehl_ps(s4, s4));
+  return _mm_cvtss_f32(_mm_max_ss(s2, _mm_movehdup_ps(s2)));
+}
+
+inline float Dot(const float* q, const float* row, int64_t nc) {
+  __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+  for (int64_t c = 0; c < nc; ++c) {
+    lo = _mm256_fmadd_ps(_mm256_loadu_ps(q + 16 * c), _mm256_loadu_ps(row + 16 * c), lo);
+    hi = _mm256_fmadd_ps(_mm256_loadu_ps(q + 16 * c + 8), _mm256_loadu_ps(row + 16 * c + 8), hi);
+  }
+  return Tree(lo, hi);
+}
+
+// acc[0, 16 NC) = acc * alpha, then acc += e[j] *
+// rows[j][col, col + 16 NC) for j in [jb, je).
+template <int NC>
+inline void AccumulateV(float* acc, int64_t col, float alpha, const float* e, const float* const* rows, int jb,
+                        int je) {
+  __m256 o[2 * NC];
+  for (int c = 0; c < 2 * NC; ++c) o[c] = _mm256_loadu_ps(acc + 8 * c);
+  for (int c = 0; c < 2 * NC; ++c) o[c] = _mm256_mul_ps(o[c], _mm256_set1_ps(alpha));
+  for (int j = jb; j < je; ++j) {
+    const __m256 w = _mm256_set1_ps(e[j]);
+    for (int c = 0; c < 2 * NC; ++c) o[c] = _mm256_fmadd_ps(w, _mm256_loadu_ps(rows[j] + col + 8 * c), o[c]);
+  }
+  for (int c = 0; c < 2 * NC; ++c) _mm256_storeu_ps(acc + 8 * c, o[c]);
+}
+
+// Widens (exactly) and zero-pads one row of head_dim elements to padded_dim floats.
+void WidenRow(const void* src, int type, int64_t head_dim, int64_t padded_dim, float* dst) {
+  const bool f32 = type == static_cast<int>(DType::kF32);
+  for (int64_t d = 0; d < padded_dim; d += 8) {
+    const int64_t n = std::clamp<int64_t>(head_dim - d, 0, 8);
+    if (f32) {
+      float f[8] = {};
+      const float* from = static_cast<const float*>(src) + d;
+      if (n < 8) from = static_cast<const float*>(std::memcpy(f, from, n * sizeof(float)));
+      _mm256_storeu_ps(dst + d, _mm256_loadu_ps(from));
+      continue;
+    }
+    uint16_t h[8] = {};
+    const uint16_t* from = static_cast<const uint16_t*>(src) + d;
+    if (n < 8) from = static_cast<const uint16_t*>(std::memcpy(h, from, n * sizeof(uint16_t)));
+    const __m128i hv = _mm_loadu_si128(reinterpret_cast<const __m128i*>(from));
+    _mm256_storeu_ps(dst + d, type == static_cast<int>(DType::kBF16)
+                                  ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(hv), 16))
+                                  : _mm256_cvtph_ps(hv));
   }
 }
 
-// A K or V row as fp32: in place when the cache is fp32, else converted into `buf`.
-const float* LoadRow(DType t, const void* src, int64_t n, float* buf) {
-  if (t == DType::kF32) return static_cast<const float*>(src);
-  ConvertToFloat(t, src, n, buf);
-  return buf;
-}
-
-}  // namespace
-
-void WriteKv(const ForwardBatch& batch, KvCache& cache, int64_t layer, const float* k,
-             const float* v, int64_t stride) {
-  const KvCacheShape& s = cache.shape();
-  for (int32_t t = 0; t < batch.num_tokens(); ++t) {
-    const int64_t slot = batch.slot_mapping[t];
-    for (int64_t h = 0; h < s.num_kv_heads; ++h) {
-      StoreAs(s.dtype, k + t * stride + h * s.head_dim, s.head_dim, cache.Key(layer, slot, h));
-      StoreAs(s.dtype, v + t * stride + h * s.head_dim, s.head_dim, cache.Value(layer, slot, h));
+void PrepareRows(const AttnChunkArgs& a, const float** k, const float** v) {
+  const bool direct = a.kv_dtype == static_cast<int>(DType::kF32) && a.head_dim == a.padded_dim;
+  for (int j = a.lane_begin; j < a.lane_end; ++j) {
+    if (direct) {
+      k[j] = static_cast<const float*>(a.k_rows[j]);
+      v[j] = static_cast<const float*>(a.v_rows[j]);
+    } else {
+      float* kd = a.scratch + j * a.padded_dim;
+      float* vd = a.scratch + kScratchVOffset(a.padded_dim) + j * a.padded_dim;
+      WidenRow(a.k_rows[j], a.kv_dtype, a.head_dim, a.padded_dim, kd);
+      WidenRow(a.v_rows[j], a.kv_dtype, a.head_dim, a.padded_dim, vd);
+      k[j] = kd;
+      v[j] = vd;
     }
   }
 }
 
-void PagedAttention(const ForwardBatch& batch, const KvCache& cache, int64_t layer,
-                    const AttentionShape& shape, const float* q, int64_t q_stride, float* out) {
-  const int64_t block_size = cache.shape().block_size;
-  const DType kv_dtype = cache.shape().dtype;
-  const int64_t hd = shape.head_dim;
-  const int64_t group = shape.num_heads / shape.num_kv_heads;
+}  // namespace
 
-  std::vector<QueryRef> queries;
-  queries.reserve(batch.num_tokens());
+// The same three passes as the AVX-512 kernel; the passes are a speed
+// choice, each row's operations are the shared order either way.
+void AttendChunkAvx2(const AttnChunkArgs& a) {
+  const float* k[kAttnChunk];
+  const float* v[kAttnChunk];
+  PrepareRows(a, k, v);
+  const int64_t nc = a.padded_dim / 16;
+  const int64_t state_stride = kStateHeader + a.padded_dim;
+  auto lanes = [&](int64_t t, int* jb, int* je) {
+    *jb = static_cast<int>(std::max<int64_t>(a.first_key[t], a.chunk_pos) - a.chunk_pos);
+    *je = static_cast<int>(std::min<int64_t>(a.last_key[t] + 1, a.chunk_pos + kAttnChunk) - a.chunk_pos);
+  };
+  int jb, je;
+  for (int64_t t = 0; t < a.num_tokens; ++t) {
+    lanes(t, &jb, &je);
+    for (int64_t row = t * a.group; jb < je && row < (t + 1) * a.group; ++row) {
+      float* s = a.scores + row * kAttnChunk;
+      for (int j = 0; j < kAttnChunk; ++j) {
+        s[j] = j >= jb && j < je ? Dot(a.q + row * a.padded_dim, k[j], nc) * a.scale : -INFINITY;
+      }
+    }
+  }
+  for (int64_t t = 0; t < a.num_tokens; ++t) {
+    lanes(t, &jb, &je);
+    for (int64_t row = t * a.group; jb < je && row < (t + 1) * a.group; ++row) {
+      float* st = a.state + row * state_stride;
+      float* s = a.scores + row * kAttnChunk;
+      const __m256 s_lo = _mm256_loadu_ps(s), s_hi = _mm256_loadu_ps(s + 8);
+      const float m_old = st[0];
+      const float chunk_max = MaxTree(s_lo, s_hi);
+      const float m_new = m_old > chunk_max ? m_old : chunk_max;
+      const float alpha = _mm256_cvtss_f32(Exp8(_mm256_set1_ps(m_old - m_new)));
+      const __m256 e_lo = Exp8(_mm256_sub_ps(s_lo, _mm256_set1_ps(m_new)));
+      const __m256 e_hi = Exp8(_mm256_sub_ps(s_hi, _mm256_set1_ps(m_new)));
+      st[0] = m_new;
+      st[1] = __builtin_fmaf(st[1], alpha, Tree(e_lo, e_hi));
+      st[2] = alpha;
+      _mm256_storeu_ps(s, e_lo);
+      _mm256_storeu_ps(s + 8, e_hi);
+    }
+  }
+  for (int64_t t = 0; t < a.num_tokens; ++t) {
+    lanes(t, &jb, &je);
+    for (int64_t row = t * a.group; jb < je && row < (t + 1) * a.group; ++row) {
+      float* st = a.state + row * state_stride;
+      const float* e = a.scores + row * kAttnChunk;
+      int64_t c = 0;
+      for (; c + 4 <= nc; c += 4) AccumulateV<4>(st + kStateHeader + 16 * c, 16 * c, st[2], e, v, jb, je);
+      for (; c < nc; ++c) AccumulateV<1>(st + kStateHeader + 16 * c, 16 * c, st[2], e, v, jb, je);
+    }
+  }
+}
+
+}  // namespace cpu
+
+namespace {
+
+// One unit of parallel work: a tile of one sequence's query tokens against
+// one KV head.
+struct Item {
+  int32_t seq;
+  int32_t kv_head;
+  int32_t token_begin;  // flat batch indices [token_begin, token_end)
+  int32_t token_end;
+  int64_t cost;  // multiply-adds, for ordering and the threading threshold
+};
+
+constexpr int64_t kTileRows = 48;  // query rows (tokens x group heads) per item
+// Below this many multiply-adds a thread team costs more than it saves.
+constexpr int64_t kParallelWork = int64_t{1} << 18;
+
+struct Scratch {
+  std::vector<float> q, state, widen, scores;
+  std::vector<int32_t> first, last;
+};
+
+int64_t FirstKey(int64_t pos, const AttentionShape& shape) {
+  return shape.sliding_window > 0 ? std::max<int64_t>(0, pos + 1 - shape.sliding_window) : 0;
+}
+
+using ChunkKernel = void (*)(const cpu::AttnChunkArgs&);
+
+// Runs one item: gathers its query rows, walks its chunks, writes its output
+// rows. `args` carries the call-wide fields; `sc` is this thread's scratch.
+void AttendItem(const Item& it, const ForwardBatch& batch, const KvCache& cache, int64_t layer,
+                const AttentionShape& shape, const float* q, int64_t q_stride, float* out, ChunkKernel kernel,
+                cpu::AttnChunkArgs& args, Scratch& sc) {
+  const int64_t hd = shape.head_dim, dim = args.padded_dim, group = args.group;
+  const int64_t n = it.token_end - it.token_begin;
+  const int64_t rows = n * group;
+  const int64_t state_stride = cpu::kStateHeader + dim;
+  sc.q.assign(rows * dim, 0.0f);  // zero padding past head_dim
+  sc.state.assign(rows * state_stride, 0.0f);
+  sc.scores.resize(rows * cpu::kAttnChunk);
+  sc.first.resize(n);
+  sc.last.resize(n);
+  int64_t lo = INT64_MAX, hi = -1;
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t token = it.token_begin + t;
+    const int64_t pos = batch.positions[token];
+    sc.first[t] = static_cast<int32_t>(FirstKey(pos, shape));
+    sc.last[t] = static_cast<int32_t>(pos);
+    lo = std::min<int64_t>(lo, sc.first[t]);
+    hi = std::max(hi, pos);
+    for (int64_t g = 0; g < group; ++g) {
+      const float* src = q + token * q_stride + (it.kv_head * group + g) * hd;
+      std::memcpy(&sc.q[(t * group + g) * dim], src, hd * sizeof(float));
+      sc.state[(t * group + g) * state_stride] = -INFINITY;  // m
+    }
+  }
+  args.num_tokens = n;
+  args.q = sc.q.data();
+  args.first_key = sc.first.data();
+  args.last_key = sc.last.data();
+  args.state = sc.state.data();
+  args.scores = sc.scores.data();
+
+  const int64_t block_size = cache.shape().block_size;
+  const int64_t row_bytes = hd * static_cast<int64_t>(DTypeSize(cache.shape().dtype));
+  const std::vector<int32_t>& table = batch.seqs[it.seq].block_table;
+  for (int64_t c = lo / cpu::kAttnChunk; c <= hi / cpu::kAttnChunk; ++c) {
+    const int64_t chunk_pos = c * cpu::kAttnChunk;
+    const int64_t begin = std::max(lo, chunk_pos), end = std::min(hi + 1, chunk_pos + cpu::kAttnChunk);
+    // Rows of one head are contiguous within a block (kv_cache.h layout), so
+    // only a block change needs an address computation.
+    int64_t block = begin / block_size, offset = begin % block_size;
+    const uint8_t* k_base = nullptr;
+    const uint8_t* v_base = nullptr;
+    for (int64_t p = begin; p < end; ++p, ++offset) {
+      if (offset == block_size) {
+        offset = 0;
+        ++block;
+      }
+      if (p == begin || offset == 0) {
+        k_base = static_cast<const uint8_t*>(cache.Key(layer, table[block] * block_size, it.kv_head));
+        v_base = static_cast<const uint8_t*>(cache.Value(layer, table[block] * block_size, it.kv_head));
+      }
+      args.k_rows[p - chunk_pos] = k_base + offset * row_bytes;
+      args.v_rows[p - chunk_pos] = v_base + offset * row_bytes;
+    }
+    args.chunk_pos = chunk_pos;
+    args.lane_begin = static_cast<int>(begin - chunk_pos);
+    args.lane_end = static_cast<int>(end - chunk_pos);
+    kernel(args);
+  }
+
+  const int64_t out_stride = shape.num_heads * hd;
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t g = 0; g < group; ++g) {
+      const float* st = &sc.state[(t * group + g) * state_stride];
+      const float inv = 1.0f / st[1];
+      float* o = out + (it.token_begin + t) * out_stride + (it.kv_head * group + g) * hd;
+      for (int64_t d = 0; d < hd; ++d) o[d] = st[cpu::kStateHeader + d] * inv;
+    }
+  }
+}
+
+// Stores `n` floats as `t`, rounding to nearest even (FloatToBf16, F16C).
+void StoreRow(DType t, const float* src, int64_t n, void* dst) {
+  int64_t i = 0;
+  switch (t) {
+    case DType::kF32:
+      std::memcpy(dst, src, n * sizeof(float));
+      return;
+    case DType::kBF16: {
+      auto* d = static_cast<uint16_t*>(dst);
+      const __m256i magnitude = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000);
+      for (; i + 8 <= n; i += 8) {
+        const __m256i bits = _mm256_castps_si256(_mm256_loadu_ps(src + i));
+        const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(bits, magnitude), inf);
+        const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+        const __m256i rounded =
+            _mm256_srli_epi32(_mm256_add_epi32(bits, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
+        const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(0x40));
+        const __m256i r = _mm256_blendv_epi8(rounded, quiet, nan);
+        const __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i), packed);
+      }
+      for (; i < n; ++i) d[i] = FloatToBf16(src[i]);
+      return;
+    }
+    case DType::kF16: {
+      auto* d = static_cast<uint16_t*>(dst);
+      for (; i + 8 <= n; i += 8) {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+      }
+      for (; i < n; ++i) d[i] = static_cast<uint16_t>(_cvtss_sh(src[i], _MM_FROUND_TO_NEAREST_INT));
+      return;
+    }
+  }
+}
+
+}  // namespace
+
+void WriteKv(const ForwardBatch& batch, KvCache& cache, int64_t layer, const float* k, const float* v,
+             int64_t stride) {
+  const KvCacheShape& s = cache.shape();
+  for (int32_t t = 0; t < batch.num_tokens(); ++t) {
+    const int64_t slot = batch.slot_mapping[t];
+    for (int64_t h = 0; h < s.num_kv_heads; ++h) {
+      StoreRow(s.dtype, k + t * stride + h * s.head_dim, s.head_dim, cache.Key(layer, slot, h));
+      StoreRow(s.dtype, v + t * stride + h * s.head_dim, s.head_dim, cache.Value(layer, slot, h));
+    }
+  }
+}
+
+void PagedAttention(const ForwardBatch& batch, const KvCache& cache, int64_t layer, const AttentionShape& shape,
+                    const float* q, int64_t q_stride, float* out) {
+  const int64_t group = shape.num_heads / shape.num_kv_heads;
+  const int64_t dim = (shape.head_dim + 15) / 16 * 16;
+  const int64_t tile_tokens = std::max<int64_t>(1, kTileRows / group);
+
+  std::vector<Item> items;
+  int64_t total_cost = 0;
   int32_t token = 0;
   for (int32_t s = 0; s < static_cast<int32_t>(batch.seqs.size()); ++s) {
-    for (int32_t i = 0; i < batch.seqs[s].num_query_tokens; ++i) queries.push_back({token++, s});
+    const int32_t end = token + batch.seqs[s].num_query_tokens;
+    for (int32_t t0 = token; t0 < end; t0 += static_cast<int32_t>(tile_tokens)) {
+      const int32_t t1 = static_cast<int32_t>(std::min<int64_t>(end, t0 + tile_tokens));
+      int64_t keys = 0;
+      for (int32_t t = t0; t < t1; ++t) keys += batch.positions[t] + 1 - FirstKey(batch.positions[t], shape);
+      const int64_t cost = keys * group * dim;
+      total_cost += cost * shape.num_kv_heads;
+      for (int32_t h = 0; h < shape.num_kv_heads; ++h) items.push_back({s, h, t0, t1, cost});
+    }
+    token = end;
   }
-  const int64_t num_items = static_cast<int64_t>(queries.size()) * shape.num_heads;
+  const ChunkKernel kernel = ActiveCpuIsa() >= CpuIsa::kAvx512 ? cpu::AttendChunkAvx512 : cpu::AttendChunkAvx2;
+  // Heaviest first, so the long causal tiles do not finish last.
+  std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.cost > b.cost; });
 
-  // Small batches (short contexts, few heads) run on the calling thread.
-  const int64_t work = num_items * hd * (batch.num_tokens() > 0 ? batch.positions.back() + 1 : 0);
-#pragma omp parallel if (work >= (1 << 16))
+#pragma omp parallel if (total_cost >= kParallelWork)
   {
-    std::vector<float> scores;
-    std::vector<float> acc(hd);
-    std::vector<float> row(hd);
-#pragma omp for schedule(dynamic, 4)
-    for (int64_t item = 0; item < num_items; ++item) {
-      const QueryRef& qr = queries[item / shape.num_heads];
-      const int64_t h = item % shape.num_heads;
-      const int64_t kv_h = h / group;
-      const std::vector<int32_t>& table = batch.seqs[qr.seq].block_table;
-      const int64_t num_keys = static_cast<int64_t>(batch.positions[qr.token]) + 1;
-      const int64_t first_key =
-          shape.sliding_window > 0 ? std::max<int64_t>(0, num_keys - shape.sliding_window) : 0;
-      const float* qv = q + qr.token * q_stride + h * hd;
-
-      scores.resize(num_keys);
-      float max_score = -INFINITY;
-      for (int64_t p = first_key; p < num_keys; ++p) {
-        const int64_t slot = table[p / block_size] * block_size + p % block_size;
-        const float* kv = LoadRow(kv_dtype, cache.Key(layer, slot, kv_h), hd, row.data());
-        float dot = 0.0f;
-        for (int64_t j = 0; j < hd; ++j) dot += qv[j] * kv[j];
-        scores[p] = dot * shape.scale;
-        max_score = std::max(max_score, scores[p]);
-      }
-      float denom = 0.0f;
-      for (int64_t p = first_key; p < num_keys; ++p) {
-        scores[p] = std::exp(scores[p] - max_score);
-        denom += scores[p];
-      }
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int64_t p = first_key; p < num_keys; ++p) {
-        const int64_t slot = table[p / block_size] * block_size + p % block_size;
-        const float* vv = LoadRow(kv_dtype, cache.Value(layer, slot, kv_h), hd, row.data());
-        const float w = scores[p];
-        for (int64_t j = 0; j < hd; ++j) acc[j] += w * vv[j];
-      }
-      float* o = out + qr.token * (shape.num_heads * hd) + h * hd;
-      const float inv = 1.0f / denom;
-      for (int64_t j = 0; j < hd; ++j) o[j] = acc[j] * inv;
+    // Reused across calls: the OpenMP threads persist, and decode steps are
+    // too short to pay for fresh allocations.
+    static thread_local Scratch sc;
+    sc.widen.resize(cpu::kScratchFloats(dim));
+    cpu::AttnChunkArgs args{};
+    args.kv_dtype = static_cast<int>(cache.shape().dtype);
+    args.head_dim = shape.head_dim;
+    args.padded_dim = dim;
+    args.scratch = sc.widen.data();
+    args.group = group;
+    args.scale = shape.scale;
+#pragma omp for schedule(dynamic, 1)
+    for (size_t i = 0; i < items.size(); ++i) {
+      AttendItem(items[i], batch, cache, layer, shape, q, q_stride, out, kernel, args, sc);
     }
   }
 }

@@ -1,0 +1,85 @@
+// Internal to engine/kernels/cpu: the per-ISA chunk kernels behind
+// kernels::PagedAttention, one translation unit per ISA (AVX2 in
+// paged_attention_cpu.cc, AVX-512 in paged_attention_avx512.cc).
+//
+// The numerics every ISA level and every code path share, per query row q
+// (one token, one query head) at position p seeing keys [f, p] (f = 0, or
+// p - window + 1 with a sliding window). Keys are cut into chunks of 16 at
+// absolute positions (chunk c = [16c, 16c + 16)), so the cut never depends on
+// the batch, the query tile, the block size or the thread. For each chunk c
+// meeting [f, p], in increasing c, over its keys J = [16c, 16c+16) ∩ [f, p]:
+//   1. s_j = Tree(fma chain of q[d] * k_j[d]) * scale for j in J: 16 fp32
+//      lanes, lane l runs d = l, l+16, ... in increasing d from 0 (the last
+//      group zero-padded), and Tree adds lanes l + (l+8), + (l+4), + (l+2),
+//      + (l+1), the same order as cpu/matmul_kernels.h. s_j = -inf off J.
+//   2. m' = max(m, MaxTree(s)) (m starts at -inf); alpha = Exp(m - m').
+//   3. e_j = Exp(s_j - m') (0 off J); l = fma(l, alpha, Tree(e)).
+//   4. acc[d] = acc[d] * alpha, then acc[d] = fma(e_j, v_j[d], acc[d]) for
+//      j in J increasing.
+// Output: out[d] = acc[d] * (1 / l). Exp is the polynomial below, evaluated
+// with the same operations on every ISA. Every step is elementwise or a fixed
+// tree, so a query row's bits depend only on q, p, f and its sequence's K/V:
+// not on the other rows of the tile, the batch, the thread or the ISA.
+// The files are compiled with -ffp-contract=off so that no a*b+c written as
+// two operations is fused differently in one file than in the other.
+//
+// No standard-library templates in the ISA files (see cpu/matmul_kernels.h).
+// Thread-safety: pure functions over caller-owned buffers; no threads inside.
+#pragma once
+
+#include <cstdint>
+
+namespace tandem::kernels::cpu {
+
+inline constexpr int kAttnChunk = 16;  // keys per chunk = fp32 lanes per accumulator
+
+// Exp(x) for x <= 0 (Cephes expf): n = round(x * log2e); r = x - n*C1 - n*C2
+// (two fmas); P = Horner over kExpPoly with fmas; y = fma(P, r*r, r) + 1;
+// result = y * 2^n. Inputs below kExpMin (including -inf) give exactly 0.
+inline constexpr float kExpMin = -87.0f;
+inline constexpr float kLog2e = 1.44269504088896341f;
+inline constexpr float kExpC1 = 0.693359375f;
+inline constexpr float kExpC2 = -2.12194440e-4f;
+inline constexpr float kExpPoly[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                                      4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
+
+// Where the widened V rows start in AttnChunkArgs::scratch: after the 16 K
+// rows plus one cache line, so that V row j is never 4 KiB from K row j (a
+// load from one would wait on a store to the other: 4K aliasing).
+constexpr int64_t kScratchVOffset(int64_t padded_dim) { return kAttnChunk * padded_dim + 16; }
+constexpr int64_t kScratchFloats(int64_t padded_dim) { return kScratchVOffset(padded_dim) + kAttnChunk * padded_dim; }
+
+// Floats before a row's accumulator in the state buffer: m, l, alpha, padding.
+inline constexpr int64_t kStateHeader = 16;
+
+// One chunk of keys against a tile of query rows of one sequence and one KV
+// head. Plain data (no inline helpers, see above).
+struct AttnChunkArgs {
+  // Rows of head_dim elements of kv_dtype (static_cast<int>(DType)); lane i
+  // is the key at position chunk_pos + i. Only lanes [lane_begin, lane_end)
+  // are read; the other entries are ignored.
+  const void* k_rows[kAttnChunk];
+  const void* v_rows[kAttnChunk];
+  int kv_dtype;
+  int64_t head_dim;
+  int64_t padded_dim;  // head_dim rounded up to a multiple of 16
+  int64_t chunk_pos;   // multiple of 16
+  int lane_begin;
+  int lane_end;
+  float* scratch;  // [kScratchFloats]: K and V rows widened to fp32, zero-padded
+  float* scores;   // [num_tokens * group][16]: per-row scores, then weights
+  // Query rows: num_tokens x group (the query heads sharing this KV head).
+  int64_t num_tokens;
+  int64_t group;
+  const float* q;            // [num_tokens][group][padded_dim], zero-padded
+  const int32_t* first_key;  // [num_tokens] f of each token
+  const int32_t* last_key;   // [num_tokens] p of each token
+  // [num_tokens][group][kStateHeader + padded_dim]: m, l, alpha, ..., acc.
+  float* state;
+  float scale;
+};
+
+void AttendChunkAvx2(const AttnChunkArgs& a);
+void AttendChunkAvx512(const AttnChunkArgs& a);
+
+}  // namespace tandem::kernels::cpu
