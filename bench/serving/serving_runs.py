@@ -133,7 +133,8 @@ def run_target(args):
 def run_ladder(args):
     rows = []
     for mode in args.modes.split(","):
-        srv = serve(args, engine_flags(args) + ["--batching", mode, "--batch-size", "16"])
+        kv = ["--num-kv-blocks", str(args.num_kv_blocks)] if args.num_kv_blocks else []
+        srv = serve(args, engine_flags(args) + ["--batching", mode, "--batch-size", "16"] + kv)
         try:
             res = point(bench(args, srv.addr, "ladder-" + mode, [
                 "--num-requests", str(args.num_requests), "--concurrency", "50", "--input-len-range", args.input_range or "32:512",
@@ -183,6 +184,8 @@ def main():
     ap.add_argument("--num-requests", type=int, default=100)
     ap.add_argument("--input-range", default=None, help="ladder/disagg prompt lengths A:B (default 32:512 / 64:512)")
     ap.add_argument("--output-choices", default="64,128,256", help="ladder output lengths")
+    ap.add_argument("--num-kv-blocks", type=int, default=0,
+                    help="ladder: the same KV pool for every mode (0: the server's default budget)")
     ap.add_argument("--rate", type=float, default=1.0, help="disagg: requests/s")
     ap.add_argument("--slo-ttft-ms", type=float, default=2000)
     ap.add_argument("--slo-tpot-ms", type=float, default=100)
