@@ -1043,7 +1043,11 @@ def check_release_during_prefill(label):
     try:
         if not check("5e: %s: router starts" % label, cl.addr is not None, cl.router.log_tail()):
             return
-        ok = cl.start_workers([("prefill", "s-prefill", ["--num-kv-blocks", "128", "--max-num-batched-tokens", "2"]),
+        # One token a step keeps the busy worker busy for well over the decode
+        # worker's 2 s release grace (n_busy x 200 steps; 24 prompts at 2
+        # tokens a step once finished inside the grace on a fast run).
+        n_busy = 96
+        ok = cl.start_workers([("prefill", "s-prefill", ["--num-kv-blocks", "128", "--max-num-batched-tokens", "1"]),
                                ("decode", "s-decode", ["--num-kv-blocks", "16"])])
         # The second prefill worker does not register: only this test uses it.
         p2 = Proc("stale-prefill2", [bin_path("tandem-prefill-worker"), "--host", "127.0.0.1", "--port", "0",
@@ -1051,7 +1055,7 @@ def check_release_during_prefill(label):
         m = p2.wait_line(r"listening on (127\.0\.0\.1:\d+)", 90)
         # A second decode worker, not registered either: the busy prompts' KV goes there.
         d2 = Proc("stale-decode2", [bin_path("tandem-decode-worker"), "--host", "127.0.0.1", "--port", "0",
-                                    "--num-kv-blocks", "400"], env=cl.env)
+                                    "--num-kv-blocks", "1400"], env=cl.env)
         m2 = d2.wait_line(r"listening on (127\.0\.0\.1:\d+)", 90)
         d2addr = m2.group(1) if m2 else None
         ok2, st = cl.wait_registered(1, 1)
@@ -1065,7 +1069,7 @@ def check_release_during_prefill(label):
         # Keep the prefill worker busy: prompts it computes and ships to a
         # second, unregistered decode worker (so nothing reaches s-decode).
         busy_dests = []
-        for i in range(24):  # enough to outlast the decode worker's 2 s release grace
+        for i in range(n_busy):
             busy_ids = big_prompt(30 + i, n_prompt)
             adm_busy = decode_stub(d2addr).Admit(wpb2.AdmitRequest(request_id="busy-%d" % i,
                                                                    prompt_token_ids=busy_ids, sampling=samp),
@@ -1079,9 +1083,10 @@ def check_release_during_prefill(label):
         r = _safe(lambda: client.generate_text(prompt_token_ids=x_ids, temperature=0, max_tokens=n_out,
                                                ignore_eos=True, timeout=0.15))
         client.close()
-        check("5e: %s: request X (deadline 150 ms, prefill queued behind 24 busy prompts) -> DEADLINE_EXCEEDED"
-              % label, isinstance(r, tc.DeadlineExceededError), r)
+        check("5e: %s: request X (deadline 150 ms, prefill queued behind %d busy prompts) -> DEADLINE_EXCEEDED"
+              % (label, n_busy), isinstance(r, tc.DeadlineExceededError), r)
         ok, desc = wait_released(({daddr: base[0][daddr]}, {}), timeout=10)
+        t_released = time.monotonic()
         ps = stats(paddr, "prefill")
         check("5e: %s: the decode worker freed X's reservation while the prefill worker still holds prompts "
               "(running %d, waiting %d)" % (label, ps.num_running, ps.num_waiting),
@@ -1099,16 +1104,17 @@ def check_release_during_prefill(label):
             if ps.num_running + ps.num_waiting == 0 and all(f.done() for f in futures):
                 break
             time.sleep(0.05)
+        log("busy prefill worker drained %.1f s after X's reservation was released" % (time.monotonic() - t_released))
         # Every prompt here has X's size: the busy worker must have shipped
-        # exactly the 24 busy prompts, and nothing for X.
+        # exactly the busy prompts, and nothing for X.
         shipped = ps.kv_transfer_bytes_total - base[1][paddr].kv_transfer_bytes_total
         x_bytes = math.ceil(n_prompt / 16) * adm.destination.ranks[0].layout.num_layers * adm.destination.ranks[0].layout.block_span_bytes
         check("5e: %s: no KV is shipped for X after its reservation was released (shipped %d bytes = %d prompts "
-              "of %d; 24 busy ones expected; Z's blocks %s)" % (label, shipped, shipped // x_bytes, x_bytes,
-                                                                list(adm.destination.block_ids)),
-              shipped == 24 * x_bytes,
+              "of %d; %d busy ones expected; Z's blocks %s)" % (label, shipped, shipped // x_bytes, x_bytes,
+                                                                n_busy, list(adm.destination.block_ids)),
+              shipped == n_busy * x_bytes,
               "the prefill worker put X's KV into decode blocks freed %s" % (
-                  "and now Z's" if shipped == 25 * x_bytes else "(?)"))
+                  "and now Z's" if shipped == (n_busy + 1) * x_bytes else "(?)"))
         toks = [pre.first_token_id]
         for msg in decode_stub(daddr).Decode(wpb2.DecodeRequest(request_id="z", first_token_id=pre.first_token_id),
                                              timeout=60):
