@@ -1048,7 +1048,9 @@ def check_release_during_prefill(label):
         # tokens a step once finished inside the grace on a fast run).
         n_busy = 96
         ok = cl.start_workers([("prefill", "s-prefill", ["--num-kv-blocks", "128", "--max-num-batched-tokens", "1"]),
-                               ("decode", "s-decode", ["--num-kv-blocks", "16"])])
+                               # Z's reservation must outlive the busy worker's drain
+                               # (33 s once in CI) before Z's Decode call.
+                               ("decode", "s-decode", ["--num-kv-blocks", "16", "--reservation-timeout-ms", "150000"])])
         # The second prefill worker does not register: only this test uses it.
         p2 = Proc("stale-prefill2", [bin_path("tandem-prefill-worker"), "--host", "127.0.0.1", "--port", "0",
                                      "--num-kv-blocks", "64"], env=cl.env)
@@ -1098,7 +1100,7 @@ def check_release_during_prefill(label):
                                                                sampling=samp, destination=adm.destination),
                                            timeout=60)
         # Wait for the busy worker to finish everything (X included).
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             ps = stats(paddr, "prefill")
             if ps.num_running + ps.num_waiting == 0 and all(f.done() for f in futures):
