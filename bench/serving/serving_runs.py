@@ -102,7 +102,8 @@ def point(result):
 
 
 def engine_flags(args):
-    return ["--dtype", args.dtype, "--kv-cache-dtype", args.kv_cache_dtype]
+    budget = ["--max-num-batched-tokens", str(args.max_num_batched_tokens)] if args.max_num_batched_tokens else []
+    return ["--dtype", args.dtype, "--kv-cache-dtype", args.kv_cache_dtype] + budget
 
 
 def pinned(args):
@@ -178,6 +179,8 @@ def main():
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--kv-cache-dtype", default="bf16")
     ap.add_argument("--max-model-len", type=int, default=2048)
+    ap.add_argument("--max-num-batched-tokens", type=int, default=0,
+                    help="the servers' step token budget (0: their default, 2048)")
     ap.add_argument("--vocab-size", type=int, default=49000, help="prompt ids are drawn below this")
     ap.add_argument("--pin", action="store_true", help="target: pin prefill and decode workers to separate cores")
     ap.add_argument("--modes", default="none,static,dynamic,continuous,paged")
