@@ -9,6 +9,7 @@
 // templates instantiated from the headers above stay at the build's
 // baseline ISA (see lanes_avx2.h).
 #pragma GCC target("avx2,fma")
+#include "engine/kernels/cpu/exp_avx2.h"
 #include "engine/sampler/lanes_avx2.h"
 
 namespace tandem::sampling {
@@ -39,24 +40,11 @@ void ForEach8(std::span<const float> x, float pad, F f) {
 }
 
 // e^x for x <= 0 (the sampler only exponentiates differences from a row's
-// max): Cephes' expf (Cody-Waite reduction by ln 2, degree-6 polynomial),
-// within 2 ulp; exactly 1 at 0, exactly 0 below ln(FLT_MIN) and at -inf.
+// max), on the shared core (engine/kernels/cpu/exp_avx2.h): within 2 ulp;
+// exactly 1 at 0, exactly 0 below ln(FLT_MIN) and at -inf.
 __m256 ExpNonPositive(__m256 x) {
-  const __m256 lowest = _mm256_set1_ps(-87.33654475f);  // ln(FLT_MIN): 2^n stays normal above it
-  const __m256 xc = _mm256_max_ps(x, lowest);
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), xc);  // ln 2 in two parts: n * hi is exact
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-  p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
-  const __m256i biased = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
-  const __m256 y = _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(biased, 23)));
+  const __m256 lowest = _mm256_set1_ps(kernels::cpu::kExpLowest);
+  const __m256 y = kernels::cpu::ExpCore8(_mm256_max_ps(x, lowest));
   return _mm256_andnot_ps(_mm256_cmp_ps(x, lowest, _CMP_LT_OQ), y);
 }
 

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "engine/kernels/ops.h"
+#include "engine/kernels/cpu/exp_avx2.h"
 #include "engine/kernels/cpu/matmul_kernels.h"
 
 namespace tandem::kernels {
@@ -27,27 +28,13 @@ namespace {
 constexpr int kLanes = 16;
 constexpr int64_t kVec = 8;  // floats in an AVX2 register
 
-// e^x on 8 lanes: Cephes' expf (Cody-Waite reduction by ln 2, degree-6
-// polynomial), within 2 ulp of std::exp over the normal range. Saturates as
-// std::exp does: 0 below ln(FLT_MIN), +inf above 88.376 (std::exp overflows
-// only above 88.72; silu there differs from 0 by < 1e-36).
+// e^x on 8 lanes (cpu/exp_avx2.h), saturating as std::exp does: 0 below
+// ln(FLT_MIN), +inf above 88.376 (std::exp overflows only above 88.72; silu
+// there differs from 0 by < 1e-36).
 __m256 Exp8(__m256 x) {
-  const __m256 lowest = _mm256_set1_ps(-87.33654475f);
+  const __m256 lowest = _mm256_set1_ps(cpu::kExpLowest);
   const __m256 highest = _mm256_set1_ps(88.3762626647949f);
-  const __m256 xc = _mm256_min_ps(_mm256_max_ps(x, lowest), highest);
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), xc);  // ln 2 in two parts: n * hi is exact
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-  p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
-  const __m256i biased = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
-  __m256 y = _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(biased, 23)));
+  __m256 y = cpu::ExpCore8(_mm256_min_ps(_mm256_max_ps(x, lowest), highest));
   y = _mm256_andnot_ps(_mm256_cmp_ps(x, lowest, _CMP_LT_OQ), y);
   return _mm256_blendv_ps(y, _mm256_set1_ps(std::numeric_limits<float>::infinity()),
                           _mm256_cmp_ps(x, highest, _CMP_GT_OQ));
