@@ -167,6 +167,12 @@ def test_errors(args):
     check("unknown batching: exit 1, lists the strategies", rc == 1 and "none, static, dynamic" in err, err)
     rc, out, err = run([args.tandem, "generate", "--prompt", "x", "--num-kv-blocks", "2", "--max-tokens", "64"])
     check("request larger than the KV pool: exit 1", rc == 1 and "KV blocks" in err, err)
+    rc, out, err = run([args.tandem, "generate", "--prompt", "x", "--dtype", "half"])
+    check("unknown --dtype: exit 1, names the flag and the choices",
+          rc == 1 and "--dtype 'half'" in err and "float32 or bfloat16" in err, err)
+    rc, out, err = run([args.tandem, "up", "--prefill-cores", "3-1"])
+    check("tandem up --prefill-cores 3-1: exit 2 before starting anything, names the flag and the item",
+          rc == 2 and "--prefill-cores" in err and "'3-1'" in err, err)
     rc, out, err = run([args.tandem, "frobnicate"])
     check("unknown command: exit 2", rc == 2 and "unknown command" in err, err)
 
