@@ -5,6 +5,10 @@
 //    the KV once per KV head, so `frac_of_bw` counts those bytes
 //    (B * L * 3 heads * 64 * 2 (K,V) * 4 or 2 bytes) against the read
 //    bandwidth (above 1 when the KV fits in cache);
+//  - decode over a model's worth of layers (the *Layers case): the same step
+//    run through every layer of a 30-layer cache, so the KV (118 MB at 16
+//    sequences of 320 tokens) streams from memory as in a real decode step
+//    instead of sitting in L2;
 //  - prefill: one sequence, L query tokens attending causally to themselves.
 // Thread-safety: benchmark thread only; the kernel uses the OpenMP team.
 #include <benchmark/benchmark.h>
@@ -32,8 +36,8 @@ struct AttentionSetup {
   ForwardBatch batch;
   std::vector<float> q, out;
 
-  AttentionSetup(int64_t num_seqs, int64_t context, int64_t query_tokens, DType dtype)
-      : cache(KvCacheShape{1, num_seqs * ((context + kBlock - 1) / kBlock), kBlock, kSmolKvHeads, kSmolHeadDim,
+  AttentionSetup(int64_t num_seqs, int64_t context, int64_t query_tokens, DType dtype, int64_t layers = 1)
+      : cache(KvCacheShape{layers, num_seqs * ((context + kBlock - 1) / kBlock), kBlock, kSmolKvHeads, kSmolHeadDim,
                            dtype}) {
     auto mem = cache.Memory();
     for (size_t i = 0; i < mem.size() / DTypeSize(dtype); ++i) {
@@ -60,10 +64,10 @@ struct AttentionSetup {
     out.resize(q.size());
   }
 
-  void Run() {
+  void Run(int64_t layer = 0) {
     const kernels::AttentionShape shape{kSmolHeads, kSmolKvHeads, kSmolHeadDim,
                                         static_cast<float>(1.0 / std::sqrt(static_cast<double>(kSmolHeadDim))), 0};
-    kernels::PagedAttention(batch, cache, 0, shape, q.data(), kSmolHeads * kSmolHeadDim, out.data());
+    kernels::PagedAttention(batch, cache, layer, shape, q.data(), kSmolHeads * kSmolHeadDim, out.data());
   }
 };
 
@@ -83,6 +87,21 @@ void BM_PagedAttentionDecode(benchmark::State& state) { Decode(state, DType::kF3
 void BM_PagedAttentionDecodeBf16(benchmark::State& state) { Decode(state, DType::kBF16); }
 BENCHMARK(BM_PagedAttentionDecode)->Args({1, 512})->Args({16, 512})->Args({1, 2048})->Args({16, 2048})->UseRealTime();
 BENCHMARK(BM_PagedAttentionDecodeBf16)->Args({1, 512})->Args({16, 512})->Args({16, 2048})->UseRealTime();
+
+// One decode step's attention through every layer (args: sequences, context, layers).
+void BM_PagedAttentionDecodeBf16Layers(benchmark::State& state) {
+  const int64_t seqs = state.range(0), context = state.range(1), layers = state.range(2);
+  AttentionSetup setup(seqs, context, 1, DType::kBF16, layers);
+  for (auto _ : state) {
+    for (int64_t l = 0; l < layers; ++l) setup.Run(l);
+    benchmark::DoNotOptimize(setup.out.data());
+  }
+  const double bytes = static_cast<double>(seqs) * context * layers * kSmolKvHeads * kSmolHeadDim * 2 * 2 *
+                       state.iterations();
+  state.SetBytesProcessed(static_cast<int64_t>(bytes));
+  state.counters["frac_of_bw"] = benchmark::Counter(bytes / Limits().read_bytes_per_s, benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_PagedAttentionDecodeBf16Layers)->Args({16, 320, 30})->UseRealTime()->Unit(benchmark::kMillisecond);
 
 void Prefill(benchmark::State& state, DType dtype) {
   const int64_t tokens = state.range(0);

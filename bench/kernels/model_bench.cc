@@ -132,7 +132,7 @@ const bool kRegistered = [] {
     benchmark::RegisterBenchmark(("BM_ModelDecode/" + name).c_str(), BM_ModelDecode, std::string(dir), p)
         ->Arg(1)->Arg(16)->UseRealTime()->Unit(benchmark::kMillisecond);
     benchmark::RegisterBenchmark(("BM_ModelPrefill/" + name).c_str(), BM_ModelPrefill, std::string(dir), p)
-        ->Arg(256)->UseRealTime()->Unit(benchmark::kMillisecond);
+        ->Arg(64)->Arg(256)->UseRealTime()->Unit(benchmark::kMillisecond);
   }
   return true;
 }();

@@ -16,6 +16,7 @@
 #include <span>
 
 #include "engine/model/dtype.h"
+#include "engine/model/huge_page_buffer.h"
 
 namespace tandem {
 
@@ -39,10 +40,11 @@ struct KvCacheShape {
 class KvCache {
  public:
   explicit KvCache(const KvCacheShape& shape)
-      : shape_(shape),
-        data_(static_cast<uint8_t*>(std::aligned_alloc(kAlign, RoundUp(shape.total_bytes())))) {
+      : shape_(shape), memory_(static_cast<size_t>(shape.total_bytes()) + kSlack) {
     // Not zeroed on purpose: attention reads only slots this cache's owner
-    // wrote, and leaving pages untouched keeps a large idle pool free.
+    // wrote, and leaving pages untouched keeps a large idle pool free. Huge
+    // pages: attention reaches the cache in scattered blocks (see
+    // huge_page_buffer.h).
   }
   KvCache(const KvCache&) = delete;
   KvCache& operator=(const KvCache&) = delete;
@@ -50,11 +52,11 @@ class KvCache {
   const KvCacheShape& shape() const { return shape_; }
 
   // The whole allocation (for registering it with a transport).
-  std::span<uint8_t> Memory() { return {data_.get(), static_cast<size_t>(shape_.total_bytes())}; }
+  std::span<uint8_t> Memory() { return {memory_.data(), static_cast<size_t>(shape_.total_bytes())}; }
 
   // The contiguous K+V bytes of `block` in `layer`.
   std::span<uint8_t> BlockSpan(int64_t layer, int64_t block) {
-    return {data_.get() + layer * shape_.layer_bytes() + block * shape_.block_span_bytes(),
+    return {memory_.data() + layer * shape_.layer_bytes() + block * shape_.block_span_bytes(),
             static_cast<size_t>(shape_.block_span_bytes())};
   }
 
@@ -70,23 +72,19 @@ class KvCache {
   }
 
  private:
-  static constexpr size_t kAlign = 64;
-  static size_t RoundUp(int64_t n) { return (static_cast<size_t>(n) + kAlign - 1) / kAlign * kAlign + kAlign; }
-  struct FreeDeleter {
-    void operator()(uint8_t* p) const { std::free(p); }
-  };
+  static constexpr size_t kSlack = 64;  // readable bytes past the end, for vector loads
 
   void* Address(int64_t layer, int64_t slot, int64_t head, int kv) {
     const int64_t block = slot / shape_.block_size;
     const int64_t offset = slot % shape_.block_size;
     const int64_t elem =
         ((kv * shape_.num_kv_heads + head) * shape_.block_size + offset) * shape_.head_dim;
-    return data_.get() + layer * shape_.layer_bytes() + block * shape_.block_span_bytes() +
+    return memory_.data() + layer * shape_.layer_bytes() + block * shape_.block_span_bytes() +
            elem * static_cast<int64_t>(DTypeSize(shape_.dtype));
   }
 
   KvCacheShape shape_;
-  std::unique_ptr<uint8_t[], FreeDeleter> data_;
+  HugePageBuffer memory_;
 };
 
 }  // namespace tandem

@@ -8,14 +8,22 @@
 // absolute positions (chunk c = [16c, 16c + 16)), so the cut never depends on
 // the batch, the query tile, the block size or the thread. For each chunk c
 // meeting [f, p], in increasing c, over its keys J = [16c, 16c+16) ∩ [f, p]:
-//   1. s_j = Tree(fma chain of q[d] * k_j[d]) * scale for j in J: 16 fp32
-//      lanes, lane l runs d = l, l+16, ... in increasing d from 0 (the last
-//      group zero-padded), and Tree adds lanes l + (l+8), + (l+4), + (l+2),
+//   1. s_j = Tree(fma chain of q[x] * k_j[x]) * scale for j in J: 16 fp32
+//      lanes over the row's positions x (zero-padded to padded_dim), lane l
+//      runs x = l, l+16, ... in increasing x from 0, and Tree adds lanes l + (l+8), + (l+4), + (l+2),
 //      + (l+1), the same order as cpu/matmul_kernels.h. s_j = -inf off J.
 //   2. m' = max(m, MaxTree(s)) (m starts at -inf); alpha = Exp(m - m').
 //   3. e_j = Exp(s_j - m') (0 off J); l = fma(l, alpha, Tree(e)).
 //   4. acc[d] = acc[d] * alpha, then acc[d] = fma(e_j, v_j[d], acc[d]) for
 //      j in J increasing.
+// Positions: for F32 and F16 rows position x is head dimension x. BF16 rows
+// use pair-split order: in each whole group of 32 positions (32g + 32 <=
+// padded_dim) positions 32g + i, i < 16, hold dimension 32g + 2i and 32g +
+// 16 + i hold 32g + 2i + 1; a trailing group of 16 keeps element order. One
+// 64-byte load of BF16 then yields both halves as fp32 with one shift and
+// one and (no widening shuffles), in registers or into scratch alike; q is
+// gathered and the output scattered in the same order. The order changes
+// only which products a lane sums (step 1); steps 2-4 are elementwise.
 // Output: out[d] = acc[d] * (1 / l). Exp is the polynomial below, evaluated
 // with the same operations on every ISA. Every step is elementwise or a fixed
 // tree, so a query row's bits depend only on q, p, f and its sequence's K/V:

@@ -177,6 +177,9 @@ void Block(const char* w, int64_t ldw, const uint16_t* xp, int64_t num_steps, in
     const uint16_t* b0 = xp + g * num_steps * (kTileBytes / 2);
     const uint16_t* b1 = b0 + num_steps * (kTileBytes / 2);
     for (int64_t s = 0; s < num_steps; ++s) {
+      if (next != nullptr && g == 0) {
+        for (int r = 0; r < kBlockN; ++r) _mm_prefetch(next + r * ldw + s * 64, _MM_HINT_T1);
+      }
       _tile_loadd(4, w + s * 64, ldw);
       _tile_loadd(5, w1 + s * 64, ldw);
       _tile_loadd(6, b0 + s * (kTileBytes / 2), 64);
@@ -246,7 +249,7 @@ void MatMulAmxBf16(const MatMulArgs& a) {
       const char* w = static_cast<const char*>(a.w) + n0 * ldw;
       const float* bias = a.bias;
       if (rows == kBlockN && k_even) {
-        const bool has_next = groups == 1 && blk + 1 < num_blocks && a.n - (n0 + kBlockN) >= kBlockN;
+        const bool has_next = blk + 1 < num_blocks && a.n - (n0 + kBlockN) >= kBlockN;
         Block(w, ldw, xp, num_steps, a.m, n0, a.n, bias, a.y, has_next ? w + kBlockN * ldw : nullptr);
       } else {
         if (edge == nullptr) edge = EdgeScratch(kBlockN * kp * 2);

@@ -57,7 +57,7 @@ inline float MaxTree(__m512 v) {
   return _mm_cvtss_f32(_mm_max_ss(s2, _mm_movehdup_ps(s2)));
 }
 
-// 16 elements of a BF16/F16 row as fp32 (exact).
+// 16 elements of a BF16/F16 row as fp32 (exact), in element order.
 template <int WT>
 inline __m512 Widen16(const uint16_t* src) {
   const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src));
@@ -65,10 +65,29 @@ inline __m512 Widen16(const uint16_t* src) {
   return _mm512_cvtph_ps(h);
 }
 
-// Elements [16c, 16c + 16) of a row of WT elements, as fp32.
-template <int WT>
+// A BF16 pair group (32 elements, one 64-byte load) as fp32: its even
+// elements (the low half of each 32-bit word, shifted up) and its odd ones
+// (the high half, masked): positions [0, 16) and [16, 32) of the group.
+inline __m512 Bf16Evens(__m512i x) { return _mm512_castsi512_ps(_mm512_slli_epi32(x, 16)); }
+inline __m512 Bf16Odds(__m512i x) {
+  return _mm512_castsi512_ps(_mm512_and_si512(x, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
+}
+inline __m512i LoadPairGroup(const void* row, int64_t g) {
+  return _mm512_loadu_si512(static_cast<const uint16_t*>(row) + 32 * g);
+}
+
+// Positions [16c, 16c + 16) of a row of WT elements (NC = positions / 16),
+// as fp32: BF16 rows in pair-split order (attention_kernels.h), others in
+// element order.
+template <int NC, int WT>
 inline __m512 Load16(const void* row, int64_t c) {
   if constexpr (WT == kF32) return _mm512_loadu_ps(static_cast<const float*>(row) + 16 * c);
+  if constexpr (WT == kBF16) {
+    if ((c | 1) < NC) {
+      const __m512i x = LoadPairGroup(row, c / 2);
+      return c % 2 == 0 ? Bf16Evens(x) : Bf16Odds(x);
+    }
+  }
   return Widen16<WT>(static_cast<const uint16_t*>(row) + 16 * c);
 }
 
@@ -115,7 +134,7 @@ inline __m512 Dot16(const float* q, const void* const* rows, int64_t nc) {
       const void* row = rows[SlotKey(s)];
       acc[s] = _mm512_setzero_ps();
 #pragma GCC unroll 16
-      for (int c = 0; c < NC; ++c) acc[s] = _mm512_fmadd_ps(qv[c], Load16<WT>(row, c), acc[s]);
+      for (int c = 0; c < NC; ++c) acc[s] = _mm512_fmadd_ps(qv[c], Load16<NC, WT>(row, c), acc[s]);
     }
   } else {
 #pragma GCC unroll 16
@@ -124,7 +143,7 @@ inline __m512 Dot16(const float* q, const void* const* rows, int64_t nc) {
       const __m512 qv = _mm512_loadu_ps(q + 16 * c);
 #pragma GCC unroll 16
       for (int s = 0; s < kAttnChunk; ++s) {
-        acc[s] = _mm512_fmadd_ps(qv, Load16<kF32>(rows[SlotKey(s)], c), acc[s]);
+        acc[s] = _mm512_fmadd_ps(qv, Load16<0, kF32>(rows[SlotKey(s)], c), acc[s]);
       }
     }
   }
@@ -143,7 +162,7 @@ inline void AccumulateV(float* acc, int64_t col, float alpha, const float* e, co
   for (int j = jb; j < je; ++j) {
     const __m512 w = _mm512_set1_ps(e[j]);
 #pragma GCC unroll 16
-    for (int c = 0; c < NC; ++c) o[c] = _mm512_fmadd_ps(w, Load16<WT>(rows[j], col / 16 + c), o[c]);
+    for (int c = 0; c < NC; ++c) o[c] = _mm512_fmadd_ps(w, Load16<NC, WT>(rows[j], col / 16 + c), o[c]);
   }
 #pragma GCC unroll 16
   for (int c = 0; c < NC; ++c) _mm512_storeu_ps(acc + 16 * c, o[c]);
@@ -157,9 +176,20 @@ void AccumulateVAny(float* acc, int64_t nc, float alpha, const float* e, const v
   for (; c < nc; ++c) AccumulateV<1, kF32>(acc + 16 * c, 16 * c, alpha, e, rows, jb, je);
 }
 
-// Widens (exactly) and zero-pads one row of head_dim elements to padded_dim floats.
+// Widens (exactly) and zero-pads one row of head_dim elements to padded_dim
+// floats: BF16 in pair-split order, other types in element order.
 void WidenRow(const void* src, int type, int64_t head_dim, int64_t padded_dim, float* dst) {
-  for (int64_t d = 0; d < padded_dim; d += 16) {
+  int64_t d = 0;
+  if (type == kBF16) {
+    for (; d + 32 <= padded_dim; d += 32) {
+      const int64_t n = head_dim - d < 32 ? (head_dim - d > 0 ? head_dim - d : 0) : 32;
+      const __mmask32 mask = static_cast<__mmask32>(n == 32 ? 0xffffffffu : (1u << n) - 1u);
+      const __m512i x = _mm512_maskz_loadu_epi16(mask, static_cast<const uint16_t*>(src) + d);
+      _mm512_storeu_ps(dst + d, Bf16Evens(x));
+      _mm512_storeu_ps(dst + d + 16, Bf16Odds(x));
+    }
+  }
+  for (; d < padded_dim; d += 16) {
     const int64_t n = head_dim - d < 16 ? (head_dim - d > 0 ? head_dim - d : 0) : 16;
     const __mmask16 mask = LaneMask(0, static_cast<int>(n));
     __m512 v;
@@ -177,7 +207,7 @@ void WidenRow(const void* src, int type, int64_t head_dim, int64_t padded_dim, f
 template <int NC, int WT>
 inline void WidenFullRow(const void* src, float* dst) {
 #pragma GCC unroll 16
-  for (int c = 0; c < NC; ++c) _mm512_storeu_ps(dst + 16 * c, Widen16<WT>(static_cast<const uint16_t*>(src) + 16 * c));
+  for (int c = 0; c < NC; ++c) _mm512_storeu_ps(dst + 16 * c, Load16<NC, WT>(src, c));
 }
 
 // The chunk's K and V rows, as WT rows: the cache's own rows where they are
@@ -276,14 +306,191 @@ void Attend(const AttnChunkArgs& a) {
   }
 }
 
-// With few query rows (decode: one token's group) BF16/F16 rows are widened
-// in registers as each row uses them; with many (prefill) they are widened
+// --- One query token against a BF16 chunk (decode): the token's R query
+// rows (R <= 4 of its GQA group) share every widened K and V row, so a row
+// is loaded and widened once for all of them rather than once per query
+// head. Same numerics as Attend: per row, the same fma chains in the same
+// order and the same tree (TransposeTree's first two levels run per group
+// of 4 slots, which is the same pairs in the same order).
+
+// Accumulators of 4 slots -> the tree's first two levels: lane SlotKey(s)
+// of the result holds slots 4i..4i+3's partial sums, as u[i] in TransposeTree.
+inline __m512 TreeTwoLevels(__m512 x0, __m512 x1, __m512 x2, __m512 x3) {
+  const __m512 t0 = _mm512_add_ps(_mm512_shuffle_f32x4(x0, x1, 0x44), _mm512_shuffle_f32x4(x0, x1, 0xEE));
+  const __m512 t1 = _mm512_add_ps(_mm512_shuffle_f32x4(x2, x3, 0x44), _mm512_shuffle_f32x4(x2, x3, 0xEE));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(t0, t1, 0x88), _mm512_shuffle_f32x4(t0, t1, 0xDD));
+}
+
+// TransposeTree's last two levels over the four partial results.
+inline __m512 TreeLastLevels(const __m512* u) {
+  __m512 v[2];
+#pragma GCC unroll 2
+  for (int i = 0; i < 2; ++i) {
+    const __m512d a = _mm512_castps_pd(u[2 * i]), b = _mm512_castps_pd(u[2 * i + 1]);
+    v[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+  }
+  return _mm512_add_ps(_mm512_shuffle_ps(v[0], v[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_ps(v[0], v[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// Scores of query rows q[0..R) (padded_dim = 16 NC floats each, pair-split
+// order) against the 16 BF16 rows k (by lane), each scaled, as lanes 0..15.
+template <int NC, int R>
+inline void ScoresBf16(const float* const* q, const void* const* k, __m512 scale, __m512* out) {
+  constexpr int kGroups = NC / 2;  // full pair groups; an odd NC leaves a 16-element tail
+  __m512 u[R][4];
+#pragma GCC unroll 4
+  for (int quad = 0; quad < 4; ++quad) {
+    __m512 acc[R][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      const void* row = k[SlotKey(4 * quad + i)];
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) acc[r][i] = _mm512_setzero_ps();
+#pragma GCC unroll 8
+      for (int g = 0; g < kGroups; ++g) {
+        const __m512i x = LoadPairGroup(row, g);
+        const __m512 ev = Bf16Evens(x), od = Bf16Odds(x);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) {
+          acc[r][i] = _mm512_fmadd_ps(_mm512_loadu_ps(q[r] + 32 * g), ev, acc[r][i]);
+          acc[r][i] = _mm512_fmadd_ps(_mm512_loadu_ps(q[r] + 32 * g + 16), od, acc[r][i]);
+        }
+      }
+      if constexpr (NC % 2 == 1) {
+        const __m512 w = Widen16<kBF16>(static_cast<const uint16_t*>(row) + 16 * (NC - 1));
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) acc[r][i] = _mm512_fmadd_ps(_mm512_loadu_ps(q[r] + 16 * (NC - 1)), w, acc[r][i]);
+      }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) u[r][quad] = TreeTwoLevels(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) out[r] = _mm512_mul_ps(TreeLastLevels(u[r]), scale);
+}
+
+// o[r] (R rows of 16 * C floats starting at position 16 * c0) = o * alpha[r],
+// then += e[r][j] * v_j over keys j in [jb, je), in j order. C even: c0 and
+// C cover whole pair groups; C == 1: the 16-element tail (c0 == NC - 1).
+template <int NC, int R, int C>
+inline void AccumulateVBf16(float* const* acc, int c0, const float* alpha, const float* const* e,
+                            const void* const* v, int jb, int je) {
+  __m512 o[R][C];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+    const __m512 av = _mm512_set1_ps(alpha[r]);
+#pragma GCC unroll 8
+    for (int c = 0; c < C; ++c) o[r][c] = _mm512_mul_ps(_mm512_loadu_ps(acc[r] + 16 * (c0 + c)), av);
+  }
+  for (int j = jb; j < je; ++j) {
+    __m512 w[C];
+    if constexpr (C == 1) {
+      w[0] = Widen16<kBF16>(static_cast<const uint16_t*>(v[j]) + 16 * c0);
+    } else {
+#pragma GCC unroll 4
+      for (int c = 0; c < C; c += 2) {
+        const __m512i x = LoadPairGroup(v[j], (c0 + c) / 2);
+        w[c] = Bf16Evens(x);
+        w[c + 1] = Bf16Odds(x);
+      }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const __m512 b = _mm512_set1_ps(e[r][j]);
+#pragma GCC unroll 8
+      for (int c = 0; c < C; ++c) o[r][c] = _mm512_fmadd_ps(b, w[c], o[r][c]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 8
+    for (int c = 0; c < C; ++c) _mm512_storeu_ps(acc[r] + 16 * (c0 + c), o[r][c]);
+  }
+}
+
+// Query rows [row0, row0 + R) of a one-token chunk call, all with lanes [jb, je).
+template <int NC, int R>
+void AttendRowsBf16(const AttnChunkArgs& a, const void* const* k, const void* const* v, int64_t row0, int jb,
+                    int je) {
+  const int64_t state_stride = kStateHeader + a.padded_dim;
+  const float* q[R];
+  float* st[R];
+  float* acc[R];
+  const float* e[R];
+  float alpha[R];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+    q[r] = a.q + (row0 + r) * a.padded_dim;
+    st[r] = a.state + (row0 + r) * state_stride;
+    acc[r] = st[r] + kStateHeader;
+    e[r] = a.scores + (row0 + r) * kAttnChunk;
+  }
+  __m512 s[R];
+  ScoresBf16<NC, R>(q, k, _mm512_set1_ps(a.scale), s);
+  const __mmask16 valid = LaneMask(jb, je);
+  const __m512 neg_inf = _mm512_set1_ps(-__builtin_inff());
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+    const __m512 sr = _mm512_mask_blend_ps(valid, neg_inf, s[r]);
+    const float m_old = st[r][0];
+    const float chunk_max = MaxTree(sr);
+    const float m_new = m_old > chunk_max ? m_old : chunk_max;
+    alpha[r] = _mm512_cvtss_f32(Exp(_mm512_set1_ps(m_old - m_new)));
+    const __m512 ex = Exp(_mm512_sub_ps(sr, _mm512_set1_ps(m_new)));
+    st[r][0] = m_new;
+    st[r][1] = __builtin_fmaf(st[r][1], alpha[r], Tree(ex));
+    st[r][2] = alpha[r];
+    _mm512_storeu_ps(a.scores + (row0 + r) * kAttnChunk, ex);
+  }
+  // Column blocks of at most 16 accumulators, whole pair groups each.
+  constexpr int kBlock = R == 1 ? 8 : R == 2 ? 8 : 4;
+  constexpr int kPaired = NC / 2 * 2;
+  int c0 = 0;
+  for (; c0 + kBlock <= kPaired; c0 += kBlock) AccumulateVBf16<NC, R, kBlock>(acc, c0, alpha, e, v, jb, je);
+  for (; c0 < kPaired; c0 += 2) AccumulateVBf16<NC, R, 2>(acc, c0, alpha, e, v, jb, je);
+  if constexpr (NC % 2 == 1) AccumulateVBf16<NC, R, 1>(acc, NC - 1, alpha, e, v, jb, je);
+}
+
+// A one-token chunk of full-width BF16 rows: the token's group in slices of
+// at most 4 rows.
+template <int NC>
+void AttendOneTokenBf16(const AttnChunkArgs& a) {
+  const void* k[kAttnChunk];
+  const void* v[kAttnChunk];
+  for (int j = 0; j < kAttnChunk; ++j) {
+    const int from = j < a.lane_begin || j >= a.lane_end ? a.lane_begin : j;  // unread lanes alias a read row
+    k[j] = a.k_rows[from];
+    v[j] = a.v_rows[from];
+  }
+  int jb, je;
+  Lanes(a, 0, &jb, &je);
+  if (jb >= je) return;
+  int64_t row = 0;
+  for (; row + 4 <= a.group; row += 4) AttendRowsBf16<NC, 4>(a, k, v, row, jb, je);
+  switch (a.group - row) {
+    case 3:
+      return AttendRowsBf16<NC, 3>(a, k, v, row, jb, je);
+    case 2:
+      return AttendRowsBf16<NC, 2>(a, k, v, row, jb, je);
+    case 1:
+      return AttendRowsBf16<NC, 1>(a, k, v, row, jb, je);
+    default:
+      return;
+  }
+}
+
+// With one query token (decode) BF16 rows are widened in registers once for
+// the token's whole group; with few query rows other 16-bit rows are widened
+// in registers as each row uses them; with many (prefill) rows are widened
 // once into scratch and every row reads fp32. Widening is exact either way.
 constexpr int64_t kMaxInRegisterRows = 4;
 
 template <int NC>
 void Dispatch(const AttnChunkArgs& a) {
-  if (a.kv_dtype != kF32 && a.head_dim == a.padded_dim && a.num_tokens * a.group <= kMaxInRegisterRows) {
+  const bool full = a.head_dim == a.padded_dim;
+  if (a.kv_dtype == kBF16 && full && a.num_tokens == 1) return AttendOneTokenBf16<NC>(a);
+  if (a.kv_dtype != kF32 && full && a.num_tokens * a.group <= kMaxInRegisterRows) {
     return a.kv_dtype == kBF16 ? Attend<NC, kBF16>(a) : Attend<NC, kF16>(a);
   }
   return Attend<NC, kF32>(a);
