@@ -101,7 +101,7 @@ void BM_PagedAttentionDecodeBf16Layers(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<int64_t>(bytes));
   state.counters["frac_of_bw"] = benchmark::Counter(bytes / Limits().read_bytes_per_s, benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_PagedAttentionDecodeBf16Layers)->Args({16, 320, 30})->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_PagedAttentionDecodeBf16Layers)->Args({16, 320, 30})->Args({16, 320, 8})->UseRealTime()->Unit(benchmark::kMillisecond);
 
 void Prefill(benchmark::State& state, DType dtype) {
   const int64_t tokens = state.range(0);
