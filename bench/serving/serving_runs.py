@@ -117,6 +117,10 @@ def pinned(args):
 
 def run_target(args):
     extra = engine_flags(args) + (pinned(args) if args.pin else [])
+    if args.prefill_cores:
+        extra += ["--prefill-cores", args.prefill_cores]
+    if args.decode_cores:
+        extra += ["--decode-cores", args.decode_cores]
     srv = up(args, extra)
     try:
         res = point(bench(args, srv.addr, "target", [
@@ -183,6 +187,8 @@ def main():
                     help="the servers' step token budget (0: their default, 2048)")
     ap.add_argument("--vocab-size", type=int, default=49000, help="prompt ids are drawn below this")
     ap.add_argument("--pin", action="store_true", help="target: pin prefill and decode workers to separate cores")
+    ap.add_argument("--prefill-cores", default="", help="target: `tandem up --prefill-cores` (instead of --pin)")
+    ap.add_argument("--decode-cores", default="", help="target: `tandem up --decode-cores` (instead of --pin)")
     ap.add_argument("--modes", default="none,static,dynamic,continuous,paged")
     ap.add_argument("--num-requests", type=int, default=100)
     ap.add_argument("--input-range", default=None, help="ladder/disagg prompt lengths A:B (default 32:512 / 64:512)")

@@ -105,6 +105,7 @@ def gpu_values():
   v["model"]["path"] = "/models/qwen2-0.5b"
   v["model"]["volume"].update(type="pvc", claimName="tandem-models")
   v["ucx"].update(tls="rc,ud", netDevices="mlx5_0:1")
+  v["openmp"]["waitPolicy"] = ""  # dedicated GPU nodes: leave OpenMP at its default
   v["metrics"]["serviceMonitor"].update(enabled=True, labels={"release": "prometheus"})
   v["router"]["service"].update(type="LoadBalancer", annotations={"example.com/lb": "internal"})
   v["router"]["extraArgs"] = ["--decode-workers=10.0.0.9:50053"]
@@ -438,6 +439,11 @@ class ChartTest(unittest.TestCase):
           self.assertEqual(env["UCX_NET_DEVICES"]["value"], devices)
         else:
           self.assertNotIn("UCX_NET_DEVICES", env)
+        policy = self.values[name]["openmp"]["waitPolicy"]
+        if policy:
+          self.assertEqual(env["OMP_WAIT_POLICY"]["value"], policy)
+        else:
+          self.assertNotIn("OMP_WAIT_POLICY", env)
 
   def test_every_container_has_grpc_probes_on_its_port(self):
     for name, objs in self.rendered.items():

@@ -1612,6 +1612,17 @@ def run_cluster_c(prompts, model_cfg):
                   % (label, pin["prefill"], pin["decode"]),
                   all(allowed[n] == c for n, c in want.items()) and allowed["router"] != want["decode-0"],
                   allowed)
+        if "OMP_WAIT_POLICY" not in os.environ:
+            # Two workers per role share their role's CPUs: the launcher makes
+            # their OpenMP threads wait passively (and leaves the router alone).
+            policy = {}
+            for name, (pid, _) in up.members.items():
+                with open("/proc/%d/environ" % pid, "rb") as f:
+                    env = dict(e.split(b"=", 1) for e in f.read().split(b"\0") if b"=" in e)
+                policy[name] = env.get(b"OMP_WAIT_POLICY")
+            check("%s: workers sharing CPUs get OMP_WAIT_POLICY=passive, the router none" % label,
+                  all(v == (None if n == "router" else b"passive") for n, v in policy.items())
+                  and any("OMP_WAIT_POLICY=passive" in l for l in up.proc.stdout), policy)
         dec, pre = up.addrs("decode"), up.addrs("prefill")
         check_health(label, [("router", up.addr)] + [("decode worker", a) for a in dec]
                      + [("prefill worker", a) for a in pre])

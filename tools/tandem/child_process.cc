@@ -19,7 +19,8 @@ namespace tandem::cli {
 absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Start(const std::string& name, const std::string& path,
                                                                   const std::vector<std::string>& args,
                                                                   std::chrono::milliseconds timeout,
-                                                                  const std::vector<int>& cpus) {
+                                                                  const std::vector<int>& cpus,
+                                                                  const std::vector<std::string>& env) {
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0) return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
   std::vector<std::string> argv_storage = {path};
@@ -27,6 +28,20 @@ absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Start(const std::str
   std::vector<char*> argv;
   for (std::string& a : argv_storage) argv.push_back(a.data());
   argv.push_back(nullptr);
+  // The child's environment, built before fork (the child may only make
+  // async-signal-safe calls): ours, with `env`'s names replaced or added.
+  std::vector<std::string> env_storage;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string entry = *e;
+    const std::string name_eq = entry.substr(0, entry.find('=') + 1);
+    bool replaced = false;
+    for (const std::string& x : env) replaced = replaced || x.compare(0, name_eq.size(), name_eq) == 0;
+    if (!replaced) env_storage.push_back(entry);
+  }
+  env_storage.insert(env_storage.end(), env.begin(), env.end());
+  std::vector<char*> envp;
+  for (std::string& e : env_storage) envp.push_back(e.data());
+  envp.push_back(nullptr);
   cpu_set_t cpu_set;
   CPU_ZERO(&cpu_set);
   for (int c : cpus) CPU_SET(c, &cpu_set);
@@ -44,7 +59,7 @@ absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Start(const std::str
     dup2(fds[1], STDOUT_FILENO);
     close(fds[0]);
     close(fds[1]);
-    execv(path.c_str(), argv.data());
+    execve(path.c_str(), argv.data(), envp.data());
     _exit(127);
   }
   close(fds[1]);

@@ -23,13 +23,16 @@ class ChildProcess {
  public:
   // Starts `path` with `args` and waits up to `timeout` for its listening
   // line. With `cpus`, the child runs only on those CPUs (set before exec, so
-  // its OpenMP team is sized to them). Errors: Internal (fork/exec failed),
-  // DeadlineExceeded (no listening line in time: the child is killed),
-  // Unavailable (it exited first, or the affinity could not be set).
+  // its OpenMP team is sized to them). `env`: "NAME=VALUE" entries added to
+  // (or replacing those of) our environment for the child. Errors: Internal
+  // (fork/exec failed), DeadlineExceeded (no listening line in time: the
+  // child is killed), Unavailable (it exited first, or the affinity could not
+  // be set).
   static absl::StatusOr<std::unique_ptr<ChildProcess>> Start(const std::string& name, const std::string& path,
                                                              const std::vector<std::string>& args,
                                                              std::chrono::milliseconds timeout,
-                                                             const std::vector<int>& cpus = {});
+                                                             const std::vector<int>& cpus = {},
+                                                             const std::vector<std::string>& env = {});
   ~ChildProcess();  // stops it if still running
 
   // SIGTERM, then SIGKILL after `grace`; reaps it. Idempotent.

@@ -58,4 +58,14 @@ absl::Status CheckCpusAllowed(const std::vector<int>& cpus) {
   return absl::OkStatus();
 }
 
+bool WorkersShareCpus(const std::vector<int>& prefill_cpus, const std::vector<int>& decode_cpus,
+                      int64_t prefill_workers, int64_t decode_workers) {
+  if (prefill_workers != 1 || decode_workers != 1) return true;  // a role's workers share its list
+  if (prefill_cpus.empty() || decode_cpus.empty()) return true;
+  for (int c : prefill_cpus) {
+    if (std::find(decode_cpus.begin(), decode_cpus.end(), c) != decode_cpus.end()) return true;
+  }
+  return false;
+}
+
 }  // namespace tandem::cli

@@ -48,5 +48,16 @@ TEST(CpuListTest, AllowsOnlyCpusInThisProcessAffinity) {
   EXPECT_NE(std::string(st.message()).find("CPU " + std::to_string(outside)), std::string::npos) << st;
 }
 
+TEST(CpuListTest, WorkersShareCpusUnlessOnePerRoleOnDisjointLists) {
+  EXPECT_FALSE(WorkersShareCpus({0}, {1}, 1, 1));
+  EXPECT_FALSE(WorkersShareCpus({0, 2}, {1, 3}, 1, 1));
+  EXPECT_TRUE(WorkersShareCpus({0, 1}, {1}, 1, 1));  // overlap
+  EXPECT_TRUE(WorkersShareCpus({}, {1}, 1, 1));      // unpinned prefill: every CPU
+  EXPECT_TRUE(WorkersShareCpus({0}, {}, 1, 1));
+  EXPECT_TRUE(WorkersShareCpus({}, {}, 1, 1));
+  EXPECT_TRUE(WorkersShareCpus({0}, {1}, 2, 1));  // two prefill workers on CPU 0
+  EXPECT_TRUE(WorkersShareCpus({0}, {1}, 1, 3));
+}
+
 }  // namespace
 }  // namespace tandem::cli
