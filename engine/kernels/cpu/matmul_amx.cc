@@ -80,35 +80,35 @@ uint16_t* EdgeScratch(int64_t bytes) {
   return static_cast<uint16_t*>(GrowScratch(&buf, &cap, bytes));
 }
 
-// Packs batch row i of x ([m][k] fp32) into xp: for each 16-row group g and
-// k step s, tile (g, s) is 16 rows of 16 pairs, row r holding for column c the
-// pair x[16g + c][32s + 2r], x[16g + c][32s + 2r + 1] (round to nearest even),
-// zero past k. Columns past m are never packed: they only feed C columns the
-// caller discards.
-void PackRow(const float* x, int64_t i, int64_t k, int64_t num_steps, uint16_t* xp) {
-  const int64_t g = i / kTileM, c = i % kTileM;
-  const float* row = x + i * k;
-  // Pair r of a step goes to 32-bit slot 16 r + c of its tile.
-  const __m512i slots = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5,
-                                                                               4, 3, 2, 1, 0),
-                                                             _mm512_set1_epi32(16)),
-                                         _mm512_set1_epi32(static_cast<int>(c)));
+// Packs batch rows [16g, 16g + 16) of x ([m][k] fp32) into xp: for each k
+// step s, tile (g, s) is 16 rows of 16 pairs, row r holding for column c the
+// pair x[16g + c][32s + 2r], x[16g + c][32s + 2r + 1] (rounded to nearest
+// even), zero past k and for rows past m. That is a 16 x 16 transpose of
+// 32-bit pairs: each batch row's 16 pairs of a step are one register, and
+// Transpose16 turns the 16 registers into the tile's rows.
+void Transpose16(__m512 r[16]);
+
+void PackGroup(const float* x, int64_t g, int64_t m, int64_t k, int64_t num_steps, uint16_t* xp) {
+  const int64_t rows = Min(kTileM, m - g * kTileM);
   for (int64_t s = 0; s < num_steps; ++s) {
     const int64_t k0 = s * kTileK;
-    __m512 lo, hi;
-    if (k0 + kTileK <= k) {
-      lo = _mm512_loadu_ps(row + k0);
-      hi = _mm512_loadu_ps(row + k0 + 16);
-    } else {
-      const int64_t left = k - k0;
-      const __mmask16 mlo = static_cast<__mmask16>(left >= 16 ? 0xffff : (1u << left) - 1);
-      const __mmask16 mhi = static_cast<__mmask16>(left <= 16 ? 0 : (1u << (left - 16)) - 1);
-      lo = _mm512_maskz_loadu_ps(mlo, row + k0);
-      hi = _mm512_maskz_loadu_ps(mhi, row + k0 + 16);
+    const int64_t left = k - k0;
+    const __mmask16 mlo = static_cast<__mmask16>(left >= 16 ? 0xffff : (1u << left) - 1);
+    const __mmask16 mhi = static_cast<__mmask16>(left >= 32 ? 0xffff : left <= 16 ? 0 : (1u << (left - 16)) - 1);
+    __m512 v[16];
+    for (int64_t c = 0; c < kTileM; ++c) {
+      if (c >= rows) {
+        v[c] = _mm512_setzero_ps();
+        continue;
+      }
+      const float* row = x + (g * kTileM + c) * k + k0;
+      const __m512 lo = _mm512_maskz_loadu_ps(mlo, row);
+      const __m512 hi = _mm512_maskz_loadu_ps(mhi, row + 16);
+      v[c] = _mm512_castsi512_ps((__m512i)_mm512_cvtne2ps_pbh(hi, lo));  // same bits, float view
     }
-    const __m512i pairs = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);  // same bits, integer view
+    Transpose16(v);
     uint16_t* tile = xp + (g * num_steps + s) * (kTileBytes / 2);
-    _mm512_i32scatter_epi32(tile, slots, pairs, 4);
+    for (int r = 0; r < 16; ++r) _mm512_storeu_ps(reinterpret_cast<float*>(tile) + 16 * r, v[r]);
   }
 }
 
@@ -176,18 +176,29 @@ void Block(const char* w, int64_t ldw, const uint16_t* xp, int64_t num_steps, in
     _tile_zero(3);
     const uint16_t* b0 = xp + g * num_steps * (kTileBytes / 2);
     const uint16_t* b1 = b0 + num_steps * (kTileBytes / 2);
+    // Software-pipelined: tile registers are not renamed, so each operand
+    // tile of step s + 1 is loaded right after the last product that reads
+    // its step-s contents, overlapping the loads with the remaining products
+    // instead of serialising whole steps. Products run in the same order.
+    _tile_loadd(4, w, ldw);
+    _tile_loadd(6, b0, 64);
+    _tile_loadd(5, w1, ldw);
+    _tile_loadd(7, b1, 64);
     for (int64_t s = 0; s < num_steps; ++s) {
       if (next != nullptr && g == 0) {
         for (int r = 0; r < kBlockN; ++r) _mm_prefetch(next + r * ldw + s * 64, _MM_HINT_T1);
       }
-      _tile_loadd(4, w + s * 64, ldw);
-      _tile_loadd(5, w1 + s * 64, ldw);
-      _tile_loadd(6, b0 + s * (kTileBytes / 2), 64);
-      _tile_loadd(7, b1 + s * (kTileBytes / 2), 64);
+      const bool more = s + 1 < num_steps;
       _tile_dpbf16ps(0, 4, 6);
       _tile_dpbf16ps(1, 5, 6);
+      if (more) _tile_loadd(6, b0 + (s + 1) * (kTileBytes / 2), 64);
       _tile_dpbf16ps(2, 4, 7);
+      if (more) _tile_loadd(4, w + (s + 1) * 64, ldw);
       _tile_dpbf16ps(3, 5, 7);
+      if (more) {
+        _tile_loadd(5, w1 + (s + 1) * 64, ldw);
+        _tile_loadd(7, b1 + (s + 1) * (kTileBytes / 2), 64);
+      }
     }
     TANDEM_STORE_C(0, g * kTileM, n0);
     TANDEM_STORE_C(1, g * kTileM, n0 + 16);
@@ -238,7 +249,7 @@ void MatMulAmxBf16(const MatMulArgs& a) {
 #pragma omp parallel if (parallel)
   {
 #pragma omp for schedule(static)
-    for (int64_t i = 0; i < a.m; ++i) PackRow(a.x, i, a.k, num_steps, xp);
+    for (int64_t g = 0; g < groups; ++g) PackGroup(a.x, g, a.m, a.k, num_steps, xp);
     // (implicit barrier: every row is packed before any block reads them)
     ConfigureTiles();
     uint16_t* edge = nullptr;
