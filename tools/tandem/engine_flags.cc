@@ -6,7 +6,8 @@
 namespace tandem::cli {
 
 void EngineFlags::Register(FlagSet& f) {
-  f.AddInt("max-num-batched-tokens", &max_num_batched_tokens, "token budget of one step (default 2048)");
+  f.AddInt("max-num-batched-tokens", &max_num_batched_tokens,
+           "token budget of one step (default 512; 2048 with --no-chunked-prefill)");
   f.AddInt("max-num-seqs", &max_num_seqs, "most sequences running at once (default 64)");
   f.AddInt("block-size", &block_size, "tokens per KV block (default 16)");
   f.AddInt("num-kv-blocks", &num_kv_blocks, "KV pool size in blocks (overrides --kv-cache-memory)");
@@ -33,7 +34,9 @@ absl::StatusOr<EngineConfig> EngineFlags::ToConfig(uint64_t seed) const {
   RETURN_IF_ERROR(in_int32("block-size", block_size));
   RETURN_IF_ERROR(in_int32("batch-size", batch_size));
   RETURN_IF_ERROR(in_int32("num-kv-blocks", num_kv_blocks));
-  c.scheduler.max_num_batched_tokens = max_num_batched_tokens;
+  c.scheduler.max_num_batched_tokens =
+      max_num_batched_tokens != -1 ? max_num_batched_tokens
+                                   : (no_chunked_prefill ? kDefaultBatchedTokensUnchunked : kDefaultBatchedTokens);
   c.scheduler.max_num_seqs = static_cast<int32_t>(max_num_seqs);
   c.scheduler.enable_chunked_prefill = !no_chunked_prefill;
   ASSIGN_OR_RETURN(c.scheduler.batching, ParseBatchingStrategy(batching));
