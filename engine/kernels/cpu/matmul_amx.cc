@@ -209,15 +209,22 @@ void Block(const char* w, int64_t ldw, const uint16_t* xp, int64_t num_steps, in
     _tile_zero(0);
     _tile_zero(1);
     const uint16_t* b0 = xp + g * num_steps * (kTileBytes / 2);
+    // Pipelined like the pair loop above.
+    _tile_loadd(4, w, ldw);
+    _tile_loadd(6, b0, 64);
+    _tile_loadd(5, w1, ldw);
     for (int64_t s = 0; s < num_steps; ++s) {
       if (next != nullptr) {
         for (int r = 0; r < kBlockN; ++r) _mm_prefetch(next + r * ldw + s * 64, _MM_HINT_T1);
       }
-      _tile_loadd(4, w + s * 64, ldw);
-      _tile_loadd(5, w1 + s * 64, ldw);
-      _tile_loadd(6, b0 + s * (kTileBytes / 2), 64);
+      const bool more = s + 1 < num_steps;
       _tile_dpbf16ps(0, 4, 6);
+      if (more) _tile_loadd(4, w + (s + 1) * 64, ldw);
       _tile_dpbf16ps(1, 5, 6);
+      if (more) {
+        _tile_loadd(6, b0 + (s + 1) * (kTileBytes / 2), 64);
+        _tile_loadd(5, w1 + (s + 1) * 64, ldw);
+      }
     }
     TANDEM_STORE_C(0, g * kTileM, n0);
     TANDEM_STORE_C(1, g * kTileM, n0 + 16);
