@@ -16,15 +16,14 @@ failure.
 import argparse
 import json
 import os
-import queue
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from e2e_util import ServeProc, free_port  # noqa: E402
 
 PASSED, FAILED = [], []
 
@@ -33,67 +32,6 @@ def check(name, cond, detail=""):
     (PASSED if cond else FAILED).append(name)
     print(("PASS " if cond else "FAIL ") + name + ("" if cond else ": " + str(detail)[:2000]), flush=True)
     return cond
-
-
-class Server:
-    """`tandem serve --port 0` on 127.0.0.1, stopped by PID."""
-
-    def __init__(self, tandem, log_path):
-        self.log = open(log_path, "w")
-        self.log_path = log_path
-        self.lines = queue.Queue()
-        preexec = None
-        try:  # the server dies with this test even if it is SIGKILLed
-            import ctypes
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            preexec = lambda: libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG  # noqa: E731
-        except OSError:
-            pass
-        self.proc = subprocess.Popen([tandem, "serve", "--host", "127.0.0.1", "--port", "0"],
-                                     stdout=subprocess.PIPE, stderr=self.log, text=True, preexec_fn=preexec)
-        threading.Thread(target=self._drain, daemon=True).start()
-        self.port = None
-
-    def _drain(self):
-        for line in self.proc.stdout:
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def wait_listening(self, timeout=60):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=max(0.05, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if line is None:
-                return False
-            if line.startswith("tandem serve: listening on 127.0.0.1:"):
-                self.port = int(line.split("127.0.0.1:")[1].split()[0])
-                return True
-        return False
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
-        self.log.close()
-        return self.proc.returncode
-
-    def log_tail(self, n=3000):
-        with open(self.log_path) as f:
-            return f.read()[-n:]
-
-
-def free_port():
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Bench:
@@ -298,7 +236,7 @@ def main():
     t0 = time.monotonic()
 
     check_bad_flags(Bench(args, "127.0.0.1:1"))
-    srv = Server(args.tandem, os.path.join(args.work, "serve.log"))
+    srv = ServeProc(args.tandem, [], os.path.join(args.work, "serve.log"))
     try:
         if not check("server listening", srv.wait_listening(), srv.log_tail()):
             return 1

@@ -1,7 +1,17 @@
-"""Helpers shared by the end-to-end tests (serve_test.py, cluster_test.py):
-hand-encoding of protobuf wire bytes (for calls the tests make without
-stubs: health, reflection, unknown fields) and the prompt set both compare
-against `tandem generate`."""
+"""Helpers shared by the end-to-end tests (serve, cluster, metrics,
+multihost, bench): hand-encoding of protobuf wire bytes (for calls the tests
+make without stubs: health, reflection, unknown fields), the prompt set the
+tests compare against `tandem generate`, and the processes they start
+(Proc, `tandem serve` as ServeProc, free_port)."""
+
+import queue
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+
 
 def varint(n):
     out = bytearray()
@@ -48,7 +58,7 @@ def _read_varint(buf, pos):
         shift += 7
 
 
-# ------------------------------------------------------------ the server
+# ------------------------------------------------------------ prompts and malformed requests
 
 
 PASSAGES = [
@@ -121,3 +131,115 @@ def malformed_requests(invalid):
         ("request_id over 256 bytes", dict(prompt="ROMEO:", request_id="x" * 257), INVALID, "request_id"),
     ]
     return table
+
+
+# ------------------------------------------------------------ processes
+
+
+def pdeathsig():
+    """A preexec_fn that has the child get SIGTERM when this test dies (None where libc cannot)."""
+    try:  # children die with this test even if it is SIGKILLed
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        return lambda: libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        return None
+
+
+class Proc:
+    """One process a test started: stdout lines kept and queued, stderr to a
+    log file; stopped by its PID."""
+
+    def __init__(self, name, cmd, log_path, env=None):
+        self.name = name
+        self.log_path = log_path
+        self.log = open(self.log_path, "w")
+        self.lines = queue.Queue()
+        self.stdout = []
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env,
+                                     preexec_fn=pdeathsig())
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def _drain(self):
+        for line in self.proc.stdout:
+            self.stdout.append(line)
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def next_line(self, deadline):
+        """The next stdout line, or None on exit or at `deadline` (monotonic)."""
+        try:
+            return self.lines.get(timeout=max(0.05, deadline - time.monotonic()))
+        except queue.Empty:
+            return None
+
+    def wait_line(self, pattern, timeout=60):
+        """The match of the first stdout line matching `pattern` (None on exit or timeout)."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.next_line(deadline)
+            if line is None:
+                return None
+            m = rx.search(line)
+            if m:
+                return m
+        return None
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self, wait=15, sig=signal.SIGTERM):
+        """`sig`, then SIGKILL after `wait` s; returns the exit code."""
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(sig)
+                self.proc.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+        if not self.log.closed:
+            self.log.close()
+        return self.proc.returncode
+
+    def log_tail(self, n=3000):
+        try:
+            with open(self.log_path) as f:
+                return f.read()[-n:]
+        except OSError:
+            return ""
+
+
+class ServeProc(Proc):
+    """`tandem serve --port 0` on 127.0.0.1 (plus `extra` flags), stopped by PID."""
+
+    def __init__(self, tandem, extra, log_path):
+        super().__init__("serve", [tandem, "serve", "--host", "127.0.0.1", "--port", "0"] + list(extra), log_path)
+        self.port = None
+
+    def wait_listening(self, timeout=60):
+        """True once it prints its port (then in .port), False on exit or timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.next_line(deadline)
+            if line is None:
+                return False
+            if line.startswith("tandem serve: listening on 127.0.0.1:"):
+                self.port = int(line.split("127.0.0.1:")[1].split()[0])
+                return True
+        return False
+
+    @property
+    def addr(self):
+        return "127.0.0.1:%d" % self.port
+
+
+def free_port():
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -28,7 +28,6 @@ import argparse
 import json
 import math
 import os
-import queue
 import random
 import re
 import shutil
@@ -44,7 +43,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e_util import make_prompts  # noqa: E402
+import e2e_util  # noqa: E402
+from e2e_util import free_port, make_prompts  # noqa: E402
 
 PASSED, FAILED = [], []
 ARGS = None
@@ -68,67 +68,25 @@ def run(cmd, timeout=60, stdin=None):
     return p.returncode, p.stdout, p.stderr
 
 
-def _pdeathsig():
-    try:  # children die with this test even if it is SIGKILLed
-        import ctypes
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        return lambda: libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        return None
-
-
-class Proc:
-    """One process we started: stdout lines queued, stderr to a log file."""
+class Proc(e2e_util.Proc):
+    """One process we started: stdout lines queued, stderr to <work>/<name>.log."""
 
     def __init__(self, name, cmd, env=None):
-        self.name = name
-        self.log_path = os.path.join(ARGS.work, name + ".log")
-        self.log = open(self.log_path, "w")
-        self.lines = queue.Queue()
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env,
-                                     preexec_fn=_pdeathsig())
+        super().__init__(name, cmd, os.path.join(ARGS.work, name + ".log"), env=env)
         STARTED.append(self)
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self):
-        for line in self.proc.stdout:
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def next_line(self, deadline):
-        """The next stdout line, or None on exit or at `deadline` (monotonic)."""
-        try:
-            return self.lines.get(timeout=max(0.05, deadline - time.monotonic()))
-        except queue.Empty:
-            return None
-
-    def stop(self, wait=15):
-        """SIGTERM, then SIGKILL after `wait` s; returns the exit code."""
-        if self.proc.poll() is None:
-            try:
-                self.proc.send_signal(signal.SIGTERM)
-                self.proc.wait(timeout=wait)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
-        if not self.log.closed:
-            self.log.close()
-        return self.proc.returncode
-
-    def log_tail(self, n=3000):
-        try:
-            with open(self.log_path) as f:
-                return f.read()[-n:]
-        except OSError:
-            return ""
 
 
 def pid_alive(pid):
+    """True when `pid` is a live (not zombie) tandem process: a pid reused by
+    an unrelated process after ours exited is not ours to kill."""
     try:
         with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+            letter = f.read().rsplit(")", 1)[1].split()[0]
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            cmd = f.read()
     except OSError:
         return False
+    return letter != "Z" and b"tandem" in cmd
 
 
 def bin_path(name):
@@ -136,12 +94,6 @@ def bin_path(name):
 
 
 # ------------------------------------------------------------ ports
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def free_port_range(n, tries=50):

@@ -35,19 +35,17 @@ import argparse
 import json
 import math
 import os
-import queue
 import re
 import secrets
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e_util import make_prompts  # noqa: E402
+from e2e_util import Proc, make_prompts  # noqa: E402
 
 SKIP = 77
 SUBNET = "10.77.0"
@@ -152,75 +150,12 @@ def can_make_namespaces(prefix):
 
 # ------------------------------------------------------------ processes
 
-def _pdeathsig():
-    try:  # children die with this test even if it is SIGKILLed
-        import ctypes
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        return lambda: libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        return None
-
-
-class Proc:
+class NsProc(Proc):
     """A process in a namespace (`ip netns exec` execs it: same PID), stdout
-    lines queued, stderr to a log file."""
+    lines queued, stderr to <work>/<name>.log."""
 
     def __init__(self, name, ns, cmd, work, env):
-        self.name = name
-        self.log_path = os.path.join(work, name + ".log")
-        self.log = open(self.log_path, "w")
-        self.lines = queue.Queue()
-        self.proc = subprocess.Popen(["ip", "netns", "exec", ns] + cmd, stdout=subprocess.PIPE, stderr=self.log,
-                                     text=True, env=env, preexec_fn=_pdeathsig())
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def _drain(self):
-        for line in self.proc.stdout:
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def wait_line(self, pattern, timeout):
-        """The match of the first stdout line matching `pattern` (None on exit or timeout)."""
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=max(0.05, deadline - time.monotonic()))
-            except queue.Empty:
-                return None
-            if line is None:
-                return None
-            m = rx.search(line)
-            if m:
-                return m
-        return None
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def stop(self, wait=15):
-        """SIGTERM, then SIGKILL after `wait` s; the exit code."""
-        if self.proc.poll() is None:
-            try:
-                self.proc.send_signal(signal.SIGTERM)
-                self.proc.wait(timeout=wait)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
-        if not self.log.closed:
-            self.log.close()
-        return self.proc.returncode
-
-    def log_tail(self, n=3000):
-        try:
-            with open(self.log_path) as f:
-                return f.read()[-n:]
-        except OSError:
-            return ""
+        super().__init__(name, ["ip", "netns", "exec", ns] + cmd, os.path.join(work, name + ".log"), env=env)
 
 
 def netns_inode(pid):
@@ -349,8 +284,8 @@ def run_cluster(args, net, env, prompts, expected, model_cfg):
     try:
         b = lambda name: os.path.join(args.bin_dir, name)  # noqa: E731
         addr = dict(HOSTS)
-        router = Proc("router", net.ns["router"], [b("tandem-router"), "--host", addr["router"], "--port", "0"],
-                      args.work, env)
+        router = NsProc("router", net.ns["router"], [b("tandem-router"), "--host", addr["router"], "--port", "0"],
+                        args.work, env)
         procs.append(router)
         m = router.wait_line(r"tandem-router: listening on (%s:\d+)" % re.escape(addr["router"]), 60)
         if not check("the router listens on its namespace address %s only" % addr["router"], m is not None,
@@ -359,9 +294,9 @@ def run_cluster(args, net, env, prompts, expected, model_cfg):
         router_addr = m.group(1)
         workers = {}
         for role in ("prefill", "decode"):
-            p = Proc(role, net.ns[role], [b("tandem-%s-worker" % role), "--host", addr[role], "--port", "0",
-                                          "--router", router_addr, "--worker-id", "mh-" + role,
-                                          "--num-kv-blocks", "256"], args.work, env)
+            p = NsProc(role, net.ns[role], [b("tandem-%s-worker" % role), "--host", addr[role], "--port", "0",
+                                            "--router", router_addr, "--worker-id", "mh-" + role,
+                                            "--num-kv-blocks", "256"], args.work, env)
             procs.append(p)
             workers[role] = p
         for role, p in workers.items():

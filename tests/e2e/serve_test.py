@@ -13,7 +13,6 @@ check, then "N passed, M failed"; exits non-zero on any failure.
 import argparse
 import json
 import os
-import queue
 import shutil
 import signal
 import subprocess
@@ -24,7 +23,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e_util import PASSAGES, decode, field_bytes, make_prompts, malformed_requests, varint  # noqa: E402
+from e2e_util import PASSAGES, ServeProc, decode, field_bytes, make_prompts, malformed_requests, varint  # noqa: E402
 
 PASSED, FAILED = [], []
 _print_lock = threading.Lock()
@@ -43,71 +42,6 @@ def run(cmd, timeout=300):
 
 
 # ------------------------------------------------------------ the server
-
-class Server:
-    """`tandem serve --port 0` on 127.0.0.1, stopped by PID."""
-
-    def __init__(self, tandem, extra, log_path):
-        self.log_path = log_path
-        self.log = open(log_path, "w")
-        self.lines = queue.Queue()
-        preexec = None
-        try:  # the server dies with this test even if it is SIGKILLed
-            import ctypes
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            preexec = lambda: libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG  # noqa: E731
-        except OSError:
-            pass
-        self.proc = subprocess.Popen([tandem, "serve", "--host", "127.0.0.1", "--port", "0"] + extra,
-                                     stdout=subprocess.PIPE, stderr=self.log, text=True,
-                                     preexec_fn=preexec)
-        self.stdout = []
-        threading.Thread(target=self._drain, daemon=True).start()
-        self.port = None
-
-    def _drain(self):
-        for line in self.proc.stdout:
-            self.stdout.append(line)
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def wait_listening(self, timeout=60):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=max(0.05, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if line is None:
-                return False
-            if line.startswith("tandem serve: listening on 127.0.0.1:"):
-                self.port = int(line.split("127.0.0.1:")[1].split()[0])
-                return True
-        return False
-
-    @property
-    def addr(self):
-        return "127.0.0.1:%d" % self.port
-
-    def stop(self, wait=15, sig=signal.SIGTERM):
-        """`sig` (SIGTERM), then SIGKILL after `wait` s; returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=wait)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
-        self.log.close()
-        return self.proc.returncode
-
-    def log_tail(self, n=3000):
-        try:
-            with open(self.log_path) as f:
-                return f.read()[-n:]
-        except OSError:
-            return ""
-
 
 def wait_serving(client, timeout=30):
     deadline = time.monotonic() + timeout
@@ -502,7 +436,7 @@ def check_deadline(args, tc, client, want):
 def check_block_leaks(args, tc, source_client_cls, server_log):
     """f/g on a 16-block KV pool: after cancellations and deadlines, a request
     needing the whole pool (256 tokens) still runs, so nothing leaked."""
-    srv = Server(args.tandem, ["--num-kv-blocks", "16"], server_log)
+    srv = ServeProc(args.tandem, ["--num-kv-blocks", "16"], server_log)
     try:
         if not check("leak: small-pool server starts", srv.wait_listening(), srv.log_tail()):
             return
@@ -662,7 +596,7 @@ def main():
           os.path.isfile(os.path.join(args.work, "stubs", "tandem", "v1", "generation_pb2_grpc.py")))
 
     try:
-        srv = Server(args.tandem, [], os.path.join(args.work, "serve.log"))
+        srv = ServeProc(args.tandem, [], os.path.join(args.work, "serve.log"))
     except OSError as e:
         check("server starts", False, e)
         print("%d passed, %d failed" % (len(PASSED), len(FAILED)))
