@@ -57,10 +57,12 @@ std::vector<float> RandomActivations(int64_t n) {
   return v;
 }
 
-enum class Precision { kF32, kBf16 };
+// kBf16Packed: MatMulBf16 with the weights in the AMX kernel's packed layout
+// (what a model loaded with --dtype bfloat16 on an AMX CPU runs).
+enum class Precision { kF32, kBf16, kBf16Packed };
 
 void Multiply(Precision p, const float* x, int64_t m, const kernels::WeightRef& w, float* y) {
-  if (p == Precision::kBf16) {
+  if (p != Precision::kF32) {
     kernels::MatMulBf16(x, m, w, nullptr, y);
   } else {
     kernels::MatMul(x, m, w, nullptr, y);
@@ -68,20 +70,24 @@ void Multiply(Precision p, const float* x, int64_t m, const kernels::WeightRef& 
 }
 
 double PeakFor(Precision p) {
-  if (p == Precision::kBf16 && kernels::ActiveCpuIsa() == kernels::CpuIsa::kAmx) return Limits().amx_bf16_flops_per_s;
+  if (p != Precision::kF32 && kernels::ActiveCpuIsa() == kernels::CpuIsa::kAmx) return Limits().amx_bf16_flops_per_s;
   return Limits().fp32_flops_per_s;
 }
 
 void BM_MatMulDecode(benchmark::State& state, MatShape shape, Precision p) {
   const int64_t m = state.range(0);
+  // Packed copies are read as packed tiles straight from the pool (the
+  // values do not matter for speed), so they take their packed size.
+  const int64_t elems = p == Precision::kBf16Packed ? kernels::AmxPackedElems(shape.n, shape.k) : shape.n * shape.k;
   const int64_t bytes = shape.n * shape.k * 2;
-  const int64_t copies = std::max<int64_t>(1, kPoolBytes / bytes);
+  const int64_t copies = std::max<int64_t>(1, kPoolBytes / (elems * 2));
   const uint16_t* pool = WeightPool();
   const std::vector<float> x = RandomActivations(m * shape.k);
   std::vector<float> y(m * shape.n);
   int64_t i = 0;
   for (auto _ : state) {
-    const kernels::WeightRef w{DType::kBF16, pool + (i++ % copies) * shape.n * shape.k, shape.n, shape.k, shape.k};
+    kernels::WeightRef w{DType::kBF16, pool + (i++ % copies) * elems, shape.n, shape.k, shape.k};
+    if (p == Precision::kBf16Packed) w.amx_tiles = static_cast<const uint16_t*>(w.data);
     Multiply(p, x.data(), m, w, y.data());
     benchmark::DoNotOptimize(y.data());
   }
@@ -96,7 +102,13 @@ void BM_MatMulPrefill(benchmark::State& state, MatShape shape, Precision p) {
   std::vector<uint16_t> wbits(shape.n * shape.k);
   const uint16_t* pool = WeightPool();
   std::copy_n(pool, wbits.size(), wbits.data());
-  const kernels::WeightRef w{DType::kBF16, wbits.data(), shape.n, shape.k, shape.k};
+  kernels::WeightRef w{DType::kBF16, wbits.data(), shape.n, shape.k, shape.k};
+  std::vector<uint16_t> packed;
+  if (p == Precision::kBf16Packed) {
+    packed.resize(static_cast<size_t>(kernels::AmxPackedElems(shape.n, shape.k)));
+    kernels::PackBf16ForAmx(w, packed.data());
+    w.amx_tiles = packed.data();
+  }
   const std::vector<float> x = RandomActivations(m * shape.k);
   std::vector<float> y(m * shape.n);
   for (auto _ : state) {
@@ -111,8 +123,8 @@ void BM_MatMulPrefill(benchmark::State& state, MatShape shape, Precision p) {
 
 const bool kRegistered = [] {
   for (const MatShape& s : kSmolLm2MatShapes) {
-    for (Precision p : {Precision::kF32, Precision::kBf16}) {
-      const std::string tag = p == Precision::kBf16 ? "Bf16" : "";
+    for (Precision p : {Precision::kF32, Precision::kBf16, Precision::kBf16Packed}) {
+      const std::string tag = p == Precision::kBf16 ? "Bf16" : p == Precision::kBf16Packed ? "Bf16Packed" : "";
       benchmark::RegisterBenchmark(("BM_MatMul" + tag + "Decode/" + std::string(s.name)).c_str(), BM_MatMulDecode, s,
                                    p)
           ->Arg(1)->Arg(4)->Arg(16)->UseRealTime();

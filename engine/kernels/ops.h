@@ -24,6 +24,9 @@ struct WeightRef {
   int64_t rows = 0;
   int64_t cols = 0;
   int64_t row_stride = 0;  // elements between consecutive rows (>= cols)
+  // The same BF16 matrix packed for the AMX kernel by PackBf16ForAmx, or
+  // null (the kernel then reads `data` in place). Owned by whoever packed it.
+  const uint16_t* amx_tiles = nullptr;
 
   // Row `r` offset by `c` columns, as a typed pointer.
   const uint8_t* RowBytes(int64_t r) const {
@@ -77,6 +80,16 @@ enum class MatMulPrecision : uint8_t {
 // weights, the rounded x goes through MatMul with the weights as stored.
 // Batch-invariant like MatMul; see cpu/matmul_kernels.h for the order.
 void MatMulBf16(const float* x, int64_t m, const WeightRef& w, const float* bias, float* y);
+
+// The AMX kernel's weight layout, for MatMulBf16 to stream contiguously
+// instead of reading the file's rows in place: blocks of 32 rows, each as
+// ceil(cols / 32) steps of 32 x 32 BF16 values (rows 32b..32b+31, columns
+// 32s..32s+31; two 1 KiB tiles), zero past the matrix. The products and
+// their order are unchanged, so results are bit-identical either way.
+// AmxPackedElems: the packed size in BF16 elements.
+int64_t AmxPackedElems(int64_t rows, int64_t cols);
+// Packs BF16 weight `w` into `dst` (AmxPackedElems(w.rows, w.cols) elements).
+void PackBf16ForAmx(const WeightRef& w, uint16_t* dst);
 
 // out[m][d] = x * rsqrt(mean(x^2) + eps) * weight. out may alias x.
 void RmsNorm(const float* x, int64_t m, int64_t d, const WeightRef& weight, double eps, float* out);

@@ -7,6 +7,7 @@
 #include "common/status_macros.h"
 #include "engine/kernels/ops.h"
 #include "engine/kernels/paged_attention.h"
+#include "engine/model/huge_page_buffer.h"
 #include "engine/model/llama_weights.h"
 #include "engine/model/rope.h"
 
@@ -19,6 +20,19 @@ struct LlamaModel::Impl {
   RopeTable rope;
   Communicator* comm = nullptr;  // null when shard.size == 1
   kernels::MatMulPrecision precision = kernels::MatMulPrecision::kF32;
+  // --dtype bfloat16 on AMX: the matmul weights repacked into the AMX
+  // kernel's tile order (the refs' amx_tiles point here). Costs a second copy
+  // of the weights in memory; the file's pages of them are then untouched
+  // (the OS may drop them) except the embedding rows.
+  std::vector<HugePageBuffer> amx_weights;
+
+  void PackForAmx(kernels::WeightRef& w) {
+    if (w.dtype != DType::kBF16 || w.data == nullptr) return;
+    HugePageBuffer buf(static_cast<size_t>(kernels::AmxPackedElems(w.rows, w.cols)) * 2);
+    kernels::PackBf16ForAmx(w, reinterpret_cast<uint16_t*>(buf.data()));
+    w.amx_tiles = reinterpret_cast<const uint16_t*>(buf.data());
+    amx_weights.push_back(std::move(buf));
+  }
 
   // Every matmul of the model, in the precision it was loaded with.
   void MatMul(const float* x, int64_t m, const kernels::WeightRef& w, const float* bias, float* y) const {
@@ -156,6 +170,17 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::filesyst
   auto impl = std::unique_ptr<Impl>(new Impl{std::move(config), shard, std::move(weights), std::move(rope),
                                              shard.size > 1 ? comm : nullptr});
   impl->precision = precision;
+  if (precision == kernels::MatMulPrecision::kBf16 && kernels::ActiveCpuIsa() == kernels::CpuIsa::kAmx) {
+    LlamaWeights& w = impl->weights;
+    for (LlamaLayerWeights& l : w.layers) {
+      for (kernels::WeightRef* r : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj,
+                                    &l.down_proj}) {
+        impl->PackForAmx(*r);
+      }
+    }
+    // A tied LM head packs its own copy; the embedding keeps reading rows.
+    impl->PackForAmx(w.lm_head);
+  }
   return std::unique_ptr<LlamaModel>(new LlamaModel(std::move(impl)));
 }
 

@@ -1,13 +1,14 @@
 // BF16 MatMul on AMX tiles; compiled with -mamx-* and run only when
 // ActiveCpuIsa() == kAmx. Numerics: matmul_kernels.h (BF16 section).
 //
-// Operand roles: the weight matrix W [n][k] is the tile "A" operand as it
-// lies in the memory mapping (a tile is 16 weight rows x 32 k values, loaded
-// with the row stride), and the activations are the "B" operand, rounded to
-// BF16 and packed into the pair-interleaved layout tdpbf16ps wants. So the
-// weights are never repacked or copied (except zero-padded edge blocks), and a
-// C tile holds y^T: 16 output features x 16 batch rows, transposed in
-// registers on the way out.
+// Operand roles: the weight matrix W [n][k] is the tile "A" operand (a tile
+// is 16 weight rows x 32 k values), read either in place from the memory
+// mapping with the row stride (zero-padded copies for edge blocks) or, when
+// the model packed it at load (MatMulArgs::amx_tiles, PackBf16ForAmx), from
+// contiguous 2 KiB steps that stream without strided misses. The activations
+// are the "B" operand, rounded to BF16 and packed into the pair-interleaved
+// layout tdpbf16ps wants. A C tile holds y^T: 16 output features x 16 batch
+// rows, transposed in registers on the way out.
 //
 // Blocking: a thread owns blocks of 32 weight rows (two A tiles) and, for
 // each, walks the batch in pairs of 16-row groups (two B tiles, four C tiles),
@@ -160,11 +161,13 @@ void StoreC(const float* c, float* y, int64_t ldy, int64_t m0, int64_t m, int64_
     StoreC(cbuf, y, n, m0, m, n0, n, bias);       \
   } while (0)
 
-// One block of 32 weight rows (`w`, row stride `ldw` bytes) against every
-// batch row group; `next` (may be null) is the next block, prefetched row by
-// row as this one streams (decode only: one group).
-void Block(const char* w, int64_t ldw, const uint16_t* xp, int64_t num_steps, int64_t m, int64_t n0,
-           int64_t n, const float* bias, float* y, const char* next) {
+// One block of 32 weight rows against every batch row group. Weight row r
+// of k step s is at w + s * step + r * ldw: in place, step = 64 bytes and ldw
+// = the matrix's row stride; packed (PackBf16ForAmx), step = 2 KiB and ldw =
+// 64. `next` (may be null) is the next block, prefetched line by line as this
+// one streams.
+void Block(const char* w, int64_t ldw, int64_t step, const uint16_t* xp, int64_t num_steps, int64_t m,
+           int64_t n0, int64_t n, const float* bias, float* y, const char* next) {
   const int64_t groups = (m + kTileM - 1) / kTileM;
   const char* w1 = w + 16 * ldw;
   alignas(64) float cbuf[16 * 16];
@@ -186,17 +189,17 @@ void Block(const char* w, int64_t ldw, const uint16_t* xp, int64_t num_steps, in
     _tile_loadd(7, b1, 64);
     for (int64_t s = 0; s < num_steps; ++s) {
       if (next != nullptr && g == 0) {
-        for (int r = 0; r < kBlockN; ++r) _mm_prefetch(next + r * ldw + s * 64, _MM_HINT_T1);
+        for (int r = 0; r < kBlockN; ++r) _mm_prefetch(next + r * ldw + s * step, _MM_HINT_T1);
       }
       const bool more = s + 1 < num_steps;
       _tile_dpbf16ps(0, 4, 6);
       _tile_dpbf16ps(1, 5, 6);
       if (more) _tile_loadd(6, b0 + (s + 1) * (kTileBytes / 2), 64);
       _tile_dpbf16ps(2, 4, 7);
-      if (more) _tile_loadd(4, w + (s + 1) * 64, ldw);
+      if (more) _tile_loadd(4, w + (s + 1) * step, ldw);
       _tile_dpbf16ps(3, 5, 7);
       if (more) {
-        _tile_loadd(5, w1 + (s + 1) * 64, ldw);
+        _tile_loadd(5, w1 + (s + 1) * step, ldw);
         _tile_loadd(7, b1 + (s + 1) * (kTileBytes / 2), 64);
       }
     }
@@ -215,15 +218,15 @@ void Block(const char* w, int64_t ldw, const uint16_t* xp, int64_t num_steps, in
     _tile_loadd(5, w1, ldw);
     for (int64_t s = 0; s < num_steps; ++s) {
       if (next != nullptr) {
-        for (int r = 0; r < kBlockN; ++r) _mm_prefetch(next + r * ldw + s * 64, _MM_HINT_T1);
+        for (int r = 0; r < kBlockN; ++r) _mm_prefetch(next + r * ldw + s * step, _MM_HINT_T1);
       }
       const bool more = s + 1 < num_steps;
       _tile_dpbf16ps(0, 4, 6);
-      if (more) _tile_loadd(4, w + (s + 1) * 64, ldw);
+      if (more) _tile_loadd(4, w + (s + 1) * step, ldw);
       _tile_dpbf16ps(1, 5, 6);
       if (more) {
         _tile_loadd(6, b0 + (s + 1) * (kTileBytes / 2), 64);
-        _tile_loadd(5, w1 + (s + 1) * 64, ldw);
+        _tile_loadd(5, w1 + (s + 1) * step, ldw);
       }
     }
     TANDEM_STORE_C(0, g * kTileM, n0);
@@ -266,13 +269,18 @@ void MatMulAmxBf16(const MatMulArgs& a) {
       const int64_t rows = Min(kBlockN, a.n - n0);
       const char* w = static_cast<const char*>(a.w) + n0 * ldw;
       const float* bias = a.bias;
-      if (rows == kBlockN && k_even) {
+      if (a.amx_tiles != nullptr) {  // packed: every block whole and contiguous, edges zero-padded
+        const int64_t block_bytes = num_steps * kBlockN * kTileK * 2;
+        const char* pw = reinterpret_cast<const char*>(a.amx_tiles) + blk * block_bytes;
+        Block(pw, 64, kBlockN * 64, xp, num_steps, a.m, n0, a.n, bias, a.y,
+              blk + 1 < num_blocks ? pw + block_bytes : nullptr);
+      } else if (rows == kBlockN && k_even) {
         const bool has_next = blk + 1 < num_blocks && a.n - (n0 + kBlockN) >= kBlockN;
-        Block(w, ldw, xp, num_steps, a.m, n0, a.n, bias, a.y, has_next ? w + kBlockN * ldw : nullptr);
+        Block(w, ldw, 64, xp, num_steps, a.m, n0, a.n, bias, a.y, has_next ? w + kBlockN * ldw : nullptr);
       } else {
         if (edge == nullptr) edge = EdgeScratch(kBlockN * kp * 2);
         PadBlock(w, ldw, rows, a.k, kp, edge);
-        Block(reinterpret_cast<const char*>(edge), kp * 2, xp, num_steps, a.m, n0, a.n, bias, a.y, nullptr);
+        Block(reinterpret_cast<const char*>(edge), kp * 2, 64, xp, num_steps, a.m, n0, a.n, bias, a.y, nullptr);
       }
     }
     _tile_release();

@@ -2,7 +2,9 @@
 // activations through the fp32 kernels (products are exact in fp32 either
 // way; only the summation order differs, see matmul_kernels.h).
 // Thread-safety: pure function; the rounding scratch is per calling thread.
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "engine/kernels/cpu/matmul_kernels.h"
@@ -12,8 +14,8 @@ namespace tandem::kernels {
 
 void MatMulBf16(const float* x, int64_t m, const WeightRef& w, const float* bias, float* y) {
   if (w.dtype == DType::kBF16 && ActiveCpuIsa() == CpuIsa::kAmx) {
-    const cpu::MatMulArgs args{x, m, static_cast<int>(w.dtype), w.data, w.rows, w.cols,
-                               w.row_stride > 0 ? w.row_stride : w.cols, bias, y};
+    const cpu::MatMulArgs args{x,    m, static_cast<int>(w.dtype), w.data, w.rows, w.cols,
+                               w.row_stride > 0 ? w.row_stride : w.cols, bias, y, w.amx_tiles};
     cpu::MatMulAmxBf16(args);
     return;
   }
@@ -22,6 +24,27 @@ void MatMulBf16(const float* x, int64_t m, const WeightRef& w, const float* bias
   rounded.resize(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) rounded[i] = Bf16ToFloat(FloatToBf16(x[i]));
   MatMul(rounded.data(), m, w, bias, y);
+}
+
+int64_t AmxPackedElems(int64_t rows, int64_t cols) {
+  return (rows + 31) / 32 * 32 * ((cols + 31) / 32 * 32);
+}
+
+void PackBf16ForAmx(const WeightRef& w, uint16_t* dst) {
+  const int64_t steps = (w.cols + 31) / 32;
+  const int64_t stride = w.row_stride > 0 ? w.row_stride : w.cols;
+  const auto* src = static_cast<const uint16_t*>(w.data);
+  for (int64_t b = 0; b < (w.rows + 31) / 32; ++b) {
+    for (int64_t s = 0; s < steps; ++s) {
+      uint16_t* tile = dst + (b * steps + s) * 32 * 32;
+      for (int64_t r = 0; r < 32; ++r) {
+        const int64_t row = 32 * b + r;
+        const int64_t n = row < w.rows ? std::min<int64_t>(32, w.cols - 32 * s) : 0;
+        if (n > 0) std::memcpy(tile + r * 32, src + row * stride + 32 * s, static_cast<size_t>(n) * 2);
+        std::memset(tile + r * 32 + n, 0, static_cast<size_t>(32 - n) * 2);
+      }
+    }
+  }
 }
 
 }  // namespace tandem::kernels

@@ -41,6 +41,7 @@ struct MatMulArgs {
   int64_t row_stride;  // elements
   const float* bias;   // [n] or null
   float* y;            // [m][n]
+  const uint16_t* amx_tiles = nullptr;  // MatMulAmxBf16: w packed by PackBf16ForAmx, or null
 };
 
 void MatMulAvx2(const MatMulArgs& a);

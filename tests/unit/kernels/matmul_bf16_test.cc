@@ -13,6 +13,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "engine/kernels/ops.h"
@@ -165,6 +166,44 @@ TEST(MatMulBf16Amx, AgreesWithTheFallbackToRounding) {
       differ += amx[i] != fallback[i];
     }
     RecordProperty("differing_k" + std::to_string(s.k), static_cast<int>(differ));
+  }
+}
+
+// The packed layout (PackBf16ForAmx) holds every weight once, zero past the
+// matrix, and the AMX kernel gives the same bits from it as in place, for
+// edge row counts, k not a multiple of 32, padded row strides (the padding
+// holds +inf, so a packed stride mistake shows), batches of 1..40 rows and a
+// bias.
+TEST(MatMulBf16Amx, PackedWeightsGiveTheInPlaceBits) {
+  std::mt19937 rng(15);
+  for (auto [n, k, pad] : {std::tuple{32, 64, 0}, {1, 32, 0}, {70, 576, 3}, {33, 45, 1}, {96, 1000, 24},
+                           {17, 31, 0}}) {
+    const Bf16Weight w = MakeWeight(n, k, pad, rng);
+    std::vector<uint16_t> packed(static_cast<size_t>(AmxPackedElems(n, k)), 0xffff);
+    ASSERT_EQ(static_cast<int64_t>(packed.size()), (n + 31) / 32 * 32 * ((k + 31) / 32 * 32));
+    PackBf16ForAmx(w.Ref(), packed.data());
+    const int64_t steps = (k + 31) / 32;
+    for (int64_t r = 0; r < (n + 31) / 32 * 32; ++r) {
+      for (int64_t c = 0; c < steps * 32; ++c) {
+        const uint16_t got = packed[((r / 32 * steps + c / 32) * 32 + r % 32) * 32 + c % 32];
+        const uint16_t want = r < n && c < k ? w.bits[r * w.stride + c] : 0;
+        ASSERT_EQ(got, want) << "n=" << n << " k=" << k << " row " << r << " col " << c;
+      }
+    }
+    if (DetectedCpuIsa() < CpuIsa::kAmx) continue;
+    std::vector<float> bias(n);
+    for (float& b : bias) b = std::normal_distribution<float>(0.0f, 1.0f)(rng);
+    WeightRef ref = w.Ref();
+    WeightRef packed_ref = ref;
+    packed_ref.amx_tiles = packed.data();
+    for (int64_t m : {1, 5, 16, 17, 40}) {
+      const std::vector<float> x = RandomRows(m, k, rng);
+      std::vector<float> in_place(m * n, -7.0f), from_packed(m * n, -9.0f);
+      MatMulBf16(x.data(), m, ref, bias.data(), in_place.data());
+      MatMulBf16(x.data(), m, packed_ref, bias.data(), from_packed.data());
+      ASSERT_EQ(0, std::memcmp(in_place.data(), from_packed.data(), in_place.size() * sizeof(float)))
+          << "n=" << n << " k=" << k << " m=" << m;
+    }
   }
 }
 
