@@ -154,6 +154,24 @@ DRAIN_PROMPTS = ["ROMEO:", "JULIET:", "First Citizen:", "KING RICHARD:", "MENENI
                  "Nurse:"]
 
 
+def finish_drain(label, streams, t_probe, expected, which, proc):
+    """After a drain began: the streams (`which` ones) must have gone on past
+    the refused request and finish exactly; then the draining process's exit
+    code (None if it did not exit in 45 s). Returns (results, rc)."""
+    results = streams.join(120)
+    late = sum(1 for r in results if r.get("t_last") and r["t_last"] > t_probe)
+    check("drain: %s: the drain was mid-stream (%d of %d streams still sent chunks after the refused request)"
+          % (label, late, len(results)), late > 0, [r.get("t_last") for r in results])
+    bad = exact_streams(results, expected)
+    check("drain: %s: all %d streams %s complete exactly (200 tokens, finish length)"
+          % (label, len(results), which), bad is None, bad)
+    try:
+        rc = proc.wait(timeout=45)
+    except subprocess.TimeoutExpired:
+        rc = None
+    return results, rc
+
+
 def check_drain_router(expected):
     """SIGTERM to the router mid-stream: health NOT_SERVING at once, a new
     request UNAVAILABLE "router is shutting down", the streams in flight end
@@ -184,17 +202,7 @@ def check_drain_router(expected):
         check("drain: %s: a new request during the drain: UNAVAILABLE 'router is shutting down'" % label,
               isinstance(probe, state.tc.TandemError) and probe.code == grpc.StatusCode.UNAVAILABLE
               and "shutting down" in probe.details, probe)
-        results = streams.join(120)
-        late = sum(1 for r in results if r.get("t_last") and r["t_last"] > t_probe)
-        check("drain: %s: the drain was mid-stream (%d of %d streams still sent chunks after the refused request)"
-              % (label, late, len(results)), late > 0, [r.get("t_last") for r in results])
-        bad = exact_streams(results, expected)
-        check("drain: %s: all %d streams in flight complete exactly (200 tokens, finish length)"
-              % (label, len(results)), bad is None, bad)
-        try:
-            rc = cl.router.proc.wait(timeout=45)
-        except subprocess.TimeoutExpired:
-            rc = None
+        results, rc = finish_drain(label, streams, t_probe, expected, "in flight", cl.router.proc)
         t_done = max([r["t_last"] for r in results if r.get("t_last")] or [t_term])
         check("drain: %s: the router exits 0 (%.1fs after SIGTERM, %.1fs after the last stream ended; drain "
               "timeout 40 s)" % (label, time.monotonic() - t_term, time.monotonic() - t_done), rc == 0,
@@ -246,17 +254,7 @@ def check_drain_decode(expected):
         check("drain: %s: a new request gets UNAVAILABLE in %.2fs (no hang)" % (label, t_probe - t0),
               isinstance(probe, state.tc.TandemError) and probe.code == grpc.StatusCode.UNAVAILABLE
               and t_probe - t0 < 5, probe)
-        results = streams.join(120)
-        late = sum(1 for r in results if r.get("t_last") and r["t_last"] > t_probe)
-        check("drain: %s: the drain was mid-stream (%d of %d streams still sent chunks after the refused request)"
-              % (label, late, len(results)), late > 0, [r.get("t_last") for r in results])
-        bad = exact_streams(results, expected)
-        check("drain: %s: all %d streams on the worker complete exactly (200 tokens, finish length)"
-              % (label, len(results)), bad is None, bad)
-        try:
-            rc = victim.proc.wait(timeout=45)
-        except subprocess.TimeoutExpired:
-            rc = None
+        results, rc = finish_drain(label, streams, t_probe, expected, "on the worker", victim.proc)
         check("drain: %s: the decode worker exits 0 (%.1fs after SIGTERM)" % (label, time.monotonic() - t_term),
               rc == 0, "rc %s\n%s" % (rc, victim.log_tail()))
         check("drain: %s: the router and the prefill worker are still up" % label,
