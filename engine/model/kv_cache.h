@@ -11,8 +11,6 @@
 #pragma once
 
 #include <cstdint>
-#include <cstdlib>
-#include <memory>
 #include <span>
 
 #include "engine/model/dtype.h"
