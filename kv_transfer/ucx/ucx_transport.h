@@ -118,8 +118,8 @@ class UcxTransport final : public KvTransport {
   // Whether this transport's puts travel as messages (see PutMode).
   bool uses_message_puts() const;
 
-  // UCX state, defined in ucx_transport.cc (named here so the sessions
-  // defined there can reach it).
+  // UCX state, defined in ucx_internal.h (named here so the sessions and
+  // the other ucx_*.cc files can reach it).
   struct Impl;
 
  private:
