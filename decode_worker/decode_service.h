@@ -54,7 +54,4 @@ class DecodeService final : public v1::DecodeWorker::CallbackService {
   DrainGate* const gate_;
 };
 
-// WorkerStats fields shared by both roles.
-void FillWorkerStats(const EngineStats& s, v1::WorkerStats* out);
-
 }  // namespace tandem

@@ -2,8 +2,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc/status.h"
-#include "decode_worker/decode_service.h"
-#include "proto/worker_protocol.h"
+#include "worker/worker_stats.h"
+#include "wire/worker_protocol.h"
 
 namespace tandem {
 namespace {

@@ -7,7 +7,7 @@
 #include "common/grpc/status.h"
 #include "engine/tokenizer/stop_strings.h"
 #include "grpcpp/grpcpp.h"
-#include "proto/worker_protocol.h"
+#include "wire/worker_protocol.h"
 
 namespace tandem {
 namespace {

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "engine/sampler/sampler.h"
+#include "engine/sampler/sampled_token.h"
 #include "router/validated_request.h"
 
 namespace tandem {

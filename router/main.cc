@@ -15,7 +15,7 @@
 #include "common/drain_gate.h"
 #include "common/grpc/server.h"
 #include "common/net/host_port.h"
-#include "decode_worker/worker_runtime.h"
+#include "common/process/stop_signals.h"
 #include "engine/model/model_config.h"
 #include "router/cluster_backend.h"
 #include "router/pool_metrics.h"
@@ -23,13 +23,13 @@
 #include "router/generation_service.h"
 #include "router/readiness.h"
 #include "router/registry_service.h"
-#include "tools/tandem/cli_flags.h"
-#include "tools/tandem/metrics_setup.h"
-#include "tools/tandem/model_path.h"
+#include "common/cli/cli_flags.h"
+#include "common/metrics/metrics_setup.h"
+#include "common/cli/model_path.h"
 
 int main(int argc, char** argv) {
   using namespace tandem;
-  BlockStopSignals();
+  process::BlockStopSignals();
   cli::FlagSet flags;
   std::string model, host = "127.0.0.1", prefill_workers, decode_workers;
   int64_t port = 50051, max_queued = 256, prefill_timeout_ms = 120000, drain_timeout_s = 30;
@@ -124,12 +124,12 @@ int main(int argc, char** argv) {
             << ")" << std::endl;
   // Registrations update readiness themselves; a heartbeat's expiry is no
   // event, so it is polled (every 200 ms, between signals).
-  while (WaitForStopSignalFor(std::chrono::milliseconds(200)) == 0) readiness.Update();
+  while (process::WaitForStopSignalFor(std::chrono::milliseconds(200)) == 0) readiness.Update();
   gate.StartDraining();
   readiness.Update();  // NOT_SERVING from now on
   std::cout << "tandem-router: draining " << gate.num_in_flight() << " streams (up to " << drain_timeout_s << " s)"
             << std::endl;
-  if (!WaitUntilIdle([&gate] { return gate.num_in_flight() == 0; }, std::chrono::seconds(drain_timeout_s))) {
+  if (!process::WaitUntilIdle([&gate] { return gate.num_in_flight() == 0; }, std::chrono::seconds(drain_timeout_s))) {
     std::cerr << "tandem-router: drain timeout: cancelling " << gate.num_in_flight() << " streams\n";
   }
   if (*metrics_server) (*metrics_server)->Stop();

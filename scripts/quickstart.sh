@@ -6,7 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install_deps.sh
-scripts/build.sh
+# The run command builds no tests, so it needs none of the test packages
+# (GoogleTest, Google Benchmark, PyTorch); scripts/test.sh turns them back on.
+scripts/build.sh -DTANDEM_BUILD_TESTS=OFF
 port="${TANDEM_PORT:-50051}"
 log="$(mktemp)"
 build/bin/tandem up --port "$port" >"$log" &

@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install_deps.sh --test
-scripts/build.sh
+scripts/build.sh -DTANDEM_BUILD_TESTS=ON
 cd build
 ctest --output-on-failure -j"${TANDEM_JOBS:-$(nproc)}" --timeout 900 "$@"

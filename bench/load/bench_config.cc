@@ -8,7 +8,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/status_macros.h"
-#include "tools/tandem/cli_flags.h"
+#include "common/cli/cli_flags.h"
 
 namespace tandem::bench {
 namespace {

@@ -17,15 +17,10 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "engine/sampler/sampled_token.h"
 #include "engine/sampler/sampling_params.h"
 
 namespace tandem {
-
-struct SampledToken {
-  int32_t token_id = 0;
-  float logprob = 0.0f;                              // of the chosen token, in the model's own distribution
-  std::vector<std::pair<int32_t, float>> top_logprobs;  // n best, highest first
-};
 
 class SequenceSampler {
  public:

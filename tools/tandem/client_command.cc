@@ -6,7 +6,7 @@
 #include "grpcpp/grpcpp.h"
 #include "nlohmann/json.hpp"
 #include "tandem/v1/generation.grpc.pb.h"
-#include "tools/tandem/cli_flags.h"
+#include "common/cli/cli_flags.h"
 
 namespace tandem::cli {
 namespace {

@@ -13,9 +13,9 @@
 #include "engine/sampler/sampling_defaults.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
-#include "tools/tandem/cli_flags.h"
-#include "tools/tandem/engine_flags.h"
-#include "tools/tandem/model_path.h"
+#include "common/cli/cli_flags.h"
+#include "worker/engine_flags.h"
+#include "common/cli/model_path.h"
 
 namespace tandem::cli {
 namespace {

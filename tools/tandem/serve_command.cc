@@ -6,16 +6,17 @@
 
 #include "common/grpc/server.h"
 #include "common/net/host_port.h"
+#include "common/process/stop_signals.h"
 #include "common/status_macros.h"
 #include "engine/core/async_engine.h"
-#include "decode_worker/worker_metrics.h"
+#include "worker/worker_metrics.h"
 #include "router/generation_service.h"
 #include "router/request_metrics.h"
-#include "tools/tandem/cli_flags.h"
+#include "common/cli/cli_flags.h"
 #include "tools/tandem/colocated_backend.h"
-#include "tools/tandem/engine_flags.h"
-#include "tools/tandem/metrics_setup.h"
-#include "tools/tandem/model_path.h"
+#include "worker/engine_flags.h"
+#include "common/metrics/metrics_setup.h"
+#include "common/cli/model_path.h"
 
 namespace tandem::cli {
 namespace {
@@ -31,15 +32,7 @@ struct ServeFlags {
   MetricsFlag metrics;
 };
 
-// Blocks until SIGINT or SIGTERM arrives (they were blocked in every thread
-// before any thread started, so only this sigwait sees them).
-int WaitForStopSignal(const sigset_t& set) {
-  int sig = 0;
-  sigwait(&set, &sig);
-  return sig;
-}
-
-absl::Status Serve(const ServeFlags& f, const sigset_t& stop_signals) {
+absl::Status Serve(const ServeFlags& f) {
   const std::filesystem::path dir = f.model.empty() ? DefaultModelDir() : std::filesystem::path(f.model);
   if (f.tp < 1 || f.tp > 64) return absl::InvalidArgumentError("--tp must be in [1, 64]");
   ASSIGN_OR_RETURN(EngineConfig engine_config, f.engine.ToConfig(f.seed.value_or(std::random_device{}())));
@@ -75,7 +68,7 @@ absl::Status Serve(const ServeFlags& f, const sigset_t& stop_signals) {
                    StartMetricsServer(&metrics_registry, f.metrics, f.host, "tandem serve"));
   std::cout << "tandem serve: listening on " << net::JoinHostPort(f.host, bound_port) << " (model " << dir.string()
             << ")" << std::endl;
-  const int sig = WaitForStopSignal(stop_signals);
+  const int sig = process::WaitForStopSignal();
   std::cout << "tandem serve: signal " << sig << ", shutting down" << std::endl;
   if (metrics_server) metrics_server->Stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
@@ -86,11 +79,7 @@ absl::Status Serve(const ServeFlags& f, const sigset_t& stop_signals) {
 
 int RunServe(const std::vector<std::string>& args) {
   // Block the stop signals before gRPC or the engine start threads.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  process::BlockStopSignals();
 
   FlagSet flags;
   ServeFlags f;
@@ -112,7 +101,7 @@ int RunServe(const std::vector<std::string>& args) {
     std::cout << "usage: tandem serve [--model DIR] [--port P] [flags]\n" << flags.Usage();
     return 0;
   }
-  if (absl::Status st = Serve(f, stop_signals); !st.ok()) {
+  if (absl::Status st = Serve(f); !st.ok()) {
     std::cerr << "tandem serve: " << st << "\n";
     return 1;
   }

@@ -10,10 +10,10 @@
 #include "absl/strings/str_cat.h"
 #include "grpcpp/grpcpp.h"
 #include "tandem/v1/worker.grpc.pb.h"
-#include "tools/tandem/child_process.h"
+#include "common/cli/cli_flags.h"
+#include "tools/tandem/cluster_member.h"
 #include "tools/tandem/cpu_list.h"
-#include "tools/tandem/cli_flags.h"
-#include "tools/tandem/engine_flags.h"
+#include "worker/engine_flags.h"
 
 namespace tandem::cli {
 namespace {
@@ -163,22 +163,22 @@ int RunUp(const std::vector<std::string>& args) {
                                                               : std::vector<std::string>{"--model", f.model};
   const std::vector<std::string> engine_args = EngineArgs(args, engine_only);
   const auto timeout = std::chrono::seconds(f.start_timeout_s);
-  std::vector<std::unique_ptr<ChildProcess>> children;  // router first
+  std::vector<ClusterMember> children;  // router first
   auto stop_all = [&children] {
-    for (auto it = children.rbegin(); it != children.rend(); ++it) (*it)->Stop(std::chrono::milliseconds(5000));
+    for (auto it = children.rbegin(); it != children.rend(); ++it) it->process->Stop(std::chrono::milliseconds(5000));
     children.clear();
   };
 
   std::vector<std::string> router_args = model_args;
   router_args.insert(router_args.end(), {"--host", "127.0.0.1", "--port", std::to_string(f.port)});
   metrics_args(router_args);
-  absl::StatusOr<std::unique_ptr<ChildProcess>> router =
-      ChildProcess::Start("router", (bin / "tandem-router").string(), router_args, timeout);
+  absl::StatusOr<ClusterMember> router =
+      StartClusterMember("router", (bin / "tandem-router").string(), router_args, timeout);
   if (!router.ok()) {
     std::cerr << "tandem up: " << router.status() << "\n";
     return 1;
   }
-  const std::string endpoint = (*router)->address();
+  const std::string endpoint = router->address;
   children.push_back(*std::move(router));
   for (int role = 0; role < 2; ++role) {
     const int64_t count = role == 0 ? f.prefill_workers : f.decode_workers;
@@ -190,9 +190,11 @@ int RunUp(const std::vector<std::string>& args) {
                          std::to_string(role == 0 ? f.prefill_tp : f.decode_tp)});
       a.insert(a.end(), engine_args.begin(), engine_args.end());
       metrics_args(a);
-      absl::StatusOr<std::unique_ptr<ChildProcess>> w = ChildProcess::Start(
-          absl::StrCat(kind, "-", i), (bin / absl::StrCat("tandem-", kind, "-worker")).string(), a, timeout,
-          role_cpus[role], worker_env);
+      process::ChildOptions options;
+      options.cpus = role_cpus[role];
+      options.env = worker_env;
+      absl::StatusOr<ClusterMember> w = StartClusterMember(
+          absl::StrCat(kind, "-", i), (bin / absl::StrCat("tandem-", kind, "-worker")).string(), a, timeout, options);
       if (!w.ok()) {
         std::cerr << "tandem up: " << w.status() << "\n";
         stop_all();
@@ -207,8 +209,8 @@ int RunUp(const std::vector<std::string>& args) {
     return 1;
   }
   for (size_t i = 0; i < children.size(); ++i) {
-    const auto& c = children[i];
-    std::cout << "tandem up: " << c->name() << " pid " << c->pid() << " on " << c->address();
+    const ClusterMember& c = children[i];
+    std::cout << "tandem up: " << c.name << " pid " << c.process->pid() << " on " << c.address;
     if (i < metrics_urls.size()) std::cout << ", metrics on " << metrics_urls[i];
     std::cout << "\n";
   }
@@ -224,9 +226,9 @@ int RunUp(const std::vector<std::string>& args) {
       break;
     }
     bool died = false;
-    for (const auto& c : children) {
-      if (c->Exited()) {
-        std::cerr << "tandem up: " << c->name() << " (pid " << c->pid() << ") exited; stopping the cluster\n";
+    for (const ClusterMember& c : children) {
+      if (c.process->Exited()) {
+        std::cerr << "tandem up: " << c.name << " (pid " << c.process->pid() << ") exited; stopping the cluster\n";
         died = true;
       }
     }

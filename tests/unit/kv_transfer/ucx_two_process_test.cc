@@ -17,9 +17,9 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/time/clock.h"
+#include "common/process/child_process.h"
 #include "gtest/gtest.h"
 #include "kv_transfer/ucx/ucx_transport.h"
-#include "tests/unit/kv_transfer/child_process.h"
 #include "tests/unit/kv_transfer/test_pattern.h"
 
 #ifndef KV_TRANSFER_PEER_PATH
@@ -29,7 +29,9 @@
 namespace tandem {
 namespace {
 
-using kv_transfer_test::ChildProcess;
+using process::ChildOptions;
+using process::ChildProcess;
+using std::chrono::seconds;
 using kv_transfer_test::PatternByte;
 
 constexpr uint64_t kSpanBytes = 16 * 1024;
@@ -38,7 +40,7 @@ constexpr uint64_t kRegionBytes = kSpanBytes * kNumBlocks;
 constexpr absl::Duration kFlushTimeout = absl::Seconds(3);
 
 struct Peer {
-  ChildProcess child;
+  std::unique_ptr<ChildProcess> child;
   MemoryDescriptor descriptor;
 };
 
@@ -62,16 +64,23 @@ class UcxTwoProcessTest : public ::testing::TestWithParam<std::string> {
 
   // Spawns a peer with UCX_TLS = GetParam() and parses its descriptor.
   absl::StatusOr<Peer> StartPeer(uint64_t seed) {
-    auto child = ChildProcess::Spawn(KV_TRANSFER_PEER_PATH,
-                                     {std::to_string(kRegionBytes), std::to_string(seed)},
-                                     {"UCX_TLS=" + GetParam(), "UCX_WARN_UNUSED_ENV_VARS=n"});
+    auto child = ChildProcess::Start(KV_TRANSFER_PEER_PATH, {std::to_string(kRegionBytes), std::to_string(seed)},
+                                     PeerOptions(/*pipe_stdin=*/true));
     if (!child.ok()) return child.status();
-    auto line = child->ReadLine(absl::Seconds(10));
+    auto line = (*child)->ReadLine(seconds(10));
     if (!line.ok()) return line.status();
     if (!absl::StartsWith(*line, "DESC ")) return absl::InternalError("bad peer line: " + *line);
     auto descriptor = MemoryDescriptor::Deserialize(absl::HexStringToBytes(line->substr(5)));
     if (!descriptor.ok()) return descriptor.status();
     return Peer{std::move(*child), *descriptor};
+  }
+
+  // A peer's environment: UCX_TLS = GetParam().
+  ChildOptions PeerOptions(bool pipe_stdin) const {
+    ChildOptions options;
+    options.env = {"UCX_TLS=" + GetParam(), "UCX_WARN_UNUSED_ENV_VARS=n"};
+    options.pipe_stdin = pipe_stdin;
+    return options;
   }
 
   // The parent side, with the same transports as the child.
@@ -116,11 +125,11 @@ TEST_P(UcxTwoProcessTest, BlockPutsArriveExactlyInThePeer) {
   ASSERT_TRUE(flushed.ok()) << flushed;
   EXPECT_EQ((*session)->bytes_put(), kRegionBytes);
 
-  ASSERT_TRUE(peer->child.WriteLine("done").ok());
-  auto verdict = peer->child.ReadLine(absl::Seconds(10));
+  ASSERT_TRUE(peer->child->WriteLine("done").ok());
+  auto verdict = peer->child->ReadLine(seconds(10));
   ASSERT_TRUE(verdict.ok()) << verdict.status();
   EXPECT_EQ(*verdict, "OK");
-  auto exit_code = peer->child.Wait(absl::Seconds(10));
+  auto exit_code = peer->child->Wait(seconds(10));
   ASSERT_TRUE(exit_code.ok()) << exit_code.status();
   EXPECT_EQ(*exit_code, 0);
 
@@ -142,7 +151,7 @@ TEST_P(UcxTwoProcessTest, KilledPeerFailsWithinTheTimeout) {
   ASSERT_TRUE((*session)->Put(0, 0, kSpanBytes).ok());
   ASSERT_TRUE((*session)->Flush(kFlushTimeout).ok());  // the endpoint is up
 
-  peer->child.Kill();  // SIGKILL + reap
+  peer->child->Kill();  // SIGKILL + reap
 
   const absl::Time start = absl::Now();
   absl::Status status;
@@ -196,21 +205,21 @@ TEST_P(UcxTwoProcessTest, TargetSurvivesASenderKilledMidTransfer) {
   auto ours = transport_->local_descriptor();
   ASSERT_TRUE(ours.ok());
   for (int attempt = 0; attempt < 3; ++attempt) {
-    auto sender = ChildProcess::Spawn(KV_TRANSFER_PEER_PATH, {"--sender", absl::BytesToHexString(ours->Serialize())},
-                                      {"UCX_TLS=" + GetParam(), "UCX_WARN_UNUSED_ENV_VARS=n"});
+    auto sender = ChildProcess::Start(KV_TRANSFER_PEER_PATH, {"--sender", absl::BytesToHexString(ours->Serialize())},
+                                      PeerOptions(/*pipe_stdin=*/false));
     ASSERT_TRUE(sender.ok()) << sender.status();
     // UCX logs to stdout too: skip its lines (bounded) until ours.
-    auto line = sender->ReadLine(absl::Seconds(20));
+    auto line = (*sender)->ReadLine(seconds(20));
     for (int skipped = 0; line.ok() && *line != "SENDING" && skipped < 20; ++skipped) {
-      line = sender->ReadLine(absl::Seconds(20));
+      line = (*sender)->ReadLine(seconds(20));
     }
     if (!line.ok() || *line != "SENDING") {
-      auto code = sender->Wait(absl::Seconds(5));
+      auto code = (*sender)->Wait(seconds(5));
       FAIL() << "sender did not start streaming: " << (line.ok() ? *line : line.status().ToString())
              << ", exit " << (code.ok() ? std::to_string(*code) : code.status().ToString());
     }
     absl::SleepFor(absl::Milliseconds(20 * attempt));  // land the kill at different points of a round
-    sender->Kill();
+    (*sender)->Kill();
     absl::SleepFor(absl::Milliseconds(200));  // let our progress thread see the dead peer
   }
   // Still serving: a fresh local sender's puts land exactly.

@@ -1,13 +1,13 @@
 // EngineFlags -> EngineConfig: the step budget's default (512, or 2048 when
 // chunked prefill is off so whole prompts still fit), an explicit value
 // kept, and out-of-range values refused with the field named.
-#include "tools/tandem/engine_flags.h"
+#include "worker/engine_flags.h"
 
 #include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "tools/tandem/cli_flags.h"
+#include "common/cli/cli_flags.h"
 
 namespace tandem::cli {
 namespace {

@@ -1,4 +1,4 @@
-#include "tools/tandem/engine_flags.h"
+#include "worker/engine_flags.h"
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"

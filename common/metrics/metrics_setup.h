@@ -13,7 +13,7 @@
 #include "absl/status/statusor.h"
 #include "common/metrics/metrics_server.h"
 #include "common/metrics/registry.h"
-#include "tools/tandem/cli_flags.h"
+#include "common/cli/cli_flags.h"
 
 namespace tandem::cli {
 

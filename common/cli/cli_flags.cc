@@ -1,4 +1,4 @@
-#include "tools/tandem/cli_flags.h"
+#include "common/cli/cli_flags.h"
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"

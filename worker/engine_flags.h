@@ -7,7 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/core/llm_engine.h"
-#include "tools/tandem/cli_flags.h"
+#include "common/cli/cli_flags.h"
 
 namespace tandem::cli {
 

@@ -1,5 +1,5 @@
 // Worker metrics (see worker_metrics.h).
-#include "decode_worker/worker_metrics.h"
+#include "worker/worker_metrics.h"
 
 #include <array>
 #include <functional>

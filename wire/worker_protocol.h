@@ -1,10 +1,12 @@
-// Conversions between the worker API's messages and the engine's plain
-// structs, shared by the router and both worker roles (so each side reads
-// and writes the wire the same way). Core code never sees the protos.
+// Conversions between the worker API's messages and the engine's plain value
+// types (SamplingParams, SampledToken), shared by the router and both worker
+// roles, so each side reads and writes the wire the same way. They live here,
+// not in proto/, so the generated code depends on nothing of ours, and not
+// in the engine, whose code never sees the protos.
 // Thread-safety: pure functions.
 #pragma once
 
-#include "engine/sampler/sampler.h"
+#include "engine/sampler/sampled_token.h"
 #include "engine/sampler/sampling_params.h"
 #include "tandem/v1/worker.pb.h"
 

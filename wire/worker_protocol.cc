@@ -1,4 +1,4 @@
-#include "proto/worker_protocol.h"
+#include "wire/worker_protocol.h"
 
 namespace tandem {
 

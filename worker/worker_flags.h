@@ -5,8 +5,8 @@
 #include <cstdint>
 #include <string>
 
-#include "tools/tandem/cli_flags.h"
-#include "tools/tandem/engine_flags.h"
+#include "common/cli/cli_flags.h"
+#include "worker/engine_flags.h"
 
 namespace tandem::cli {
 

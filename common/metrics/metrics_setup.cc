@@ -1,5 +1,5 @@
 // --metrics-port (see metrics_setup.h).
-#include "tools/tandem/metrics_setup.h"
+#include "common/metrics/metrics_setup.h"
 
 #include <iostream>
 

@@ -1,0 +1,44 @@
+#include "prefill_worker/prefill_role.h"
+
+namespace tandem {
+
+void PrefillRole::RegisterFlags(cli::FlagSet& flags) {
+  flags.AddInt("kv-flush-timeout-ms", &flush_timeout_ms_, "longest wait for a KV transfer to complete");
+  flags.AddInt("kv-sender-threads", &sender_threads_, "concurrent KV transfers (default 2)");
+}
+
+absl::Status PrefillRole::CheckFlags() const {
+  if (sender_threads_ < 1 || sender_threads_ > 64) return absl::InvalidArgumentError("--kv-sender-threads in [1, 64]");
+  if (flush_timeout_ms_ < 1) return absl::InvalidArgumentError("--kv-flush-timeout-ms must be >= 1");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<grpc::Service*> PrefillRole::Start(const WorkerParts& parts) {
+  const WorkerModel& model = *parts.model;
+  local_.total_kv_heads = model.config.num_key_value_heads;
+  for (size_t r = 0; r < model.ranks.size(); ++r) {
+    const KvCacheShape& shape = model.ranks[r].shape;
+    local_.ranks.push_back({parts.kv->transports[r].get(),
+                            {shape.num_layers, shape.num_blocks, shape.block_span_bytes(), shape.num_kv_heads},
+                            {model.ranks[r].kv_head_begin, shape.num_kv_heads}});
+  }
+  sender_ = std::make_unique<KvSender>(&local_, std::chrono::milliseconds(flush_timeout_ms_),
+                                       static_cast<int>(sender_threads_));
+  shipper_ = std::make_unique<LayerShipper>(&local_);
+  model.engine->RunOnLoop([shipper = shipper_.get()](LlmEngine& e) { e.SetStepObserver(shipper); });
+  service_ = std::make_unique<PrefillService>(model.engine.get(), shipper_.get(), sender_.get(),
+                                              parts.flags->worker_id, parts.gate);
+  return service_.get();
+}
+
+void PrefillRole::Started(const std::string& worker_id, metrics::Histogram* transfer_seconds) {
+  service_->set_worker_id(worker_id);
+  service_->set_transfer_observer([h = transfer_seconds](double seconds) { h->Observe(seconds); });
+}
+
+void PrefillRole::Stop(const WorkerParts& parts) {
+  if (parts.model->engine) parts.model->engine->Stop();  // no more steps: nothing new reaches the sender or shipper
+  sender_.reset();  // drains in-flight transfers (their ReleasePrefilled is ignored now)
+}
+
+}  // namespace tandem

@@ -1,0 +1,31 @@
+// One process of the cluster `tandem up` runs: a ChildProcess that has
+// printed its "listening on HOST:PORT" line, with its output forwarded to
+// our stderr prefixed by its name.
+// Thread-safety: one owner (the launcher's main thread).
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/process/child_process.h"
+
+namespace tandem::cli {
+
+struct ClusterMember {
+  std::string name;
+  std::string address;  // from its listening line
+  std::unique_ptr<process::ChildProcess> process;
+};
+
+// Starts `path` with `args` and waits up to `timeout` for its listening
+// line. DeadlineExceeded (no line in time: the child is stopped),
+// Unavailable (it exited first), Internal (it could not be started).
+absl::StatusOr<ClusterMember> StartClusterMember(const std::string& name, const std::string& path,
+                                                 const std::vector<std::string>& args,
+                                                 std::chrono::milliseconds timeout,
+                                                 const process::ChildOptions& options = {});
+
+}  // namespace tandem::cli

@@ -1,0 +1,59 @@
+#include "worker/router_registration.h"
+
+#include <chrono>
+
+#include "grpcpp/grpcpp.h"
+#include "tandem/v1/worker.grpc.pb.h"
+
+namespace tandem {
+
+RouterRegistration::RouterRegistration(std::string router_address, v1::RegisterRequest request)
+    : router_address_(std::move(router_address)), request_(std::move(request)), thread_([this] { Run(); }) {}
+
+RouterRegistration::~RouterRegistration() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+void RouterRegistration::SetDraining() {
+  std::unique_lock<std::mutex> lock(mu_);
+  draining_ = true;
+  cv_.notify_all();
+  // A heartbeat in flight (2 s deadline) and then the draining one (2 s).
+  cv_.wait_for(lock, std::chrono::seconds(5), [this] { return draining_sent_ || stop_; });
+}
+
+void RouterRegistration::Run() {
+  // Every Register goes from this thread, in order, so a heartbeat sent
+  // before the drain cannot arrive after the draining one and undo it.
+  auto stub = v1::WorkerRegistry::NewStub(grpc::CreateChannel(router_address_, grpc::InsecureChannelCredentials()));
+  auto interval = std::chrono::milliseconds(1000);
+  auto next = std::chrono::steady_clock::now();
+  v1::RegisterRequest request = request_;
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_until(lock, next, [this] { return stop_ || (draining_ && !draining_sent_); });
+      if (stop_) return;
+      request.set_draining(draining_);
+    }
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    v1::RegisterResponse resp;
+    if (stub->Register(&ctx, request, &resp).ok() && resp.heartbeat_interval_ms() > 0) {
+      interval = std::chrono::milliseconds(resp.heartbeat_interval_ms());
+    }
+    next = std::chrono::steady_clock::now() + interval;
+    if (request.draining()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      draining_sent_ = true;  // answered or failed: SetDraining() stops waiting either way
+      cv_.notify_all();
+    }
+  }
+}
+
+}  // namespace tandem

@@ -1,0 +1,41 @@
+// Keeps a worker registered with the router: Register at start and as a
+// heartbeat every interval the router asks for, and the draining Register
+// when the worker starts to drain.
+// Thread-safety: built and destroyed by one owner; SetDraining from any
+// thread; the heartbeats run on a thread of their own.
+#pragma once
+
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "tandem/v1/worker.pb.h"
+
+namespace tandem {
+
+// Re-registers with the router every interval until destroyed.
+class RouterRegistration {
+ public:
+  RouterRegistration(std::string router_address, v1::RegisterRequest request);
+  ~RouterRegistration();
+
+  // Tells the router this worker is draining: re-registers at once with
+  // `draining` set (and every heartbeat after carries it), so the router
+  // stops sending it work. Returns once that call got its answer or failed
+  // (bounded: a few seconds when the router is unreachable).
+  void SetDraining();
+
+ private:
+  void Run();
+  const std::string router_address_;
+  const v1::RegisterRequest request_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;           // guarded by mu_
+  bool draining_ = false;       // guarded by mu_
+  bool draining_sent_ = false;  // guarded by mu_: a draining Register was answered
+  std::thread thread_;
+};
+
+}  // namespace tandem

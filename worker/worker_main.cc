@@ -1,0 +1,116 @@
+#include "worker/worker_main.h"
+
+#include <iostream>
+#include <random>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "common/cli/model_path.h"
+#include "common/grpc/server.h"
+#include "common/metrics/metrics_setup.h"
+#include "common/net/host_port.h"
+#include "common/process/stop_signals.h"
+#include "grpcpp/grpcpp.h"
+#include "worker/router_registration.h"
+#include "worker/worker_metrics.h"
+
+namespace tandem {
+
+int WorkerMain(int argc, char** argv, WorkerRole& role) {
+  process::BlockStopSignals();
+  const std::string program = absl::StrCat("tandem-", role.name(), "-worker");
+  cli::FlagSet flags;
+  cli::WorkerFlags wf;
+  cli::MetricsFlag metrics_flag;
+  wf.Register(flags, role.name());
+  metrics_flag.Register(flags);
+  role.RegisterFlags(flags);
+  absl::Status parsed = flags.Parse(std::vector<std::string>(argv + 1, argv + argc));
+  if (!parsed.ok() || wf.help) {
+    (parsed.ok() ? std::cout : std::cerr) << (parsed.ok() ? "" : std::string(parsed.message()) + "\n")
+                                          << "usage: " << program << " [flags]\n" << flags.Usage();
+    return parsed.ok() ? 0 : 2;
+  }
+  if (absl::Status st = metrics_flag.Parse().status(); !st.ok()) {
+    std::cerr << program << ": " << st.message() << "\n";
+    return 2;
+  }
+  auto fail = [&program](const absl::Status& st) {
+    std::cerr << program << ": " << st << "\n";
+    return 1;
+  };
+  if (wf.tp < 1 || wf.tp > 64) return fail(absl::InvalidArgumentError("--tp must be in [1, 64]"));
+  if (wf.drain_timeout_s < 0) return fail(absl::InvalidArgumentError("--drain-timeout-s must be >= 0"));
+  if (absl::Status st = role.CheckFlags(); !st.ok()) return fail(st);
+  absl::StatusOr<EngineConfig> config = wf.engine.ToConfig(std::random_device{}());
+  if (!config.ok()) return fail(config.status());
+
+  // Outlives the engine and the transports: the step listener observes into it until the loop stops.
+  metrics::Registry metrics_registry;
+  const std::filesystem::path model_dir = wf.model.empty() ? cli::DefaultModelDir() : std::filesystem::path(wf.model);
+  absl::StatusOr<WorkerModel> model =
+      LoadWorkerModel(model_dir.string(), *config, static_cast<int>(wf.tp), role.release_grace());
+  if (!model.ok()) return fail(model.status());
+  absl::StatusOr<RankTransports> kv = RegisterRankPools(wf.kv_transport, *model);
+  if (!kv.ok()) return fail(kv.status());
+  DrainGate gate;  // outlives the server: its tickets live in the server's calls
+  const WorkerParts parts{&wf, &*model, &*kv, &gate};
+  // On every way out: the role's feeders stop, then the engine's loop, before
+  // the transports and the role's objects go.
+  absl::Cleanup stop_engine = [&] {
+    role.Stop(parts);
+    model->engine.reset();
+  };
+
+  absl::StatusOr<grpc::Service*> service = role.Start(parts);
+  if (!service.ok()) return fail(service.status());
+  int bound_port = 0;
+  absl::StatusOr<std::unique_ptr<grpc::Server>> server =
+      StartGrpcServer(net::JoinHostPort(wf.host, wf.port), {*service}, &bound_port);
+  if (!server.ok()) return fail(server.status());
+  (*server)->GetHealthCheckService()->SetServingStatus(role.service_name(), true);
+  if (wf.worker_id.empty()) wf.worker_id = absl::StrCat(role.name(), "-", bound_port);
+
+  const metrics::Labels metric_labels = {
+      {"model", cli::ModelLabel(model_dir)}, {"worker", wf.worker_id}, {"role", role.name()}};
+  if (absl::Status st = ExportEngineMetrics(&metrics_registry, metric_labels, model->engine.get()); !st.ok()) {
+    return fail(st);
+  }
+  std::vector<const KvTransport*> rank_transports;
+  for (const auto& t : kv->transports) rank_transports.push_back(t.get());
+  absl::StatusOr<metrics::Histogram*> transfer_seconds =
+      ExportTransportMetrics(&metrics_registry, metric_labels, std::move(rank_transports));
+  if (!transfer_seconds.ok()) return fail(transfer_seconds.status());
+  role.Started(wf.worker_id, *transfer_seconds);
+  // Up before the listening line (a launcher waiting for it can scrape at once); stopped first at exit.
+  absl::StatusOr<std::unique_ptr<metrics::MetricsServer>> metrics_server =
+      cli::StartMetricsServer(&metrics_registry, metrics_flag, wf.host, program);
+  if (!metrics_server.ok()) return fail(metrics_server.status());
+  const std::string address = net::JoinHostPort(wf.host, bound_port);
+  std::cout << program << ": " << wf.worker_id << " listening on " << address << " (tp " << model->ranks.size()
+            << role.Describe(parts) << ", transport " << wf.kv_transport << ")" << std::endl;
+  std::unique_ptr<RouterRegistration> registration;
+  if (!wf.router.empty()) {
+    v1::RegisterRequest r;
+    r.set_worker_id(wf.worker_id);
+    r.set_role(role.role());
+    r.set_address(address);
+    registration = std::make_unique<RouterRegistration>(wf.router, r);
+  }
+
+  process::WaitForStopSignal();
+  gate.StartDraining();
+  SetHealth(server->get(), false);
+  if (registration) registration->SetDraining();
+  std::cout << program << ": draining (up to " << wf.drain_timeout_s << " s)" << std::endl;
+  auto idle = [&] { return gate.num_in_flight() == 0 && role.Idle(parts); };
+  if (!process::WaitUntilIdle(idle, std::chrono::seconds(wf.drain_timeout_s))) {
+    std::cerr << program << ": drain timeout: cancelling what is left\n";
+  }
+  if (*metrics_server) (*metrics_server)->Stop();  // no scrape reads the engine or transports after this
+  registration.reset();
+  (*server)->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  return 0;  // stop_engine runs here, after the server is down
+}
+
+}  // namespace tandem
