@@ -1,5 +1,5 @@
 // MemoryDescriptor: the bytes one worker hands another so the other can write
-// into its registered KV pool (DESIGN.md "Services and wire formats": the
+// into its registered KV pool (docs/architecture.md, "Services and wire formats": the
 // decode worker's KvDestination carries these bytes, opaque to the router).
 //
 // A descriptor names the owner's transport endpoint (a UCX worker address, or

@@ -1,5 +1,5 @@
 // KvTransport: moves KV-cache bytes from this worker's registered pool
-// straight into a peer worker's registered pool (DESIGN.md invariant 1: KV
+// straight into a peer worker's registered pool (docs/architecture.md, invariant 1: KV
 // bytes never pass through the router or gRPC).
 //
 // Protocol (see README.md):

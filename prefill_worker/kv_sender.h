@@ -3,7 +3,7 @@
 //
 // For each layer it posts the prompt's blocks from every local TP rank to
 // the destination ranks that hold the same KV heads (PromptKvTransfer), then
-// flushes; only an OK flush counts as delivered (DESIGN.md: put, flush, then
+// flushes; only an OK flush counts as delivered (docs/architecture.md: put, flush, then
 // signal). Transfers run on a small
 // pool of sender threads so the engine keeps stepping meanwhile; the source
 // blocks stay held by the engine until the caller releases them.

@@ -1,5 +1,5 @@
 // LayerShipper: ships a prompt's KV one layer at a time, while the forward
-// pass computes the next layers (DESIGN.md: transfer overlaps compute).
+// pass computes the next layers (docs/architecture.md: transfer overlaps compute).
 //
 // Before a prefill request enters the engine, Expect() connects to its
 // destination. During the step in which the prompt's last token is computed,

@@ -1,4 +1,4 @@
-// ClusterBackend: the disaggregated request path of DESIGN.md, as the
+// ClusterBackend: the disaggregated request path of docs/architecture.md, as the
 // router runs it for each request:
 //   Admit on the least-loaded decode worker (reserve blocks → KvDestination;
 //   all full → wait in a bounded queue; queue full → RESOURCE_EXHAUSTED)

@@ -56,7 +56,7 @@ class AsyncEngine {
   // `tokenizer` may be null (no text, no stop strings); it must outlive this.
   // `release_grace`: a reservation cancelled before activation keeps its
   // blocks this long, so puts a prefill worker posted before it learned of
-  // the cancellation land in blocks nobody else owns yet (DESIGN.md inv. 2).
+  // the cancellation land in blocks nobody else owns yet (docs/architecture.md, invariant 2).
   AsyncEngine(std::unique_ptr<LlmEngine> engine, const Tokenizer* tokenizer,
               std::chrono::milliseconds release_grace = std::chrono::milliseconds(0));
   // Stops the loop; unfinished requests get a Cancelled event.
@@ -76,7 +76,7 @@ class AsyncEngine {
   // --- Disaggregation, decode side -------------------------------------
   // Reserves blocks for `request`'s prompt KV (written from outside); `done`
   // gets the block ids or ResourceExhausted / InvalidArgument. A reservation
-  // not activated within `timeout` is freed (DESIGN.md invariant 3).
+  // not activated within `timeout` is freed (docs/architecture.md, invariant 3).
   using ReserveDone = std::function<void(absl::StatusOr<std::vector<BlockId>>)>;
   void Reserve(EngineRequest request, std::chrono::milliseconds timeout, ReserveDone done);
   // The reserved KV is written and `first_token` was sampled by the prefill

@@ -1,6 +1,6 @@
 // LoopbackTransport: the in-process KvTransport. Puts are memcpy (memmove)
 // between regions registered with the same LoopbackFabric, for tests and for
-// the colocated/dev path (DESIGN.md invariant 6: no UCX there).
+// the colocated/dev path (docs/architecture.md, invariant 8: no UCX there).
 //
 // A LoopbackFabric is the registry the transports of one process share; it is
 // injected (not a global), like LevelDB's Env. A loopback descriptor's

@@ -1,5 +1,5 @@
 // UcxTransport: the KvTransport over UCX ucp (one-sided RMA puts), the only
-// way KV bytes move between workers (DESIGN.md invariant 1). Shared memory or
+// way KV bytes move between workers (docs/architecture.md, invariant 1). Shared memory or
 // CMA on one host, TCP (or RDMA where present) across hosts; UCX picks among
 // the transports UCX_TLS allows (README.md "Choosing transports").
 //

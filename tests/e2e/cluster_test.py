@@ -12,7 +12,7 @@ Prints one PASS/FAIL line per check, then "N passed, M failed"; exits
 non-zero on any failure.
 
 The numbered checks follow the acceptance of the cluster issue and the
-invariants of DESIGN.md:
+invariants of docs/architecture.md:
   1  32 concurrent mixed requests equal `tandem generate` through `tandem up`
      (1P/1D, UCX tcp), `tandem serve`, and `tandem up` 2P/2D (UCX sm/cma)
   2  seeded sampling through the cluster equals `tandem generate --seed`

@@ -1,6 +1,6 @@
 // The colocated GenerationBackend: router, prefill and decode in one process
 // over one AsyncEngine, with no KV transfer at all. The embedded default of
-// `tandem serve` and the baseline disaggregation must beat (DESIGN.md inv. 6).
+// `tandem serve` and the baseline disaggregation must beat (docs/architecture.md, invariant 8).
 // Thread-safety: Start() and Cancel() are thread-safe (AsyncEngine queues).
 #pragma once
 
