@@ -31,7 +31,11 @@ void WorkerPool::Add(v1::WorkerRole role, const std::string& id, const std::stri
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<Entry>& list = Entries(role);
   for (Entry& e : list) {
-    if (e.handle.address == address) {
+    // The same address, or a registered worker's id at a new address: a
+    // restarted worker (a new incarnation) replaces its old entry, so nothing
+    // is routed to the dead process. Its in-flight count carries over, since
+    // the old calls still end with Done(id).
+    if (e.handle.address == address || (registered && e.registered && e.handle.id == id)) {
       e.handle = std::move(h);
       e.registered = registered;
       e.draining = draining;

@@ -36,7 +36,8 @@ class WorkerPool {
   // `now` is injectable so tests can pass kStaleAfter without sleeping.
   explicit WorkerPool(Clock now = &std::chrono::steady_clock::now) : now_(std::move(now)) {}
 
-  // Adds (or replaces, by address) a worker of `role`. `registered`: it came
+  // Adds a worker of `role`, or replaces the entry with the same address or,
+  // for a registered worker, the same id (a restarted worker at a new port). `registered`: it came
   // through Register and keeps re-registering (a heartbeat). `draining`: the
   // worker is stopping (as of this heartbeat; a later one may clear it).
   void Add(v1::WorkerRole role, const std::string& id, const std::string& address, bool registered = false,

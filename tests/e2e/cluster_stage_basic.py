@@ -1,5 +1,6 @@
 """The cluster test's main stages: `tandem up` 1P/1D over UCX tcp (stage a:
-checks 1-3, 5, 6, 8-10 and a dead child stopping the cluster), `tandem
+checks 1-3, 5, 6, 8-10, a dead worker restarted by the launcher, and with
+--max-restarts 0 a dead child stopping the cluster), `tandem
 serve` (serve), `tandem up` 2P/2D over UCX sm/cma with bf16 (c) and
 tensor-parallel workers (tp)."""
 
@@ -15,9 +16,9 @@ import cluster_state as state
 from cluster_checks import (check_cancel, check_health, check_kv_bytes, check_layout, check_mixed32, check_seeded,
                             probe_admit, safe, snapshot, stats, wait_released)
 from cluster_checks_edge import check_deadline, check_example, check_first_chunk, check_malformed, check_stop_string
-from cluster_procs import ManualCluster, Proc, UpCluster, bin_path, wait_pids_gone
+from cluster_procs import FOREIGN_PIDS, ManualCluster, Proc, UpCluster, bin_path, wait_pids_gone
 from cluster_refs import mixed_expected
-from cluster_state import check
+from cluster_state import channel, check
 
 
 def run_cluster_a(prompts, expected, model_cfg):
@@ -63,18 +64,54 @@ def run_cluster_a(prompts, expected, model_cfg):
                 break
         ok, desc = wait_released(base)
         check("5: %s: after all checks every pool is back to start" % label, ok, desc)
-        client.close()
-        # A dead child stops the whole cluster, exit 1.
+        # A dead worker is restarted by the launcher; the cluster keeps serving.
         if up.proc.alive():
-            os.kill(up.members["decode-0"][0], signal.SIGKILL)
-            try:
-                rc = up.proc.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                rc = None
-            check("%s: SIGKILL of decode-0 makes `tandem up` stop the cluster and exit 1" % label, rc == 1,
-                  "rc %s\n%s" % (rc, up.proc.log_tail()))
-            left = wait_pids_gone(up.pids())
-            check("%s: ... and the router and prefill-0 are gone" % label, not left, left)
+            check_restarted_worker(label, up, client, prompts[:8], expected[:8])
+        client.close()
+    finally:
+        up.proc.stop(wait=30)
+    check_no_restarts_stops_cluster()
+
+
+def check_restarted_worker(label, up, client, prompts, expected):
+    old_pid, old_addr = up.members["decode-0"]
+    os.kill(old_pid, signal.SIGKILL)
+    m = up.proc.wait_line(r"^tandem up: decode-0 pid (\d+) on (127\.0\.0\.1:\d+) \(restarted\)", 60)
+    if not check("%s: SIGKILL of decode-0: `tandem up` restarts it (a new pid) and keeps running" % label,
+                 m is not None and int(m.group(1)) != old_pid and up.proc.alive(), up.proc.log_tail()):
+        return
+    up.members["decode-0"] = (int(m.group(1)), m.group(2))
+    FOREIGN_PIDS.append((int(m.group(1)), "%s/decode-0 (restarted)" % up.name))
+    stub = state.wpb2_grpc.WorkerRegistryStub(channel(up.addr))
+    listed = None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        listed = safe(lambda: [(w.worker_id, w.address) for w in stub.ListWorkers(
+            state.wpb2.ListWorkersRequest(), timeout=2).workers if w.role == state.wpb2.WORKER_ROLE_DECODE])
+        if listed == [("decode-0", m.group(2))]:
+            break
+        time.sleep(0.1)
+    check("%s: the router lists decode-0 once, at its new address (the old entry replaced)" % label,
+          listed == [("decode-0", m.group(2))], "%s (old %s)" % (listed, old_addr))
+    check_mixed32(label + " after a restart", client, prompts, expected)
+
+
+def check_no_restarts_stops_cluster():
+    """--max-restarts 0: a dead child stops the whole cluster, exit 1."""
+    label = "up --max-restarts 0"
+    up = UpCluster("up-a0", ["--max-restarts", "0", "--num-kv-blocks", "64"], "tcp,self")
+    try:
+        if not check("%s: ready" % label, up.wait_ready(), up.proc.log_tail()):
+            return
+        os.kill(up.members["decode-0"][0], signal.SIGKILL)
+        try:
+            rc = up.proc.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            rc = None
+        check("%s: SIGKILL of decode-0 makes `tandem up` stop the cluster and exit 1" % label, rc == 1,
+              "rc %s\n%s" % (rc, up.proc.log_tail()))
+        left = wait_pids_gone(up.pids())
+        check("%s: ... and the router and prefill-0 are gone" % label, not left, left)
     finally:
         up.proc.stop(wait=30)
 

@@ -13,7 +13,7 @@ absl::StatusOr<ClusterMember> StartClusterMember(const std::string& name, const 
                                                  const process::ChildOptions& options) {
   absl::StatusOr<std::unique_ptr<process::ChildProcess>> child = process::ChildProcess::Start(path, args, options);
   if (!child.ok()) return absl::Status(child.status().code(), absl::StrCat(name, ": ", child.status().message()));
-  ClusterMember member{name, "", *std::move(child)};
+  ClusterMember member{name, "", *std::move(child), path, args, options, std::chrono::steady_clock::now()};
   const std::regex listening("listening on ([0-9A-Za-z.:\\[\\]-]+:[0-9]+)");
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (member.address.empty()) {
@@ -35,6 +35,13 @@ absl::StatusOr<ClusterMember> StartClusterMember(const std::string& name, const 
   std::cerr << std::flush;
   member.process->ForwardOutput(name);
   return member;
+}
+
+absl::Status RestartClusterMember(ClusterMember& member, std::chrono::milliseconds timeout) {
+  absl::StatusOr<ClusterMember> fresh = StartClusterMember(member.name, member.path, member.args, timeout, member.options);
+  if (!fresh.ok()) return fresh.status();
+  member = *std::move(fresh);
+  return absl::OkStatus();
 }
 
 }  // namespace tandem::cli

@@ -18,6 +18,11 @@ struct ClusterMember {
   std::string name;
   std::string address;  // from its listening line
   std::unique_ptr<process::ChildProcess> process;
+  // How it was started (a restart starts it the same way).
+  std::string path;
+  std::vector<std::string> args;
+  process::ChildOptions options;
+  std::chrono::steady_clock::time_point started;
 };
 
 // Starts `path` with `args` and waits up to `timeout` for its listening
@@ -27,5 +32,9 @@ absl::StatusOr<ClusterMember> StartClusterMember(const std::string& name, const 
                                                  const std::vector<std::string>& args,
                                                  std::chrono::milliseconds timeout,
                                                  const process::ChildOptions& options = {});
+
+// Starts `member` again as it was started before (its old process must have
+// exited); on success its process, address and start time are the new ones.
+absl::Status RestartClusterMember(ClusterMember& member, std::chrono::milliseconds timeout);
 
 }  // namespace tandem::cli

@@ -5,6 +5,7 @@
 #include <ctime>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -13,6 +14,7 @@
 #include "common/cli/cli_flags.h"
 #include "tools/tandem/cluster_member.h"
 #include "tools/tandem/cpu_list.h"
+#include "tools/tandem/restart_budget.h"
 #include "worker/engine_flags.h"
 
 namespace tandem::cli {
@@ -27,6 +29,7 @@ struct UpFlags {
   int64_t port = 50051;
   std::string kv_transport = "ucx";
   int64_t start_timeout_s = 120;
+  int64_t max_restarts = 5;  // per minute, for each member
   int64_t metrics_base_port = -1;  // -1: no metrics servers
   std::string prefill_cores;       // CPU lists ("0-3,6"); empty: not pinned
   std::string decode_cores;
@@ -102,6 +105,9 @@ int RunUp(const std::vector<std::string>& args) {
                   "teams then size to the list)");
   flags.AddString("decode-cores", &f.decode_cores, "pin the decode workers to these CPUs (default: not pinned)");
   flags.AddInt("start-timeout-s", &f.start_timeout_s, "longest wait for the cluster to come up (default 120)");
+  flags.AddInt("max-restarts", &f.max_restarts,
+               "restart a member that exits, with exponential backoff, at most this many times a minute each; "
+               "then stop the cluster (default 5; 0: stop the cluster when any member exits)");
   flags.AddBool("help", &f.help, "show this help");
   f.engine.Register(flags);
   EngineFlags scratch;
@@ -116,6 +122,10 @@ int RunUp(const std::vector<std::string>& args) {
   }
   if (f.prefill_workers < 1 || f.prefill_workers > 64 || f.decode_workers < 1 || f.decode_workers > 64) {
     std::cerr << "tandem up: --prefill-workers and --decode-workers must be in [1, 64]\n";
+    return 2;
+  }
+  if (f.max_restarts < 0 || f.max_restarts > 1000) {
+    std::cerr << "tandem up: --max-restarts must be in [0, 1000]\n";
     return 2;
   }
   if (f.prefill_tp < 1 || f.prefill_tp > 64 || f.decode_tp < 1 || f.decode_tp > 64) {
@@ -179,6 +189,10 @@ int RunUp(const std::vector<std::string>& args) {
     return 1;
   }
   const std::string endpoint = router->address;
+  // A restarted router must come back where the workers and clients look for it.
+  for (size_t i = 0; i + 1 < router->args.size(); ++i) {
+    if (router->args[i] == "--port") router->args[i + 1] = endpoint.substr(endpoint.rfind(':') + 1);
+  }
   children.push_back(*std::move(router));
   for (int role = 0; role < 2; ++role) {
     const int64_t count = role == 0 ? f.prefill_workers : f.decode_workers;
@@ -217,24 +231,50 @@ int RunUp(const std::vector<std::string>& args) {
   std::cout << "tandem up: ready on " << endpoint << " (" << f.prefill_workers << " prefill, " << f.decode_workers
             << " decode workers); try: tandem client --addr " << endpoint << " --prompt \"ROMEO:\"" << std::endl;
 
+  // Supervision: a member that exits is restarted after its backoff (the
+  // rest keep serving; the router's failover covers the gap), until its
+  // restart budget is spent or a stop signal arrives.
+  RestartPolicy policy;
+  policy.max_restarts = static_cast<int>(f.max_restarts);
+  std::vector<RestartBudget> budgets(children.size(), RestartBudget(policy));
+  std::vector<std::optional<std::chrono::steady_clock::time_point>> restart_at(children.size());
   int exit_code = 0;
-  while (true) {
-    timespec wait{1, 0};
+  bool stop = false;
+  while (!stop) {
+    timespec wait{0, 200 * 1000 * 1000};
     const int sig = sigtimedwait(&signals, nullptr, &wait);
     if (sig == SIGINT || sig == SIGTERM) {
       std::cout << "tandem up: stopping" << std::endl;
       break;
     }
-    bool died = false;
-    for (const ClusterMember& c : children) {
-      if (c.process->Exited()) {
-        std::cerr << "tandem up: " << c.name << " (pid " << c.process->pid() << ") exited; stopping the cluster\n";
-        died = true;
+    const auto now = std::chrono::steady_clock::now();
+    for (size_t i = 0; i < children.size() && !stop; ++i) {
+      ClusterMember& c = children[i];
+      if (!restart_at[i] && c.process->Exited()) {
+        const std::optional<std::chrono::milliseconds> delay = budgets[i].OnExit(c.started, now);
+        std::cerr << "tandem up: " << c.name << " (pid " << c.process->pid() << ") exited with code "
+                  << c.process->exit_code();
+        if (!delay) {
+          std::cerr << "; " << (f.max_restarts == 0 ? "restarts are off (--max-restarts 0)"
+                                                    : absl::StrCat(f.max_restarts, " restarts in the last minute"))
+                    << ", stopping the cluster\n";
+          exit_code = 1;
+          stop = true;
+          break;
+        }
+        std::cerr << "; restarting it in " << delay->count() << " ms (restart " << budgets[i].RestartsInWindow(now)
+                  << " of at most " << f.max_restarts << " a minute)\n";
+        restart_at[i] = now + *delay;
       }
-    }
-    if (died) {
-      exit_code = 1;
-      break;
+      if (restart_at[i] && now >= *restart_at[i]) {
+        restart_at[i].reset();
+        if (absl::Status st = RestartClusterMember(c, timeout); !st.ok()) {
+          std::cerr << "tandem up: restarting " << c.name << ": " << st << "\n";
+          continue;  // its process has exited: the next pass counts it against the budget
+        }
+        std::cout << "tandem up: " << c.name << " pid " << c.process->pid() << " on " << c.address << " (restarted)"
+                  << std::endl;
+      }
     }
   }
   stop_all();

@@ -26,6 +26,30 @@ TEST_F(WorkerPoolTest, ReadyNeedsALiveWorkerOfEachRole) {
   EXPECT_TRUE(pool_.Ready());
 }
 
+TEST_F(WorkerPoolTest, ARestartedWorkerAtANewAddressReplacesItsOldEntry) {
+  pool_.Add(kDecode, "d0", "127.0.0.1:2", /*registered=*/true);
+  pool_.Add(kDecode, "d1", "127.0.0.1:3", /*registered=*/true);
+  auto held = pool_.Acquire(kDecode);  // d0 (ties go to the first), one call in flight
+  ASSERT_TRUE(held.ok());
+  ASSERT_EQ(held->id, "d0");
+  pool_.Add(kDecode, "d0", "127.0.0.1:7", /*registered=*/true);  // d0 restarted on another port
+  EXPECT_EQ(pool_.NumWorkers(kDecode), 2);
+  // d0 still counts the old call, so d1 is picked; then d0, at its new address.
+  auto a = pool_.Acquire(kDecode);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->id, "d1");
+  pool_.Done(kDecode, "d0");
+  pool_.Done(kDecode, "d1");
+  auto b = pool_.Acquire(kDecode, {"d1"});
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->id, "d0");
+  EXPECT_EQ(b->address, "127.0.0.1:7");
+  // A static worker never takes over another's entry by id.
+  pool_.Add(kPrefill, "s0", "127.0.0.1:4");
+  pool_.Add(kPrefill, "s0", "127.0.0.1:5");
+  EXPECT_EQ(pool_.NumWorkers(kPrefill), 2);
+}
+
 TEST_F(WorkerPoolTest, ExpiredRegistrationIsNotReadyUntilItsNextHeartbeat) {
   pool_.Add(kPrefill, "p0", "127.0.0.1:1", true);
   pool_.Add(kDecode, "d0", "127.0.0.1:2", true);
