@@ -1,6 +1,9 @@
 // Normalizer steps; see normalizer.h.
 #include "engine/tokenizer/normalizer.h"
 
+#include <unicode/normalizer2.h>
+#include <unicode/unistr.h>
+
 #include <utility>
 #include <vector>
 
@@ -11,11 +14,6 @@
 #include "engine/tokenizer/utf8.h"
 #include "nlohmann/json.hpp"
 #include "re2/re2.h"
-
-#ifdef TANDEM_TOKENIZER_HAVE_ICU
-#include <unicode/normalizer2.h>
-#include <unicode/unistr.h>
-#endif
 
 namespace tandem::tokenizer_internal {
 namespace {
@@ -77,7 +75,6 @@ class StripNormalizer : public Normalizer {
   bool right_;
 };
 
-#ifdef TANDEM_TOKENIZER_HAVE_ICU
 class UnicodeNormalizer : public Normalizer {
  public:
   explicit UnicodeNormalizer(const icu::Normalizer2* impl) : impl_(impl) {}
@@ -95,10 +92,8 @@ class UnicodeNormalizer : public Normalizer {
  private:
   const icu::Normalizer2* impl_;  // owned by ICU, lives for the process
 };
-#endif
 
 absl::StatusOr<std::unique_ptr<Normalizer>> MakeUnicodeNormalizer(const std::string& type) {
-#ifdef TANDEM_TOKENIZER_HAVE_ICU
   UErrorCode error = U_ZERO_ERROR;
   const icu::Normalizer2* impl = nullptr;
   if (type == "NFC") impl = icu::Normalizer2::getNFCInstance(error);
@@ -109,10 +104,6 @@ absl::StatusOr<std::unique_ptr<Normalizer>> MakeUnicodeNormalizer(const std::str
     return absl::InternalError(absl::StrCat("normalizer ", type, ": ICU failed: ", u_errorName(error)));
   }
   return std::make_unique<UnicodeNormalizer>(impl);
-#else
-  return absl::UnimplementedError(
-      absl::StrCat("normalizer ", type, " needs ICU, and this build of the tokenizer has none (install libicu-dev)"));
-#endif
 }
 
 }  // namespace

@@ -1,9 +1,8 @@
 // Normalizers: the `normalizer` section of tokenizer.json, applied to each
 // stretch of input text between added tokens before pre-tokenization.
 // Supported types: Sequence, Prepend, Replace (String or Regex pattern),
-// Strip, and — when Tandem is built with ICU (TANDEM_TOKENIZER_HAVE_ICU) —
-// NFC, NFD, NFKC, NFKD. Anything else (Lowercase, BertNormalizer, ...) is an
-// InvalidArgument naming the type.
+// Strip, and NFC, NFD, NFKC, NFKD (ICU). Anything else (Lowercase,
+// BertNormalizer, ...) is an InvalidArgument naming the type.
 //
 // Thread-safety: immutable after parsing; Normalize is safe to call
 // concurrently.
