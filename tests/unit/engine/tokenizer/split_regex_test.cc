@@ -129,7 +129,6 @@ TEST(SplitRegexTest, InvalidUtf8MatchesAsReplacementCharacter) {
   EXPECT_EQ(Matches(**re, "a \xFF\xE2\x82"
                           "b \x80"),
             (Spans{{0, 1}, {1, 5}, {5, 6}, {6, 8}}));
-  std::string replaced;
   auto out = (*re)->ReplaceAll("\xC3x", "-");
   ASSERT_TRUE(out.ok());
   EXPECT_EQ(*out, "--");
