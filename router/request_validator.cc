@@ -88,7 +88,9 @@ absl::StatusOr<ValidatedRequest> RequestValidator::Validate(const v1::GenerateRe
 
   if (!request.prompt().empty()) {
     if (tokenizer_ == nullptr) return Invalid("prompt", "this model has no tokenizer: send prompt_token_ids");
-    v.prompt_token_ids = tokenizer_->Encode(request.prompt());
+    absl::StatusOr<std::vector<int32_t>> ids = tokenizer_->TryEncode(request.prompt());
+    if (!ids.ok()) return Invalid("prompt", absl::StrCat("cannot be tokenized: ", ids.status().message()));
+    v.prompt_token_ids = *std::move(ids);
   } else {
     for (int i = 0; i < request.prompt_token_ids_size(); ++i) {
       const uint32_t id = request.prompt_token_ids(i);

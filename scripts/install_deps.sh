@@ -8,7 +8,7 @@ set -euo pipefail
 
 build_pkgs=(
   build-essential cmake ninja-build ccache pkg-config
-  libabsl-dev nlohmann-json3-dev libre2-dev libicu-dev
+  libabsl-dev nlohmann-json3-dev libicu-dev libonig-dev libxxhash-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libucx-dev
   libdnnl-dev gnuplot-nox
 )

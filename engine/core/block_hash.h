@@ -33,7 +33,7 @@ namespace tandem {
 // Parent hash of a sequence's first block.
 inline constexpr uint64_t kRootParentHash = 0;
 
-// xxHash64 (XXH64, spec 0.8) of `bytes` with `seed`.
+// xxHash64 (XXH64, spec 0.8) of `bytes` with `seed`, from libxxhash.
 uint64_t XxHash64(std::span<const uint8_t> bytes, uint64_t seed = 0);
 
 // Hash of one block: see the file comment for the exact definition.

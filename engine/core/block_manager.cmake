@@ -5,6 +5,9 @@ add_library(tandem_block_manager STATIC
   ${CMAKE_CURRENT_LIST_DIR}/block_hash.cc
   ${CMAKE_CURRENT_LIST_DIR}/block_pool.cc
   ${CMAKE_CURRENT_LIST_DIR}/kv_cache_manager.cc)
+# XXH64 for the block hashes comes from libxxhash (libxxhash-dev).
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(XXHASH REQUIRED IMPORTED_TARGET libxxhash)
 target_link_libraries(tandem_block_manager
   PUBLIC tandem_common absl::flat_hash_map absl::status absl::statusor
-  PRIVATE absl::strings absl::raw_logging_internal)
+  PRIVATE absl::strings absl::raw_logging_internal absl::inlined_vector PkgConfig::XXHASH)

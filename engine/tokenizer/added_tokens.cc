@@ -1,32 +1,34 @@
 // Added-token matching; see added_tokens.h.
 #include "engine/tokenizer/added_tokens.h"
 
+#include <unicode/uchar.h>
+
 #include <algorithm>
 
 #include "engine/tokenizer/utf8.h"
-#include "re2/re2.h"
 
 namespace tandem::tokenizer_internal {
 namespace {
 
 // Word characters for single_word: Rust's char::is_alphanumeric or '_',
-// approximated by [\p{L}\p{N}_].
-bool IsWordChar(std::string_view ch) {
-  static const re2::RE2* const kWordChar = new re2::RE2("[\\p{L}\\p{N}_]");
-  return re2::RE2::FullMatch(re2::StringPiece(ch.data(), ch.size()), *kWordChar);
+// approximated by general categories L* and N*, or '_'.
+bool IsWordChar(std::string_view text, size_t pos) {
+  size_t len = 0;
+  const int32_t cp = NextCodePoint(text, pos, &len);
+  if (cp < 0) return false;
+  return cp == '_' || (U_GET_GC_MASK(cp) & (U_GC_L_MASK | U_GC_N_MASK)) != 0;
 }
 
 bool EndsWithWordChar(std::string_view text) {
   if (text.empty()) return false;
-  size_t start = text.size() - 1;
-  while (start > 0 && (static_cast<unsigned char>(text[start]) & 0xC0) == 0x80) --start;
-  return IsWordChar(text.substr(start));
+  const size_t start = CharStart(text, text.size() - 1);
+  size_t len = 0;
+  // The last character must end the text (a stray continuation byte is no
+  // character).
+  return NextCodePoint(text, start, &len) >= 0 && start + len == text.size() && IsWordChar(text, start);
 }
 
-bool StartsWithWordChar(std::string_view text) {
-  if (text.empty()) return false;
-  return IsWordChar(text.substr(0, CharLen(text, 0)));
-}
+bool StartsWithWordChar(std::string_view text) { return !text.empty() && IsWordChar(text, 0); }
 
 }  // namespace
 

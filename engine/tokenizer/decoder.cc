@@ -11,7 +11,6 @@
 #include "engine/tokenizer/split_regex.h"
 #include "engine/tokenizer/utf8.h"
 #include "nlohmann/json.hpp"
-#include "re2/re2.h"
 
 namespace tandem::tokenizer_internal {
 namespace {
@@ -50,16 +49,20 @@ class ReplaceStringStep : public DecoderStep {
   std::string to_;
 };
 
+// A token on which the regex hits its limits stays as it is (see decoder.h).
 class ReplaceRegexStep : public DecoderStep {
  public:
-  ReplaceRegexStep(std::unique_ptr<re2::RE2> re, std::string to) : re_(std::move(re)), to_(std::move(to)) {}
+  ReplaceRegexStep(std::unique_ptr<SplitRegex> regex, std::string to) : regex_(std::move(regex)), to_(std::move(to)) {}
   void Apply(std::vector<std::string>* tokens, DecodeContext*) const override {
-    for (std::string& token : *tokens) re2::RE2::GlobalReplace(&token, *re_, to_);
+    for (std::string& token : *tokens) {
+      absl::StatusOr<std::string> replaced = regex_->ReplaceAll(token, to_);
+      if (replaced.ok()) token = *std::move(replaced);
+    }
   }
 
  private:
-  std::unique_ptr<re2::RE2> re_;
-  std::string to_;
+  std::unique_ptr<SplitRegex> regex_;
+  std::string to_;  // inserted literally
 };
 
 // Runs of "<0xXX>" tokens become one token of those raw bytes.
@@ -180,17 +183,11 @@ absl::StatusOr<std::unique_ptr<DecoderStep>> ParseStep(const Json& config) {
       return std::make_unique<ReplaceStringStep>(std::move(from), std::move(content));
     }
     if (pattern.contains("Regex")) {
-      const std::string source = pattern.at("Regex").get<std::string>();
-      bool has_lookahead = false;
-      auto translated = TranslatePattern(source, &has_lookahead);
-      if (!translated.ok()) return translated.status();
-      re2::RE2::Options options;
-      options.set_log_errors(false);
-      auto re = std::make_unique<re2::RE2>(*translated, options);
-      if (has_lookahead || !re->ok()) {
-        return absl::InvalidArgumentError(absl::StrCat("decoder Replace: unsupported regex '", source, "'"));
+      auto regex = SplitRegex::Create(pattern.at("Regex").get<std::string>());
+      if (!regex.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("decoder Replace: ", regex.status().message()));
       }
-      return std::make_unique<ReplaceRegexStep>(std::move(re), absl::StrReplaceAll(content, {{"\\", "\\\\"}}));
+      return std::make_unique<ReplaceRegexStep>(*std::move(regex), std::move(content));
     }
     return absl::InvalidArgumentError("decoder Replace: pattern needs 'String' or 'Regex'");
   }

@@ -9,6 +9,11 @@
 // ByteFallback turns every byte of an invalid run into U+FFFD). This makes
 // decoding prefix-stable, which IncrementalDecoder relies on.
 //
+// A Replace regex (Oniguruma, see split_regex.h) that hits its limits on a
+// token leaves that token unchanged: decoding has no error path, and what it
+// reads is the model's vocabulary and output, where that takes a run of over
+// a million characters of one class.
+//
 // Continuation mode decodes tokens that follow earlier text: steps that only
 // act at the start of a text (Strip's leading cut after the tokens were fused,
 // Metaspace's removal of the first token's prefix space) are skipped.

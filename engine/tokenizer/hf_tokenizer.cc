@@ -16,7 +16,9 @@ std::vector<std::string> MatcherContents(const std::vector<AddedToken>& tokens, 
   for (const AddedToken& t : tokens) {
     const bool in_set = normalizer != nullptr ? t.normalized == normalized_set : !normalized_set;
     std::string content = in_set ? t.content : "";
-    if (in_set && normalized_set) normalizer->Normalize(&content);
+    // A token's content is short: a limit hit here would take a content of
+    // over a million characters, and would leave it as it is.
+    if (in_set && normalized_set) normalizer->Normalize(&content).IgnoreError();
     contents.push_back(std::move(content));
   }
   return contents;
@@ -41,28 +43,31 @@ HfTokenizer::HfTokenizer(TokenizerParts parts)
   }
 }
 
-std::vector<int32_t> HfTokenizer::Encode(std::string_view text, bool add_special_tokens) const {
+absl::StatusOr<std::vector<int32_t>> HfTokenizer::TryEncode(std::string_view text, bool add_special_tokens) const {
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3 + 2);
   if (add_special_tokens && parts_.add_bos && parts_.bos_id.has_value()) ids.push_back(*parts_.bos_id);
   if (raw_matcher_.empty()) {
-    EncodeStretch(std::string(text), true, &ids);
+    if (absl::Status status = EncodeStretch(std::string(text), true, &ids); !status.ok()) return status;
   } else {
     for (const TextSegment& seg : raw_matcher_.Split(text)) {
       if (seg.id >= 0) {
         ids.push_back(seg.id);
-      } else {
-        EncodeStretch(std::string(text.substr(seg.begin, seg.end - seg.begin)), seg.begin == 0, &ids);
+        continue;
       }
+      const std::string_view stretch = text.substr(seg.begin, seg.end - seg.begin);
+      if (absl::Status status = EncodeStretch(std::string(stretch), seg.begin == 0, &ids); !status.ok()) return status;
     }
   }
   if (add_special_tokens && parts_.add_eos && parts_.eos_id.has_value()) ids.push_back(*parts_.eos_id);
   return ids;
 }
 
-void HfTokenizer::EncodeStretch(std::string text, bool at_start, std::vector<int32_t>* ids) const {
-  if (text.empty()) return;
-  if (parts_.normalizer != nullptr) parts_.normalizer->Normalize(&text);
+absl::Status HfTokenizer::EncodeStretch(std::string text, bool at_start, std::vector<int32_t>* ids) const {
+  if (text.empty()) return absl::OkStatus();
+  if (parts_.normalizer != nullptr) {
+    if (absl::Status status = parts_.normalizer->Normalize(&text); !status.ok()) return status;
+  }
   std::vector<TextSegment> segments;
   if (normalized_matcher_.empty()) {
     segments.push_back(TextSegment{0, text.size(), -1});
@@ -78,9 +83,12 @@ void HfTokenizer::EncodeStretch(std::string text, bool at_start, std::vector<int
     if (seg.begin == seg.end) continue;
     pieces.clear();
     pieces.push_back(PreToken{text.substr(seg.begin, seg.end - seg.begin), at_start && seg.begin == 0});
-    if (parts_.pre_tokenizer != nullptr) parts_.pre_tokenizer->Apply(&pieces);
+    if (parts_.pre_tokenizer != nullptr) {
+      if (absl::Status status = parts_.pre_tokenizer->Apply(&pieces); !status.ok()) return status;
+    }
     for (const PreToken& piece : pieces) parts_.model->Tokenize(piece.text, ids);
   }
+  return absl::OkStatus();
 }
 
 std::string HfTokenizer::Decode(std::span<const int32_t> ids, bool skip_special_tokens) const {

@@ -49,7 +49,7 @@ class HfTokenizer final : public Tokenizer {
  public:
   explicit HfTokenizer(TokenizerParts parts);
 
-  std::vector<int32_t> Encode(std::string_view text, bool add_special_tokens = true) const override;
+  absl::StatusOr<std::vector<int32_t>> TryEncode(std::string_view text, bool add_special_tokens = true) const override;
   std::string Decode(std::span<const int32_t> ids, bool skip_special_tokens = true) const override;
   std::string DecodeContinuation(std::span<const int32_t> ids, bool skip_special_tokens = true) const override;
   int32_t vocab_size() const override { return static_cast<int32_t>(id_to_token_.size()); }
@@ -61,7 +61,7 @@ class HfTokenizer final : public Tokenizer {
 
  private:
   // Steps 2-4 of the header comment for one stretch between raw matches.
-  void EncodeStretch(std::string text, bool at_start, std::vector<int32_t>* ids) const;
+  absl::Status EncodeStretch(std::string text, bool at_start, std::vector<int32_t>* ids) const;
   std::string DecodeImpl(std::span<const int32_t> ids, bool skip_special_tokens, bool continuation) const;
 
   TokenizerParts parts_;

@@ -51,7 +51,7 @@ std::string IncrementalDecoder::Advance(bool hold_incomplete) {
   size_t common = 0;
   const size_t limit = std::min(full.size(), prefix_text_.size());
   while (common < limit && full[common] == prefix_text_[common]) ++common;
-  while (common > 0 && common < full.size() && (static_cast<unsigned char>(full[common]) & 0xC0) == 0x80) --common;
+  common = tokenizer_internal::CharStart(full, common);  // `full` is valid UTF-8 (Decode's output)
   if (hold_incomplete && full.size() <= common) return "";  // nothing new yet (e.g. a skipped special token)
   std::string text = full.substr(common);
   prefix_offset_ = read_offset_;

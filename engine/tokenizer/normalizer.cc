@@ -1,6 +1,9 @@
 // Normalizer steps; see normalizer.h.
 #include "engine/tokenizer/normalizer.h"
 
+#include <unicode/normalizer2.h>
+#include <unicode/unistr.h>
+
 #include <utility>
 #include <vector>
 
@@ -10,12 +13,6 @@
 #include "engine/tokenizer/split_regex.h"
 #include "engine/tokenizer/utf8.h"
 #include "nlohmann/json.hpp"
-#include "re2/re2.h"
-
-#ifdef TANDEM_TOKENIZER_HAVE_ICU
-#include <unicode/normalizer2.h>
-#include <unicode/unistr.h>
-#endif
 
 namespace tandem::tokenizer_internal {
 namespace {
@@ -25,8 +22,11 @@ using Json = nlohmann::json;
 class SequenceNormalizer : public Normalizer {
  public:
   explicit SequenceNormalizer(std::vector<std::unique_ptr<Normalizer>> steps) : steps_(std::move(steps)) {}
-  void Normalize(std::string* text) const override {
-    for (const auto& step : steps_) step->Normalize(text);
+  absl::Status Normalize(std::string* text) const override {
+    for (const auto& step : steps_) {
+      if (absl::Status status = step->Normalize(text); !status.ok()) return status;
+    }
+    return absl::OkStatus();
   }
 
  private:
@@ -36,8 +36,9 @@ class SequenceNormalizer : public Normalizer {
 class PrependNormalizer : public Normalizer {
  public:
   explicit PrependNormalizer(std::string prefix) : prefix_(std::move(prefix)) {}
-  void Normalize(std::string* text) const override {
+  absl::Status Normalize(std::string* text) const override {
     if (!text->empty()) *text = absl::StrCat(prefix_, *text);
+    return absl::OkStatus();
   }
 
  private:
@@ -47,7 +48,10 @@ class PrependNormalizer : public Normalizer {
 class ReplaceStringNormalizer : public Normalizer {
  public:
   ReplaceStringNormalizer(std::string from, std::string to) : from_(std::move(from)), to_(std::move(to)) {}
-  void Normalize(std::string* text) const override { *text = absl::StrReplaceAll(*text, {{from_, to_}}); }
+  absl::Status Normalize(std::string* text) const override {
+    *text = absl::StrReplaceAll(*text, {{from_, to_}});
+    return absl::OkStatus();
+  }
 
  private:
   std::string from_;
@@ -56,20 +60,27 @@ class ReplaceStringNormalizer : public Normalizer {
 
 class ReplaceRegexNormalizer : public Normalizer {
  public:
-  ReplaceRegexNormalizer(std::unique_ptr<re2::RE2> re, std::string to) : re_(std::move(re)), to_(std::move(to)) {}
-  void Normalize(std::string* text) const override { re2::RE2::GlobalReplace(text, *re_, to_); }
+  ReplaceRegexNormalizer(std::unique_ptr<SplitRegex> regex, std::string to)
+      : regex_(std::move(regex)), to_(std::move(to)) {}
+  absl::Status Normalize(std::string* text) const override {
+    absl::StatusOr<std::string> replaced = regex_->ReplaceAll(*text, to_);
+    if (!replaced.ok()) return replaced.status();
+    *text = *std::move(replaced);
+    return absl::OkStatus();
+  }
 
  private:
-  std::unique_ptr<re2::RE2> re_;
-  std::string to_;  // with '\' escaped for RE2's rewrite syntax
+  std::unique_ptr<SplitRegex> regex_;
+  std::string to_;  // inserted literally
 };
 
 class StripNormalizer : public Normalizer {
  public:
   StripNormalizer(bool left, bool right) : left_(left), right_(right) {}
-  void Normalize(std::string* text) const override {
+  absl::Status Normalize(std::string* text) const override {
     if (right_) text->resize(text->size() - TrailingWhitespaceLen(*text));
     if (left_) text->erase(0, LeadingWhitespaceLen(*text));
+    return absl::OkStatus();
   }
 
  private:
@@ -77,28 +88,26 @@ class StripNormalizer : public Normalizer {
   bool right_;
 };
 
-#ifdef TANDEM_TOKENIZER_HAVE_ICU
 class UnicodeNormalizer : public Normalizer {
  public:
   explicit UnicodeNormalizer(const icu::Normalizer2* impl) : impl_(impl) {}
-  void Normalize(std::string* text) const override {
+  absl::Status Normalize(std::string* text) const override {
     UErrorCode error = U_ZERO_ERROR;
     const icu::UnicodeString input = icu::UnicodeString::fromUTF8(*text);
-    if (impl_->isNormalized(input, error) && U_SUCCESS(error)) return;
+    if (impl_->isNormalized(input, error) && U_SUCCESS(error)) return absl::OkStatus();
     error = U_ZERO_ERROR;
     const icu::UnicodeString output = impl_->normalize(input, error);
-    if (U_FAILURE(error)) return;  // leave the text as it is
+    if (U_FAILURE(error)) return absl::OkStatus();  // leave the text as it is
     text->clear();
     output.toUTF8String(*text);
+    return absl::OkStatus();
   }
 
  private:
   const icu::Normalizer2* impl_;  // owned by ICU, lives for the process
 };
-#endif
 
 absl::StatusOr<std::unique_ptr<Normalizer>> MakeUnicodeNormalizer(const std::string& type) {
-#ifdef TANDEM_TOKENIZER_HAVE_ICU
   UErrorCode error = U_ZERO_ERROR;
   const icu::Normalizer2* impl = nullptr;
   if (type == "NFC") impl = icu::Normalizer2::getNFCInstance(error);
@@ -109,10 +118,6 @@ absl::StatusOr<std::unique_ptr<Normalizer>> MakeUnicodeNormalizer(const std::str
     return absl::InternalError(absl::StrCat("normalizer ", type, ": ICU failed: ", u_errorName(error)));
   }
   return std::make_unique<UnicodeNormalizer>(impl);
-#else
-  return absl::UnimplementedError(
-      absl::StrCat("normalizer ", type, " needs ICU, and this build of the tokenizer has none (install libicu-dev)"));
-#endif
 }
 
 }  // namespace
@@ -139,19 +144,11 @@ absl::StatusOr<std::unique_ptr<Normalizer>> ParseNormalizer(const Json& config) 
       return std::make_unique<ReplaceStringNormalizer>(std::move(from), std::move(content));
     }
     if (pattern.contains("Regex")) {
-      const std::string source = pattern.at("Regex").get<std::string>();
-      bool has_lookahead = false;
-      auto translated = TranslatePattern(source, &has_lookahead);
-      if (!translated.ok()) return translated.status();
-      if (has_lookahead) {
-        return absl::InvalidArgumentError(absl::StrCat("normalizer Replace '", source, "': lookahead unsupported"));
+      auto regex = SplitRegex::Create(pattern.at("Regex").get<std::string>());
+      if (!regex.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("normalizer Replace: ", regex.status().message()));
       }
-      re2::RE2::Options options;
-      options.set_log_errors(false);
-      auto re = std::make_unique<re2::RE2>(*translated, options);
-      if (!re->ok())
-        return absl::InvalidArgumentError(absl::StrCat("normalizer Replace '", source, "': ", re->error()));
-      return std::make_unique<ReplaceRegexNormalizer>(std::move(re), absl::StrReplaceAll(content, {{"\\", "\\\\"}}));
+      return std::make_unique<ReplaceRegexNormalizer>(*std::move(regex), std::move(content));
     }
     return absl::InvalidArgumentError("normalizer Replace: pattern needs 'String' or 'Regex'");
   }

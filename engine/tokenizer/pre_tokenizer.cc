@@ -35,10 +35,11 @@ absl::StatusOr<Behavior> ParseBehavior(const std::string& name) {
 // Cuts `text` at the matches of `regex` the way NormalizedString::split does:
 // the matches and the gaps between them are flagged, `invert` swaps the
 // flags, `behavior` decides what becomes of the flagged parts. Returns the
-// kept non-empty spans.
-std::vector<Span> SplitSpans(std::string_view text, const SplitRegex& regex, Behavior behavior, bool invert) {
+// kept non-empty spans, or the regex's error.
+absl::StatusOr<std::vector<Span>> SplitSpans(std::string_view text, const SplitRegex& regex, Behavior behavior,
+                                             bool invert) {
   std::vector<Span> found;
-  regex.FindMatches(text, &found);
+  if (absl::Status status = regex.FindMatches(text, &found); !status.ok()) return status;
   std::vector<std::pair<Span, bool>> parts;  // (span, is_match)
   size_t prev = 0;
   for (const Span& m : found) {
@@ -95,13 +96,17 @@ std::vector<Span> SplitSpans(std::string_view text, const SplitRegex& regex, Beh
   return out;
 }
 
-// Applies `fn(piece, &out)` to every piece, replacing the list.
+// Applies `fn(piece, &out)` (which returns an absl::Status) to every piece,
+// replacing the list; stops at the first error.
 template <typename Fn>
-void ForEachPiece(std::vector<PreToken>* pieces, Fn fn) {
+absl::Status ForEachPiece(std::vector<PreToken>* pieces, Fn fn) {
   std::vector<PreToken> out;
   out.reserve(pieces->size());
-  for (PreToken& piece : *pieces) fn(piece, &out);
+  for (PreToken& piece : *pieces) {
+    if (absl::Status status = fn(piece, &out); !status.ok()) return status;
+  }
   *pieces = std::move(out);
+  return absl::OkStatus();
 }
 
 void AppendSpans(const PreToken& piece, const std::vector<Span>& spans, std::vector<PreToken>* out) {
@@ -114,9 +119,12 @@ class SplitStep : public PreTokenizer {
  public:
   SplitStep(std::unique_ptr<SplitRegex> regex, Behavior behavior, bool invert)
       : regex_(std::move(regex)), behavior_(behavior), invert_(invert) {}
-  void Apply(std::vector<PreToken>* pieces) const override {
-    ForEachPiece(pieces, [&](PreToken& piece, std::vector<PreToken>* out) {
-      AppendSpans(piece, SplitSpans(piece.text, *regex_, behavior_, invert_), out);
+  absl::Status Apply(std::vector<PreToken>* pieces) const override {
+    return ForEachPiece(pieces, [&](PreToken& piece, std::vector<PreToken>* out) -> absl::Status {
+      absl::StatusOr<std::vector<Span>> spans = SplitSpans(piece.text, *regex_, behavior_, invert_);
+      if (!spans.ok()) return spans.status();
+      AppendSpans(piece, *spans, out);
+      return absl::OkStatus();
     });
   }
 
@@ -130,12 +138,14 @@ class ByteLevelStep : public PreTokenizer {
  public:
   ByteLevelStep(bool add_prefix_space, std::unique_ptr<SplitRegex> regex)
       : add_prefix_space_(add_prefix_space), regex_(std::move(regex)) {}
-  void Apply(std::vector<PreToken>* pieces) const override {
-    ForEachPiece(pieces, [&](PreToken& piece, std::vector<PreToken>* out) {
+  absl::Status Apply(std::vector<PreToken>* pieces) const override {
+    return ForEachPiece(pieces, [&](PreToken& piece, std::vector<PreToken>* out) -> absl::Status {
       if (add_prefix_space_ && !piece.text.starts_with(' ')) piece.text = absl::StrCat(" ", piece.text);
       std::vector<Span> spans;
       if (regex_ != nullptr) {
-        spans = SplitSpans(piece.text, *regex_, Behavior::kIsolated, false);
+        absl::StatusOr<std::vector<Span>> found = SplitSpans(piece.text, *regex_, Behavior::kIsolated, false);
+        if (!found.ok()) return found.status();
+        spans = *std::move(found);
       } else if (!piece.text.empty()) {
         spans.push_back({0, piece.text.size()});
       }
@@ -144,6 +154,7 @@ class ByteLevelStep : public PreTokenizer {
         BytesToAlphabet(std::string_view(piece.text).substr(s.first, s.second - s.first), &mapped.text);
         out->push_back(std::move(mapped));
       }
+      return absl::OkStatus();
     });
   }
 
@@ -158,17 +169,20 @@ class MetaspaceStep : public PreTokenizer {
  public:
   MetaspaceStep(std::string replacement, PrependScheme scheme, std::unique_ptr<SplitRegex> split)
       : replacement_(std::move(replacement)), scheme_(scheme), split_(std::move(split)) {}
-  void Apply(std::vector<PreToken>* pieces) const override {
-    ForEachPiece(pieces, [&](PreToken& piece, std::vector<PreToken>* out) {
+  absl::Status Apply(std::vector<PreToken>* pieces) const override {
+    return ForEachPiece(pieces, [&](PreToken& piece, std::vector<PreToken>* out) -> absl::Status {
       piece.text = absl::StrReplaceAll(piece.text, {{" ", replacement_}});
       const bool prepend = !piece.text.starts_with(replacement_) &&
                            (scheme_ == PrependScheme::kAlways || (scheme_ == PrependScheme::kFirst && piece.at_start));
       if (prepend) piece.text = absl::StrCat(replacement_, piece.text);
       if (split_ != nullptr) {
-        AppendSpans(piece, SplitSpans(piece.text, *split_, Behavior::kMergedWithNext, false), out);
+        absl::StatusOr<std::vector<Span>> spans = SplitSpans(piece.text, *split_, Behavior::kMergedWithNext, false);
+        if (!spans.ok()) return spans.status();
+        AppendSpans(piece, *spans, out);
       } else if (!piece.text.empty()) {
         out->push_back(std::move(piece));
       }
+      return absl::OkStatus();
     });
   }
 
@@ -181,8 +195,11 @@ class MetaspaceStep : public PreTokenizer {
 class SequenceStep : public PreTokenizer {
  public:
   explicit SequenceStep(std::vector<std::unique_ptr<PreTokenizer>> steps) : steps_(std::move(steps)) {}
-  void Apply(std::vector<PreToken>* pieces) const override {
-    for (const auto& step : steps_) step->Apply(pieces);
+  absl::Status Apply(std::vector<PreToken>* pieces) const override {
+    for (const auto& step : steps_) {
+      if (absl::Status status = step->Apply(pieces); !status.ok()) return status;
+    }
+    return absl::OkStatus();
   }
 
  private:

@@ -3,7 +3,8 @@
 // Split (Regex or String pattern, every behavior, invert), ByteLevel
 // (add_prefix_space, use_regex with GPT-2's pattern), Digits, Metaspace
 // (replacement, prepend_scheme or legacy add_prefix_space, split),
-// Punctuation, WhitespaceSplit, Whitespace and Sequence of these.
+// Punctuation, WhitespaceSplit, Whitespace and Sequence of these. Regexes run
+// on Oniguruma, with limits (see split_regex.h).
 // Each step applies to every piece the previous steps produced, as in
 // HuggingFace tokenizers (so ByteLevel's add_prefix_space prefixes every
 // piece that does not start with a space).
@@ -15,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "nlohmann/json_fwd.hpp"
 
@@ -30,8 +32,10 @@ struct PreToken {
 class PreTokenizer {
  public:
   virtual ~PreTokenizer() = default;
-  // Replaces *pieces by their sub-pieces (empty pieces are dropped).
-  virtual void Apply(std::vector<PreToken>* pieces) const = 0;
+  // Replaces *pieces by their sub-pieces (empty pieces are dropped). Fails
+  // only where a split regex hits its limits (ResourceExhausted, see
+  // split_regex.h); *pieces is then unspecified.
+  virtual absl::Status Apply(std::vector<PreToken>* pieces) const = 0;
 };
 
 // Builds the pre-tokenizer of a tokenizer.json `pre_tokenizer` value. Returns

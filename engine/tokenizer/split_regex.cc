@@ -1,231 +1,197 @@
-// RE2-backed split regex with lookahead emulation; see split_regex.h.
+// Oniguruma-backed tokenizer regexes; see split_regex.h.
 #include "engine/tokenizer/split_regex.h"
 
-#include "absl/status/status.h"
+// Oniguruma's header defines UChar unless told not to, and ICU (utf8.h's
+// implementation) has its own.
+#define ONIG_ESCAPE_UCHAR_COLLISION 1
+#include <oniguruma.h>
+
 #include "absl/strings/str_cat.h"
 #include "engine/tokenizer/utf8.h"
-#include "re2/re2.h"
 
 namespace tandem::tokenizer_internal {
 namespace {
 
-// Unicode White_Space, as the body of an RE2 character class.
-constexpr std::string_view kWhitespaceClassBody =
-    "\\t-\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}";
-// Unicode word characters (approximation of UTS#18 \w), as a class body.
-constexpr std::string_view kWordClassBody = "\\p{L}\\p{Nl}\\p{M}\\p{Nd}\\p{Pc}";
-// The lookahead alternative that is emulated.
-constexpr std::string_view kLookaheadAlt = "\\s+(?!\\S)";
+// onig_initialize is process-wide and not thread-safe: run it once, before
+// the first compile.
+void InitOniguruma() {
+  static const int initialized = [] {
+    OnigEncoding encodings[] = {ONIG_ENCODING_UTF8};
+    return onig_initialize(encodings, 1);
+  }();
+  (void)initialized;
+}
 
-absl::Status Unsupported(std::string_view pattern, std::string_view what) {
-  return absl::InvalidArgumentError(absl::StrCat("split regex '", AsAbsl(pattern), "': unsupported construct ",
-                                                 AsAbsl(what), " (RE2 has no equivalent)"));
+std::string OnigMessage(int code, OnigErrorInfo* info = nullptr) {
+  OnigUChar buf[ONIG_MAX_ERROR_MESSAGE_LEN];
+  const int n = info != nullptr ? onig_error_code_to_str(buf, code, info) : onig_error_code_to_str(buf, code);
+  return std::string(reinterpret_cast<const char*>(buf), n > 0 ? static_cast<size_t>(n) : 0);
+}
+
+// Per-search state: a match region and the limits, as Oniguruma's match
+// parameters.
+class Search {
+ public:
+  explicit Search(const SplitRegex::Limits& limits) : region_(onig_region_new()), param_(onig_new_match_param()) {
+    onig_initialize_match_param(param_);
+    onig_set_retry_limit_in_match_of_match_param(param_, limits.retry_limit);
+    onig_set_retry_limit_in_search_of_match_param(param_, limits.retry_limit);
+    onig_set_match_stack_limit_size_of_match_param(param_, limits.stack_limit);
+  }
+  ~Search() {
+    onig_region_free(region_, 1);
+    onig_free_match_param(param_);
+  }
+  Search(const Search&) = delete;
+  Search& operator=(const Search&) = delete;
+
+  // Searches text[from..) (lookbehind sees all of `text`). Returns the match
+  // start, ONIG_MISMATCH, or a negative Oniguruma error code.
+  int Run(re_pattern_buffer* regex, std::string_view text, size_t from) {
+    const auto* begin = reinterpret_cast<const OnigUChar*>(text.data());
+    const OnigUChar* end = begin + text.size();
+    return onig_search_with_param(regex, begin, end, begin + from, end, region_, ONIG_OPTION_NONE, param_);
+  }
+  size_t match_end() const { return static_cast<size_t>(region_->end[0]); }
+
+ private:
+  OnigRegion* region_;
+  OnigMatchParam* param_;
+};
+
+// Valid UTF-8 stand-in for text with ill-formed bytes: each maximal
+// ill-formed subpart becomes U+FFFD. to_original[i] is the offset in the
+// original text of offset i of the stand-in (for every character boundary,
+// and for its end).
+struct Sanitized {
+  std::string text;
+  std::vector<size_t> to_original;
+};
+
+Sanitized Sanitize(std::string_view text) {
+  Sanitized out;
+  out.text.reserve(text.size() + 16);
+  out.to_original.reserve(text.size() + 17);
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t len = 0;
+    if (NextCodePoint(text, pos, &len) < 0) {
+      out.text.append(kReplacementChar);
+      out.to_original.insert(out.to_original.end(), kReplacementChar.size(), pos);
+    } else {
+      out.text.append(text.substr(pos, len));
+      for (size_t i = 0; i < len; ++i) out.to_original.push_back(pos + i);
+    }
+    pos += len;
+  }
+  out.to_original.push_back(text.size());
+  return out;
 }
 
 }  // namespace
 
-absl::StatusOr<std::string> TranslatePattern(std::string_view pattern, bool* has_lookahead_group) {
-  *has_lookahead_group = false;
-  std::string out;
-  out.reserve(pattern.size() * 2);
-  int depth = 0;                  // parenthesis nesting outside classes
-  bool in_class = false;          // inside [...]
-  bool alt_start = true;          // at the start of a top-level alternative
-  bool after_quantifier = false;  // the last item copied was a quantifier
-  size_t i = 0;
-  while (i < pattern.size()) {
-    const char c = pattern[i];
-    if (!in_class && depth == 0 && alt_start && pattern.substr(i).starts_with(kLookaheadAlt)) {
-      const size_t after = i + kLookaheadAlt.size();
-      if (after == pattern.size() || pattern[after] == '|') {
-        if (*has_lookahead_group) return Unsupported(pattern, "'\\s+(?!\\S)' twice");
-        absl::StrAppend(&out, "([", AsAbsl(kWhitespaceClassBody), "]+)");
-        *has_lookahead_group = true;
-        i = after;
-        alt_start = false;
-        continue;
-      }
-    }
-    alt_start = false;
-    const bool quantified = after_quantifier;
-    after_quantifier = false;
-    if (c == '\\') {
-      if (i + 1 >= pattern.size()) return Unsupported(pattern, "trailing backslash");
-      const char e = pattern[i + 1];
-      i += 2;
-      switch (e) {
-        case 's':
-          absl::StrAppend(&out, in_class ? "" : "[", AsAbsl(kWhitespaceClassBody), in_class ? "" : "]");
-          break;
-        case 'S':
-          if (in_class) return Unsupported(pattern, "\\S inside a character class");
-          absl::StrAppend(&out, "[^", AsAbsl(kWhitespaceClassBody), "]");
-          break;
-        case 'w':
-          absl::StrAppend(&out, in_class ? "" : "[", AsAbsl(kWordClassBody), in_class ? "" : "]");
-          break;
-        case 'W':
-          if (in_class) return Unsupported(pattern, "\\W inside a character class");
-          absl::StrAppend(&out, "[^", AsAbsl(kWordClassBody), "]");
-          break;
-        case 'd':
-          out += "\\p{Nd}";
-          break;
-        case 'D':
-          out += "\\P{Nd}";
-          break;
-        default:
-          if (e >= '1' && e <= '9') return Unsupported(pattern, "backreference");
-          if (e == 'p' || e == 'P') {
-            // \p{Name} or \pL: copy through unchanged.
-            out += '\\';
-            out += e;
-            if (i < pattern.size() && pattern[i] == '{') {
-              const size_t close = pattern.find('}', i);
-              if (close == std::string_view::npos) return Unsupported(pattern, "unterminated \\p{");
-              out.append(pattern.substr(i, close + 1 - i));
-              i = close + 1;
-            }
-            break;
-          }
-          out += '\\';
-          out += e;
-          break;
-      }
-      continue;
-    }
-    if (in_class) {
-      if (c == ']') in_class = false;
-      if (c == '[' && i + 1 < pattern.size() && pattern[i + 1] == ':') {
-        // POSIX class [:alpha:]: copy through to its closing ":]".
-        const size_t close = pattern.find(":]", i + 2);
-        if (close == std::string_view::npos) return Unsupported(pattern, "unterminated [:class:]");
-        out.append(pattern.substr(i, close + 2 - i));
-        i = close + 2;
-        continue;
-      }
-      out += c;
-      ++i;
-      continue;
-    }
-    switch (c) {
-      case '[':
-        in_class = true;
-        out += c;
-        ++i;
-        // A ']' right after '[' or '[^' is a literal member.
-        if (i < pattern.size() && pattern[i] == '^') out += pattern[i++];
-        if (i < pattern.size() && pattern[i] == ']') out += "\\]", ++i;
-        continue;
-      case '(': {
-        std::string_view rest = pattern.substr(i);
-        if (rest.starts_with("(?=") || rest.starts_with("(?!") || rest.starts_with("(?<=") ||
-            rest.starts_with("(?<!")) {
-          return Unsupported(pattern, "lookaround");
-        }
-        if (rest.starts_with("(?>")) return Unsupported(pattern, "atomic group");
-        ++depth;
-        if (rest.starts_with("(?<") || rest.starts_with("(?P<")) {
-          // Named group -> non-capturing group.
-          const size_t close = rest.find('>');
-          if (close == std::string_view::npos) return Unsupported(pattern, "unterminated group name");
-          out += "(?:";
-          i += close + 1;
-        } else if (rest.starts_with("(?")) {
-          out += "(?";
-          i += 2;
-        } else {
-          out += "(?:";
-          ++i;
-        }
-        continue;
-      }
-      case ')':
-        --depth;
-        break;
-      case '|':
-        if (depth == 0) alt_start = true;
-        break;
-      case '+':
-        // A '+' right after a quantifier makes it possessive: drop it.
-        if (quantified) {
-          ++i;
-          continue;
-        }
-        after_quantifier = true;
-        break;
-      case '?':
-      case '*':
-      case '}':
-        after_quantifier = true;
-        break;
-      default:
-        break;
-    }
-    out += c;
-    ++i;
-  }
-  if (in_class) return Unsupported(pattern, "unterminated character class");
-  return out;
-}
+void SplitRegex::RegexDeleter::operator()(re_pattern_buffer* regex) const { onig_free(regex); }
 
-SplitRegex::SplitRegex(std::unique_ptr<re2::RE2> re, bool has_lookahead_group)
-    : re_(std::move(re)), has_lookahead_group_(has_lookahead_group) {}
+SplitRegex::SplitRegex(std::string pattern, std::unique_ptr<re_pattern_buffer, RegexDeleter> regex,
+                       const Limits& limits)
+    : pattern_(std::move(pattern)), regex_(std::move(regex)), limits_(limits) {}
 
 SplitRegex::~SplitRegex() = default;
 
 absl::StatusOr<std::unique_ptr<SplitRegex>> SplitRegex::Create(std::string_view pattern) {
-  bool has_group = false;
-  auto translated = TranslatePattern(pattern, &has_group);
-  if (!translated.ok()) return translated.status();
-  re2::RE2::Options options;
-  options.set_log_errors(false);
-  options.set_max_mem(int64_t{64} << 20);  // Unicode classes make big DFAs
-  auto re = std::make_unique<re2::RE2>(*translated, options);
-  if (!re->ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("split regex '", AsAbsl(pattern), "' does not compile as '", *translated, "': ", re->error()));
+  return Create(pattern, Limits{});
+}
+
+absl::StatusOr<std::unique_ptr<SplitRegex>> SplitRegex::Create(std::string_view pattern, const Limits& limits) {
+  InitOniguruma();
+  if (!IsValidUtf8(pattern)) {
+    return absl::InvalidArgumentError(absl::StrCat("regex '", AsAbsl(ToValidUtf8(pattern)), "': not valid UTF-8"));
   }
-  return std::unique_ptr<SplitRegex>(new SplitRegex(std::move(re), has_group));
+  OnigRegex regex = nullptr;
+  OnigErrorInfo info;
+  const auto* begin = reinterpret_cast<const OnigUChar*>(pattern.data());
+  const int rc = onig_new(&regex, begin, begin + pattern.size(), ONIG_OPTION_NONE, ONIG_ENCODING_UTF8,
+                          ONIG_SYNTAX_DEFAULT, &info);
+  if (rc != ONIG_NORMAL) {
+    if (regex != nullptr) onig_free(regex);
+    return absl::InvalidArgumentError(
+        absl::StrCat("regex '", AsAbsl(pattern), "' does not compile: ", OnigMessage(rc, &info)));
+  }
+  return std::unique_ptr<SplitRegex>(new SplitRegex(
+      std::string(pattern), std::unique_ptr<re_pattern_buffer, RegexDeleter>(regex), limits));
 }
 
 absl::StatusOr<std::unique_ptr<SplitRegex>> SplitRegex::CreateLiteral(std::string_view text) {
   if (text.empty()) return absl::InvalidArgumentError("split pattern: empty string");
-  re2::RE2::Options options;
-  options.set_literal(true);
-  options.set_log_errors(false);
-  auto re = std::make_unique<re2::RE2>(re2::StringPiece(text.data(), text.size()), options);
-  if (!re->ok()) return absl::InvalidArgumentError(absl::StrCat("split string '", AsAbsl(text), "': ", re->error()));
-  return std::unique_ptr<SplitRegex>(new SplitRegex(std::move(re), false));
+  return std::unique_ptr<SplitRegex>(new SplitRegex(std::string(text), nullptr, Limits{}));
 }
 
-void SplitRegex::FindMatches(std::string_view text, std::vector<std::pair<size_t, size_t>>* matches) const {
-  const re2::StringPiece input(text.data(), text.size());
-  re2::StringPiece groups[2];
-  const int num_groups = has_lookahead_group_ ? 2 : 1;
+absl::Status SplitRegex::FindMatches(std::string_view text, std::vector<std::pair<size_t, size_t>>* matches) const {
+  if (regex_ == nullptr) {  // literal
+    for (size_t pos = text.find(pattern_); pos != std::string_view::npos;
+         pos = text.find(pattern_, pos + pattern_.size())) {
+      matches->emplace_back(pos, pos + pattern_.size());
+    }
+    return absl::OkStatus();
+  }
+  if (IsValidUtf8(text)) return FindMatchesValid(text, matches);
+  const Sanitized sanitized = Sanitize(text);
+  std::vector<std::pair<size_t, size_t>> found;
+  if (absl::Status status = FindMatchesValid(sanitized.text, &found); !status.ok()) return status;
+  for (const auto& [begin, end] : found) {
+    matches->emplace_back(sanitized.to_original[begin], sanitized.to_original[end]);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SplitRegex::FindMatchesValid(std::string_view text,
+                                          std::vector<std::pair<size_t, size_t>>* matches) const {
+  Search search(limits_);
+  const size_t old_size = matches->size();
   size_t pos = 0;
   while (pos <= text.size()) {
-    if (!re_->Match(input, pos, text.size(), re2::RE2::UNANCHORED, groups, num_groups)) break;
-    const size_t begin = static_cast<size_t>(groups[0].data() - text.data());
-    size_t end = begin + groups[0].size();
+    const int rc = search.Run(regex_.get(), text, pos);
+    if (rc == ONIG_MISMATCH) break;
+    if (rc < 0) {
+      matches->resize(old_size);
+      const bool limit = rc == ONIGERR_RETRY_LIMIT_IN_MATCH_OVER || rc == ONIGERR_RETRY_LIMIT_IN_SEARCH_OVER ||
+                         rc == ONIGERR_MATCH_STACK_LIMIT_OVER;
+      const std::string what =
+          absl::StrCat("regex '", AsAbsl(pattern_), "' on ", text.size(), " bytes of text, searching from byte ", pos,
+                       ": ", OnigMessage(rc));
+      if (limit) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            what, " (retry limit ", limits_.retry_limit, ", stack limit ", limits_.stack_limit,
+            "; the text has a run of one character class too long, or input the pattern backtracks on heavily)"));
+      }
+      return absl::InternalError(what);
+    }
+    const auto begin = static_cast<size_t>(rc);
+    const size_t end = search.match_end();
     if (end == begin) {  // empty match: step over one character
       if (begin >= text.size()) break;
       pos = begin + CharLen(text, begin);
       continue;
     }
-    if (has_lookahead_group_ && groups[1].data() != nullptr && end < text.size()) {
-      size_t next_len = 0;
-      const bool next_is_space = IsWhitespace(DecodeChar(text, end, &next_len));
-      if (!next_is_space) {
-        // Give back the last character when the match has more than one.
-        size_t last = end - 1;
-        while (last > begin && (static_cast<unsigned char>(text[last]) & 0xC0) == 0x80) --last;
-        if (last > begin) end = last;
-      }
-    }
     matches->emplace_back(begin, end);
     pos = end;
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> SplitRegex::ReplaceAll(std::string_view text, std::string_view replacement) const {
+  std::vector<std::pair<size_t, size_t>> found;
+  if (absl::Status status = FindMatches(text, &found); !status.ok()) return status;
+  std::string out;
+  out.reserve(text.size());
+  size_t prev = 0;
+  for (const auto& [begin, end] : found) {
+    out.append(text.substr(prev, begin - prev));
+    out.append(replacement);
+    prev = end;
+  }
+  out.append(text.substr(prev));
+  return out;
 }
 
 }  // namespace tandem::tokenizer_internal

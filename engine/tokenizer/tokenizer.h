@@ -9,7 +9,8 @@
 //    unknown characters fall back to <0xXX> byte tokens.
 // Added tokens (special or not) are matched first and never split.
 // BOS handling follows `tokenizer_config.json` (`add_bos_token`) or the
-// post_processor template in tokenizer.json.
+// post_processor template in tokenizer.json. Regexes run on Oniguruma, the
+// library HuggingFace tokenizers uses, with limits (split_regex.h).
 //
 // Thread-safety: immutable after Load(); Encode/Decode are safe to call
 // concurrently. An IncrementalDecoder is for one stream (not thread-safe).
@@ -45,8 +46,20 @@ class Tokenizer {
 
   // Token ids of `text`. With add_special_tokens, the BOS id is prepended when
   // the tokenizer's configuration asks for it. Special-token strings inside
-  // `text` are recognised as their ids.
-  virtual std::vector<int32_t> Encode(std::string_view text, bool add_special_tokens = true) const = 0;
+  // `text` are recognised as their ids. Fails only where a normalizer or
+  // pre-tokenizer regex hits its backtracking or stack limit
+  // (ResourceExhausted; see engine/tokenizer/split_regex.h), which takes
+  // hostile input such as a run of over a million characters of one class.
+  // Use this for text from users.
+  virtual absl::StatusOr<std::vector<int32_t>> TryEncode(std::string_view text,
+                                                         bool add_special_tokens = true) const = 0;
+
+  // TryEncode's ids, or an empty vector where TryEncode fails. For text the
+  // caller controls (tools, tests).
+  std::vector<int32_t> Encode(std::string_view text, bool add_special_tokens = true) const {
+    absl::StatusOr<std::vector<int32_t>> ids = TryEncode(text, add_special_tokens);
+    return ids.ok() ? *std::move(ids) : std::vector<int32_t>();
+  }
 
   // Text of `ids`. Invalid UTF-8 produced by byte tokens is replaced by U+FFFD
   // (one per maximal invalid sequence, as Python's errors="replace").

@@ -1,6 +1,6 @@
 // The tokenizer shipped with the bundled model (models/tandem-shakespeare),
-// when it is present: it loads, round-trips the held-out text and is fast.
-#include <chrono>
+// when it is present: it loads and round-trips the held-out text. Its speed
+// is measured by bench/kernels/tokenizer_bench.cc.
 #include <fstream>
 #include <sstream>
 
@@ -38,15 +38,11 @@ TEST(BundledModelTokenizerTest, RoundTripsHeldOutText) {
   ASSERT_TRUE(tok.ok()) << tok.status();
   const std::string text = HeldOutText();
   ASSERT_GT(text.size(), 50000u);
-  const auto start = std::chrono::steady_clock::now();
   const std::vector<int32_t> ids = (*tok)->Encode(text, /*add_special_tokens=*/false);
-  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   EXPECT_EQ((*tok)->Decode(ids, /*skip_special_tokens=*/false), text);
-  EXPECT_LT(ms, 1000.0);
   EXPECT_LT(ids.size(), text.size() / 2) << "BPE should compress Shakespeare";
   for (int32_t id : ids) ASSERT_LT(id, (*tok)->vocab_size());
   EXPECT_TRUE((*tok)->eos_id().has_value());
-  std::printf("bundled tokenizer: %zu bytes -> %zu ids in %.1f ms\n", text.size(), ids.size(), ms);
 }
 
 }  // namespace

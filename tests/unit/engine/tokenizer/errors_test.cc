@@ -93,12 +93,36 @@ TEST(TokenizerErrorsTest, UnsupportedPipelinePartsAreNamed) {
                   absl::StatusCode::kInvalidArgument, "BertPreTokenizer");
   ExpectLoadError(WriteTokenizerDir(Json(kModel, "null", R"({"type": "BertNormalizer"})")),
                   absl::StatusCode::kInvalidArgument, "BertNormalizer");
+  // A pattern that does not compile (lookaround compiles since the regexes
+  // run on Oniguruma).
   ExpectLoadError(
-      WriteTokenizerDir(Json(kModel, R"({"type": "Split", "pattern": {"Regex": "(?<=x)y"}, "behavior": "Isolated"})")),
-      absl::StatusCode::kInvalidArgument, "(?<=x)y");
+      WriteTokenizerDir(Json(kModel, R"({"type": "Split", "pattern": {"Regex": "x(y"}, "behavior": "Isolated"})")),
+      absl::StatusCode::kInvalidArgument, "x(y");
   ExpectLoadError(
       WriteTokenizerDir(Json(kModel, R"({"type": "Split", "pattern": {"Regex": "a"}, "behavior": "Sideways"})")),
       absl::StatusCode::kInvalidArgument, "Sideways");
+}
+
+// A split or Replace regex that hits its limits on hostile text fails
+// TryEncode with ResourceExhausted (Encode gives no ids); it never yields a
+// different split. Text within the limits encodes as usual.
+TEST(TokenizerErrorsTest, RegexLimitIsAnErrorNotAWrongSplit) {
+  const std::string split = R"({"type": "Split", "pattern": {"Regex": " ?\\p{L}+|\\s+(?!\\S)|\\s+"},
+                                "behavior": "Isolated"})";
+  const std::string replace = R"({"type": "Replace", "pattern": {"Regex": "(b|bb)+c"}, "content": "a"})";
+  for (const auto& [pre_tokenizer, normalizer] :
+       std::vector<std::pair<std::string, std::string>>{{split, "null"}, {"null", replace}}) {
+    auto tok = Tokenizer::Load(WriteTokenizerDir(Json(kModel, pre_tokenizer, normalizer)));
+    ASSERT_TRUE(tok.ok()) << tok.status();
+    auto ids = (*tok)->TryEncode("abab");
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    EXPECT_EQ(*ids, (std::vector<int32_t>{2, 2}));
+    const std::string hostile = std::string(4 << 20, 'b') + "x";
+    ids = (*tok)->TryEncode(hostile);
+    EXPECT_EQ(ids.status().code(), absl::StatusCode::kResourceExhausted) << ids.status();
+    EXPECT_THAT(std::string(ids.status().message()), HasSubstr("limit"));
+    EXPECT_TRUE((*tok)->Encode(hostile).empty());
+  }
 }
 
 TEST(TokenizerErrorsTest, ConfigNamesUnknownToken) {

@@ -23,7 +23,8 @@ Strings PreTokenize(const std::string& config, const std::string& text, bool at_
   EXPECT_TRUE(pre.ok()) << pre.status();
   if (!pre.ok()) return {};
   std::vector<PreToken> pieces = {{text, at_start}};
-  (*pre)->Apply(&pieces);
+  const absl::Status status = (*pre)->Apply(&pieces);
+  EXPECT_TRUE(status.ok()) << status;
   Strings out;
   for (const PreToken& p : pieces) out.push_back(p.text);
   return out;
@@ -84,16 +85,16 @@ TEST(NormalizerTest, LegacySentencePieceSequence) {
       {"type": "Prepend", "prepend": "▁"}, {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]})"));
   ASSERT_TRUE(norm.ok()) << norm.status();
   std::string text = "hi  there";
-  (*norm)->Normalize(&text);
+  ASSERT_TRUE((*norm)->Normalize(&text).ok());
   EXPECT_EQ(text, "\xE2\x96\x81hi\xE2\x96\x81\xE2\x96\x81there");
   std::string empty;
-  (*norm)->Normalize(&empty);
+  ASSERT_TRUE((*norm)->Normalize(&empty).ok());
   EXPECT_EQ(empty, "");
   auto regex =
       ParseNormalizer(nlohmann::json::parse(R"({"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "})"));
   ASSERT_TRUE(regex.ok()) << regex.status();
   text = "a    b  c";
-  (*regex)->Normalize(&text);
+  ASSERT_TRUE((*regex)->Normalize(&text).ok());
   EXPECT_EQ(text, "a b c");
 }
 

@@ -1,8 +1,6 @@
 // SentencePiece-style BPE (Llama-2 tokenizer.json, both the legacy
 // Prepend/Replace normalizer form and the Metaspace pre-tokenizer form)
 // against ids from a real SentencePiece model (see make_spm_fixture.py).
-#include <chrono>
-
 #include "gtest/gtest.h"
 #include "tests/unit/engine/tokenizer/tokenizer_test_util.h"
 
@@ -93,19 +91,15 @@ TEST_F(SentencePieceTest, SpecialTokensKeptOrSkippedInDecode) {
   EXPECT_EQ(tok->Decode(std::vector<int32_t>{-5, 1 << 20}), "");
 }
 
-TEST_F(SentencePieceTest, LargeHeldOutTextIsExactAndFast) {
+// Speed is measured by bench/kernels/tokenizer_bench.cc, not here.
+TEST_F(SentencePieceTest, LargeHeldOutTextIsExact) {
   auto tok = LoadFixture("spm/legacy");
   ASSERT_NE(tok, nullptr);
   const std::string text = expected_["big_text"];
   ASSERT_GT(text.size(), 150000u);
-  const auto start = std::chrono::steady_clock::now();
   const std::vector<int32_t> ids = tok->Encode(text, false);
-  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   EXPECT_EQ(ids, Ids(expected_["big_ids"]));
   EXPECT_EQ(tok->Decode(ids), text);
-  EXPECT_LT(ms, 1000.0);
-  RecordProperty("encode_ms", std::to_string(ms));
-  std::printf("encoded %zu bytes (one SentencePiece word) in %.1f ms\n", text.size(), ms);
 }
 
 }  // namespace
