@@ -15,10 +15,13 @@ std::filesystem::path SourceDir() {
   return dir != nullptr ? std::filesystem::path(dir) : std::filesystem::current_path();
 }
 
-std::string HeldOutText() {
+std::filesystem::path SharedText() {
   const char* data = std::getenv("TANDEM_SHARED_DATA");
-  const std::filesystem::path path = std::filesystem::path(data != nullptr ? data : "") / "tinyshakespeare.txt";
-  std::ifstream in(path);
+  return std::filesystem::path(data != nullptr ? data : "") / "tinyshakespeare.txt";
+}
+
+std::string HeldOutText() {
+  std::ifstream in(SharedText());
   std::stringstream buffer;
   buffer << in.rdbuf();
   const std::string text = buffer.str();
@@ -34,6 +37,9 @@ std::string HeldOutText() {
 TEST(BundledModelTokenizerTest, RoundTripsHeldOutText) {
   const std::filesystem::path dir = SourceDir() / "models" / "tandem-shakespeare";
   if (!std::filesystem::exists(dir / "tokenizer.json")) GTEST_SKIP() << "no bundled model at " << dir;
+  if (!std::filesystem::exists(SharedText())) {
+    GTEST_SKIP() << "no " << SharedText() << " (the shared data folder; set TANDEM_SHARED_DATA)";
+  }
   auto tok = Tokenizer::Load(dir);
   ASSERT_TRUE(tok.ok()) << tok.status();
   const std::string text = HeldOutText();
