@@ -85,7 +85,7 @@ int main(int argc, char** argv) {
   if (absl::Status st = ExportEngineMetrics(&metrics_registry, metric_labels, w->engine.get()); !st.ok()) return fail(st);
   std::vector<const KvTransport*> rank_transports;
   for (const auto& t : kv->transports) rank_transports.push_back(t.get());
-  absl::StatusOr<metrics::Histogram*> transfer_seconds =
+  absl::StatusOr<prometheus::Histogram*> transfer_seconds =
       ExportTransportMetrics(&metrics_registry, metric_labels, std::move(rank_transports));
   if (!transfer_seconds.ok()) return fail(transfer_seconds.status());
   // Up before the listening line (a launcher waiting for it can scrape at once); stopped first at exit.
