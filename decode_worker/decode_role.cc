@@ -30,7 +30,7 @@ absl::StatusOr<grpc::Service*> DecodeRole::Start(const WorkerParts& parts) {
   return service_.get();
 }
 
-void DecodeRole::Started(const std::string& worker_id, metrics::Histogram*) { service_->set_worker_id(worker_id); }
+void DecodeRole::Started(const std::string& worker_id, prometheus::Histogram*) { service_->set_worker_id(worker_id); }
 
 std::string DecodeRole::Describe(const WorkerParts& parts) const {
   return absl::StrCat(", kv ", parts.model->ranks[0].shape.num_blocks, " blocks per rank");

@@ -21,7 +21,7 @@ class DecodeRole final : public WorkerRole {
   absl::Status CheckFlags() const override;
   std::chrono::milliseconds release_grace() const override { return std::chrono::milliseconds(release_grace_ms_); }
   absl::StatusOr<grpc::Service*> Start(const WorkerParts& parts) override;
-  void Started(const std::string& worker_id, metrics::Histogram* transfer_seconds) override;
+  void Started(const std::string& worker_id, prometheus::Histogram* transfer_seconds) override;
   std::string Describe(const WorkerParts& parts) const override;
   bool Idle(const WorkerParts& parts) const override;
 

@@ -31,7 +31,7 @@ absl::StatusOr<grpc::Service*> PrefillRole::Start(const WorkerParts& parts) {
   return service_.get();
 }
 
-void PrefillRole::Started(const std::string& worker_id, metrics::Histogram* transfer_seconds) {
+void PrefillRole::Started(const std::string& worker_id, prometheus::Histogram* transfer_seconds) {
   service_->set_worker_id(worker_id);
   service_->set_transfer_observer([h = transfer_seconds](double seconds) { h->Observe(seconds); });
 }

@@ -23,7 +23,7 @@ class PrefillRole final : public WorkerRole {
   void RegisterFlags(cli::FlagSet& flags) override;
   absl::Status CheckFlags() const override;
   absl::StatusOr<grpc::Service*> Start(const WorkerParts& parts) override;
-  void Started(const std::string& worker_id, metrics::Histogram* transfer_seconds) override;
+  void Started(const std::string& worker_id, prometheus::Histogram* transfer_seconds) override;
   void Stop(const WorkerParts& parts) override;
 
  private:

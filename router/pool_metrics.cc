@@ -11,8 +11,8 @@ absl::Status ExportWorkerPoolMetrics(metrics::Registry* registry, const metrics:
       std::vector<metrics::Sample> out;
       for (const WorkerPool::Health& h : pool->AllHealth()) {
         metrics::Labels l = labels;
-        l.emplace_back("worker", h.id);
-        l.emplace_back("role", h.role == v1::WORKER_ROLE_PREFILL ? "prefill" : "decode");
+        l.emplace("worker", h.id);
+        l.emplace("role", h.role == v1::WORKER_ROLE_PREFILL ? "prefill" : "decode");
         out.push_back({std::move(l), up ? (h.up ? 1.0 : 0.0) : static_cast<double>(h.in_flight)});
       }
       return out;

@@ -23,8 +23,8 @@ constexpr std::array<absl::StatusCode, 16> kErrorCodes = {
     absl::StatusCode::kInternal,          absl::StatusCode::kUnavailable,
     absl::StatusCode::kDataLoss,          absl::StatusCode::kUnauthenticated};
 
-Labels With(Labels base, Labels extra) {
-  base.insert(base.end(), extra.begin(), extra.end());
+Labels With(Labels base, const Labels& extra) {
+  base.insert(extra.begin(), extra.end());
   return base;
 }
 
@@ -39,24 +39,24 @@ absl::StatusOr<std::unique_ptr<RequestMetrics>> RequestMetrics::Create(metrics::
   std::unique_ptr<RequestMetrics> m(new RequestMetrics());
   metrics::Registry& r = *registry;
   auto histogram = [&](const char* name, const char* help,
-                       std::span<const double> bounds) -> absl::StatusOr<metrics::Histogram*> {
-    absl::StatusOr<metrics::Family<metrics::Histogram>*> f = r.AddHistogram(name, help, bounds);
+                       std::span<const double> bounds) -> absl::StatusOr<prometheus::Histogram*> {
+    absl::StatusOr<prometheus::Family<prometheus::Histogram>*> f = r.AddHistogram(name, help);
     if (!f.ok()) return f.status();
-    return (*f)->Add(base);
+    return metrics::AddChild(*f, base, metrics::Buckets(bounds));
   };
-  auto counter = [&](const char* name, const char* help) -> absl::StatusOr<metrics::Counter*> {
-    absl::StatusOr<metrics::Family<metrics::Counter>*> f = r.AddCounter(name, help);
+  auto counter = [&](const char* name, const char* help) -> absl::StatusOr<prometheus::Counter*> {
+    absl::StatusOr<prometheus::Family<prometheus::Counter>*> f = r.AddCounter(name, help);
     if (!f.ok()) return f.status();
-    return (*f)->Add(base);
+    return metrics::AddChild(*f, base);
   };
 
-  absl::StatusOr<metrics::Family<metrics::Counter>*> requests =
+  absl::StatusOr<prometheus::Family<prometheus::Counter>*> requests =
       r.AddCounter("tandem_requests_total", "Requests ended, by status: the finish reason (stop, length) or the gRPC code.");
   if (!requests.ok()) return requests.status();
   std::vector<std::string> statuses = {"stop", "length"};
   for (absl::StatusCode c : kErrorCodes) statuses.push_back(StatusLabel(c));
   for (const std::string& s : statuses) {
-    absl::StatusOr<metrics::Counter*> child = (*requests)->Add(With(base, {{"status", s}}));
+    absl::StatusOr<prometheus::Counter*> child = metrics::AddChild(*requests, With(base, {{"status", s}}));
     if (!child.ok()) return child.status();
     m->requests_[s] = *child;
   }
@@ -73,19 +73,19 @@ absl::StatusOr<std::unique_ptr<RequestMetrics>> RequestMetrics::Create(metrics::
   ASSIGN_OR_RETURN(m->e2e_, histogram("tandem_e2e_request_latency_seconds",
                                    "Time from arrival to the last token, finished requests only.",
                                    metrics::kE2eLatencyBucketsSeconds));
-  absl::StatusOr<metrics::Family<metrics::Histogram>*> queue =
+  absl::StatusOr<prometheus::Family<prometheus::Histogram>*> queue =
       r.AddHistogram("tandem_request_queue_time_seconds",
-                     "Time a request waited for capacity (router: for a decode reservation; engine: to be scheduled).",
-                     metrics::kQueueTimeBucketsSeconds);
+                     "Time a request waited for capacity (router: for a decode reservation; engine: to be scheduled).");
   if (!queue.ok()) return queue.status();
   m->queue_time_family_ = *queue;
-  ASSIGN_OR_RETURN(m->queue_time_, (*queue)->Add(base));
+  ASSIGN_OR_RETURN(m->queue_time_,
+                   metrics::AddChild(*queue, base, metrics::Buckets(metrics::kQueueTimeBucketsSeconds)));
   ASSIGN_OR_RETURN(m->prompt_tokens_, counter("tandem_prompt_tokens_total", "Prompt tokens of requests that produced a token."));
   ASSIGN_OR_RETURN(m->generation_tokens_, counter("tandem_generation_tokens_total", "Tokens streamed to clients."));
-  absl::StatusOr<metrics::Family<metrics::Gauge>*> inflight =
+  absl::StatusOr<prometheus::Family<prometheus::Gauge>*> inflight =
       r.AddGauge("tandem_requests_inflight", "Requests accepted and not yet ended (queued ones included).");
   if (!inflight.ok()) return inflight.status();
-  ASSIGN_OR_RETURN(m->inflight_, (*inflight)->Add(base));
+  ASSIGN_OR_RETURN(m->inflight_, metrics::AddChild(*inflight, base));
   absl::StatusOr<metrics::CallbackFamily*> q =
       r.AddCallbackGauge("tandem_requests_queued", "Requests waiting for capacity now.");
   if (!q.ok()) return q.status();

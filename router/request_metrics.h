@@ -32,6 +32,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/metrics/registry.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
 
 namespace tandem {
 
@@ -72,7 +76,7 @@ class RequestMetrics {
   void ObserveQueueTime(double seconds) { queue_time_->Observe(seconds); }
   // The queue-time family, for an engine in the same process that observes
   // its own queue under other labels (`tandem serve`).
-  metrics::Family<metrics::Histogram>* queue_time_family() const { return queue_time_family_; }
+  prometheus::Family<prometheus::Histogram>* queue_time_family() const { return queue_time_family_; }
 
   // "stop" / "length" for finishes, the lower-case gRPC code name otherwise.
   static std::string StatusLabel(absl::StatusCode code);
@@ -84,16 +88,16 @@ class RequestMetrics {
 
   // Children looked up once at setup; the map is never written afterwards,
   // so the hot path reads it without a lock.
-  absl::flat_hash_map<std::string, metrics::Counter*> requests_;
-  metrics::Histogram* ttft_ = nullptr;
-  metrics::Histogram* itl_ = nullptr;
-  metrics::Histogram* tpot_ = nullptr;
-  metrics::Histogram* e2e_ = nullptr;
-  metrics::Histogram* queue_time_ = nullptr;
-  metrics::Family<metrics::Histogram>* queue_time_family_ = nullptr;
-  metrics::Counter* prompt_tokens_ = nullptr;
-  metrics::Counter* generation_tokens_ = nullptr;
-  metrics::Gauge* inflight_ = nullptr;
+  absl::flat_hash_map<std::string, prometheus::Counter*> requests_;
+  prometheus::Histogram* ttft_ = nullptr;
+  prometheus::Histogram* itl_ = nullptr;
+  prometheus::Histogram* tpot_ = nullptr;
+  prometheus::Histogram* e2e_ = nullptr;
+  prometheus::Histogram* queue_time_ = nullptr;
+  prometheus::Family<prometheus::Histogram>* queue_time_family_ = nullptr;
+  prometheus::Counter* prompt_tokens_ = nullptr;
+  prometheus::Counter* generation_tokens_ = nullptr;
+  prometheus::Gauge* inflight_ = nullptr;
 };
 
 }  // namespace tandem

@@ -11,6 +11,7 @@ build_pkgs=(
   libabsl-dev nlohmann-json3-dev libicu-dev libonig-dev libxxhash-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libucx-dev
   libdnnl-dev gnuplot-nox
+  prometheus-cpp-dev libcivetweb-dev  # metrics: prometheus-cpp; civetweb serves /metrics
 )
 test_pkgs=(
   libgtest-dev libgmock-dev libbenchmark-dev

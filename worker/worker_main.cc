@@ -78,7 +78,7 @@ int WorkerMain(int argc, char** argv, WorkerRole& role) {
   }
   std::vector<const KvTransport*> rank_transports;
   for (const auto& t : kv->transports) rank_transports.push_back(t.get());
-  absl::StatusOr<metrics::Histogram*> transfer_seconds =
+  absl::StatusOr<prometheus::Histogram*> transfer_seconds =
       ExportTransportMetrics(&metrics_registry, metric_labels, std::move(rank_transports));
   if (!transfer_seconds.ok()) return fail(transfer_seconds.status());
   role.Started(wf.worker_id, *transfer_seconds);

@@ -20,7 +20,7 @@
 #include "absl/status/statusor.h"
 #include "common/cli/cli_flags.h"
 #include "common/drain_gate.h"
-#include "common/metrics/histogram.h"
+#include "prometheus/histogram.h"
 #include "tandem/v1/worker.pb.h"
 #include "worker/worker_flags.h"
 #include "worker/worker_model.h"
@@ -63,7 +63,7 @@ class WorkerRole {
   virtual absl::StatusOr<grpc::Service*> Start(const WorkerParts& parts) = 0;
   // The server is bound: the worker's id is final, and the per-prompt KV
   // transfer histogram exists.
-  virtual void Started(const std::string& worker_id, metrics::Histogram* transfer_seconds) = 0;
+  virtual void Started(const std::string& worker_id, prometheus::Histogram* transfer_seconds) = 0;
   // Words for the listening line after the TP size, e.g. ", kv 96 blocks per rank".
   virtual std::string Describe(const WorkerParts& parts) const { return ""; }
   // Whether the role has nothing in flight beyond the gate's tickets (the drain waits for both).

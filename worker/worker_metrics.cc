@@ -26,7 +26,7 @@ constexpr std::array<double, 11> kBatchSizeBuckets = {1, 2, 4, 8, 16, 32, 64, 12
 }  // namespace
 
 absl::Status ExportEngineMetrics(metrics::Registry* registry, const Labels& labels, AsyncEngine* engine,
-                                 metrics::Family<metrics::Histogram>* queue_time) {
+                                 prometheus::Family<prometheus::Histogram>* queue_time) {
   metrics::Registry& r = *registry;
   // Each scrape reads one snapshot per callback; Stats() is a copy under a short lock.
   auto stat = [engine](auto field) { return [engine, field] { return static_cast<double>(field(engine->Stats())); }; };
@@ -57,20 +57,23 @@ absl::Status ExportEngineMetrics(metrics::Registry* registry, const Labels& labe
   RETURN_IF_ERROR(AddCallback(r.AddCallbackCounter("tandem_engine_steps_total", "Engine steps run."), labels,
                               stat([](const EngineStats& s) { return s.num_steps; })));
 
-  ASSIGN_OR_RETURN(metrics::Family<metrics::Histogram>* step_family,
-                   r.AddHistogram("tandem_step_duration_seconds", "Wall time of one engine step.", kStepBucketsSeconds));
-  ASSIGN_OR_RETURN(metrics::Histogram* step, step_family->Add(labels));
-  ASSIGN_OR_RETURN(metrics::Family<metrics::Histogram>* batch_family,
-                   r.AddHistogram("tandem_batch_size", "Sequences computed per engine step.", kBatchSizeBuckets));
-  ASSIGN_OR_RETURN(metrics::Histogram* batch, batch_family->Add(labels));
+  ASSIGN_OR_RETURN(prometheus::Family<prometheus::Histogram>* step_family,
+                   r.AddHistogram("tandem_step_duration_seconds", "Wall time of one engine step."));
+  ASSIGN_OR_RETURN(prometheus::Histogram* step,
+                   metrics::AddChild(step_family, labels, metrics::Buckets(kStepBucketsSeconds)));
+  ASSIGN_OR_RETURN(prometheus::Family<prometheus::Histogram>* batch_family,
+                   r.AddHistogram("tandem_batch_size", "Sequences computed per engine step."));
+  ASSIGN_OR_RETURN(prometheus::Histogram* batch,
+                   metrics::AddChild(batch_family, labels, metrics::Buckets(kBatchSizeBuckets)));
   if (queue_time == nullptr) {
     ASSIGN_OR_RETURN(queue_time, r.AddHistogram("tandem_request_queue_time_seconds",
                                                 "Time a request waited for capacity (router: for a decode "
-                                                "reservation; engine: to be scheduled).",
-                                                metrics::kQueueTimeBucketsSeconds));
+                                                "reservation; engine: to be scheduled)."));
   }
-  ASSIGN_OR_RETURN(metrics::Histogram* queue, queue_time->Add(labels));
-  // Lock-free observations on the loop thread: the step never waits on a scrape.
+  ASSIGN_OR_RETURN(prometheus::Histogram* queue,
+                   metrics::AddChild(queue_time, labels, metrics::Buckets(metrics::kQueueTimeBucketsSeconds)));
+  // Observed on the loop thread; each Observe holds only that histogram's own mutex, which a
+  // scrape holds just long enough to copy the bucket counts.
   engine->SetStepListener([step, batch, queue](const StepReport& report) {
     step->Observe(report.seconds);
     batch->Observe(report.num_seqs);
@@ -79,7 +82,7 @@ absl::Status ExportEngineMetrics(metrics::Registry* registry, const Labels& labe
   return absl::OkStatus();
 }
 
-absl::StatusOr<metrics::Histogram*> ExportTransportMetrics(metrics::Registry* registry, const Labels& labels,
+absl::StatusOr<prometheus::Histogram*> ExportTransportMetrics(metrics::Registry* registry, const Labels& labels,
                                                            std::vector<const KvTransport*> transports) {
   metrics::Registry& r = *registry;
   // One number over every rank's transport (a TP worker has one per rank).
@@ -101,12 +104,11 @@ absl::StatusOr<metrics::Histogram*> ExportTransportMetrics(metrics::Registry* re
   RETURN_IF_ERROR(AddCallback(
       r.AddCallbackCounter("tandem_kv_transfer_flush_seconds_total", "Time spent waiting for KV flushes."), labels,
       sum([](const TransportStats& s) { return static_cast<double>(s.flush_ns_total) / 1e9; })));
-  ASSIGN_OR_RETURN(metrics::Family<metrics::Histogram>* family,
+  ASSIGN_OR_RETURN(prometheus::Family<prometheus::Histogram>* family,
                    r.AddHistogram("tandem_kv_transfer_seconds",
                                   "Per shipped prompt: from its first token being sampled to its KV being flushed "
-                                  "at the decode worker (the transfer time not hidden behind compute).",
-                                  metrics::kKvTransferBucketsSeconds));
-  return family->Add(labels);
+                                  "at the decode worker (the transfer time not hidden behind compute)."));
+  return metrics::AddChild(family, labels, metrics::Buckets(metrics::kKvTransferBucketsSeconds));
 }
 
 }  // namespace tandem

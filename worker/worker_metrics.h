@@ -20,6 +20,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/metrics/registry.h"
+#include "prometheus/family.h"
+#include "prometheus/histogram.h"
 #include "engine/core/async_engine.h"
 #include "kv_transfer/transport.h"
 
@@ -32,13 +34,14 @@ namespace tandem {
 // and until its loop stops.
 [[nodiscard]] absl::Status ExportEngineMetrics(metrics::Registry* registry, const metrics::Labels& labels,
                                                AsyncEngine* engine,
-                                               metrics::Family<metrics::Histogram>* queue_time = nullptr);
+                                               prometheus::Family<prometheus::Histogram>* queue_time = nullptr);
 
 // Registers the transport families with `labels`, each summed over
 // `transports` (one per TP rank; they must stay alive while the registry is
 // served). Returns the tandem_kv_transfer_seconds child, which the prefill
 // side observes once per prompt it ships.
-absl::StatusOr<metrics::Histogram*> ExportTransportMetrics(metrics::Registry* registry, const metrics::Labels& labels,
-                                                           std::vector<const KvTransport*> transports);
+absl::StatusOr<prometheus::Histogram*> ExportTransportMetrics(metrics::Registry* registry,
+                                                              const metrics::Labels& labels,
+                                                              std::vector<const KvTransport*> transports);
 
 }  // namespace tandem

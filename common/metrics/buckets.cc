@@ -12,6 +12,20 @@ constexpr int kMaxBuckets = 1000;  // far beyond any useful histogram; bounds th
 
 }  // namespace
 
+absl::Status ValidateBucketBounds(std::span<const double> bounds) {
+  for (size_t i = 0; i < bounds.size(); ++i) {
+    if (!std::isfinite(bounds[i])) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("bucket bound ", i, " is ", bounds[i], ": bounds must be finite (+Inf is implicit)"));
+    }
+    if (i > 0 && !(bounds[i] > bounds[i - 1])) {
+      return absl::InvalidArgumentError(absl::StrCat("bucket bound ", i, " (", bounds[i],
+                                                     ") is not greater than the one before (", bounds[i - 1], ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<double>> ExponentialBuckets(double start, double factor, int count) {
   if (!(start > 0) || !std::isfinite(start)) return absl::InvalidArgumentError("exponential buckets: start must be > 0");
   if (!(factor > 1) || !std::isfinite(factor)) {

@@ -1,5 +1,7 @@
 // Histogram bucket presets for LLM serving latencies, in seconds (Prometheus's
-// base unit), and helpers to build other layouts.
+// base unit), and helpers to build and check other layouts: what
+// prometheus-cpp does not have (its Histogram takes any sorted vector and
+// checks neither finiteness nor NaN).
 //
 // Why these bounds: time to first token spans a cached short prompt on a GPU
 // (~1 ms) to a long prompt queued behind others on a CPU (tens of seconds);
@@ -11,9 +13,12 @@
 #pragma once
 
 #include <array>
+#include <span>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "prometheus/histogram.h"
 
 namespace tandem::metrics {
 
@@ -44,6 +49,17 @@ inline constexpr std::array<double, 16> kKvTransferBucketsSeconds = {
 // Token counts per request (prompt or output length): 1 .. 32768, powers of 2.
 inline constexpr std::array<double, 16> kTokenCountBuckets = {
     1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768};
+
+// A preset (or any bounds) as prometheus-cpp's bucket type, for
+// Family<Histogram>::Add(labels, Buckets(kTtftBucketsSeconds)).
+inline prometheus::Histogram::BucketBoundaries Buckets(std::span<const double> bounds) {
+  return prometheus::Histogram::BucketBoundaries(bounds.begin(), bounds.end());
+}
+
+// Bucket upper bounds must be finite and strictly increasing (the +Inf bucket
+// is implicit). Empty is allowed: then only +Inf, _sum and _count.
+// InvalidArgument names the first offending bound.
+[[nodiscard]] absl::Status ValidateBucketBounds(std::span<const double> bounds);
 
 // `count` bounds start, start*factor, ...; InvalidArgument unless start > 0,
 // factor > 1 and 1 <= count <= 1000.

@@ -1,251 +1,175 @@
-// MetricsServer: POSIX sockets, poll(2) with deadlines, one thread (see
-// metrics_server.h for the bounds). Thread-safety as in the header.
+// MetricsServer on civetweb (see metrics_server.h).
 #include "common/metrics/metrics_server.h"
 
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <cerrno>
+#include <atomic>
+#include <chrono>
 #include <cstring>
-#include <system_error>
+#include <exception>
+#include <thread>
+#include <utility>
+#include <vector>
 
+#include "CivetServer.h"
 #include "absl/strings/str_cat.h"
-#include "common/metrics/http_request.h"
-#include "common/metrics/text_format.h"
+#include "civetweb.h"
+#include "common/metrics/text_serializer.h"
+#include "common/net/host_port.h"
+#include "prometheus/metric_family.h"
 
 namespace tandem::metrics {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+// civetweb says why it could not start (a port in use) only through its log
+// callback, called on the thread that starts it: Start() points this at a
+// string for the duration of the server's construction.
+thread_local std::string* start_log = nullptr;
 
-// After answering, how much of what the client still sends is read and
-// dropped before closing. Closing with unread data makes the kernel send a
-// reset, which can destroy the answer before the client reads it (a 431 to a
-// client still sending its oversized head); draining first avoids that.
-constexpr size_t kMaxDrainBytes = 64 * 1024;
-constexpr std::chrono::milliseconds kMaxDrainTime{1000};
-
-absl::Status Errno(absl::string_view what) {
-  return absl::InternalError(absl::StrCat(what, ": ", std::strerror(errno)));
+int LogMessage(const mg_connection*, const char* message) {
+  if (start_log == nullptr) return 0;  // civetweb's own handling: no error log file is set, so nothing
+  if (!start_log->empty()) start_log->append("; ");
+  start_log->append(message);
+  return 1;
 }
 
-// Fills `storage` from a numeric address; false when it is not one.
-bool ParseAddress(const std::string& address, int port, sockaddr_storage* storage, socklen_t* len) {
-  std::memset(storage, 0, sizeof(*storage));
-  auto* v4 = reinterpret_cast<sockaddr_in*>(storage);
-  if (inet_pton(AF_INET, address.c_str(), &v4->sin_addr) == 1) {
-    v4->sin_family = AF_INET;
-    v4->sin_port = htons(static_cast<uint16_t>(port));
-    *len = sizeof(sockaddr_in);
-    return true;
-  }
-  auto* v6 = reinterpret_cast<sockaddr_in6*>(storage);
-  if (inet_pton(AF_INET6, address.c_str(), &v6->sin6_addr) == 1) {
-    v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons(static_cast<uint16_t>(port));
-    *len = sizeof(sockaddr_in6);
-    return true;
-  }
-  return false;
-}
+// Longest a connection may take to send its request (civetweb's default is 30 s).
+constexpr const char* kRequestTimeoutMs = "5000";
 
-int RemainingMs(Clock::time_point deadline) {
-  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-  // Rounded up so a sub-millisecond remainder still waits rather than spins.
-  return static_cast<int>(std::clamp<int64_t>(left + 1, 0, 1 << 30));
+// Connects to `addr` and closes at once (bounded by 100 ms): a connection
+// that wakes civetweb's listening thread and asks nothing.
+void Poke(const sockaddr_storage& addr) {
+  const int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return;
+  timeval tv{0, 100000};
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  const socklen_t len = addr.ss_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+  [[maybe_unused]] const int rc = connect(fd, reinterpret_cast<const sockaddr*>(&addr), len);
+  close(fd);
 }
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const Registry* registry,
-                                                                    MetricsServerOptions options) {
-  if (registry == nullptr) return absl::InvalidArgumentError("metrics server: no registry");
-  if (options.port < 0 || options.port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("metrics server: port ", options.port, " not in [0, 65535]"));
-  }
-  if (options.read_timeout.count() <= 0) return absl::InvalidArgumentError("metrics server: read_timeout must be > 0");
-  if (options.max_request_bytes < 16) return absl::InvalidArgumentError("metrics server: max_request_bytes < 16");
-  sockaddr_storage addr;
-  socklen_t addr_len = 0;
-  if (!ParseAddress(options.bind_address, options.port, &addr, &addr_len)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("metrics server: '", options.bind_address, "' is not a numeric IPv4 or IPv6 address"));
-  }
-  const int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) return Errno("metrics server: socket");
-  const int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));  // rebinding right after a restart
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), addr_len) != 0 || listen(fd, 16) != 0) {
-    const absl::Status st = absl::UnavailableError(absl::StrCat("metrics server: cannot listen on ",
-                                                                options.bind_address, ":", options.port, ": ",
-                                                                std::strerror(errno)));
-    close(fd);
-    return st;
-  }
-  sockaddr_storage bound;
-  socklen_t bound_len = sizeof(bound);
-  if (getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &bound_len) != 0) {
-    const absl::Status st = Errno("metrics server: getsockname");
-    close(fd);
-    return st;
-  }
-  const int port = ntohs(bound.ss_family == AF_INET ? reinterpret_cast<sockaddr_in*>(&bound)->sin_port
-                                                    : reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port);
-  int wake[2];
-  if (pipe2(wake, O_CLOEXEC | O_NONBLOCK) != 0) {
-    const absl::Status st = Errno("metrics server: pipe");
-    close(fd);
-    return st;
-  }
-  std::unique_ptr<MetricsServer> server(
-      new MetricsServer(registry, std::move(options), fd, port, wake[0], wake[1]));
-  try {
-    server->thread_ = std::thread([s = server.get()] { s->Run(); });
-  } catch (const std::system_error& e) {
-    return absl::InternalError(absl::StrCat("metrics server: thread: ", e.what()));  // the destructor closes the fds
-  }
-  return server;
-}
+// GET /metrics: the collectable's text; any other path under it: 404.
+class MetricsServer::Handler final : public CivetHandler {
+ public:
+  explicit Handler(const prometheus::Collectable* collectable) : collectable_(collectable) {}
 
-MetricsServer::MetricsServer(const Registry* registry, MetricsServerOptions options, int listen_fd, int port,
-                             int wake_read_fd, int wake_write_fd)
-    : registry_(registry),
-      options_(std::move(options)),
-      listen_fd_(listen_fd),
+  bool handleGet(CivetServer*, mg_connection* conn) override {
+    const mg_request_info* request = mg_get_request_info(conn);
+    // civetweb hands "/metrics/x" and "/metricsx" to the "/metrics" handler too.
+    if (request == nullptr || request->local_uri == nullptr || std::strcmp(request->local_uri, "/metrics") != 0) {
+      mg_send_http_error(conn, 404, "not found\n");
+      return true;
+    }
+    const std::string body = TextSerializer().Serialize(collectable_->Collect());
+    mg_printf(conn,
+              "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+              kTextFormatContentType, body.size());
+    mg_write(conn, body.data(), body.size());
+    return true;
+  }
+
+ private:
+  const prometheus::Collectable* const collectable_;
+};
+
+MetricsServer::MetricsServer(std::unique_ptr<Handler> handler, std::unique_ptr<CivetServer> server,
+                             const sockaddr_storage& wake, int port, std::string address)
+    : handler_(std::move(handler)),
+      server_(std::move(server)),
+      wake_(wake),
       port_(port),
-      wake_read_fd_(wake_read_fd),
-      wake_write_fd_(wake_write_fd) {}
+      address_(std::move(address)) {}
+
+absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const prometheus::Collectable* collectable,
+                                                                    const std::string& bind_address, int port) {
+  if (collectable == nullptr) return absl::InvalidArgumentError("metrics server: nothing to serve");
+  if (port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("metrics server: port ", port, " not in [0, 65535]"));
+  }
+  // civetweb's listening_ports syntax: "1.2.3.4:P", "[v6]:P", "+P" (every
+  // IPv6 and IPv4 interface, as a Linux socket bound to :: serves both).
+  std::string listening;
+  in_addr v4;
+  in6_addr v6;
+  sockaddr_storage wake{};  // where Stop() connects to (the loopback for an every-interface address)
+  if (inet_pton(AF_INET, bind_address.c_str(), &v4) == 1) {
+    listening = absl::StrCat(bind_address, ":", port);
+    auto* a = reinterpret_cast<sockaddr_in*>(&wake);
+    a->sin_family = AF_INET;
+    a->sin_addr.s_addr = v4.s_addr == htonl(INADDR_ANY) ? htonl(INADDR_LOOPBACK) : v4.s_addr;
+  } else if (inet_pton(AF_INET6, bind_address.c_str(), &v6) == 1) {
+    if (mg_check_feature(MG_FEATURES_IPV6) == 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "metrics server: cannot serve on the IPv6 address ", bind_address,
+          ": this system's civetweb (prometheus-cpp's HTTP server) was built without IPv6; use an IPv4 --host"));
+    }
+    listening = IN6_IS_ADDR_UNSPECIFIED(&v6) ? absl::StrCat("+", port) : absl::StrCat("[", bind_address, "]:", port);
+    auto* a = reinterpret_cast<sockaddr_in6*>(&wake);
+    a->sin6_family = AF_INET6;
+    a->sin6_addr = IN6_IS_ADDR_UNSPECIFIED(&v6) ? in6addr_loopback : v6;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics server: '", bind_address, "' is not a numeric IPv4 or IPv6 address"));
+  }
+
+  CivetCallbacks callbacks;
+  callbacks.log_message = LogMessage;
+  std::string log;
+  start_log = &log;
+  std::unique_ptr<CivetServer> server;
+  try {
+    server = std::make_unique<CivetServer>(
+        std::vector<std::string>{"listening_ports", listening, "num_threads", "2", "request_timeout_ms",
+                                 kRequestTimeoutMs},
+        &callbacks);
+  } catch (const std::exception& e) {
+    start_log = nullptr;
+    return absl::UnavailableError(absl::StrCat("metrics server: cannot listen on ",
+                                               net::JoinHostPort(bind_address, port), ": ",
+                                               log.empty() ? e.what() : log));
+  }
+  start_log = nullptr;
+  const std::vector<int> ports = server->getListeningPorts();
+  if (ports.empty()) return absl::InternalError("metrics server: civetweb reports no listening port");
+  auto handler = std::make_unique<Handler>(collectable);
+  server->addHandler("/metrics", handler.get());
+  const int bound = ports.front();
+  if (wake.ss_family == AF_INET) {
+    reinterpret_cast<sockaddr_in*>(&wake)->sin_port = htons(static_cast<uint16_t>(bound));
+  } else {
+    reinterpret_cast<sockaddr_in6*>(&wake)->sin6_port = htons(static_cast<uint16_t>(bound));
+  }
+  return std::unique_ptr<MetricsServer>(new MetricsServer(std::move(handler), std::move(server), wake, bound,
+                                                          net::JoinHostPort(bind_address, bound)));
+}
 
 MetricsServer::~MetricsServer() { Stop(); }
 
-std::string MetricsServer::address() const {
-  if (options_.bind_address.find(':') != std::string::npos) return absl::StrCat("[", options_.bind_address, "]:", port_);
-  return absl::StrCat(options_.bind_address, ":", port_);
-}
-
 void MetricsServer::Stop() {
   std::call_once(stop_once_, [this] {
-    const char byte = 1;
-    // The pipe is empty and non-blocking: this write cannot block or fail short.
-    [[maybe_unused]] const ssize_t n = write(wake_write_fd_, &byte, 1);
-    if (thread_.joinable()) thread_.join();
-    close(listen_fd_);
-    close(wake_read_fd_);
-    close(wake_write_fd_);
-  });
-}
-
-bool MetricsServer::WaitFor(int fd, short events, Clock::time_point deadline) const {
-  pollfd fds[2] = {{fd, events, 0}, {wake_read_fd_, POLLIN, 0}};
-  // Each pass either returns or has waited until an event or the deadline;
-  // EINTR can only repeat it until the deadline passes.
-  while (true) {
-    const int timeout_ms = RemainingMs(deadline);
-    if (timeout_ms == 0) return false;
-    const int n = poll(fds, 2, timeout_ms);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    if (fds[1].revents != 0) return false;  // Stop()
-    return fds[0].revents != 0;             // ready, or an error the next call reports
-  }
-}
-
-void MetricsServer::Run() {
-  while (true) {
-    pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_read_fd_, POLLIN, 0}};
-    const int n = poll(fds, 2, -1);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 || fds[1].revents != 0) return;
-    const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (fd < 0) {
-      // A client that gave up already: next one. Anything else (out of fds)
-      // would make poll return at once forever: back off, still stoppable.
-      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ECONNABORTED && errno != EINTR) {
-        pollfd wake = {wake_read_fd_, POLLIN, 0};
-        if (poll(&wake, 1, 100) > 0) return;
+    // close() stops civetweb: its worker threads finish the request in hand
+    // (a scrape in progress) and are joined. Its listening thread notices
+    // the stop only when its poll returns: after up to 2 s idle, at once on
+    // a connection. So until close() returns, an empty connection every
+    // 20 ms (each bounded) wakes it.
+    std::atomic<bool> done{false};
+    std::thread waker([this, &done] {
+      while (!done.load()) {
+        Poke(wake_);
+        for (int i = 0; i < 20 && !done.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
       }
-      continue;
-    }
-    ServeConnection(fd);
-    close(fd);
-  }
-}
-
-void MetricsServer::ServeConnection(int fd) {
-  const Clock::time_point read_deadline = Clock::now() + options_.read_timeout;
-  std::string data;
-  char buf[4096];
-  size_t head_end = std::string::npos;
-  std::string answer;
-  // Each pass reads at least one byte or ends the connection; the total is
-  // capped at max_request_bytes + 1 and the time at read_timeout.
-  while (head_end == std::string::npos) {
-    if (data.size() > options_.max_request_bytes) {
-      answer = FormatResponse(431, "Request Header Fields Too Large", "text/plain; charset=utf-8",
-                              "request head too large\n");
-      break;
-    }
-    if (!WaitFor(fd, POLLIN, read_deadline)) {
-      if (Clock::now() < read_deadline) return;  // Stop() or a socket error
-      answer = FormatResponse(408, "Request Timeout", "text/plain; charset=utf-8", "request timeout\n");
-      break;
-    }
-    const size_t want = std::min(sizeof(buf), options_.max_request_bytes + 1 - data.size());
-    const ssize_t n = recv(fd, buf, want, 0);
-    if (n == 0) return;  // the client closed before a whole head: nobody to answer
-    if (n < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;
-      return;
-    }
-    data.append(buf, static_cast<size_t>(n));
-    head_end = FindHeadEnd(data);
-    if (head_end != std::string::npos && head_end > options_.max_request_bytes) head_end = std::string::npos;
-  }
-  if (answer.empty()) answer = Answer(absl::string_view(data).substr(0, head_end));
-  if (!SendAll(fd, answer, Clock::now() + options_.read_timeout)) return;
-  // Lingering close (see kMaxDrainBytes): no more writes, drop what still
-  // arrives until the client closes, bounded in bytes and time.
-  shutdown(fd, SHUT_WR);
-  const Clock::time_point drain_deadline = Clock::now() + std::min(options_.read_timeout, kMaxDrainTime);
-  for (size_t drained = 0; drained < kMaxDrainBytes;) {
-    if (!WaitFor(fd, POLLIN, drain_deadline)) return;
-    const ssize_t n = recv(fd, buf, sizeof(buf), 0);
-    if (n <= 0 && !(n < 0 && (errno == EAGAIN || errno == EINTR))) return;
-    drained += n > 0 ? static_cast<size_t>(n) : 0;
-  }
-}
-
-bool MetricsServer::SendAll(int fd, const std::string& data, Clock::time_point deadline) const {
-  size_t sent = 0;
-  // Each pass sends at least one byte or waits (bounded by the deadline).
-  while (sent < data.size()) {
-    const ssize_t n = send(fd, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
-    if (n > 0) {
-      sent += static_cast<size_t>(n);
-      continue;
-    }
-    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return false;
-    if (!WaitFor(fd, POLLOUT, deadline)) return false;
-  }
-  return true;
-}
-
-std::string MetricsServer::Answer(absl::string_view head) const {
-  absl::StatusOr<HttpRequestLine> line = ParseRequestLine(head);
-  if (!line.ok()) {
-    return FormatResponse(400, "Bad Request", "text/plain; charset=utf-8",
-                          absl::StrCat("bad request: ", line.status().message(), "\n"));
-  }
-  if (line->method != "GET") {
-    return FormatResponse(405, "Method Not Allowed", "text/plain; charset=utf-8", "only GET\n", "Allow: GET\r\n");
-  }
-  if (line->path != "/metrics") return FormatResponse(404, "Not Found", "text/plain; charset=utf-8", "not found\n");
-  return FormatResponse(200, "OK", kTextFormatContentType, registry_->Serialize());
+    });
+    server_->close();
+    done = true;
+    waker.join();
+    server_.reset();
+  });
 }
 
 }  // namespace tandem::metrics

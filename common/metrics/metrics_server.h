@@ -1,89 +1,74 @@
-// MetricsServer: a tiny HTTP/1.1 server for Prometheus scrapes. GET /metrics
-// answers 200 with the registry's text (format 0.0.4); another path on GET,
-// 404; another method, 405; a malformed request line, 400; a request head
-// over max_request_bytes, 431; a head not complete within read_timeout, 408.
-// Every connection is closed after one answer.
+// MetricsServer: GET /metrics over HTTP on civetweb (the server under
+// prometheus-cpp's pull Exposer, a dependency of Debian's prometheus-cpp-dev),
+// answering 200 with a collectable's text (text_serializer.h) made at that
+// moment; other paths get 404.
 //
-// Why this shape: Prometheus scrapes each target every few seconds, one
-// request at a time, so one thread serving one connection after another is
-// enough, and it keeps the server out of the data plane entirely. Each
-// connection is bounded (read_timeout for the head and again for writing the
-// answer, max_request_bytes), so a slow or hostile client delays scrapes by
-// at most those bounds and can never grow memory or hang the thread; Stop()
-// interrupts even a connection in progress.
+// Why not prometheus::Exposer itself: it always serializes with
+// prometheus::TextSerializer, whose 16-digit values do not read back
+// exactly (text_serializer.h). Everything else is civetweb's: the socket,
+// its threads (2 here), HTTP parsing, a request must arrive within 5 s.
+// What this adds:
+//  - absl::Status errors instead of exceptions, with civetweb's reason
+//    ("cannot bind to 127.0.0.1:9400: 98 (Address already in use)");
+//  - a numeric IPv4 or IPv6 bind address turned into civetweb's port syntax,
+//    and the bound port read back (port 0 picks a free one);
+//  - Stop(): after it returns no scrape is running or will run, so what the
+//    collectable reads may be destroyed; it takes milliseconds (civetweb
+//    alone notices a stop only every 2 s).
 //
 // Thread-safety: port() and address() may be called from any thread; Stop()
-// (also run by the destructor) from any thread but the server's own.
+// (also run by the destructor) from any thread but a scraping one.
 #pragma once
 
-#include <chrono>
-#include <cstddef>
+#include <sys/socket.h>
+
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 
 #include "absl/status/statusor.h"
-#include "absl/strings/string_view.h"
-#include "common/metrics/registry.h"
+#include "prometheus/collectable.h"
+
+class CivetServer;
 
 namespace tandem::metrics {
 
-struct MetricsServerOptions {
-  // A numeric IPv4 or IPv6 address (no host names): "127.0.0.1", "::1",
-  // "0.0.0.0" to serve on every interface.
-  std::string bind_address = "127.0.0.1";
-  // 0 picks a free port; port() says which.
-  int port = 0;
-  // Longest wait for a whole request head, and again for sending the answer.
-  std::chrono::milliseconds read_timeout{5000};
-  // Longest request head accepted (Prometheus sends a few hundred bytes).
-  size_t max_request_bytes = 8192;
-};
-
 class MetricsServer {
  public:
-  // Binds, listens and starts the serving thread. `registry` is borrowed and
-  // must outlive the server. InvalidArgument for a bad address, port or
-  // option; Unavailable when the address cannot be bound; Internal when the
-  // OS refuses a socket, pipe or thread.
-  static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(const Registry* registry,
-                                                              MetricsServerOptions options);
+  // Serves `collectable` (borrowed: it must outlive the server) on
+  // http://`bind_address`:`port`/metrics. `bind_address` is a numeric IPv4
+  // or IPv6 address ("127.0.0.1", "::1", "0.0.0.0", "::" for every
+  // interface; no host names). InvalidArgument for a bad address or port;
+  // Unavailable when it cannot be bound; FailedPrecondition for an IPv6
+  // address where civetweb was built without IPv6 (Debian 12's is).
+  static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(const prometheus::Collectable* collectable,
+                                                              const std::string& bind_address, int port);
 
   ~MetricsServer();
   MetricsServer(const MetricsServer&) = delete;
   MetricsServer& operator=(const MetricsServer&) = delete;
 
-  // The bound port (the one picked when options.port was 0).
+  // The bound port (the one picked when 0 was asked for).
   int port() const { return port_; }
   // "address:port" ("[::1]:port" for IPv6), for logs and scrape configs.
-  std::string address() const;
+  const std::string& address() const { return address_; }
 
-  // Stops serving: interrupts the connection in progress, joins the thread,
-  // closes the sockets. Idempotent; after it returns nothing is listening.
+  // Stops serving: waits for a scrape in progress, joins civetweb's threads,
+  // closes the socket. Idempotent.
   void Stop();
 
  private:
-  MetricsServer(const Registry* registry, MetricsServerOptions options, int listen_fd, int port, int wake_read_fd,
-                int wake_write_fd);
-  void Run();
-  void ServeConnection(int fd);
-  // Waits (bounded by `deadline`) until `fd` has `events` or Stop() is called.
-  // Returns true when `fd` is ready, false on timeout, stop or error.
-  bool WaitFor(int fd, short events, std::chrono::steady_clock::time_point deadline) const;
-  bool SendAll(int fd, const std::string& data, std::chrono::steady_clock::time_point deadline) const;
-  std::string Answer(absl::string_view head) const;
+  class Handler;
+  MetricsServer(std::unique_ptr<Handler> handler, std::unique_ptr<CivetServer> server, const sockaddr_storage& wake,
+                int port, std::string address);
 
-  const Registry* const registry_;
-  const MetricsServerOptions options_;
-  const int listen_fd_;
-  const int port_;
-  // A pipe whose read end becomes readable when Stop() is called: the
-  // serving thread polls it beside every socket it waits on.
-  const int wake_read_fd_;
-  const int wake_write_fd_;
   std::once_flag stop_once_;
-  std::thread thread_;
+  const std::unique_ptr<Handler> handler_;  // outlives server_
+  std::unique_ptr<CivetServer> server_;
+  // Where Stop() connects to wake civetweb's listening thread.
+  const sockaddr_storage wake_;
+  const int port_;
+  const std::string address_;
 };
 
 }  // namespace tandem::metrics

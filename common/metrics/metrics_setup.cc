@@ -25,10 +25,8 @@ absl::StatusOr<std::unique_ptr<metrics::MetricsServer>> StartMetricsServer(const
   absl::StatusOr<std::optional<int>> port = flag.Parse();
   if (!port.ok()) return port.status();
   if (!port->has_value()) return std::unique_ptr<metrics::MetricsServer>();
-  metrics::MetricsServerOptions options;
-  options.bind_address = host;
-  options.port = **port;
-  absl::StatusOr<std::unique_ptr<metrics::MetricsServer>> server = metrics::MetricsServer::Start(registry, options);
+  absl::StatusOr<std::unique_ptr<metrics::MetricsServer>> server =
+      metrics::MetricsServer::Start(registry, host, **port);
   if (!server.ok()) {
     return absl::Status(server.status().code(), absl::StrCat("--metrics-port: ", server.status().message()));
   }

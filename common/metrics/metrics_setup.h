@@ -30,8 +30,10 @@ struct MetricsFlag {
 };
 
 // Starts serving `registry` on `host` when `flag` asks for it (null when it
-// does not) and prints "<program>: metrics on http://ADDR/metrics".
-// `host` must be a numeric address (the --host of the gRPC server).
+// does not) and prints "<program>: metrics on http://ADDR/metrics" (ADDR
+// with the bound port; an IPv6 host bracketed). `host` must be a numeric
+// address (the --host of the gRPC server); an IPv6 one fails where civetweb
+// lacks IPv6, as Debian 12's does (see common/metrics/metrics_server.h).
 absl::StatusOr<std::unique_ptr<metrics::MetricsServer>> StartMetricsServer(const metrics::Registry* registry,
                                                                            const MetricsFlag& flag,
                                                                            const std::string& host,
