@@ -177,6 +177,9 @@ void ClusterBackend::Admit(std::shared_ptr<Call> call) {
           {
             std::lock_guard<std::mutex> lock(call->mu);
             failed = call->decode_worker->id;
+            // Past our deadline the worker may still reserve the blocks: release
+            // them now rather than leave them to its reservation timeout.
+            if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) ReleaseDecode(call);
             pool_->Done(v1::WORKER_ROLE_DECODE, failed);
             call->decode_worker.reset();
           }

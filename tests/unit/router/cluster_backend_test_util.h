@@ -1,0 +1,159 @@
+// Shared helpers for the ClusterBackend tests (cluster_backend_*_test.cc, all
+// in the cluster_backend_test binary): a cluster in one process (router in
+// front of prefill and decode workers, all real gRPC servers on 127.0.0.1,
+// KV over the loopback transport; tests/testing/inproc_cluster.h), the
+// tokens and text a request must stream (the same engine run directly), and
+// a Generate stream read by hand. Header-only.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "tests/testing/inproc_cluster.h"
+
+namespace tandem::cluster_backend_test {
+
+using testing::Deadline;
+using testing::InProcDecodeWorker;
+using testing::InProcPrefillWorker;
+using testing::InProcRouter;
+using testing::StreamResult;
+using testing::WaitUntil;
+
+struct ClusterSpec {
+  int num_prefill = 1;
+  int num_decode = 1;
+  ClusterOptions router;
+  testing::DecodeWorkerOptions decode;
+  testing::PrefillWorkerOptions prefill;
+  std::vector<std::string> dead_prefill;  // unreachable addresses, listed before the live workers
+  std::vector<std::string> dead_decode;
+};
+
+// Workers first, the router in front; torn down router first.
+class Cluster {
+ public:
+  static std::unique_ptr<Cluster> Start(const ClusterSpec& spec) {
+    auto c = std::make_unique<Cluster>();
+    for (int i = 0; i < spec.num_decode; ++i) {
+      testing::DecodeWorkerOptions o = spec.decode;
+      o.worker_id = "decode-" + std::to_string(i);
+      absl::StatusOr<std::unique_ptr<InProcDecodeWorker>> w = InProcDecodeWorker::Start(o);
+      EXPECT_TRUE(w.ok()) << w.status();
+      if (!w.ok()) return nullptr;
+      c->decode.push_back(*std::move(w));
+    }
+    for (int i = 0; i < spec.num_prefill; ++i) {
+      testing::PrefillWorkerOptions o = spec.prefill;
+      o.worker_id = "prefill-" + std::to_string(i);
+      absl::StatusOr<std::unique_ptr<InProcPrefillWorker>> w = InProcPrefillWorker::Start(o);
+      EXPECT_TRUE(w.ok()) << w.status();
+      if (!w.ok()) return nullptr;
+      c->prefill.push_back(*std::move(w));
+    }
+    absl::StatusOr<std::unique_ptr<InProcRouter>> r = InProcRouter::Start(spec.router);
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (!r.ok()) return nullptr;
+    c->router = *std::move(r);
+    WorkerPool& pool = c->router->pool();
+    for (size_t i = 0; i < spec.dead_prefill.size(); ++i) {
+      pool.Add(v1::WORKER_ROLE_PREFILL, "dead-prefill-" + std::to_string(i), spec.dead_prefill[i]);
+    }
+    for (size_t i = 0; i < c->prefill.size(); ++i) {
+      pool.Add(v1::WORKER_ROLE_PREFILL, "prefill-" + std::to_string(i), c->prefill[i]->address());
+    }
+    for (size_t i = 0; i < spec.dead_decode.size(); ++i) {
+      pool.Add(v1::WORKER_ROLE_DECODE, "dead-decode-" + std::to_string(i), spec.dead_decode[i]);
+    }
+    for (size_t i = 0; i < c->decode.size(); ++i) {
+      pool.Add(v1::WORKER_ROLE_DECODE, "decode-" + std::to_string(i), c->decode[i]->address());
+    }
+    return c;
+  }
+
+  ~Cluster() {
+    router.reset();
+    prefill.clear();
+    decode.clear();
+  }
+
+  // The router holds nothing and every live engine's pool is back to start.
+  void ExpectAllReleased() {
+    EXPECT_TRUE(WaitUntil([&] { return router->backend().num_in_flight() == 0; }));
+    EXPECT_TRUE(WaitUntil([&] { return router->pool_in_flight() == 0; })) << router->pool_in_flight();
+    EXPECT_EQ(router->backend().num_queued(), 0);
+    for (auto& w : prefill) ExpectIdle(w->engine(), w->model().ranks[0].shape.num_blocks, "prefill");
+    for (auto& w : decode) ExpectIdle(w->engine(), w->model().ranks[0].shape.num_blocks, "decode");
+  }
+
+  static void ExpectIdle(AsyncEngine& engine, int64_t num_blocks, const std::string& role) {
+    const EngineStats s = testing::WaitIdle(engine);
+    EXPECT_TRUE(testing::Idle(s)) << role << ": " << testing::Describe(s);
+    EXPECT_EQ(s.kv.num_free_blocks, num_blocks) << role;
+  }
+
+  std::vector<std::unique_ptr<InProcPrefillWorker>> prefill;
+  std::vector<std::unique_ptr<InProcDecodeWorker>> decode;
+  std::unique_ptr<InProcRouter> router;
+};
+
+// What the router should stream for `req`: the tokens of the engine run
+// directly (validated sampling, seed as given) and their text.
+struct Expected {
+  std::vector<int32_t> tokens;
+  std::string text;
+};
+
+inline Expected Reference(const InProcRouter& router, const v1::GenerateRequest& req) {
+  Expected e;
+  absl::StatusOr<EngineRequest> r = testing::EngineRequestOf(router.validator(), req, "ref");
+  EXPECT_TRUE(r.ok()) << r.status();
+  if (!r.ok()) return e;
+  absl::StatusOr<std::map<std::string, std::vector<int32_t>>> tokens = testing::DirectTokens({*r});
+  EXPECT_TRUE(tokens.ok()) << tokens.status();
+  if (!tokens.ok()) return e;
+  e.tokens = tokens->at("ref");
+  IncrementalDecoder detok(router.tokenizer(), r->prompt_token_ids);
+  for (int32_t t : e.tokens) e.text += detok.Add(t);
+  e.text += detok.Flush();
+  return e;
+}
+
+// A Generate call read by hand (partial reads, cancellation).
+struct OpenStream {
+  grpc::ClientContext ctx;
+  std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader;
+  StreamResult result;
+
+  OpenStream(v1::Generation::Stub& stub, const v1::GenerateRequest& req) {
+    ctx.set_deadline(Deadline());
+    reader = stub.Generate(&ctx, req);
+  }
+  bool ReadChunks(int n) {
+    v1::GenerateResponse m;
+    for (int i = 0; i < n; ++i) {
+      if (!reader->Read(&m)) return false;
+      testing::Accumulate(m, &result);
+    }
+    return true;
+  }
+  StreamResult Finish() {
+    v1::GenerateResponse m;
+    while (reader->Read(&m)) testing::Accumulate(m, &result);
+    result.status = reader->Finish();
+    return result;
+  }
+};
+
+inline void ExpectExact(const StreamResult& got, const Expected& want, uint32_t prompt_tokens) {
+  EXPECT_TRUE(got.status.ok()) << got.status.error_code() << " " << got.status.error_message();
+  EXPECT_EQ(got.token_ids, want.tokens);
+  EXPECT_EQ(got.text, want.text);
+  EXPECT_EQ(got.finish, v1::FINISH_REASON_LENGTH);
+  EXPECT_EQ(got.usage.prompt_tokens(), prompt_tokens);
+  EXPECT_EQ(got.usage.completion_tokens(), want.tokens.size());
+}
+
+}  // namespace tandem::cluster_backend_test
