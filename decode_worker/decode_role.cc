@@ -5,7 +5,9 @@
 namespace tandem {
 
 void DecodeRole::RegisterFlags(cli::FlagSet& flags) {
-  flags.AddInt("reservation-timeout-ms", &reservation_timeout_ms_, "free reservations not activated in time");
+  flags.AddInt("reservation-timeout-ms", &reservation_timeout_ms_,
+               "a reservation's lease: free it when the router neither renews nor activates it this long (default "
+               "30000)");
   flags.AddInt("release-grace-ms", &release_grace_ms_,
                "keep a released, never-activated reservation's blocks this long (late KV puts land there)");
 }

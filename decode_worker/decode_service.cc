@@ -44,6 +44,7 @@ grpc::ServerUnaryReactor* DecodeService::Admit(grpc::CallbackServerContext* ctx,
   d->set_reservation_id(req->request_id());
   for (const v1::KvRankRegion& region : regions_) *d->add_ranks() = region;
   d->set_transport(options_.transport_name);
+  resp->set_lease_ms(static_cast<uint32_t>(options_.reservation_timeout.count()));
   engine_->Reserve(std::move(r), options_.reservation_timeout,
                    [reactor, d, ticket](absl::StatusOr<std::vector<BlockId>> blocks) {
                      if (!blocks.ok()) {
@@ -86,6 +87,18 @@ grpc::ServerUnaryReactor* DecodeService::Release(grpc::CallbackServerContext* ct
   resp->set_released(true);
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* DecodeService::Renew(grpc::CallbackServerContext* ctx, const v1::RenewRequest* req,
+                                               v1::RenewResponse* resp) {
+  // Renewals continue admitted requests, so they are answered while draining.
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  std::vector<std::string> ids(req->request_ids().begin(), req->request_ids().end());
+  engine_->Renew(std::move(ids), [reactor, resp](std::vector<std::string> unknown) {
+    for (std::string& id : unknown) resp->add_unknown_request_ids(std::move(id));
+    reactor->Finish(grpc::Status::OK);
+  });
   return reactor;
 }
 

@@ -2,7 +2,8 @@
 // an AsyncEngine that owns the KV pool. Admit reserves destination blocks and
 // answers where the prefill worker must put the prompt's KV; Decode activates
 // the request once that KV is in place and streams token ids; Release frees
-// whatever a request holds; Stats reports load for routing and metrics.
+// whatever a request holds; Renew extends the leases of reservations the
+// router still needs; Stats reports load for routing and metrics.
 // Draining (DrainGate): new Admits get UNAVAILABLE, Decode streams of
 // reservations already admitted still run; each Admit and Decode holds a
 // ticket until done (reservations waiting for KV show in engine Stats).
@@ -22,7 +23,8 @@ namespace tandem {
 
 struct DecodeServiceOptions {
   std::string worker_id;
-  std::chrono::milliseconds reservation_timeout{30000};  // unactivated reservations are freed
+  // The lease of a reservation: one neither renewed nor activated this long is freed.
+  std::chrono::milliseconds reservation_timeout{30000};
   std::string transport_name = "ucx";
 };
 
@@ -41,6 +43,8 @@ class DecodeService final : public v1::DecodeWorker::CallbackService {
                                                        const v1::DecodeRequest* req) override;
   grpc::ServerUnaryReactor* Release(grpc::CallbackServerContext* ctx, const v1::ReleaseRequest* req,
                                     v1::ReleaseResponse* resp) override;
+  grpc::ServerUnaryReactor* Renew(grpc::CallbackServerContext* ctx, const v1::RenewRequest* req,
+                                  v1::RenewResponse* resp) override;
   grpc::ServerUnaryReactor* Stats(grpc::CallbackServerContext* ctx, const v1::StatsRequest* req,
                                   v1::WorkerStats* resp) override;
 

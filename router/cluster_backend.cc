@@ -41,6 +41,7 @@ struct ClusterBackend::Call {
   bool decode_started = false;                // the Decode stream owns the reservation now
   bool decode_released = false;               // Release sent or the stream cancelled
   bool admit_in_flight = false;               // an Admit may still create a reservation
+  bool reserved = false;                      // Admit succeeded; renewed until decode starts or it ends
   v1::KvDestination destination;
   std::vector<std::string> tried_prefill;
   int admit_attempts = 0;
@@ -80,15 +81,97 @@ class DecodeReader final : public grpc::ClientReadReactor<v1::DecodeResponse> {
 
 ClusterBackend::ClusterBackend(WorkerPool* pool, const Tokenizer* tokenizer, ModelConfig config,
                                ClusterOptions options)
-    : pool_(pool), tokenizer_(tokenizer), config_(std::move(config)), options_(options) {}
+    : pool_(pool),
+      tokenizer_(tokenizer),
+      config_(std::move(config)),
+      options_(options),
+      renewer_([this] { RenewLoop(); }) {}
 
 ClusterBackend::~ClusterBackend() {
+  {
+    std::lock_guard<std::mutex> lock(renew_mu_);
+    stopping_ = true;
+  }
+  renew_cv_.notify_all();
+  renewer_.join();
   std::vector<std::string> ids;
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (const auto& [id, call] : calls_) ids.push_back(id);
   }
   for (const std::string& id : ids) Cancel(id);
+  // Renew callbacks still in flight use this object (bounded by their deadline).
+  std::unique_lock<std::mutex> lock(renew_mu_);
+  renew_cv_.wait(lock, [this] { return renews_in_flight_ == 0; });
+}
+
+void ClusterBackend::RenewLoop() {
+  std::unique_lock<std::mutex> lock(renew_mu_);
+  while (!renew_cv_.wait_for(lock, options_.lease_renew_interval, [this] { return stopping_; })) {
+    lock.unlock();
+    RenewLeases();
+    lock.lock();
+  }
+}
+
+void ClusterBackend::RenewLeases() {
+  struct Batch {
+    WorkerHandle worker;
+    std::vector<std::shared_ptr<Call>> calls;
+  };
+  absl::flat_hash_map<std::string, Batch> by_worker;  // decode worker address -> its reservations
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [id, call] : calls_) {
+      std::lock_guard<std::mutex> call_lock(call->mu);
+      if (!call->reserved || call->decode_started || call->ended || !call->decode_worker) continue;
+      Batch& b = by_worker[call->decode_worker->address];
+      b.worker = *call->decode_worker;
+      b.calls.push_back(call);
+    }
+  }
+  for (auto& [address, batch] : by_worker) {
+    struct Rpc {
+      grpc::ClientContext ctx;
+      v1::RenewRequest req;
+      v1::RenewResponse resp;
+      std::vector<std::shared_ptr<Call>> calls;
+    };
+    auto rpc = std::make_shared<Rpc>();
+    rpc->ctx.set_deadline(std::chrono::system_clock::now() + std::max(options_.lease_renew_interval * 2,
+                                                                      std::chrono::milliseconds(2000)));
+    for (const auto& call : batch.calls) rpc->req.add_request_ids(call->id);
+    rpc->calls = std::move(batch.calls);
+    {
+      std::lock_guard<std::mutex> lock(renew_mu_);
+      ++renews_in_flight_;
+    }
+    batch.worker.decode->async()->Renew(&rpc->ctx, &rpc->req, &rpc->resp, [this, rpc](grpc::Status s) {
+      // A failed Renew changes nothing: the next round tries again, and a
+      // worker that is gone fails the request's own calls.
+      if (s.ok()) {
+        for (const std::string& lost : rpc->resp.unknown_request_ids()) {
+          for (const auto& call : rpc->calls) {
+            if (call->id != lost) continue;
+            bool gone;
+            {
+              std::lock_guard<std::mutex> lock(call->mu);
+              // Activated since the Renew was sent (or already ended): not lost.
+              gone = call->reserved && !call->decode_started && !call->ended;
+              if (gone) call->reserved = false;  // nothing left to release there
+            }
+            if (gone) {
+              End(call, absl::UnavailableError("the decode worker lost the request's KV reservation (its lease "
+                                               "expired or the worker restarted); retry"));
+            }
+          }
+        }
+      }
+      std::lock_guard<std::mutex> lock(renew_mu_);
+      --renews_in_flight_;
+      renew_cv_.notify_all();
+    });
+  }
 }
 
 int ClusterBackend::num_queued() const {
@@ -195,6 +278,7 @@ void ClusterBackend::Admit(std::shared_ptr<Call> call) {
         {
           std::lock_guard<std::mutex> lock(call->mu);
           call->destination = call->admit_resp.destination();
+          call->reserved = true;
         }
         if (options_.observe_queue_time) {
           options_.observe_queue_time(

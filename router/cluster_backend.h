@@ -10,17 +10,25 @@
 //   strings applied → client.
 // Every path releases what it holds: Release on the decode worker when the
 // stream never started, stream cancellation once it has (invariant 3).
+// A reservation is a lease (docs/architecture.md, invariant 6): a thread
+// renews every reservation the router holds and has not yet activated, once
+// per `lease_renew_interval`, batched per decode worker, so a request that
+// waits long for its prefill keeps its blocks, and a router that dies stops
+// renewing and its reservations expire. A reservation its worker no longer
+// knows (expired, the worker restarted) ends its request UNAVAILABLE.
 // The router never touches tensors (invariant 5).
 // Thread-safety: Start() and Cancel() are thread-safe; gRPC callbacks drive
 // each request's state under its own mutex.
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #include "absl/container/flat_hash_map.h"
 #include "engine/model/model_config.h"
@@ -35,6 +43,9 @@ struct ClusterOptions {
   std::chrono::milliseconds admit_timeout{10000};
   int max_queued = 256;           // requests waiting for a decode worker with room
   int max_prefill_attempts = 3;   // distinct prefill workers tried per request
+  // How often the router renews its reservations' leases; well under the
+  // decode workers' lease (--reservation-timeout-ms, default 30 s).
+  std::chrono::milliseconds lease_renew_interval{1000};
   // Called once per request when a decode worker reserved its blocks, with
   // the seconds since Start (the router's queue time); may be empty.
   std::function<void(double)> observe_queue_time;
@@ -64,6 +75,9 @@ class ClusterBackend final : public GenerationBackend {
   void End(const std::shared_ptr<Call>& call, const absl::Status& status);
   void ReleaseDecode(const std::shared_ptr<Call>& call);
   void AdmitQueued();
+  // The lease renewer's thread, and one round of renewals.
+  void RenewLoop();
+  void RenewLeases();
 
   WorkerPool* const pool_;
   const Tokenizer* const tokenizer_;
@@ -73,6 +87,14 @@ class ClusterBackend final : public GenerationBackend {
   mutable std::mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<Call>> calls_;
   std::deque<std::shared_ptr<Call>> queue_;  // waiting for a decode worker with room
+
+  // Renewals: the thread, its stop flag, and the Renew calls in flight (the
+  // destructor waits for them: their callbacks use this object).
+  std::mutex renew_mu_;
+  std::condition_variable renew_cv_;
+  bool stopping_ = false;      // guarded by renew_mu_
+  int renews_in_flight_ = 0;   // guarded by renew_mu_
+  std::thread renewer_;        // last: starts once everything above exists
 };
 
 }  // namespace tandem

@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/grpc/buffered_write_reactor.h"
 #include "common/grpc/status.h"
+#include "router/client_status.h"
 
 namespace tandem {
 
@@ -78,10 +79,12 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(
   const auto prompt_tokens = static_cast<uint32_t>(v->prompt_token_ids.size());
   // Null without metrics; shared by the sink and the cancel callback, which may race (the first End wins).
   std::shared_ptr<RequestTracker> tracker = metrics_ != nullptr ? metrics_->Begin(prompt_tokens) : nullptr;
-  auto [reactor, stream] = BufferedWriteReactor<v1::GenerateResponse>::Create([backend, id, tracker, ticket] {
-    if (tracker) tracker->End(RequestMetrics::StatusLabel(absl::StatusCode::kCancelled));
-    backend->Cancel(id);
-  });
+  auto [reactor, stream] = BufferedWriteReactor<v1::GenerateResponse>::Create(
+      [backend, id, tracker, ticket] {
+        if (tracker) tracker->End(RequestMetrics::StatusLabel(absl::StatusCode::kCancelled));
+        backend->Cancel(id);
+      },
+      context);
   const std::string client_id = v->request_id;
   const bool want_logprobs = v->sampling.logprobs > 0;
   auto completion_tokens = std::make_shared<uint32_t>(0);  // touched only by the sink, in order
@@ -89,8 +92,10 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(
                   [stream, client_id, want_logprobs, prompt_tokens, completion_tokens, tracker](
                       const absl::Status& st, GenerationChunk chunk) {
                     if (!st.ok()) {
-                      if (tracker) tracker->End(RequestMetrics::StatusLabel(st.code()));
-                      stream->Close(ToGrpcStatus(st));
+                      // Only the contract's codes reach the client (client_status.h).
+                      const absl::Status client = ToClientStatus(st);
+                      if (tracker) tracker->End(RequestMetrics::StatusLabel(client.code()));
+                      stream->Close(ToGrpcStatus(client), ClientTrailers(client));
                       return;
                     }
                     const bool last = chunk.finish != ChunkFinish::kNone;

@@ -14,7 +14,9 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/support/server_callback.h"
@@ -37,12 +39,15 @@ class StreamHandle {
     }
     WriteNext(false);
   }
-  // Ends the stream with `status` after the queued messages are written.
-  void Close(const grpc::Status& status) {
+  // Ends the stream with `status` after the queued messages are written,
+  // with `trailers` as trailing metadata (when the reactor was created with
+  // its call's context).
+  void Close(const grpc::Status& status, std::vector<std::pair<std::string, std::string>> trailers = {}) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (reactor_ == nullptr || final_status_) return;
       final_status_ = status;
+      trailers_ = std::move(trailers);
     }
     WriteNext(false);
   }
@@ -68,6 +73,7 @@ class StreamHandle {
     BufferedWriteReactor<Response>* r = nullptr;
     const Response* next = nullptr;
     std::optional<grpc::Status> finish;
+    std::vector<std::pair<std::string, std::string>> trailers;
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (previous_done) {
@@ -82,6 +88,7 @@ class StreamHandle {
       } else if (final_status_) {
         finished_ = true;
         finish = final_status_;
+        trailers.swap(trailers_);
         r = reactor_;
       }
     }
@@ -89,7 +96,7 @@ class StreamHandle {
     if (next != nullptr) {
       r->StartWrite(next);
     } else if (finish) {
-      r->Finish(*finish);
+      r->Finish(*finish, trailers);
     }
   }
 
@@ -97,6 +104,7 @@ class StreamHandle {
   BufferedWriteReactor<Response>* reactor_ = nullptr;  // null once the call is done
   std::deque<Response> pending_;
   std::optional<grpc::Status> final_status_;
+  std::vector<std::pair<std::string, std::string>> trailers_;
   bool writing_ = false;
   bool finished_ = false;
 };
@@ -105,9 +113,10 @@ template <typename Response>
 class BufferedWriteReactor final : public grpc::ServerWriteReactor<Response> {
  public:
   // Returns the reactor (owned by gRPC; it deletes itself) and the handle.
+  // `context` (may be null) is the call's, for trailing metadata.
   static std::pair<BufferedWriteReactor*, std::shared_ptr<StreamHandle<Response>>> Create(
-      std::function<void()> on_cancel) {
-    auto* r = new BufferedWriteReactor(std::move(on_cancel));
+      std::function<void()> on_cancel, grpc::CallbackServerContext* context = nullptr) {
+    auto* r = new BufferedWriteReactor(std::move(on_cancel), context);
     return {r, r->handle_};
   }
 
@@ -126,12 +135,24 @@ class BufferedWriteReactor final : public grpc::ServerWriteReactor<Response> {
   }
 
  private:
-  explicit BufferedWriteReactor(std::function<void()> on_cancel)
-      : on_cancel_(std::move(on_cancel)), handle_(std::make_shared<StreamHandle<Response>>()) {
+  friend class StreamHandle<Response>;
+
+  BufferedWriteReactor(std::function<void()> on_cancel, grpc::CallbackServerContext* context)
+      : on_cancel_(std::move(on_cancel)), context_(context), handle_(std::make_shared<StreamHandle<Response>>()) {
     handle_->reactor_ = this;
   }
 
+  // Called once, by the handle, instead of the base Finish: the context is
+  // valid until OnDone, which comes after this.
+  void Finish(const grpc::Status& status, const std::vector<std::pair<std::string, std::string>>& trailers) {
+    if (context_ != nullptr) {
+      for (const auto& [key, value] : trailers) context_->AddTrailingMetadata(key, value);
+    }
+    grpc::ServerWriteReactor<Response>::Finish(status);
+  }
+
   std::function<void()> on_cancel_;
+  grpc::CallbackServerContext* const context_;
   std::shared_ptr<StreamHandle<Response>> handle_;
 };
 

@@ -7,11 +7,12 @@
 namespace tandem {
 
 AsyncEngine::AsyncEngine(std::unique_ptr<LlmEngine> engine, const Tokenizer* tokenizer,
-                         std::chrono::milliseconds release_grace)
+                         std::chrono::milliseconds release_grace, LeaseClock now)
     : engine_(std::move(engine)),
       model_config_(engine_->model_config()),
       processor_(tokenizer),
       release_grace_(release_grace),
+      now_(now ? std::move(now) : LeaseClock(&std::chrono::steady_clock::now)),
       stats_(engine_->Stats()),  // valid before the first step
       thread_([this] { Loop(); }) {}
 
@@ -50,12 +51,19 @@ void AsyncEngine::Cancel(const std::string& request_id) {
   Enqueue(std::move(c));
 }
 
-void AsyncEngine::Reserve(EngineRequest request, std::chrono::milliseconds timeout, ReserveDone done) {
+void AsyncEngine::Reserve(EngineRequest request, std::chrono::milliseconds ttl, ReserveDone done) {
   Command c{Command::kReserve};
   c.request = std::move(request);
-  c.timeout = timeout;
+  c.timeout = ttl;
   c.reserve_done = std::move(done);
   Enqueue(std::move(c));
+}
+
+void AsyncEngine::Renew(std::vector<std::string> request_ids, RenewDone done) {
+  Command c{Command::kRenew};
+  c.ids = std::move(request_ids);
+  c.renew_done = std::move(done);
+  if (!Enqueue(c)) c.renew_done(std::move(c.ids));  // stopped: nothing is held any more
 }
 
 void AsyncEngine::Activate(const std::string& request_id, int32_t first_token, StreamSink sink) {
@@ -104,10 +112,8 @@ void AsyncEngine::Apply(Command& c) {
   switch (c.kind) {
     case Command::kCancel:
       if (quarantined_.contains(id)) return;  // already released; the grace runs
-      if (auto r = reservations_.find(id); r != reservations_.end() && release_grace_.count() > 0) {
-        // Not activated: KV may still be in flight towards these blocks.
-        reservations_.erase(r);
-        quarantined_[id] = std::chrono::steady_clock::now() + release_grace_;
+      if (reservations_.contains(id)) {
+        Quarantine(id);  // not activated: KV may still be in flight towards these blocks
         return;
       }
       // Whatever the request holds (running, waiting, reserved, prefilled) goes.
@@ -133,8 +139,22 @@ void AsyncEngine::Apply(Command& c) {
     }
     case Command::kReserve: {
       absl::StatusOr<std::vector<BlockId>> blocks = engine_->ReserveExternal(std::move(c.request));
-      if (blocks.ok()) reservations_[id] = std::chrono::steady_clock::now() + c.timeout;
+      if (blocks.ok()) reservations_[id] = Lease{now_() + c.timeout, c.timeout};
       c.reserve_done(std::move(blocks));
+      return;
+    }
+    case Command::kRenew: {
+      const auto now = now_();
+      std::vector<std::string> unknown;
+      for (const std::string& rid : c.ids) {
+        auto it = reservations_.find(rid);
+        if (it == reservations_.end()) {
+          unknown.push_back(rid);
+        } else {
+          it->second.deadline = now + it->second.ttl;
+        }
+      }
+      c.renew_done(std::move(unknown));
       return;
     }
     case Command::kActivate: {
@@ -177,16 +197,30 @@ void AsyncEngine::Apply(Command& c) {
   }
 }
 
+void AsyncEngine::Quarantine(const std::string& id) {
+  reservations_.erase(id);
+  if (release_grace_.count() > 0) {
+    quarantined_[id] = now_() + release_grace_;
+  } else {
+    engine_->Abort(id);
+  }
+}
+
 void AsyncEngine::ExpireReservations() {
-  const auto now = std::chrono::steady_clock::now();
-  for (auto* map : {&reservations_, &quarantined_}) {
-    for (auto it = map->begin(); it != map->end();) {
-      if (it->second <= now) {
-        engine_->Abort(it->first);
-        map->erase(it++);
-      } else {
-        ++it;
-      }
+  const auto now = now_();
+  std::vector<std::string> expired;
+  for (const auto& [id, lease] : reservations_) {
+    if (lease.deadline <= now) expired.push_back(id);
+  }
+  // An expired lease is treated as a release: a prefill its router started
+  // may still be writing into these blocks, so they wait out the grace too.
+  for (const std::string& id : expired) Quarantine(id);
+  for (auto it = quarantined_.begin(); it != quarantined_.end();) {
+    if (it->second <= now) {
+      engine_->Abort(it->first);
+      quarantined_.erase(it++);
+    } else {
+      ++it;
     }
   }
 }
@@ -278,6 +312,7 @@ void AsyncEngine::Loop() {
     if (c.sink) c.sink(StreamEvent{absl::CancelledError("engine shutting down"), {}});
     if (c.reserve_done) c.reserve_done(absl::CancelledError("engine shutting down"));
     if (c.prefill_done) c.prefill_done(absl::CancelledError("engine shutting down"));
+    if (c.renew_done) c.renew_done(std::move(c.ids));  // nothing is held any more
   }
 }
 

@@ -57,8 +57,11 @@ class AsyncEngine {
   // `release_grace`: a reservation cancelled before activation keeps its
   // blocks this long, so puts a prefill worker posted before it learned of
   // the cancellation land in blocks nobody else owns yet (docs/architecture.md, invariant 2).
+  // `now` (default: the steady clock) times leases and the grace, so tests
+  // can move time by hand (the loop still wakes every 50 ms to look).
+  using LeaseClock = std::function<std::chrono::steady_clock::time_point()>;
   AsyncEngine(std::unique_ptr<LlmEngine> engine, const Tokenizer* tokenizer,
-              std::chrono::milliseconds release_grace = std::chrono::milliseconds(0));
+              std::chrono::milliseconds release_grace = std::chrono::milliseconds(0), LeaseClock now = nullptr);
   // Stops the loop; unfinished requests get a Cancelled event.
   ~AsyncEngine();
   // Stops the loop now (idempotent). Later commands are ignored, so objects
@@ -75,10 +78,18 @@ class AsyncEngine {
 
   // --- Disaggregation, decode side -------------------------------------
   // Reserves blocks for `request`'s prompt KV (written from outside); `done`
-  // gets the block ids or ResourceExhausted / InvalidArgument. A reservation
-  // not activated within `timeout` is freed (docs/architecture.md, invariant 3).
+  // gets the block ids or ResourceExhausted / InvalidArgument. The
+  // reservation is a lease of `ttl`: one neither activated nor renewed
+  // within it expires (docs/architecture.md, invariant 3) and, like a
+  // released one, keeps its blocks for the release grace before they are
+  // reused (KV may still be in flight towards them).
   using ReserveDone = std::function<void(absl::StatusOr<std::vector<BlockId>>)>;
-  void Reserve(EngineRequest request, std::chrono::milliseconds timeout, ReserveDone done);
+  void Reserve(EngineRequest request, std::chrono::milliseconds ttl, ReserveDone done);
+  // Extends each live, not yet activated reservation of `request_ids` to a
+  // full lease from now; `done` gets the ids that hold no such reservation
+  // (expired, released, activated or never made), in the order given.
+  using RenewDone = std::function<void(std::vector<std::string> unknown)>;
+  void Renew(std::vector<std::string> request_ids, RenewDone done);
   // The reserved KV is written and `first_token` was sampled by the prefill
   // side: the request joins the running batch and streams into `sink` (the
   // first event carries the tokens after `first_token`). NotFound through the
@@ -112,12 +123,14 @@ class AsyncEngine {
 
  private:
   struct Command {
-    enum Kind { kAdd, kCancel, kReserve, kActivate, kPrefill, kReleasePrefilled, kRun } kind;
+    enum Kind { kAdd, kCancel, kReserve, kRenew, kActivate, kPrefill, kReleasePrefilled, kRun } kind;
     EngineRequest request;
     std::vector<std::string> stop_strings;
     StreamSink sink;
     ReserveDone reserve_done;
     PrefillDone prefill_done;
+    RenewDone renew_done;
+    std::vector<std::string> ids;
     std::function<void(LlmEngine&)> run;
     int32_t first_token = 0;
     std::chrono::milliseconds timeout{0};
@@ -127,6 +140,9 @@ class AsyncEngine {
   void Loop();
   void Apply(Command& c);
   void ExpireReservations();
+  // Moves a not-activated reservation to quarantine for the release grace
+  // (or frees it now when there is no grace).
+  void Quarantine(const std::string& id);
   void Dispatch(const std::vector<RequestOutput>& outs);
 
   std::unique_ptr<LlmEngine> engine_;  // loop thread only
@@ -134,10 +150,15 @@ class AsyncEngine {
   OutputProcessor processor_;          // loop thread only
   absl::flat_hash_map<std::string, StreamSink> sinks_;  // loop thread only
   absl::flat_hash_map<std::string, PrefillDone> prefill_waiters_;  // loop thread only
-  absl::flat_hash_map<std::string, std::chrono::steady_clock::time_point> reservations_;  // deadlines
+  struct Lease {
+    std::chrono::steady_clock::time_point deadline;
+    std::chrono::milliseconds ttl;
+  };
+  absl::flat_hash_map<std::string, Lease> reservations_;  // not yet activated
   // Released before activation: blocks held until the deadline, never activated.
   absl::flat_hash_map<std::string, std::chrono::steady_clock::time_point> quarantined_;
   const std::chrono::milliseconds release_grace_;
+  const LeaseClock now_;
   StepListener step_listener_;  // loop thread only
 
   mutable std::mutex mu_;

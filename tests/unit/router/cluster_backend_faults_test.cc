@@ -136,12 +136,15 @@ TEST(ClusterBackendTest, ADecodeWorkerStoppedMidDecodeEndsTheStreamAndTheSurvivo
   c->ExpectAllReleased();  // the decode engine too: the stream's cancel reached it
 }
 
-// The reservation expires on the decode worker while the prefill is held:
-// the prefill still succeeds (the first token reaches the client), then
-// Decode finds no reservation and the stream ends NOT_FOUND.
-TEST(ClusterBackendTest, AReservationThatExpiresBeforeItsKvArrivesEndsTheStreamNotFound) {
+// A lease nobody renews (the router's renewals are off here, as when the
+// router is partitioned from the decode worker): the reservation expires
+// while the prefill waits, the prefill still succeeds (the first token
+// reaches the client), Decode finds no reservation, and the client sees
+// UNAVAILABLE (retry), never the worker's NOT_FOUND.
+TEST(ClusterBackendTest, AnUnrenewedReservationThatExpiresBeforeItsKvArrivesEndsTheStreamUnavailable) {
   ClusterSpec spec;
   spec.decode.reservation_timeout = std::chrono::milliseconds(100);
+  spec.router.lease_renew_interval = std::chrono::hours(1);
   std::unique_ptr<Cluster> c = Cluster::Start(spec);
   ASSERT_NE(c, nullptr);
   const v1::GenerateRequest req = testing::GreedyGenerateRequest(TestPrompt(40, 15), 12);
@@ -157,8 +160,37 @@ TEST(ClusterBackendTest, AReservationThatExpiresBeforeItsKvArrivesEndsTheStreamN
     pause.Resume();
     client.join();
   }
-  EXPECT_EQ(got.status.error_code(), grpc::StatusCode::NOT_FOUND) << got.status.error_message();
+  EXPECT_EQ(got.status.error_code(), grpc::StatusCode::UNAVAILABLE) << got.status.error_message();
+  EXPECT_NE(got.status.error_message().find("NOT_FOUND"), std::string::npos) << got.status.error_message();
   EXPECT_EQ(got.token_ids, std::vector<int32_t>{want.tokens.front()});
+  c->ExpectAllReleased();
+}
+
+// The router renews the lease of a reservation whose prefill waits far
+// longer than the lease (the prefill worker's loop is held): the request
+// finishes exactly, and every pool is back to its start.
+TEST(ClusterBackendTest, ARenewedReservationOutlivesItsLeaseWhileThePrefillWaits) {
+  ClusterSpec spec;
+  spec.decode.reservation_timeout = std::chrono::milliseconds(1000);
+  spec.router.lease_renew_interval = std::chrono::milliseconds(50);
+  std::unique_ptr<Cluster> c = Cluster::Start(spec);
+  ASSERT_NE(c, nullptr);
+  const v1::GenerateRequest req = testing::GreedyGenerateRequest(TestPrompt(40, 15), 12);
+  const Expected want = Reference(*c->router, req);
+  StreamResult got;
+  {
+    testing::LoopPause pause(&c->prefill[0]->engine());
+    ASSERT_TRUE(pause.paused());
+    std::jthread client([&] { got = testing::Generate(c->router->stub(), req); });
+    ASSERT_TRUE(WaitUntil([&] { return c->prefill[0]->drain().num_in_flight() == 1; }));
+    // Three leases long: without renewals the reservation would be gone.
+    std::this_thread::sleep_for(std::chrono::milliseconds(3000));
+    EXPECT_EQ(testing::LoopStats(c->decode[0]->engine()).num_awaiting_kv, 1);
+    pause.Resume();
+    client.join();
+  }
+  ASSERT_TRUE(got.status.ok()) << got.status.error_message();
+  EXPECT_EQ(got.token_ids, want.tokens);
   c->ExpectAllReleased();
 }
 

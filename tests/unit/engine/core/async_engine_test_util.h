@@ -31,7 +31,8 @@ struct Engine {
   std::unique_ptr<AsyncEngine> async;
 };
 
-inline Engine MakeEngine(int64_t num_blocks = 64, std::chrono::milliseconds grace = std::chrono::milliseconds(0)) {
+inline Engine MakeEngine(int64_t num_blocks = 64, std::chrono::milliseconds grace = std::chrono::milliseconds(0),
+                         AsyncEngine::LeaseClock clock = nullptr) {
   Engine e;
   absl::StatusOr<std::unique_ptr<ModelExecutor>> model = LoadExecutor(testing::BundledModelDir(), 1);
   EXPECT_TRUE(model.ok()) << model.status();
@@ -41,7 +42,7 @@ inline Engine MakeEngine(int64_t num_blocks = 64, std::chrono::milliseconds grac
   EXPECT_TRUE(engine.ok()) << engine.status();
   if (!engine.ok()) return e;
   e.raw = engine->get();
-  e.async = std::make_unique<AsyncEngine>(*std::move(engine), nullptr, grace);
+  e.async = std::make_unique<AsyncEngine>(*std::move(engine), nullptr, grace, std::move(clock));
   return e;
 }
 
