@@ -27,7 +27,8 @@ struct WorkerFlags {
     f.AddString("host", &host, "address to listen on and to advertise (default 127.0.0.1)");
     f.AddInt("port", &port, "port (default 0: a free one)");
     f.AddString("worker-id", &worker_id, "this worker's id (default " + role + "-<port>)");
-    f.AddString("router", &router, "router address to register with (host:port)");
+    f.AddString("router", &router,
+                "router address(es) to register with: host:port, or several comma-separated (router replicas)");
     f.AddString("kv-transport", &kv_transport, "ucx (default) or loopback");
     f.AddInt("tp", &tp, "tensor-parallel ranks (threads of this process, each with its own KV pool; default 1)");
     f.AddInt("drain-timeout-s", &drain_timeout_s,

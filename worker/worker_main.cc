@@ -2,9 +2,12 @@
 
 #include <iostream>
 #include <random>
+#include <thread>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/cli/model_path.h"
 #include "common/grpc/server.h"
 #include "common/metrics/metrics_setup.h"
@@ -89,26 +92,32 @@ int WorkerMain(int argc, char** argv, WorkerRole& role) {
   const std::string address = net::JoinHostPort(wf.host, bound_port);
   std::cout << program << ": " << wf.worker_id << " listening on " << address << " (tp " << model->ranks.size()
             << role.Describe(parts) << ", transport " << wf.kv_transport << ")" << std::endl;
-  std::unique_ptr<RouterRegistration> registration;
-  if (!wf.router.empty()) {
+  // One registration per router: replicas behind one address all route to us.
+  std::vector<std::unique_ptr<RouterRegistration>> registrations;
+  for (absl::string_view router : absl::StrSplit(wf.router, ',', absl::SkipWhitespace())) {
     v1::RegisterRequest r;
     r.set_worker_id(wf.worker_id);
     r.set_role(role.role());
     r.set_address(address);
-    registration = std::make_unique<RouterRegistration>(wf.router, r);
+    registrations.push_back(std::make_unique<RouterRegistration>(std::string(absl::StripAsciiWhitespace(router)), r));
   }
 
   process::WaitForStopSignal();
   gate.StartDraining();
   SetHealth(server->get(), false);
-  if (registration) registration->SetDraining();
+  {
+    // Every router hears of the drain at once (each call is bounded by a few seconds).
+    std::vector<std::thread> tell;
+    for (auto& reg : registrations) tell.emplace_back([r = reg.get()] { r->SetDraining(); });
+    for (std::thread& t : tell) t.join();
+  }
   std::cout << program << ": draining (up to " << wf.drain_timeout_s << " s)" << std::endl;
   auto idle = [&] { return gate.num_in_flight() == 0 && role.Idle(parts); };
   if (!process::WaitUntilIdle(idle, std::chrono::seconds(wf.drain_timeout_s))) {
     std::cerr << program << ": drain timeout: cancelling what is left\n";
   }
   if (*metrics_server) (*metrics_server)->Stop();  // no scrape reads the engine or transports after this
-  registration.reset();
+  registrations.clear();
   (*server)->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   return 0;  // stop_engine runs here, after the server is down
 }

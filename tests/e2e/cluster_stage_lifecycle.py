@@ -9,8 +9,8 @@ import threading
 import time
 
 import cluster_state as state
-from cluster_checks import safe
-from cluster_procs import ManualCluster
+from cluster_checks import safe, snapshot, wait_released
+from cluster_procs import ManualCluster, Proc, bin_path
 from cluster_refs import generate_many, generate_one, same_as
 from cluster_state import channel, check, log
 
@@ -323,3 +323,79 @@ def run_ipv6():
               and "bracketed" in bad.details(), bad)
     finally:
         cl.stop()
+
+
+def run_two_routers():
+    """Router replicas: workers started with `--router A,B` register with both
+    routers; each router serves requests exactly; a router SIGKILLed
+    mid-stream ends its own streams UNAVAILABLE (the client retries), while
+    the other keeps serving and the workers free everything the dead one held."""
+    import grpc
+    label = "2 routers, 1P+1D"
+    cl = ManualCluster("routers", "tcp,self")
+    client_a = client_b = None
+    try:
+        b = Proc("routers-router-b", [bin_path("tandem-router"), "--host", "127.0.0.1", "--port", "0"], env=cl.env)
+        m = b.wait_line(r"tandem-router: listening on (127\.0\.0\.1:\d+)", 60)
+        if not check("routers: %s: both routers start" % label, cl.addr is not None and m is not None,
+                     cl.router.log_tail() + b.log_tail()):
+            return
+        b_addr = m.group(1)
+        both = ["--router", "%s,%s" % (cl.addr, b_addr)]
+        ok = cl.start_workers([("prefill", "r-prefill", both), ("decode", "r-decode", both)])
+        listed = {}
+        for name, addr in (("A", cl.addr), ("B", b_addr)):
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                got = safe(lambda: sorted(w.worker_id for w in state.wpb2_grpc.WorkerRegistryStub(
+                    channel(addr)).ListWorkers(state.wpb2.ListWorkersRequest(), timeout=2).workers))
+                listed[name] = got
+                if got == ["r-decode", "r-prefill"]:
+                    break
+                time.sleep(0.1)
+        check("routers: %s: `--router A,B`: both workers are registered with both routers" % label,
+              ok and listed == {"A": ["r-decode", "r-prefill"], "B": ["r-decode", "r-prefill"]}, listed)
+        dec, pre = [cl.addr_of("r-decode")], [cl.addr_of("r-prefill")]
+        base = snapshot(dec, pre)
+        client_a, client_b = state.tc.TandemClient(cl.addr), state.tc.TandemClient(b_addr)
+        want = generate_one("ROMEO:", flags=["--temperature", "0", "--max-tokens", "24", "--ignore-eos"])
+        for name, client in (("A", client_a), ("B", client_b)):
+            got = safe(lambda: client.generate_text("ROMEO:", temperature=0, max_tokens=24, ignore_eos=True,
+                                                    timeout=60))
+            check("routers: %s: a request through router %s equals generate" % (label, name),
+                  same_as(got, want) is None, same_as(got, want))
+        # Router A dies mid-stream: its stream ends UNAVAILABLE after partial output.
+        seen, outcome = [], {}
+
+        def stream_a():
+            try:
+                for chunk in client_a.generate("JULIET:", temperature=0, max_tokens=200, ignore_eos=True,
+                                                      timeout=60):
+                    seen.extend(chunk.token_ids)
+                outcome["status"] = "OK"
+            except grpc.RpcError as e:  # noqa: PERF203
+                outcome["status"] = e.code()
+            except state.tc.TandemError as e:
+                outcome["status"] = e.code
+
+        th = threading.Thread(target=stream_a)
+        th.start()
+        deadline = time.monotonic() + 30
+        while len(seen) < 4 and time.monotonic() < deadline and th.is_alive():
+            time.sleep(0.005)
+        cl.router.proc.send_signal(signal.SIGKILL)
+        th.join(timeout=60)
+        check("routers: %s: router A SIGKILLed mid-stream: its client sees UNAVAILABLE after %d tokens"
+              % (label, len(seen)), outcome.get("status") == grpc.StatusCode.UNAVAILABLE and 0 < len(seen) < 200,
+              outcome)
+        got = safe(lambda: client_b.generate_text("ROMEO:", temperature=0, max_tokens=24, ignore_eos=True,
+                                                  timeout=60))
+        check("routers: %s: router B keeps serving exactly" % label, same_as(got, want) is None, same_as(got, want))
+        ok, desc = wait_released(base)
+        check("routers: %s: the workers freed what router A's stream held" % label, ok, desc)
+    finally:
+        for c in (client_a, client_b):
+            if c is not None:
+                c.close()
+        cl.stop()
+        b.stop()

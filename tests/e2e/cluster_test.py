@@ -124,7 +124,8 @@ def main():
                   ("fault", lambda: faults.check_fault("router+2P+2D", prompts)),
                   ("health", lifecycle.run_health),
                   ("drain", lifecycle.run_drain),
-                  ("ipv6", lifecycle.run_ipv6)]
+                  ("ipv6", lifecycle.run_ipv6),
+                  ("routers", lifecycle.run_two_routers)]
         for name, stage in stages:
             if only and name not in only:
                 continue
