@@ -38,6 +38,7 @@ Context: the root.
 --port={{ .Values.router.port }}
 --max-queued={{ .Values.router.maxQueued }}
 --prefill-timeout-ms={{ .Values.router.prefillTimeoutMs }}
+--lease-renew-ms={{ .Values.router.leaseRenewMs }}
 --drain-timeout-s={{ .Values.router.drainTimeoutS }}
 --metrics-port={{ .Values.metrics.port }}
 {{- range .Values.router.extraArgs }}
