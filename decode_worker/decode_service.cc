@@ -36,6 +36,7 @@ grpc::ServerUnaryReactor* DecodeService::Admit(grpc::CallbackServerContext* ctx,
   r.prompt_token_ids.assign(req->prompt_token_ids().begin(), req->prompt_token_ids().end());
   r.sampling = FromProto(req->sampling());
   r.priority = req->priority();
+  r.replayed_token_ids.assign(req->replayed_token_ids().begin(), req->replayed_token_ids().end());
   // The reply is written by the engine loop; gRPC keeps `resp` alive until Finish.
   // The destination's fixed part is filled now; the loop thread adds the
   // block ids (it must not touch this service, which may be gone by then).

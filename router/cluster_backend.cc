@@ -42,6 +42,8 @@ struct ClusterBackend::Call {
   bool decode_released = false;               // Release sent or the stream cancelled
   bool admit_in_flight = false;               // an Admit may still create a reservation
   bool reserved = false;                      // Admit succeeded; renewed until decode starts or it ends
+  std::vector<int32_t> emitted;               // every token sent to the client, in order
+  int migrations = 0;                         // decode workers this request moved away from
   v1::KvDestination destination;
   std::vector<std::string> tried_prefill;
   int admit_attempts = 0;
@@ -275,12 +277,14 @@ void ClusterBackend::Admit(std::shared_ptr<Call> call) {
           End(call, FromGrpcStatus(s));
           return;
         }
+        bool first_admit;
         {
           std::lock_guard<std::mutex> lock(call->mu);
           call->destination = call->admit_resp.destination();
           call->reserved = true;
+          first_admit = call->migrations == 0;
         }
-        if (options_.observe_queue_time) {
+        if (options_.observe_queue_time && first_admit) {
           options_.observe_queue_time(
               std::chrono::duration<double>(std::chrono::steady_clock::now() - call->started).count());
         }
@@ -307,6 +311,16 @@ void ClusterBackend::Prefill(std::shared_ptr<Call> call) {
     call->prefill_req.set_request_id(call->id);
     *call->prefill_req.mutable_prompt_token_ids() = call->admit_req.prompt_token_ids();
     *call->prefill_req.mutable_sampling() = call->admit_req.sampling();
+    if (call->migrations > 0) {
+      // A migrated request: the new decode worker needs the KV of the prompt
+      // and of everything already sent but the last token. The prefill's own
+      // sample is not used (Decode continues from the last token sent), so
+      // it draws just one.
+      for (size_t i = 0; i + 1 < call->emitted.size(); ++i) {
+        call->prefill_req.add_prompt_token_ids(static_cast<uint32_t>(call->emitted[i]));
+      }
+      call->prefill_req.mutable_sampling()->set_max_tokens(1);
+    }
     *call->prefill_req.mutable_destination() = call->destination;
     call->prefill_ctx = ContextWithTimeout(options_.prefill_timeout);
     call->prefill_resp.Clear();
@@ -322,6 +336,16 @@ void ClusterBackend::Prefill(std::shared_ptr<Call> call) {
         }
         if (!s.ok()) {
           End(call, FromGrpcStatus(s));
+          return;
+        }
+        bool migrated;
+        {
+          std::lock_guard<std::mutex> lock(call->mu);
+          if (call->ended) return;
+          migrated = call->migrations > 0;
+        }
+        if (migrated) {  // the client has every token up to here already
+          Decode(call);
           return;
         }
         // Invariant 4: the first token goes out before decoding starts.
@@ -348,7 +372,9 @@ void ClusterBackend::Decode(std::shared_ptr<Call> call) {
     std::lock_guard<std::mutex> lock(call->mu);
     if (call->ended) return;
     call->decode_req.set_request_id(call->id);
-    call->decode_req.set_first_token_id(call->prefill_resp.first_token_id());
+    // After a migration, decoding goes on from the last token the client got.
+    call->decode_req.set_first_token_id(call->migrations > 0 ? static_cast<uint32_t>(call->emitted.back())
+                                                               : call->prefill_resp.first_token_id());
     call->decode_ctx = std::make_unique<grpc::ClientContext>();
     call->decode_started = true;
     stub = call->decode_worker->decode;
@@ -374,7 +400,9 @@ void ClusterBackend::Decode(std::shared_ptr<Call> call) {
       },
       [this, call](const grpc::Status& s) {
         // A stream that ended without a finish reason failed (or was cancelled).
-        End(call, s.ok() ? absl::InternalError("decode stream ended early") : FromGrpcStatus(s));
+        const absl::Status why = s.ok() ? absl::InternalError("decode stream ended early") : FromGrpcStatus(s);
+        if (Migrate(call, why)) return;
+        End(call, why);
       });
   // The reader's closures hold `call`, so decode_req and decode_ctx outlive the RPC.
   stub->async()->Decode(call->decode_ctx.get(), &call->decode_req, reader);
@@ -385,6 +413,7 @@ bool ClusterBackend::Emit(Call& call, const std::vector<int32_t>& tokens, const 
                           bool last, ChunkFinish finish) {
   GenerationChunk c;
   c.token_ids = tokens;
+  call.emitted.insert(call.emitted.end(), tokens.begin(), tokens.end());
   c.logprobs = logprobs;
   if (call.detok) {
     for (int32_t t : tokens) {
@@ -412,6 +441,36 @@ void ClusterBackend::ReleaseDecode(const std::shared_ptr<Call>& call) {
   auto resp = std::make_shared<v1::ReleaseResponse>();
   call->decode_worker->decode->async()->Release(ctx.get(), req.get(), resp.get(),
                                                 [ctx, req, resp](grpc::Status) {});
+}
+
+bool ClusterBackend::Migrate(const std::shared_ptr<Call>& call, const absl::Status& why) {
+  std::string failed;
+  {
+    std::lock_guard<std::mutex> lock(call->mu);
+    // Our own cancellation (End) or the client's is not a failure to absorb.
+    if (call->ended || call->cancelled || why.code() == absl::StatusCode::kCancelled) return false;
+    if (call->migrations >= options_.max_migrations || call->emitted.empty() || !call->decode_worker) return false;
+    const int64_t max_tokens = call->admit_req.sampling().max_tokens();
+    if (static_cast<int64_t>(call->emitted.size()) >= max_tokens) return false;
+    ++call->migrations;
+    failed = call->decode_worker->id;
+    // Whatever the failed worker still holds for us goes (Release is
+    // idempotent there; a dead worker simply never answers).
+    ReleaseDecode(call);
+    call->decode_worker.reset();
+    call->decode_started = false;
+    call->decode_released = false;
+    call->reserved = false;
+    call->admit_attempts = 0;
+    call->tried_prefill.clear();
+    call->admit_req.clear_replayed_token_ids();
+    for (int32_t t : call->emitted) call->admit_req.add_replayed_token_ids(static_cast<uint32_t>(t));
+  }
+  pool_->Done(v1::WORKER_ROLE_DECODE, failed);
+  pool_->MarkFailed(v1::WORKER_ROLE_DECODE, failed);
+  if (options_.on_migration) options_.on_migration();
+  Admit(call);
+  return true;
 }
 
 void ClusterBackend::End(const std::shared_ptr<Call>& call, const absl::Status& status) {

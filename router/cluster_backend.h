@@ -8,6 +8,12 @@
 //   → the first token goes to the client at once (invariant 4)
 //   → Decode stream from the decode worker → detokenized incrementally, stop
 //   strings applied → client.
+//   A Decode stream that fails mid-way (the worker died, stalled past a
+//   deadline, lost the request) is migrated: Admit on another decode worker
+//   with the tokens already sent as `replayed_token_ids`, Prefill of the
+//   prompt followed by those tokens, Decode from the last of them; the
+//   client's stream goes on with no token repeated or missing, and greedy or
+//   seeded output equals an uninterrupted run.
 // Every path releases what it holds: Release on the decode worker when the
 // stream never started, stream cancellation once it has (invariant 3).
 // A reservation is a lease (docs/architecture.md, invariant 6): a thread
@@ -43,6 +49,13 @@ struct ClusterOptions {
   std::chrono::milliseconds admit_timeout{10000};
   int max_queued = 256;           // requests waiting for a decode worker with room
   int max_prefill_attempts = 3;   // distinct prefill workers tried per request
+  // Token-replay migration: a Decode stream that fails after tokens reached
+  // the client is continued on another decode worker (its context, prompt
+  // plus the tokens already sent, prefilled again) at most this many times
+  // per request; then the request ends UNAVAILABLE.
+  int max_migrations = 3;
+  // Called once per migration (a metric); may be empty.
+  std::function<void()> on_migration;
   // How often the router renews its reservations' leases; well under the
   // decode workers' lease (--reservation-timeout-ms, default 30 s).
   std::chrono::milliseconds lease_renew_interval{1000};
@@ -74,6 +87,10 @@ class ClusterBackend final : public GenerationBackend {
             bool last, ChunkFinish finish);
   void End(const std::shared_ptr<Call>& call, const absl::Status& status);
   void ReleaseDecode(const std::shared_ptr<Call>& call);
+  // After a failed Decode stream: starts the request again on another decode
+  // worker from where its client is (true), or declines (false: the request
+  // ended, was cancelled, or used up its migrations).
+  bool Migrate(const std::shared_ptr<Call>& call, const absl::Status& why);
   void AdmitQueued();
   // The lease renewer's thread, and one round of renewals.
   void RenewLoop();

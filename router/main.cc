@@ -103,6 +103,7 @@ int main(int argc, char** argv) {
   options.prefill_timeout = std::chrono::milliseconds(prefill_timeout_ms);
   options.lease_renew_interval = std::chrono::milliseconds(lease_renew_ms);
   options.observe_queue_time = [m = request_metrics->get()](double seconds) { m->ObserveQueueTime(seconds); };
+  options.on_migration = [m = request_metrics->get()] { m->CountMigration(); };
   ClusterBackend backend(&pool, tokenizer.get(), *config, options);
   backend_for_metrics = &backend;
   DrainGate gate;  // outlives the server: its tickets live in the server's calls

@@ -82,6 +82,9 @@ absl::StatusOr<std::unique_ptr<RequestMetrics>> RequestMetrics::Create(metrics::
                    metrics::AddChild(*queue, base, metrics::Buckets(metrics::kQueueTimeBucketsSeconds)));
   ASSIGN_OR_RETURN(m->prompt_tokens_, counter("tandem_prompt_tokens_total", "Prompt tokens of requests that produced a token."));
   ASSIGN_OR_RETURN(m->generation_tokens_, counter("tandem_generation_tokens_total", "Tokens streamed to clients."));
+  ASSIGN_OR_RETURN(m->migrations_, counter("tandem_request_migrations_total",
+                                           "Requests moved to another decode worker after theirs failed mid-stream "
+                                           "(token-replay migration)."));
   absl::StatusOr<prometheus::Family<prometheus::Gauge>*> inflight =
       r.AddGauge("tandem_requests_inflight", "Requests accepted and not yet ended (queued ones included).");
   if (!inflight.ok()) return inflight.status();

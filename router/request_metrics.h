@@ -72,6 +72,8 @@ class RequestMetrics {
   std::shared_ptr<RequestTracker> Begin(uint32_t prompt_tokens);
   // A request refused before it started (validation): requests_total only.
   void CountRefused(absl::StatusCode code);
+  // A request moved to another decode worker after its own failed (token-replay migration).
+  void CountMigration() { migrations_->Increment(); }
   // Time a request waited for capacity (the backend knows when it got it).
   void ObserveQueueTime(double seconds) { queue_time_->Observe(seconds); }
   // The queue-time family, for an engine in the same process that observes
@@ -97,6 +99,7 @@ class RequestMetrics {
   prometheus::Family<prometheus::Histogram>* queue_time_family_ = nullptr;
   prometheus::Counter* prompt_tokens_ = nullptr;
   prometheus::Counter* generation_tokens_ = nullptr;
+  prometheus::Counter* migrations_ = nullptr;
   prometheus::Gauge* inflight_ = nullptr;
 };
 

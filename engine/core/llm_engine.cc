@@ -243,9 +243,26 @@ absl::Status LlmEngine::ReleasePrefilled(const std::string& request_id) {
 
 absl::StatusOr<std::vector<BlockId>> LlmEngine::ReserveExternal(EngineRequest r) {
   RETURN_IF_ERROR(ValidateRequest(r));
+  if (static_cast<int64_t>(r.replayed_token_ids.size()) >= r.sampling.max_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("replayed_token_ids: ", r.replayed_token_ids.size(),
+                                                   " tokens leave nothing to generate (max_tokens ",
+                                                   r.sampling.max_tokens, ")"));
+  }
+  for (int32_t id : r.replayed_token_ids) {
+    if (id < 0 || id >= model_->config().vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("replayed_token_ids: ", id, " is outside the vocabulary"));
+    }
+  }
   const uint64_t arrival = next_arrival_++;
   auto seq = std::make_unique<Sequence>(SeqId(next_seq_id_++), r.request_id, std::move(r.prompt_token_ids),
                                         r.sampling, r.priority, arrival, config_.seed + arrival);
+  // A migrated request: its earlier output, as if generated here. Observe
+  // advances the random stream exactly as sampling them did, so what is
+  // drawn next is what the failed worker would have drawn.
+  for (size_t i = 0; i + 1 < r.replayed_token_ids.size(); ++i) {
+    seq->tokens.push_back(r.replayed_token_ids[i]);
+    seq->sampler.Observe(r.replayed_token_ids[i]);
+  }
   // Blocks promised to running sequences (reserving policies) are not free.
   if (!scheduler_->PromiseFullContext(seq.get())) {
     return absl::ResourceExhaustedError(absl::StrCat("no room for the whole context of ", seq->num_tokens(),
@@ -273,7 +290,7 @@ absl::Status LlmEngine::ActivateExternal(const std::string& request_id, int32_t 
   if (first_token < 0 || first_token >= model_->config().vocab_size) {
     return absl::InvalidArgumentError(absl::StrCat("first token ", first_token, " outside the vocabulary"));
   }
-  seq->num_computed_tokens = seq->num_prompt_tokens;
+  seq->num_computed_tokens = seq->num_tokens();  // the prompt (and any replayed output) came from outside
   RETURN_IF_ERROR(kv_->CommitComputed(seq->id, seq->tokens, seq->num_computed_tokens));
   seq->sampler.Observe(first_token);
   RequestOutput out;

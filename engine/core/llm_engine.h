@@ -58,6 +58,11 @@ struct EngineRequest {
   SamplingParams sampling;
   int32_t priority = 0;       // lower first (priority policy)
   bool prefill_only = false;  // stop after the first token, keep the blocks
+  // ReserveExternal only (token-replay migration): output already streamed
+  // elsewhere. All but the last join the sequence as computed output (their
+  // KV is written from outside with the prompt's); ActivateExternal's first
+  // token is then the last of them.
+  std::vector<int32_t> replayed_token_ids;
 };
 
 // What one step produced for one request.

@@ -1,6 +1,8 @@
-"""Cluster test stage fault (checks 7 and 7b): a prefill worker, then a
+"""Cluster test stages fault (checks 7 and 7b: a prefill worker, then a
 decode worker SIGKILLed while requests flow; every request is exact or ends
-with a clear status, and new ones go to the survivors."""
+with a clear status, and new ones go to the survivors) and migrate (7c: a
+decode worker SIGKILLed mid-stream; every stream finishes exactly on the
+other one)."""
 
 import signal
 import threading
@@ -9,7 +11,7 @@ import time
 import cluster_state as state
 from cluster_checks import concurrent, safe, snapshot, stats, wait_released
 from cluster_procs import ManualCluster
-from cluster_refs import GROUPS, mixed_expected, same_as
+from cluster_refs import GROUPS, generate_many, generate_one, mixed_expected, same_as
 from cluster_state import channel, check, log
 
 
@@ -171,4 +173,74 @@ def check_fault(label, expected_prompts):
         check("7b: %s: the surviving decode worker's pool is back to start" % label, ok, desc)
         client.close()
     finally:
+        cl.stop()
+
+
+def check_decode_migration(prompts):
+    """7c. Token-replay migration: 16 streams of 128 tokens (12 greedy, 4
+    seeded) through router + 1P + 2D; the decode worker holding the most is
+    SIGKILLed mid-stream; every stream still finishes with its full length,
+    token-exact against `tandem generate` (no token repeated or missing), and
+    the survivors' pools are back to start."""
+    label = "router+1P+2D migration"
+    cl = ManualCluster("migrate", "tcp,self")
+    client = None
+    try:
+        if not check("7c: %s: router starts" % label, cl.addr is not None, cl.router.log_tail()):
+            return
+        ok = cl.start_workers([("prefill", "m-prefill", []), ("decode", "m-decode-a", []),
+                               ("decode", "m-decode-b", [])])
+        ok2, st = cl.wait_registered(1, 2)
+        if not check("7c: %s: 1 prefill + 2 decode workers start and register" % label, ok and ok2, st):
+            return
+        n_greedy, n_seeded, length = 12, 4, 128
+        greedy = [prompts[i] for i in range(n_greedy)]
+        want = generate_many(greedy, length, True, None, "migrate")
+        seeded = [(prompts[n_greedy + i], 500 + i) for i in range(n_seeded)]
+        for p, seed in seeded:
+            want.append(generate_one(p, flags=["--temperature", "0.8", "--top-k", "40", "--seed", str(seed),
+                                               "--max-tokens", str(length), "--ignore-eos"]))
+        daddrs = {w: cl.addr_of(w) for w in ("m-decode-a", "m-decode-b")}
+        paddr = cl.addr_of("m-prefill")
+        base = snapshot(list(daddrs.values()), [paddr])
+        client = state.tc.TandemClient(cl.addr)
+        killed = {}
+
+        def killer():
+            # The decode worker running the most streams dies once it runs a few.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                running = {w: safe(lambda a=a: stats(a, "decode").num_running) for w, a in daddrs.items()}
+                running = {w: r for w, r in running.items() if not isinstance(r, Exception)}
+                if running and max(running.values()) >= 4:
+                    victim = max(running, key=running.get)
+                    cl.workers[victim][0].proc.send_signal(signal.SIGKILL)
+                    killed.update(victim=victim, running=running[victim])
+                    return
+                time.sleep(0.002)
+
+        def one(i):
+            kw = dict(max_tokens=length, ignore_eos=True, timeout=120)
+            if i < n_greedy:
+                return client.generate_text(greedy[i], temperature=0, **kw)
+            p, seed = seeded[i - n_greedy]
+            return client.generate_text(p, temperature=0.8, top_k=40, seed=seed, **kw)
+
+        kth = threading.Thread(target=killer)
+        kth.start()
+        res = concurrent(one, n_greedy + n_seeded, timeout=240)
+        kth.join(timeout=70)
+        check("7c: %s: a decode worker was SIGKILLed running %s streams" % (label, killed.get("running")),
+              killed.get("running", 0) >= 2, killed)
+        bad = ["#%d: %s" % (i, same_as(r, w)) for i, (r, w) in enumerate(zip(res, want)) if same_as(r, w)]
+        check("7c: %s: all %d streams (%d greedy, %d seeded) finish with their full %d tokens, exact against "
+              "generate" % (label, len(res), n_greedy, n_seeded, length), not bad,
+              "%d bad: %s" % (len(bad), "\n  ".join(bad[:3])))
+        survivor = [w for w in daddrs if w != killed.get("victim")]
+        ok, desc = wait_released(({daddrs[w]: base[0][daddrs[w]] for w in survivor}, {paddr: base[1][paddr]}),
+                                 timeout=20)
+        check("7c: %s: the surviving workers' pools are back to start" % label, ok, desc)
+    finally:
+        if client is not None:
+            client.close()
         cl.stop()

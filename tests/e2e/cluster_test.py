@@ -122,6 +122,7 @@ def main():
                   ("bp", lambda: pressure.check_backpressure("router+1P+1D(20 blocks)")),
                   ("stale", lambda: pressure.check_release_during_prefill("router+1P(busy)+1D(16 blocks)")),
                   ("fault", lambda: faults.check_fault("router+2P+2D", prompts)),
+                  ("migrate", lambda: faults.check_decode_migration(prompts)),
                   ("health", lifecycle.run_health),
                   ("drain", lifecycle.run_drain),
                   ("ipv6", lifecycle.run_ipv6),

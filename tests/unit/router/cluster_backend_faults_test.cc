@@ -115,9 +115,9 @@ TEST(ClusterBackendTest, TheOnlyPrefillWorkerStoppedMidPrefillFailsTheRequest) {
   c->ExpectAllReleased();
 }
 
-// A decode worker stops while streaming: the client's stream ends UNAVAILABLE
-// (gRPC's "Cancelling all calls" from the stopping server, passed on by the
-// router) after the tokens it already had; the prefill side holds nothing.
+// The only decode worker stops while streaming: the router's migration finds
+// no other decode worker, so the client's stream ends UNAVAILABLE after the
+// tokens it already had; the prefill side holds nothing.
 TEST(ClusterBackendTest, ADecodeWorkerStoppedMidDecodeEndsTheStreamAndTheSurvivorsHoldNothing) {
   std::unique_ptr<Cluster> c = Cluster::Start({});
   ASSERT_NE(c, nullptr);

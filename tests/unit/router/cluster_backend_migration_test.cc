@@ -1,0 +1,89 @@
+// Token-replay migration through a cluster in one process (router, one
+// prefill worker, two decode workers, real gRPC, loopback KV): the decode
+// worker streaming a request stops mid-stream, and the router continues the
+// same client stream on the other decode worker. The client gets every token
+// exactly once, equal to an uninterrupted run, greedy and seeded (with a
+// frequency penalty, so the replayed tokens count as generated), and every
+// pool is back to its start. With nowhere to go, or past --max-migrations,
+// the stream ends UNAVAILABLE after its partial output.
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "router/cluster_backend.h"
+#include "tests/testing/inproc_cluster.h"
+#include "tests/unit/router/cluster_backend_test_util.h"
+
+namespace tandem::cluster_backend_test {
+namespace {
+
+using testing::TestPrompt;
+
+v1::GenerateRequest SeededRequest(const std::vector<int32_t>& prompt, uint32_t max_tokens) {
+  v1::GenerateRequest req = testing::GreedyGenerateRequest(prompt, max_tokens);
+  req.mutable_sampling()->set_temperature(0.9f);
+  req.mutable_sampling()->set_top_k(40);
+  req.mutable_sampling()->set_frequency_penalty(0.5f);
+  req.mutable_sampling()->set_seed(1234);
+  return req;
+}
+
+class MigrationTest : public ::testing::TestWithParam<bool> {};  // seeded?
+
+TEST_P(MigrationTest, ADecodeWorkerStoppedMidStreamIsReplacedAndTheStreamIsExact) {
+  ClusterSpec spec;
+  spec.num_decode = 2;
+  std::atomic<int> migrations{0};
+  spec.router.on_migration = [&migrations] { ++migrations; };
+  std::unique_ptr<Cluster> c = Cluster::Start(spec);
+  ASSERT_NE(c, nullptr);
+  const std::vector<int32_t> prompt = TestPrompt(40, 14);
+  const v1::GenerateRequest req = GetParam() ? SeededRequest(prompt, 60) : testing::GreedyGenerateRequest(prompt, 60);
+  const Expected want = Reference(*c->router, req);
+  ASSERT_EQ(want.tokens.size(), 60u);
+  // decode-0 takes the request (both idle: ties go to the first) and is held
+  // after its 5th step, so the client has exactly 5 tokens when it stops.
+  InProcDecodeWorker& victim = *c->decode[0];
+  victim.gate().Arm(5);
+  OpenStream s(c->router->stub(), req);
+  ASSERT_TRUE(victim.gate().WaitHeld());
+  victim.StopServer();
+  const StreamResult got = s.Finish();
+  ASSERT_TRUE(got.status.ok()) << got.status.error_message();
+  EXPECT_EQ(got.token_ids, want.tokens);
+  EXPECT_EQ(got.text, want.text);
+  EXPECT_EQ(migrations.load(), 1);
+  victim.gate().Release();
+  c->ExpectAllReleased();
+}
+
+INSTANTIATE_TEST_SUITE_P(GreedyAndSeeded, MigrationTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? std::string("Seeded") : std::string("Greedy");
+                         });
+
+TEST(MigrationLimitTest, WithMigrationsOffTheStreamEndsUnavailableAfterItsPartialOutput) {
+  ClusterSpec spec;
+  spec.num_decode = 2;
+  spec.router.max_migrations = 0;
+  std::unique_ptr<Cluster> c = Cluster::Start(spec);
+  ASSERT_NE(c, nullptr);
+  const v1::GenerateRequest req = testing::GreedyGenerateRequest(TestPrompt(40, 14), 60);
+  const Expected want = Reference(*c->router, req);
+  InProcDecodeWorker& victim = *c->decode[0];
+  victim.gate().Arm(3);
+  OpenStream s(c->router->stub(), req);
+  ASSERT_TRUE(victim.gate().WaitHeld());
+  victim.StopServer();
+  const StreamResult got = s.Finish();
+  EXPECT_EQ(got.status.error_code(), grpc::StatusCode::UNAVAILABLE) << got.status.error_message();
+  ASSERT_LE(got.token_ids.size(), want.tokens.size());
+  EXPECT_EQ(got.token_ids, std::vector<int32_t>(want.tokens.begin(), want.tokens.begin() + got.token_ids.size()));
+  victim.gate().Release();
+  c->ExpectAllReleased();
+}
+
+}  // namespace
+}  // namespace tandem::cluster_backend_test
