@@ -467,7 +467,9 @@ bool ClusterBackend::Migrate(const std::shared_ptr<Call>& call, const absl::Stat
     for (int32_t t : call->emitted) call->admit_req.add_replayed_token_ids(static_cast<uint32_t>(t));
   }
   pool_->Done(v1::WORKER_ROLE_DECODE, failed);
-  pool_->MarkFailed(v1::WORKER_ROLE_DECODE, failed);
+  // NOT_FOUND: the worker is alive but lost the reservation (its lease ran
+  // out); anything else says the worker itself failed: avoid it for a while.
+  if (why.code() != absl::StatusCode::kNotFound) pool_->MarkFailed(v1::WORKER_ROLE_DECODE, failed);
   if (options_.on_migration) options_.on_migration();
   Admit(call);
   return true;

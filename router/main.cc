@@ -32,7 +32,8 @@ int main(int argc, char** argv) {
   process::BlockStopSignals();
   cli::FlagSet flags;
   std::string model, host = "127.0.0.1", prefill_workers, decode_workers;
-  int64_t port = 50051, max_queued = 256, prefill_timeout_ms = 120000, drain_timeout_s = 30, lease_renew_ms = 1000;
+  int64_t port = 50051, max_queued = 256, prefill_timeout_ms = 120000, drain_timeout_s = 30, lease_renew_ms = 1000,
+          max_migrations = 3;
   bool help = false;
   cli::MetricsFlag metrics_flag;
   flags.AddString("model", &model, "HuggingFace model directory: config and tokenizer (default: the bundled model)");
@@ -42,6 +43,9 @@ int main(int argc, char** argv) {
   flags.AddString("decode-workers", &decode_workers, "static decode workers, host:port,host:port");
   flags.AddInt("max-queued", &max_queued, "requests that may wait for a decode worker (then RESOURCE_EXHAUSTED)");
   flags.AddInt("prefill-timeout-ms", &prefill_timeout_ms, "one prefill call incl. its KV transfer");
+  flags.AddInt("max-migrations", &max_migrations,
+               "move a request whose decode worker fails mid-stream to another one at most this many times "
+               "(token replay; default 3; 0: end such streams UNAVAILABLE)");
   flags.AddInt("lease-renew-ms", &lease_renew_ms,
                "renew the decode reservations of requests waiting for their prefill this often (default 1000; keep "
                "it well under the decode workers' --reservation-timeout-ms)");
@@ -60,6 +64,10 @@ int main(int argc, char** argv) {
   };
   if (absl::Status st = metrics_flag.Parse().status(); !st.ok()) {
     std::cerr << "tandem-router: " << st.message() << "\n";
+    return 2;
+  }
+  if (max_migrations < 0 || max_migrations > 100) {
+    std::cerr << "tandem-router: --max-migrations must be in [0, 100]\n";
     return 2;
   }
   if (lease_renew_ms < 10 || lease_renew_ms > 600000) {
@@ -102,6 +110,7 @@ int main(int argc, char** argv) {
   options.max_queued = static_cast<int>(max_queued);
   options.prefill_timeout = std::chrono::milliseconds(prefill_timeout_ms);
   options.lease_renew_interval = std::chrono::milliseconds(lease_renew_ms);
+  options.max_migrations = static_cast<int>(max_migrations);
   options.observe_queue_time = [m = request_metrics->get()](double seconds) { m->ObserveQueueTime(seconds); };
   options.on_migration = [m = request_metrics->get()] { m->CountMigration(); };
   ClusterBackend backend(&pool, tokenizer.get(), *config, options);

@@ -68,7 +68,7 @@ def value_to_flag():
       "router": {
           ("model", "path"): "model", ("router", "host"): "host", ("router", "port"): "port",
           ("router", "maxQueued"): "max-queued", ("router", "prefillTimeoutMs"): "prefill-timeout-ms",
-          ("router", "leaseRenewMs"): "lease-renew-ms",
+          ("router", "leaseRenewMs"): "lease-renew-ms", ("router", "maxMigrations"): "max-migrations",
           ("router", "drainTimeoutS"): "drain-timeout-s", ("metrics", "port"): "metrics-port",
       },
   }

@@ -5,6 +5,7 @@
 // that expires before its KV arrives, an Admit or a prefill past the router's
 // timeouts. Each gets its exact status code, and every surviving engine's
 // pool is back to its exact starting counts.
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -139,12 +140,19 @@ TEST(ClusterBackendTest, ADecodeWorkerStoppedMidDecodeEndsTheStreamAndTheSurvivo
 // A lease nobody renews (the router's renewals are off here, as when the
 // router is partitioned from the decode worker): the reservation expires
 // while the prefill waits, the prefill still succeeds (the first token
-// reaches the client), Decode finds no reservation, and the client sees
-// UNAVAILABLE (retry), never the worker's NOT_FOUND.
-TEST(ClusterBackendTest, AnUnrenewedReservationThatExpiresBeforeItsKvArrivesEndsTheStreamUnavailable) {
+// reaches the client), and Decode finds no reservation (NOT_FOUND). With
+// migrations the router then starts the request again from its first token
+// and the stream is exact; without, the client sees UNAVAILABLE (retry),
+// never the worker's NOT_FOUND.
+class UnrenewedLeaseTest : public ::testing::TestWithParam<int> {};  // max_migrations
+
+TEST_P(UnrenewedLeaseTest, AReservationThatExpiresBeforeItsKvArrivesIsMigratedOrUnavailable) {
   ClusterSpec spec;
   spec.decode.reservation_timeout = std::chrono::milliseconds(100);
   spec.router.lease_renew_interval = std::chrono::hours(1);
+  spec.router.max_migrations = GetParam();
+  std::atomic<int> migrations{0};
+  spec.router.on_migration = [&migrations] { ++migrations; };
   std::unique_ptr<Cluster> c = Cluster::Start(spec);
   ASSERT_NE(c, nullptr);
   const v1::GenerateRequest req = testing::GreedyGenerateRequest(TestPrompt(40, 15), 12);
@@ -160,11 +168,20 @@ TEST(ClusterBackendTest, AnUnrenewedReservationThatExpiresBeforeItsKvArrivesEnds
     pause.Resume();
     client.join();
   }
-  EXPECT_EQ(got.status.error_code(), grpc::StatusCode::UNAVAILABLE) << got.status.error_message();
-  EXPECT_NE(got.status.error_message().find("NOT_FOUND"), std::string::npos) << got.status.error_message();
-  EXPECT_EQ(got.token_ids, std::vector<int32_t>{want.tokens.front()});
+  if (GetParam() > 0) {
+    ASSERT_TRUE(got.status.ok()) << got.status.error_message();
+    EXPECT_EQ(got.token_ids, want.tokens);
+    EXPECT_EQ(migrations.load(), 1);
+  } else {
+    EXPECT_EQ(got.status.error_code(), grpc::StatusCode::UNAVAILABLE) << got.status.error_message();
+    EXPECT_NE(got.status.error_message().find("NOT_FOUND"), std::string::npos) << got.status.error_message();
+    EXPECT_EQ(got.token_ids, std::vector<int32_t>{want.tokens.front()});
+    EXPECT_EQ(migrations.load(), 0);
+  }
   c->ExpectAllReleased();
 }
+
+INSTANTIATE_TEST_SUITE_P(Migrations, UnrenewedLeaseTest, ::testing::Values(0, 3));
 
 // The router renews the lease of a reservation whose prefill waits far
 // longer than the lease (the prefill worker's loop is held): the request

@@ -39,6 +39,7 @@ Context: the root.
 --max-queued={{ .Values.router.maxQueued }}
 --prefill-timeout-ms={{ .Values.router.prefillTimeoutMs }}
 --lease-renew-ms={{ .Values.router.leaseRenewMs }}
+--max-migrations={{ .Values.router.maxMigrations }}
 --drain-timeout-s={{ .Values.router.drainTimeoutS }}
 --metrics-port={{ .Values.metrics.port }}
 {{- range .Values.router.extraArgs }}
