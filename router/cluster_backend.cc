@@ -43,6 +43,8 @@ struct ClusterBackend::Call {
   bool admit_in_flight = false;               // an Admit may still create a reservation
   bool reserved = false;                      // Admit succeeded; renewed until decode starts or it ends
   std::vector<int32_t> emitted;               // every token sent to the client, in order
+  std::chrono::steady_clock::time_point decode_activity;  // the Decode stream's start or latest message
+  bool stalled = false;                       // its Decode stream was cancelled for idling
   int migrations = 0;                         // decode workers this request moved away from
   v1::KvDestination destination;
   std::vector<std::string> tried_prefill;
@@ -112,7 +114,20 @@ void ClusterBackend::RenewLoop() {
   while (!renew_cv_.wait_for(lock, options_.lease_renew_interval, [this] { return stopping_; })) {
     lock.unlock();
     RenewLeases();
+    CancelStalledStreams();
     lock.lock();
+  }
+}
+
+void ClusterBackend::CancelStalledStreams() {
+  const auto now = std::chrono::steady_clock::now();
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [id, call] : calls_) {
+    std::lock_guard<std::mutex> call_lock(call->mu);
+    if (!call->decode_started || call->ended || call->stalled || !call->decode_ctx) continue;
+    if (now - call->decode_activity < options_.decode_idle_timeout) continue;
+    call->stalled = true;  // the stream's end (CANCELLED) then reads as a stall and migrates
+    call->decode_ctx->TryCancel();
   }
 }
 
@@ -377,6 +392,7 @@ void ClusterBackend::Decode(std::shared_ptr<Call> call) {
                                                                : call->prefill_resp.first_token_id());
     call->decode_ctx = std::make_unique<grpc::ClientContext>();
     call->decode_started = true;
+    call->decode_activity = std::chrono::steady_clock::now();
     stub = call->decode_worker->decode;
   }
   auto* reader = new DecodeReader(
@@ -389,6 +405,7 @@ void ClusterBackend::Decode(std::shared_ptr<Call> call) {
         {
           std::lock_guard<std::mutex> lock(call->mu);
           if (call->ended) return false;
+          call->decode_activity = std::chrono::steady_clock::now();
           stopped = Emit(*call, tokens, call->request.sampling.logprobs > 0 ? lps : std::vector<SampledToken>{},
                          finish != ChunkFinish::kNone, finish);
         }
@@ -400,7 +417,14 @@ void ClusterBackend::Decode(std::shared_ptr<Call> call) {
       },
       [this, call](const grpc::Status& s) {
         // A stream that ended without a finish reason failed (or was cancelled).
-        const absl::Status why = s.ok() ? absl::InternalError("decode stream ended early") : FromGrpcStatus(s);
+        absl::Status why = s.ok() ? absl::InternalError("decode stream ended early") : FromGrpcStatus(s);
+        {
+          std::lock_guard<std::mutex> lock(call->mu);
+          if (call->stalled && !call->ended) {
+            why = absl::UnavailableError(absl::StrCat("the decode worker stalled (no token for ",
+                                                      options_.decode_idle_timeout.count(), " ms)"));
+          }
+        }
         if (Migrate(call, why)) return;
         End(call, why);
       });
@@ -461,6 +485,7 @@ bool ClusterBackend::Migrate(const std::shared_ptr<Call>& call, const absl::Stat
     call->decode_started = false;
     call->decode_released = false;
     call->reserved = false;
+    call->stalled = false;
     call->admit_attempts = 0;
     call->tried_prefill.clear();
     call->admit_req.clear_replayed_token_ids();

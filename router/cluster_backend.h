@@ -56,6 +56,11 @@ struct ClusterOptions {
   int max_migrations = 3;
   // Called once per migration (a metric); may be empty.
   std::function<void()> on_migration;
+  // A Decode stream that brings nothing for this long is stalled (a stopped
+  // or wedged worker): it is cancelled and the request migrated. Checked on
+  // the lease renewer's beat. Generous: one CPU step of a long prefill
+  // chunk can take seconds.
+  std::chrono::milliseconds decode_idle_timeout{30000};
   // How often the router renews its reservations' leases; well under the
   // decode workers' lease (--reservation-timeout-ms, default 30 s).
   std::chrono::milliseconds lease_renew_interval{1000};
@@ -95,6 +100,8 @@ class ClusterBackend final : public GenerationBackend {
   // The lease renewer's thread, and one round of renewals.
   void RenewLoop();
   void RenewLeases();
+  // Cancels Decode streams idle for longer than decode_idle_timeout.
+  void CancelStalledStreams();
 
   WorkerPool* const pool_;
   const Tokenizer* const tokenizer_;

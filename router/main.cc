@@ -33,7 +33,7 @@ int main(int argc, char** argv) {
   cli::FlagSet flags;
   std::string model, host = "127.0.0.1", prefill_workers, decode_workers;
   int64_t port = 50051, max_queued = 256, prefill_timeout_ms = 120000, drain_timeout_s = 30, lease_renew_ms = 1000,
-          max_migrations = 3;
+          max_migrations = 3, decode_idle_timeout_ms = 30000;
   bool help = false;
   cli::MetricsFlag metrics_flag;
   flags.AddString("model", &model, "HuggingFace model directory: config and tokenizer (default: the bundled model)");
@@ -46,6 +46,9 @@ int main(int argc, char** argv) {
   flags.AddInt("max-migrations", &max_migrations,
                "move a request whose decode worker fails mid-stream to another one at most this many times "
                "(token replay; default 3; 0: end such streams UNAVAILABLE)");
+  flags.AddInt("decode-idle-timeout-ms", &decode_idle_timeout_ms,
+               "a Decode stream with no token for this long is a stalled worker: cancel it and migrate the request "
+               "(default 30000)");
   flags.AddInt("lease-renew-ms", &lease_renew_ms,
                "renew the decode reservations of requests waiting for their prefill this often (default 1000; keep "
                "it well under the decode workers' --reservation-timeout-ms)");
@@ -64,6 +67,10 @@ int main(int argc, char** argv) {
   };
   if (absl::Status st = metrics_flag.Parse().status(); !st.ok()) {
     std::cerr << "tandem-router: " << st.message() << "\n";
+    return 2;
+  }
+  if (decode_idle_timeout_ms < 100) {
+    std::cerr << "tandem-router: --decode-idle-timeout-ms must be >= 100\n";
     return 2;
   }
   if (max_migrations < 0 || max_migrations > 100) {
@@ -111,6 +118,7 @@ int main(int argc, char** argv) {
   options.prefill_timeout = std::chrono::milliseconds(prefill_timeout_ms);
   options.lease_renew_interval = std::chrono::milliseconds(lease_renew_ms);
   options.max_migrations = static_cast<int>(max_migrations);
+  options.decode_idle_timeout = std::chrono::milliseconds(decode_idle_timeout_ms);
   options.observe_queue_time = [m = request_metrics->get()](double seconds) { m->ObserveQueueTime(seconds); };
   options.on_migration = [m = request_metrics->get()] { m->CountMigration(); };
   ClusterBackend backend(&pool, tokenizer.get(), *config, options);

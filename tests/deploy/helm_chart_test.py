@@ -69,6 +69,7 @@ def value_to_flag():
           ("model", "path"): "model", ("router", "host"): "host", ("router", "port"): "port",
           ("router", "maxQueued"): "max-queued", ("router", "prefillTimeoutMs"): "prefill-timeout-ms",
           ("router", "leaseRenewMs"): "lease-renew-ms", ("router", "maxMigrations"): "max-migrations",
+          ("router", "decodeIdleTimeoutMs"): "decode-idle-timeout-ms",
           ("router", "drainTimeoutS"): "drain-timeout-s", ("metrics", "port"): "metrics-port",
       },
   }

@@ -64,6 +64,32 @@ INSTANTIATE_TEST_SUITE_P(GreedyAndSeeded, MigrationTest, ::testing::Bool(),
                            return info.param ? std::string("Seeded") : std::string("Greedy");
                          });
 
+// A decode worker that stops answering without dying (its loop is held, as
+// a SIGSTOPped or wedged process would be): past the idle timeout the router
+// cancels the stream and migrates the request; the stream is exact.
+TEST(MigrationStallTest, AStalledDecodeStreamIsMigratedAndExact) {
+  ClusterSpec spec;
+  spec.num_decode = 2;
+  spec.router.decode_idle_timeout = std::chrono::milliseconds(500);
+  spec.router.lease_renew_interval = std::chrono::milliseconds(50);  // the stall check's beat
+  std::atomic<int> migrations{0};
+  spec.router.on_migration = [&migrations] { ++migrations; };
+  std::unique_ptr<Cluster> c = Cluster::Start(spec);
+  ASSERT_NE(c, nullptr);
+  const v1::GenerateRequest req = SeededRequest(TestPrompt(40, 14), 60);
+  const Expected want = Reference(*c->router, req);
+  InProcDecodeWorker& victim = *c->decode[0];
+  victim.gate().Arm(5);
+  OpenStream s(c->router->stub(), req);
+  ASSERT_TRUE(victim.gate().WaitHeld());  // held until after the stream is done: a stall, not a death
+  const StreamResult got = s.Finish();
+  ASSERT_TRUE(got.status.ok()) << got.status.error_message();
+  EXPECT_EQ(got.token_ids, want.tokens);
+  EXPECT_EQ(migrations.load(), 1);
+  victim.gate().Release();
+  c->ExpectAllReleased();  // the stalled worker freed the cancelled stream once it ran again
+}
+
 TEST(MigrationLimitTest, WithMigrationsOffTheStreamEndsUnavailableAfterItsPartialOutput) {
   ClusterSpec spec;
   spec.num_decode = 2;
