@@ -3,6 +3,7 @@
 #include <optional>
 #include <random>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "common/grpc/status.h"
 #include "engine/tokenizer/stop_strings.h"
@@ -104,9 +105,22 @@ ClusterBackend::~ClusterBackend() {
     for (const auto& [id, call] : calls_) ids.push_back(id);
   }
   for (const std::string& id : ids) Cancel(id);
-  // Renew callbacks still in flight use this object (bounded by their deadline).
+  // Callbacks still in flight use this object. Every call was cancelled
+  // above except Admits, whose replies say whether a reservation needs a
+  // Release; their deadline bounds this wait.
   std::unique_lock<std::mutex> lock(renew_mu_);
-  renew_cv_.wait(lock, [this] { return renews_in_flight_ == 0; });
+  renew_cv_.wait(lock, [this] { return callbacks_in_flight_ == 0; });
+}
+
+void ClusterBackend::CallbackStarted() {
+  std::lock_guard<std::mutex> lock(renew_mu_);
+  ++callbacks_in_flight_;
+}
+
+void ClusterBackend::CallbackDone() {
+  std::lock_guard<std::mutex> lock(renew_mu_);
+  --callbacks_in_flight_;
+  renew_cv_.notify_all();
 }
 
 void ClusterBackend::RenewLoop() {
@@ -159,10 +173,7 @@ void ClusterBackend::RenewLeases() {
                                                                       std::chrono::milliseconds(2000)));
     for (const auto& call : batch.calls) rpc->req.add_request_ids(call->id);
     rpc->calls = std::move(batch.calls);
-    {
-      std::lock_guard<std::mutex> lock(renew_mu_);
-      ++renews_in_flight_;
-    }
+    CallbackStarted();
     batch.worker.decode->async()->Renew(&rpc->ctx, &rpc->req, &rpc->resp, [this, rpc](grpc::Status s) {
       // A failed Renew changes nothing: the next round tries again, and a
       // worker that is gone fails the request's own calls.
@@ -184,9 +195,7 @@ void ClusterBackend::RenewLeases() {
           }
         }
       }
-      std::lock_guard<std::mutex> lock(renew_mu_);
-      --renews_in_flight_;
-      renew_cv_.notify_all();
+      CallbackDone();
     });
   }
 }
@@ -238,8 +247,10 @@ void ClusterBackend::Admit(std::shared_ptr<Call> call) {
     call->admit_resp.Clear();
     call->admit_in_flight = true;
   }
+  CallbackStarted();
   worker->decode->async()->Admit(
       call->admit_ctx.get(), &call->admit_req, &call->admit_resp, [this, call](grpc::Status s) {
+        absl::Cleanup done = [this] { CallbackDone(); };
         {
           // A request that ended while its Admit was in flight: the Release
           // is sent only now, after the reservation it would free exists.
@@ -341,8 +352,10 @@ void ClusterBackend::Prefill(std::shared_ptr<Call> call) {
     call->prefill_resp.Clear();
   }
   const std::string worker_id = worker->id;
+  CallbackStarted();
   worker->prefill->async()->Prefill(
       call->prefill_ctx.get(), &call->prefill_req, &call->prefill_resp, [this, call, worker_id](grpc::Status s) {
+        absl::Cleanup done = [this] { CallbackDone(); };
         pool_->Done(v1::WORKER_ROLE_PREFILL, worker_id);
         if (s.error_code() == grpc::StatusCode::UNAVAILABLE || s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
           pool_->MarkFailed(v1::WORKER_ROLE_PREFILL, worker_id);
@@ -395,6 +408,7 @@ void ClusterBackend::Decode(std::shared_ptr<Call> call) {
     call->decode_activity = std::chrono::steady_clock::now();
     stub = call->decode_worker->decode;
   }
+  CallbackStarted();  // done at the end of the reader's on_done
   auto* reader = new DecodeReader(
       [this, call](const v1::DecodeResponse& m) {
         std::vector<int32_t> tokens(m.token_ids().begin(), m.token_ids().end());
@@ -416,6 +430,7 @@ void ClusterBackend::Decode(std::shared_ptr<Call> call) {
         return true;
       },
       [this, call](const grpc::Status& s) {
+        absl::Cleanup done = [this] { CallbackDone(); };
         // A stream that ended without a finish reason failed (or was cancelled).
         absl::Status why = s.ok() ? absl::InternalError("decode stream ended early") : FromGrpcStatus(s);
         {

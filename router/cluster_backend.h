@@ -112,12 +112,17 @@ class ClusterBackend final : public GenerationBackend {
   absl::flat_hash_map<std::string, std::shared_ptr<Call>> calls_;
   std::deque<std::shared_ptr<Call>> queue_;  // waiting for a decode worker with room
 
-  // Renewals: the thread, its stop flag, and the Renew calls in flight (the
-  // destructor waits for them: their callbacks use this object).
+  // Every async call whose callback uses this object (Admit, Prefill, the
+  // Decode stream, Renew) is counted from just before it is issued to the
+  // last statement of its callback; the destructor waits for zero.
+  void CallbackStarted();
+  void CallbackDone();
+
+  // The renewer's stop flag and the callback count.
   std::mutex renew_mu_;
   std::condition_variable renew_cv_;
-  bool stopping_ = false;      // guarded by renew_mu_
-  int renews_in_flight_ = 0;   // guarded by renew_mu_
+  bool stopping_ = false;          // guarded by renew_mu_
+  int callbacks_in_flight_ = 0;    // guarded by renew_mu_
   std::thread renewer_;        // last: starts once everything above exists
 };
 
