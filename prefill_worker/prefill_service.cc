@@ -8,6 +8,16 @@
 namespace tandem {
 namespace {
 
+// A failed KV transfer says the destination (the decode worker) failed, not
+// this worker: it reaches the router as ABORTED, which re-admits the request
+// on another decode worker instead of avoiding this prefill worker. A
+// malformed destination (INVALID_ARGUMENT) and a cancelled call keep their
+// codes.
+absl::Status DestinationFailure(const absl::Status& st) {
+  if (st.ok() || absl::IsInvalidArgument(st) || absl::IsCancelled(st)) return st;
+  return absl::AbortedError(absl::StrCat("KV transfer to the decode worker failed: ", st.message()));
+}
+
 // A unary reactor that stops the engine's work when the caller gives up
 // (router cancel or deadline), so abandoned prompts neither compute nor ship.
 // It holds the call's drain ticket (may be null) until the call is done.
@@ -46,7 +56,7 @@ grpc::ServerUnaryReactor* PrefillService::Prefill(grpc::CallbackServerContext* c
   // decode worker may already have handed to someone else.
   auto cancelled = [ctx] { return ctx->IsCancelled(); };
   if (absl::Status st = shipper_->Expect(id, req->destination(), cancelled); !st.ok()) {
-    reactor->Finish(ToGrpcStatus(st));
+    reactor->Finish(ToGrpcStatus(DestinationFailure(st)));
     return reactor;
   }
   AsyncEngine* engine = engine_;
@@ -56,7 +66,7 @@ grpc::ServerUnaryReactor* PrefillService::Prefill(grpc::CallbackServerContext* c
   auto finish = [engine, bytes_sent, reactor, resp, id](absl::StatusOr<SendResult> sent) {
     engine->ReleasePrefilled(id);  // the KV now lives at the decode worker (or failed)
     if (!sent.ok()) {
-      reactor->Finish(ToGrpcStatus(sent.status()));
+      reactor->Finish(ToGrpcStatus(DestinationFailure(sent.status())));
       return;
     }
     bytes_sent->fetch_add(sent->bytes);

@@ -3,7 +3,9 @@
 // decode worker reserved (KvSender), releases its own blocks, and returns the
 // first token only after the transfer is flushed. Each Prefill holds a
 // DrainGate ticket until it is done; once the gate drains, new Prefill calls
-// get UNAVAILABLE (the router retries them on another prefill worker).
+// get UNAVAILABLE (the router retries them on another prefill worker). A KV
+// transfer that fails at the destination is ABORTED: the decode worker
+// failed, and the router re-admits the request on another one.
 // Thread-safety: gRPC callback threads call it; nothing here blocks them.
 #pragma once
 

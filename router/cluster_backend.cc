@@ -337,7 +337,7 @@ void ClusterBackend::Prefill(std::shared_ptr<Call> call) {
     call->prefill_req.set_request_id(call->id);
     *call->prefill_req.mutable_prompt_token_ids() = call->admit_req.prompt_token_ids();
     *call->prefill_req.mutable_sampling() = call->admit_req.sampling();
-    if (call->migrations > 0) {
+    if (!call->emitted.empty()) {
       // A migrated request: the new decode worker needs the KV of the prompt
       // and of everything already sent but the last token. The prefill's own
       // sample is not used (Decode continues from the last token sent), so
@@ -357,6 +357,13 @@ void ClusterBackend::Prefill(std::shared_ptr<Call> call) {
       call->prefill_ctx.get(), &call->prefill_req, &call->prefill_resp, [this, call, worker_id](grpc::Status s) {
         absl::Cleanup done = [this] { CallbackDone(); };
         pool_->Done(v1::WORKER_ROLE_PREFILL, worker_id);
+        if (s.error_code() == grpc::StatusCode::ABORTED) {
+          // The KV transfer failed at the destination: the decode worker, not
+          // this prefill worker. Start again on another decode worker.
+          const absl::Status why = FromGrpcStatus(s);
+          if (!Migrate(call, why)) End(call, why);
+          return;
+        }
         if (s.error_code() == grpc::StatusCode::UNAVAILABLE || s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
           pool_->MarkFailed(v1::WORKER_ROLE_PREFILL, worker_id);
           Prefill(call);  // another prefill worker, same reservation
@@ -370,7 +377,7 @@ void ClusterBackend::Prefill(std::shared_ptr<Call> call) {
         {
           std::lock_guard<std::mutex> lock(call->mu);
           if (call->ended) return;
-          migrated = call->migrations > 0;
+          migrated = !call->emitted.empty();
         }
         if (migrated) {  // the client has every token up to here already
           Decode(call);
@@ -401,7 +408,7 @@ void ClusterBackend::Decode(std::shared_ptr<Call> call) {
     if (call->ended) return;
     call->decode_req.set_request_id(call->id);
     // After a migration, decoding goes on from the last token the client got.
-    call->decode_req.set_first_token_id(call->migrations > 0 ? static_cast<uint32_t>(call->emitted.back())
+    call->decode_req.set_first_token_id(!call->emitted.empty() ? static_cast<uint32_t>(call->emitted.back())
                                                                : call->prefill_resp.first_token_id());
     call->decode_ctx = std::make_unique<grpc::ClientContext>();
     call->decode_started = true;
@@ -488,7 +495,9 @@ bool ClusterBackend::Migrate(const std::shared_ptr<Call>& call, const absl::Stat
     std::lock_guard<std::mutex> lock(call->mu);
     // Our own cancellation (End) or the client's is not a failure to absorb.
     if (call->ended || call->cancelled || why.code() == absl::StatusCode::kCancelled) return false;
-    if (call->migrations >= options_.max_migrations || call->emitted.empty() || !call->decode_worker) return false;
+    // (Before the first token, `emitted` is empty: the request simply starts
+    // again on another decode worker.)
+    if (call->migrations >= options_.max_migrations || !call->decode_worker) return false;
     const int64_t max_tokens = call->admit_req.sampling().max_tokens();
     if (static_cast<int64_t>(call->emitted.size()) >= max_tokens) return false;
     ++call->migrations;

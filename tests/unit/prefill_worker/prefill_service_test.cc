@@ -250,7 +250,7 @@ TEST_F(PrefillServiceTest, ADestinationShorterThanThePromptFailsAfterThePrefillA
   ExpectIdle(*decode_);
 }
 
-TEST_F(PrefillServiceTest, TheDecodeWorkersTransportGoneMidPrefillIsUnavailable) {
+TEST_F(PrefillServiceTest, TheDecodeWorkersTransportGoneMidPrefillIsAborted) {
   const v1::AdmitRequest a = AdmitOf("orphan", TestPrompt(40), 8);
   v1::KvDestination dest;
   ASSERT_TRUE(Admit(*decode_, a, &dest).ok());
@@ -267,7 +267,7 @@ TEST_F(PrefillServiceTest, TheDecodeWorkersTransportGoneMidPrefillIsUnavailable)
     pause.Resume();
     caller.join();
   }
-  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE) << st.error_message();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::ABORTED) << st.error_message();
   EXPECT_EQ(prefill_->transport_stats().puts_total, 0u);
   ExpectIdle(*prefill_);
   EXPECT_TRUE(testing::WaitUntil([&] { return prefill_->drain().num_in_flight() == 0; }));
@@ -276,9 +276,10 @@ TEST_F(PrefillServiceTest, TheDecodeWorkersTransportGoneMidPrefillIsUnavailable)
 }
 
 // Every layer was posted during the step, then the decode worker's transport
-// goes before the flush: the flush fails, the caller gets UNAVAILABLE, the
+// goes before the flush: the flush fails, the caller gets ABORTED (the
+// destination failed, not this worker: the router re-admits elsewhere), the
 // bytes do not count as sent, and the prefill engine lets go of the prompt.
-TEST_F(PrefillServiceTest, AFlushThatFailsAfterEveryLayerWasPostedIsUnavailableAndFreesThePrompt) {
+TEST_F(PrefillServiceTest, AFlushThatFailsAfterEveryLayerWasPostedIsAbortedAndFreesThePrompt) {
   const v1::AdmitRequest a = AdmitOf("unflushed", TestPrompt(40), 8);
   v1::KvDestination dest;
   ASSERT_TRUE(Admit(*decode_, a, &dest).ok());
@@ -293,7 +294,7 @@ TEST_F(PrefillServiceTest, AFlushThatFailsAfterEveryLayerWasPostedIsUnavailableA
   decode_->DropTransport();
   prefill_->gate().Release();
   caller.join();
-  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE) << st.error_message();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::ABORTED) << st.error_message();
   EXPECT_EQ(prefill_->transport_stats().flushes_total, 0u);
   EXPECT_EQ(prefill_->transport_stats().failures_total, 1u);
   EXPECT_EQ(prefill_->service().kv_bytes_sent(), 0u);

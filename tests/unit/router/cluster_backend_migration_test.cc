@@ -90,6 +90,42 @@ TEST(MigrationStallTest, AStalledDecodeStreamIsMigratedAndExact) {
   c->ExpectAllReleased();  // the stalled worker freed the cancelled stream once it ran again
 }
 
+// The decode worker dies while the prefill for its reservation is still
+// queued: the prefill's KV transfer fails at the destination (ABORTED), the
+// router re-admits the request on the other decode worker, does not blame
+// the (only) prefill worker, and the stream is exact from its first token.
+TEST(MigrationBeforeFirstTokenTest, ADestinationThatDiesDuringThePrefillIsReplaced) {
+  ClusterSpec spec;
+  spec.num_decode = 2;
+  std::atomic<int> migrations{0};
+  spec.router.on_migration = [&migrations] { ++migrations; };
+  std::unique_ptr<Cluster> c = Cluster::Start(spec);
+  ASSERT_NE(c, nullptr);
+  const v1::GenerateRequest req = SeededRequest(TestPrompt(40, 14), 24);
+  const Expected want = Reference(*c->router, req);
+  StreamResult got;
+  {
+    testing::LoopPause pause(&c->prefill[0]->engine());
+    ASSERT_TRUE(pause.paused());
+    std::jthread client([&] { got = testing::Generate(c->router->stub(), req); });
+    ASSERT_TRUE(WaitUntil([&] { return c->prefill[0]->drain().num_in_flight() == 1; }));
+    // decode-0 (the first on a tie) holds the reservation: it goes away.
+    ASSERT_EQ(testing::LoopStats(c->decode[0]->engine()).num_awaiting_kv, 1);
+    c->decode[0]->DropTransport();
+    c->decode[0]->StopServer();
+    pause.Resume();
+    client.join();
+  }
+  ASSERT_TRUE(got.status.ok()) << got.status.error_message();
+  EXPECT_EQ(got.token_ids, want.tokens);
+  EXPECT_EQ(migrations.load(), 1);
+  // decode-0's engine still holds the reservation it was never told to drop
+  // (its server is gone); it expires with the lease. The rest is back.
+  EXPECT_TRUE(WaitUntil([&] { return c->router->backend().num_in_flight() == 0; }));
+  Cluster::ExpectIdle(c->prefill[0]->engine(), c->prefill[0]->model().ranks[0].shape.num_blocks, "prefill");
+  Cluster::ExpectIdle(c->decode[1]->engine(), c->decode[1]->model().ranks[0].shape.num_blocks, "decode-1");
+}
+
 TEST(MigrationLimitTest, WithMigrationsOffTheStreamEndsUnavailableAfterItsPartialOutput) {
   ClusterSpec spec;
   spec.num_decode = 2;
