@@ -1,5 +1,7 @@
 #include "router/generation_service.h"
 
+#include <random>
+
 #include "absl/strings/str_cat.h"
 #include "common/grpc/buffered_write_reactor.h"
 #include "common/grpc/status.h"
@@ -58,6 +60,12 @@ std::string FinishLabel(ChunkFinish f) { return f == ChunkFinish::kStop ? "stop"
 
 }  // namespace
 
+std::string GenerationService::NewInstanceTag() {
+  std::random_device rd;
+  const uint64_t tag = (uint64_t{rd()} << 32) ^ rd();
+  return absl::StrCat(absl::Hex(tag, absl::kZeroPad16));
+}
+
 grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
   // Held by the cancel callback below, which the reactor owns until the call
@@ -73,8 +81,9 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(
     if (metrics_ != nullptr) metrics_->CountRefused(v.status().code());
     return new FailedReactor(ToGrpcStatus(v.status()));
   }
-  // The backend id is unique even when clients reuse their request ids.
-  const std::string id = absl::StrCat(v->request_id, "#", n);
+  // The backend id is unique even when clients reuse their request ids, and
+  // across routers that share workers.
+  const std::string id = absl::StrCat(v->request_id, "#", instance_, "-", n);
   GenerationBackend* backend = backend_;
   const auto prompt_tokens = static_cast<uint32_t>(v->prompt_token_ids.size());
   // Null without metrics; shared by the sink and the cancel callback, which may race (the first End wins).

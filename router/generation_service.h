@@ -24,7 +24,7 @@ class GenerationService final : public v1::Generation::CallbackService {
   // never refuses) must outlive the service.
   GenerationService(RequestValidator validator, GenerationBackend* backend, RequestMetrics* metrics = nullptr,
                     DrainGate* gate = nullptr)
-      : validator_(std::move(validator)), backend_(backend), metrics_(metrics), gate_(gate) {}
+      : validator_(std::move(validator)), backend_(backend), metrics_(metrics), gate_(gate), instance_(NewInstanceTag()) {}
 
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(grpc::CallbackServerContext* context,
                                                            const v1::GenerateRequest* request) override;
@@ -34,6 +34,11 @@ class GenerationService final : public v1::Generation::CallbackService {
   GenerationBackend* const backend_;
   RequestMetrics* const metrics_;
   DrainGate* const gate_;
+  // Backend ids are "<client id>#<instance>-<n>": unique per process (n) and
+  // across router replicas sharing workers (a random instance tag), so two
+  // routers never hand a worker the same request id.
+  static std::string NewInstanceTag();
+  const std::string instance_;
   std::atomic<uint64_t> next_id_{0};
 };
 
