@@ -167,8 +167,10 @@ void ClusterBackend::RenewLeases() {
       v1::RenewRequest req;
       v1::RenewResponse resp;
       std::vector<std::shared_ptr<Call>> calls;
+      std::string address;  // the decode worker asked
     };
     auto rpc = std::make_shared<Rpc>();
+    rpc->address = address;
     rpc->ctx.set_deadline(std::chrono::system_clock::now() + std::max(options_.lease_renew_interval * 2,
                                                                       std::chrono::milliseconds(2000)));
     for (const auto& call : batch.calls) rpc->req.add_request_ids(call->id);
@@ -184,8 +186,10 @@ void ClusterBackend::RenewLeases() {
             bool gone;
             {
               std::lock_guard<std::mutex> lock(call->mu);
-              // Activated since the Renew was sent (or already ended): not lost.
-              gone = call->reserved && !call->decode_started && !call->ended;
+              // Activated since the Renew was sent (or already ended), or
+              // migrated since to another worker (same request id): not lost.
+              gone = call->reserved && !call->decode_started && !call->ended && call->decode_worker &&
+                     call->decode_worker->address == rpc->address;
               if (gone) call->reserved = false;  // nothing left to release there
             }
             if (gone) {
