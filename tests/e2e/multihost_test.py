@@ -39,18 +39,17 @@ import re
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e_util import Proc, make_prompts  # noqa: E402
+from e2e_util import make_prompts  # noqa: E402
+from netns import IFACE, Network, NsProc, can_make_namespaces, clean_env, netns_inode, run  # noqa: E402
 
 SKIP = 77
 SUBNET = "10.77.0"
 HOSTS = [("router", SUBNET + ".1"), ("prefill", SUBNET + ".2"), ("decode", SUBNET + ".3")]
-IFACE = "tdm0"
 MAX_TOKENS = 24
 PASSED, FAILED = [], []
 
@@ -59,110 +58,6 @@ def check(name, cond, detail=""):
     (PASSED if cond else FAILED).append(name)
     print(("PASS " if cond else "FAIL ") + name + ("" if cond else ": " + str(detail)[:2500]), flush=True)
     return cond
-
-
-def run(cmd, timeout=120, env=None):
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    return p.returncode, p.stdout, p.stderr
-
-
-def clean_env():
-    """The environment for every process: no proxy (gRPC would send the
-    namespace addresses to it), UCX over TCP on the host's one device."""
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    env["UCX_TLS"] = "tcp,self"
-    env["UCX_NET_DEVICES"] = IFACE
-    env["UCX_WARN_UNUSED_ENV_VARS"] = "n"
-    return env
-
-
-# ------------------------------------------------------------ the network
-
-class Network:
-    """Four namespaces (hub + three hosts) wired as in the module doc."""
-
-    def __init__(self, prefix):
-        self.prefix = prefix
-        self.hub = prefix + "-hub"
-        self.ns = {role: "%s-%s" % (prefix, role) for role, _ in HOSTS}
-        self.made = []  # namespaces created so far (deleted in teardown)
-
-    def ip(self, *args):
-        rc, out, err = run(["ip"] + list(args), timeout=30)
-        if rc != 0:
-            raise RuntimeError("ip %s: %s" % (" ".join(args), err.strip()))
-        return out
-
-    def add_namespace(self, name):
-        self.ip("netns", "add", name)
-        self.made.append(name)
-        self.ip("-n", name, "link", "set", "lo", "up")
-
-    def setup(self):
-        self.add_namespace(self.hub)
-        self.ip("-n", self.hub, "link", "add", "br0", "type", "bridge")
-        self.ip("-n", self.hub, "link", "set", "br0", "up")
-        for role, addr in HOSTS:
-            ns, port = self.ns[role], "port-" + role
-            self.add_namespace(ns)
-            # Both ends are created directly in their namespaces: no name is
-            # ever taken on the host, so parallel runs cannot collide.
-            self.ip("link", "add", IFACE, "netns", ns, "type", "veth", "peer", "name", port, "netns", self.hub)
-            self.ip("-n", self.hub, "link", "set", port, "master", "br0")
-            self.ip("-n", self.hub, "link", "set", port, "up")
-            self.ip("-n", ns, "addr", "add", addr + "/24", "dev", IFACE)
-            self.ip("-n", ns, "link", "set", IFACE, "up")
-
-    def addresses(self, role):
-        """The IPv4 addresses in a host namespace, as 'dev addr/len'."""
-        out = self.ip("-n", self.ns[role], "-4", "-o", "addr", "show")
-        return sorted("%s %s" % (f[1], f[3]) for f in (line.split() for line in out.splitlines()))
-
-    def teardown(self):
-        left = []
-        for name in reversed(self.made):
-            rc, _, err = run(["ip", "netns", "del", name], timeout=30)
-            if rc != 0:
-                left.append("%s: %s" % (name, err.strip()))
-        self.made = []
-        return left
-
-    def listed(self):
-        """Our namespaces that `ip netns list` still shows."""
-        rc, out, _ = run(["ip", "netns", "list"], timeout=30)
-        names = {line.split()[0] for line in out.splitlines() if line.strip()}
-        return sorted(n for n in [self.hub] + list(self.ns.values()) if n in names)
-
-
-def can_make_namespaces(prefix):
-    """None when this machine lets us create a namespace, else why not."""
-    if os.geteuid() != 0:
-        return "network namespaces need root (CI runs as root)"
-    if shutil.which("ip") is None:
-        return "iproute2's `ip` is not installed"
-    probe = prefix + "-probe"
-    rc, _, err = run(["ip", "netns", "add", probe], timeout=30)
-    if rc != 0:
-        return "`ip netns add` failed: " + err.strip()
-    run(["ip", "netns", "del", probe], timeout=30)
-    return None
-
-
-# ------------------------------------------------------------ processes
-
-class NsProc(Proc):
-    """A process in a namespace (`ip netns exec` execs it: same PID), stdout
-    lines queued, stderr to <work>/<name>.log."""
-
-    def __init__(self, name, ns, cmd, work, env):
-        super().__init__(name, ["ip", "netns", "exec", ns] + cmd, os.path.join(work, name + ".log"), env=env)
-
-
-def netns_inode(pid):
-    try:
-        return os.stat("/proc/%d/ns/net" % pid).st_ino
-    except OSError:
-        return None
 
 
 # ------------------------------------------------------------ client mode
@@ -395,7 +290,7 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     t0 = time.monotonic()
     env = clean_env()
-    net = Network(prefix)
+    net = Network(prefix, HOSTS)
     try:
         for name in ("tandem", "tandem-router", "tandem-prefill-worker", "tandem-decode-worker"):
             if not check("binary %s exists" % name, os.access(os.path.join(args.bin_dir, name), os.X_OK)):
