@@ -45,7 +45,7 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from e2e_util import make_prompts  # noqa: E402
-from netns import IFACE, Network, NsProc, can_make_namespaces, clean_env, netns_inode, run  # noqa: E402
+from netns import IFACE, Network, NsProc, can_make_namespaces, clean_env, generate_stubs, netns_inode, run  # noqa: E402
 
 SKIP = 77
 SUBNET = "10.77.0"
@@ -157,21 +157,6 @@ def expected_tokens(args, prompts, env):
             raise RuntimeError("tandem generate failed (%d): %s" % (rc, err))
         rows.append(json.loads(out.splitlines()[0]))
     return rows
-
-
-def generate_stubs(args):
-    """Generation stubs (via the client package) and worker stubs into the work dir."""
-    stubs = os.path.join(args.work, "stubs")
-    os.environ["TANDEM_CLIENT_STUBS"] = stubs
-    sys.path.insert(0, os.path.join(args.source, "clients", "python"))
-    import tandem_client  # noqa: F401  (generates the tandem.v1 generation stubs)
-    proto = os.path.join(args.source, "proto")
-    rc, _, err = run(["protoc", "-I", proto, "--python_out=" + stubs, "--grpc_out=" + stubs,
-                      "--plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin",
-                      os.path.join(proto, "tandem", "v1", "worker.proto")])
-    if rc != 0:
-        raise RuntimeError("protoc worker.proto: " + err)
-    return stubs
 
 
 def run_cluster(args, net, env, prompts, expected, model_cfg):
@@ -295,7 +280,7 @@ def main():
         for name in ("tandem", "tandem-router", "tandem-prefill-worker", "tandem-decode-worker"):
             if not check("binary %s exists" % name, os.access(os.path.join(args.bin_dir, name), os.X_OK)):
                 return 1
-        args.stubs = generate_stubs(args)
+        args.stubs = generate_stubs(args.source, args.work)
         with open(os.path.join(args.source, "models", "tandem-shakespeare", "config.json")) as f:
             model_cfg = json.load(f)
         prompts = make_prompts(8)[1:5]  # four prompts of mixed lengths

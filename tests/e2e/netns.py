@@ -15,6 +15,7 @@ pair loses its path while both keep reaching everyone else)."""
 import os
 import shutil
 import subprocess
+import sys
 
 from e2e_util import Proc
 
@@ -136,3 +137,20 @@ def netns_inode(pid):
         return os.stat("/proc/%d/ns/net" % pid).st_ino
     except OSError:
         return None
+
+
+def generate_stubs(source, work):
+    """Generation stubs (via the client package) and the worker API's stubs
+    into <work>/stubs, for clients that run inside a namespace; returns the
+    directory."""
+    stubs = os.path.join(work, "stubs")
+    os.environ["TANDEM_CLIENT_STUBS"] = stubs
+    sys.path.insert(0, os.path.join(source, "clients", "python"))
+    import tandem_client  # noqa: F401  (generates the tandem.v1 generation stubs)
+    proto = os.path.join(source, "proto")
+    rc, _, err = run(["protoc", "-I", proto, "--python_out=" + stubs, "--grpc_out=" + stubs,
+                      "--plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin",
+                      os.path.join(proto, "tandem", "v1", "worker.proto")])
+    if rc != 0:
+        raise RuntimeError("protoc worker.proto: " + err)
+    return stubs
