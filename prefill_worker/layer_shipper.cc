@@ -6,9 +6,9 @@
 namespace tandem {
 
 absl::Status LayerShipper::Expect(const std::string& id, const v1::KvDestination& dest,
-                                  std::function<bool()> cancelled) {
+                                  std::function<absl::Status()> halted) {
   auto e = std::make_shared<Entry>();
-  e->cancelled = std::move(cancelled);
+  e->halted = std::move(halted);
   ASSIGN_OR_RETURN(e->transfer, PromptKvTransfer::Connect(*local_, dest));
   std::lock_guard<std::mutex> lock(mu_);
   entries_[id] = std::move(e);
@@ -52,8 +52,8 @@ void LayerShipper::OnStepPlanned(const SchedulerOutput& plan, const KvCacheManag
                                                          " blocks for a prompt of ", e.src.size()));
       continue;
     }
-    if (e.cancelled && e.cancelled()) {
-      e.status = absl::CancelledError("prefill cancelled: KV not shipped");
+    if (absl::Status st = e.halted ? e.halted() : absl::OkStatus(); !st.ok()) {
+      e.status = std::move(st);
       continue;
     }
     active_.push_back(it->second);
@@ -62,11 +62,11 @@ void LayerShipper::OnStepPlanned(const SchedulerOutput& plan, const KvCacheManag
 
 void LayerShipper::OnLayerKvWritten(int tp_rank, int64_t layer) {
   for (const std::shared_ptr<Entry>& e : active_) {
-    // Polled per layer: once the caller gave up, the decode side may be
-    // reusing the blocks, so nothing more is posted (the error sticks to
-    // this rank and fails the shipment).
-    if (e->cancelled && e->cancelled()) {
-      e->transfer->Stop(tp_rank, absl::CancelledError("prefill cancelled: KV not shipped"));
+    // Polled per layer: once the caller gave up or the lease may have run
+    // out, the decode side may be reusing the blocks, so nothing more is
+    // posted (the error sticks to this rank and fails the shipment).
+    if (absl::Status st = e->halted ? e->halted() : absl::OkStatus(); !st.ok()) {
+      e->transfer->Stop(tp_rank, std::move(st));
       continue;
     }
     (void)e->transfer->PutLayer(tp_rank, layer, e->src);  // an error sticks to the transfer

@@ -37,9 +37,11 @@ class LayerShipper final : public StepObserver {
   // Prepares shipping for engine request `id` to `dest`: checks the layout and
   // connects. Errors: InvalidArgument (layout differs, bad descriptor),
   // Unavailable (peer unreachable).
-  // `cancelled` is polled before and while shipping: once true, nothing more
-  // is posted (the decode side may be reusing the blocks).
-  absl::Status Expect(const std::string& id, const v1::KvDestination& dest, std::function<bool()> cancelled);
+  // `halted` is polled before and while shipping: once it returns an error
+  // (the call was cancelled, the destination's lease may have run out),
+  // nothing more is posted (the decode side may be reusing the blocks) and
+  // that error fails the shipment.
+  absl::Status Expect(const std::string& id, const v1::KvDestination& dest, std::function<absl::Status()> halted);
 
   struct Shipment {
     std::unique_ptr<PromptKvTransfer> transfer;  // every layer posted, not yet flushed
@@ -60,7 +62,7 @@ class LayerShipper final : public StepObserver {
     std::vector<BlockId> src;  // set when the completing step is planned
     absl::Status status;       // set on the loop thread only (planning)
     bool shipped = false;
-    std::function<bool()> cancelled;
+    std::function<absl::Status()> halted;
   };
 
   const LocalKvGroup* const local_;

@@ -1,5 +1,8 @@
 #include "prefill_worker/prefill_service.h"
 
+#include <chrono>
+#include <optional>
+
 #include "absl/strings/str_cat.h"
 #include "common/grpc/status.h"
 #include "worker/worker_stats.h"
@@ -52,10 +55,22 @@ grpc::ServerUnaryReactor* PrefillService::Prefill(grpc::CallbackServerContext* c
   const std::string id = r.request_id;
   grpc::ServerUnaryReactor* reactor = new PrefillReactor(engine_, id, std::move(ticket));
   // Connect before computing, so each layer can ship as soon as it is written.
-  // A cancelled call (router gave up, deadline) must not write into blocks the
-  // decode worker may already have handed to someone else.
-  auto cancelled = [ctx] { return ctx->IsCancelled(); };
-  if (absl::Status st = shipper_->Expect(id, req->destination(), cancelled); !st.ok()) {
+  // A cancelled call (router gave up, deadline) and a call past its
+  // destination's lease must not write into blocks the decode worker may
+  // already have handed to someone else.
+  std::optional<std::chrono::steady_clock::time_point> ship_by;
+  if (req->ship_within_ms() > 0) {
+    ship_by = std::chrono::steady_clock::now() + std::chrono::milliseconds(req->ship_within_ms());
+  }
+  auto halted = [ctx, ship_by]() -> absl::Status {
+    if (ctx->IsCancelled()) return absl::CancelledError("prefill cancelled: KV not shipped");
+    if (ship_by && std::chrono::steady_clock::now() > *ship_by) {
+      return absl::AbortedError("the destination's lease may have run out before the prompt was computed: KV not "
+                                "shipped");
+    }
+    return absl::OkStatus();
+  };
+  if (absl::Status st = shipper_->Expect(id, req->destination(), halted); !st.ok()) {
     reactor->Finish(ToGrpcStatus(DestinationFailure(st)));
     return reactor;
   }
@@ -74,7 +89,7 @@ grpc::ServerUnaryReactor* PrefillService::Prefill(grpc::CallbackServerContext* c
     resp->set_num_blocks_sent(sent->num_blocks);
     reactor->Finish(grpc::Status::OK);
   };
-  engine_->Prefill(std::move(r), [shipper, sender, reactor, resp, id, untimed_finish = finish, cancelled,
+  engine_->Prefill(std::move(r), [shipper, sender, reactor, resp, id, untimed_finish = finish, halted,
                                   observe = observe_transfer_,
                                   dest = req->destination()](absl::StatusOr<AsyncEngine::Prefilled> p) mutable {
     // What is left of the transfer once the first token exists: the flush
@@ -91,8 +106,8 @@ grpc::ServerUnaryReactor* PrefillService::Prefill(grpc::CallbackServerContext* c
       reactor->Finish(ToGrpcStatus(p.status()));
       return;
     }
-    if (cancelled()) {
-      finish(absl::CancelledError("prefill cancelled: KV not shipped"));
+    if (absl::Status st = halted(); !st.ok()) {
+      finish(std::move(st));
       return;
     }
     ToProto(p->first_token, resp->mutable_first_logprobs());

@@ -208,7 +208,8 @@ void ReleaseAndExpectEmpty(Source& src, const std::vector<std::string>& ids) {
   EXPECT_TRUE(testing::Idle(s)) << testing::Describe(s);
 }
 
-const std::function<bool()> kNeverCancelled = [] { return false; };
+const std::function<absl::Status()> kNeverCancelled = [] { return absl::OkStatus(); };
+absl::Status Cancelled() { return absl::CancelledError("cancelled by the test"); }
 
 TEST(LayerShipperTest, PostsEachLayerAsItIsWrittenInThePromptsLastStep) {
   auto fabric = std::make_shared<LoopbackFabric>();
@@ -309,7 +310,7 @@ TEST(LayerShipperTest, CancelledBeforeTheStepPostsNothing) {
   auto fabric = std::make_shared<LoopbackFabric>();
   Source src(fabric, 1);
   Dest dst(fabric, 1, 16);
-  ASSERT_TRUE(src.shipper->Expect("p", dst.Destination({1, 2, 3}), [] { return true; }).ok());
+  ASSERT_TRUE(src.shipper->Expect("p", dst.Destination({1, 2, 3}), [] { return Cancelled(); }).ok());
   ASSERT_TRUE(src.engine->AddRequest(PrefillOnly("p", TestPrompt(40))).ok());
   ASSERT_GE(src.PrefillToFirstToken("p"), 0);
   LayerShipper::Shipment s = src.shipper->Take("p");
@@ -327,7 +328,7 @@ TEST(LayerShipperTest, CancelledMidStepStopsBeforeTheNextLayer) {
   const std::vector<uint32_t> dst_blocks = {5, 1, 3};
   // Polled once when planning, then before each layer: gone before layer 2.
   auto polls = std::make_shared<std::atomic<int>>(0);
-  ASSERT_TRUE(src.shipper->Expect("p", dst.Destination(dst_blocks), [polls] { return ++*polls > 3; }).ok());
+  ASSERT_TRUE(src.shipper->Expect("p", dst.Destination(dst_blocks), [polls] { return ++*polls > 3 ? Cancelled() : absl::OkStatus(); }).ok());
   ASSERT_TRUE(src.engine->AddRequest(PrefillOnly("p", TestPrompt(40))).ok());
   ASSERT_GE(src.PrefillToFirstToken("p"), 0);
   EXPECT_EQ(src.puts_after_layer[0], (std::vector<uint64_t>{3, 6, 6, 6, 6, 6}));
