@@ -32,6 +32,7 @@ std::unique_ptr<grpc::ClientContext> ContextWithTimeout(std::chrono::millisecond
 // One request's state. Guarded by `mu`; gRPC callbacks hold a shared_ptr.
 struct ClusterBackend::Call {
   std::string id;
+  uint64_t seq = 0;  // arrival order (admission's FIFO); set before anyone else sees the call
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   ValidatedRequest request;
   Sink sink;
@@ -47,6 +48,7 @@ struct ClusterBackend::Call {
   std::chrono::steady_clock::time_point decode_activity;  // the Decode stream's start or latest message
   bool stalled = false;                       // its Decode stream was cancelled for idling
   int migrations = 0;                         // decode workers this request moved away from
+  int64_t admission_tokens = 0;               // what it weighs in the window: prompt + replayed tokens
   v1::KvDestination destination;
   std::vector<std::string> tried_prefill;
   int admit_attempts = 0;
@@ -90,6 +92,7 @@ ClusterBackend::ClusterBackend(WorkerPool* pool, const Tokenizer* tokenizer, Mod
       tokenizer_(tokenizer),
       config_(std::move(config)),
       options_(options),
+      window_({options.max_prefill_tokens_per_worker, options.max_queued, options.max_queued_tokens}),
       renewer_([this] { RenewLoop(); }) {}
 
 ClusterBackend::~ClusterBackend() {
@@ -102,6 +105,7 @@ ClusterBackend::~ClusterBackend() {
   std::vector<std::string> ids;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    shutting_down_ = true;  // a cancel below must not start a queued request
     for (const auto& [id, call] : calls_) ids.push_back(id);
   }
   for (const std::string& id : ids) Cancel(id);
@@ -129,6 +133,10 @@ void ClusterBackend::RenewLoop() {
     lock.unlock();
     RenewLeases();
     CancelStalledStreams();
+    // The periodic probe: a decode worker that was full may have room again
+    // without any request of ours ending (another router's did, a lease ran
+    // out); and the window's budget follows prefill workers coming and going.
+    StartQueued(/*decode_room=*/true);
     lock.lock();
   }
 }
@@ -206,7 +214,27 @@ void ClusterBackend::RenewLeases() {
 
 int ClusterBackend::num_queued() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return static_cast<int>(queue_.size());
+  return window_.num_queued();
+}
+
+int64_t ClusterBackend::window_tokens() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return window_.window_tokens();
+}
+
+int64_t ClusterBackend::queued_tokens() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return window_.queued_tokens();
+}
+
+int ClusterBackend::num_in_window() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return window_.num_in_window();
+}
+
+int64_t ClusterBackend::window_high_water_tokens() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return window_.high_water_tokens();
 }
 
 int ClusterBackend::num_in_flight() const {
@@ -227,11 +255,63 @@ void ClusterBackend::Start(const std::string& id, ValidatedRequest request, Sink
   *call->admit_req.mutable_sampling() = ToProto(request.sampling, seed);
   call->admit_req.set_priority(request.priority);
   call->request = std::move(request);
+  call->admission_tokens = call->admit_req.prompt_token_ids_size();
+  const int prefill_workers = pool_->NumServing(v1::WORKER_ROLE_PREFILL);
+  bool accepted, started = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    call->seq = next_seq_++;
     calls_[id] = call;
+    accepted = window_.Arrive(call->seq, call->admission_tokens, prefill_workers, &started);
+    if (accepted && !started) queued_[call->seq] = call;
   }
-  Admit(call);
+  if (!accepted) {
+    End(call, absl::ResourceExhaustedError(absl::StrCat(
+                  "the router's queue is full (at most ", options_.max_queued, " requests and ",
+                  options_.max_queued_tokens, " tokens wait for a prefill or decode worker); retry later")));
+    return;
+  }
+  if (started) Admit(call);
+}
+
+void ClusterBackend::StartQueued(bool decode_room) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (decode_room) window_.DecodeRoom();
+    if (starting_) {  // that thread looks again before it stops
+      start_again_ = true;
+      return;
+    }
+    starting_ = true;
+  }
+  // Admit() may end a request (no decode worker), whose End() comes back
+  // here: it only sets start_again_, so this loop, not the stack, absorbs it.
+  // Bounded: each round starts at least one queued request or stops.
+  while (true) {
+    const int prefill_workers = pool_->NumServing(v1::WORKER_ROLE_PREFILL);
+    std::vector<std::shared_ptr<Call>> start;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      start_again_ = false;
+      if (!shutting_down_) {
+        for (uint64_t seq : window_.Drain(prefill_workers)) {
+          auto it = queued_.find(seq);
+          start.push_back(std::move(it->second));
+          queued_.erase(it);
+        }
+      }
+      if (start.empty() && !start_again_) {
+        starting_ = false;
+        return;
+      }
+    }
+    for (const std::shared_ptr<Call>& call : start) Admit(call);
+  }
+}
+
+void ClusterBackend::LeaveWindow(const Call& call) {
+  std::lock_guard<std::mutex> lock(mu_);
+  window_.Leave(call.seq);
 }
 
 void ClusterBackend::Admit(std::shared_ptr<Call> call) {
@@ -270,21 +350,30 @@ void ClusterBackend::Admit(std::shared_ptr<Call> call) {
           }
         }
         if (s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
-          // Back-pressure (invariant 2): wait in the bounded queue for room.
+          // Back-pressure (invariant 2): out of the window, back to its place
+          // at the front of the queue, which holds until a request ends.
           {
             std::lock_guard<std::mutex> lock(call->mu);
             pool_->Done(v1::WORKER_ROLE_DECODE, call->decode_worker->id);
             call->decode_worker.reset();
           }
-          bool queued = false;
+          bool queued = true;
           {
             std::lock_guard<std::mutex> lock(mu_);
-            if (static_cast<int>(queue_.size()) < options_.max_queued) {
-              queue_.push_back(call);
-              queued = true;
+            std::lock_guard<std::mutex> call_lock(call->mu);
+            window_.DecodeFull();
+            // An ended request is (or is about to be) forgotten by its End.
+            if (!call->ended) {
+              // A request already streaming (a migration) is no new load: the
+              // queue's bounds are for newcomers.
+              queued = window_.Requeue(call->seq, call->admission_tokens, /*bounded=*/call->emitted.empty());
+              if (queued) queued_[call->seq] = call;
             }
           }
-          if (!queued) End(call, absl::ResourceExhaustedError("all decode workers are full and the queue is full"));
+          if (!queued) {
+            End(call, absl::ResourceExhaustedError("all decode workers are full and the router's queue is full; "
+                                                   "retry later"));
+          }
           return;
         }
         if (!s.ok()) {
@@ -319,6 +408,11 @@ void ClusterBackend::Admit(std::shared_ptr<Call> call) {
               std::chrono::duration<double>(std::chrono::steady_clock::now() - call->started).count());
         }
         Prefill(call);
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          window_.DecodeAdmitted();  // a decode worker had room: the queue may go on
+        }
+        StartQueued(/*decode_room=*/false);
       });
 }
 
@@ -361,6 +455,13 @@ void ClusterBackend::Prefill(std::shared_ptr<Call> call) {
       call->prefill_ctx.get(), &call->prefill_req, &call->prefill_resp, [this, call, worker_id](grpc::Status s) {
         absl::Cleanup done = [this] { CallbackDone(); };
         pool_->Done(v1::WORKER_ROLE_PREFILL, worker_id);
+        if (s.ok()) {
+          // Its prefill is done: room in the window for the next. (Every
+          // failure below ends the request or puts it back in the queue,
+          // which takes it out of the window too; a retry stays in it.)
+          LeaveWindow(*call);
+          StartQueued(/*decode_room=*/false);
+        }
         if (s.error_code() == grpc::StatusCode::ABORTED) {
           // The KV transfer failed at the destination: the decode worker, not
           // this prefill worker. Start again on another decode worker.
@@ -495,6 +596,7 @@ void ClusterBackend::ReleaseDecode(const std::shared_ptr<Call>& call) {
 
 bool ClusterBackend::Migrate(const std::shared_ptr<Call>& call, const absl::Status& why) {
   std::string failed;
+  int64_t tokens;
   {
     std::lock_guard<std::mutex> lock(call->mu);
     // Our own cancellation (End) or the client's is not a failure to absorb.
@@ -518,13 +620,25 @@ bool ClusterBackend::Migrate(const std::shared_ptr<Call>& call, const absl::Stat
     call->tried_prefill.clear();
     call->admit_req.clear_replayed_token_ids();
     for (int32_t t : call->emitted) call->admit_req.add_replayed_token_ids(static_cast<uint32_t>(t));
+    tokens = call->admission_tokens =
+        call->admit_req.prompt_token_ids_size() + call->admit_req.replayed_token_ids_size();
   }
   pool_->Done(v1::WORKER_ROLE_DECODE, failed);
   // NOT_FOUND: the worker is alive but lost the reservation (its lease ran
   // out); anything else says the worker itself failed: avoid it for a while.
   if (why.code() != absl::StatusCode::kNotFound) pool_->MarkFailed(v1::WORKER_ROLE_DECODE, failed);
   if (options_.on_migration) options_.on_migration();
-  Admit(call);
+  {
+    // Through admission like any request (its prefill is prompt + replayed
+    // tokens of work), at its arrival place, so it goes before newer ones.
+    std::lock_guard<std::mutex> lock(mu_);
+    std::lock_guard<std::mutex> call_lock(call->mu);
+    if (!call->ended) {  // else its End forgets it
+      window_.Requeue(call->seq, tokens, /*bounded=*/false);
+      queued_[call->seq] = call;
+    }
+  }
+  StartQueued(/*decode_room=*/false);
   return true;
 }
 
@@ -552,20 +666,15 @@ void ClusterBackend::End(const std::shared_ptr<Call>& call, const absl::Status& 
   if (release_decode_worker) pool_->Done(v1::WORKER_ROLE_DECODE, call->decode_worker->id);
   {
     std::lock_guard<std::mutex> lock(mu_);
+    // Whichever of the queue and the window holds it (every path ends here,
+    // so both token counts stay exact).
+    window_.Forget(call->seq);
+    queued_.erase(call->seq);
     calls_.erase(call->id);
   }
-  AdmitQueued();
-}
-
-void ClusterBackend::AdmitQueued() {
-  std::shared_ptr<Call> next;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (queue_.empty()) return;
-    next = queue_.front();
-    queue_.pop_front();
-  }
-  Admit(next);
+  // Its decode blocks are free (or soon): a queue held by a full decode
+  // worker may try again, and the window may have room.
+  StartQueued(/*decode_room=*/true);
 }
 
 void ClusterBackend::Cancel(const std::string& id) {
@@ -575,12 +684,6 @@ void ClusterBackend::Cancel(const std::string& id) {
     auto it = calls_.find(id);
     if (it == calls_.end()) return;
     call = it->second;
-    for (auto q = queue_.begin(); q != queue_.end(); ++q) {
-      if (*q == call) {
-        queue_.erase(q);
-        break;
-      }
-    }
   }
   {
     std::lock_guard<std::mutex> lock(call->mu);

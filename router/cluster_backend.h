@@ -1,7 +1,13 @@
 // ClusterBackend: the disaggregated request path of docs/architecture.md, as the
 // router runs it for each request:
-//   Admit on the least-loaded decode worker (reserve blocks → KvDestination;
-//   all full → wait in a bounded queue; queue full → RESOURCE_EXHAUSTED)
+//   Admission (PrefillWindow): a request may hold a decode reservation while
+//   it waits for or runs its prefill only inside the prefill window (its
+//   tokens, with everyone else's between Admit and the end of their Prefill,
+//   within max_prefill_tokens_per_worker x the live prefill workers); else it
+//   waits in a FIFO queue bounded by count and tokens (beyond:
+//   RESOURCE_EXHAUSTED)
+//   → Admit on the least-loaded decode worker (reserve blocks → KvDestination;
+//   all full → back to the front of the queue until a request ends)
 //   → Prefill on the least-loaded prefill worker with that destination (the
 //   worker ships the KV over UCX and returns the first token; UNAVAILABLE or
 //   a timeout → retried on another prefill worker, same reservation)
@@ -29,7 +35,6 @@
 
 #include <chrono>
 #include <condition_variable>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -40,6 +45,7 @@
 #include "engine/model/model_config.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "router/generation_backend.h"
+#include "router/prefill_window.h"
 #include "router/worker_pool.h"
 
 namespace tandem {
@@ -47,7 +53,16 @@ namespace tandem {
 struct ClusterOptions {
   std::chrono::milliseconds prefill_timeout{120000};  // one Prefill call, transfer included
   std::chrono::milliseconds admit_timeout{10000};
-  int max_queued = 256;           // requests waiting for a decode worker with room
+  // Admission (router/prefill_window.h): the prompt tokens (plus replayed
+  // ones) of requests between Admit and the end of their Prefill stay within
+  // this many per live, non-draining prefill worker (a request bigger than
+  // all of it goes alone). 8192: ~12 s of prefill on 2 CPU cores at ~700
+  // prompt tok/s, well inside the decode workers' 30 s lease.
+  int64_t max_prefill_tokens_per_worker = 8192;
+  // The queue of requests waiting for the window or for decode room: beyond
+  // either bound a request is refused RESOURCE_EXHAUSTED.
+  int max_queued = 1024;
+  int64_t max_queued_tokens = int64_t{1} << 20;
   int max_prefill_attempts = 3;   // distinct prefill workers tried per request
   // Token-replay migration: a Decode stream that fails after tokens reached
   // the client is continued on another decode worker (its context, prompt
@@ -80,6 +95,12 @@ class ClusterBackend final : public GenerationBackend {
 
   int num_queued() const;
   int num_in_flight() const;
+  // The admission window and the queue, in tokens (gauges; 0 once every
+  // request ended, whatever way it ended).
+  int64_t window_tokens() const;
+  int64_t queued_tokens() const;
+  int num_in_window() const;
+  int64_t window_high_water_tokens() const;  // the most window_tokens() has been
 
  private:
   struct Call;
@@ -96,7 +117,13 @@ class ClusterBackend final : public GenerationBackend {
   // worker from where its client is (true), or declines (false: the request
   // ended, was cancelled, or used up its migrations).
   bool Migrate(const std::shared_ptr<Call>& call, const absl::Status& why);
-  void AdmitQueued();
+  // Starts (Admit) every queued request the window lets in, in order.
+  // `decode_room`: a request ended (or the periodic probe), so a full decode
+  // side may have room again. Never recurses: a caller that finds another
+  // thread starting requests leaves the work to it.
+  void StartQueued(bool decode_room);
+  // The request's prefill ended (or it will not run here): out of the window.
+  void LeaveWindow(const Call& call);
   // The lease renewer's thread, and one round of renewals.
   void RenewLoop();
   void RenewLeases();
@@ -108,9 +135,15 @@ class ClusterBackend final : public GenerationBackend {
   const ModelConfig config_;
   const ClusterOptions options_;
 
+  // Lock order: mu_, then a Call's mu (never the other way round).
   mutable std::mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<Call>> calls_;
-  std::deque<std::shared_ptr<Call>> queue_;  // waiting for a decode worker with room
+  uint64_t next_seq_ = 0;                                         // arrival order
+  PrefillWindow window_;                                          // admission: the window and the queue's order
+  absl::flat_hash_map<uint64_t, std::shared_ptr<Call>> queued_;  // by seq: the calls in window_'s queue
+  bool starting_ = false;      // a thread is in StartQueued's loop
+  bool start_again_ = false;   // something changed while it was: it looks again
+  bool shutting_down_ = false;  // the destructor runs: nothing new starts
 
   // Every async call whose callback uses this object (Admit, Prefill, the
   // Decode stream, Renew) is counted from just before it is issued to the

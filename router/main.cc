@@ -32,7 +32,8 @@ int main(int argc, char** argv) {
   process::BlockStopSignals();
   cli::FlagSet flags;
   std::string model, host = "127.0.0.1", prefill_workers, decode_workers;
-  int64_t port = 50051, max_queued = 256, prefill_timeout_ms = 120000, drain_timeout_s = 30, lease_renew_ms = 1000,
+  int64_t port = 50051, max_queued = 1024, max_queued_tokens = int64_t{1} << 20, max_prefill_tokens_per_worker = 8192,
+          prefill_timeout_ms = 120000, drain_timeout_s = 30, lease_renew_ms = 1000,
           max_migrations = 3, decode_idle_timeout_ms = 30000;
   bool help = false;
   cli::MetricsFlag metrics_flag;
@@ -41,7 +42,15 @@ int main(int argc, char** argv) {
   flags.AddInt("port", &port, "port (default 50051; 0 picks a free one)");
   flags.AddString("prefill-workers", &prefill_workers, "static prefill workers, host:port,host:port");
   flags.AddString("decode-workers", &decode_workers, "static decode workers, host:port,host:port");
-  flags.AddInt("max-queued", &max_queued, "requests that may wait for a decode worker (then RESOURCE_EXHAUSTED)");
+  flags.AddInt("max-prefill-tokens-per-worker", &max_prefill_tokens_per_worker,
+               "admission: requests hold a decode reservation while waiting for or running their prefill only "
+               "while their prompt tokens sum to at most this many per live prefill worker (default 8192; one "
+               "bigger prompt goes alone); the rest wait in the router's queue");
+  flags.AddInt("max-queued", &max_queued,
+               "requests that may wait in the router's queue for admission or a decode worker with room (default "
+               "1024; then RESOURCE_EXHAUSTED)");
+  flags.AddInt("max-queued-tokens", &max_queued_tokens,
+               "prompt tokens that may wait in the router's queue (default 1048576; then RESOURCE_EXHAUSTED)");
   flags.AddInt("prefill-timeout-ms", &prefill_timeout_ms, "one prefill call incl. its KV transfer");
   flags.AddInt("max-migrations", &max_migrations,
                "move a request whose decode worker fails mid-stream to another one at most this many times "
@@ -81,6 +90,18 @@ int main(int argc, char** argv) {
     std::cerr << "tandem-router: --lease-renew-ms must be in [10, 600000]\n";
     return 2;
   }
+  if (max_prefill_tokens_per_worker < 1 || max_prefill_tokens_per_worker > (int64_t{1} << 40)) {
+    std::cerr << "tandem-router: --max-prefill-tokens-per-worker must be in [1, 2^40]\n";
+    return 2;
+  }
+  if (max_queued < 0 || max_queued > 1000000) {
+    std::cerr << "tandem-router: --max-queued must be in [0, 1000000]\n";
+    return 2;
+  }
+  if (max_queued_tokens < 0 || max_queued_tokens > (int64_t{1} << 40)) {
+    std::cerr << "tandem-router: --max-queued-tokens must be in [0, 2^40]\n";
+    return 2;
+  }
   if (drain_timeout_s < 0) {
     std::cerr << "tandem-router: --drain-timeout-s must be >= 0\n";
     return 2;
@@ -113,8 +134,17 @@ int main(int argc, char** argv) {
   if (absl::Status st = ExportWorkerPoolMetrics(&metrics_registry, {{"model", model_label}}, &pool); !st.ok()) {
     return fail(st);
   }
+  if (absl::Status st = ExportAdmissionMetrics(
+          &metrics_registry, {{"model", model_label}, {"role", "router"}},
+          [&backend_for_metrics] { return static_cast<double>(backend_for_metrics->queued_tokens()); },
+          [&backend_for_metrics] { return static_cast<double>(backend_for_metrics->window_tokens()); });
+      !st.ok()) {
+    return fail(st);
+  }
   ClusterOptions options;
   options.max_queued = static_cast<int>(max_queued);
+  options.max_queued_tokens = max_queued_tokens;
+  options.max_prefill_tokens_per_worker = max_prefill_tokens_per_worker;
   options.prefill_timeout = std::chrono::milliseconds(prefill_timeout_ms);
   options.lease_renew_interval = std::chrono::milliseconds(lease_renew_ms);
   options.max_migrations = static_cast<int>(max_migrations);

@@ -97,6 +97,20 @@ absl::StatusOr<std::unique_ptr<RequestMetrics>> RequestMetrics::Create(metrics::
   return m;
 }
 
+absl::Status ExportAdmissionMetrics(metrics::Registry* registry, const Labels& base,
+                                    std::function<double()> queued_tokens, std::function<double()> window_tokens) {
+  absl::StatusOr<metrics::CallbackFamily*> q = registry->AddCallbackGauge(
+      "tandem_requests_queued_tokens", "Prompt tokens (plus replayed ones) of the requests waiting in the queue now.");
+  if (!q.ok()) return q.status();
+  RETURN_IF_ERROR((*q)->Add(base, std::move(queued_tokens)));
+  absl::StatusOr<metrics::CallbackFamily*> w = registry->AddCallbackGauge(
+      "tandem_prefill_window_tokens",
+      "Prompt tokens (plus replayed ones) of the requests between their decode reservation and the end of their "
+      "prefill now (the admission window; bounded by --max-prefill-tokens-per-worker x prefill workers).");
+  if (!w.ok()) return w.status();
+  return (*w)->Add(base, std::move(window_tokens));
+}
+
 std::shared_ptr<RequestTracker> RequestMetrics::Begin(uint32_t prompt_tokens) {
   inflight_->Increment();
   return std::make_shared<RequestTracker>(this, prompt_tokens);

@@ -9,6 +9,8 @@
 //   tandem_request_queue_time_seconds               histogram (observed by the backend)
 //   tandem_prompt_tokens_total, tandem_generation_tokens_total
 //   tandem_requests_inflight, tandem_requests_queued  gauges
+// and, for the router only (ExportAdmissionMetrics), its admission in tokens:
+//   tandem_requests_queued_tokens, tandem_prefill_window_tokens  gauges
 // Every series carries the process's base labels (model, role).
 //
 // Why a tracker per request rather than hooks in each backend: the service
@@ -102,5 +104,14 @@ class RequestMetrics {
   prometheus::Counter* migrations_ = nullptr;
   prometheus::Gauge* inflight_ = nullptr;
 };
+
+// The router's admission (router/prefill_window.h) in tokens, beside
+// tandem_requests_queued: the prompt (plus replayed) tokens of the requests
+// waiting in its queue, and of those between Admit and the end of their
+// prefill (the window). Both read at scrape time; they must stay valid while
+// the registry is served.
+[[nodiscard]] absl::Status ExportAdmissionMetrics(metrics::Registry* registry, const metrics::Labels& base,
+                                                  std::function<double()> queued_tokens,
+                                                  std::function<double()> window_tokens);
 
 }  // namespace tandem

@@ -96,6 +96,14 @@ int WorkerPool::NumWorkers(v1::WorkerRole role) const {
   return static_cast<int>(Entries(role).size());
 }
 
+int WorkerPool::NumServing(v1::WorkerRole role) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const auto now = now_();
+  const std::vector<Entry>& list = Entries(role);
+  return static_cast<int>(
+      std::count_if(list.begin(), list.end(), [now](const Entry& e) { return e.Live(now) && !e.draining; }));
+}
+
 bool WorkerPool::Ready() const {
   std::lock_guard<std::mutex> lock(mu_);
   const auto now = now_();

@@ -55,6 +55,10 @@ class WorkerPool {
                   std::chrono::milliseconds cooldown = std::chrono::milliseconds(5000));
 
   int NumWorkers(v1::WorkerRole role) const;
+  // Workers of `role` that may get new work: live and not draining (a
+  // worker marked failed still counts: the cooldown is short). The router's
+  // admission window is sized by the prefill ones.
+  int NumServing(v1::WorkerRole role) const;
   // Whether the router can serve a request at all: at least one live (static,
   // or re-registered within kStaleAfter), non-draining worker of each role.
   // The router's grpc.health.v1 status follows this.

@@ -68,6 +68,8 @@ def value_to_flag():
       "router": {
           ("model", "path"): "model", ("router", "host"): "host", ("router", "port"): "port",
           ("router", "maxQueued"): "max-queued", ("router", "prefillTimeoutMs"): "prefill-timeout-ms",
+          ("router", "maxPrefillTokensPerWorker"): "max-prefill-tokens-per-worker",
+          ("router", "maxQueuedTokens"): "max-queued-tokens",
           ("router", "leaseRenewMs"): "lease-renew-ms", ("router", "maxMigrations"): "max-migrations",
           ("router", "decodeIdleTimeoutMs"): "decode-idle-timeout-ms",
           ("router", "drainTimeoutS"): "drain-timeout-s", ("metrics", "port"): "metrics-port",

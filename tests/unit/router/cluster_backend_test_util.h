@@ -84,6 +84,11 @@ class Cluster {
     EXPECT_TRUE(WaitUntil([&] { return router->backend().num_in_flight() == 0; }));
     EXPECT_TRUE(WaitUntil([&] { return router->pool_in_flight() == 0; })) << router->pool_in_flight();
     EXPECT_EQ(router->backend().num_queued(), 0);
+    // Admission's books balance on every path (success, cancels queued or
+    // mid-prefill, prefill failures, migrations): nothing left in either.
+    EXPECT_EQ(router->backend().queued_tokens(), 0);
+    EXPECT_EQ(router->backend().window_tokens(), 0);
+    EXPECT_EQ(router->backend().num_in_window(), 0);
     for (auto& w : prefill) ExpectIdle(w->engine(), w->model().ranks[0].shape.num_blocks, "prefill");
     for (auto& w : decode) ExpectIdle(w->engine(), w->model().ranks[0].shape.num_blocks, "decode");
   }

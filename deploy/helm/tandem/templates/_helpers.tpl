@@ -36,7 +36,9 @@ Context: the root.
 --model={{ .Values.model.path }}
 --host={{ .Values.router.host }}
 --port={{ .Values.router.port }}
+--max-prefill-tokens-per-worker={{ .Values.router.maxPrefillTokensPerWorker }}
 --max-queued={{ .Values.router.maxQueued }}
+--max-queued-tokens={{ .Values.router.maxQueuedTokens }}
 --prefill-timeout-ms={{ .Values.router.prefillTimeoutMs }}
 --lease-renew-ms={{ .Values.router.leaseRenewMs }}
 --max-migrations={{ .Values.router.maxMigrations }}
