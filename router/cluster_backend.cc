@@ -32,6 +32,13 @@ std::unique_ptr<grpc::ClientContext> ContextWithTimeout(std::chrono::millisecond
 // One request's state. Guarded by `mu`; gRPC callbacks hold a shared_ptr.
 struct ClusterBackend::Call {
   std::string id;
+  // The id the workers know the current attempt by: `id`, then `id~n` after
+  // the n-th migration. A Release, or a late Renew answer, meant for an
+  // earlier attempt can then never touch a later one on the same worker
+  // (a Release racing the re-Admit on one worker used to cancel the new
+  // reservation: both were processed in whatever order the worker's threads
+  // took them).
+  std::string attempt_id;
   uint64_t seq = 0;  // arrival order (admission's FIFO); set before anyone else sees the call
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   ValidatedRequest request;
@@ -156,7 +163,7 @@ void ClusterBackend::CancelStalledStreams() {
 void ClusterBackend::RenewLeases() {
   struct Batch {
     WorkerHandle worker;
-    std::vector<std::shared_ptr<Call>> calls;
+    std::vector<std::pair<std::shared_ptr<Call>, std::string>> calls;  // with the attempt renewed
   };
   absl::flat_hash_map<std::string, Batch> by_worker;  // decode worker address -> its reservations
   {
@@ -166,7 +173,7 @@ void ClusterBackend::RenewLeases() {
       if (!call->reserved || call->decode_started || call->ended || !call->decode_worker) continue;
       Batch& b = by_worker[call->decode_worker->address];
       b.worker = *call->decode_worker;
-      b.calls.push_back(call);
+      b.calls.emplace_back(call, call->attempt_id);
     }
   }
   for (auto& [address, batch] : by_worker) {
@@ -174,14 +181,12 @@ void ClusterBackend::RenewLeases() {
       grpc::ClientContext ctx;
       v1::RenewRequest req;
       v1::RenewResponse resp;
-      std::vector<std::shared_ptr<Call>> calls;
-      std::string address;  // the decode worker asked
+      std::vector<std::pair<std::shared_ptr<Call>, std::string>> calls;
     };
     auto rpc = std::make_shared<Rpc>();
-    rpc->address = address;
     rpc->ctx.set_deadline(std::chrono::system_clock::now() + std::max(options_.lease_renew_interval * 2,
                                                                       std::chrono::milliseconds(2000)));
-    for (const auto& call : batch.calls) rpc->req.add_request_ids(call->id);
+    for (const auto& [call, attempt] : batch.calls) rpc->req.add_request_ids(attempt);
     rpc->calls = std::move(batch.calls);
     CallbackStarted();
     batch.worker.decode->async()->Renew(&rpc->ctx, &rpc->req, &rpc->resp, [this, rpc](grpc::Status s) {
@@ -189,15 +194,15 @@ void ClusterBackend::RenewLeases() {
       // worker that is gone fails the request's own calls.
       if (s.ok()) {
         for (const std::string& lost : rpc->resp.unknown_request_ids()) {
-          for (const auto& call : rpc->calls) {
-            if (call->id != lost) continue;
+          for (const auto& [call, attempt] : rpc->calls) {
+            if (attempt != lost) continue;
             bool gone;
             {
               std::lock_guard<std::mutex> lock(call->mu);
               // Activated since the Renew was sent (or already ended), or
-              // migrated since to another worker (same request id): not lost.
+              // migrated since (a new attempt): not lost.
               gone = call->reserved && !call->decode_started && !call->ended && call->decode_worker &&
-                     call->decode_worker->address == rpc->address;
+                     call->attempt_id == attempt;
               if (gone) call->reserved = false;  // nothing left to release there
             }
             if (gone) {
@@ -250,6 +255,7 @@ void ClusterBackend::Start(const std::string& id, ValidatedRequest request, Sink
   call->stops = std::make_unique<StopStringMatcher>(request.stop);
   // One seed for both halves: the decode side continues the prefill's stream.
   const uint64_t seed = request.sampling.seed.value_or(std::random_device{}() ^ (uint64_t{std::random_device{}()} << 32));
+  call->attempt_id = id;
   call->admit_req.set_request_id(id);
   for (int32_t t : request.prompt_token_ids) call->admit_req.add_prompt_token_ids(static_cast<uint32_t>(t));
   *call->admit_req.mutable_sampling() = ToProto(request.sampling, seed);
@@ -432,7 +438,7 @@ void ClusterBackend::Prefill(std::shared_ptr<Call> call) {
   {
     std::lock_guard<std::mutex> lock(call->mu);
     call->tried_prefill.push_back(worker->id);
-    call->prefill_req.set_request_id(call->id);
+    call->prefill_req.set_request_id(call->attempt_id);
     *call->prefill_req.mutable_prompt_token_ids() = call->admit_req.prompt_token_ids();
     *call->prefill_req.mutable_sampling() = call->admit_req.sampling();
     if (!call->emitted.empty()) {
@@ -511,7 +517,7 @@ void ClusterBackend::Decode(std::shared_ptr<Call> call) {
   {
     std::lock_guard<std::mutex> lock(call->mu);
     if (call->ended) return;
-    call->decode_req.set_request_id(call->id);
+    call->decode_req.set_request_id(call->attempt_id);
     // After a migration, decoding goes on from the last token the client got.
     call->decode_req.set_first_token_id(!call->emitted.empty() ? static_cast<uint32_t>(call->emitted.back())
                                                                : call->prefill_resp.first_token_id());
@@ -588,7 +594,7 @@ void ClusterBackend::ReleaseDecode(const std::shared_ptr<Call>& call) {
   auto ctx = std::make_shared<grpc::ClientContext>();
   ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   auto req = std::make_shared<v1::ReleaseRequest>();
-  req->set_request_id(call->id);
+  req->set_request_id(call->attempt_id);
   auto resp = std::make_shared<v1::ReleaseResponse>();
   call->decode_worker->decode->async()->Release(ctx.get(), req.get(), resp.get(),
                                                 [ctx, req, resp](grpc::Status) {});
@@ -611,6 +617,8 @@ bool ClusterBackend::Migrate(const std::shared_ptr<Call>& call, const absl::Stat
     // Whatever the failed worker still holds for us goes (Release is
     // idempotent there; a dead worker simply never answers).
     ReleaseDecode(call);
+    call->attempt_id = absl::StrCat(call->id, "~", call->migrations);
+    call->admit_req.set_request_id(call->attempt_id);
     call->decode_worker.reset();
     call->decode_started = false;
     call->decode_released = false;
