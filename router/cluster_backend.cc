@@ -47,6 +47,7 @@ struct ClusterBackend::Call {
   bool ended = false;
   bool cancelled = false;
   std::optional<WorkerHandle> decode_worker;  // set once Admit succeeded
+  bool prefilled = false;                     // this attempt's KV arrived: on to Decode (it alone fails it now)
   bool decode_started = false;                // the Decode stream owns the reservation now
   bool decode_released = false;               // Release sent or the stream cancelled
   bool admit_in_flight = false;               // an Admit may still create a reservation
@@ -59,11 +60,20 @@ struct ClusterBackend::Call {
   v1::KvDestination destination;
   std::vector<std::string> tried_prefill;
   int admit_attempts = 0;
-  std::unique_ptr<grpc::ClientContext> admit_ctx, prefill_ctx, decode_ctx;
+  std::unique_ptr<grpc::ClientContext> admit_ctx, decode_ctx;
   v1::AdmitRequest admit_req;
   v1::AdmitResponse admit_resp;
-  v1::PrefillRequest prefill_req;
-  v1::PrefillResponse prefill_resp;
+  // The Prefill in flight, if any. Each call owns its context and messages:
+  // a reservation found lost mid-prefill is re-admitted, and its next Prefill
+  // may start before the old one's callback ran (which then finds it is not
+  // `prefill` any more and changes nothing).
+  struct PrefillRpc {
+    grpc::ClientContext ctx;
+    v1::PrefillRequest req;
+    v1::PrefillResponse resp;
+    WorkerHandle worker;
+  };
+  std::shared_ptr<PrefillRpc> prefill;
   v1::DecodeRequest decode_req;
   std::unique_ptr<IncrementalDecoder> detok;
   std::unique_ptr<StopStringMatcher> stops;
@@ -100,9 +110,14 @@ ClusterBackend::ClusterBackend(WorkerPool* pool, const Tokenizer* tokenizer, Mod
       config_(std::move(config)),
       options_(options),
       window_({options.max_prefill_tokens_per_worker, options.max_queued, options.max_queued_tokens}),
-      renewer_([this] { RenewLoop(); }) {}
+      renewer_([this] { RenewLoop(); }) {
+  pool_->SetGoneListener([this](v1::WorkerRole role, const WorkerHandle& old) {
+    if (role == v1::WORKER_ROLE_DECODE) DecodeWorkerGone(old);  // a prefill's own call fails and is retried
+  });
+}
 
 ClusterBackend::~ClusterBackend() {
+  pool_->SetGoneListener(nullptr);  // waits for a call in progress
   {
     std::lock_guard<std::mutex> lock(renew_mu_);
     stopping_ = true;
@@ -196,19 +211,12 @@ void ClusterBackend::RenewLeases() {
         for (const std::string& lost : rpc->resp.unknown_request_ids()) {
           for (const auto& [call, attempt] : rpc->calls) {
             if (attempt != lost) continue;
-            bool gone;
-            {
-              std::lock_guard<std::mutex> lock(call->mu);
-              // Activated since the Renew was sent (or already ended), or
-              // migrated since (a new attempt): not lost.
-              gone = call->reserved && !call->decode_started && !call->ended && call->decode_worker &&
-                     call->attempt_id == attempt;
-              if (gone) call->reserved = false;  // nothing left to release there
-            }
-            if (gone) {
-              End(call, absl::UnavailableError("the decode worker lost the request's KV reservation (its lease "
-                                               "expired or the worker restarted); retry"));
-            }
+            // Re-admitted elsewhere (a migration, within max_migrations), unless
+            // it moved on since the Renew was sent: activated, its KV arrived,
+            // ended, or another attempt (ReadmitLost checks under its lock).
+            ReadmitLost(call, attempt,
+                        absl::NotFoundError("the decode worker lost the request's KV reservation (its lease "
+                                            "expired or the worker restarted)"));
           }
         }
       }
@@ -329,7 +337,7 @@ void ClusterBackend::Admit(std::shared_ptr<Call> call) {
   {
     std::lock_guard<std::mutex> lock(call->mu);
     if (call->ended) {
-      pool_->Done(v1::WORKER_ROLE_DECODE, worker->id);
+      pool_->Done(v1::WORKER_ROLE_DECODE, *worker);
       return;
     }
     call->decode_worker = *worker;
@@ -350,7 +358,7 @@ void ClusterBackend::Admit(std::shared_ptr<Call> call) {
             if (!call->decode_released && call->decode_worker) {
               call->decode_released = true;
               if (s.ok()) ReleaseDecode(call);
-              pool_->Done(v1::WORKER_ROLE_DECODE, call->decode_worker->id);
+              pool_->Done(v1::WORKER_ROLE_DECODE, *call->decode_worker);
             }
             return;
           }
@@ -360,7 +368,8 @@ void ClusterBackend::Admit(std::shared_ptr<Call> call) {
           // at the front of the queue, which holds until a request ends.
           {
             std::lock_guard<std::mutex> lock(call->mu);
-            pool_->Done(v1::WORKER_ROLE_DECODE, call->decode_worker->id);
+            if (call->ended) return;  // since the check above: its End released the worker
+            pool_->Done(v1::WORKER_ROLE_DECODE, *call->decode_worker);
             call->decode_worker.reset();
           }
           bool queued = true;
@@ -383,10 +392,11 @@ void ClusterBackend::Admit(std::shared_ptr<Call> call) {
           return;
         }
         if (!s.ok()) {
-          std::string failed;
+          WorkerHandle failed;
           {
             std::lock_guard<std::mutex> lock(call->mu);
-            failed = call->decode_worker->id;
+            if (call->ended) return;  // since the check above: its End released the worker
+            failed = *call->decode_worker;
             // Past our deadline the worker may still reserve the blocks: release
             // them now rather than leave them to its reservation timeout.
             if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) ReleaseDecode(call);
@@ -431,85 +441,97 @@ void ClusterBackend::Prefill(std::shared_ptr<Call> call) {
   }
   absl::StatusOr<WorkerHandle> worker = pool_->Acquire(v1::WORKER_ROLE_PREFILL, tried);
   if (!worker.ok() || static_cast<int>(tried.size()) >= options_.max_prefill_attempts) {
-    if (worker.ok()) pool_->Done(v1::WORKER_ROLE_PREFILL, worker->id);
+    if (worker.ok()) pool_->Done(v1::WORKER_ROLE_PREFILL, *worker);
     End(call, worker.ok() ? absl::UnavailableError("prefill failed on every worker tried") : worker.status());
     return;
   }
+  auto rpc = std::make_shared<Call::PrefillRpc>();
+  rpc->worker = *worker;
   {
     std::lock_guard<std::mutex> lock(call->mu);
+    if (call->ended) {
+      pool_->Done(v1::WORKER_ROLE_PREFILL, *worker);
+      return;
+    }
     call->tried_prefill.push_back(worker->id);
-    call->prefill_req.set_request_id(call->attempt_id);
-    *call->prefill_req.mutable_prompt_token_ids() = call->admit_req.prompt_token_ids();
-    *call->prefill_req.mutable_sampling() = call->admit_req.sampling();
+    rpc->req.set_request_id(call->attempt_id);
+    *rpc->req.mutable_prompt_token_ids() = call->admit_req.prompt_token_ids();
+    *rpc->req.mutable_sampling() = call->admit_req.sampling();
     if (!call->emitted.empty()) {
       // A migrated request: the new decode worker needs the KV of the prompt
       // and of everything already sent but the last token. The prefill's own
       // sample is not used (Decode continues from the last token sent), so
       // it draws just one.
       for (size_t i = 0; i + 1 < call->emitted.size(); ++i) {
-        call->prefill_req.add_prompt_token_ids(static_cast<uint32_t>(call->emitted[i]));
+        rpc->req.add_prompt_token_ids(static_cast<uint32_t>(call->emitted[i]));
       }
-      call->prefill_req.mutable_sampling()->set_max_tokens(1);
+      rpc->req.mutable_sampling()->set_max_tokens(1);
     }
-    *call->prefill_req.mutable_destination() = call->destination;
-    call->prefill_ctx = ContextWithTimeout(options_.prefill_timeout);
-    call->prefill_resp.Clear();
+    *rpc->req.mutable_destination() = call->destination;
+    rpc->ctx.set_deadline(std::chrono::system_clock::now() + options_.prefill_timeout);
+    call->prefill = rpc;
   }
-  const std::string worker_id = worker->id;
   CallbackStarted();
-  worker->prefill->async()->Prefill(
-      call->prefill_ctx.get(), &call->prefill_req, &call->prefill_resp, [this, call, worker_id](grpc::Status s) {
-        absl::Cleanup done = [this] { CallbackDone(); };
-        pool_->Done(v1::WORKER_ROLE_PREFILL, worker_id);
-        if (s.ok()) {
-          // Its prefill is done: room in the window for the next. (Every
-          // failure below ends the request or puts it back in the queue,
-          // which takes it out of the window too; a retry stays in it.)
-          LeaveWindow(*call);
-          StartQueued(/*decode_room=*/false);
-        }
-        if (s.error_code() == grpc::StatusCode::ABORTED) {
-          // The KV transfer failed at the destination: the decode worker, not
-          // this prefill worker. Start again on another decode worker.
-          const absl::Status why = FromGrpcStatus(s);
-          if (!Migrate(call, why)) End(call, why);
-          return;
-        }
-        if (s.error_code() == grpc::StatusCode::UNAVAILABLE || s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-          pool_->MarkFailed(v1::WORKER_ROLE_PREFILL, worker_id);
-          Prefill(call);  // another prefill worker, same reservation
-          return;
-        }
-        if (!s.ok()) {
-          End(call, FromGrpcStatus(s));
-          return;
-        }
-        bool migrated;
-        {
-          std::lock_guard<std::mutex> lock(call->mu);
-          if (call->ended) return;
-          migrated = !call->emitted.empty();
-        }
-        if (migrated) {  // the client has every token up to here already
-          Decode(call);
-          return;
-        }
-        // Invariant 4: the first token goes out before decoding starts.
-        const int32_t first = static_cast<int32_t>(call->prefill_resp.first_token_id());
-        std::vector<SampledToken> lps;
-        if (call->request.sampling.logprobs > 0) lps.push_back(tandem::FromProto(call->prefill_resp.first_logprobs()));
-        bool stopped;
-        {
-          std::lock_guard<std::mutex> lock(call->mu);
-          if (call->ended) return;
-          stopped = Emit(*call, {first}, lps, false, ChunkFinish::kNone);
-        }
-        if (stopped) {
-          End(call, absl::OkStatus());
-          return;
-        }
-        Decode(call);
-      });
+  worker->prefill->async()->Prefill(&rpc->ctx, &rpc->req, &rpc->resp, [this, call, rpc](grpc::Status s) {
+    absl::Cleanup done = [this] { CallbackDone(); };
+    pool_->Done(v1::WORKER_ROLE_PREFILL, rpc->worker);
+    {
+      std::lock_guard<std::mutex> lock(call->mu);
+      // Superseded (its reservation was found lost and the request
+      // re-admitted) or ended: whatever this call did is moot.
+      if (call->prefill != rpc || call->ended) return;
+      call->prefill.reset();
+      if (s.ok()) call->prefilled = true;  // from here on only Decode fails this attempt
+    }
+    if (s.ok()) {
+      // Its prefill is done: room in the window for the next. (Every
+      // failure below ends the request or puts it back in the queue,
+      // which takes it out of the window too; a retry stays in it.)
+      LeaveWindow(*call);
+      StartQueued(/*decode_room=*/false);
+    }
+    if (s.error_code() == grpc::StatusCode::ABORTED) {
+      // The KV transfer failed at the destination: the decode worker, not
+      // this prefill worker. Start again on another decode worker.
+      const absl::Status why = FromGrpcStatus(s);
+      if (Migrate(call, why) == MigrateResult::kDeclined) End(call, why);
+      return;
+    }
+    if (s.error_code() == grpc::StatusCode::UNAVAILABLE || s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+      pool_->MarkFailed(v1::WORKER_ROLE_PREFILL, rpc->worker);
+      Prefill(call);  // another prefill worker, same reservation
+      return;
+    }
+    if (!s.ok()) {
+      End(call, FromGrpcStatus(s));
+      return;
+    }
+    bool migrated;
+    {
+      std::lock_guard<std::mutex> lock(call->mu);
+      if (call->ended) return;
+      migrated = !call->emitted.empty();
+    }
+    if (migrated) {  // the client has every token up to here already
+      Decode(call);
+      return;
+    }
+    // Invariant 4: the first token goes out before decoding starts.
+    const int32_t first = static_cast<int32_t>(rpc->resp.first_token_id());
+    std::vector<SampledToken> lps;
+    if (call->request.sampling.logprobs > 0) lps.push_back(tandem::FromProto(rpc->resp.first_logprobs()));
+    bool stopped;
+    {
+      std::lock_guard<std::mutex> lock(call->mu);
+      if (call->ended) return;
+      stopped = Emit(*call, {first}, lps, false, ChunkFinish::kNone);
+    }
+    if (stopped) {
+      End(call, absl::OkStatus());
+      return;
+    }
+    Decode(call);
+  });
 }
 
 void ClusterBackend::Decode(std::shared_ptr<Call> call) {
@@ -518,9 +540,9 @@ void ClusterBackend::Decode(std::shared_ptr<Call> call) {
     std::lock_guard<std::mutex> lock(call->mu);
     if (call->ended) return;
     call->decode_req.set_request_id(call->attempt_id);
-    // After a migration, decoding goes on from the last token the client got.
-    call->decode_req.set_first_token_id(!call->emitted.empty() ? static_cast<uint32_t>(call->emitted.back())
-                                                               : call->prefill_resp.first_token_id());
+    // Decoding goes on from the last token the client got: the prefill's
+    // first token, or after a migration the last one replayed.
+    call->decode_req.set_first_token_id(static_cast<uint32_t>(call->emitted.back()));
     call->decode_ctx = std::make_unique<grpc::ClientContext>();
     call->decode_started = true;
     call->decode_activity = std::chrono::steady_clock::now();
@@ -558,7 +580,7 @@ void ClusterBackend::Decode(std::shared_ptr<Call> call) {
                                                       options_.decode_idle_timeout.count(), " ms)"));
           }
         }
-        if (Migrate(call, why)) return;
+        if (Migrate(call, why) != MigrateResult::kDeclined) return;
         End(call, why);
       });
   // The reader's closures hold `call`, so decode_req and decode_ctx outlive the RPC.
@@ -600,26 +622,41 @@ void ClusterBackend::ReleaseDecode(const std::shared_ptr<Call>& call) {
                                                 [ctx, req, resp](grpc::Status) {});
 }
 
-bool ClusterBackend::Migrate(const std::shared_ptr<Call>& call, const absl::Status& why) {
-  std::string failed;
+ClusterBackend::MigrateResult ClusterBackend::Migrate(const std::shared_ptr<Call>& call, const absl::Status& why,
+                                                     const std::string* lost_attempt) {
+  WorkerHandle failed;
   int64_t tokens;
   {
     std::lock_guard<std::mutex> lock(call->mu);
     // Our own cancellation (End) or the client's is not a failure to absorb.
-    if (call->ended || call->cancelled || why.code() == absl::StatusCode::kCancelled) return false;
+    if (call->ended || call->cancelled || why.code() == absl::StatusCode::kCancelled) return MigrateResult::kDeclined;
+    if (lost_attempt != nullptr &&
+        (call->attempt_id != *lost_attempt || !call->reserved || call->prefilled || call->decode_started)) {
+      // Not the reservation that was lost any more: re-admitted already, or
+      // its KV arrived (its Decode stream finds out for itself).
+      return MigrateResult::kMovedOn;
+    }
     // (Before the first token, `emitted` is empty: the request simply starts
     // again on another decode worker.)
-    if (call->migrations >= options_.max_migrations || !call->decode_worker) return false;
+    if (call->migrations >= options_.max_migrations || !call->decode_worker) return MigrateResult::kDeclined;
     const int64_t max_tokens = call->admit_req.sampling().max_tokens();
-    if (static_cast<int64_t>(call->emitted.size()) >= max_tokens) return false;
+    if (static_cast<int64_t>(call->emitted.size()) >= max_tokens) return MigrateResult::kDeclined;
     ++call->migrations;
-    failed = call->decode_worker->id;
+    failed = *call->decode_worker;
     // Whatever the failed worker still holds for us goes (Release is
-    // idempotent there; a dead worker simply never answers).
-    ReleaseDecode(call);
+    // idempotent there; a dead worker simply never answers). A lost
+    // reservation is nothing to release, and its worker may be gone.
+    if (lost_attempt == nullptr) ReleaseDecode(call);
+    // A Prefill still shipping into the lost reservation is of no use: its
+    // answer is ignored (see Prefill), and the prefill worker stops.
+    if (call->prefill) {
+      call->prefill->ctx.TryCancel();
+      call->prefill.reset();
+    }
     call->attempt_id = absl::StrCat(call->id, "~", call->migrations);
     call->admit_req.set_request_id(call->attempt_id);
     call->decode_worker.reset();
+    call->prefilled = false;
     call->decode_started = false;
     call->decode_released = false;
     call->reserved = false;
@@ -634,6 +671,7 @@ bool ClusterBackend::Migrate(const std::shared_ptr<Call>& call, const absl::Stat
   pool_->Done(v1::WORKER_ROLE_DECODE, failed);
   // NOT_FOUND: the worker is alive but lost the reservation (its lease ran
   // out); anything else says the worker itself failed: avoid it for a while.
+  // (A replaced incarnation's handle marks nothing: the pool moved on.)
   if (why.code() != absl::StatusCode::kNotFound) pool_->MarkFailed(v1::WORKER_ROLE_DECODE, failed);
   if (options_.on_migration) options_.on_migration();
   {
@@ -647,21 +685,48 @@ bool ClusterBackend::Migrate(const std::shared_ptr<Call>& call, const absl::Stat
     }
   }
   StartQueued(/*decode_room=*/false);
-  return true;
+  return MigrateResult::kMigrated;
+}
+
+void ClusterBackend::ReadmitLost(const std::shared_ptr<Call>& call, const std::string& attempt,
+                                 const absl::Status& why) {
+  if (Migrate(call, why, &attempt) != MigrateResult::kDeclined) return;
+  End(call, absl::UnavailableError(absl::StrCat(why.message(), "; retry")));
+}
+
+void ClusterBackend::DecodeWorkerGone(const WorkerHandle& old) {
+  std::vector<std::pair<std::shared_ptr<Call>, std::string>> lost;  // with the attempt that was there
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [id, call] : calls_) {
+      std::lock_guard<std::mutex> call_lock(call->mu);
+      // Reservations still waiting for their KV. A Decode stream there
+      // fails by itself (and migrates); an Admit in flight there fails too,
+      // or reached the new process through the old address, which is fine.
+      if (call->ended || !call->reserved || call->prefilled || call->decode_started || !call->decode_worker ||
+          call->decode_worker->id != old.id || call->decode_worker->generation != old.generation) {
+        continue;
+      }
+      lost.emplace_back(call, call->attempt_id);
+    }
+  }
+  const absl::Status why = absl::UnavailableError(absl::StrCat(
+      "decode worker ", old.id, " restarted (a new incarnation registered), losing the request's KV reservation"));
+  for (const auto& [call, attempt] : lost) ReadmitLost(call, attempt, why);
 }
 
 void ClusterBackend::End(const std::shared_ptr<Call>& call, const absl::Status& status) {
-  bool release_decode_worker = false;
+  std::optional<WorkerHandle> release_worker;  // its Acquire is undone once the lock is released
   {
     std::lock_guard<std::mutex> lock(call->mu);
     if (call->decode_worker && !call->decode_released && !call->admit_in_flight) {
       call->decode_released = true;
+      release_worker = *call->decode_worker;
       // Cancelling a Decode stream frees the sequence on the worker (its
       // OnCancel); but a stream cancelled before it started never reaches
       // the worker, so Release is sent as well (idempotent there).
       if (call->decode_started && call->decode_ctx) call->decode_ctx->TryCancel();
       ReleaseDecode(call);
-      release_decode_worker = true;
     }  // with an Admit in flight, its callback releases (see Admit)
     if (!call->ended) {
       call->ended = true;
@@ -669,9 +734,9 @@ void ClusterBackend::End(const std::shared_ptr<Call>& call, const absl::Status& 
     }
     // An Admit in flight is not cancelled: its reply tells whether a
     // reservation exists to release (its deadline bounds the wait).
-    if (call->prefill_ctx) call->prefill_ctx->TryCancel();
+    if (call->prefill) call->prefill->ctx.TryCancel();
   }
-  if (release_decode_worker) pool_->Done(v1::WORKER_ROLE_DECODE, call->decode_worker->id);
+  if (release_worker) pool_->Done(v1::WORKER_ROLE_DECODE, *release_worker);
   {
     std::lock_guard<std::mutex> lock(mu_);
     // Whichever of the queue and the window holds it (every path ends here,

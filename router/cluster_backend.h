@@ -27,7 +27,10 @@
 // per `lease_renew_interval`, batched per decode worker, so a request that
 // waits long for its prefill keeps its blocks, and a router that dies stops
 // renewing and its reservations expire. A reservation its worker no longer
-// knows (expired, the worker restarted) ends its request UNAVAILABLE.
+// knows (expired, the worker restarted) is re-admitted elsewhere (a
+// migration; past max_migrations the request ends UNAVAILABLE), and so,
+// at once, is every reservation on a decode worker whose new incarnation
+// registers (WorkerPool's gone listener).
 // The router never touches tensors (invariant 5).
 // Thread-safety: Start() and Cancel() are thread-safe; gRPC callbacks drive
 // each request's state under its own mutex.
@@ -113,10 +116,22 @@ class ClusterBackend final : public GenerationBackend {
             bool last, ChunkFinish finish);
   void End(const std::shared_ptr<Call>& call, const absl::Status& status);
   void ReleaseDecode(const std::shared_ptr<Call>& call);
-  // After a failed Decode stream: starts the request again on another decode
-  // worker from where its client is (true), or declines (false: the request
-  // ended, was cancelled, or used up its migrations).
-  bool Migrate(const std::shared_ptr<Call>& call, const absl::Status& why);
+  // After a failed Decode stream, a failed KV transfer, or a lost
+  // reservation: starts the request again on another decode worker from
+  // where its client is (kMigrated), or declines (the request ended, was
+  // cancelled, or used up its migrations). With `lost_attempt` (the
+  // reservation of that attempt is gone: its worker restarted or forgot
+  // it), only if the request still waits on that reservation (else
+  // kMovedOn: nothing to do), and nothing is sent to the old worker.
+  enum class MigrateResult { kMigrated, kDeclined, kMovedOn };
+  MigrateResult Migrate(const std::shared_ptr<Call>& call, const absl::Status& why,
+                        const std::string* lost_attempt = nullptr);
+  // The reservation of `attempt` is lost: Migrate, or End UNAVAILABLE when it declines.
+  void ReadmitLost(const std::shared_ptr<Call>& call, const std::string& attempt, const absl::Status& why);
+  // The pool's gone listener for decode workers: `old`'s incarnation was
+  // replaced by a restarted process, so every reservation there still
+  // waiting for its KV is re-admitted now rather than at its lease's end.
+  void DecodeWorkerGone(const WorkerHandle& old);
   // Starts (Admit) every queued request the window lets in, in order.
   // `decode_room`: a request ended (or the periodic probe), so a full decode
   // side may have room again. Never recurses: a caller that finds another

@@ -1,6 +1,6 @@
 // tandem.v1.WorkerRegistry on the router: workers announce themselves (and
 // re-announce as a heartbeat, flagged draining once they stop); each lands
-// in the WorkerPool. It answers whatever the router's health says: workers
+// in the WorkerPool (a new incarnation of a known worker replaces it there). It answers whatever the router's health says: workers
 // must be able to register with a router that is not ready yet.
 // Thread-safety: gRPC callback threads; WorkerPool is thread-safe.
 #pragma once
@@ -31,7 +31,8 @@ class RegistryService final : public v1::WorkerRegistry::CallbackService {
       reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::string(st.message())));
       return reactor;
     }
-    pool_->Add(req->role(), req->worker_id(), req->address(), /*registered=*/true, req->draining());
+    pool_->Add(req->role(), req->worker_id(), req->address(), /*registered=*/true, req->draining(),
+               req->incarnation());
     if (readiness_ != nullptr) readiness_->Update();  // before the reply: ListWorkers never runs ahead of health
     resp->set_heartbeat_interval_ms(2000);
     reactor->Finish(grpc::Status::OK);

@@ -1,6 +1,7 @@
 #include "router/worker_pool.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "grpcpp/grpcpp.h"
@@ -8,48 +9,82 @@
 namespace tandem {
 
 void WorkerPool::Add(v1::WorkerRole role, const std::string& id, const std::string& address, bool registered,
-                     bool draining) {
+                     bool draining, const std::string& incarnation) {
   const auto now = now_();
+  // A heartbeat: the same process again. (Checked again below, under the
+  // same lock as the replacement: two Adds may race.)
+  auto heartbeat = [&](Entry& e) {
+    if (e.handle.address != address || e.handle.id != id || e.handle.incarnation != incarnation) return false;
+    e.down_until = {};
+    e.last_seen = now;
+    e.draining = draining;
+    return true;
+  };
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (Entry& e : Entries(role)) {
-      if (e.handle.address == address && e.handle.id == id) {  // a heartbeat: it is alive
-        e.down_until = {};
-        e.last_seen = now;
-        e.draining = draining;
-        return;
-      }
+      if (heartbeat(e)) return;
     }
   }
+  // The channel is made outside the lock (it resolves the address).
   auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
-  WorkerHandle h{id, address, nullptr, nullptr};
+  WorkerHandle h{id, address, incarnation, 0, nullptr, nullptr};
   if (role == v1::WORKER_ROLE_PREFILL) {
     h.prefill = v1::PrefillWorker::NewStub(channel);
   } else {
     h.decode = v1::DecodeWorker::NewStub(channel);
   }
-  std::lock_guard<std::mutex> lock(mu_);
-  std::vector<Entry>& list = Entries(role);
-  for (Entry& e : list) {
-    // The same address, or a registered worker's id at a new address: a
-    // restarted worker (a new incarnation) replaces its old entry, so nothing
-    // is routed to the dead process. Its in-flight count carries over, since
-    // the old calls still end with Done(id).
-    if (e.handle.address == address || (registered && e.registered && e.handle.id == id)) {
+  std::optional<WorkerHandle> gone;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<Entry>& list = Entries(role);
+    for (Entry& e : list) {
+      if (heartbeat(e)) return;
+    }
+    h.generation = ++next_generation_;
+    bool replaced = false;
+    for (Entry& e : list) {
+      // The same address, or a registered worker's id at a new address or
+      // with a new incarnation: a restarted worker replaces its old entry, so
+      // nothing is routed to the dead process. Its calls in flight are the old
+      // process's: they end with Done() on the old generation, which no longer
+      // counts here.
+      if (!replaced && (e.handle.address == address || (registered && e.registered && e.handle.id == id))) {
+        if (e.handle.id == id) gone = e.handle;
+        e.handle = h;
+        e.in_flight = 0;
+        e.registered = registered;
+        e.draining = draining;
+        e.last_seen = now;
+        e.down_until = {};
+        replaced = true;
+      }
+    }
+    if (!replaced) {
+      Entry e;
       e.handle = std::move(h);
       e.registered = registered;
       e.draining = draining;
       e.last_seen = now;
-      e.down_until = {};
-      return;
+      list.push_back(std::move(e));
     }
   }
-  Entry e;
-  e.handle = std::move(h);
-  e.registered = registered;
-  e.draining = draining;
-  e.last_seen = now;
-  list.push_back(std::move(e));
+  if (gone) {
+    std::lock_guard<std::mutex> lock(listener_mu_);
+    if (listener_) listener_(role, *gone);
+  }
+}
+
+void WorkerPool::SetGoneListener(GoneListener listener) {
+  std::lock_guard<std::mutex> lock(listener_mu_);
+  listener_ = std::move(listener);
+}
+
+WorkerPool::Entry* WorkerPool::Find(v1::WorkerRole role, const WorkerHandle& worker) {
+  for (Entry& e : Entries(role)) {
+    if (e.handle.id == worker.id && e.handle.generation == worker.generation) return &e;
+  }
+  return nullptr;
 }
 
 absl::StatusOr<WorkerHandle> WorkerPool::Acquire(v1::WorkerRole role, const std::vector<std::string>& exclude) {
@@ -74,21 +109,16 @@ absl::StatusOr<WorkerHandle> WorkerPool::Acquire(v1::WorkerRole role, const std:
   return best->handle;
 }
 
-void WorkerPool::Done(v1::WorkerRole role, const std::string& id) {
+void WorkerPool::Done(v1::WorkerRole role, const WorkerHandle& worker) {
   std::lock_guard<std::mutex> lock(mu_);
-  for (Entry& e : Entries(role)) {
-    if (e.handle.id == id && e.in_flight > 0) {
-      --e.in_flight;
-      return;
-    }
-  }
+  Entry* e = Find(role, worker);
+  if (e != nullptr && e->in_flight > 0) --e->in_flight;
 }
 
-void WorkerPool::MarkFailed(v1::WorkerRole role, const std::string& id, std::chrono::milliseconds cooldown) {
+void WorkerPool::MarkFailed(v1::WorkerRole role, const WorkerHandle& worker, std::chrono::milliseconds cooldown) {
   std::lock_guard<std::mutex> lock(mu_);
-  for (Entry& e : Entries(role)) {
-    if (e.handle.id == id) e.down_until = now_() + cooldown;
-  }
+  Entry* e = Find(role, worker);
+  if (e != nullptr) e->down_until = now_() + cooldown;
 }
 
 int WorkerPool::NumWorkers(v1::WorkerRole role) const {

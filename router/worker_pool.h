@@ -4,6 +4,12 @@
 // Workers come from a static list (flags) and from Register calls. A worker
 // that says it is draining (stopping) gets no new work and does not count
 // towards Ready(); its calls in flight continue.
+// Incarnations: a worker process picks a random incarnation id at start and
+// sends it with every registration. A registration of a known worker id
+// with another incarnation (or at another address) is a restarted process:
+// it replaces the entry (new channel, new generation, nothing in flight),
+// and the gone listener hears that the old one went, so the router can move
+// what it held there at once instead of waiting for a lease to run out.
 // Thread-safety: all methods are thread-safe.
 #pragma once
 
@@ -22,6 +28,10 @@ namespace tandem {
 struct WorkerHandle {
   std::string id;
   std::string address;
+  std::string incarnation;  // the worker process's (empty: static, or a worker that sends none)
+  // Which of the pool's entries (one per incarnation) this handle came from:
+  // Done and MarkFailed of a replaced entry's handles change nothing.
+  uint64_t generation = 0;
   std::shared_ptr<v1::PrefillWorker::Stub> prefill;  // set for prefill workers
   std::shared_ptr<v1::DecodeWorker::Stub> decode;    // set for decode workers
 };
@@ -36,22 +46,35 @@ class WorkerPool {
   // `now` is injectable so tests can pass kStaleAfter without sleeping.
   explicit WorkerPool(Clock now = &std::chrono::steady_clock::now) : now_(std::move(now)) {}
 
-  // Adds a worker of `role`, or replaces the entry with the same address or,
-  // for a registered worker, the same id (a restarted worker at a new port). `registered`: it came
-  // through Register and keeps re-registering (a heartbeat). `draining`: the
-  // worker is stopping (as of this heartbeat; a later one may clear it).
+  // Adds a worker of `role`; the same id, address and incarnation again is a
+  // heartbeat. Otherwise it replaces the entry with the same address or, for
+  // a registered worker, the same id (a restarted worker, at a new port or
+  // pod IP or the old one): a new generation with nothing in flight, and when
+  // the replaced entry had this id, the gone listener is told (after the
+  // pool's lock is released). `registered`: it came through Register and
+  // keeps re-registering (a heartbeat). `draining`: the worker is stopping
+  // (as of this heartbeat; a later one may clear it).
   void Add(v1::WorkerRole role, const std::string& id, const std::string& address, bool registered = false,
-           bool draining = false);
+           bool draining = false, const std::string& incarnation = "");
+
+  // Told, once per replaced entry, that a worker id's old incarnation is
+  // gone (its handle as it was). Runs on the thread that called Add, never
+  // under the pool's lock; SetGoneListener waits for a call in progress, so
+  // after SetGoneListener(nullptr) returns the old listener is not running
+  // and never runs again.
+  using GoneListener = std::function<void(v1::WorkerRole role, const WorkerHandle& old)>;
+  void SetGoneListener(GoneListener listener);
 
   // The least-loaded healthy worker of `role` not in `exclude` (by id), with
   // its in-flight count incremented (a worker marked failed is used only when
   // no healthy one is left; a draining one never); Unavailable when none is left.
   absl::StatusOr<WorkerHandle> Acquire(v1::WorkerRole role, const std::vector<std::string>& exclude = {});
-  // Undoes one Acquire().
-  void Done(v1::WorkerRole role, const std::string& id);
-  // `id` failed a call (UNAVAILABLE): avoid it for `cooldown`, or until it
-  // registers again (a live worker re-registers every heartbeat).
-  void MarkFailed(v1::WorkerRole role, const std::string& id,
+  // Undoes one Acquire() of `worker` (nothing when its entry was replaced since).
+  void Done(v1::WorkerRole role, const WorkerHandle& worker);
+  // `worker` failed a call (UNAVAILABLE): avoid it for `cooldown`, or until it
+  // registers again (a live worker re-registers every heartbeat). Nothing
+  // when its entry was replaced since (the new incarnation did not fail).
+  void MarkFailed(v1::WorkerRole role, const WorkerHandle& worker,
                   std::chrono::milliseconds cooldown = std::chrono::milliseconds(5000));
 
   int NumWorkers(v1::WorkerRole role) const;
@@ -93,10 +116,17 @@ class WorkerPool {
     return role == v1::WORKER_ROLE_PREFILL ? prefill_ : decode_;
   }
 
+  // The entry of `worker`'s generation, or null.
+  Entry* Find(v1::WorkerRole role, const WorkerHandle& worker);
+
   const Clock now_;
   mutable std::mutex mu_;
   std::vector<Entry> prefill_;
   std::vector<Entry> decode_;
+  uint64_t next_generation_ = 0;  // guarded by mu_
+
+  std::mutex listener_mu_;  // held while the listener runs
+  GoneListener listener_;   // guarded by listener_mu_
 };
 
 }  // namespace tandem

@@ -1,11 +1,20 @@
 #include "worker/router_registration.h"
 
 #include <chrono>
+#include <cstdint>
+#include <random>
 
+#include "absl/strings/str_cat.h"
 #include "grpcpp/grpcpp.h"
 #include "tandem/v1/worker.grpc.pb.h"
 
 namespace tandem {
+
+std::string NewWorkerIncarnation() {
+  std::random_device rd;
+  const uint64_t v = (uint64_t{rd()} << 32) ^ rd();
+  return absl::StrCat(absl::Hex(v, absl::kZeroPad16));
+}
 
 RouterRegistration::RouterRegistration(std::string router_address, v1::RegisterRequest request)
     : router_address_(std::move(router_address)), request_(std::move(request)), thread_([this] { Run(); }) {}

@@ -14,6 +14,12 @@
 
 namespace tandem {
 
+// A fresh incarnation id: 16 hex digits from std::random_device. A worker
+// process picks one at start and sends it in every RegisterRequest (to every
+// router), so a router tells a restarted worker (same id, maybe the same
+// address) from the process it knew.
+std::string NewWorkerIncarnation();
+
 // Re-registers with the router every interval until destroyed.
 class RouterRegistration {
  public:

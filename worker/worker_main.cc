@@ -94,11 +94,15 @@ int WorkerMain(int argc, char** argv, WorkerRole& role) {
             << role.Describe(parts) << ", transport " << wf.kv_transport << ")" << std::endl;
   // One registration per router: replicas behind one address all route to us.
   std::vector<std::unique_ptr<RouterRegistration>> registrations;
+  // One per process start: routers tell this process from an earlier one
+  // with the same id (and maybe the same address) that held reservations.
+  const std::string incarnation = NewWorkerIncarnation();
   for (absl::string_view router : absl::StrSplit(wf.router, ',', absl::SkipWhitespace())) {
     v1::RegisterRequest r;
     r.set_worker_id(wf.worker_id);
     r.set_role(role.role());
     r.set_address(address);
+    r.set_incarnation(incarnation);
     registrations.push_back(std::make_unique<RouterRegistration>(std::string(absl::StripAsciiWhitespace(router)), r));
   }
 

@@ -48,6 +48,7 @@ struct DecodeWorkerOptions {
   std::chrono::milliseconds reservation_timeout{30000};
   std::chrono::milliseconds release_grace{0};
   std::string worker_id = "decode-test";
+  int port = 0;  // 0: an ephemeral one; else this one (a restart at the same address)
 };
 
 // A decode worker as decode_worker/main.cc builds it (loopback transport).
@@ -71,7 +72,8 @@ class InProcDecodeWorker {
     w->gate_ = std::make_unique<StepGate>(w->model_.engine.get());
     w->service_ = std::make_unique<DecodeService>(w->model_.engine.get(), std::move(regions), options, &w->drain_);
     int port = 0;
-    ASSIGN_OR_RETURN(w->server_, StartGrpcServer("127.0.0.1:0", {w->service_.get()}, &port));
+    ASSIGN_OR_RETURN(w->server_,
+                     StartGrpcServer(absl::StrCat("127.0.0.1:", o.port), {w->service_.get()}, &port));
     w->address_ = absl::StrCat("127.0.0.1:", port);
     w->stub_ = v1::DecodeWorker::NewStub(grpc::CreateChannel(w->address_, grpc::InsecureChannelCredentials()));
     return w;

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -150,6 +151,54 @@ struct OpenStream {
     result.status = reader->Finish();
     return result;
   }
+};
+
+// A request started on the backend itself, under an id the test chooses (so
+// it can speak to workers about it: the first attempt's id at the workers is
+// this id), its sink's calls recorded in the router's order.
+class DirectStream {
+ public:
+  DirectStream(ClusterBackend& backend, const RequestValidator& validator, const v1::GenerateRequest& req,
+               const std::string& id)
+      : state_(std::make_shared<State>()) {
+    absl::StatusOr<ValidatedRequest> v = validator.Validate(req, id);
+    EXPECT_TRUE(v.ok()) << v.status();
+    if (!v.ok()) return;
+    backend.Start(id, *std::move(v), [s = state_](const absl::Status& st, GenerationChunk chunk) {
+      std::lock_guard<std::mutex> lock(s->mu);
+      if (!st.ok()) {
+        s->status = st;
+        s->done = true;
+        return;
+      }
+      s->tokens.insert(s->tokens.end(), chunk.token_ids.begin(), chunk.token_ids.end());
+      if (chunk.finish != ChunkFinish::kNone) s->done = true;
+    });
+  }
+  // Waits for the last chunk or the error (bounded by kHangGuard).
+  bool WaitDone() {
+    return WaitUntil([this] {
+      std::lock_guard<std::mutex> lock(state_->mu);
+      return state_->done;
+    });
+  }
+  std::vector<int32_t> tokens() const {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    return state_->tokens;
+  }
+  absl::Status status() const {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    return state_->status;
+  }
+
+ private:
+  struct State {
+    std::mutex mu;
+    std::vector<int32_t> tokens;
+    absl::Status status;  // OK unless the stream failed
+    bool done = false;
+  };
+  std::shared_ptr<State> state_;  // shared with the sink, which may outlive this
 };
 
 inline void ExpectExact(const StreamResult& got, const Expected& want, uint32_t prompt_tokens) {
