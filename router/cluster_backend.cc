@@ -1,13 +1,15 @@
 #include "router/cluster_backend.h"
 
+#include "router/cluster_backend_call.h"
+
 #include <optional>
 #include <random>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "common/grpc/status.h"
-#include "engine/tokenizer/stop_strings.h"
 #include "grpcpp/grpcpp.h"
+#include "router/cluster_backend_call.h"
 #include "wire/worker_protocol.h"
 
 namespace tandem {
@@ -28,56 +30,6 @@ std::unique_ptr<grpc::ClientContext> ContextWithTimeout(std::chrono::millisecond
 }
 
 }  // namespace
-
-// One request's state. Guarded by `mu`; gRPC callbacks hold a shared_ptr.
-struct ClusterBackend::Call {
-  std::string id;
-  // The id the workers know the current attempt by: `id`, then `id~n` after
-  // the n-th migration. A Release, or a late Renew answer, meant for an
-  // earlier attempt can then never touch a later one on the same worker
-  // (a Release racing the re-Admit on one worker used to cancel the new
-  // reservation: both were processed in whatever order the worker's threads
-  // took them).
-  std::string attempt_id;
-  uint64_t seq = 0;  // arrival order (admission's FIFO); set before anyone else sees the call
-  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
-  ValidatedRequest request;
-  Sink sink;
-  std::mutex mu;
-  bool ended = false;
-  bool cancelled = false;
-  std::optional<WorkerHandle> decode_worker;  // set once Admit succeeded
-  bool prefilled = false;                     // this attempt's KV arrived: on to Decode (it alone fails it now)
-  bool decode_started = false;                // the Decode stream owns the reservation now
-  bool decode_released = false;               // Release sent or the stream cancelled
-  bool admit_in_flight = false;               // an Admit may still create a reservation
-  bool reserved = false;                      // Admit succeeded; renewed until decode starts or it ends
-  std::vector<int32_t> emitted;               // every token sent to the client, in order
-  std::chrono::steady_clock::time_point decode_activity;  // the Decode stream's start or latest message
-  bool stalled = false;                       // its Decode stream was cancelled for idling
-  int migrations = 0;                         // decode workers this request moved away from
-  int64_t admission_tokens = 0;               // what it weighs in the window: prompt + replayed tokens
-  v1::KvDestination destination;
-  std::vector<std::string> tried_prefill;
-  int admit_attempts = 0;
-  std::unique_ptr<grpc::ClientContext> admit_ctx, decode_ctx;
-  v1::AdmitRequest admit_req;
-  v1::AdmitResponse admit_resp;
-  // The Prefill in flight, if any. Each call owns its context and messages:
-  // a reservation found lost mid-prefill is re-admitted, and its next Prefill
-  // may start before the old one's callback ran (which then finds it is not
-  // `prefill` any more and changes nothing).
-  struct PrefillRpc {
-    grpc::ClientContext ctx;
-    v1::PrefillRequest req;
-    v1::PrefillResponse resp;
-    WorkerHandle worker;
-  };
-  std::shared_ptr<PrefillRpc> prefill;
-  v1::DecodeRequest decode_req;
-  std::unique_ptr<IncrementalDecoder> detok;
-  std::unique_ptr<StopStringMatcher> stops;
-};
 
 // Reads one Decode stream and feeds the backend. Deletes itself when done.
 class DecodeReader final : public grpc::ClientReadReactor<v1::DecodeResponse> {
@@ -110,7 +62,8 @@ ClusterBackend::ClusterBackend(WorkerPool* pool, const Tokenizer* tokenizer, Mod
       config_(std::move(config)),
       options_(options),
       window_({options.max_prefill_tokens_per_worker, options.max_queued, options.max_queued_tokens}),
-      renewer_([this] { RenewLoop(); }) {
+      renewer_(options.lease_renew_interval > std::chrono::milliseconds(0) ? std::thread([this] { RenewLoop(); })
+                                                                           : std::thread()) {
   pool_->SetGoneListener([this](v1::WorkerRole role, const WorkerHandle& old) {
     if (role == v1::WORKER_ROLE_DECODE) DecodeWorkerGone(old);  // a prefill's own call fails and is retried
   });
@@ -123,7 +76,7 @@ ClusterBackend::~ClusterBackend() {
     stopping_ = true;
   }
   renew_cv_.notify_all();
-  renewer_.join();
+  if (renewer_.joinable()) renewer_.join();
   std::vector<std::string> ids;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -147,82 +100,6 @@ void ClusterBackend::CallbackDone() {
   std::lock_guard<std::mutex> lock(renew_mu_);
   --callbacks_in_flight_;
   renew_cv_.notify_all();
-}
-
-void ClusterBackend::RenewLoop() {
-  std::unique_lock<std::mutex> lock(renew_mu_);
-  while (!renew_cv_.wait_for(lock, options_.lease_renew_interval, [this] { return stopping_; })) {
-    lock.unlock();
-    RenewLeases();
-    CancelStalledStreams();
-    // The periodic probe: a decode worker that was full may have room again
-    // without any request of ours ending (another router's did, a lease ran
-    // out); and the window's budget follows prefill workers coming and going.
-    StartQueued(/*decode_room=*/true);
-    lock.lock();
-  }
-}
-
-void ClusterBackend::CancelStalledStreams() {
-  const auto now = std::chrono::steady_clock::now();
-  std::lock_guard<std::mutex> lock(mu_);
-  for (const auto& [id, call] : calls_) {
-    std::lock_guard<std::mutex> call_lock(call->mu);
-    if (!call->decode_started || call->ended || call->stalled || !call->decode_ctx) continue;
-    if (now - call->decode_activity < options_.decode_idle_timeout) continue;
-    call->stalled = true;  // the stream's end (CANCELLED) then reads as a stall and migrates
-    call->decode_ctx->TryCancel();
-  }
-}
-
-void ClusterBackend::RenewLeases() {
-  struct Batch {
-    WorkerHandle worker;
-    std::vector<std::pair<std::shared_ptr<Call>, std::string>> calls;  // with the attempt renewed
-  };
-  absl::flat_hash_map<std::string, Batch> by_worker;  // decode worker address -> its reservations
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (const auto& [id, call] : calls_) {
-      std::lock_guard<std::mutex> call_lock(call->mu);
-      if (!call->reserved || call->decode_started || call->ended || !call->decode_worker) continue;
-      Batch& b = by_worker[call->decode_worker->address];
-      b.worker = *call->decode_worker;
-      b.calls.emplace_back(call, call->attempt_id);
-    }
-  }
-  for (auto& [address, batch] : by_worker) {
-    struct Rpc {
-      grpc::ClientContext ctx;
-      v1::RenewRequest req;
-      v1::RenewResponse resp;
-      std::vector<std::pair<std::shared_ptr<Call>, std::string>> calls;
-    };
-    auto rpc = std::make_shared<Rpc>();
-    rpc->ctx.set_deadline(std::chrono::system_clock::now() + std::max(options_.lease_renew_interval * 2,
-                                                                      std::chrono::milliseconds(2000)));
-    for (const auto& [call, attempt] : batch.calls) rpc->req.add_request_ids(attempt);
-    rpc->calls = std::move(batch.calls);
-    CallbackStarted();
-    batch.worker.decode->async()->Renew(&rpc->ctx, &rpc->req, &rpc->resp, [this, rpc](grpc::Status s) {
-      // A failed Renew changes nothing: the next round tries again, and a
-      // worker that is gone fails the request's own calls.
-      if (s.ok()) {
-        for (const std::string& lost : rpc->resp.unknown_request_ids()) {
-          for (const auto& [call, attempt] : rpc->calls) {
-            if (attempt != lost) continue;
-            // Re-admitted elsewhere (a migration, within max_migrations), unless
-            // it moved on since the Renew was sent: activated, its KV arrived,
-            // ended, or another attempt (ReadmitLost checks under its lock).
-            ReadmitLost(call, attempt,
-                        absl::NotFoundError("the decode worker lost the request's KV reservation (its lease "
-                                            "expired or the worker restarted)"));
-          }
-        }
-      }
-      CallbackDone();
-    });
-  }
 }
 
 int ClusterBackend::num_queued() const {
@@ -258,6 +135,7 @@ int ClusterBackend::num_in_flight() const {
 void ClusterBackend::Start(const std::string& id, ValidatedRequest request, Sink sink) {
   auto call = std::make_shared<Call>();
   call->id = id;
+  call->started = options_.now();
   call->sink = std::move(sink);
   if (tokenizer_ != nullptr) call->detok = std::make_unique<IncrementalDecoder>(*tokenizer_, request.prompt_token_ids);
   call->stops = std::make_unique<StopStringMatcher>(request.stop);
@@ -421,7 +299,7 @@ void ClusterBackend::Admit(std::shared_ptr<Call> call) {
         }
         if (options_.observe_queue_time && first_admit) {
           options_.observe_queue_time(
-              std::chrono::duration<double>(std::chrono::steady_clock::now() - call->started).count());
+              std::chrono::duration<double>(options_.now() - call->started).count());
         }
         Prefill(call);
         {
@@ -545,7 +423,7 @@ void ClusterBackend::Decode(std::shared_ptr<Call> call) {
     call->decode_req.set_first_token_id(static_cast<uint32_t>(call->emitted.back()));
     call->decode_ctx = std::make_unique<grpc::ClientContext>();
     call->decode_started = true;
-    call->decode_activity = std::chrono::steady_clock::now();
+    call->decode_activity = options_.now();
     stub = call->decode_worker->decode;
   }
   CallbackStarted();  // done at the end of the reader's on_done
@@ -559,7 +437,7 @@ void ClusterBackend::Decode(std::shared_ptr<Call> call) {
         {
           std::lock_guard<std::mutex> lock(call->mu);
           if (call->ended) return false;
-          call->decode_activity = std::chrono::steady_clock::now();
+          call->decode_activity = options_.now();
           stopped = Emit(*call, tokens, call->request.sampling.logprobs > 0 ? lps : std::vector<SampledToken>{},
                          finish != ChunkFinish::kNone, finish);
         }
@@ -620,99 +498,6 @@ void ClusterBackend::ReleaseDecode(const std::shared_ptr<Call>& call) {
   auto resp = std::make_shared<v1::ReleaseResponse>();
   call->decode_worker->decode->async()->Release(ctx.get(), req.get(), resp.get(),
                                                 [ctx, req, resp](grpc::Status) {});
-}
-
-ClusterBackend::MigrateResult ClusterBackend::Migrate(const std::shared_ptr<Call>& call, const absl::Status& why,
-                                                     const std::string* lost_attempt) {
-  WorkerHandle failed;
-  int64_t tokens;
-  {
-    std::lock_guard<std::mutex> lock(call->mu);
-    // Our own cancellation (End) or the client's is not a failure to absorb.
-    if (call->ended || call->cancelled || why.code() == absl::StatusCode::kCancelled) return MigrateResult::kDeclined;
-    if (lost_attempt != nullptr &&
-        (call->attempt_id != *lost_attempt || !call->reserved || call->prefilled || call->decode_started)) {
-      // Not the reservation that was lost any more: re-admitted already, or
-      // its KV arrived (its Decode stream finds out for itself).
-      return MigrateResult::kMovedOn;
-    }
-    // (Before the first token, `emitted` is empty: the request simply starts
-    // again on another decode worker.)
-    if (call->migrations >= options_.max_migrations || !call->decode_worker) return MigrateResult::kDeclined;
-    const int64_t max_tokens = call->admit_req.sampling().max_tokens();
-    if (static_cast<int64_t>(call->emitted.size()) >= max_tokens) return MigrateResult::kDeclined;
-    ++call->migrations;
-    failed = *call->decode_worker;
-    // Whatever the failed worker still holds for us goes (Release is
-    // idempotent there; a dead worker simply never answers). A lost
-    // reservation is nothing to release, and its worker may be gone.
-    if (lost_attempt == nullptr) ReleaseDecode(call);
-    // A Prefill still shipping into the lost reservation is of no use: its
-    // answer is ignored (see Prefill), and the prefill worker stops.
-    if (call->prefill) {
-      call->prefill->ctx.TryCancel();
-      call->prefill.reset();
-    }
-    call->attempt_id = absl::StrCat(call->id, "~", call->migrations);
-    call->admit_req.set_request_id(call->attempt_id);
-    call->decode_worker.reset();
-    call->prefilled = false;
-    call->decode_started = false;
-    call->decode_released = false;
-    call->reserved = false;
-    call->stalled = false;
-    call->admit_attempts = 0;
-    call->tried_prefill.clear();
-    call->admit_req.clear_replayed_token_ids();
-    for (int32_t t : call->emitted) call->admit_req.add_replayed_token_ids(static_cast<uint32_t>(t));
-    tokens = call->admission_tokens =
-        call->admit_req.prompt_token_ids_size() + call->admit_req.replayed_token_ids_size();
-  }
-  pool_->Done(v1::WORKER_ROLE_DECODE, failed);
-  // NOT_FOUND: the worker is alive but lost the reservation (its lease ran
-  // out); anything else says the worker itself failed: avoid it for a while.
-  // (A replaced incarnation's handle marks nothing: the pool moved on.)
-  if (why.code() != absl::StatusCode::kNotFound) pool_->MarkFailed(v1::WORKER_ROLE_DECODE, failed);
-  if (options_.on_migration) options_.on_migration();
-  {
-    // Through admission like any request (its prefill is prompt + replayed
-    // tokens of work), at its arrival place, so it goes before newer ones.
-    std::lock_guard<std::mutex> lock(mu_);
-    std::lock_guard<std::mutex> call_lock(call->mu);
-    if (!call->ended) {  // else its End forgets it
-      window_.Requeue(call->seq, tokens, /*bounded=*/false);
-      queued_[call->seq] = call;
-    }
-  }
-  StartQueued(/*decode_room=*/false);
-  return MigrateResult::kMigrated;
-}
-
-void ClusterBackend::ReadmitLost(const std::shared_ptr<Call>& call, const std::string& attempt,
-                                 const absl::Status& why) {
-  if (Migrate(call, why, &attempt) != MigrateResult::kDeclined) return;
-  End(call, absl::UnavailableError(absl::StrCat(why.message(), "; retry")));
-}
-
-void ClusterBackend::DecodeWorkerGone(const WorkerHandle& old) {
-  std::vector<std::pair<std::shared_ptr<Call>, std::string>> lost;  // with the attempt that was there
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (const auto& [id, call] : calls_) {
-      std::lock_guard<std::mutex> call_lock(call->mu);
-      // Reservations still waiting for their KV. A Decode stream there
-      // fails by itself (and migrates); an Admit in flight there fails too,
-      // or reached the new process through the old address, which is fine.
-      if (call->ended || !call->reserved || call->prefilled || call->decode_started || !call->decode_worker ||
-          call->decode_worker->id != old.id || call->decode_worker->generation != old.generation) {
-        continue;
-      }
-      lost.emplace_back(call, call->attempt_id);
-    }
-  }
-  const absl::Status why = absl::UnavailableError(absl::StrCat(
-      "decode worker ", old.id, " restarted (a new incarnation registered), losing the request's KV reservation"));
-  for (const auto& [call, attempt] : lost) ReadmitLost(call, attempt, why);
 }
 
 void ClusterBackend::End(const std::shared_ptr<Call>& call, const absl::Status& status) {

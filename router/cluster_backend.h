@@ -30,10 +30,16 @@
 // knows (expired, the worker restarted) is re-admitted elsewhere (a
 // migration; past max_migrations the request ends UNAVAILABLE), and so,
 // at once, is every reservation on a decode worker whose new incarnation
-// registers (WorkerPool's gone listener).
+// registers (WorkerPool's gone listener). The renewer's beat also cancels
+// stalled Decode streams and probes a queue held by full decode workers; its
+// clock is ClusterOptions::now, and without an interval the owner runs each
+// beat with Tick() (tests on a fake clock).
+// The request path is cluster_backend.cc; migration, the beat and the gone
+// listener are cluster_backend_recovery.cc; a request's state is
+// cluster_backend_call.h.
 // The router never touches tensors (invariant 5).
-// Thread-safety: Start() and Cancel() are thread-safe; gRPC callbacks drive
-// each request's state under its own mutex.
+// Thread-safety: Start(), Cancel() and Tick() are thread-safe; gRPC
+// callbacks drive each request's state under its own mutex.
 #pragma once
 
 #include <chrono>
@@ -79,9 +85,14 @@ struct ClusterOptions {
   // the lease renewer's beat. Generous: one CPU step of a long prefill
   // chunk can take seconds.
   std::chrono::milliseconds decode_idle_timeout{30000};
-  // How often the router renews its reservations' leases; well under the
-  // decode workers' lease (--reservation-timeout-ms, default 30 s).
+  // How often the router renews its reservations' leases (and checks for
+  // stalls, and probes a queue held by full decode workers); well under the
+  // decode workers' lease (--reservation-timeout-ms, default 30 s). 0: no
+  // thread does it; the owner calls Tick() (tests, on a fake clock).
   std::chrono::milliseconds lease_renew_interval{1000};
+  // The router's clock for its timers (queue time, stall detection);
+  // injectable so tests step it. RPC deadlines stay on the system clock.
+  std::function<std::chrono::steady_clock::time_point()> now = &std::chrono::steady_clock::now;
   // Called once per request when a decode worker reserved its blocks, with
   // the seconds since Start (the router's queue time); may be empty.
   std::function<void(double)> observe_queue_time;
@@ -105,6 +116,20 @@ class ClusterBackend final : public GenerationBackend {
   int num_in_window() const;
   int64_t window_high_water_tokens() const;  // the most window_tokens() has been
 
+  // What one Tick did.
+  struct TickReport {
+    int renewed = 0;  // reservations whose lease renewal was sent
+    int lost = 0;     // of those, answered unknown and re-admitted or ended
+    int stalled = 0;  // Decode streams cancelled as stalled (each then migrates or ends)
+    bool operator==(const TickReport&) const = default;
+  };
+  // One beat of the renewer, run now on this thread: renew the leases of
+  // reservations still waiting for their KV (and wait for the answers, each
+  // bounded by its deadline, and act on "unknown"), cancel stalled Decode
+  // streams, probe a held queue. The renewer thread runs the same beat
+  // without waiting for answers; with lease_renew_interval 0 only Tick does.
+  TickReport Tick();
+
  private:
   struct Call;
   void Admit(std::shared_ptr<Call> call);
@@ -126,8 +151,9 @@ class ClusterBackend final : public GenerationBackend {
   enum class MigrateResult { kMigrated, kDeclined, kMovedOn };
   MigrateResult Migrate(const std::shared_ptr<Call>& call, const absl::Status& why,
                         const std::string* lost_attempt = nullptr);
-  // The reservation of `attempt` is lost: Migrate, or End UNAVAILABLE when it declines.
-  void ReadmitLost(const std::shared_ptr<Call>& call, const std::string& attempt, const absl::Status& why);
+  // The reservation of `attempt` is lost: Migrate, or End UNAVAILABLE when
+  // it declines. False: the request had moved on (nothing done).
+  bool ReadmitLost(const std::shared_ptr<Call>& call, const std::string& attempt, const absl::Status& why);
   // The pool's gone listener for decode workers: `old`'s incarnation was
   // replaced by a restarted process, so every reservation there still
   // waiting for its KV is re-admitted now rather than at its lease's end.
@@ -139,11 +165,14 @@ class ClusterBackend final : public GenerationBackend {
   void StartQueued(bool decode_room);
   // The request's prefill ended (or it will not run here): out of the window.
   void LeaveWindow(const Call& call);
-  // The lease renewer's thread, and one round of renewals.
+  // The lease renewer's thread, and one round of renewals: the number of
+  // reservations renewed; with `answers`, each Renew's answer, once acted
+  // on, counts the reservations found lost there and signals it.
+  struct RenewAnswers;
   void RenewLoop();
-  void RenewLeases();
-  // Cancels Decode streams idle for longer than decode_idle_timeout.
-  void CancelStalledStreams();
+  int RenewLeases(const std::shared_ptr<RenewAnswers>& answers);
+  // Cancels Decode streams idle for decode_idle_timeout or longer; how many.
+  int CancelStalledStreams();
 
   WorkerPool* const pool_;
   const Tokenizer* const tokenizer_;
@@ -171,7 +200,7 @@ class ClusterBackend final : public GenerationBackend {
   std::condition_variable renew_cv_;
   bool stopping_ = false;          // guarded by renew_mu_
   int callbacks_in_flight_ = 0;    // guarded by renew_mu_
-  std::thread renewer_;        // last: starts once everything above exists
+  std::thread renewer_;        // last: starts once everything above exists (none without an interval)
 };
 
 }  // namespace tandem

@@ -9,15 +9,18 @@ int64_t PrefillWindow::Budget(int num_prefill_workers) const {
   return limits_.tokens_per_prefill_worker * std::max(0, num_prefill_workers);
 }
 
-bool PrefillWindow::MayStart(int64_t tokens, int num_prefill_workers) {
-  if (decode_full_ && !probe_) return false;
+bool PrefillWindow::MayStart(int64_t tokens, int num_prefill_workers) const {
+  if (decode_full_ && (!probe_ || probing_)) return false;
   // An empty window takes anything, however big: never starve a request.
-  if (!window_.empty() && window_tokens_ + tokens > Budget(num_prefill_workers)) return false;
-  probe_ = false;
-  return true;
+  return window_.empty() || window_tokens_ + tokens <= Budget(num_prefill_workers);
 }
 
 void PrefillWindow::Enter(uint64_t seq, int64_t tokens) {
+  if (decode_full_) {
+    probe_ = false;
+    probing_ = true;
+    probe_seq_ = seq;
+  }
   window_[seq] = tokens;
   window_tokens_ += tokens;
   high_water_tokens_ = std::max(high_water_tokens_, window_tokens_);
@@ -36,6 +39,7 @@ bool PrefillWindow::Arrive(uint64_t seq, int64_t tokens, int num_prefill_workers
 
 bool PrefillWindow::Requeue(uint64_t seq, int64_t tokens, bool bounded) {
   Leave(seq);
+  ProbeOver(seq);
   if (bounded && (num_queued() >= limits_.max_queued || queued_tokens_ + tokens > limits_.max_queued_tokens)) {
     return false;
   }
@@ -53,6 +57,7 @@ void PrefillWindow::Leave(uint64_t seq) {
 
 void PrefillWindow::Forget(uint64_t seq) {
   Leave(seq);
+  ProbeOver(seq);
   auto it = queue_.find(seq);
   if (it == queue_.end()) return;
   queued_tokens_ -= it->second;
@@ -71,6 +76,10 @@ std::vector<uint64_t> PrefillWindow::Drain(int num_prefill_workers) {
   return out;
 }
 
+void PrefillWindow::ProbeOver(uint64_t seq) {
+  if (probing_ && probe_seq_ == seq) probing_ = false;
+}
+
 void PrefillWindow::DecodeFull() { decode_full_ = true; }
 
 void PrefillWindow::DecodeRoom() {
@@ -80,6 +89,7 @@ void PrefillWindow::DecodeRoom() {
 void PrefillWindow::DecodeAdmitted() {
   decode_full_ = false;
   probe_ = false;
+  probing_ = false;
 }
 
 }  // namespace tandem

@@ -17,12 +17,13 @@
 // is by arrival number (`seq`): a request put back (a decode worker refused
 // its Admit; a migration) returns to its place, ahead of later arrivals.
 //
-// A decode worker that refuses an Admit (full) holds the queue: until the
-// decode side may have room again (DecodeRoom: a request ended, or the
-// router's periodic probe) at most one queued request is started as a probe,
-// and an Admit that succeeds (DecodeAdmitted) opens the queue again. So
-// window room alone (a prefill finished) never spins Admits against full
-// decode workers.
+// A decode worker that refuses an Admit (full) holds the queue: each time
+// the decode side may have room again (DecodeRoom: a request ended, or the
+// router's periodic probe) the queue's head is started as a probe, one
+// probe at a time (so a refused probe, back at the head, is tried again
+// before anyone behind it: FIFO holds), and an Admit that succeeds
+// (DecodeAdmitted) opens the queue again. So window room alone (a prefill
+// finished) never spins Admits against full decode workers.
 //
 // Thread-safety: none; ClusterBackend holds its own mutex around every call.
 #pragma once
@@ -83,9 +84,12 @@ class PrefillWindow {
 
  private:
   // Whether a request of `tokens` may enter the window now (the queue's
-  // order aside); consumes the probe when the decode side is full.
-  bool MayStart(int64_t tokens, int num_prefill_workers);
+  // order aside).
+  bool MayStart(int64_t tokens, int num_prefill_workers) const;
+  // Into the window; with the decode side full, as the probe.
   void Enter(uint64_t seq, int64_t tokens);
+  // `seq` left the window or the queue: if it was the probe in flight, it is over.
+  void ProbeOver(uint64_t seq);
 
   const Limits limits_;
   std::map<uint64_t, int64_t> queue_;   // seq -> tokens, in arrival order
@@ -95,6 +99,8 @@ class PrefillWindow {
   int64_t high_water_tokens_ = 0;
   bool decode_full_ = false;
   bool probe_ = false;                  // with decode_full_: one request may start
+  bool probing_ = false;                // with decode_full_: a probe's Admit is in flight ...
+  uint64_t probe_seq_ = 0;              // ... this request's
 };
 
 }  // namespace tandem

@@ -6,8 +6,9 @@
 //     the router re-admits the request on the new process at once, without
 //     waiting for the prefill to fail or a lease to run out;
 //   - the decode worker forgets the reservation (as when its lease ran out):
-//     the router's next renewal hears "unknown" and re-admits it (a
-//     migration), or, with migrations off, ends it UNAVAILABLE.
+//     the router's next renewal (a Tick, no renewer thread) hears "unknown"
+//     and re-admits it (a migration), or, with migrations off, ends it
+//     UNAVAILABLE.
 // Every stream equals the engine run directly; every pool is back to its start.
 #include <atomic>
 #include <memory>
@@ -46,7 +47,7 @@ class DecodeRestartTest : public ::testing::TestWithParam<bool> {};  // the new 
 TEST_P(DecodeRestartTest, AReservationOnARestartedDecodeWorkerIsReadmittedAtOnceAndTheStreamIsExact) {
   ClusterSpec spec;
   spec.num_decode = 0;  // registered below, with an incarnation
-  spec.router.lease_renew_interval = std::chrono::hours(1);  // no renewal can notice: only the incarnation
+  spec.router.lease_renew_interval = std::chrono::milliseconds(0);  // no renewals: only the incarnation can tell
   std::atomic<int> migrations{0};
   spec.router.on_migration = [&migrations] { ++migrations; };
   std::unique_ptr<Cluster> c = Cluster::Start(spec);
@@ -110,37 +111,49 @@ INSTANTIATE_TEST_SUITE_P(NewAndSameAddress, DecodeRestartTest, ::testing::Bool()
 class LostReservationTest : public ::testing::TestWithParam<int> {};  // max_migrations
 
 TEST_P(LostReservationTest, ARenewalAnsweredUnknownReadmitsTheRequestOrEndsItUnavailable) {
+  using Report = ClusterBackend::TickReport;
   ClusterSpec spec;
-  spec.router.lease_renew_interval = std::chrono::milliseconds(50);
+  spec.router.lease_renew_interval = std::chrono::milliseconds(0);  // renewals only when the test Ticks
   spec.router.max_migrations = GetParam();
   std::atomic<int> migrations{0};
   spec.router.on_migration = [&migrations] { ++migrations; };
   std::unique_ptr<Cluster> c = Cluster::Start(spec);
   ASSERT_NE(c, nullptr);
+  ClusterBackend& b = c->router->backend();
   const v1::GenerateRequest req = testing::GreedyGenerateRequest(TestPrompt(40, 22), 12);
   const Expected want = Reference(*c->router, req);
   std::unique_ptr<DirectStream> s;
   {
     testing::LoopPause pause(&c->prefill[0]->engine());
     ASSERT_TRUE(pause.paused());
-    s = std::make_unique<DirectStream>(c->router->backend(), c->router->validator(), req, "lost");
+    s = std::make_unique<DirectStream>(b, c->router->validator(), req, "lost");
     ASSERT_TRUE(WaitUntil([&] { return c->prefill[0]->drain().num_in_flight() == 1; }));
     ASSERT_EQ(LoopStats(c->decode[0]->engine()).num_awaiting_kv, 1);
+    EXPECT_EQ(b.Tick(), (Report{1, 0, 0}));  // renewed, known
     grpc::ClientContext ctx;
     ctx.set_deadline(testing::Deadline());
     v1::ReleaseRequest rel;
     rel.set_request_id("lost");  // the first attempt's id at the workers
     v1::ReleaseResponse rel_resp;
     ASSERT_TRUE(c->decode[0]->stub().Release(&ctx, rel, &rel_resp).ok());
+    // Tick waits for the answer and acts on it: one reservation lost.
+    EXPECT_EQ(b.Tick(), (Report{1, 1, 0}));
     if (GetParam() > 0) {
-      // Re-admitted (as the request's next attempt) while the prefill is held.
-      ASSERT_TRUE(WaitUntil(
-          [&] { return migrations.load() == 1 && LoopStats(c->decode[0]->engine()).num_awaiting_kv == 1; }));
+      EXPECT_EQ(migrations.load(), 1);
+      // Re-admitted (as the request's next attempt) while the prefill is
+      // held; its new Prefill reaches the prefill worker beside the old,
+      // cancelled one (whose ticket the held loop still keeps).
+      ASSERT_TRUE(WaitUntil([&] {
+        return c->prefill[0]->drain().num_in_flight() == 2 && LoopStats(c->decode[0]->engine()).num_awaiting_kv == 1;
+      }));
+      EXPECT_EQ(b.Tick(), (Report{1, 0, 0}));  // the new reservation is known
     } else {
       ASSERT_TRUE(s->WaitDone());
       EXPECT_EQ(s->status().code(), absl::StatusCode::kUnavailable) << s->status();
       EXPECT_NE(s->status().message().find("lost the request's KV reservation"), std::string::npos) << s->status();
       EXPECT_TRUE(s->tokens().empty());
+      EXPECT_EQ(migrations.load(), 0);
+      EXPECT_EQ(b.Tick(), (Report{0, 0, 0}));
     }
   }
   ASSERT_TRUE(s->WaitDone());
@@ -148,9 +161,8 @@ TEST_P(LostReservationTest, ARenewalAnsweredUnknownReadmitsTheRequestOrEndsItUna
     EXPECT_TRUE(s->status().ok()) << s->status();
     EXPECT_EQ(s->tokens(), want.tokens);
     EXPECT_EQ(migrations.load(), 1);
-  } else {
-    EXPECT_EQ(migrations.load(), 0);
   }
+  EXPECT_EQ(b.Tick(), (Report{0, 0, 0}));
   c->ExpectAllReleased();
 }
 

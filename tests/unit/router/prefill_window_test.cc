@@ -2,7 +2,7 @@
 // prefill worker), an oversized request alone in an empty window, FIFO order
 // (newcomers wait behind the queue; a request put back returns to its
 // arrival place), the queue's count and token bounds, the hold while the
-// decode side is full (one probe per DecodeRoom), and the token sums back to
+// decode side is full (one probe per DecodeRoom, one at a time), and the token sums back to
 // 0 once everything left.
 #include "router/prefill_window.h"
 
@@ -144,11 +144,20 @@ TEST(PrefillWindowTest, AFullDecodeSideHoldsTheQueueUntilDecodeRoomThenOneProbeG
   w.DecodeRoom();
   EXPECT_EQ(w.Drain(1), Seqs{2});
   EXPECT_EQ(w.Drain(1), Seqs{});
-  // The probe is refused again; the next DecodeRoom lets it go again.
+  // Room again while the probe is in flight: no second probe (4 must not
+  // overtake 2); it waits for the probe's answer.
+  w.DecodeRoom();
+  EXPECT_EQ(w.Drain(1), Seqs{});
+  // The probe is refused: back at the head, and tried again at once (the
+  // room came after it was sent).
   ASSERT_TRUE(w.Requeue(2, 10, true));
+  EXPECT_EQ(w.Drain(1), Seqs{2});
+  ASSERT_TRUE(w.Requeue(2, 10, true));
+  EXPECT_EQ(w.Drain(1), Seqs{});  // no room since
   w.DecodeRoom();
   w.DecodeRoom();  // one probe, however many rooms
   EXPECT_EQ(w.Drain(1), Seqs{2});
+  EXPECT_EQ(w.Drain(1), Seqs{});
   // The probe is admitted: the queue opens.
   w.DecodeAdmitted();
   EXPECT_FALSE(w.decode_full());

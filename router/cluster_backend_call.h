@@ -1,0 +1,72 @@
+// ClusterBackend's per-request state, shared by its translation units
+// (cluster_backend.cc: the request path; cluster_backend_recovery.cc:
+// migration, leases, stalls, restarted workers). Private to the router.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/tokenizer/stop_strings.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "grpcpp/grpcpp.h"
+#include "router/cluster_backend.h"
+#include "tandem/v1/worker.grpc.pb.h"
+
+namespace tandem {
+
+// One request's state. Guarded by `mu`; gRPC callbacks hold a shared_ptr.
+struct ClusterBackend::Call {
+  std::string id;
+  // The id the workers know the current attempt by: `id`, then `id~n` after
+  // the n-th migration. A Release, or a late Renew answer, meant for an
+  // earlier attempt can then never touch a later one on the same worker
+  // (a Release racing the re-Admit on one worker used to cancel the new
+  // reservation: both were processed in whatever order the worker's threads
+  // took them).
+  std::string attempt_id;
+  uint64_t seq = 0;  // arrival order (admission's FIFO); set before anyone else sees the call
+  std::chrono::steady_clock::time_point started;  // ClusterOptions::now at Start
+  ValidatedRequest request;
+  Sink sink;
+  std::mutex mu;
+  bool ended = false;
+  bool cancelled = false;
+  std::optional<WorkerHandle> decode_worker;  // set once Admit succeeded
+  bool prefilled = false;                     // this attempt's KV arrived: on to Decode (it alone fails it now)
+  bool decode_started = false;                // the Decode stream owns the reservation now
+  bool decode_released = false;               // Release sent or the stream cancelled
+  bool admit_in_flight = false;               // an Admit may still create a reservation
+  bool reserved = false;                      // Admit succeeded; renewed until decode starts or it ends
+  std::vector<int32_t> emitted;               // every token sent to the client, in order
+  std::chrono::steady_clock::time_point decode_activity;  // the Decode stream's start or latest message
+  bool stalled = false;                       // its Decode stream was cancelled for idling
+  int migrations = 0;                         // decode workers this request moved away from
+  int64_t admission_tokens = 0;               // what it weighs in the window: prompt + replayed tokens
+  v1::KvDestination destination;
+  std::vector<std::string> tried_prefill;
+  int admit_attempts = 0;
+  std::unique_ptr<grpc::ClientContext> admit_ctx, decode_ctx;
+  v1::AdmitRequest admit_req;
+  v1::AdmitResponse admit_resp;
+  // The Prefill in flight, if any. Each call owns its context and messages:
+  // a reservation found lost mid-prefill is re-admitted, and its next Prefill
+  // may start before the old one's callback ran (which then finds it is not
+  // `prefill` any more and changes nothing).
+  struct PrefillRpc {
+    grpc::ClientContext ctx;
+    v1::PrefillRequest req;
+    v1::PrefillResponse resp;
+    WorkerHandle worker;
+  };
+  std::shared_ptr<PrefillRpc> prefill;
+  v1::DecodeRequest decode_req;
+  std::unique_ptr<IncrementalDecoder> detok;
+  std::unique_ptr<StopStringMatcher> stops;
+};
+
+}  // namespace tandem
