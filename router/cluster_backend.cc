@@ -209,7 +209,7 @@ void ClusterBackend::LeaveWindow(const Call& call) {
 void ClusterBackend::Admit(std::shared_ptr<Call> call) {
   absl::StatusOr<WorkerHandle> worker = pool_->Acquire(v1::WORKER_ROLE_DECODE);
   if (!worker.ok()) {
-    End(call, worker.status());
+    if (!Park(call, worker.status())) End(call, worker.status());
     return;
   }
   {
@@ -219,6 +219,7 @@ void ClusterBackend::Admit(std::shared_ptr<Call> call) {
       return;
     }
     call->decode_worker = *worker;
+    call->admit_sent = options_.now();
     call->admit_ctx = ContextWithTimeout(options_.admit_timeout);
     call->admit_resp.Clear();
     call->admit_in_flight = true;
@@ -277,17 +278,33 @@ void ClusterBackend::Admit(std::shared_ptr<Call> call) {
             failed = *call->decode_worker;
             // Past our deadline the worker may still reserve the blocks: release
             // them now rather than leave them to its reservation timeout.
-            if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) ReleaseDecode(call);
+            if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+              ReleaseDecode(call);
+              // The next Admit (maybe on the same worker) is another attempt:
+              // this Release must never meet it.
+              call->attempt_id = absl::StrCat(call->id, "~", ++call->attempt_no);
+              call->admit_req.set_request_id(call->attempt_id);
+            }
             pool_->Done(v1::WORKER_ROLE_DECODE, failed);
             call->decode_worker.reset();
           }
-          if (s.error_code() == grpc::StatusCode::UNAVAILABLE &&
-              ++call->admit_attempts < std::max(2, pool_->NumWorkers(v1::WORKER_ROLE_DECODE))) {
-            pool_->MarkFailed(v1::WORKER_ROLE_DECODE, failed);
+          // A dead (UNAVAILABLE) or stalled (no answer in time) decode
+          // worker: try another. The admit timeout is ours, not the
+          // client's deadline, so the client never sees DEADLINE_EXCEEDED
+          // for it.
+          const bool worker_failed = s.error_code() == grpc::StatusCode::UNAVAILABLE ||
+                                     s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+          if (worker_failed) pool_->MarkFailed(v1::WORKER_ROLE_DECODE, failed);
+          if (worker_failed && ++call->admit_attempts < std::max(2, pool_->NumWorkers(v1::WORKER_ROLE_DECODE))) {
             Admit(call);  // another decode worker
             return;
           }
-          End(call, FromGrpcStatus(s));
+          const absl::Status why =
+              worker_failed ? absl::UnavailableError(absl::StrCat("no decode worker admitted the request (last: ",
+                                                                  s.error_message(), "); retry"))
+                            : FromGrpcStatus(s);
+          if (worker_failed && Park(call, why)) return;
+          End(call, why);
           return;
         }
         bool first_admit;
@@ -295,6 +312,8 @@ void ClusterBackend::Admit(std::shared_ptr<Call> call) {
           std::lock_guard<std::mutex> lock(call->mu);
           call->destination = call->admit_resp.destination();
           call->reserved = true;
+          call->lease_ms = call->admit_resp.lease_ms();
+          call->lease_confirmed = call->admit_sent;
           first_admit = call->migrations == 0;
         }
         if (options_.observe_queue_time && first_admit) {
@@ -320,7 +339,9 @@ void ClusterBackend::Prefill(std::shared_ptr<Call> call) {
   absl::StatusOr<WorkerHandle> worker = pool_->Acquire(v1::WORKER_ROLE_PREFILL, tried);
   if (!worker.ok() || static_cast<int>(tried.size()) >= options_.max_prefill_attempts) {
     if (worker.ok()) pool_->Done(v1::WORKER_ROLE_PREFILL, *worker);
-    End(call, worker.ok() ? absl::UnavailableError("prefill failed on every worker tried") : worker.status());
+    const absl::Status why =
+        worker.ok() ? absl::UnavailableError("prefill failed on every worker tried") : worker.status();
+    if (!Park(call, why)) End(call, why);
     return;
   }
   auto rpc = std::make_shared<Call::PrefillRpc>();
@@ -346,6 +367,14 @@ void ClusterBackend::Prefill(std::shared_ptr<Call> call) {
       rpc->req.mutable_sampling()->set_max_tokens(1);
     }
     *rpc->req.mutable_destination() = call->destination;
+    if (call->lease_ms > 0) {
+      // Past what is left of the lease the decode worker may have freed the
+      // blocks (had our renewals stopped reaching it), so the prefill worker
+      // must not ship after it: it answers ABORTED and we re-admit.
+      const auto left = std::chrono::milliseconds(call->lease_ms) -
+                        std::chrono::duration_cast<std::chrono::milliseconds>(options_.now() - call->lease_confirmed);
+      rpc->req.set_ship_within_ms(static_cast<uint32_t>(std::max<int64_t>(1, left.count())));
+    }
     rpc->ctx.set_deadline(std::chrono::system_clock::now() + options_.prefill_timeout);
     call->prefill = rpc;
   }
@@ -359,7 +388,10 @@ void ClusterBackend::Prefill(std::shared_ptr<Call> call) {
       // re-admitted) or ended: whatever this call did is moot.
       if (call->prefill != rpc || call->ended) return;
       call->prefill.reset();
-      if (s.ok()) call->prefilled = true;  // from here on only Decode fails this attempt
+      if (s.ok()) {
+        call->prefilled = true;  // from here on only Decode fails this attempt
+        call->stranded_since.reset();
+      }
     }
     if (s.ok()) {
       // Its prefill is done: room in the window for the next. (Every
@@ -381,7 +413,9 @@ void ClusterBackend::Prefill(std::shared_ptr<Call> call) {
       return;
     }
     if (!s.ok()) {
-      End(call, FromGrpcStatus(s));
+      const absl::Status why = FromGrpcStatus(s);
+      if (s.error_code() != grpc::StatusCode::INVALID_ARGUMENT && Park(call, why)) return;
+      End(call, why);
       return;
     }
     bool migrated;

@@ -78,6 +78,13 @@ struct ClusterOptions {
   // plus the tokens already sent, prefilled again) at most this many times
   // per request; then the request ends UNAVAILABLE.
   int max_migrations = 3;
+  // A request that has streamed tokens and finds no decode worker to admit
+  // it, or no prefill worker to compute its context (all dead, stalled or
+  // full), waits in the queue and is tried again on each beat for at most
+  // this long (since it first could not be placed), not cut off at once;
+  // then it ends UNAVAILABLE. A request with nothing sent yet ends
+  // UNAVAILABLE at once instead (its client retries).
+  std::chrono::milliseconds migration_patience{30000};
   // Called once per migration (a metric); may be empty.
   std::function<void()> on_migration;
   // A Decode stream that brings nothing for this long is stalled (a stopped
@@ -151,6 +158,11 @@ class ClusterBackend final : public GenerationBackend {
   enum class MigrateResult { kMigrated, kDeclined, kMovedOn };
   MigrateResult Migrate(const std::shared_ptr<Call>& call, const absl::Status& why,
                         const std::string* lost_attempt = nullptr);
+  // A request that has streamed tokens could not be placed just now (see
+  // ClusterOptions::migration_patience): what it holds is released and it
+  // waits in the queue, at its place, for the next beat. False: declined
+  // (nothing sent yet, ended, or out of patience): the caller ends it.
+  bool Park(const std::shared_ptr<Call>& call, const absl::Status& why);
   // The reservation of `attempt` is lost: Migrate, or End UNAVAILABLE when
   // it declines. False: the request had moved on (nothing done).
   bool ReadmitLost(const std::shared_ptr<Call>& call, const std::string& attempt, const absl::Status& why);

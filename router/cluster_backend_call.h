@@ -29,6 +29,7 @@ struct ClusterBackend::Call {
   // reservation: both were processed in whatever order the worker's threads
   // took them).
   std::string attempt_id;
+  int attempt_no = 0;  // the n of `id~n`: attempts after the first (migrations and parkings)
   uint64_t seq = 0;  // arrival order (admission's FIFO); set before anyone else sees the call
   std::chrono::steady_clock::time_point started;  // ClusterOptions::now at Start
   ValidatedRequest request;
@@ -46,6 +47,15 @@ struct ClusterBackend::Call {
   std::chrono::steady_clock::time_point decode_activity;  // the Decode stream's start or latest message
   bool stalled = false;                       // its Decode stream was cancelled for idling
   int migrations = 0;                         // decode workers this request moved away from
+  // Since when a request with tokens sent has found no worker to continue
+  // it (ClusterOptions::migration_patience); reset once a prefill succeeds.
+  std::optional<std::chrono::steady_clock::time_point> stranded_since;
+  // The reservation's lease: its length (AdmitResponse.lease_ms; 0: the
+  // worker did not say) and when the router last sent an Admit or Renew
+  // that it confirmed; a Prefill must ship within what is left of it.
+  uint32_t lease_ms = 0;
+  std::chrono::steady_clock::time_point lease_confirmed;
+  std::chrono::steady_clock::time_point admit_sent;
   int64_t admission_tokens = 0;               // what it weighs in the window: prompt + replayed tokens
   v1::KvDestination destination;
   std::vector<std::string> tried_prefill;

@@ -4,8 +4,10 @@
 // detector, the held queue's probe; Tick), and the pool's gone listener.
 #include <algorithm>
 #include <condition_variable>
+#include <iostream>
 #include <optional>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "grpcpp/grpcpp.h"
 #include "router/cluster_backend.h"
@@ -96,8 +98,10 @@ int ClusterBackend::RenewLeases(const std::shared_ptr<RenewAnswers>& answers) {
       v1::RenewRequest req;
       v1::RenewResponse resp;
       std::vector<std::pair<std::shared_ptr<Call>, std::string>> calls;
+      std::chrono::steady_clock::time_point sent;
     };
     auto rpc = std::make_shared<Rpc>();
+    rpc->sent = options_.now();
     rpc->ctx.set_deadline(std::chrono::system_clock::now() + std::max(options_.lease_renew_interval * 2,
                                                                       std::chrono::milliseconds(2000)));
     for (const auto& [call, attempt] : batch.calls) rpc->req.add_request_ids(attempt);
@@ -109,6 +113,15 @@ int ClusterBackend::RenewLeases(const std::shared_ptr<RenewAnswers>& answers) {
       // incarnation's registration re-admits them).
       int lost = 0;
       if (s.ok()) {
+        // Every reservation not answered unknown holds its lease from when
+        // this Renew was sent (the worker renewed it on receipt, later).
+        absl::flat_hash_set<std::string> unknown_ids(rpc->resp.unknown_request_ids().begin(),
+                                                     rpc->resp.unknown_request_ids().end());
+        for (const auto& [call, attempt] : rpc->calls) {
+          if (unknown_ids.contains(attempt)) continue;
+          std::lock_guard<std::mutex> lock(call->mu);
+          if (call->attempt_id == attempt) call->lease_confirmed = std::max(call->lease_confirmed, rpc->sent);
+        }
         for (const std::string& unknown : rpc->resp.unknown_request_ids()) {
           for (const auto& [call, attempt] : rpc->calls) {
             if (attempt != unknown) continue;
@@ -166,7 +179,7 @@ ClusterBackend::MigrateResult ClusterBackend::Migrate(const std::shared_ptr<Call
       call->prefill->ctx.TryCancel();
       call->prefill.reset();
     }
-    call->attempt_id = absl::StrCat(call->id, "~", call->migrations);
+    call->attempt_id = absl::StrCat(call->id, "~", ++call->attempt_no);
     call->admit_req.set_request_id(call->attempt_id);
     call->decode_worker.reset();
     call->prefilled = false;
@@ -182,6 +195,10 @@ ClusterBackend::MigrateResult ClusterBackend::Migrate(const std::shared_ptr<Call
         call->admit_req.prompt_token_ids_size() + call->admit_req.replayed_token_ids_size();
   }
   pool_->Done(v1::WORKER_ROLE_DECODE, failed);
+  // One line per migration (bounded: max_migrations per request): an
+  // operator's only trace of a worker failing under a request.
+  std::cerr << "tandem-router: migrating request '" << call->id << "' away from decode worker " << failed.id << ": "
+            << why << "\n";
   // NOT_FOUND: the worker is alive but lost the reservation (its lease ran
   // out); anything else says the worker itself failed: avoid it for a while.
   // (A replaced incarnation's handle marks nothing: the pool moved on.)
@@ -199,6 +216,56 @@ ClusterBackend::MigrateResult ClusterBackend::Migrate(const std::shared_ptr<Call
   }
   StartQueued(/*decode_room=*/false);
   return MigrateResult::kMigrated;
+}
+
+bool ClusterBackend::Park(const std::shared_ptr<Call>& call, const absl::Status& why) {
+  std::optional<WorkerHandle> release;
+  int64_t tokens;
+  {
+    std::lock_guard<std::mutex> lock(call->mu);
+    if (call->ended || call->cancelled || call->emitted.empty()) return false;
+    const auto now = options_.now();
+    if (!call->stranded_since) {
+      call->stranded_since = now;
+    } else if (now - *call->stranded_since >= options_.migration_patience) {
+      return false;
+    }
+    if (call->decode_worker) {  // a reservation waiting for a prefill that found no worker
+      if (call->reserved && !call->decode_released) ReleaseDecode(call);
+      release = *call->decode_worker;
+      call->decode_worker.reset();
+    }
+    if (call->prefill) {
+      call->prefill->ctx.TryCancel();
+      call->prefill.reset();
+    }
+    // A fresh attempt id: a late Release or Renew answer for this one can
+    // never touch the next.
+    call->attempt_id = absl::StrCat(call->id, "~", ++call->attempt_no);
+    call->admit_req.set_request_id(call->attempt_id);
+    call->prefilled = false;
+    call->decode_started = false;
+    call->decode_released = false;
+    call->reserved = false;
+    call->stalled = false;
+    call->admit_attempts = 0;
+    call->tried_prefill.clear();
+    tokens = call->admission_tokens;
+  }
+  if (release) pool_->Done(v1::WORKER_ROLE_DECODE, *release);
+  std::cerr << "tandem-router: request '" << call->id << "' waits for a worker to continue it: " << why << "\n";
+  {
+    // Back to its place in the queue, which holds until the next beat (or a
+    // request ends): no tight loop of Admits against failing workers.
+    std::lock_guard<std::mutex> lock(mu_);
+    std::lock_guard<std::mutex> call_lock(call->mu);
+    if (!call->ended) {  // else its End forgets it
+      window_.Requeue(call->seq, tokens, /*bounded=*/false);
+      queued_[call->seq] = call;
+      window_.DecodeFull();
+    }
+  }
+  return true;
 }
 
 bool ClusterBackend::ReadmitLost(const std::shared_ptr<Call>& call, const std::string& attempt,

@@ -34,7 +34,7 @@ int main(int argc, char** argv) {
   std::string model, host = "127.0.0.1", prefill_workers, decode_workers;
   int64_t port = 50051, max_queued = 1024, max_queued_tokens = int64_t{1} << 20, max_prefill_tokens_per_worker = 8192,
           prefill_timeout_ms = 120000, drain_timeout_s = 30, lease_renew_ms = 1000,
-          max_migrations = 3, decode_idle_timeout_ms = 30000;
+          max_migrations = 3, decode_idle_timeout_ms = 30000, migration_patience_ms = 30000;
   bool help = false;
   cli::MetricsFlag metrics_flag;
   flags.AddString("model", &model, "HuggingFace model directory: config and tokenizer (default: the bundled model)");
@@ -55,6 +55,9 @@ int main(int argc, char** argv) {
   flags.AddInt("max-migrations", &max_migrations,
                "move a request whose decode worker fails mid-stream to another one at most this many times "
                "(token replay; default 3; 0: end such streams UNAVAILABLE)");
+  flags.AddInt("migration-patience-ms", &migration_patience_ms,
+               "a request that has streamed tokens and finds no worker to continue it waits this long for one "
+               "(retried every --lease-renew-ms) before it ends UNAVAILABLE (default 30000)");
   flags.AddInt("decode-idle-timeout-ms", &decode_idle_timeout_ms,
                "a Decode stream with no token for this long is a stalled worker: cancel it and migrate the request "
                "(default 30000)");
@@ -84,6 +87,10 @@ int main(int argc, char** argv) {
   }
   if (max_migrations < 0 || max_migrations > 100) {
     std::cerr << "tandem-router: --max-migrations must be in [0, 100]\n";
+    return 2;
+  }
+  if (migration_patience_ms < 0 || migration_patience_ms > 3600000) {
+    std::cerr << "tandem-router: --migration-patience-ms must be in [0, 3600000]\n";
     return 2;
   }
   if (lease_renew_ms < 10 || lease_renew_ms > 600000) {
@@ -148,6 +155,7 @@ int main(int argc, char** argv) {
   options.prefill_timeout = std::chrono::milliseconds(prefill_timeout_ms);
   options.lease_renew_interval = std::chrono::milliseconds(lease_renew_ms);
   options.max_migrations = static_cast<int>(max_migrations);
+  options.migration_patience = std::chrono::milliseconds(migration_patience_ms);
   options.decode_idle_timeout = std::chrono::milliseconds(decode_idle_timeout_ms);
   options.observe_queue_time = [m = request_metrics->get()](double seconds) { m->ObserveQueueTime(seconds); };
   options.on_migration = [m = request_metrics->get()] { m->CountMigration(); };

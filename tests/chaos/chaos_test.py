@@ -57,13 +57,15 @@ PROFILES = {  # duration (s), steady concurrency, burst offsets (s), burst size
     "long": dict(duration=1800, concurrency=8, burst_at=[float(t) for t in range(120, 1800, 300)], burst_size=80),
 }
 # The router's timers are short so that a stall is found within a fault's
-# span; the decode lease is short so that a reservation whose Release was
-# lost (sent to a stopped worker) is freed before the quiesce check ends.
+# span. The decode lease (15 s, half the default) bounds how long a prefill
+# may take from dispatch to shipped (ship_within_ms), and frees a
+# reservation whose Release was lost (sent to a stopped worker) well within
+# the quiesce wait.
 ROUTER_FLAGS = ["--lease-renew-ms", "500", "--decode-idle-timeout-ms", "3000", "--prefill-timeout-ms", "10000",
                 "--max-queued", "64"]
 WORKER_FLAGS = {
     "prefill": ["--num-kv-blocks", "256", "--drain-timeout-s", "10"],
-    "decode": ["--num-kv-blocks", "192", "--reservation-timeout-ms", "5000", "--drain-timeout-s", "10"],
+    "decode": ["--num-kv-blocks", "192", "--reservation-timeout-ms", "15000", "--drain-timeout-s", "10"],
 }
 # Greedy groups (max_tokens, ignore_eos, stop token ids) and seeds of the
 # sampled requests (temperature 0.8, top_k 40, 64 tokens).

@@ -71,6 +71,7 @@ def value_to_flag():
           ("router", "maxPrefillTokensPerWorker"): "max-prefill-tokens-per-worker",
           ("router", "maxQueuedTokens"): "max-queued-tokens",
           ("router", "leaseRenewMs"): "lease-renew-ms", ("router", "maxMigrations"): "max-migrations",
+          ("router", "migrationPatienceMs"): "migration-patience-ms",
           ("router", "decodeIdleTimeoutMs"): "decode-idle-timeout-ms",
           ("router", "drainTimeoutS"): "drain-timeout-s", ("metrics", "port"): "metrics-port",
       },

@@ -7,7 +7,10 @@
 // migrated once (tandem_request_migrations_total counts 1), and the stream
 // is token-exact; with its migrations used up the client gets UNAVAILABLE
 // after exactly the tokens it had. (The decode worker "stalls" because its
-// loop is held after a given step: StepGate.)
+// loop is held after a given step: StepGate.) A stream whose only decode
+// worker is gone waits (ClusterOptions::migration_patience): it goes on,
+// exact, on a decode worker that registers within the patience, and ends
+// UNAVAILABLE after exactly its tokens once the patience is used up.
 #include <atomic>
 #include <chrono>
 #include <memory>
@@ -148,6 +151,89 @@ TEST(FakeClockTest, AStallPastTheLastMigrationEndsTheStreamUnavailableAfterItsTo
   EXPECT_EQ(cc.Migrations(), 1);
   c.decode[0]->gate().Release();
   c.decode[1]->gate().Release();
+  c.ExpectAllReleased();
+}
+
+// One prefill and one decode worker (decode-0) on a fake clock, with
+// `patience`; decode-0 is held after 5 steps, then stopped: the stream's
+// migration finds no decode worker to admit it (decode-0 refuses
+// connections) and waits in the queue.
+struct StrandedStream {
+  static constexpr std::chrono::milliseconds kPatience{20000};
+  StrandedStream() {
+    ClusterSpec spec;
+    spec.router.lease_renew_interval = std::chrono::milliseconds(0);
+    spec.router.migration_patience = kPatience;
+    spec.router.now = [c = clock] { return c->Now(); };
+    spec.router.on_migration = [this] { ++migrations; };
+    cluster = Cluster::Start(spec);
+  }
+  // Starts the request and strands it; false on a failed step.
+  bool Strand(const v1::GenerateRequest& req) {
+    Cluster& c = *cluster;
+    c.decode[0]->gate().Arm(5);
+    stream = std::make_unique<OpenStream>(c.router->stub(), req);
+    if (!c.decode[0]->gate().WaitHeld() || !stream->ReadChunks(5)) return false;
+    c.decode[0]->StopServer();  // the Decode stream breaks; Admits are refused
+    return WaitUntil([&] { return c.router->backend().num_queued() == 1; });
+  }
+  std::shared_ptr<FakeClock> clock = std::make_shared<FakeClock>();
+  std::atomic<int> migrations{0};
+  std::unique_ptr<Cluster> cluster;
+  std::unique_ptr<OpenStream> stream;
+};
+
+TEST(MigrationPatienceTest, AStreamWithNoDecodeWorkerLeftWaitsForOneAndGoesOnExactly) {
+  StrandedStream t;
+  ASSERT_NE(t.cluster, nullptr);
+  Cluster& c = *t.cluster;
+  const v1::GenerateRequest req = SeededRequest(TestPrompt(40, 16), 40);
+  const Expected want = Reference(*c.router, req);
+  ASSERT_TRUE(t.Strand(req));
+  // Beats within the patience: tried again (refused again), still waiting.
+  t.clock->Advance(StrandedStream::kPatience / 2);
+  c.router->backend().Tick();
+  EXPECT_TRUE(WaitUntil([&] { return c.router->backend().num_queued() == 1; }));
+  // A decode worker registers: the next beat continues the stream there.
+  testing::DecodeWorkerOptions o;
+  o.worker_id = "decode-1";
+  absl::StatusOr<std::unique_ptr<InProcDecodeWorker>> fresh = InProcDecodeWorker::Start(o);
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  c.router->pool().Add(v1::WORKER_ROLE_DECODE, "decode-1", (*fresh)->address(), /*registered=*/true);
+  c.decode.push_back(*std::move(fresh));
+  t.clock->Advance(std::chrono::milliseconds(1000));
+  c.router->backend().Tick();
+  const StreamResult got = t.stream->Finish();
+  ASSERT_TRUE(got.status.ok()) << got.status.error_message();
+  EXPECT_EQ(got.token_ids, want.tokens);
+  EXPECT_EQ(got.text, want.text);
+  EXPECT_EQ(t.migrations.load(), 1);  // one migration, however many tries it waited
+  c.decode[0]->gate().Release();
+  c.ExpectAllReleased();
+}
+
+TEST(MigrationPatienceTest, AStreamStrandedPastThePatienceEndsUnavailableAfterItsTokens) {
+  StrandedStream t;
+  ASSERT_NE(t.cluster, nullptr);
+  Cluster& c = *t.cluster;
+  const v1::GenerateRequest req = SeededRequest(TestPrompt(40, 17), 40);
+  const Expected want = Reference(*c.router, req);
+  ASSERT_TRUE(t.Strand(req));
+  // One millisecond short of the patience: it waits on.
+  t.clock->Advance(StrandedStream::kPatience - std::chrono::milliseconds(1));
+  c.router->backend().Tick();
+  EXPECT_TRUE(WaitUntil([&] { return c.router->backend().num_queued() == 1; }));
+  EXPECT_EQ(c.router->backend().num_in_flight(), 1);
+  // At the patience: the next refusal ends it.
+  t.clock->Advance(std::chrono::milliseconds(1));
+  c.router->backend().Tick();
+  const StreamResult got = t.stream->Finish();
+  EXPECT_EQ(got.status.error_code(), grpc::StatusCode::UNAVAILABLE) << got.status.error_message();
+  EXPECT_NE(got.status.error_message().find("no decode worker admitted"), std::string::npos)
+      << got.status.error_message();
+  EXPECT_EQ(got.token_ids, std::vector<int32_t>(want.tokens.begin(), want.tokens.begin() + 5));
+  EXPECT_EQ(t.migrations.load(), 1);
+  c.decode[0]->gate().Release();
   c.ExpectAllReleased();
 }
 

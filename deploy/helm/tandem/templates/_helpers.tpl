@@ -42,6 +42,7 @@ Context: the root.
 --prefill-timeout-ms={{ .Values.router.prefillTimeoutMs }}
 --lease-renew-ms={{ .Values.router.leaseRenewMs }}
 --max-migrations={{ .Values.router.maxMigrations }}
+--migration-patience-ms={{ .Values.router.migrationPatienceMs }}
 --decode-idle-timeout-ms={{ .Values.router.decodeIdleTimeoutMs }}
 --drain-timeout-s={{ .Values.router.drainTimeoutS }}
 --metrics-port={{ .Values.metrics.port }}
