@@ -61,8 +61,10 @@ PROFILES = {  # duration (s), steady concurrency, burst offsets (s), burst size
 # may take from dispatch to shipped (ship_within_ms), and frees a
 # reservation whose Release was lost (sent to a stopped worker) well within
 # the quiesce wait.
+# The admission window and the queue are small so that the overload bursts
+# fill both: some requests wait, the rest are refused RESOURCE_EXHAUSTED.
 ROUTER_FLAGS = ["--lease-renew-ms", "500", "--decode-idle-timeout-ms", "3000", "--prefill-timeout-ms", "10000",
-                "--max-queued", "64"]
+                "--max-prefill-tokens-per-worker", "1024", "--max-queued", "32"]
 WORKER_FLAGS = {
     "prefill": ["--num-kv-blocks", "256", "--drain-timeout-s", "10"],
     "decode": ["--num-kv-blocks", "192", "--reservation-timeout-ms", "15000", "--drain-timeout-s", "10"],
