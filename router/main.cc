@@ -23,6 +23,7 @@
 #include "router/generation_service.h"
 #include "router/readiness.h"
 #include "router/registry_service.h"
+#include "router/router_flags.h"
 #include "common/cli/cli_flags.h"
 #include "common/metrics/metrics_setup.h"
 #include "common/cli/model_path.h"
@@ -32,9 +33,8 @@ int main(int argc, char** argv) {
   process::BlockStopSignals();
   cli::FlagSet flags;
   std::string model, host = "127.0.0.1", prefill_workers, decode_workers;
-  int64_t port = 50051, max_queued = 1024, max_queued_tokens = int64_t{1} << 20, max_prefill_tokens_per_worker = 8192,
-          prefill_timeout_ms = 120000, drain_timeout_s = 30, lease_renew_ms = 1000,
-          max_migrations = 3, decode_idle_timeout_ms = 30000, migration_patience_ms = 30000;
+  int64_t port = 50051;
+  cli::RouterTuningFlags tuning;
   bool help = false;
   cli::MetricsFlag metrics_flag;
   flags.AddString("model", &model, "HuggingFace model directory: config and tokenizer (default: the bundled model)");
@@ -42,30 +42,7 @@ int main(int argc, char** argv) {
   flags.AddInt("port", &port, "port (default 50051; 0 picks a free one)");
   flags.AddString("prefill-workers", &prefill_workers, "static prefill workers, host:port,host:port");
   flags.AddString("decode-workers", &decode_workers, "static decode workers, host:port,host:port");
-  flags.AddInt("max-prefill-tokens-per-worker", &max_prefill_tokens_per_worker,
-               "admission: requests hold a decode reservation while waiting for or running their prefill only "
-               "while their prompt tokens sum to at most this many per live prefill worker (default 8192; one "
-               "bigger prompt goes alone); the rest wait in the router's queue");
-  flags.AddInt("max-queued", &max_queued,
-               "requests that may wait in the router's queue for admission or a decode worker with room (default "
-               "1024; then RESOURCE_EXHAUSTED)");
-  flags.AddInt("max-queued-tokens", &max_queued_tokens,
-               "prompt tokens that may wait in the router's queue (default 1048576; then RESOURCE_EXHAUSTED)");
-  flags.AddInt("prefill-timeout-ms", &prefill_timeout_ms, "one prefill call incl. its KV transfer");
-  flags.AddInt("max-migrations", &max_migrations,
-               "move a request whose decode worker fails mid-stream to another one at most this many times "
-               "(token replay; default 3; 0: end such streams UNAVAILABLE)");
-  flags.AddInt("migration-patience-ms", &migration_patience_ms,
-               "a request that has streamed tokens and finds no worker to continue it waits this long for one "
-               "(retried every --lease-renew-ms) before it ends UNAVAILABLE (default 30000)");
-  flags.AddInt("decode-idle-timeout-ms", &decode_idle_timeout_ms,
-               "a Decode stream with no token for this long is a stalled worker: cancel it and migrate the request "
-               "(default 30000)");
-  flags.AddInt("lease-renew-ms", &lease_renew_ms,
-               "renew the decode reservations of requests waiting for their prefill this often (default 1000; keep "
-               "it well under the decode workers' --reservation-timeout-ms)");
-  flags.AddInt("drain-timeout-s", &drain_timeout_s,
-               "on SIGTERM, how long streams in flight may run on before the router exits (default 30)");
+  tuning.Register(flags);
   metrics_flag.Register(flags);
   flags.AddBool("help", &help, "show this help");
   if (absl::Status st = flags.Parse(std::vector<std::string>(argv + 1, argv + argc)); !st.ok() || help) {
@@ -81,36 +58,8 @@ int main(int argc, char** argv) {
     std::cerr << "tandem-router: " << st.message() << "\n";
     return 2;
   }
-  if (decode_idle_timeout_ms < 100) {
-    std::cerr << "tandem-router: --decode-idle-timeout-ms must be >= 100\n";
-    return 2;
-  }
-  if (max_migrations < 0 || max_migrations > 100) {
-    std::cerr << "tandem-router: --max-migrations must be in [0, 100]\n";
-    return 2;
-  }
-  if (migration_patience_ms < 0 || migration_patience_ms > 3600000) {
-    std::cerr << "tandem-router: --migration-patience-ms must be in [0, 3600000]\n";
-    return 2;
-  }
-  if (lease_renew_ms < 10 || lease_renew_ms > 600000) {
-    std::cerr << "tandem-router: --lease-renew-ms must be in [10, 600000]\n";
-    return 2;
-  }
-  if (max_prefill_tokens_per_worker < 1 || max_prefill_tokens_per_worker > (int64_t{1} << 40)) {
-    std::cerr << "tandem-router: --max-prefill-tokens-per-worker must be in [1, 2^40]\n";
-    return 2;
-  }
-  if (max_queued < 0 || max_queued > 1000000) {
-    std::cerr << "tandem-router: --max-queued must be in [0, 1000000]\n";
-    return 2;
-  }
-  if (max_queued_tokens < 0 || max_queued_tokens > (int64_t{1} << 40)) {
-    std::cerr << "tandem-router: --max-queued-tokens must be in [0, 2^40]\n";
-    return 2;
-  }
-  if (drain_timeout_s < 0) {
-    std::cerr << "tandem-router: --drain-timeout-s must be >= 0\n";
+  if (absl::Status st = tuning.Validate(); !st.ok()) {
+    std::cerr << "tandem-router: " << st.message() << "\n";
     return 2;
   }
   const std::filesystem::path dir = model.empty() ? cli::DefaultModelDir() : std::filesystem::path(model);
@@ -149,14 +98,7 @@ int main(int argc, char** argv) {
     return fail(st);
   }
   ClusterOptions options;
-  options.max_queued = static_cast<int>(max_queued);
-  options.max_queued_tokens = max_queued_tokens;
-  options.max_prefill_tokens_per_worker = max_prefill_tokens_per_worker;
-  options.prefill_timeout = std::chrono::milliseconds(prefill_timeout_ms);
-  options.lease_renew_interval = std::chrono::milliseconds(lease_renew_ms);
-  options.max_migrations = static_cast<int>(max_migrations);
-  options.migration_patience = std::chrono::milliseconds(migration_patience_ms);
-  options.decode_idle_timeout = std::chrono::milliseconds(decode_idle_timeout_ms);
+  tuning.Apply(&options);
   options.observe_queue_time = [m = request_metrics->get()](double seconds) { m->ObserveQueueTime(seconds); };
   options.on_migration = [m = request_metrics->get()] { m->CountMigration(); };
   ClusterBackend backend(&pool, tokenizer.get(), *config, options);
@@ -191,9 +133,9 @@ int main(int argc, char** argv) {
   while (process::WaitForStopSignalFor(std::chrono::milliseconds(200)) == 0) readiness.Update();
   gate.StartDraining();
   readiness.Update();  // NOT_SERVING from now on
-  std::cout << "tandem-router: draining " << gate.num_in_flight() << " streams (up to " << drain_timeout_s << " s)"
+  std::cout << "tandem-router: draining " << gate.num_in_flight() << " streams (up to " << tuning.drain_timeout_s << " s)"
             << std::endl;
-  if (!process::WaitUntilIdle([&gate] { return gate.num_in_flight() == 0; }, std::chrono::seconds(drain_timeout_s))) {
+  if (!process::WaitUntilIdle([&gate] { return gate.num_in_flight() == 0; }, std::chrono::seconds(tuning.drain_timeout_s))) {
     std::cerr << "tandem-router: drain timeout: cancelling " << gate.num_in_flight() << " streams\n";
   }
   if (*metrics_server) (*metrics_server)->Stop();

@@ -12,6 +12,7 @@
 #include "grpcpp/grpcpp.h"
 #include "tandem/v1/worker.grpc.pb.h"
 #include "common/cli/cli_flags.h"
+#include "router/router_flags.h"
 #include "tools/tandem/cluster_member.h"
 #include "tools/tandem/cpu_list.h"
 #include "tools/tandem/restart_budget.h"
@@ -35,6 +36,7 @@ struct UpFlags {
   std::string decode_cores;
   bool help = false;
   EngineFlags engine;  // passed through to every worker
+  RouterTuningFlags router;  // passed through to the router
 };
 
 std::filesystem::path BinDir() {
@@ -43,16 +45,17 @@ std::filesystem::path BinDir() {
   return ec ? std::filesystem::path(".") : exe.parent_path();
 }
 
-// The engine flags as they appeared on our command line, for the workers.
-std::vector<std::string> EngineArgs(const std::vector<std::string>& args, const FlagSet& engine_only) {
+// The flags of `only` as they appeared on our command line (engine flags for
+// the workers, tuning flags for the router), to pass on as given.
+std::vector<std::string> PassThrough(const std::vector<std::string>& args, const FlagSet& only) {
   std::vector<std::string> out;
   for (size_t i = 0; i < args.size(); ++i) {
     std::string name = args[i].rfind("--", 0) == 0 ? args[i].substr(2) : "";
     const size_t eq = name.find('=');
     const std::string bare = name.substr(0, eq);
-    if (bare.empty() || !engine_only.Has(bare)) continue;
+    if (bare.empty() || !only.Has(bare)) continue;
     out.push_back(args[i]);
-    if (eq == std::string::npos && !engine_only.IsBool(bare) && i + 1 < args.size()) out.push_back(args[++i]);
+    if (eq == std::string::npos && !only.IsBool(bare) && i + 1 < args.size()) out.push_back(args[++i]);
   }
   return out;
 }
@@ -88,7 +91,7 @@ int RunUp(const std::vector<std::string>& args) {
   sigaddset(&signals, SIGCHLD);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  FlagSet flags, engine_only;
+  FlagSet flags, engine_only, router_only;
   UpFlags f;
   flags.AddString("model", &f.model, "HuggingFace model directory (default: the bundled model)");
   flags.AddInt("prefill-workers", &f.prefill_workers, "prefill worker processes (default 1)");
@@ -112,16 +115,24 @@ int RunUp(const std::vector<std::string>& args) {
   f.engine.Register(flags);
   EngineFlags scratch;
   scratch.Register(engine_only);
+  f.router.Register(flags);  // the router's tuning flags, passed on to it as given
+  RouterTuningFlags router_scratch;
+  router_scratch.Register(router_only);
   if (absl::Status st = flags.Parse(args); !st.ok() || f.help) {
     (st.ok() ? std::cout : std::cerr) << (st.ok() ? "" : std::string(st.message()) + "\n")
                                       << "usage: tandem up [--model DIR] [--prefill-workers N] [--decode-workers M] "
                                          "[--prefill-tp A] [--decode-tp B] [--port P] [--metrics-base-port B] "
-                                         "[--prefill-cores LIST] [--decode-cores LIST] [engine flags for the workers]\n"
+                                         "[--prefill-cores LIST] [--decode-cores LIST] [engine flags for the workers] "
+                                         "[tuning flags for the router]\n"
                                       << flags.Usage();
     return st.ok() ? 0 : 2;
   }
   if (f.prefill_workers < 1 || f.prefill_workers > 64 || f.decode_workers < 1 || f.decode_workers > 64) {
     std::cerr << "tandem up: --prefill-workers and --decode-workers must be in [1, 64]\n";
+    return 2;
+  }
+  if (absl::Status st = f.router.Validate(); !st.ok()) {  // before anything starts
+    std::cerr << "tandem up: " << st.message() << "\n";
     return 2;
   }
   if (f.max_restarts < 0 || f.max_restarts > 1000) {
@@ -171,7 +182,8 @@ int RunUp(const std::vector<std::string>& args) {
   const std::filesystem::path bin = BinDir();
   const std::vector<std::string> model_args = f.model.empty() ? std::vector<std::string>{}
                                                               : std::vector<std::string>{"--model", f.model};
-  const std::vector<std::string> engine_args = EngineArgs(args, engine_only);
+  const std::vector<std::string> engine_args = PassThrough(args, engine_only);
+  const std::vector<std::string> router_tuning_args = PassThrough(args, router_only);
   const auto timeout = std::chrono::seconds(f.start_timeout_s);
   std::vector<ClusterMember> children;  // router first
   auto stop_all = [&children] {
@@ -181,6 +193,7 @@ int RunUp(const std::vector<std::string>& args) {
 
   std::vector<std::string> router_args = model_args;
   router_args.insert(router_args.end(), {"--host", "127.0.0.1", "--port", std::to_string(f.port)});
+  router_args.insert(router_args.end(), router_tuning_args.begin(), router_tuning_args.end());
   metrics_args(router_args);
   absl::StatusOr<ClusterMember> router =
       StartClusterMember("router", (bin / "tandem-router").string(), router_args, timeout);

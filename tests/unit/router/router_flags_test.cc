@@ -1,0 +1,66 @@
+// The router's tuning flags: their defaults are ClusterBackend's own (the
+// flag help and ClusterOptions cannot drift apart), values given reach the
+// options, and an out-of-range value is refused naming the flag and range.
+#include "router/router_flags.h"
+
+#include "gtest/gtest.h"
+
+namespace tandem::cli {
+namespace {
+
+TEST(RouterTuningFlagsTest, DefaultsAreClusterBackendsDefaults) {
+  RouterTuningFlags flags;
+  ASSERT_TRUE(flags.Validate().ok());
+  ClusterOptions applied, defaults;
+  flags.Apply(&applied);
+  EXPECT_EQ(applied.max_queued, defaults.max_queued);
+  EXPECT_EQ(applied.max_queued_tokens, defaults.max_queued_tokens);
+  EXPECT_EQ(applied.max_prefill_tokens_per_worker, defaults.max_prefill_tokens_per_worker);
+  EXPECT_EQ(applied.prefill_timeout, defaults.prefill_timeout);
+  EXPECT_EQ(applied.max_migrations, defaults.max_migrations);
+  EXPECT_EQ(applied.migration_patience, defaults.migration_patience);
+  EXPECT_EQ(applied.decode_idle_timeout, defaults.decode_idle_timeout);
+  EXPECT_EQ(applied.lease_renew_interval, defaults.lease_renew_interval);
+}
+
+TEST(RouterTuningFlagsTest, ParsedValuesReachTheOptions) {
+  RouterTuningFlags flags;
+  FlagSet set;
+  flags.Register(set);
+  ASSERT_TRUE(set.Parse({"--max-migrations", "7", "--migration-patience-ms=2500", "--max-queued-tokens", "4096",
+                         "--lease-renew-ms", "250"})
+                  .ok());
+  ASSERT_TRUE(flags.Validate().ok());
+  ClusterOptions o;
+  flags.Apply(&o);
+  EXPECT_EQ(o.max_migrations, 7);
+  EXPECT_EQ(o.migration_patience, std::chrono::milliseconds(2500));
+  EXPECT_EQ(o.max_queued_tokens, 4096);
+  EXPECT_EQ(o.lease_renew_interval, std::chrono::milliseconds(250));
+}
+
+TEST(RouterTuningFlagsTest, OutOfRangeValuesAreRefusedNamingTheFlag) {
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  for (const Case& c : std::vector<Case>{
+           {{"--max-migrations", "101"}, "--max-migrations must be in [0, 100] (got 101)"},
+           {{"--decode-idle-timeout-ms", "99"}, "--decode-idle-timeout-ms must be in [100, 3600000] (got 99)"},
+           {{"--lease-renew-ms", "9"}, "--lease-renew-ms must be in [10, 600000] (got 9)"},
+           {{"--max-prefill-tokens-per-worker", "0"}, "--max-prefill-tokens-per-worker must be in [1, 1099511627776] (got 0)"},
+           {{"--migration-patience-ms", "-1"}, "--migration-patience-ms must be in [0, 3600000] (got -1)"},
+           {{"--max-queued", "-5"}, "--max-queued must be in [0, 1000000] (got -5)"},
+       }) {
+    RouterTuningFlags flags;
+    FlagSet set;
+    flags.Register(set);
+    ASSERT_TRUE(set.Parse(c.args).ok()) << c.args[0];
+    const absl::Status st = flags.Validate();
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << c.args[0];
+    EXPECT_EQ(st.message(), c.message);
+  }
+}
+
+}  // namespace
+}  // namespace tandem::cli
