@@ -21,12 +21,13 @@ KINDS = ("kill", "stop", "cut", "restart")
 
 
 class FaultInjector:
-    def __init__(self, cluster, net, seed, log):
+    def __init__(self, cluster, net, seed, log, kinds=KINDS):
         self.cluster = cluster
         self.net = net
         self.rng = random.Random(seed)
         self.log = log
-        self.counts = {k: 0 for k in KINDS}
+        self.kinds = tuple(kinds)
+        self.counts = {k: 0 for k in self.kinds}
         self.events = []        # (offset s, description)
         self.failures = []      # what went wrong while injecting or healing
         self._stop = threading.Event()
@@ -42,7 +43,7 @@ class FaultInjector:
         return not self._stop.wait(seconds)
 
     def one(self):
-        kind = self.rng.choice(KINDS)
+        kind = self.rng.choice(self.kinds)
         workers = sorted(self.cluster.roles)
         wid = self.rng.choice(workers)
         c = self.cluster

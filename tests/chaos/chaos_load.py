@@ -37,6 +37,7 @@ import time
 import urllib.request
 
 CONTRACT_RETRIABLE = ("RESOURCE_EXHAUSTED", "UNAVAILABLE")
+T0 = time.monotonic()  # reset when the load starts: the offsets in the report match the fault log's
 
 
 def load_client(source, stubs):
@@ -72,6 +73,12 @@ def is_prefix(got, want):
     return got == want[:len(got)]
 
 
+def first_difference(got, want):
+    """Where two token lists part, with a few tokens of each from there."""
+    i = next((k for k in range(min(len(got), len(want))) if got[k] != want[k]), min(len(got), len(want)))
+    return {"index": i, "got": got[i:i + 6], "want": want[i:i + 6], "got_len": len(got), "want_len": len(want)}
+
+
 def one_request(tc, client, ref, mode, rng, out):
     """Runs one request and files its outcome."""
     kw = dict(ref["sampling"])
@@ -79,6 +86,7 @@ def one_request(tc, client, ref, mode, rng, out):
     timeout = rng.uniform(0.2, 2.0) if mode == "deadline" else 180.0
     ids, text, finish, t0 = [], [], None, time.monotonic()
     chunks = 0
+    rid = ""  # the router's request id: its stderr log names it on each migration
     try:
         stream = client.generate(ref["prompt"], timeout=timeout, **kw)
         with stream:
@@ -87,6 +95,7 @@ def one_request(tc, client, ref, mode, rng, out):
                     with out.mu:
                         out.first_token_s.append(time.monotonic() - t0)
                 chunks += 1
+                rid = c.request_id or rid
                 ids.extend(c.token_ids)
                 text.append(c.text)
                 if c.finish_reason is not None:
@@ -99,7 +108,7 @@ def one_request(tc, client, ref, mode, rng, out):
         detail = {"prompt": ref["prompt"][:40], "ref": ref["key"], "mode": mode, "code": code,
                   "message": e.details[:300], "tokens": len(ids)}
         if not is_prefix(ids, ref["token_ids"]):
-            out.add("wrong", dict(detail, got=ids[:20], want=ref["token_ids"][:20]), code)
+            out.add("wrong", dict(detail, diff=first_difference(ids, ref["token_ids"])), code)
         elif code in CONTRACT_RETRIABLE and not ids:
             out.add("retriable", code=code)
             time.sleep(rng.uniform(0.05, 0.3))  # a client backs off before it retries
@@ -115,7 +124,8 @@ def one_request(tc, client, ref, mode, rng, out):
         if is_prefix(ids, ref["token_ids"]):
             out.add("cancelled")
         else:
-            out.add("wrong", {"ref": ref["key"], "mode": mode, "got": ids[:20], "want": ref["token_ids"][:20]})
+            out.add("wrong", {"ref": ref["key"], "mode": mode, "diff": first_difference(ids, ref["token_ids"]),
+                              "t_start": round(t0 - T0, 1), "t_end": round(time.monotonic() - T0, 1)})
         return
     if finish is None:
         out.add("lost", {"ref": ref["key"], "mode": mode, "why": "stream ended without a finish reason",
@@ -126,8 +136,10 @@ def one_request(tc, client, ref, mode, rng, out):
     if got == want:
         out.add("exact", code=ref["kind"])
     else:
-        out.add("wrong", {"ref": ref["key"], "mode": mode, "got": [got[0][:24], got[1][:60], got[2]],
-                          "want": [want[0][:24], want[1][:60], want[2]]})
+        out.add("wrong", {"ref": ref["key"], "mode": mode, "request_id": rid,
+                          "diff": first_difference(got[0], want[0]),
+                          "finish": [got[2], want[2]], "t_start": round(t0 - T0, 1),
+                          "t_end": round(time.monotonic() - T0, 1)})
 
 
 def pick_mode(rng):
@@ -270,7 +282,8 @@ def main():
             json.dump({"error": "workers not registered: %s" % (registered,)}, f)
         return 1
     client = tc.TandemClient(args.router)
-    t0 = time.monotonic()
+    global T0
+    T0 = t0 = time.monotonic()
     try:
         sent = run_load(tc, client, refs, args, out)
     finally:
