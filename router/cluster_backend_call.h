@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "engine/tokenizer/stop_strings.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "grpcpp/grpcpp.h"
@@ -77,6 +78,27 @@ struct ClusterBackend::Call {
   v1::DecodeRequest decode_req;
   std::unique_ptr<IncrementalDecoder> detok;
   std::unique_ptr<StopStringMatcher> stops;
+
+  // Forgets the current attempt (its decode worker, reservation, Prefill in
+  // flight, which is cancelled) and names the next one `id~n`, so a late
+  // Release or Renew answer for this one never touches it. Caller holds mu
+  // and has released or given up whatever the attempt held.
+  void StartNewAttempt() {
+    if (prefill) {
+      prefill->ctx.TryCancel();
+      prefill.reset();
+    }
+    attempt_id = absl::StrCat(id, "~", ++attempt_no);
+    admit_req.set_request_id(attempt_id);
+    decode_worker.reset();
+    prefilled = false;
+    decode_started = false;
+    decode_released = false;
+    reserved = false;
+    stalled = false;
+    admit_attempts = 0;
+    tried_prefill.clear();
+  }
 };
 
 }  // namespace tandem

@@ -175,20 +175,7 @@ ClusterBackend::MigrateResult ClusterBackend::Migrate(const std::shared_ptr<Call
     if (lost_attempt == nullptr) ReleaseDecode(call);
     // A Prefill still shipping into the lost reservation is of no use: its
     // answer is ignored (see Prefill), and the prefill worker stops.
-    if (call->prefill) {
-      call->prefill->ctx.TryCancel();
-      call->prefill.reset();
-    }
-    call->attempt_id = absl::StrCat(call->id, "~", ++call->attempt_no);
-    call->admit_req.set_request_id(call->attempt_id);
-    call->decode_worker.reset();
-    call->prefilled = false;
-    call->decode_started = false;
-    call->decode_released = false;
-    call->reserved = false;
-    call->stalled = false;
-    call->admit_attempts = 0;
-    call->tried_prefill.clear();
+    call->StartNewAttempt();
     call->admit_req.clear_replayed_token_ids();
     for (int32_t t : call->emitted) call->admit_req.add_replayed_token_ids(static_cast<uint32_t>(t));
     tokens = call->admission_tokens =
@@ -233,23 +220,8 @@ bool ClusterBackend::Park(const std::shared_ptr<Call>& call, const absl::Status&
     if (call->decode_worker) {  // a reservation waiting for a prefill that found no worker
       if (call->reserved && !call->decode_released) ReleaseDecode(call);
       release = *call->decode_worker;
-      call->decode_worker.reset();
     }
-    if (call->prefill) {
-      call->prefill->ctx.TryCancel();
-      call->prefill.reset();
-    }
-    // A fresh attempt id: a late Release or Renew answer for this one can
-    // never touch the next.
-    call->attempt_id = absl::StrCat(call->id, "~", ++call->attempt_no);
-    call->admit_req.set_request_id(call->attempt_id);
-    call->prefilled = false;
-    call->decode_started = false;
-    call->decode_released = false;
-    call->reserved = false;
-    call->stalled = false;
-    call->admit_attempts = 0;
-    call->tried_prefill.clear();
+    call->StartNewAttempt();
     tokens = call->admission_tokens;
   }
   if (release) pool_->Done(v1::WORKER_ROLE_DECODE, *release);

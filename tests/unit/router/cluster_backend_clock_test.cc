@@ -46,15 +46,6 @@ class FakeClock {
   std::atomic<int64_t> ns_{std::chrono::nanoseconds(std::chrono::hours(1)).count()};
 };
 
-v1::GenerateRequest SeededRequest(const std::vector<int32_t>& prompt, uint32_t max_tokens) {
-  v1::GenerateRequest req = testing::GreedyGenerateRequest(prompt, max_tokens);
-  req.mutable_sampling()->set_temperature(0.9f);
-  req.mutable_sampling()->set_top_k(40);
-  req.mutable_sampling()->set_frequency_penalty(0.5f);
-  req.mutable_sampling()->set_seed(1234);
-  return req;
-}
-
 // The router as router/main.cc wires its migration metric, on a fake clock
 // with no renewer thread.
 struct ClockedCluster {

@@ -21,15 +21,6 @@ namespace {
 
 using testing::TestPrompt;
 
-v1::GenerateRequest SeededRequest(const std::vector<int32_t>& prompt, uint32_t max_tokens) {
-  v1::GenerateRequest req = testing::GreedyGenerateRequest(prompt, max_tokens);
-  req.mutable_sampling()->set_temperature(0.9f);
-  req.mutable_sampling()->set_top_k(40);
-  req.mutable_sampling()->set_frequency_penalty(0.5f);
-  req.mutable_sampling()->set_seed(1234);
-  return req;
-}
-
 class MigrationTest : public ::testing::TestWithParam<bool> {};  // seeded?
 
 TEST_P(MigrationTest, ADecodeWorkerStoppedMidStreamIsReplacedAndTheStreamIsExact) {

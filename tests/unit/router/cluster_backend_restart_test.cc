@@ -28,14 +28,6 @@ namespace {
 using testing::LoopStats;
 using testing::TestPrompt;
 
-v1::GenerateRequest SeededRequest(const std::vector<int32_t>& prompt, uint32_t max_tokens) {
-  v1::GenerateRequest req = testing::GreedyGenerateRequest(prompt, max_tokens);
-  req.mutable_sampling()->set_temperature(0.9f);
-  req.mutable_sampling()->set_top_k(40);
-  req.mutable_sampling()->set_seed(4321);
-  return req;
-}
-
 int PortOf(const std::string& address) {
   int port = 0;
   EXPECT_TRUE(absl::SimpleAtoi(address.substr(address.rfind(':') + 1), &port)) << address;
@@ -58,7 +50,7 @@ TEST_P(DecodeRestartTest, AReservationOnARestartedDecodeWorkerIsReadmittedAtOnce
   ASSERT_TRUE(old.ok()) << old.status();
   WorkerPool& pool = c->router->pool();
   pool.Add(v1::WORKER_ROLE_DECODE, "decode-0", (*old)->address(), /*registered=*/true, false, "1111");
-  const v1::GenerateRequest req = SeededRequest(TestPrompt(40, 21), 24);
+  const v1::GenerateRequest req = SeededRequest(/*seed=*/4321, /*frequency_penalty=*/0, TestPrompt(40, 21), 24);
   const Expected want = Reference(*c->router, req);
   StreamResult got;
   std::unique_ptr<InProcDecodeWorker> fresh;

@@ -107,6 +107,22 @@ class Cluster {
 
 // What the router should stream for `req`: the tokens of the engine run
 // directly (validated sampling, seed as given) and their text.
+// A sampled request with a fixed seed (top-k, temperature 0.9 and a
+// frequency penalty, so a replay must reposition the random stream and count
+// the replayed tokens as generated).
+inline v1::GenerateRequest SeededRequest(uint64_t seed, float frequency_penalty, const std::vector<int32_t>& prompt,
+                                         uint32_t max_tokens) {
+  v1::GenerateRequest req = testing::GreedyGenerateRequest(prompt, max_tokens);
+  req.mutable_sampling()->set_temperature(0.9f);
+  req.mutable_sampling()->set_top_k(40);
+  req.mutable_sampling()->set_frequency_penalty(frequency_penalty);
+  req.mutable_sampling()->set_seed(seed);
+  return req;
+}
+inline v1::GenerateRequest SeededRequest(const std::vector<int32_t>& prompt, uint32_t max_tokens) {
+  return SeededRequest(1234, 0.5f, prompt, max_tokens);
+}
+
 struct Expected {
   std::vector<int32_t> tokens;
   std::string text;
