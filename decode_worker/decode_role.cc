@@ -1,6 +1,9 @@
 #include "decode_worker/decode_role.h"
 
+#include <iostream>
+
 #include "absl/strings/str_cat.h"
+#include "decode_worker/decode_kv_plane.h"
 
 namespace tandem {
 
@@ -19,16 +22,20 @@ absl::Status DecodeRole::CheckFlags() const {
 }
 
 absl::StatusOr<grpc::Service*> DecodeRole::Start(const WorkerParts& parts) {
-  std::vector<v1::KvRankRegion> regions;
-  for (size_t r = 0; r < parts.model->ranks.size(); ++r) {
-    v1::KvRankRegion& region = regions.emplace_back();
-    region.set_memory_descriptor(parts.kv->descriptors[r].Serialize());
-    *region.mutable_layout() = RankKvLayout(*parts.model, static_cast<int>(r));
+  DecodeKvPlane plane = SetUpDecodeKvPlane(*parts.model, *parts.kv);
+  if (!plane.puts_guarded) {
+    // One-sided puts (UCX over shared memory or RDMA) reach memory without
+    // the target's CPU: only the release grace keeps late puts out of reused
+    // blocks, and a descriptor's holder can write anywhere in the pool.
+    std::cerr << "decode worker: the KV transport's puts are one-sided (RMA) and cannot be checked against "
+                 "reservations; late puts are kept out only by --release-grace-ms (docs/security.md)\n";
   }
   DecodeServiceOptions options;
   options.reservation_timeout = std::chrono::milliseconds(reservation_timeout_ms_);
   options.transport_name = parts.flags->kv_transport;
-  service_ = std::make_unique<DecodeService>(parts.model->engine.get(), std::move(regions), options, parts.gate);
+  options.put_owners = plane.owners;
+  service_ = std::make_unique<DecodeService>(parts.model->engine.get(), std::move(plane.regions), options,
+                                             parts.gate);
   return service_.get();
 }
 

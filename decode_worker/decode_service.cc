@@ -45,13 +45,20 @@ grpc::ServerUnaryReactor* DecodeService::Admit(grpc::CallbackServerContext* ctx,
   d->set_reservation_id(req->request_id());
   for (const v1::KvRankRegion& region : regions_) *d->add_ranks() = region;
   d->set_transport(options_.transport_name);
+  const uint64_t token = options_.put_owners != nullptr ? NewPutToken() : KvBlockOwners::kNoToken;
+  d->set_put_token(token);
   resp->set_lease_ms(static_cast<uint32_t>(options_.reservation_timeout.count()));
+  // Runs on the engine loop, where the reservation's end revokes the grant,
+  // so the grant is in place before anyone can know the token and gone
+  // before the blocks can be reserved again.
   engine_->Reserve(std::move(r), options_.reservation_timeout,
-                   [reactor, d, ticket](absl::StatusOr<std::vector<BlockId>> blocks) {
+                   [reactor, d, ticket, token, owners = options_.put_owners](
+                       absl::StatusOr<std::vector<BlockId>> blocks) {
                      if (!blocks.ok()) {
                        reactor->Finish(ToGrpcStatus(blocks.status()));
                        return;
                      }
+                     if (owners != nullptr) owners->Grant(token, *blocks);
                      for (BlockId b : *blocks) d->add_block_ids(static_cast<uint32_t>(b.value()));
                      reactor->Finish(grpc::Status::OK);
                    });

@@ -11,11 +11,13 @@
 #pragma once
 
 #include <chrono>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "common/drain_gate.h"
 #include "engine/core/async_engine.h"
+#include "kv_transfer/kv_put_guard.h"
 #include "kv_transfer/memory_descriptor.h"
 #include "tandem/v1/worker.grpc.pb.h"
 
@@ -26,6 +28,9 @@ struct DecodeServiceOptions {
   // The lease of a reservation: one neither renewed nor activated this long is freed.
   std::chrono::milliseconds reservation_timeout{30000};
   std::string transport_name = "ucx";
+  // The put guard's owner table (decode_kv_plane.h): each reservation gets a
+  // fresh put token, granted its blocks when Admit answers. Null: no tokens.
+  std::shared_ptr<KvBlockOwners> put_owners;
 };
 
 class DecodeService final : public v1::DecodeWorker::CallbackService {

@@ -13,6 +13,9 @@
 //      each computed block span as soon as its layer is done, Flush()es, and
 //      only after an OK flush reports completion over gRPC.
 //
+// Guarded targets (kv_put_guard.h): a decode worker applies a put only into
+// blocks reserved under the put's token at that moment; others are refused.
+//
 // Failure model: every call returns a clear status and no call blocks without
 // a bound. A peer that died or became unreachable gives Unavailable; a flush
 // that does not complete in time gives DeadlineExceeded; bad offsets give
@@ -37,6 +40,8 @@
 #include "kv_transfer/memory_descriptor.h"
 
 namespace tandem {
+
+struct KvPutGuard;  // kv_put_guard.h (which needs block_layout.h, which needs this)
 
 // Cumulative counters of one transport, for metrics export (monotonic).
 struct TransportStats {
@@ -77,7 +82,8 @@ class TransferSession {
   // (remote-visible), for at most `timeout`. May also wait for other
   // sessions' puts to the same peer (UCX flushes per endpoint).
   // Errors: DeadlineExceeded (not complete in time; the session and its
-  // endpoint are then retired), Unavailable (peer gone).
+  // endpoint are then retired), Unavailable (peer gone), FailedPrecondition
+  // (a guarded target refused puts: the reservation is gone; sticky).
   [[nodiscard]] virtual absl::Status Flush(absl::Duration timeout) = 0;
 
   // Bytes successfully posted on this session.
@@ -103,12 +109,26 @@ class KvTransport {
   // registered), Internal/Unavailable (the transport refused).
   [[nodiscard]] virtual absl::StatusOr<MemoryDescriptor> RegisterMemory(void* base, size_t len) = 0;
 
-  // Opens a session that puts into the region `remote` describes. Requires
-  // RegisterMemory() first (FailedPrecondition otherwise). InvalidArgument if
-  // `remote` came from another transport kind or is unusable; Unavailable if
-  // the peer cannot be reached.
-  [[nodiscard]] virtual absl::StatusOr<std::unique_ptr<TransferSession>> Connect(
-      const MemoryDescriptor& remote) = 0;
+  // Opens a session that puts into the region `remote` describes, stamping
+  // every put with `put_token` (the destination reservation's token,
+  // KvDestination.put_token; 0 = none, which a guarded target refuses).
+  // Requires RegisterMemory() first (FailedPrecondition otherwise).
+  // InvalidArgument if `remote` came from another transport kind or is
+  // unusable; Unavailable if the peer cannot be reached.
+  [[nodiscard]] virtual absl::StatusOr<std::unique_ptr<TransferSession>> Connect(const MemoryDescriptor& remote,
+                                                                                uint64_t put_token) = 0;
+  // An unstamped session (token 0): for unguarded targets and tests.
+  [[nodiscard]] absl::StatusOr<std::unique_ptr<TransferSession>> Connect(const MemoryDescriptor& remote) {
+    return Connect(remote, 0);
+  }
+
+  // Target side: from now on apply an incoming put only when `guard` grants
+  // its token every block it touches (kv_put_guard.h); a refused put fails
+  // the sender's next Flush with FailedPrecondition. Call after
+  // RegisterMemory(), before the descriptor is handed out. Returns whether
+  // this transport can check its puts: one-sided RMA puts (UCX over
+  // shared memory or RDMA) bypass the target's CPU and cannot be checked.
+  virtual bool GuardPuts(KvPutGuard guard) = 0;
 
   // The descriptor RegisterMemory() returned (FailedPrecondition before).
   [[nodiscard]] virtual absl::StatusOr<MemoryDescriptor> local_descriptor() const = 0;

@@ -13,15 +13,19 @@ absl::Status PrefillRole::CheckFlags() const {
   return absl::OkStatus();
 }
 
+LocalKvGroup LocalKvGroupOf(const WorkerModel& model, const RankTransports& kv) {
+  LocalKvGroup local;
+  local.total_kv_heads = model.config.num_key_value_heads;
+  for (size_t r = 0; r < model.ranks.size(); ++r) {
+    local.ranks.push_back({kv.transports[r].get(), RankRegionLayout(model, static_cast<int>(r)),
+                           {model.ranks[r].kv_head_begin, model.ranks[r].shape.num_kv_heads}});
+  }
+  return local;
+}
+
 absl::StatusOr<grpc::Service*> PrefillRole::Start(const WorkerParts& parts) {
   const WorkerModel& model = *parts.model;
-  local_.total_kv_heads = model.config.num_key_value_heads;
-  for (size_t r = 0; r < model.ranks.size(); ++r) {
-    const KvCacheShape& shape = model.ranks[r].shape;
-    local_.ranks.push_back({parts.kv->transports[r].get(),
-                            {shape.num_layers, shape.num_blocks, shape.block_span_bytes(), shape.num_kv_heads},
-                            {model.ranks[r].kv_head_begin, shape.num_kv_heads}});
-  }
+  local_ = LocalKvGroupOf(model, *parts.kv);
   sender_ = std::make_unique<KvSender>(&local_, std::chrono::milliseconds(flush_timeout_ms_),
                                        static_cast<int>(sender_threads_));
   shipper_ = std::make_unique<LayerShipper>(&local_);

@@ -15,6 +15,10 @@
 
 namespace tandem {
 
+// `model`'s ranks as the KV senders see them, each with its transport from
+// `kv` (which must outlive the result).
+LocalKvGroup LocalKvGroupOf(const WorkerModel& model, const RankTransports& kv);
+
 class PrefillRole final : public WorkerRole {
  public:
   v1::WorkerRole role() const override { return v1::WORKER_ROLE_PREFILL; }

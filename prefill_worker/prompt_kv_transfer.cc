@@ -50,7 +50,7 @@ absl::StatusOr<std::unique_ptr<PromptKvTransfer>> PromptKvTransfer::Connect(cons
     auto [it, fresh] = session_of.try_emplace({route.src_rank, route.dst_rank}, t->sessions_.size());
     if (fresh) {
       ASSIGN_OR_RETURN(MemoryDescriptor peer, MemoryDescriptor::Deserialize(dest.ranks(route.dst_rank).memory_descriptor()));
-      ASSIGN_OR_RETURN(std::unique_ptr<TransferSession> session, local.ranks[route.src_rank].transport->Connect(peer));
+      ASSIGN_OR_RETURN(std::unique_ptr<TransferSession> session, local.ranks[route.src_rank].transport->Connect(peer, dest.put_token()));
       t->sessions_.push_back(std::move(session));
     }
     t->routes_by_src_[route.src_rank].push_back({route, it->second, remotes[route.dst_rank]});

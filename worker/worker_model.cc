@@ -55,6 +55,11 @@ v1::KvLayout RankKvLayout(const WorkerModel& model, int rank) {
   return l;
 }
 
+KvRegionLayout RankRegionLayout(const WorkerModel& model, int rank) {
+  const KvCacheShape& shape = model.ranks[rank].shape;
+  return {shape.num_layers, shape.num_blocks, shape.block_span_bytes(), shape.num_kv_heads};
+}
+
 absl::StatusOr<std::unique_ptr<KvTransport>> MakeTransport(const std::string& name) {
   if (name == "loopback") {
     static auto* fabric = new std::shared_ptr<LoopbackFabric>(std::make_shared<LoopbackFabric>());

@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/core/async_engine.h"
+#include "kv_transfer/block_layout.h"
 #include "kv_transfer/transport.h"
 #include "tandem/v1/worker.pb.h"
 
@@ -52,5 +53,7 @@ absl::StatusOr<RankTransports> RegisterRankPools(const std::string& transport_na
 
 // The KvLayout message of rank `rank`'s pool.
 v1::KvLayout RankKvLayout(const WorkerModel& model, int rank);
+// The same layout as kv_transfer addresses it.
+KvRegionLayout RankRegionLayout(const WorkerModel& model, int rank);
 
 }  // namespace tandem

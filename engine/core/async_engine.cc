@@ -102,6 +102,18 @@ void AsyncEngine::SetStepListener(StepListener listener) {
   RunOnLoop([this, &listener](LlmEngine&) { step_listener_ = std::move(listener); });
 }
 
+void AsyncEngine::SetReservationEndListener(ReservationEndListener listener) {
+  RunOnLoop([this, &listener](LlmEngine&) { reservation_end_listener_ = std::move(listener); });
+}
+
+void AsyncEngine::EndLease(const std::string& id) {
+  auto it = reservations_.find(id);
+  if (it == reservations_.end()) return;
+  const std::vector<BlockId> blocks = std::move(it->second.blocks);
+  reservations_.erase(it);
+  if (reservation_end_listener_) reservation_end_listener_(blocks);
+}
+
 EngineStats AsyncEngine::Stats() const {
   std::lock_guard<std::mutex> lock(mu_);
   return stats_;
@@ -139,7 +151,7 @@ void AsyncEngine::Apply(Command& c) {
     }
     case Command::kReserve: {
       absl::StatusOr<std::vector<BlockId>> blocks = engine_->ReserveExternal(std::move(c.request));
-      if (blocks.ok()) reservations_[id] = Lease{now_() + c.timeout, c.timeout};
+      if (blocks.ok()) reservations_[id] = Lease{now_() + c.timeout, c.timeout, *blocks};
       c.reserve_done(std::move(blocks));
       return;
     }
@@ -162,7 +174,7 @@ void AsyncEngine::Apply(Command& c) {
         c.sink(StreamEvent{absl::NotFoundError(absl::StrCat("reservation '", id, "' was released")), {}});
         return;
       }
-      reservations_.erase(id);
+      EndLease(id);  // its KV is complete: no put may touch these blocks from now on
       RequestOutput first;
       if (absl::Status st = engine_->ActivateExternal(id, c.first_token, &first); !st.ok()) {
         c.sink(StreamEvent{st, {}});
@@ -198,7 +210,7 @@ void AsyncEngine::Apply(Command& c) {
 }
 
 void AsyncEngine::Quarantine(const std::string& id) {
-  reservations_.erase(id);
+  EndLease(id);
   if (release_grace_.count() > 0) {
     quarantined_[id] = now_() + release_grace_;
   } else {

@@ -117,6 +117,14 @@ class AsyncEngine {
   // until Stop().
   void SetStepListener(StepListener listener);
 
+  // `listener` runs on the loop thread whenever a reservation stops waiting
+  // for its KV (activated, released, cancelled or expired), with its blocks,
+  // before they can be reused: the decode worker revokes their put grants
+  // (kv_transfer/kv_put_guard.h). It must not block. Blocks until installed;
+  // set it before traffic, keep what it uses alive until Stop().
+  using ReservationEndListener = std::function<void(const std::vector<BlockId>& blocks)>;
+  void SetReservationEndListener(ReservationEndListener listener);
+
   // A snapshot taken after the latest step.
   EngineStats Stats() const;
   const ModelConfig& model_config() const { return model_config_; }
@@ -143,6 +151,8 @@ class AsyncEngine {
   // Moves a not-activated reservation to quarantine for the release grace
   // (or frees it now when there is no grace).
   void Quarantine(const std::string& id);
+  // Drops `id`'s lease (if any) and tells the reservation-end listener.
+  void EndLease(const std::string& id);
   void Dispatch(const std::vector<RequestOutput>& outs);
 
   std::unique_ptr<LlmEngine> engine_;  // loop thread only
@@ -153,6 +163,7 @@ class AsyncEngine {
   struct Lease {
     std::chrono::steady_clock::time_point deadline;
     std::chrono::milliseconds ttl;
+    std::vector<BlockId> blocks;
   };
   absl::flat_hash_map<std::string, Lease> reservations_;  // not yet activated
   // Released before activation: blocks held until the deadline, never activated.
@@ -160,6 +171,7 @@ class AsyncEngine {
   const std::chrono::milliseconds release_grace_;
   const LeaseClock now_;
   StepListener step_listener_;  // loop thread only
+  ReservationEndListener reservation_end_listener_;  // loop thread only
 
   mutable std::mutex mu_;
   std::condition_variable wake_;

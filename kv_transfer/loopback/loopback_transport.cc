@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "kv_transfer/kv_put_guard.h"
 
 namespace tandem {
 namespace loopback_internal {
@@ -22,6 +23,7 @@ struct Region {
   const uint64_t length;
   absl::Mutex mu;
   bool alive ABSL_GUARDED_BY(mu) = true;
+  KvPutGuard guard ABSL_GUARDED_BY(mu);  // no owners: every in-range put applies
 };
 
 }  // namespace loopback_internal
@@ -48,23 +50,21 @@ std::string EncodeHandle(uint64_t fabric_id, uint64_t region_id) {
 
 class LoopbackSession final : public TransferSession {
  public:
-  LoopbackSession(std::shared_ptr<Region> local, std::shared_ptr<Region> remote,
+  LoopbackSession(std::shared_ptr<Region> local, std::shared_ptr<Region> remote, uint64_t put_token,
                   TransportCounters* counters)
-      : local_(std::move(local)), remote_(std::move(remote)), counters_(counters) {}
+      : local_(std::move(local)), remote_(std::move(remote)), put_token_(put_token), counters_(counters) {}
 
   absl::Status Put(uint64_t local_offset, uint64_t remote_offset, uint64_t length) override {
     return counters_->CountIfFailed(DoPut(local_offset, remote_offset, length));
   }
 
   absl::Status Flush(absl::Duration timeout) override {
-    absl::Status status;
-    if (failed_) {
-      status = absl::UnavailableError("loopback session failed earlier");
-    } else {
+    absl::Status status = failure_;
+    if (status.ok()) {
       absl::ReaderMutexLock lock(&remote_->mu);
       if (!remote_->alive) status = absl::UnavailableError("loopback peer region was unregistered");
     }
-    if (!status.ok()) failed_ = true;
+    if (!status.ok()) failure_ = status;
     return counters_->CountFlush(std::move(status), absl::ZeroDuration());
   }
 
@@ -83,16 +83,25 @@ class LoopbackSession final : public TransferSession {
                                                      ") outside remote region of ",
                                                      remote_->length, " bytes"));
     }
-    if (failed_) return absl::UnavailableError("loopback session failed earlier");
+    if (!failure_.ok()) return failure_;
     if (length == 0) return absl::OkStatus();
     {
       absl::ReaderMutexLock lock(&remote_->mu);
       if (!remote_->alive) {
-        failed_ = true;
-        return absl::UnavailableError("loopback peer region was unregistered");
+        failure_ = absl::UnavailableError("loopback peer region was unregistered");
+        return failure_;
       }
       // memmove: a transport may connect to itself and overlap.
-      std::memmove(remote_->base + remote_offset, local_->base + local_offset, length);
+      auto write = [&] { std::memmove(remote_->base + remote_offset, local_->base + local_offset, length); };
+      const KvPutGuard& guard = remote_->guard;
+      if (guard.owners == nullptr) {
+        write();
+      } else if (!guard.owners->WriteIfGranted(guard.layout, put_token_, remote_offset, length, write)) {
+        failure_ = absl::FailedPreconditionError(
+            "the KV transfer target refused a put into blocks not reserved under this transfer's token (the "
+            "reservation was released or expired)");
+        return failure_;
+      }
     }
     bytes_put_ += length;
     counters_->CountPut(length);
@@ -101,9 +110,10 @@ class LoopbackSession final : public TransferSession {
 
   const std::shared_ptr<Region> local_;
   const std::shared_ptr<Region> remote_;
+  const uint64_t put_token_;
   TransportCounters* const counters_;
   uint64_t bytes_put_ = 0;
-  bool failed_ = false;
+  absl::Status failure_;  // sticky once set
 };
 
 }  // namespace
@@ -160,8 +170,8 @@ absl::StatusOr<MemoryDescriptor> LoopbackTransport::local_descriptor() const {
   return descriptor_;
 }
 
-absl::StatusOr<std::unique_ptr<TransferSession>> LoopbackTransport::Connect(
-    const MemoryDescriptor& remote) {
+absl::StatusOr<std::unique_ptr<TransferSession>> LoopbackTransport::Connect(const MemoryDescriptor& remote,
+                                                                            uint64_t put_token) {
   std::shared_ptr<Region> local;
   {
     absl::MutexLock lock(&mu_);
@@ -193,7 +203,19 @@ absl::StatusOr<std::unique_ptr<TransferSession>> LoopbackTransport::Connect(
     return counters_.CountIfFailed(
         absl::InvalidArgumentError("loopback descriptor does not match the registered region"));
   }
-  return std::make_unique<LoopbackSession>(std::move(local), std::move(target), &counters_);
+  return std::make_unique<LoopbackSession>(std::move(local), std::move(target), put_token, &counters_);
+}
+
+bool LoopbackTransport::GuardPuts(KvPutGuard guard) {
+  std::shared_ptr<Region> region;
+  {
+    absl::MutexLock lock(&mu_);
+    region = region_;
+  }
+  if (region == nullptr) return false;
+  absl::MutexLock lock(&region->mu);  // waits for copies in flight
+  region->guard = std::move(guard);
+  return true;
 }
 
 }  // namespace tandem

@@ -65,7 +65,12 @@ class LoopbackTransport final : public KvTransport {
   ~LoopbackTransport() override;
 
   absl::StatusOr<MemoryDescriptor> RegisterMemory(void* base, size_t len) override;
-  absl::StatusOr<std::unique_ptr<TransferSession>> Connect(const MemoryDescriptor& remote) override;
+  using KvTransport::Connect;
+  absl::StatusOr<std::unique_ptr<TransferSession>> Connect(const MemoryDescriptor& remote,
+                                                           uint64_t put_token) override;
+  // Always checks (puts are applied by the sender's thread, under the
+  // target region's lock). Call after RegisterMemory() (false before).
+  bool GuardPuts(KvPutGuard guard) override;
   absl::StatusOr<MemoryDescriptor> local_descriptor() const override;
   TransportStats stats() const override { return counters_.Snapshot(); }
 

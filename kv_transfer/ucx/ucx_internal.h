@@ -128,9 +128,10 @@ namespace ucx_internal {
 
 // A session on `peer` putting into the remote region [remote_base, +remote_length)
 // with `rkey` (owned by `peer`). Defined in ucx_session.cc.
+// Message puts and fences carry `put_token`.
 std::unique_ptr<TransferSession> MakeUcxSession(UcxTransport::Impl* impl, std::shared_ptr<Peer> peer,
                                                 ucp_rkey_h rkey, uint64_t remote_base,
-                                                uint64_t remote_length);
+                                                uint64_t remote_length, uint64_t put_token);
 
 }  // namespace ucx_internal
 }  // namespace tandem

@@ -30,9 +30,16 @@ ucs_status_t OnPutMessage(void* arg, const void* header, size_t header_length, v
          kv_transfer_internal::InRange(h.remote_offset, h.length, state->length);
   }
   if (ok) {
-    std::memcpy(state->base + h.remote_offset, data, length);
-  } else {
-    ++state->rejected_by_ep[from];
+    auto write = [&] { std::memcpy(state->base + h.remote_offset, data, length); };
+    if (state->guard.owners == nullptr) {
+      write();
+    } else {
+      ok = state->guard.owners->WriteIfGranted(state->guard.layout, h.put_token, h.remote_offset, h.length, write);
+    }
+  }
+  if (!ok) {
+    const std::pair<ucp_ep_h, uint64_t> key{from, h.put_token};
+    if (state->rejected.size() < kMaxRejectionEntries || state->rejected.contains(key)) ++state->rejected[key];
   }
   return UCS_OK;  // the payload is not kept
 }
@@ -48,9 +55,9 @@ ucs_status_t OnFenceMessage(void* arg, const void* header, size_t header_length,
   AmFenceHeader h{};
   std::memcpy(&h, header, sizeof(h));
   uint64_t rejected = 0;
-  if (auto it = state->rejected_by_ep.find(param->reply_ep); it != state->rejected_by_ep.end()) {
+  if (auto it = state->rejected.find({param->reply_ep, h.put_token}); it != state->rejected.end()) {
     rejected = it->second;
-    state->rejected_by_ep.erase(it);
+    state->rejected.erase(it);
   }
   // A failure to answer (the sender died) is an ordinary status here, unlike
   // the reply of UCX's emulated puts; the sender's flush reports it.

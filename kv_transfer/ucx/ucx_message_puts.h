@@ -12,9 +12,11 @@
 
 #include <cstdint>
 #include <cstring>
+#include <utility>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "kv_transfer/kv_put_guard.h"
 
 namespace tandem::ucx_internal {
 
@@ -25,14 +27,22 @@ constexpr unsigned kAmFenceAckId = 0x7403;  // header AmFenceAckHeader, no paylo
 struct AmPutHeader {
   uint64_t remote_offset;  // into the target's registered region
   uint64_t length;
+  uint64_t put_token;      // the destination reservation's (kv_put_guard.h)
 };
 struct AmFenceHeader {
-  uint64_t token;
+  uint64_t token;          // names this fence
+  uint64_t put_token;      // whose refused puts the answer reports
 };
 struct AmFenceAckHeader {
   uint64_t token;
-  uint64_t rejected;  // puts from this endpoint the target refused since the last fence
+  uint64_t rejected;  // puts with this endpoint and put token refused since their last fence
 };
+
+// At most this many (endpoint, put token) refusal counts are kept: a sender
+// that never fences (it died) must not grow the table without bound. Past
+// it the oldest are not tracked; a refused put can then go unreported, which
+// never lets a stale transfer through (its reservation is already gone).
+constexpr size_t kMaxRejectionEntries = 4096;
 
 // One worker's side of the protocol, as target and as sender.
 struct MessagePutState {
@@ -41,7 +51,10 @@ struct MessagePutState {
   uint64_t next_fence_token = 1;
   absl::flat_hash_set<uint64_t> pending_fences;         // sent, unanswered
   absl::flat_hash_map<uint64_t, uint64_t> fence_acks;   // token -> rejected puts
-  absl::flat_hash_map<ucp_ep_h, uint64_t> rejected_by_ep;  // target side
+  // Target side: refused puts by (sender endpoint, put token), and the
+  // guard that decides (no owners: only the region bounds are checked).
+  absl::flat_hash_map<std::pair<ucp_ep_h, uint64_t>, uint64_t> rejected;
+  KvPutGuard guard;
 };
 
 // Registers the put, fence and fence-answer handlers on `worker`, with

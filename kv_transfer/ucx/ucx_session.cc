@@ -42,12 +42,13 @@ using kv_transfer_internal::InRange;
 class UcxSession final : public TransferSession {
  public:
   UcxSession(UcxTransport::Impl* impl, std::shared_ptr<Peer> peer, ucp_rkey_h rkey,
-             uint64_t remote_base, uint64_t remote_length)
+             uint64_t remote_base, uint64_t remote_length, uint64_t put_token)
       : impl_(impl),
         peer_(std::move(peer)),
         rkey_(rkey),
         remote_base_(remote_base),
-        remote_length_(remote_length) {
+        remote_length_(remote_length),
+        put_token_(put_token) {
     impl_->live_sessions.fetch_add(1);
   }
   ~UcxSession() override { impl_->live_sessions.fetch_sub(1); }
@@ -87,7 +88,7 @@ class UcxSession final : public TransferSession {
         return failure_;
       }
       if (impl_->message_puts) {
-        const ucs_status_t s = SendMessage(peer_->ep, kAmPutId, AmPutHeader{remote_offset, length},
+        const ucs_status_t s = SendMessage(peer_->ep, kAmPutId, AmPutHeader{remote_offset, length, put_token_},
                                            impl_->base + local_offset, length, UCP_AM_SEND_FLAG_REPLY);
         if (s != UCS_OK) {
           failure_ = peer_->failed.load() ? peer_->FailureStatus() : FromUcs(s, "ucp_am_send_nbx (put)");
@@ -130,7 +131,7 @@ class UcxSession final : public TransferSession {
       if (peer_->closed || peer_->failed.load()) return peer_->FailureStatus();
       token = impl_->messages.next_fence_token++;
       impl_->messages.pending_fences.insert(token);
-      const ucs_status_t s = SendMessage(peer_->ep, kAmFenceId, AmFenceHeader{token}, nullptr, 0,
+      const ucs_status_t s = SendMessage(peer_->ep, kAmFenceId, AmFenceHeader{token, put_token_}, nullptr, 0,
                                          UCP_AM_SEND_FLAG_REPLY);
       if (s != UCS_OK) {
         impl_->messages.pending_fences.erase(token);
@@ -148,7 +149,10 @@ class UcxSession final : public TransferSession {
           const uint64_t rejected = it->second;
           impl_->messages.fence_acks.erase(it);
           if (rejected == 0) return absl::OkStatus();
-          return absl::InternalError(absl::StrCat("the KV transfer target refused ", rejected, " puts"));
+          return absl::FailedPreconditionError(absl::StrCat(
+              "the KV transfer target refused ", rejected,
+              " puts (outside its region, or into blocks not reserved under this transfer's token: "
+              "the reservation was released or expired)"));
         }
         if (peer_->closed || peer_->failed.load()) {
           impl_->messages.pending_fences.erase(token);
@@ -225,6 +229,7 @@ class UcxSession final : public TransferSession {
   ucp_rkey_h const rkey_;  // owned by peer_
   const uint64_t remote_base_;
   const uint64_t remote_length_;
+  const uint64_t put_token_;
   uint64_t bytes_put_ = 0;
   absl::Status failure_;  // sticky once set
 };
@@ -233,8 +238,8 @@ class UcxSession final : public TransferSession {
 
 std::unique_ptr<TransferSession> MakeUcxSession(UcxTransport::Impl* impl, std::shared_ptr<Peer> peer,
                                                 ucp_rkey_h rkey, uint64_t remote_base,
-                                                uint64_t remote_length) {
-  return std::make_unique<UcxSession>(impl, std::move(peer), rkey, remote_base, remote_length);
+                                                uint64_t remote_length, uint64_t put_token) {
+  return std::make_unique<UcxSession>(impl, std::move(peer), rkey, remote_base, remote_length, put_token);
 }
 
 }  // namespace ucx_internal

@@ -145,8 +145,14 @@ absl::StatusOr<MemoryDescriptor> UcxTransport::local_descriptor() const {
   return impl_->descriptor;
 }
 
-absl::StatusOr<std::unique_ptr<TransferSession>> UcxTransport::Connect(
-    const MemoryDescriptor& remote) {
+bool UcxTransport::GuardPuts(KvPutGuard guard) {
+  absl::MutexLock lock(&impl_->mu);
+  impl_->messages.guard = std::move(guard);
+  return impl_->message_puts;
+}
+
+absl::StatusOr<std::unique_ptr<TransferSession>> UcxTransport::Connect(const MemoryDescriptor& remote,
+                                                                       uint64_t put_token) {
   Impl& impl = *impl_;
   auto fail = [&impl](absl::Status status) { return impl.counters.CountIfFailed(std::move(status)); };
   if (remote.transport != TransportKind::kUcx) {
@@ -184,7 +190,7 @@ absl::StatusOr<std::unique_ptr<TransferSession>> UcxTransport::Connect(
     }
     it = peer->rkeys.emplace(remote.rkey, rkey).first;
   }
-  return MakeUcxSession(&impl, std::move(peer), it->second, remote.base_address, remote.length);
+  return MakeUcxSession(&impl, std::move(peer), it->second, remote.base_address, remote.length, put_token);
 }
 
 size_t UcxTransport::num_cached_peers() const {

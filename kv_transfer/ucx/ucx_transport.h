@@ -105,7 +105,12 @@ class UcxTransport final : public KvTransport {
   ~UcxTransport() override;
 
   absl::StatusOr<MemoryDescriptor> RegisterMemory(void* base, size_t len) override;
-  absl::StatusOr<std::unique_ptr<TransferSession>> Connect(const MemoryDescriptor& remote) override;
+  using KvTransport::Connect;
+  absl::StatusOr<std::unique_ptr<TransferSession>> Connect(const MemoryDescriptor& remote,
+                                                           uint64_t put_token) override;
+  // Checks message puts (the target's handler sees each one); in RMA mode
+  // the guard is kept but cannot be applied, and this returns false.
+  bool GuardPuts(KvPutGuard guard) override;
   absl::StatusOr<MemoryDescriptor> local_descriptor() const override;
   TransportStats stats() const override;
 

@@ -24,12 +24,14 @@
 #include "common/drain_gate.h"
 #include "common/grpc/server.h"
 #include "common/status_macros.h"
+#include "decode_worker/decode_kv_plane.h"
 #include "decode_worker/decode_service.h"
 #include "worker/worker_model.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "grpcpp/grpcpp.h"
 #include "prefill_worker/kv_sender.h"
 #include "prefill_worker/layer_shipper.h"
+#include "prefill_worker/prefill_role.h"
 #include "prefill_worker/prefill_service.h"
 #include "router/cluster_backend.h"
 #include "router/generation_service.h"
@@ -59,18 +61,16 @@ class InProcDecodeWorker {
     ASSIGN_OR_RETURN(w->model_, LoadWorkerModel(BundledModelDir().string(), WorkerEngineConfig(o.num_blocks), 1,
                                                 o.release_grace));
     ASSIGN_OR_RETURN(w->kv_, RegisterRankPools("loopback", w->model_));
-    std::vector<v1::KvRankRegion> regions;
-    for (size_t r = 0; r < w->model_.ranks.size(); ++r) {
-      v1::KvRankRegion& region = regions.emplace_back();
-      region.set_memory_descriptor(w->kv_.descriptors[r].Serialize());
-      *region.mutable_layout() = RankKvLayout(w->model_, static_cast<int>(r));
-    }
+    DecodeKvPlane plane = SetUpDecodeKvPlane(w->model_, w->kv_);
+    w->put_owners_ = plane.owners;
     DecodeServiceOptions options;
     options.worker_id = o.worker_id;
     options.reservation_timeout = o.reservation_timeout;
     options.transport_name = "loopback";
+    options.put_owners = plane.owners;
     w->gate_ = std::make_unique<StepGate>(w->model_.engine.get());
-    w->service_ = std::make_unique<DecodeService>(w->model_.engine.get(), std::move(regions), options, &w->drain_);
+    w->service_ = std::make_unique<DecodeService>(w->model_.engine.get(), std::move(plane.regions), options,
+                                                  &w->drain_);
     int port = 0;
     ASSIGN_OR_RETURN(w->server_,
                      StartGrpcServer(absl::StrCat("127.0.0.1:", o.port), {w->service_.get()}, &port));
@@ -100,12 +100,14 @@ class InProcDecodeWorker {
   v1::DecodeWorker::Stub& stub() { return *stub_; }
   KvTransport& transport() { return *kv_.transports[0]; }
   const MemoryDescriptor& descriptor() const { return kv_.descriptors[0]; }
+  const KvBlockOwners& put_owners() const { return *put_owners_; }
 
  private:
   InProcDecodeWorker() = default;
   DrainGate drain_;  // outlives the server (its tickets live in calls)
   WorkerModel model_;
   RankTransports kv_;
+  std::shared_ptr<KvBlockOwners> put_owners_;
   std::unique_ptr<StepGate> gate_;
   std::unique_ptr<DecodeService> service_;
   std::unique_ptr<grpc::Server> server_;
@@ -130,13 +132,7 @@ class InProcPrefillWorker {
     config.scheduler.max_num_batched_tokens = o.max_num_batched_tokens;
     ASSIGN_OR_RETURN(w->model_, LoadWorkerModel(BundledModelDir().string(), config, o.tp));
     ASSIGN_OR_RETURN(w->kv_, RegisterRankPools("loopback", w->model_));
-    w->local_.total_kv_heads = w->model_.config.num_key_value_heads;
-    for (size_t r = 0; r < w->model_.ranks.size(); ++r) {
-      const KvCacheShape& shape = w->model_.ranks[r].shape;
-      w->local_.ranks.push_back({w->kv_.transports[r].get(),
-                                 {shape.num_layers, shape.num_blocks, shape.block_span_bytes(), shape.num_kv_heads},
-                                 {w->model_.ranks[r].kv_head_begin, shape.num_kv_heads}});
-    }
+    w->local_ = LocalKvGroupOf(w->model_, w->kv_);
     w->sender_ = std::make_unique<KvSender>(&w->local_, o.flush_timeout, 2);
     w->shipper_ = std::make_unique<LayerShipper>(&w->local_);
     LayerShipper* shipper = w->shipper_.get();

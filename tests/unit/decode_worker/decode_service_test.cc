@@ -8,6 +8,7 @@
 // (the cluster tests check those).
 #include "decode_worker/decode_service.h"
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
@@ -141,6 +142,88 @@ TEST(DecodeServiceTest, AdmitReservesExactlyThePromptsBlocksAndReleaseFreesThem)
   ExpectIdle(*w, 64);
   ASSERT_TRUE(Release(*w, "r1").ok());  // idempotent
   ExpectIdle(*w, 64);
+}
+
+// The put guard through the service: each Admit hands out a fresh token
+// granted exactly its blocks; Release, activation (Decode) and an expired
+// lease revoke it, so a late put under an old token is refused even once
+// the blocks belong to the next reservation, whose bytes stay untouched.
+class PutSender {
+ public:
+  PutSender() {
+    transport_ = *MakeTransport("loopback");  // the fabric the in-process workers share
+    EXPECT_TRUE(transport_->RegisterMemory(src_.data(), src_.size()).ok());
+  }
+  // Puts 64 bytes into the start of `block`, layer 0, of `dest`'s rank 0.
+  absl::Status PutInto(const v1::KvDestination& dest, uint32_t block, const v1::KvLayout& layout) {
+    absl::StatusOr<MemoryDescriptor> d = MemoryDescriptor::Deserialize(dest.ranks(0).memory_descriptor());
+    if (!d.ok()) return d.status();
+    absl::StatusOr<std::unique_ptr<TransferSession>> s = transport_->Connect(*d, dest.put_token());
+    if (!s.ok()) return s.status();
+    if (absl::Status st = (*s)->Put(0, uint64_t{block} * layout.block_span_bytes(), 64); !st.ok()) return st;
+    return (*s)->Flush(absl::Seconds(5));
+  }
+
+ private:
+  std::vector<uint8_t> src_ = std::vector<uint8_t>(64, 0xAB);
+  std::unique_ptr<KvTransport> transport_;
+};
+
+TEST(DecodeServiceTest, PutsLandOnlyUnderTheTokenOfALiveReservation) {
+  testing::DecodeWorkerOptions o;
+  o.num_blocks = 3;  // one 40-token reservation (+8 to generate) fills the pool: the next reuses its blocks
+  std::unique_ptr<InProcDecodeWorker> w = StartWorker(o);
+  ASSERT_NE(w, nullptr);
+  const v1::KvLayout layout = RankKvLayout(w->model(), 0);
+  const KvBlockOwners& owners = w->put_owners();
+  PutSender sender;
+
+  v1::AdmitResponse a;
+  ASSERT_TRUE(Admit(*w, AdmitOf("a", TestPrompt(40), 8), &a).ok());
+  const v1::KvDestination& da = a.destination();
+  ASSERT_NE(da.put_token(), 0u);
+  ASSERT_EQ(da.block_ids_size(), 3);
+  for (uint32_t b : da.block_ids()) EXPECT_EQ(owners.owner(BlockId(static_cast<int32_t>(b))), da.put_token());
+  EXPECT_TRUE(sender.PutInto(da, da.block_ids(0), layout).ok());
+  ASSERT_TRUE(Release(*w, "a").ok());
+  ExpectIdle(*w, 3);
+  for (uint32_t b : da.block_ids()) EXPECT_EQ(owners.owner(BlockId(static_cast<int32_t>(b))), 0u);
+
+  v1::AdmitResponse b;
+  ASSERT_TRUE(Admit(*w, AdmitOf("b", TestPrompt(40), 8), &b).ok());
+  const v1::KvDestination& db = b.destination();
+  ASSERT_NE(db.put_token(), da.put_token());
+  ASSERT_EQ(db.block_ids_size(), 3);
+  // A late put of "a" into the block "b" now holds: refused, memory untouched.
+  const uint32_t shared = db.block_ids(0);
+  auto* pool = static_cast<const uint8_t*>(w->model().ranks[0].base);
+  const std::vector<uint8_t> before(pool, pool + w->model().ranks[0].bytes);
+  v1::KvDestination stale = da;
+  EXPECT_EQ(sender.PutInto(stale, shared, layout).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(std::equal(before.begin(), before.end(), pool));
+  EXPECT_TRUE(sender.PutInto(db, shared, layout).ok());
+
+  // Activation ends the reservation: no put lands in its blocks afterwards.
+  const DecodeResult r = Decode(*w, "b", 42);
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  for (uint32_t blk : db.block_ids()) EXPECT_EQ(owners.owner(BlockId(static_cast<int32_t>(blk))), 0u);
+  EXPECT_EQ(sender.PutInto(db, shared, layout).code(), absl::StatusCode::kFailedPrecondition);
+  ExpectIdle(*w, 3);
+}
+
+TEST(DecodeServiceTest, AnExpiredLeaseRevokesItsPutGrant) {
+  testing::DecodeWorkerOptions o;
+  o.reservation_timeout = std::chrono::milliseconds(50);
+  std::unique_ptr<InProcDecodeWorker> w = StartWorker(o);
+  ASSERT_NE(w, nullptr);
+  PutSender sender;
+  v1::AdmitResponse resp;
+  ASSERT_TRUE(Admit(*w, AdmitOf("lapsed", TestPrompt(40), 8), &resp).ok());
+  ExpectIdle(*w, 64);  // expired and freed by the loop
+  const v1::KvDestination& d = resp.destination();
+  for (uint32_t b : d.block_ids()) EXPECT_EQ(w->put_owners().owner(BlockId(static_cast<int32_t>(b))), 0u);
+  EXPECT_EQ(sender.PutInto(d, d.block_ids(0), RankKvLayout(w->model(), 0)).code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 TEST(DecodeServiceTest, RefusedAdmitsChangeNothing) {

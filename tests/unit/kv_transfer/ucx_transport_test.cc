@@ -9,8 +9,10 @@
 #include <string>
 #include <vector>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kv_transfer/block_layout.h"
+#include "kv_transfer/kv_put_guard.h"
 #include "kv_transfer/loopback/loopback_transport.h"
 #include "tests/unit/kv_transfer/test_pattern.h"
 
@@ -176,6 +178,65 @@ TEST_P(UcxTransportTest, ConnectsToItself) {
   ASSERT_TRUE((*session)->Put(0, 4096, 4096).ok());
   ASSERT_TRUE((*session)->Flush(kFlushTimeout).ok());
   EXPECT_EQ(std::memcmp(buffer.data, buffer.data + 4096, 4096), 0);
+}
+
+// A guarded target (kv_put_guard.h) over each transport family: message
+// puts are checked per put token, so a stale reservation's puts are refused
+// (its flush fails with FailedPrecondition) while another token's puts on the
+// same cached endpoint land and flush OK; RMA puts cannot be checked, and
+// GuardPuts says so.
+TEST_P(UcxTransportTest, GuardedTargetRefusesStaleTokensPerSessionOnOneEndpoint) {
+  auto prefill = MakeTransport(GetParam());
+  auto decode = MakeTransport(GetParam());
+  ASSERT_NE(prefill, nullptr);
+  ASSERT_NE(decode, nullptr);
+  const KvRegionLayout layout{.num_layers = 2, .num_blocks = 8, .block_span_bytes = 4096};
+  AlignedBuffer src(layout.total_bytes());
+  AlignedBuffer dst(layout.total_bytes());
+  for (size_t i = 0; i < src.size; ++i) src.data[i] = PatternByte(4, i);
+  ASSERT_TRUE(prefill->RegisterMemory(src.data, src.size).ok());
+  auto remote = decode->RegisterMemory(dst.data, dst.size);
+  ASSERT_TRUE(remote.ok());
+  auto owners = std::make_shared<KvBlockOwners>(layout.num_blocks);
+  const bool guarded = decode->GuardPuts({owners, layout});
+  EXPECT_EQ(guarded, decode->uses_message_puts());
+  if (!guarded) return;  // RMA: the target's CPU never sees the puts
+
+  const std::vector<BlockId> src_blocks{BlockId(0), BlockId(1)};
+  const std::vector<BlockId> dst_blocks{BlockId(3), BlockId(4)};
+  owners->Grant(0xA, dst_blocks);
+  auto stale = prefill->Connect(*remote, 0xB);  // a reservation whose blocks went to 0xA
+  auto fresh = prefill->Connect(*remote, 0xA);
+  ASSERT_TRUE(stale.ok() && fresh.ok());
+  EXPECT_EQ(prefill->num_cached_peers(), 1u);
+  // Interleaved on one endpoint: stale, fresh, stale.
+  ASSERT_TRUE(PutLayerBlocks(**stale, layout, layout, 0, std::vector<BlockId>{BlockId(6), BlockId(7)}, dst_blocks).ok());
+  for (int64_t layer = 0; layer < layout.num_layers; ++layer) {
+    ASSERT_TRUE(PutLayerBlocks(**fresh, layout, layout, layer, src_blocks, dst_blocks).ok());
+  }
+  ASSERT_TRUE(PutLayerBlocks(**stale, layout, layout, 1, std::vector<BlockId>{BlockId(6), BlockId(7)}, dst_blocks).ok());
+  absl::Status fresh_flush = (*fresh)->Flush(kFlushTimeout);
+  EXPECT_TRUE(fresh_flush.ok()) << fresh_flush;
+  absl::Status stale_flush = (*stale)->Flush(kFlushTimeout);
+  EXPECT_EQ(stale_flush.code(), absl::StatusCode::kFailedPrecondition) << stale_flush;
+  EXPECT_THAT(std::string(stale_flush.message()), ::testing::HasSubstr("refused 2 puts"));
+
+  std::vector<uint8_t> expected(dst.size, 0);
+  for (int64_t layer = 0; layer < layout.num_layers; ++layer) {
+    for (size_t i = 0; i < src_blocks.size(); ++i) {
+      std::memcpy(expected.data() + layout.SpanOffset(layer, dst_blocks[i]),
+                  src.data + layout.SpanOffset(layer, src_blocks[i]), layout.block_span_bytes);
+    }
+  }
+  EXPECT_EQ(std::memcmp(expected.data(), dst.data, dst.size), 0);
+
+  // Revoked (the reservation ended): the same token is refused from now on.
+  owners->Revoke(dst_blocks);
+  auto late = prefill->Connect(*remote, 0xA);
+  ASSERT_TRUE(late.ok());
+  ASSERT_TRUE(PutLayerBlocks(**late, layout, layout, 0, std::vector<BlockId>{BlockId(5)}, std::vector<BlockId>{BlockId(3)}).ok());
+  EXPECT_EQ((*late)->Flush(kFlushTimeout).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(std::memcmp(expected.data(), dst.data, dst.size), 0);
 }
 
 TEST(UcxTransportOptionsTest, RejectsBadSettingValue) {
