@@ -23,7 +23,12 @@ absl::Status ToClientStatus(const absl::Status& status) {
 
 std::vector<std::pair<std::string, std::string>> ClientTrailers(const absl::Status& status) {
   if (status.code() != absl::StatusCode::kResourceExhausted) return {};
-  return {{"grpc-retry-pushback-ms", std::to_string(kRetryPushbackMs)}};
+  return RetryTrailers(kRetryPushbackMs);
+}
+
+std::vector<std::pair<std::string, std::string>> RetryTrailers(int64_t retry_after_ms) {
+  if (retry_after_ms < 0) return {};
+  return {{"grpc-retry-pushback-ms", std::to_string(retry_after_ms)}};
 }
 
 }  // namespace tandem

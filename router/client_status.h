@@ -29,5 +29,8 @@ absl::Status ToClientStatus(const absl::Status& status);
 // Trailing metadata for a call ending with `status`: the retry pushback for
 // RESOURCE_EXHAUSTED, nothing otherwise.
 std::vector<std::pair<std::string, std::string>> ClientTrailers(const absl::Status& status);
+// The retry pushback trailer for a wait of `retry_after_ms` (none when < 0:
+// retrying cannot help).
+std::vector<std::pair<std::string, std::string>> RetryTrailers(int64_t retry_after_ms);
 
 }  // namespace tandem

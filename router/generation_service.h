@@ -3,7 +3,11 @@
 // client, one write at a time. A client that closes the stream or passes its
 // deadline cancels the request in the backend. With a DrainGate, each
 // stream holds a ticket until it is done, and once the gate drains new
-// calls get UNAVAILABLE (the process is shutting down).
+// calls get UNAVAILABLE (the process is shutting down). With ApiKeyAuth,
+// a call must carry `authorization: Bearer KEY` (else UNAUTHENTICATED, before
+// anything else is looked at) and fit its key's limits (else
+// RESOURCE_EXHAUSTED with grpc-retry-pushback-ms); health and reflection stay
+// open, as probes need them.
 // Thread-safety: gRPC calls it from its callback threads; it never blocks them.
 #pragma once
 
@@ -11,6 +15,7 @@
 #include <memory>
 
 #include "common/drain_gate.h"
+#include "router/api_keys.h"
 #include "router/generation_backend.h"
 #include "router/request_metrics.h"
 #include "router/request_validator.h"
@@ -20,11 +25,17 @@ namespace tandem {
 
 class GenerationService final : public v1::Generation::CallbackService {
  public:
-  // `backend`, `metrics` (may be null: no metrics) and `gate` (may be null:
-  // never refuses) must outlive the service.
+  // `backend`, `metrics` (may be null: no metrics), `gate` (may be null:
+  // never refuses) and `auth` (may be null: no keys needed) must outlive the
+  // service.
   GenerationService(RequestValidator validator, GenerationBackend* backend, RequestMetrics* metrics = nullptr,
-                    DrainGate* gate = nullptr)
-      : validator_(std::move(validator)), backend_(backend), metrics_(metrics), gate_(gate), instance_(NewInstanceTag()) {}
+                    DrainGate* gate = nullptr, const ApiKeyAuth* auth = nullptr)
+      : validator_(std::move(validator)),
+        backend_(backend),
+        metrics_(metrics),
+        gate_(gate),
+        auth_(auth),
+        instance_(NewInstanceTag()) {}
 
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(grpc::CallbackServerContext* context,
                                                            const v1::GenerateRequest* request) override;
@@ -34,6 +45,7 @@ class GenerationService final : public v1::Generation::CallbackService {
   GenerationBackend* const backend_;
   RequestMetrics* const metrics_;
   DrainGate* const gate_;
+  const ApiKeyAuth* const auth_;
   // Backend ids are "<client id>#<instance>-<n>": unique per process (n) and
   // across router replicas sharing workers (a random instance tag), so two
   // routers never hand a worker the same request id.

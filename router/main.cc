@@ -8,6 +8,7 @@
 // WorkerRegistry always answers. SIGTERM drains: health NOT_SERVING, new
 // Generate calls UNAVAILABLE, streams in flight finish (up to
 // --drain-timeout-s), then exit 0.
+#include <csignal>
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
@@ -17,6 +18,7 @@
 #include "common/net/host_port.h"
 #include "common/process/stop_signals.h"
 #include "engine/model/model_config.h"
+#include "router/api_key_flags.h"
 #include "router/cluster_backend.h"
 #include "router/pool_metrics.h"
 #include "router/request_metrics.h"
@@ -37,6 +39,7 @@ int main(int argc, char** argv) {
   cli::RouterTuningFlags tuning;
   bool help = false;
   cli::MetricsFlag metrics_flag;
+  cli::ApiKeyFlags api_key_flags;
   flags.AddString("model", &model, "HuggingFace model directory: config and tokenizer (default: the bundled model)");
   flags.AddString("host", &host, "address to listen on (default 127.0.0.1)");
   flags.AddInt("port", &port, "port (default 50051; 0 picks a free one)");
@@ -44,6 +47,7 @@ int main(int argc, char** argv) {
   flags.AddString("decode-workers", &decode_workers, "static decode workers, host:port,host:port");
   tuning.Register(flags);
   metrics_flag.Register(flags);
+  api_key_flags.Register(flags);
   flags.AddBool("help", &help, "show this help");
   if (absl::Status st = flags.Parse(std::vector<std::string>(argv + 1, argv + argc)); !st.ok() || help) {
     (st.ok() ? std::cout : std::cerr) << (st.ok() ? "" : std::string(st.message()) + "\n")
@@ -62,6 +66,12 @@ int main(int argc, char** argv) {
     std::cerr << "tandem-router: " << st.message() << "\n";
     return 2;
   }
+  absl::StatusOr<std::unique_ptr<ApiKeyAuth>> auth = api_key_flags.Load();
+  if (!auth.ok()) {
+    std::cerr << "tandem-router: " << auth.status().message() << "\n";
+    return 2;
+  }
+  if (*auth != nullptr) process::BlockReloadSignal();  // before any thread starts
   const std::filesystem::path dir = model.empty() ? cli::DefaultModelDir() : std::filesystem::path(model);
   absl::StatusOr<ModelConfig> config = LoadModelConfig(dir);
   if (!config.ok()) return fail(config.status());
@@ -105,7 +115,8 @@ int main(int argc, char** argv) {
   backend_for_metrics = &backend;
   DrainGate gate;  // outlives the server: its tickets live in the server's calls
   Readiness readiness(&pool, &gate);
-  GenerationService generation(RequestValidator(*config, tokenizer.get()), &backend, request_metrics->get(), &gate);
+  GenerationService generation(RequestValidator(*config, tokenizer.get()), &backend, request_metrics->get(), &gate,
+                               auth->get());
   RegistryService registry(&pool, &readiness);
   int bound_port = 0;
   absl::StatusOr<std::unique_ptr<grpc::Server>> server =
@@ -130,7 +141,11 @@ int main(int argc, char** argv) {
             << ")" << std::endl;
   // Registrations update readiness themselves; a heartbeat's expiry is no
   // event, so it is polled (every 200 ms, between signals).
-  while (process::WaitForStopSignalFor(std::chrono::milliseconds(200)) == 0) readiness.Update();
+  for (int sig = 0; (sig = process::WaitForStopSignalFor(std::chrono::milliseconds(200))) == 0 || sig == SIGHUP;) {
+    if (sig == SIGHUP) cli::ReloadApiKeys(auth->get(), "tandem-router");
+    cli::ReloadApiKeysIfChanged(auth->get(), "tandem-router");
+    readiness.Update();
+  }
   gate.StartDraining();
   readiness.Update();  // NOT_SERVING from now on
   std::cout << "tandem-router: draining " << gate.num_in_flight() << " streams (up to " << tuning.drain_timeout_s << " s)"

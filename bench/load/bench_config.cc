@@ -1,6 +1,7 @@
 #include "bench/load/bench_config.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 
 #include "absl/strings/numbers.h"
@@ -122,6 +123,7 @@ absl::StatusOr<BenchConfig> ParseBenchFlags(const std::vector<std::string>& args
   flags.AddFloat("slo-ttft-ms", &slo_ttft, "goodput: a good request's TTFT is at most this");
   flags.AddFloat("slo-tpot-ms", &slo_tpot, "goodput: a good request's TPOT is at most this");
   flags.AddInt("timeout-s", &c.timeout_s, "deadline of each request in seconds (default 600)");
+  flags.AddString("api-key", &c.api_key, "API key for a server started with --api-key-file (default: $TANDEM_API_KEY)");
   flags.AddString("json-out", &c.json_out, "write the results as JSON to this file");
   flags.AddBool("json-detailed", &c.json_detailed, "also write every request's lengths and latencies");
   flags.AddString("sweep", &sweep, "rates=R1,R2,... or concurrency=C1,C2,...: one run per value, plus a plot");
@@ -130,6 +132,7 @@ absl::StatusOr<BenchConfig> ParseBenchFlags(const std::vector<std::string>& args
   if (usage != nullptr) *usage = flags.Usage();
   RETURN_IF_ERROR(flags.Parse(args));
   if (c.help) return c;
+  if (const char* env = std::getenv("TANDEM_API_KEY"); c.api_key.empty() && env != nullptr) c.api_key = env;
 
   if (rate) c.request_rate = *rate;
   if (burstiness) c.burstiness = *burstiness;

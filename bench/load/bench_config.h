@@ -55,6 +55,7 @@ struct BenchConfig {
   std::optional<float> temperature;
   SloConfig slo;
   int64_t timeout_s = 600;
+  std::string api_key;  // --api-key, else $TANDEM_API_KEY
   std::string json_out;
   bool json_detailed = false;
   std::optional<SweepSpec> sweep;

@@ -3,8 +3,10 @@
 namespace tandem::bench {
 
 void GenerateCall::Start(v1::Generation::Stub* stub, v1::GenerateRequest request, Clock::time_point epoch,
-                         Clock::duration timeout, RequestRecord* record, std::function<void()> done) {
+                         Clock::duration timeout, const std::string& api_key, RequestRecord* record,
+                         std::function<void()> done) {
   auto* call = new GenerateCall(std::move(request), epoch, record, std::move(done));
+  if (!api_key.empty()) call->context_.AddMetadata("authorization", "Bearer " + api_key);
   call->context_.set_deadline(std::chrono::system_clock::now() +
                               std::chrono::duration_cast<std::chrono::system_clock::duration>(timeout));
   record->trace.start_ns = call->NowNs();

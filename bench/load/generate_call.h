@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <functional>
+#include <string>
 
 #include "bench/load/report.h"
 #include "grpcpp/grpcpp.h"
@@ -23,8 +24,10 @@ class GenerateCall : public grpc::ClientReadReactor<v1::GenerateResponse> {
   using Clock = std::chrono::steady_clock;
 
   // Starts the call now. Times in `record` are nanoseconds since `epoch`.
+  // `api_key` (when not empty) goes as "authorization: Bearer KEY".
   static void Start(v1::Generation::Stub* stub, v1::GenerateRequest request, Clock::time_point epoch,
-                    Clock::duration timeout, RequestRecord* record, std::function<void()> done);
+                    Clock::duration timeout, const std::string& api_key, RequestRecord* record,
+                    std::function<void()> done);
 
   GenerateCall(const GenerateCall&) = delete;
   GenerateCall& operator=(const GenerateCall&) = delete;

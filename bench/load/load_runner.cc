@@ -69,7 +69,8 @@ RunResult LoadRunner::Run(const std::vector<BenchRequest>& requests, const LoadP
       if (--remaining == 0) all_done.notify_all();
     };
     GenerateCall::Start(impl_->stub.get(), ToProto(requests[i], impl_->options, absl::StrCat(id_prefix, i)),
-                        epoch, std::chrono::seconds(impl_->options.timeout_s), &record, done);
+                        epoch, std::chrono::seconds(impl_->options.timeout_s), impl_->options.api_key, &record,
+                        done);
   }
   {
     std::unique_lock<std::mutex> lock(mu);

@@ -38,6 +38,7 @@ struct RequestOptions {
   bool ignore_eos = false;
   std::optional<float> temperature;
   int64_t timeout_s = 600;
+  std::string api_key;  // sent as "authorization: Bearer KEY" when set
 };
 
 class LoadRunner {

@@ -77,7 +77,7 @@ int Main(int argc, char** argv) {
   all.resize(config.num_requests);
 
   LoadRunner runner(grpc::CreateChannel(config.addr, grpc::InsecureChannelCredentials()),
-                    {config.ignore_eos, config.temperature, config.timeout_s});
+                    {config.ignore_eos, config.temperature, config.timeout_s, config.api_key});
   std::vector<PointResult> results;
   for (const LoadPoint& point : config.Points()) results.push_back(RunPoint(runner, config, point, all, warmup));
 

@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 
+#include <atomic>
 #include <csignal>
 #include <ctime>
 #include <optional>
@@ -10,15 +11,26 @@
 namespace tandem::process {
 namespace {
 
+std::atomic<bool> reload_blocked{false};
+
 sigset_t StopSignals() {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  if (reload_blocked.load()) sigaddset(&set, SIGHUP);
   return set;
 }
 
 }  // namespace
+
+void BlockReloadSignal() {
+  reload_blocked.store(true);
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
 
 void BlockStopSignals() {
   const sigset_t set = StopSignals();

@@ -13,6 +13,11 @@ namespace tandem::process {
 // Blocks SIGINT and SIGTERM in this thread and every thread started later;
 // WaitForStopSignal() then returns the one that arrives.
 void BlockStopSignals();
+// Also blocks SIGHUP, the conventional "reload your configuration" signal:
+// the waits below then return SIGHUP as well, and the caller reloads and
+// waits again. Call from main() before any thread starts, only in a process
+// that reloads something (elsewhere SIGHUP keeps its default action).
+void BlockReloadSignal();
 int WaitForStopSignal();
 // As WaitForStopSignal(), but 0 when none arrived within `timeout`.
 int WaitForStopSignalFor(std::chrono::milliseconds timeout);

@@ -46,6 +46,7 @@ NOT_MAPPED = {
         "help": "prints usage",
         "prefill-workers": "static worker lists: in the chart, workers register themselves",
         "decode-workers": "static worker lists: in the chart, workers register themselves",
+        "api-key-file": "set to the mounted Secret only with router.apiKeys.secretName (test_api_key_secret)",
     },
     "prefill": {"help": "prints usage"},
     "decode": {"help": "prints usage"},
@@ -74,6 +75,8 @@ def value_to_flag():
           ("router", "migrationPatienceMs"): "migration-patience-ms",
           ("router", "decodeIdleTimeoutMs"): "decode-idle-timeout-ms",
           ("router", "drainTimeoutS"): "drain-timeout-s", ("metrics", "port"): "metrics-port",
+          ("router", "apiKeys", "maxStreamsPerKey"): "max-streams-per-key",
+          ("router", "apiKeys", "tokensPerMinutePerKey"): "tokens-per-minute-per-key",
       },
   }
   for role in ("prefill", "decode"):
@@ -114,6 +117,7 @@ def gpu_values():
   v["metrics"]["serviceMonitor"].update(enabled=True, labels={"release": "prometheus"})
   v["router"]["service"].update(type="LoadBalancer", annotations={"example.com/lb": "internal"})
   v["router"]["extraArgs"] = ["--decode-workers=10.0.0.9:50053"]
+  v["router"]["apiKeys"].update(secretName="tandem-api-keys", secretKey="api-keys.txt")
   for c in ("router", "prefill", "decode"):
     v[c]["nodeSelector"] = {"example.com/pool": c}
     v[c]["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
@@ -418,6 +422,27 @@ class ChartTest(unittest.TestCase):
     for comp, mapping in VALUE_TO_FLAG.items():
       for p in mapping:
         self.assertNotEqual(leaf(self.values["distinct"], p), leaf(self.values["default"], p), p)
+
+  def test_api_key_secret(self):
+    """Off by default; with a Secret, the router reads the key file mounted from it, read-only."""
+    for name, objs in self.rendered.items():
+      router = by_kind(objs, "Deployment")["tandem-router"]
+      (c,) = pod_spec(router)["containers"]
+      flags = parse_flags(container_argv(objs, router, c)[2])
+      secret = self.values[name]["router"]["apiKeys"]["secretName"]
+      with self.subTest(values=name):
+        mounts = {m["name"]: m for m in c["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod_spec(router)["volumes"]}
+        if not secret:
+          self.assertNotIn("api-key-file", flags)
+          self.assertNotIn("api-keys", volumes)
+          continue
+        key = self.values[name]["router"]["apiKeys"]["secretKey"]
+        self.assertEqual(flags["api-key-file"], f"/etc/tandem-api-keys/{key}")
+        self.assertEqual(mounts["api-keys"], {"name": "api-keys", "mountPath": "/etc/tandem-api-keys",
+                                              "readOnly": True})
+        self.assertEqual(volumes["api-keys"], {"name": "api-keys", "secret": {"secretName": secret}})
+    self.assertTrue(any(self.values[n]["router"]["apiKeys"]["secretName"] for n in self.rendered))
 
   def test_extra_args_are_appended(self):
     objs = self.rendered["gpu"]

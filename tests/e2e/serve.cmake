@@ -7,3 +7,9 @@ add_test(NAME serve_e2e
   COMMAND ${TANDEM_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/serve_test.py
     --tandem $<TARGET_FILE:tandem> --source ${CMAKE_SOURCE_DIR} --work ${TANDEM_TEST_WORK}/serve)
 set_tests_properties(serve_e2e PROPERTIES LABELS "e2e" TIMEOUT 900 ENVIRONMENT "OMP_WAIT_POLICY=passive")
+# API keys on every public entry point: `tandem serve` and `tandem up`'s
+# router with --api-key-file, SIGHUP rotation, per-key limits.
+add_test(NAME api_keys_e2e
+  COMMAND ${TANDEM_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/api_keys_test.py
+    --tandem $<TARGET_FILE:tandem> --source ${CMAKE_SOURCE_DIR} --work ${TANDEM_TEST_WORK}/api_keys)
+set_tests_properties(api_keys_e2e PROPERTIES LABELS "e2e" TIMEOUT 600 ENVIRONMENT "OMP_WAIT_POLICY=passive")

@@ -202,13 +202,15 @@ class InProcPrefillWorker {
 // readiness and metrics: workers are added to pool() directly.
 class InProcRouter {
  public:
-  static absl::StatusOr<std::unique_ptr<InProcRouter>> Start(ClusterOptions options = {}) {
+  // `auth` (may be null: an open API) must outlive the router.
+  static absl::StatusOr<std::unique_ptr<InProcRouter>> Start(ClusterOptions options = {},
+                                                             const ApiKeyAuth* auth = nullptr) {
     auto r = std::unique_ptr<InProcRouter>(new InProcRouter());
     ASSIGN_OR_RETURN(r->config_, LoadModelConfig(BundledModelDir()));
     ASSIGN_OR_RETURN(r->tokenizer_, Tokenizer::Load(BundledModelDir()));
     r->backend_ = std::make_unique<ClusterBackend>(&r->pool_, r->tokenizer_.get(), r->config_, options);
     r->service_ = std::make_unique<GenerationService>(RequestValidator(r->config_, r->tokenizer_.get()),
-                                                      r->backend_.get(), nullptr, &r->drain_);
+                                                      r->backend_.get(), nullptr, &r->drain_, auth);
     int port = 0;
     ASSIGN_OR_RETURN(r->server_, StartGrpcServer("127.0.0.1:0", {r->service_.get()}, &port));
     r->address_ = absl::StrCat("127.0.0.1:", port);

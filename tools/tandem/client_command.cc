@@ -1,6 +1,7 @@
 #include "tools/tandem/client_command.h"
 
 #include <chrono>
+#include <cstdlib>
 #include <iostream>
 
 #include "grpcpp/grpcpp.h"
@@ -27,6 +28,7 @@ struct ClientFlags {
   int64_t timeout_s = 600;
   bool json = false;
   bool help = false;
+  std::string api_key;
 };
 
 const char* FinishName(v1::FinishReason r) {
@@ -46,6 +48,7 @@ int RunClient(const std::vector<std::string>& args) {
   flags.AddString("prompt", &f.prompt, "prompt text");
   flags.AddIntList("prompt-ids", &f.prompt_ids, "prompt as token ids (instead of --prompt)");
   flags.AddString("request-id", &f.request_id, "request id (default: the server picks)");
+  flags.AddString("api-key", &f.api_key, "API key for a server started with --api-key-file (default: $TANDEM_API_KEY)");
   flags.AddInt("max-tokens", &f.max_tokens, "tokens to generate at most (default: server's, 16)");
   flags.AddFloat("temperature", &f.temperature, "0 = greedy (default: the model's)");
   flags.AddFloat("top-p", &f.top_p, "nucleus mass in (0, 1]");
@@ -99,6 +102,9 @@ int RunClient(const std::vector<std::string>& args) {
   auto stub = v1::Generation::NewStub(channel);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(f.timeout_s));
+  std::string api_key = f.api_key;
+  if (const char* env = std::getenv("TANDEM_API_KEY"); api_key.empty() && env != nullptr) api_key = env;
+  if (!api_key.empty()) ctx.AddMetadata("authorization", "Bearer " + api_key);
   auto reader = stub->Generate(&ctx, req);
   v1::GenerateResponse chunk;
   nlohmann::json tokens = nlohmann::json::array();
@@ -125,7 +131,10 @@ int RunClient(const std::vector<std::string>& args) {
   const grpc::Status status = reader->Finish();
   if (!status.ok()) {
     if (!f.json) std::cout << "\n";
-    std::cerr << "tandem client: " << status.error_code() << ": " << status.error_message() << "\n";
+    // gRPC's codes and absl's share numbers and names ("UNAUTHENTICATED").
+    std::cerr << "tandem client: "
+              << absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())) << ": "
+              << status.error_message() << "\n";
     return 1;
   }
   if (f.json) {

@@ -10,6 +10,7 @@
 #include "common/status_macros.h"
 #include "engine/core/async_engine.h"
 #include "worker/worker_metrics.h"
+#include "router/api_key_flags.h"
 #include "router/generation_service.h"
 #include "router/request_metrics.h"
 #include "common/cli/cli_flags.h"
@@ -30,11 +31,14 @@ struct ServeFlags {
   int64_t tp = 1;
   EngineFlags engine;
   MetricsFlag metrics;
+  ApiKeyFlags api_keys;
 };
 
 absl::Status Serve(const ServeFlags& f) {
   const std::filesystem::path dir = f.model.empty() ? DefaultModelDir() : std::filesystem::path(f.model);
   if (f.tp < 1 || f.tp > 64) return absl::InvalidArgumentError("--tp must be in [1, 64]");
+  ASSIGN_OR_RETURN(std::unique_ptr<ApiKeyAuth> auth, f.api_keys.Load());
+  if (auth != nullptr) process::BlockReloadSignal();  // before the engine's threads start
   ASSIGN_OR_RETURN(EngineConfig engine_config, f.engine.ToConfig(f.seed.value_or(std::random_device{}())));
   ASSIGN_OR_RETURN(std::unique_ptr<ModelExecutor> model,
                    LoadExecutor(dir, static_cast<int>(f.tp), engine_config.precision));
@@ -57,7 +61,8 @@ absl::Status Serve(const ServeFlags& f) {
   RETURN_IF_ERROR(ExportEngineMetrics(&metrics_registry,
                                       {{"model", model_label}, {"worker", "colocated"}, {"role", "colocated"}},
                                       &async_engine, request_metrics->queue_time_family()));
-  GenerationService service(RequestValidator(config, tokenizer.get()), &backend, request_metrics.get());
+  GenerationService service(RequestValidator(config, tokenizer.get()), &backend, request_metrics.get(), nullptr,
+                            auth.get());
 
   if (f.port < 0 || f.port > 65535) return absl::InvalidArgumentError("--port must be in [0, 65535]");
   int bound_port = 0;
@@ -68,7 +73,11 @@ absl::Status Serve(const ServeFlags& f) {
                    StartMetricsServer(&metrics_registry, f.metrics, f.host, "tandem serve"));
   std::cout << "tandem serve: listening on " << net::JoinHostPort(f.host, bound_port) << " (model " << dir.string()
             << ")" << std::endl;
-  const int sig = process::WaitForStopSignal();
+  int sig = 0;
+  while ((sig = process::WaitForStopSignalFor(std::chrono::seconds(1))) == 0 || sig == SIGHUP) {
+    if (sig == SIGHUP) ReloadApiKeys(auth.get(), "tandem serve");
+    ReloadApiKeysIfChanged(auth.get(), "tandem serve");
+  }
   std::cout << "tandem serve: signal " << sig << ", shutting down" << std::endl;
   if (metrics_server) metrics_server->Stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
@@ -91,6 +100,7 @@ int RunServe(const std::vector<std::string>& args) {
   flags.AddInt("tp", &f.tp, "tensor-parallel ranks (threads of this process; default 1)");
   f.engine.Register(flags);
   f.metrics.Register(flags);
+  f.api_keys.Register(flags);
   absl::Status parsed = flags.Parse(args);
   if (parsed.ok()) parsed = f.metrics.Parse().status();  // a bad port is a usage error, before loading the model
   if (absl::Status st = parsed; !st.ok()) {

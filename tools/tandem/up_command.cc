@@ -12,6 +12,7 @@
 #include "grpcpp/grpcpp.h"
 #include "tandem/v1/worker.grpc.pb.h"
 #include "common/cli/cli_flags.h"
+#include "router/api_key_flags.h"
 #include "router/router_flags.h"
 #include "tools/tandem/cluster_member.h"
 #include "tools/tandem/cpu_list.h"
@@ -37,6 +38,7 @@ struct UpFlags {
   bool help = false;
   EngineFlags engine;  // passed through to every worker
   RouterTuningFlags router;  // passed through to the router
+  ApiKeyFlags api_keys;      // likewise
 };
 
 std::filesystem::path BinDir() {
@@ -118,6 +120,9 @@ int RunUp(const std::vector<std::string>& args) {
   f.router.Register(flags);  // the router's tuning flags, passed on to it as given
   RouterTuningFlags router_scratch;
   router_scratch.Register(router_only);
+  f.api_keys.Register(flags);  // the public API's keys: the router's too
+  ApiKeyFlags api_keys_scratch;
+  api_keys_scratch.Register(router_only);
   if (absl::Status st = flags.Parse(args); !st.ok() || f.help) {
     (st.ok() ? std::cout : std::cerr) << (st.ok() ? "" : std::string(st.message()) + "\n")
                                       << "usage: tandem up [--model DIR] [--prefill-workers N] [--decode-workers M] "
@@ -132,6 +137,10 @@ int RunUp(const std::vector<std::string>& args) {
     return 2;
   }
   if (absl::Status st = f.router.Validate(); !st.ok()) {  // before anything starts
+    std::cerr << "tandem up: " << st.message() << "\n";
+    return 2;
+  }
+  if (absl::Status st = f.api_keys.Load().status(); !st.ok()) {  // the router would refuse them
     std::cerr << "tandem up: " << st.message() << "\n";
     return 2;
   }

@@ -17,6 +17,7 @@ offending field for INVALID_ARGUMENT (e.g. "sampling.top_p: 0 must be in (0, 1]"
 """
 
 import collections
+import os
 
 import grpc
 
@@ -27,7 +28,7 @@ pb2, pb2_grpc = _stubs.load()
 __all__ = [
     "TandemClient", "GenerationStream", "Chunk", "Usage", "Logprob", "Completion",
     "TandemError", "InvalidArgumentError", "ResourceExhaustedError", "UnavailableError",
-    "DeadlineExceededError", "CancelledError", "UnimplementedError", "InternalError",
+    "DeadlineExceededError", "CancelledError", "UnimplementedError", "UnauthenticatedError", "InternalError",
     "SAMPLING_FIELDS", "pb2", "pb2_grpc",
 ]
 
@@ -69,6 +70,10 @@ class CancelledError(TandemError):
     """CANCELLED: the call was cancelled (by the server, or by another thread)."""
 
 
+class UnauthenticatedError(TandemError, PermissionError):
+    """No API key, or one the server does not know (servers started with --api-key-file)."""
+
+
 class UnimplementedError(TandemError):
     """UNIMPLEMENTED: the server does not serve this method."""
 
@@ -85,6 +90,7 @@ _ERRORS = {
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
     grpc.StatusCode.CANCELLED: CancelledError,
     grpc.StatusCode.UNIMPLEMENTED: UnimplementedError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
     grpc.StatusCode.INTERNAL: InternalError,
 }
 
@@ -200,13 +206,17 @@ class TandemClient:
 
     addr: "host:port". timeout: default deadline in seconds of each call
     (None: none). credentials: grpc.ChannelCredentials for TLS (default:
-    plaintext). options: extra grpc channel options. Thread-safe: one client
+    plaintext). options: extra grpc channel options. api_key: sent as
+    "authorization: Bearer KEY" on every generation (default: $TANDEM_API_KEY;
+    needed by servers started with --api-key-file). Thread-safe: one client
     can serve many concurrent calls.
     """
 
-    def __init__(self, addr="127.0.0.1:50051", *, timeout=None, credentials=None, options=None):
+    def __init__(self, addr="127.0.0.1:50051", *, timeout=None, credentials=None, options=None, api_key=None):
         self.addr = addr
         self.timeout = timeout
+        key = os.environ.get("TANDEM_API_KEY") if api_key is None else api_key
+        self._auth = [("authorization", "Bearer " + key)] if key else []
         opts = list(options or [])
         if credentials is None:
             self._channel = grpc.insecure_channel(addr, options=opts)
@@ -279,7 +289,7 @@ class TandemClient:
         """
         req = self.request(prompt, prompt_token_ids, request_id=request_id, priority=priority, **sampling)
         call = self._stub.Generate(req, timeout=self.timeout if timeout is None else timeout,
-                                   metadata=metadata)
+                                   metadata=self._auth + list(metadata or []))
         return GenerationStream(call)
 
     def generate_text(self, prompt=None, prompt_token_ids=None, **kwargs):

@@ -31,6 +31,7 @@ struct ClusterSpec {
   testing::PrefillWorkerOptions prefill;
   std::vector<std::string> dead_prefill;  // unreachable addresses, listed before the live workers
   std::vector<std::string> dead_decode;
+  const ApiKeyAuth* auth = nullptr;  // the public API's keys (null: open)
 };
 
 // Workers first, the router in front; torn down router first.
@@ -54,7 +55,7 @@ class Cluster {
       if (!w.ok()) return nullptr;
       c->prefill.push_back(*std::move(w));
     }
-    absl::StatusOr<std::unique_ptr<InProcRouter>> r = InProcRouter::Start(spec.router);
+    absl::StatusOr<std::unique_ptr<InProcRouter>> r = InProcRouter::Start(spec.router, spec.auth);
     EXPECT_TRUE(r.ok()) << r.status();
     if (!r.ok()) return nullptr;
     c->router = *std::move(r);
@@ -149,8 +150,10 @@ struct OpenStream {
   std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader;
   StreamResult result;
 
-  OpenStream(v1::Generation::Stub& stub, const v1::GenerateRequest& req) {
+  // `api_key` (when not empty) goes as "authorization: Bearer KEY".
+  OpenStream(v1::Generation::Stub& stub, const v1::GenerateRequest& req, const std::string& api_key = "") {
     ctx.set_deadline(Deadline());
+    if (!api_key.empty()) ctx.AddMetadata("authorization", "Bearer " + api_key);
     reader = stub.Generate(&ctx, req);
   }
   bool ReadChunks(int n) {

@@ -45,6 +45,11 @@ Context: the root.
 --migration-patience-ms={{ .Values.router.migrationPatienceMs }}
 --decode-idle-timeout-ms={{ .Values.router.decodeIdleTimeoutMs }}
 --drain-timeout-s={{ .Values.router.drainTimeoutS }}
+--max-streams-per-key={{ .Values.router.apiKeys.maxStreamsPerKey }}
+--tokens-per-minute-per-key={{ .Values.router.apiKeys.tokensPerMinutePerKey }}
+{{- if .Values.router.apiKeys.secretName }}
+--api-key-file=/etc/tandem-api-keys/{{ .Values.router.apiKeys.secretKey }}
+{{- end }}
 --metrics-port={{ .Values.metrics.port }}
 {{- range .Values.router.extraArgs }}
 {{ . }}
