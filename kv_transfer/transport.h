@@ -50,11 +50,14 @@ struct TransportStats {
   uint64_t flushes_total = 0;    // flushes that completed OK
   uint64_t failures_total = 0;   // Put/Flush/Connect calls that returned non-OK
   uint64_t flush_ns_total = 0;   // time spent waiting in Flush, OK or not
+  // As a target: peers' puts refused (outside the region, or into blocks not
+  // granted to their token: late puts of ended reservations, or forged ones).
+  uint64_t puts_refused_total = 0;
 
   friend std::ostream& operator<<(std::ostream& os, const TransportStats& s) {
     return os << "{bytes_put=" << s.bytes_put_total << " puts=" << s.puts_total
               << " flushes=" << s.flushes_total << " failures=" << s.failures_total
-              << " flush_ns=" << s.flush_ns_total << "}";
+              << " flush_ns=" << s.flush_ns_total << " refused=" << s.puts_refused_total << "}";
   }
 };
 

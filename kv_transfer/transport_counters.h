@@ -19,6 +19,7 @@ struct TransportCounters {
   std::atomic<uint64_t> flushes{0};
   std::atomic<uint64_t> failures{0};
   std::atomic<uint64_t> flush_ns{0};
+  std::atomic<uint64_t> refused{0};  // target side
 
   void CountPut(uint64_t bytes) {
     bytes_put.fetch_add(bytes, std::memory_order_relaxed);
@@ -48,6 +49,7 @@ struct TransportCounters {
     s.flushes_total = flushes.load(std::memory_order_relaxed);
     s.failures_total = failures.load(std::memory_order_relaxed);
     s.flush_ns_total = flush_ns.load(std::memory_order_relaxed);
+    s.puts_refused_total = refused.load(std::memory_order_relaxed);
     return s;
   }
 };

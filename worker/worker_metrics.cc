@@ -104,6 +104,11 @@ absl::StatusOr<prometheus::Histogram*> ExportTransportMetrics(metrics::Registry*
   RETURN_IF_ERROR(AddCallback(
       r.AddCallbackCounter("tandem_kv_transfer_flush_seconds_total", "Time spent waiting for KV flushes."), labels,
       sum([](const TransportStats& s) { return static_cast<double>(s.flush_ns_total) / 1e9; })));
+  RETURN_IF_ERROR(AddCallback(
+      r.AddCallbackCounter("tandem_kv_puts_refused_total",
+                           "KV puts from other workers this worker refused: outside its pool, or into blocks not "
+                           "reserved under the put's token (late puts of ended reservations, or forged ones)."),
+      labels, sum([](const TransportStats& s) { return s.puts_refused_total; })));
   ASSIGN_OR_RETURN(prometheus::Family<prometheus::Histogram>* family,
                    r.AddHistogram("tandem_kv_transfer_seconds",
                                   "Per shipped prompt: from its first token being sampled to its KV being flushed "

@@ -9,7 +9,8 @@
 //   histograms tandem_step_duration_seconds, tandem_batch_size (sequences per step),
 //            tandem_request_queue_time_seconds (waiting until first scheduled)
 //   transport tandem_kv_transfer_bytes_total, tandem_kv_transfer_puts_total,
-//            tandem_kv_transfer_failures_total, tandem_kv_transfer_flush_seconds_total
+//            tandem_kv_transfer_failures_total, tandem_kv_transfer_flush_seconds_total,
+//            tandem_kv_puts_refused_total
 //            (summed over TP ranks), tandem_kv_transfer_seconds (histogram, one prompt)
 // Thread-safety: Export* run once at start (from main); the callbacks they
 // register run on the scraping thread, the step listener on the loop thread.

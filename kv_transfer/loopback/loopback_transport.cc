@@ -24,6 +24,8 @@ struct Region {
   absl::Mutex mu;
   bool alive ABSL_GUARDED_BY(mu) = true;
   KvPutGuard guard ABSL_GUARDED_BY(mu);  // no owners: every in-range put applies
+  // The owning transport's counters (refusals); valid while `alive`.
+  kv_transfer_internal::TransportCounters* owner_counters = nullptr;
 };
 
 }  // namespace loopback_internal
@@ -97,6 +99,7 @@ class LoopbackSession final : public TransferSession {
       if (guard.owners == nullptr) {
         write();
       } else if (!guard.owners->WriteIfGranted(guard.layout, put_token_, remote_offset, length, write)) {
+        remote_->owner_counters->refused.fetch_add(1, std::memory_order_relaxed);
         failure_ = absl::FailedPreconditionError(
             "the KV transfer target refused a put into blocks not reserved under this transfer's token (the "
             "reservation was released or expired)");
@@ -156,6 +159,7 @@ absl::StatusOr<MemoryDescriptor> LoopbackTransport::RegisterMemory(void* base, s
   absl::MutexLock lock(&mu_);
   if (region_ != nullptr) return absl::FailedPreconditionError("memory is already registered");
   region_ = std::make_shared<Region>(static_cast<uint8_t*>(base), len);
+  region_->owner_counters = &counters_;
   region_id_ = fabric_->Add(region_);
   descriptor_.transport = TransportKind::kLoopback;
   descriptor_.worker_address = EncodeHandle(fabric_->id(), region_id_);

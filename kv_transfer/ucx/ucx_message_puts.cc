@@ -38,6 +38,7 @@ ucs_status_t OnPutMessage(void* arg, const void* header, size_t header_length, v
     }
   }
   if (!ok) {
+    if (state->counters != nullptr) state->counters->refused.fetch_add(1, std::memory_order_relaxed);
     const std::pair<ucp_ep_h, uint64_t> key{from, h.put_token};
     if (state->rejected.size() < kMaxRejectionEntries || state->rejected.contains(key)) ++state->rejected[key];
   }

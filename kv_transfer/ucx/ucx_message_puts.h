@@ -17,6 +17,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "kv_transfer/kv_put_guard.h"
+#include "kv_transfer/transport_counters.h"
 
 namespace tandem::ucx_internal {
 
@@ -55,6 +56,7 @@ struct MessagePutState {
   // guard that decides (no owners: only the region bounds are checked).
   absl::flat_hash_map<std::pair<ucp_ep_h, uint64_t>, uint64_t> rejected;
   KvPutGuard guard;
+  kv_transfer_internal::TransportCounters* counters = nullptr;  // counts refusals; set at registration
 };
 
 // Registers the put, fence and fence-answer handlers on `worker`, with

@@ -135,6 +135,7 @@ absl::StatusOr<MemoryDescriptor> UcxTransport::RegisterMemory(void* base, size_t
   impl.length = len;
   impl.messages.base = impl.base;
   impl.messages.length = len;
+  impl.messages.counters = &impl.counters;
   impl.descriptor = d;
   return d;
 }

@@ -409,6 +409,9 @@ def check_workers(prom, seen):
     fails = prom.by_label("tandem_kv_transfer_failures_total", "worker")
     check("KV bytes were put by the prefill worker, no transfer failed",
           sent is not None and sent > 0 and fails == {"prefill-0": 0, "decode-0": 0}, (sent, fails))
+    refused = prom.by_label("tandem_kv_puts_refused_total", "worker")
+    check("no KV put was refused (every put landed in its reservation's blocks)",
+          refused == {"prefill-0": 0, "decode-0": 0}, refused)
     queries = prom.scalar('tandem_prefix_cache_queries_total{role="prefill"}')
     hits = prom.scalar('tandem_prefix_cache_hits_total{role="prefill"}')
     check("prefix cache: queries > 0 and hits <= queries on the prefill worker",

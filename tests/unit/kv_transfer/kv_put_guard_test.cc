@@ -132,6 +132,8 @@ TEST(GuardedLoopbackTest, AStaleTokensPutIsRefusedAndTheNewOwnersBytesStay) {
   ASSERT_TRUE(slack.ok());
   EXPECT_EQ((*slack)->Put(0, kLayout.total_bytes(), 64).code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(dst, expected);
+  EXPECT_EQ(decode.stats().puts_refused_total, 3u);  // the late put, the unstamped one, the slack one
+  EXPECT_EQ(prefill.stats().puts_refused_total, 0u);
 }
 
 }  // namespace

@@ -220,6 +220,7 @@ TEST_P(UcxTransportTest, GuardedTargetRefusesStaleTokensPerSessionOnOneEndpoint)
   absl::Status stale_flush = (*stale)->Flush(kFlushTimeout);
   EXPECT_EQ(stale_flush.code(), absl::StatusCode::kFailedPrecondition) << stale_flush;
   EXPECT_THAT(std::string(stale_flush.message()), ::testing::HasSubstr("refused 2 puts"));
+  EXPECT_EQ(decode->stats().puts_refused_total, 2u);
 
   std::vector<uint8_t> expected(dst.size, 0);
   for (int64_t layer = 0; layer < layout.num_layers; ++layer) {
