@@ -29,7 +29,9 @@ struct WorkerFlags {
     f.AddString("worker-id", &worker_id, "this worker's id (default " + role + "-<port>)");
     f.AddString("router", &router,
                 "router address(es) to register with: host:port, or several comma-separated (router replicas)");
-    f.AddString("kv-transport", &kv_transport, "ucx (default) or loopback");
+    f.AddString("kv-transport", &kv_transport,
+                "ucx (default: puts checked against the decode worker's reservations), ucx-rma (one-sided puts "
+                "where UCX_TLS allows: unchecked) or loopback");
     f.AddInt("tp", &tp, "tensor-parallel ranks (threads of this process, each with its own KV pool; default 1)");
     f.AddInt("drain-timeout-s", &drain_timeout_s,
              "on SIGTERM, how long requests in flight may run on before the worker exits (default 30)");

@@ -66,12 +66,22 @@ absl::StatusOr<std::unique_ptr<KvTransport>> MakeTransport(const std::string& na
     return std::unique_ptr<KvTransport>(std::make_unique<LoopbackTransport>(*fabric));
   }
 #ifdef TANDEM_HAVE_UCX
-  if (name == "ucx") {
-    ASSIGN_OR_RETURN(std::unique_ptr<UcxTransport> t, UcxTransport::Create(UcxTransportOptions{}));
+  if (name == "ucx" || name == "ucx-rma") {
+    // "ucx": every put is a message the decode worker checks against its
+    // reservations (kv_transfer/kv_put_guard.h), whatever UCX_TLS allows.
+    // "ucx-rma": one-sided puts where UCX can do them (CMA, RDMA): one copy
+    // less, but unchecked: a late put can land in reused blocks once the
+    // release grace has passed, and a descriptor's holder can write anywhere
+    // in the pool (docs/security.md).
+    UcxTransportOptions options;
+    options.put_mode =
+        name == "ucx" ? UcxTransportOptions::PutMode::kMessages : UcxTransportOptions::PutMode::kAuto;
+    ASSIGN_OR_RETURN(std::unique_ptr<UcxTransport> t, UcxTransport::Create(options));
     return std::unique_ptr<KvTransport>(std::move(t));
   }
 #endif
-  return absl::InvalidArgumentError(absl::StrCat("--kv-transport '", name, "': must be ucx or loopback"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("--kv-transport '", name, "': must be ucx, ucx-rma or loopback"));
 }
 
 }  // namespace tandem
