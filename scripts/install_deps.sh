@@ -18,6 +18,7 @@ test_pkgs=(
   python3 python3-numpy python3-torch python3-sentencepiece python3-regex
   python3-grpcio python3-protobuf python3-yaml  # python3-yaml: the Helm chart test (tests/deploy)
   prometheus iproute2  # promtool checks the metrics text format; ip makes the multi-host test's namespaces
+  openssl  # the certs test checks `tandem certs` with the openssl tool
 )
 
 want=("${build_pkgs[@]}")

@@ -13,3 +13,8 @@ add_test(NAME api_keys_e2e
   COMMAND ${TANDEM_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/api_keys_test.py
     --tandem $<TARGET_FILE:tandem> --source ${CMAKE_SOURCE_DIR} --work ${TANDEM_TEST_WORK}/api_keys)
 set_tests_properties(api_keys_e2e PROPERTIES LABELS "e2e" TIMEOUT 600 ENVIRONMENT "OMP_WAIT_POLICY=passive")
+# `tandem certs`: the cluster CA and role certificates, checked with openssl.
+add_test(NAME certs_e2e
+  COMMAND ${TANDEM_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/certs_test.py
+    --tandem $<TARGET_FILE:tandem> --work ${TANDEM_TEST_WORK}/certs)
+set_tests_properties(certs_e2e PROPERTIES LABELS "e2e" TIMEOUT 120)

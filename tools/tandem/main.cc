@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "tools/tandem/certs_command.h"
 #include "tools/tandem/client_command.h"
 #include "tools/tandem/generate_command.h"
 #include "tools/tandem/serve_command.h"
@@ -17,6 +18,7 @@ int main(int argc, char** argv) {
       "  serve      serve the gRPC Generation API (router, prefill and decode in one process)\n"
       "  client     stream one generation from a Tandem endpoint\n"
       "  up         start the local disaggregated cluster (router + prefill + decode workers)\n"
+      "  certs      make a cluster CA and role certificates for mTLS inside the cluster\n"
       "(each command takes --help)\n";
   if (argc < 2) {
     std::cerr << usage;
@@ -28,6 +30,7 @@ int main(int argc, char** argv) {
   if (command == "serve") return tandem::cli::RunServe(args);
   if (command == "client") return tandem::cli::RunClient(args);
   if (command == "up") return tandem::cli::RunUp(args);
+  if (command == "certs") return tandem::cli::RunCerts(args);
   if (command == "--help" || command == "help") {
     std::cout << usage;
     return 0;
