@@ -99,7 +99,8 @@ struct UcxTransport::Impl {
   int event_fd = -1;  // -1: no wakeup support, the progress thread polls
 
   mutable absl::Mutex mu;
-  ucp_mem_h memh ABSL_GUARDED_BY(mu) = nullptr;
+  bool registered ABSL_GUARDED_BY(mu) = false;
+  ucp_mem_h memh ABSL_GUARDED_BY(mu) = nullptr;  // RMA mode only: message mode maps nothing remotely
   uint8_t* base = nullptr;  // set once at registration, under mu
   uint64_t length = 0;
   MemoryDescriptor descriptor ABSL_GUARDED_BY(mu);

@@ -92,44 +92,53 @@ absl::StatusOr<MemoryDescriptor> UcxTransport::RegisterMemory(void* base, size_t
   }
   Impl& impl = *impl_;
   absl::MutexLock lock(&impl.mu);
-  if (impl.memh != nullptr) return absl::FailedPreconditionError("memory is already registered");
+  if (impl.registered) return absl::FailedPreconditionError("memory is already registered");
 
-  ucp_mem_map_params_t map_params;
-  std::memset(&map_params, 0, sizeof(map_params));
-  map_params.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
-  map_params.address = base;
-  map_params.length = len;
-  ucp_mem_h memh = nullptr;
-  if (ucs_status_t s = ucp_mem_map(impl.context, &map_params, &memh); s != UCS_OK) {
-    return FromUcs(s, "ucp_mem_map");
-  }
-  void* rkey_buffer = nullptr;
-  size_t rkey_size = 0;
-  if (ucs_status_t s = ucp_rkey_pack(impl.context, memh, &rkey_buffer, &rkey_size); s != UCS_OK) {
-    ucp_mem_unmap(impl.context, memh);
-    return FromUcs(s, "ucp_rkey_pack");
-  }
   MemoryDescriptor d;
   d.transport = TransportKind::kUcx;
-  d.rkey.assign(static_cast<const char*>(rkey_buffer), rkey_size);
-  ucp_rkey_buffer_release(rkey_buffer);
+  // Message mode maps nothing for remote access and hands out no rkey:
+  // every byte that reaches the region goes through our checked handler,
+  // and no peer (ours or anyone's UCX code) can write into it one-sidedly.
+  ucp_mem_h memh = nullptr;
+  if (!impl.message_puts) {
+    ucp_mem_map_params_t map_params;
+    std::memset(&map_params, 0, sizeof(map_params));
+    map_params.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
+    map_params.address = base;
+    map_params.length = len;
+    if (ucs_status_t s = ucp_mem_map(impl.context, &map_params, &memh); s != UCS_OK) {
+      return FromUcs(s, "ucp_mem_map");
+    }
+    void* rkey_buffer = nullptr;
+    size_t rkey_size = 0;
+    if (ucs_status_t s = ucp_rkey_pack(impl.context, memh, &rkey_buffer, &rkey_size); s != UCS_OK) {
+      ucp_mem_unmap(impl.context, memh);
+      return FromUcs(s, "ucp_rkey_pack");
+    }
+    d.rkey.assign(static_cast<const char*>(rkey_buffer), rkey_size);
+    ucp_rkey_buffer_release(rkey_buffer);
+  }
+  auto unmap = [&] {
+    if (memh != nullptr) ucp_mem_unmap(impl.context, memh);
+  };
 
   ucp_address_t* address = nullptr;
   size_t address_size = 0;
   if (ucs_status_t s = ucp_worker_get_address(impl.worker, &address, &address_size); s != UCS_OK) {
-    ucp_mem_unmap(impl.context, memh);
+    unmap();
     return FromUcs(s, "ucp_worker_get_address");
   }
   d.worker_address.assign(reinterpret_cast<const char*>(address), address_size);
   ucp_worker_release_address(impl.worker, address);
   if (d.worker_address.size() > MemoryDescriptor::kMaxFieldBytes ||
       d.rkey.size() > MemoryDescriptor::kMaxFieldBytes) {
-    ucp_mem_unmap(impl.context, memh);
+    unmap();
     return absl::InternalError("UCX address or rkey larger than the descriptor allows");
   }
   d.base_address = reinterpret_cast<uintptr_t>(base);
   d.length = len;
 
+  impl.registered = true;
   impl.memh = memh;
   impl.base = static_cast<uint8_t*>(base);
   impl.length = len;
@@ -142,7 +151,7 @@ absl::StatusOr<MemoryDescriptor> UcxTransport::RegisterMemory(void* base, size_t
 
 absl::StatusOr<MemoryDescriptor> UcxTransport::local_descriptor() const {
   absl::MutexLock lock(&impl_->mu);
-  if (impl_->memh == nullptr) return absl::FailedPreconditionError("no memory registered");
+  if (!impl_->registered) return absl::FailedPreconditionError("no memory registered");
   return impl_->descriptor;
 }
 
@@ -160,11 +169,16 @@ absl::StatusOr<std::unique_ptr<TransferSession>> UcxTransport::Connect(const Mem
     return fail(absl::InvalidArgumentError(absl::StrCat(
         "not a UCX descriptor (transport ", TransportKindName(remote.transport), ")")));
   }
-  if (remote.worker_address.empty() || remote.rkey.empty() || remote.length == 0) {
-    return fail(absl::InvalidArgumentError("UCX descriptor lacks an address, rkey or length"));
+  if (remote.worker_address.empty() || remote.length == 0) {
+    return fail(absl::InvalidArgumentError("UCX descriptor lacks an address or length"));
+  }
+  if (!impl.message_puts && remote.rkey.empty()) {
+    return fail(absl::InvalidArgumentError(
+        "the peer takes only checked message puts (--kv-transport ucx) and gave no rkey for one-sided puts: run "
+        "this worker with --kv-transport ucx too"));
   }
   absl::MutexLock lock(&impl.mu);
-  if (impl.memh == nullptr) {
+  if (!impl.registered) {
     return fail(absl::FailedPreconditionError("RegisterMemory must precede Connect"));
   }
   impl.ReapFailedPeersLocked();
@@ -182,6 +196,9 @@ absl::StatusOr<std::unique_ptr<TransferSession>> UcxTransport::Connect(const Mem
     slot = std::move(peer);
   }
   std::shared_ptr<Peer> peer = slot;
+  if (impl.message_puts) {  // no rkey needed (the peer may not even have given one)
+    return MakeUcxSession(&impl, std::move(peer), nullptr, remote.base_address, remote.length, put_token);
+  }
   auto it = peer->rkeys.find(remote.rkey);
   if (it == peer->rkeys.end()) {
     ucp_rkey_h rkey = nullptr;

@@ -61,7 +61,8 @@ TEST_P(UcxTransportTest, PutFlushMovesExactBytes) {
   auto remote = decode->RegisterMemory(dst.data, dst.size);
   ASSERT_TRUE(remote.ok()) << remote.status();
   EXPECT_EQ(remote->transport, TransportKind::kUcx);
-  EXPECT_FALSE(remote->rkey.empty());
+  // Message mode exposes no rkey: nothing but the checked handler writes the region.
+  EXPECT_EQ(remote->rkey.empty(), decode->uses_message_puts());
 
   auto parsed = MemoryDescriptor::Deserialize(remote->Serialize());
   ASSERT_TRUE(parsed.ok());
@@ -238,6 +239,36 @@ TEST_P(UcxTransportTest, GuardedTargetRefusesStaleTokensPerSessionOnOneEndpoint)
   ASSERT_TRUE(PutLayerBlocks(**late, layout, layout, 0, std::vector<BlockId>{BlockId(5)}, std::vector<BlockId>{BlockId(3)}).ok());
   EXPECT_EQ((*late)->Flush(kFlushTimeout).code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(std::memcmp(expected.data(), dst.data, dst.size), 0);
+}
+
+// A worker that forces one-sided puts cannot write into a message-mode
+// peer (it has no rkey to write with): a clear InvalidArgument at Connect.
+// The other way round works: every worker takes message puts.
+TEST(UcxTransportModesTest, OneSidedSendersCannotWriteIntoAMessageModeTarget) {
+  auto rma = MakeTransport("sm,self,cma+rma");
+  auto messages = MakeTransport("sm,self,cma+messages");
+  ASSERT_NE(rma, nullptr);
+  ASSERT_NE(messages, nullptr);
+  AlignedBuffer a(1 << 16);
+  AlignedBuffer b(1 << 16);
+  for (size_t i = 0; i < a.size; ++i) a.data[i] = PatternByte(5, i);
+  auto rma_desc = rma->RegisterMemory(a.data, a.size);
+  auto msg_desc = messages->RegisterMemory(b.data, b.size);
+  ASSERT_TRUE(rma_desc.ok() && msg_desc.ok());
+  EXPECT_FALSE(rma_desc->rkey.empty());
+  EXPECT_TRUE(msg_desc->rkey.empty());
+  auto refused = rma->Connect(*MemoryDescriptor::Deserialize(msg_desc->Serialize()));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.status().message()), ::testing::HasSubstr("--kv-transport ucx"));
+  // Message puts into the RMA-mode worker's region land.
+  std::vector<uint8_t> src(1 << 16);
+  for (size_t i = 0; i < src.size(); ++i) src[i] = PatternByte(6, i);
+  std::memcpy(b.data, src.data(), src.size());
+  auto session = messages->Connect(*rma_desc);
+  ASSERT_TRUE(session.ok()) << session.status();
+  ASSERT_TRUE((*session)->Put(0, 0, 4096).ok());
+  ASSERT_TRUE((*session)->Flush(kFlushTimeout).ok());
+  EXPECT_EQ(std::memcmp(a.data, src.data(), 4096), 0);
 }
 
 TEST(UcxTransportOptionsTest, RejectsBadSettingValue) {
