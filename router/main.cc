@@ -2,12 +2,21 @@
 // public Generation API, request validation and tokenization, and the
 // Admit → Prefill → Decode orchestration over registered workers.
 //
-// Lifecycle: grpc.health.v1 ("" and tandem.v1.Generation) says SERVING only
-// while at least one prefill and one decode worker are live (a readiness
-// probe must not send traffic to a router that can only fail); the
-// WorkerRegistry always answers. SIGTERM drains: health NOT_SERVING, new
+// Two listeners (RouterListenFlags): the public one (--host/--port) serves
+// Generation, health and reflection only; the cluster one
+// (--cluster-host/--cluster-port) serves the WorkerRegistry, health and
+// reflection, for workers and launchers on the internal network. A client of
+// the public port cannot register a worker or list them (UNIMPLEMENTED).
+//
+// Lifecycle: the public listener's grpc.health.v1 ("" and
+// tandem.v1.Generation) says SERVING only while at least one prefill and one
+// decode worker are live (a readiness probe must not send traffic to a
+// router that can only fail); the cluster listener's ("" and
+// tandem.v1.WorkerRegistry, the liveness) always says SERVING, and the
+// registry always answers. SIGTERM drains: public health NOT_SERVING, new
 // Generate calls UNAVAILABLE, streams in flight finish (up to
-// --drain-timeout-s), then exit 0.
+// --drain-timeout-s), workers keep heartbeating meanwhile; then both
+// listeners shut down and the process exits 0.
 #include <csignal>
 #include <iostream>
 
@@ -34,15 +43,14 @@ int main(int argc, char** argv) {
   using namespace tandem;
   process::BlockStopSignals();
   cli::FlagSet flags;
-  std::string model, host = "127.0.0.1", prefill_workers, decode_workers;
-  int64_t port = 50051;
+  std::string model, prefill_workers, decode_workers;
+  cli::RouterListenFlags listen;
   cli::RouterTuningFlags tuning;
   bool help = false;
   cli::MetricsFlag metrics_flag;
   cli::ApiKeyFlags api_key_flags;
   flags.AddString("model", &model, "HuggingFace model directory: config and tokenizer (default: the bundled model)");
-  flags.AddString("host", &host, "address to listen on (default 127.0.0.1)");
-  flags.AddInt("port", &port, "port (default 50051; 0 picks a free one)");
+  listen.Register(flags);
   flags.AddString("prefill-workers", &prefill_workers, "static prefill workers, host:port,host:port");
   flags.AddString("decode-workers", &decode_workers, "static decode workers, host:port,host:port");
   tuning.Register(flags);
@@ -59,6 +67,10 @@ int main(int argc, char** argv) {
     return 1;
   };
   if (absl::Status st = metrics_flag.Parse().status(); !st.ok()) {
+    std::cerr << "tandem-router: " << st.message() << "\n";
+    return 2;
+  }
+  if (absl::Status st = listen.Validate(); !st.ok()) {
     std::cerr << "tandem-router: " << st.message() << "\n";
     return 2;
   }
@@ -118,11 +130,17 @@ int main(int argc, char** argv) {
   GenerationService generation(RequestValidator(*config, tokenizer.get()), &backend, request_metrics->get(), &gate,
                                auth->get());
   RegistryService registry(&pool, &readiness);
+  // The control plane first: workers may register as soon as the public
+  // listener's line tells a launcher to start them.
+  int cluster_bound_port = 0;
+  absl::StatusOr<std::unique_ptr<grpc::Server>> cluster_server = StartGrpcServer(
+      net::JoinHostPort(listen.ClusterHost(), listen.cluster_port), {&registry}, &cluster_bound_port);
+  if (!cluster_server.ok()) return fail(cluster_server.status());
+  SetHealth(cluster_server->get(), true, {v1::WorkerRegistry::service_full_name()});
   int bound_port = 0;
   absl::StatusOr<std::unique_ptr<grpc::Server>> server =
-      StartGrpcServer(net::JoinHostPort(host, port), {&generation, &registry}, &bound_port, /*serving=*/false);
+      StartGrpcServer(net::JoinHostPort(listen.host, listen.port), {&generation}, &bound_port, /*serving=*/false);
   if (!server.ok()) return fail(server.status());
-  (*server)->GetHealthCheckService()->SetServingStatus(v1::WorkerRegistry::service_full_name(), true);
   readiness.Attach([srv = server->get(), logged = false](bool ready) mutable {
     SetHealth(srv, ready, {v1::Generation::service_full_name()});
     if (ready || logged) {
@@ -135,10 +153,13 @@ int main(int argc, char** argv) {
   // Declared after everything its callbacks read, so it stops first; up before the
   // listening line, so a launcher that waits for that line can scrape at once.
   absl::StatusOr<std::unique_ptr<metrics::MetricsServer>> metrics_server =
-      cli::StartMetricsServer(&metrics_registry, metrics_flag, host, "tandem-router");
+      cli::StartMetricsServer(&metrics_registry, metrics_flag, listen.host, "tandem-router");
   if (!metrics_server.ok()) return fail(metrics_server.status());
-  std::cout << "tandem-router: listening on " << net::JoinHostPort(host, bound_port) << " (model " << dir.string()
-            << ")" << std::endl;
+  // Launchers read the cluster line first, then wait for the public one.
+  std::cout << "tandem-router: cluster listener on " << net::JoinHostPort(listen.ClusterHost(), cluster_bound_port)
+            << " (worker registry)" << std::endl;
+  std::cout << "tandem-router: listening on " << net::JoinHostPort(listen.host, bound_port) << " (model "
+            << dir.string() << ")" << std::endl;
   // Registrations update readiness themselves; a heartbeat's expiry is no
   // event, so it is polled (every 200 ms, between signals).
   for (int sig = 0; (sig = process::WaitForStopSignalFor(std::chrono::milliseconds(200))) == 0 || sig == SIGHUP;) {
@@ -155,5 +176,6 @@ int main(int argc, char** argv) {
   }
   if (*metrics_server) (*metrics_server)->Stop();
   (*server)->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  (*cluster_server)->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   return 0;
 }

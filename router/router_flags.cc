@@ -12,6 +12,28 @@ absl::Status InRange(const char* flag, int64_t v, int64_t lo, int64_t hi) {
 
 }  // namespace
 
+void RouterListenFlags::Register(FlagSet& f) {
+  f.AddString("host", &host, "address of the public listener: Generation, health, reflection (default 127.0.0.1)");
+  f.AddInt("port", &port, "port of the public listener (default 50051; 0 picks a free one)");
+  f.AddString("cluster-host", &cluster_host,
+              "address of the cluster listener, the control plane workers register on (WorkerRegistry, health, "
+              "reflection); keep it on the internal network (default: --host)");
+  f.AddInt("cluster-port", &cluster_port,
+           "port of the cluster listener; workers' --router names it (default 50052; 0 picks a free one; must "
+           "differ from --port unless both are 0)");
+}
+
+absl::Status RouterListenFlags::Validate() const {
+  for (absl::Status st : {InRange("port", port, 0, 65535), InRange("cluster-port", cluster_port, 0, 65535)}) {
+    if (!st.ok()) return st;
+  }
+  if (port == cluster_port && port != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("--cluster-port must differ from --port (both ", port,
+                                                   "): the control plane never shares the public listener"));
+  }
+  return absl::OkStatus();
+}
+
 void RouterTuningFlags::Register(FlagSet& f) {
   f.AddInt("max-prefill-tokens-per-worker", &max_prefill_tokens_per_worker,
            "admission: requests hold a decode reservation while waiting for or running their prefill only "

@@ -1,6 +1,7 @@
 // The router's tuning flags: their defaults are ClusterBackend's own (the
 // flag help and ClusterOptions cannot drift apart), values given reach the
 // options, and an out-of-range value is refused naming the flag and range.
+// The listen flags: the cluster listener is apart from the public one.
 #include "router/router_flags.h"
 
 #include "gtest/gtest.h"
@@ -53,6 +54,53 @@ TEST(RouterTuningFlagsTest, OutOfRangeValuesAreRefusedNamingTheFlag) {
            {{"--max-queued", "-5"}, "--max-queued must be in [0, 1000000] (got -5)"},
        }) {
     RouterTuningFlags flags;
+    FlagSet set;
+    flags.Register(set);
+    ASSERT_TRUE(set.Parse(c.args).ok()) << c.args[0];
+    const absl::Status st = flags.Validate();
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << c.args[0];
+    EXPECT_EQ(st.message(), c.message);
+  }
+}
+
+TEST(RouterListenFlagsTest, DefaultsPutTheClusterListenerOnItsOwnPortOfTheSameHost) {
+  RouterListenFlags flags;
+  ASSERT_TRUE(flags.Validate().ok());
+  EXPECT_EQ(flags.port, 50051);
+  EXPECT_EQ(flags.cluster_port, 50052);
+  FlagSet set;
+  flags.Register(set);
+  ASSERT_TRUE(set.Parse({"--host", "10.0.0.5"}).ok());
+  EXPECT_EQ(flags.ClusterHost(), "10.0.0.5");
+  ASSERT_TRUE(set.Parse({"--cluster-host", "192.168.1.2", "--cluster-port", "7002"}).ok());
+  ASSERT_TRUE(flags.Validate().ok());
+  EXPECT_EQ(flags.ClusterHost(), "192.168.1.2");
+  EXPECT_EQ(flags.cluster_port, 7002);
+}
+
+TEST(RouterListenFlagsTest, BothPortsZeroPickTwoFreePorts) {
+  RouterListenFlags flags;
+  FlagSet set;
+  flags.Register(set);
+  ASSERT_TRUE(set.Parse({"--port", "0", "--cluster-port", "0"}).ok());
+  EXPECT_TRUE(flags.Validate().ok());
+}
+
+TEST(RouterListenFlagsTest, SharedOrOutOfRangePortsAreRefusedNamingTheFlag) {
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  for (const Case& c : std::vector<Case>{
+           {{"--port", "7000", "--cluster-port", "7000"},
+            "--cluster-port must differ from --port (both 7000): the control plane never shares the public listener"},
+           {{"--cluster-port", "50051"},
+            "--cluster-port must differ from --port (both 50051): the control plane never shares the public listener"},
+           {{"--cluster-port", "65536"}, "--cluster-port must be in [0, 65535] (got 65536)"},
+           {{"--cluster-port", "-1"}, "--cluster-port must be in [0, 65535] (got -1)"},
+           {{"--port", "70000"}, "--port must be in [0, 65535] (got 70000)"},
+       }) {
+    RouterListenFlags flags;
     FlagSet set;
     flags.Register(set);
     ASSERT_TRUE(set.Parse(c.args).ok()) << c.args[0];
