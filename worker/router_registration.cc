@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <iostream>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -43,6 +44,7 @@ void RouterRegistration::Run() {
   auto interval = std::chrono::milliseconds(1000);
   auto next = std::chrono::steady_clock::now();
   v1::RegisterRequest request = request_;
+  grpc::StatusCode last_code = grpc::StatusCode::OK;  // a change of outcome is logged once
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mu_);
@@ -53,8 +55,23 @@ void RouterRegistration::Run() {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
     v1::RegisterResponse resp;
-    if (stub->Register(&ctx, request, &resp).ok() && resp.heartbeat_interval_ms() > 0) {
+    const grpc::Status st = stub->Register(&ctx, request, &resp);
+    if (st.ok() && resp.heartbeat_interval_ms() > 0) {
       interval = std::chrono::milliseconds(resp.heartbeat_interval_ms());
+    }
+    if (st.error_code() != last_code) {
+      // UNIMPLEMENTED: a gRPC server without the registry, most likely the
+      // router's public port (the registry is on its cluster port only).
+      const char* hint = st.error_code() == grpc::StatusCode::UNIMPLEMENTED
+                             ? "; --router must name the router's cluster listener (its --cluster-port, default "
+                               "50052), not its public port"
+                             : "; retrying";
+      std::cerr << request.worker_id() << ": registering with " << router_address_ << ": "
+                << (st.ok() ? std::string("registered")
+                            : absl::StrCat("failed (code ", static_cast<int>(st.error_code()), ": ",
+                                           st.error_message(), ")", hint))
+                << std::endl;
+      last_code = st.error_code();
     }
     next = std::chrono::steady_clock::now() + interval;
     if (request.draining()) {

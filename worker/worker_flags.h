@@ -28,7 +28,8 @@ struct WorkerFlags {
     f.AddInt("port", &port, "port (default 0: a free one)");
     f.AddString("worker-id", &worker_id, "this worker's id (default " + role + "-<port>)");
     f.AddString("router", &router,
-                "router address(es) to register with: host:port, or several comma-separated (router replicas)");
+                "the router's cluster listener to register with (its --cluster-host:--cluster-port, default port "
+                "50052; not its public port): host:port, or several comma-separated (router replicas)");
     f.AddString("kv-transport", &kv_transport,
                 "ucx (default: puts checked against the decode worker's reservations), ucx-rma (one-sided puts "
                 "where UCX_TLS allows: unchecked) or loopback");

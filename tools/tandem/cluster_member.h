@@ -1,6 +1,7 @@
 // One process of the cluster `tandem up` runs: a ChildProcess that has
-// printed its "listening on HOST:PORT" line, with its output forwarded to
-// our stderr prefixed by its name.
+// printed its "listening on HOST:PORT" line (the router prints its
+// "cluster listener on HOST:PORT" line before it), with its output
+// forwarded to our stderr prefixed by its name.
 // Thread-safety: one owner (the launcher's main thread).
 #pragma once
 
@@ -16,7 +17,8 @@ namespace tandem::cli {
 
 struct ClusterMember {
   std::string name;
-  std::string address;  // from its listening line
+  std::string address;          // from its listening line
+  std::string cluster_address;  // the router's control plane, from its cluster listener line; else empty
   std::unique_ptr<process::ChildProcess> process;
   // How it was started (a restart starts it the same way).
   std::string path;
@@ -34,7 +36,7 @@ absl::StatusOr<ClusterMember> StartClusterMember(const std::string& name, const 
                                                  const process::ChildOptions& options = {});
 
 // Starts `member` again as it was started before (its old process must have
-// exited); on success its process, address and start time are the new ones.
+// exited); on success its process, addresses and start time are the new ones.
 absl::Status RestartClusterMember(ClusterMember& member, std::chrono::milliseconds timeout);
 
 }  // namespace tandem::cli

@@ -29,6 +29,7 @@ struct UpFlags {
   int64_t prefill_tp = 1;
   int64_t decode_tp = 1;
   int64_t port = 50051;
+  int64_t cluster_port = 0;  // the router's control plane; 0: a free one
   std::string kv_transport = "ucx";
   int64_t start_timeout_s = 120;
   int64_t max_restarts = 5;  // per minute, for each member
@@ -62,8 +63,9 @@ std::vector<std::string> PassThrough(const std::vector<std::string>& args, const
   return out;
 }
 
-// Polls the router until `prefill` and `decode` workers are registered (and
-// not draining). The registry answers whatever the router's health says.
+// Polls the router's cluster listener (`router`) until `prefill` and
+// `decode` workers are registered (and not draining). The registry answers
+// whatever the router's health says.
 bool WaitForWorkers(const std::string& router, int prefill, int decode, std::chrono::seconds timeout) {
   auto stub = v1::WorkerRegistry::NewStub(grpc::CreateChannel(router, grpc::InsecureChannelCredentials()));
   const auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -100,7 +102,10 @@ int RunUp(const std::vector<std::string>& args) {
   flags.AddInt("decode-workers", &f.decode_workers, "decode worker processes (default 1)");
   flags.AddInt("prefill-tp", &f.prefill_tp, "tensor-parallel ranks of each prefill worker (default 1)");
   flags.AddInt("decode-tp", &f.decode_tp, "tensor-parallel ranks of each decode worker (default 1)");
-  flags.AddInt("port", &f.port, "the router's port, the cluster's endpoint (default 50051; 0: a free one)");
+  flags.AddInt("port", &f.port, "the router's public port, the cluster's endpoint (default 50051; 0: a free one)");
+  flags.AddInt("cluster-port", &f.cluster_port,
+               "the router's cluster port, where the workers register (default 0: a free one, printed with the "
+               "router; must differ from --port)");
   flags.AddString("kv-transport", &f.kv_transport, "KV transport between workers: ucx (default)");
   flags.AddInt("metrics-base-port", &f.metrics_base_port,
                "serve each process's Prometheus metrics on 127.0.0.1 from this port up: the router, then the "
@@ -126,7 +131,8 @@ int RunUp(const std::vector<std::string>& args) {
   if (absl::Status st = flags.Parse(args); !st.ok() || f.help) {
     (st.ok() ? std::cout : std::cerr) << (st.ok() ? "" : std::string(st.message()) + "\n")
                                       << "usage: tandem up [--model DIR] [--prefill-workers N] [--decode-workers M] "
-                                         "[--prefill-tp A] [--decode-tp B] [--port P] [--metrics-base-port B] "
+                                         "[--prefill-tp A] [--decode-tp B] [--port P] [--cluster-port C] "
+                                         "[--metrics-base-port B] "
                                          "[--prefill-cores LIST] [--decode-cores LIST] [engine flags for the workers] "
                                          "[tuning flags for the router]\n"
                                       << flags.Usage();
@@ -134,6 +140,13 @@ int RunUp(const std::vector<std::string>& args) {
   }
   if (f.prefill_workers < 1 || f.prefill_workers > 64 || f.decode_workers < 1 || f.decode_workers > 64) {
     std::cerr << "tandem up: --prefill-workers and --decode-workers must be in [1, 64]\n";
+    return 2;
+  }
+  RouterListenFlags listen;  // as the router will check them
+  listen.port = f.port;
+  listen.cluster_port = f.cluster_port;
+  if (absl::Status st = listen.Validate(); !st.ok()) {
+    std::cerr << "tandem up: " << st.message() << "\n";
     return 2;
   }
   if (absl::Status st = f.router.Validate(); !st.ok()) {  // before anything starts
@@ -201,7 +214,8 @@ int RunUp(const std::vector<std::string>& args) {
   };
 
   std::vector<std::string> router_args = model_args;
-  router_args.insert(router_args.end(), {"--host", "127.0.0.1", "--port", std::to_string(f.port)});
+  router_args.insert(router_args.end(), {"--host", "127.0.0.1", "--port", std::to_string(f.port), "--cluster-port",
+                                         std::to_string(f.cluster_port)});
   router_args.insert(router_args.end(), router_tuning_args.begin(), router_tuning_args.end());
   metrics_args(router_args);
   absl::StatusOr<ClusterMember> router =
@@ -211,9 +225,18 @@ int RunUp(const std::vector<std::string>& args) {
     return 1;
   }
   const std::string endpoint = router->address;
-  // A restarted router must come back where the workers and clients look for it.
+  const std::string cluster_endpoint = router->cluster_address;
+  if (cluster_endpoint.empty()) {  // a router without the line would leave the workers nowhere to register
+    std::cerr << "tandem up: the router printed no cluster listener line\n";
+    router->process->Stop(std::chrono::milliseconds(5000));
+    return 1;
+  }
+  // A restarted router must come back where the workers and clients look for
+  // it: the clients on the public port, the workers on the cluster port.
+  auto port_of = [](const std::string& address) { return address.substr(address.rfind(':') + 1); };
   for (size_t i = 0; i + 1 < router->args.size(); ++i) {
-    if (router->args[i] == "--port") router->args[i + 1] = endpoint.substr(endpoint.rfind(':') + 1);
+    if (router->args[i] == "--port") router->args[i + 1] = port_of(endpoint);
+    if (router->args[i] == "--cluster-port") router->args[i + 1] = port_of(cluster_endpoint);
   }
   children.push_back(*std::move(router));
   for (int role = 0; role < 2; ++role) {
@@ -221,7 +244,7 @@ int RunUp(const std::vector<std::string>& args) {
     const std::string kind = role == 0 ? "prefill" : "decode";
     for (int64_t i = 0; i < count; ++i) {
       std::vector<std::string> a = model_args;
-      a.insert(a.end(), {"--host", "127.0.0.1", "--port", "0", "--router", endpoint, "--kv-transport",
+      a.insert(a.end(), {"--host", "127.0.0.1", "--port", "0", "--router", cluster_endpoint, "--kv-transport",
                          f.kv_transport, "--worker-id", absl::StrCat(kind, "-", i), "--tp",
                          std::to_string(role == 0 ? f.prefill_tp : f.decode_tp)});
       a.insert(a.end(), engine_args.begin(), engine_args.end());
@@ -239,7 +262,8 @@ int RunUp(const std::vector<std::string>& args) {
       children.push_back(*std::move(w));
     }
   }
-  if (!WaitForWorkers(endpoint, static_cast<int>(f.prefill_workers), static_cast<int>(f.decode_workers), timeout)) {
+  if (!WaitForWorkers(cluster_endpoint, static_cast<int>(f.prefill_workers), static_cast<int>(f.decode_workers),
+                      timeout)) {
     std::cerr << "tandem up: workers did not register with the router in time\n";
     stop_all();
     return 1;
@@ -248,6 +272,7 @@ int RunUp(const std::vector<std::string>& args) {
     const ClusterMember& c = children[i];
     std::cout << "tandem up: " << c.name << " pid " << c.process->pid() << " on " << c.address;
     if (i < metrics_urls.size()) std::cout << ", metrics on " << metrics_urls[i];
+    if (!c.cluster_address.empty()) std::cout << ", cluster listener on " << c.cluster_address;
     std::cout << "\n";
   }
   std::cout << "tandem up: ready on " << endpoint << " (" << f.prefill_workers << " prefill, " << f.decode_workers
@@ -294,8 +319,9 @@ int RunUp(const std::vector<std::string>& args) {
           std::cerr << "tandem up: restarting " << c.name << ": " << st << "\n";
           continue;  // its process has exited: the next pass counts it against the budget
         }
-        std::cout << "tandem up: " << c.name << " pid " << c.process->pid() << " on " << c.address << " (restarted)"
-                  << std::endl;
+        std::cout << "tandem up: " << c.name << " pid " << c.process->pid() << " on " << c.address
+                  << (c.cluster_address.empty() ? "" : absl::StrCat(", cluster listener on ", c.cluster_address))
+                  << " (restarted)" << std::endl;
       }
     }
   }
