@@ -16,6 +16,7 @@ from netns import NsProc
 
 ROUTER_PORT = 7000
 WORKER_PORT = 7001
+CLUSTER_PORT = 7002  # the router's cluster listener: the workers' --router
 METRICS_PORT = 9100
 
 
@@ -57,6 +58,11 @@ class ChaosCluster:
         return "%s:%d" % (self.net.addr["router"], ROUTER_PORT)
 
     @property
+    def cluster_addr(self):
+        """The router's cluster listener (WorkerRegistry), where the workers register."""
+        return "%s:%d" % (self.net.addr["router"], CLUSTER_PORT)
+
+    @property
     def metrics_url(self):
         return "http://%s:%d/metrics" % (self.net.addr["router"], METRICS_PORT)
 
@@ -69,7 +75,8 @@ class ChaosCluster:
     def start_router(self, timeout=60):
         self.router = NsProc("router", self.net.ns["router"],
                              [self._bin("tandem-router"), "--host", self.net.addr["router"], "--port",
-                              str(ROUTER_PORT), "--metrics-port", str(METRICS_PORT)] + self.router_flags,
+                              str(ROUTER_PORT), "--cluster-port", str(CLUSTER_PORT), "--metrics-port",
+                              str(METRICS_PORT)] + self.router_flags,
                              self.work, self.env)
         self.all_procs.append(self.router)
         return self.router.wait_line(r"tandem-router: listening on ", timeout) is not None
@@ -82,7 +89,7 @@ class ChaosCluster:
             n = self.incarnations[wid]
         p = NsProc("%s.%d" % (wid, n), self.net.ns[wid],
                    [self._bin("tandem-%s-worker" % role), "--host", self.net.addr[wid], "--port", str(WORKER_PORT),
-                    "--router", self.router_addr, "--worker-id", wid] + self.worker_flags[role],
+                    "--router", self.cluster_addr, "--worker-id", wid] + self.worker_flags[role],
                    self.work, self.env)
         with self.mu:
             self.procs[wid] = p

@@ -221,9 +221,9 @@ def quiesce(wpb2, wpb2_grpc, grpc, workers, timeout):
     return leaked, unreachable, last
 
 
-def wait_registered(wpb2, wpb2_grpc, grpc, router, ids, timeout=60):
-    """True once the router lists every worker id in `ids`, else what it lists."""
-    ch = grpc.insecure_channel(router)
+def wait_registered(wpb2, wpb2_grpc, grpc, cluster, ids, timeout=60):
+    """True once the router's cluster listener (`cluster`) lists every worker id in `ids`, else what it lists."""
+    ch = grpc.insecure_channel(cluster)
     stub = wpb2_grpc.WorkerRegistryStub(ch)
     deadline = time.monotonic() + timeout
     listed = None
@@ -256,7 +256,8 @@ def scrape(url, name):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--router", required=True)
+    ap.add_argument("--router", required=True, help="the router's public address (Generation)")
+    ap.add_argument("--cluster", required=True, help="the router's cluster address (WorkerRegistry)")
     ap.add_argument("--metrics", required=True, help="the router's /metrics URL")
     ap.add_argument("--workers", required=True, help="JSON {worker id: [role, address]}")
     ap.add_argument("--refs", required=True, help="JSON file of reference rows")
@@ -276,7 +277,7 @@ def main():
         refs = json.load(f)
     workers = json.loads(args.workers)
     out = Outcomes()
-    registered = wait_registered(wpb2, wpb2_grpc, grpc, args.router, set(workers))
+    registered = wait_registered(wpb2, wpb2_grpc, grpc, args.cluster, set(workers))
     if registered is not True:
         with open(args.out, "w") as f:
             json.dump({"error": "workers not registered: %s" % (registered,)}, f)

@@ -159,7 +159,8 @@ def run_chaos(args, net, env, refs_path, prof, model_flags):
         workers = {wid: [roles[wid], cl.worker_addr(wid)] for wid in roles}
         out_path = os.path.join(args.work, "load_report.json")
         cmd = ["ip", "netns", "exec", net.ns["router"], "/usr/bin/python3", os.path.join(HERE, "chaos_load.py"),
-               "--router", cl.router_addr, "--metrics", cl.metrics_url, "--workers", json.dumps(workers),
+               "--router", cl.router_addr, "--cluster", cl.cluster_addr, "--metrics", cl.metrics_url,
+               "--workers", json.dumps(workers),
                "--refs", refs_path, "--source", args.source, "--stubs", args.stubs, "--out", out_path,
                "--duration", str(prof["duration"]), "--concurrency", str(prof["concurrency"]),
                "--burst-size", str(prof["burst_size"]), "--seed", str(args.seed), "--burst-at"] + \

@@ -126,18 +126,23 @@ class RuntimeStageTest(unittest.TestCase):
         p = subprocess.Popen(self.chroot_cmd(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "OMP_NUM_THREADS": "1", "UCX_TLS": "tcp"})
         procs.append(p)
-        seen = []
+        seen, cluster = [], None
         for line in p.stdout:  # each binary prints one "listening on" line once it serves
           seen.append(line)
+          m = re.search(r"cluster listener on (\S+:\d+)", line)  # the router's, before that line
+          if m:
+            cluster = m.group(1)
           m = re.search(r"listening on (\S+:\d+)", line)
           if m:
-            return m.group(1)
+            return m.group(1), cluster
         self.fail(f"{argv[0]} exited: {''.join(seen)}")
 
-      router = start([f"{BIN}/tandem-router", "--model", MODEL, "--host", "127.0.0.1", "--port", "0"])
+      router, cluster = start([f"{BIN}/tandem-router", "--model", MODEL, "--host", "127.0.0.1", "--port", "0",
+                               "--cluster-port", "0"])
+      self.assertIsNotNone(cluster, "the router printed no cluster listener line")
       for role in ("prefill", "decode"):
         start([f"{BIN}/tandem-{role}-worker", "--model", MODEL, "--host", "127.0.0.1", "--port", "0",
-               "--router", router, "--kv-cache-memory", "64", "--kv-transport", "ucx"])
+               "--router", cluster, "--kv-cache-memory", "64", "--kv-transport", "ucx"])
       client = [f"{BIN}/tandem", "client", "--addr", router, "--prompt", "ROMEO:", "--max-tokens", "8",
                 "--temperature", "0", "--json"]
       deadline = time.monotonic() + 60

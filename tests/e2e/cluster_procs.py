@@ -57,8 +57,19 @@ def env_with(ucx_tls):
     return env
 
 
+def wait_router_lines(router, addr_rx, timeout):
+    """(public address, cluster address) from a tandem-router's two lines
+    (the cluster listener's comes first); None for a line not seen in time."""
+    m = router.wait_line(r"tandem-router: cluster listener on (%s)" % addr_rx, timeout)
+    cluster = m.group(1) if m else None
+    m = router.wait_line(r"tandem-router: listening on (%s)" % addr_rx, timeout) if cluster else None
+    return (m.group(1) if m else None), cluster
+
+
 class UpCluster:
-    """`tandem up --port 0 ...`: the router's and workers' pids and addresses from its output."""
+    """`tandem up --port 0 ...`: the router's and workers' pids and addresses
+    from its output; `addr` is the public endpoint, `cluster_addr` the
+    router's cluster listener (the WorkerRegistry)."""
 
     def __init__(self, name, extra, ucx_tls, drop_env=()):
         self.name = name
@@ -68,9 +79,11 @@ class UpCluster:
         self.proc = Proc(name, [bin_path("tandem"), "up", "--port", "0"] + extra, env=env)
         self.members = {}  # name -> (pid, addr)
         self.addr = None
+        self.cluster_addr = None
 
     def wait_ready(self, timeout=120):
         rx = re.compile(r"^tandem up: (\S+) pid (\d+) on (127\.0\.0\.1:\d+)")
+        cluster_rx = re.compile(r", cluster listener on (127\.0\.0\.1:\d+)")
         ready = re.compile(r"^tandem up: ready on (127\.0\.0\.1:\d+)")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -80,6 +93,9 @@ class UpCluster:
             m = rx.search(line)
             if m:
                 self.members[m.group(1)] = (int(m.group(2)), m.group(3))
+                c = cluster_rx.search(line)
+                if m.group(1) == "router" and c:
+                    self.cluster_addr = c.group(1)
                 FOREIGN_PIDS.append((int(m.group(2)), "%s/%s" % (self.name, m.group(1))))
                 continue
             m = ready.search(line)
@@ -96,7 +112,9 @@ class UpCluster:
 
 
 class ManualCluster:
-    """tandem-router and workers started one by one (finer control: kill one, odd flags)."""
+    """tandem-router and workers started one by one (finer control: kill one,
+    odd flags). The router listens on two free ports: `addr` (public) and
+    `cluster_addr` (WorkerRegistry: the workers' --router)."""
 
     def __init__(self, name, ucx_tls, router_extra=(), host="127.0.0.1"):
         self.name = name
@@ -104,11 +122,10 @@ class ManualCluster:
         self.host = host
         # "[::1]:port" for an IPv6 host, as the binaries print and advertise it.
         self.addr_rx = re.escape("[%s]" % host if ":" in host else host) + r":\d+"
-        self.router = Proc(name + "-router", [bin_path("tandem-router"), "--host", host, "--port", "0"]
-                           + list(router_extra), env=self.env)
+        self.router = Proc(name + "-router", [bin_path("tandem-router"), "--host", host, "--port", "0",
+                                              "--cluster-port", "0"] + list(router_extra), env=self.env)
         self.workers = {}  # worker id -> (Proc, addr)
-        m = self.router.wait_line(r"tandem-router: listening on (%s)" % self.addr_rx, 60)
-        self.addr = m.group(1) if m else None
+        self.addr, self.cluster_addr = wait_router_lines(self.router, self.addr_rx, 60)
 
     def start_workers(self, specs, timeout=90):
         """specs: [(kind 'prefill'|'decode', worker_id, extra flags)]; True when all listen."""
@@ -116,7 +133,7 @@ class ManualCluster:
         for kind, wid, extra in specs:
             p = Proc("%s-%s" % (self.name, wid),
                      [bin_path("tandem-%s-worker" % kind), "--host", self.host, "--port", "0", "--router",
-                      self.addr, "--worker-id", wid] + list(extra), env=self.env)
+                      self.cluster_addr, "--worker-id", wid] + list(extra), env=self.env)
             started.append((wid, p))
         ok = True
         for wid, p in started:
@@ -128,7 +145,7 @@ class ManualCluster:
         return ok
 
     def wait_registered(self, n_prefill, n_decode, timeout=30):
-        stub = state.wpb2_grpc.WorkerRegistryStub(channel(self.addr))
+        stub = state.wpb2_grpc.WorkerRegistryStub(channel(self.cluster_addr))
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:

@@ -1,6 +1,7 @@
 """The cluster test's main stages: `tandem up` 1P/1D over UCX tcp (stage a:
-checks 1-3, 5, 6, 8-10, a dead worker restarted by the launcher, and with
---max-restarts 0 a dead child stopping the cluster), `tandem
+checks 1-3, 5, 6, 8-10, a dead worker and then the dead router restarted by
+the launcher at their addresses, and with --max-restarts 0 a dead child
+stopping the cluster), `tandem
 serve` (serve), `tandem up` 2P/2D over UCX sm/cma with bf16 (c) and
 tensor-parallel workers (tp)."""
 
@@ -27,9 +28,11 @@ def run_cluster_a(prompts, expected, model_cfg):
     up = UpCluster("up-a", ["--num-kv-blocks", "512"], "tcp,self")
     try:
         ready = up.wait_ready()
-        if not check("%s: `tandem up` prints its members and ready (router, prefill-0, decode-0)" % label,
+        if not check("%s: `tandem up` prints its members and ready (router, prefill-0, decode-0), the router with "
+                     "its cluster listener (%s) apart from the endpoint (%s)" % (label, up.cluster_addr, up.addr),
                      ready and set(up.members) == {"router", "prefill-0", "decode-0"}
-                     and up.addr == up.members["router"][1], "".join(up.proc.stdout) + up.proc.log_tail()):
+                     and up.addr == up.members["router"][1] and up.cluster_addr not in (None, up.addr),
+                     "".join(up.proc.stdout) + up.proc.log_tail()):
             return
         dec, pre = up.addrs("decode"), up.addrs("prefill")
         check_health(label, [("router", up.addr)] + [("decode worker", a) for a in dec]
@@ -67,6 +70,8 @@ def run_cluster_a(prompts, expected, model_cfg):
         # A dead worker is restarted by the launcher; the cluster keeps serving.
         if up.proc.alive():
             check_restarted_worker(label, up, client, prompts[:8], expected[:8])
+        if up.proc.alive():
+            check_restarted_router(label, up, client, prompts[:8], expected[:8])
         client.close()
     finally:
         up.proc.stop(wait=30)
@@ -82,7 +87,7 @@ def check_restarted_worker(label, up, client, prompts, expected):
         return
     up.members["decode-0"] = (int(m.group(1)), m.group(2))
     FOREIGN_PIDS.append((int(m.group(1)), "%s/decode-0 (restarted)" % up.name))
-    stub = state.wpb2_grpc.WorkerRegistryStub(channel(up.addr))
+    stub = state.wpb2_grpc.WorkerRegistryStub(channel(up.cluster_addr))
     listed = None
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -94,6 +99,34 @@ def check_restarted_worker(label, up, client, prompts, expected):
     check("%s: the router lists decode-0 once, at its new address (the old entry replaced)" % label,
           listed == [("decode-0", m.group(2))], "%s (old %s)" % (listed, old_addr))
     check_mixed32(label + " after a restart", client, prompts, expected)
+
+
+def check_restarted_router(label, up, client, prompts, expected):
+    """SIGKILL of the router: `tandem up` starts it again on both of its
+    ports, the workers re-register on the cluster port (next heartbeat) and
+    the endpoint serves exactly again."""
+    old_pid = up.members["router"][0]
+    os.kill(old_pid, signal.SIGKILL)
+    m = up.proc.wait_line(r"^tandem up: router pid (\d+) on (127\.0\.0\.1:\d+), cluster listener on "
+                          r"(127\.0\.0\.1:\d+) \(restarted\)", 60)
+    if not check("%s: SIGKILL of the router: `tandem up` restarts it on the same public and cluster ports" % label,
+                 m is not None and int(m.group(1)) != old_pid
+                 and (m.group(2), m.group(3)) == (up.addr, up.cluster_addr),
+                 (m and m.groups(), up.addr, up.cluster_addr, up.proc.log_tail())):
+        return
+    FOREIGN_PIDS.append((int(m.group(1)), "%s/router (restarted)" % up.name))
+    stub = state.wpb2_grpc.WorkerRegistryStub(channel(up.cluster_addr))
+    listed = None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        listed = safe(lambda: sorted(w.worker_id for w in stub.ListWorkers(state.wpb2.ListWorkersRequest(),
+                                                                            timeout=2).workers))
+        if listed == ["decode-0", "prefill-0"]:
+            break
+        time.sleep(0.1)
+    check("%s: the workers registered again with the restarted router's cluster port" % label,
+          listed == ["decode-0", "prefill-0"], listed)
+    check_mixed32(label + " after a router restart", client, prompts, expected)
 
 
 def check_no_restarts_stops_cluster():

@@ -145,8 +145,8 @@ def check_fault(label, expected_prompts):
         # 7b. A decode worker dies: the one the router lists first (the one it
         # prefers on a tie). After three heartbeat intervals (the router asks
         # for one every 2 s) new requests must not be sent to it.
-        listed = state.wpb2_grpc.WorkerRegistryStub(channel(cl.addr)).ListWorkers(state.wpb2.ListWorkersRequest(),
-                                                                                  timeout=5)
+        listed = state.wpb2_grpc.WorkerRegistryStub(channel(cl.cluster_addr)).ListWorkers(
+            state.wpb2.ListWorkersRequest(), timeout=5)
         first_decode = [w.worker_id for w in listed.workers if w.role == state.wpb2.WORKER_ROLE_DECODE][0]
         dvictim = cl.workers[first_decode][0]
         dvictim.proc.send_signal(signal.SIGKILL)
@@ -163,8 +163,8 @@ def check_fault(label, expected_prompts):
                if same_as(r, w)]
         check("7b: %s: %s (listed first) SIGKILLed; 6.5 s later 6 sequential requests succeed exactly through "
               "%s" % (label, first_decode, survivor), not bad, "%d of 6 failed: %s" % (len(bad), bad[:3]))
-        listed = state.wpb2_grpc.WorkerRegistryStub(channel(cl.addr)).ListWorkers(state.wpb2.ListWorkersRequest(),
-                                                                                  timeout=5)
+        listed = state.wpb2_grpc.WorkerRegistryStub(channel(cl.cluster_addr)).ListWorkers(
+            state.wpb2.ListWorkersRequest(), timeout=5)
         ids = sorted(w.worker_id for w in listed.workers)
         check("7b: %s: the router no longer lists the two killed workers (heartbeats stopped > 6 s ago)" % label,
               "f-prefill-a" not in ids and first_decode not in ids, ids)

@@ -10,7 +10,7 @@ import time
 
 import cluster_state as state
 from cluster_checks import safe, snapshot, wait_released
-from cluster_procs import ManualCluster, Proc, bin_path
+from cluster_procs import ManualCluster, Proc, bin_path, wait_router_lines
 from cluster_refs import generate_many, generate_one, same_as
 from cluster_state import channel, check, log
 
@@ -53,9 +53,13 @@ def run_health():
         if not check("health: %s: router starts" % label, cl.addr is not None, cl.router.log_tail()):
             return
         st = {s: health_of(cl.addr, s) for s in ("", GEN_SERVICE, REG_SERVICE)}
-        check("health: %s: no worker yet: '' and Generation NOT_SERVING, WorkerRegistry SERVING" % label,
-              st == {"": "NOT_SERVING", GEN_SERVICE: "NOT_SERVING", REG_SERVICE: "SERVING"}, st)
-        listed = safe(lambda: state.wpb2_grpc.WorkerRegistryStub(channel(cl.addr)).ListWorkers(
+        check("health: %s: no worker yet: public '' and Generation NOT_SERVING, no WorkerRegistry there "
+              "(NOT_FOUND)" % label, st == {"": "NOT_SERVING", GEN_SERVICE: "NOT_SERVING", REG_SERVICE: "NOT_FOUND"},
+              st)
+        st = {s: health_of(cl.cluster_addr, s) for s in ("", REG_SERVICE)}
+        check("health: %s: no worker yet: the cluster listener's '' and WorkerRegistry SERVING (liveness)" % label,
+              st == {"": "SERVING", REG_SERVICE: "SERVING"}, st)
+        listed = safe(lambda: state.wpb2_grpc.WorkerRegistryStub(channel(cl.cluster_addr)).ListWorkers(
             state.wpb2.ListWorkersRequest(), timeout=5))
         check("health: %s: the registry answers while NOT_SERVING (ListWorkers: none)" % label,
               not isinstance(listed, Exception) and len(listed.workers) == 0, listed)
@@ -91,7 +95,8 @@ def run_health():
               (ok, last, [p.log_tail(500) for p in cl.procs()]))
         got = safe(lambda: client.generate_text("ROMEO:", temperature=0, max_tokens=16, timeout=60))
         check("health: %s: ... and answers exactly again" % label, same_as(got, want) is None, same_as(got, want))
-        check("health: %s: WorkerRegistry SERVING throughout" % label, health_of(cl.addr, REG_SERVICE) == "SERVING")
+        check("health: %s: WorkerRegistry SERVING throughout (cluster listener)" % label,
+              health_of(cl.cluster_addr, REG_SERVICE) == "SERVING")
     finally:
         if client is not None:
             client.close()
@@ -234,7 +239,7 @@ def check_drain_decode(expected):
         victim = cl.workers["dd-decode"][0]
         victim.proc.send_signal(signal.SIGTERM)
         t_term = time.monotonic()
-        registry = state.wpb2_grpc.WorkerRegistryStub(channel(cl.addr))
+        registry = state.wpb2_grpc.WorkerRegistryStub(channel(cl.cluster_addr))
         draining = None
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and not draining:
@@ -300,8 +305,8 @@ def run_ipv6():
         if not check("ipv6: %s: workers listen on [::1]:PORT and register" % label, ok and ok2,
                      [p.log_tail(500) for p in cl.procs()]):
             return
-        listed = state.wpb2_grpc.WorkerRegistryStub(channel(cl.addr)).ListWorkers(state.wpb2.ListWorkersRequest(),
-                                                                                  timeout=5)
+        listed = state.wpb2_grpc.WorkerRegistryStub(channel(cl.cluster_addr)).ListWorkers(
+            state.wpb2.ListWorkersRequest(), timeout=5)
         addrs = sorted(w.address for w in listed.workers)
         check("ipv6: %s: the workers advertise bracketed addresses" % label,
               addrs == sorted(cl.addr_of(w) for w in ("v6-prefill", "v6-decode"))
@@ -315,7 +320,7 @@ def run_ipv6():
         client.close()
         check("ipv6: %s: a request through [::1] equals generate (as over 127.0.0.1)" % label,
               same_as(got, want) is None, same_as(got, want))
-        bad = safe(lambda: state.wpb2_grpc.WorkerRegistryStub(channel(cl.addr)).Register(
+        bad = safe(lambda: state.wpb2_grpc.WorkerRegistryStub(channel(cl.cluster_addr)).Register(
             state.wpb2.RegisterRequest(worker_id="v6-bad", role=state.wpb2.WORKER_ROLE_DECODE, address="::1:5000"),
             timeout=5))
         check("ipv6: %s: Register with an unbracketed IPv6 address -> INVALID_ARGUMENT naming it" % label,
@@ -335,16 +340,16 @@ def run_two_routers():
     cl = ManualCluster("routers", "tcp,self")
     client_a = client_b = None
     try:
-        b = Proc("routers-router-b", [bin_path("tandem-router"), "--host", "127.0.0.1", "--port", "0"], env=cl.env)
-        m = b.wait_line(r"tandem-router: listening on (127\.0\.0\.1:\d+)", 60)
-        if not check("routers: %s: both routers start" % label, cl.addr is not None and m is not None,
+        b = Proc("routers-router-b", [bin_path("tandem-router"), "--host", "127.0.0.1", "--port", "0",
+                                      "--cluster-port", "0"], env=cl.env)
+        b_addr, b_cluster = wait_router_lines(b, r"127\.0\.0\.1:\d+", 60)
+        if not check("routers: %s: both routers start" % label, cl.addr is not None and b_addr is not None,
                      cl.router.log_tail() + b.log_tail()):
             return
-        b_addr = m.group(1)
-        both = ["--router", "%s,%s" % (cl.addr, b_addr)]
+        both = ["--router", "%s,%s" % (cl.cluster_addr, b_cluster)]
         ok = cl.start_workers([("prefill", "r-prefill", both), ("decode", "r-decode", both)])
         listed = {}
-        for name, addr in (("A", cl.addr), ("B", b_addr)):
+        for name, addr in (("A", cl.cluster_addr), ("B", b_cluster)):
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 got = safe(lambda: sorted(w.worker_id for w in state.wpb2_grpc.WorkerRegistryStub(

@@ -82,7 +82,8 @@ def check_backpressure(label):
 
         # --max-queued 1: a second router in front of the same workers.
         router2 = Proc("bp-router2", [bin_path("tandem-router"), "--host", "127.0.0.1", "--port", "0",
-                                      "--max-queued", "1", "--prefill-workers", paddr, "--decode-workers", daddr],
+                                      "--cluster-port", "0", "--max-queued", "1", "--prefill-workers", paddr,
+                                      "--decode-workers", daddr],
                        env=cl.env)
         m = router2.wait_line(r"tandem-router: listening on (127\.0\.0\.1:\d+)", 60)
         if not check("4: %s: router --max-queued 1 (static workers) starts" % label, m is not None,

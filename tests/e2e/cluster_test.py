@@ -39,15 +39,22 @@ invariants of docs/architecture.md:
   drain SIGTERM mid-stream to the router, then to a decode worker: streams
      finish exactly, new requests UNAVAILABLE, exit 0
   ipv6 --host ::1 end to end (skipped without IPv6 loopback)
+  routers  workers registered with two router replicas (`--router A,B`)
+  control  the control plane is apart: Register and ListWorkers on the
+     router's public port get UNIMPLEMENTED, an impostor prefill worker
+     that tried to register there gets none of 16 requests (all exact);
+     registered on the cluster port it would
 
-  cluster_test.py --bin-dir build/bin --source . --work DIR [--only a,serve,c,tp,bp,stale,fault,health,drain,ipv6]
+  cluster_test.py --bin-dir build/bin --source . --work DIR
+                  [--only a,serve,c,tp,bp,stale,fault,migrate,health,drain,ipv6,routers,control]
 
 This file holds main and the stage table; the rest lives beside it:
 cluster_state (arguments, stubs, the PASS/FAIL report), cluster_procs
 (processes, clusters), cluster_refs (`tandem generate` references),
 cluster_checks and cluster_checks_edge (checks), and the stages in
 cluster_stage_basic (a, serve, c, tp), cluster_stage_pressure (bp, stale),
-cluster_stage_faults (fault) and cluster_stage_lifecycle (health, drain, ipv6).
+cluster_stage_faults (fault, migrate), cluster_stage_lifecycle (health, drain,
+ipv6, routers) and cluster_stage_control (control).
 """
 
 import argparse
@@ -61,6 +68,7 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cluster_stage_basic as basic  # noqa: E402
+import cluster_stage_control as control  # noqa: E402
 import cluster_stage_faults as faults  # noqa: E402
 import cluster_stage_lifecycle as lifecycle  # noqa: E402
 import cluster_stage_pressure as pressure  # noqa: E402
@@ -77,7 +85,8 @@ def main():
     ap.add_argument("--source", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--only", default="",
-                    help="comma list of a,serve,c,tp,bp,stale,fault,health,drain,ipv6 (default all)")
+                    help="comma list of a,serve,c,tp,bp,stale,fault,migrate,health,drain,ipv6,routers,control "
+                         "(default all)")
     args = state.ARGS = ap.parse_args()
     args.bin_dir = os.path.abspath(args.bin_dir)
     args.source = os.path.abspath(args.source)
@@ -126,7 +135,8 @@ def main():
                   ("health", lifecycle.run_health),
                   ("drain", lifecycle.run_drain),
                   ("ipv6", lifecycle.run_ipv6),
-                  ("routers", lifecycle.run_two_routers)]
+                  ("routers", lifecycle.run_two_routers),
+                  ("control", control.run_control_plane)]
         for name, stage in stages:
             if only and name not in only:
                 continue

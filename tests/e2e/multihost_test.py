@@ -76,10 +76,12 @@ def client_main(args):
         prompts = json.load(f)
     out = {"netns_inode": netns_inode(os.getpid())}
     router = grpc.insecure_channel(args.router)
-    channels = [router]
+    cluster = grpc.insecure_channel(args.cluster)
+    channels = [router, cluster]
     try:
-        # 1. Both workers registered (they re-register every second).
-        registry = wpb2_grpc.WorkerRegistryStub(router)
+        # 1. Both workers registered (they re-register every second), as the
+        # router's cluster listener lists them.
+        registry = wpb2_grpc.WorkerRegistryStub(cluster)
         workers, deadline = [], time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -164,18 +166,21 @@ def run_cluster(args, net, env, prompts, expected, model_cfg):
     try:
         b = lambda name: os.path.join(args.bin_dir, name)  # noqa: E731
         addr = dict(HOSTS)
-        router = NsProc("router", net.ns["router"], [b("tandem-router"), "--host", addr["router"], "--port", "0"],
-                        args.work, env)
+        router = NsProc("router", net.ns["router"], [b("tandem-router"), "--host", addr["router"], "--port", "0",
+                                                     "--cluster-port", "0"], args.work, env)
         procs.append(router)
-        m = router.wait_line(r"tandem-router: listening on (%s:\d+)" % re.escape(addr["router"]), 60)
-        if not check("the router listens on its namespace address %s only" % addr["router"], m is not None,
-                     router.log_tail()):
+        rx = re.escape(addr["router"])
+        m = router.wait_line(r"tandem-router: cluster listener on (%s:\d+)" % rx, 60)
+        cluster_addr = m.group(1) if m else None
+        m = router.wait_line(r"tandem-router: listening on (%s:\d+)" % rx, 60) if m else None
+        if not check("the router listens on its namespace address %s only (public and cluster ports)"
+                     % addr["router"], m is not None, router.log_tail()):
             return
         router_addr = m.group(1)
         workers = {}
         for role in ("prefill", "decode"):
             p = NsProc(role, net.ns[role], [b("tandem-%s-worker" % role), "--host", addr[role], "--port", "0",
-                                            "--router", router_addr, "--worker-id", "mh-" + role,
+                                            "--router", cluster_addr, "--worker-id", "mh-" + role,
                                             "--num-kv-blocks", "256"], args.work, env)
             procs.append(p)
             workers[role] = p
@@ -194,7 +199,8 @@ def run_cluster(args, net, env, prompts, expected, model_cfg):
         with open(req_path, "w") as f:
             json.dump(prompts, f)
         rc, out, err = run(["ip", "netns", "exec", net.ns["router"], "/usr/bin/python3", os.path.abspath(__file__),
-                            "--client", "--router", router_addr, "--stubs", args.stubs, "--source", args.source,
+                            "--client", "--router", router_addr, "--cluster", cluster_addr, "--stubs", args.stubs,
+                            "--source", args.source,
                             "--requests", req_path], timeout=480, env=env)
         try:
             res = json.loads(out.strip().splitlines()[-1])
@@ -252,7 +258,8 @@ def main():
     ap.add_argument("--source", required=True)
     ap.add_argument("--work")
     ap.add_argument("--client", action="store_true", help="(internal) the client, run in the router namespace")
-    ap.add_argument("--router")
+    ap.add_argument("--router", help="(internal) the router's public address")
+    ap.add_argument("--cluster", help="(internal) the router's cluster address (WorkerRegistry)")
     ap.add_argument("--stubs")
     ap.add_argument("--requests")
     args = ap.parse_args()
