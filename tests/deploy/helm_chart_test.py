@@ -47,6 +47,8 @@ NOT_MAPPED = {
         "prefill-workers": "static worker lists: in the chart, workers register themselves",
         "decode-workers": "static worker lists: in the chart, workers register themselves",
         "api-key-file": "set to the mounted Secret only with router.apiKeys.secretName (test_api_key_secret)",
+        "cluster-host": "a pod has one address: the cluster listener listens on router.host like the public one; "
+                        "only the ClusterIP Service <release>-router-cluster exposes it (test_control_plane_is_internal)",
     },
     "prefill": {"help": "prints usage"},
     "decode": {"help": "prints usage"},
@@ -68,6 +70,7 @@ def value_to_flag():
   m = {
       "router": {
           ("model", "path"): "model", ("router", "host"): "host", ("router", "port"): "port",
+          ("router", "clusterPort"): "cluster-port",
           ("router", "maxQueued"): "max-queued", ("router", "prefillTimeoutMs"): "prefill-timeout-ms",
           ("router", "maxPrefillTokensPerWorker"): "max-prefill-tokens-per-worker",
           ("router", "maxQueuedTokens"): "max-queued-tokens",
@@ -368,7 +371,8 @@ class ChartTest(unittest.TestCase):
           seen.add(key)
 
   def test_exact_objects_per_value_set(self):
-    base = {("ConfigMap", "tandem-flags"), ("Service", "tandem-router"), ("Deployment", "tandem-router"),
+    base = {("ConfigMap", "tandem-flags"), ("Service", "tandem-router"), ("Service", "tandem-router-cluster"),
+            ("Deployment", "tandem-router"),
             ("Service", "tandem-prefill"), ("StatefulSet", "tandem-prefill"), ("Service", "tandem-decode"),
             ("StatefulSet", "tandem-decode")}
     want = {
@@ -414,7 +418,7 @@ class ChartTest(unittest.TestCase):
         if comp == "router":
           self.assertEqual(flags, expected, f"{name}/{comp}")
         else:
-          expected["router"] = f"{RELEASE}-router:{values['router']['port']}"
+          expected["router"] = f"{RELEASE}-router-cluster:{values['router']['clusterPort']}"
           expected.update(PER_POD)
           self.assertEqual(flags, expected, f"{name}/{comp}")
     # distinct_values changed every mapped value, so with the equality above
@@ -452,14 +456,19 @@ class ChartTest(unittest.TestCase):
 
   def test_workers_find_the_router_and_advertise_the_pod(self):
     for name, objs in self.rendered.items():
-      svc = by_kind(objs, "Service")["tandem-router"]
-      grpc_port = [p["port"] for p in svc["spec"]["ports"] if p["name"] == "grpc"]
+      svc = by_kind(objs, "Service")["tandem-router-cluster"]
+      (cluster_port,) = [p["port"] for p in svc["spec"]["ports"] if p["name"] == "cluster"]
+      self.assertEqual(cluster_port, self.values[name]["router"]["clusterPort"])
+      router = by_kind(objs, "Deployment")["tandem-router"]
+      router_flags = parse_flags(container_argv(objs, router, pod_spec(router)["containers"][0])[2])
+      self.assertEqual(router_flags["cluster-port"], str(cluster_port))
       for w in workloads(objs):
         if w["kind"] != "StatefulSet":
           continue
         (c,) = pod_spec(w)["containers"]
         flags = parse_flags(container_argv(objs, w, c)[2])
-        self.assertEqual(flags["router"], f"{svc['metadata']['name']}:{grpc_port[0]}")
+        # The router's cluster listener, not its public Service.
+        self.assertEqual(flags["router"], f"tandem-router-cluster:{cluster_port}")
         env = {e["name"]: e for e in c["env"]}
         self.assertEqual(env["POD_IP"]["valueFrom"], {"fieldRef": {"fieldPath": "status.podIP"}})
         self.assertEqual(env["POD_NAME"]["valueFrom"], {"fieldRef": {"fieldPath": "metadata.name"}})
@@ -475,6 +484,25 @@ class ChartTest(unittest.TestCase):
         else:
           self.assertNotIn("OMP_WAIT_POLICY", env)
 
+  def test_control_plane_is_internal(self):
+    """The public Service carries the Generation API and metrics only; the
+    registry's port is on the ClusterIP-only cluster Service, even when the
+    public one is a LoadBalancer (the gpu value set)."""
+    self.assertEqual(self.values["gpu"]["router"]["service"]["type"], "LoadBalancer")
+    for name, objs in self.rendered.items():
+      with self.subTest(values=name):
+        svcs = by_kind(objs, "Service")
+        public, cluster = svcs["tandem-router"], svcs["tandem-router-cluster"]
+        self.assertEqual(public["spec"]["type"], self.values[name]["router"]["service"]["type"])
+        self.assertEqual([(p["name"], p["targetPort"]) for p in public["spec"]["ports"]],
+                         [("grpc", "grpc"), ("metrics", "metrics")])
+        self.assertEqual(cluster["spec"]["type"], "ClusterIP")
+        self.assertEqual([(p["name"], p["targetPort"], p["port"]) for p in cluster["spec"]["ports"]],
+                         [("cluster", "cluster", self.values[name]["router"]["clusterPort"])])
+        self.assertEqual(cluster["spec"]["selector"], public["spec"]["selector"])
+        self.assertNotIn("annotations", cluster["metadata"])  # the public Service's (load balancer) annotations
+        self.assertNotEqual(self.values[name]["router"]["clusterPort"], self.values[name]["router"]["port"])
+
   def test_every_container_has_grpc_probes_on_its_port(self):
     for name, objs in self.rendered.items():
       for w in workloads(objs):
@@ -486,11 +514,17 @@ class ChartTest(unittest.TestCase):
             self.assertEqual(str(ports["metrics"]), flags["metrics-port"])
             # Readiness: the whole server (NOT_SERVING while it cannot take
             # work). Startup/liveness: a service SERVING while the process runs.
+            # The router's: on its cluster port, where the registry is.
             live = {"router": "tandem.v1.WorkerRegistry", "prefill": "tandem.v1.PrefillWorker",
                     "decode": "tandem.v1.DecodeWorker"}[component_of(w)]
+            live_port = ports["grpc"]
+            if component_of(w) == "router":
+              live_port = ports["cluster"]
+              self.assertEqual(str(live_port), flags["cluster-port"])
+              self.assertEqual(sorted(ports), ["cluster", "grpc", "metrics"])
             self.assertEqual(c["readinessProbe"]["grpc"], {"port": ports["grpc"]})
             for probe in ("startupProbe", "livenessProbe"):
-              self.assertEqual(c[probe]["grpc"], {"port": ports["grpc"], "service": live})
+              self.assertEqual(c[probe]["grpc"], {"port": live_port, "service": live})
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
               self.assertGreater(c[probe]["periodSeconds"], 0)
 
@@ -569,9 +603,13 @@ class ChartTest(unittest.TestCase):
 
     objs = self.rendered["gpu"]
     sm = by_kind(objs, "ServiceMonitor")["tandem-metrics"]
+    sel = sm["spec"]["selector"]
+    (expr,) = sel["matchExpressions"]
+    self.assertEqual((expr["key"], expr["operator"]), ("app.kubernetes.io/component", "In"))
     svcs = [s for s in by_kind(objs, "Service").values()
-            if sm["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()]
-    self.assertEqual(len(svcs), 3)
+            if sel["matchLabels"].items() <= s["metadata"]["labels"].items()
+            and s["metadata"]["labels"][expr["key"]] in expr["values"]]
+    self.assertEqual(sorted(s["metadata"]["name"] for s in svcs), ["tandem-decode", "tandem-prefill", "tandem-router"])
     for s in svcs:
       self.assertIn("metrics", [p["name"] for p in s["spec"]["ports"]])
     for role in ("prefill", "decode"):

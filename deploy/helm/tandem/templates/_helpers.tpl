@@ -7,8 +7,9 @@ has no helm binary). Helpers that need more than the root take a dict:
 */}}
 
 {{/*
-"<release>-<component>". Workers reach the router at "<release>-router", so
-this one name is both the router Service's name and the workers' --router.
+"<release>-<component>". The router's public Service is "<release>-router";
+workers reach its cluster listener at "<release>-router-cluster" (their
+--router).
 */}}
 {{- define "tandem.fullname" -}}
 {{- printf "%s-%s" .root.Release.Name .component | trunc 63 | trimSuffix "-" -}}
@@ -36,6 +37,7 @@ Context: the root.
 --model={{ .Values.model.path }}
 --host={{ .Values.router.host }}
 --port={{ .Values.router.port }}
+--cluster-port={{ .Values.router.clusterPort }}
 --max-prefill-tokens-per-worker={{ .Values.router.maxPrefillTokensPerWorker }}
 --max-queued={{ .Values.router.maxQueued }}
 --max-queued-tokens={{ .Values.router.maxQueuedTokens }}
@@ -66,7 +68,7 @@ Context: dict root, component (prefill | decode).
 {{- $pool := index $v .component -}}
 --model={{ $v.model.path }}
 --port={{ $pool.port }}
---router={{ include "tandem.fullname" (dict "root" .root "component" "router") }}:{{ $v.router.port }}
+--router={{ include "tandem.fullname" (dict "root" .root "component" "router-cluster") }}:{{ $v.router.clusterPort }}
 --kv-transport={{ $v.kv.transport }}
 --block-size={{ $v.kv.blockSize }}
 --kv-cache-dtype={{ $v.kv.cacheDtype }}
@@ -97,18 +99,19 @@ Context: dict root, component (prefill | decode).
 {{- end -}}
 
 {{/*
-The three gRPC probes on a port (grpc.health.v1). Readiness asks for the
-whole server (service ""), which a binary reports NOT_SERVING while it
-cannot take work: the router until a prefill and a decode worker are
-registered, every binary while it drains. Startup and liveness ask for
-`live`, a service the binary reports SERVING for as long as it runs.
-Context: dict root, port, live.
+The three gRPC probes (grpc.health.v1). Readiness asks `port` for the whole
+server (service ""), which a binary reports NOT_SERVING while it cannot take
+work: the router until a prefill and a decode worker are registered, every
+binary while it drains. Startup and liveness ask `livePort` for `live`, a
+service the binary reports SERVING for as long as it runs (the router's is
+on its cluster listener; a worker's on its one port).
+Context: dict root, port, livePort, live.
 */}}
 {{- define "tandem.probes" -}}
 {{- $p := .root.Values.probes -}}
 startupProbe:
   grpc:
-    port: {{ .port }}
+    port: {{ .livePort }}
     service: {{ .live }}
   periodSeconds: {{ $p.startup.periodSeconds }}
   failureThreshold: {{ $p.startup.failureThreshold }}
@@ -121,7 +124,7 @@ readinessProbe:
   timeoutSeconds: {{ $p.timeoutSeconds }}
 livenessProbe:
   grpc:
-    port: {{ .port }}
+    port: {{ .livePort }}
     service: {{ .live }}
   periodSeconds: {{ $p.liveness.periodSeconds }}
   failureThreshold: {{ $p.liveness.failureThreshold }}
