@@ -28,6 +28,7 @@
 #include "common/process/stop_signals.h"
 #include "engine/model/model_config.h"
 #include "router/api_key_flags.h"
+#include "router/public_tls_flags.h"
 #include "router/cluster_backend.h"
 #include "router/pool_metrics.h"
 #include "router/request_metrics.h"
@@ -49,6 +50,7 @@ int main(int argc, char** argv) {
   bool help = false;
   cli::MetricsFlag metrics_flag;
   cli::ApiKeyFlags api_key_flags;
+  cli::PublicTlsFlags public_tls;
   flags.AddString("model", &model, "HuggingFace model directory: config and tokenizer (default: the bundled model)");
   listen.Register(flags);
   flags.AddString("prefill-workers", &prefill_workers, "static prefill workers, host:port,host:port");
@@ -56,6 +58,7 @@ int main(int argc, char** argv) {
   tuning.Register(flags);
   metrics_flag.Register(flags);
   api_key_flags.Register(flags);
+  public_tls.Register(flags);
   flags.AddBool("help", &help, "show this help");
   if (absl::Status st = flags.Parse(std::vector<std::string>(argv + 1, argv + argc)); !st.ok() || help) {
     (st.ok() ? std::cout : std::cerr) << (st.ok() ? "" : std::string(st.message()) + "\n")
@@ -76,6 +79,11 @@ int main(int argc, char** argv) {
   }
   if (absl::Status st = tuning.Validate(); !st.ok()) {
     std::cerr << "tandem-router: " << st.message() << "\n";
+    return 2;
+  }
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> public_credentials = public_tls.Load();
+  if (!public_credentials.ok()) {
+    std::cerr << "tandem-router: " << public_credentials.status().message() << "\n";
     return 2;
   }
   absl::StatusOr<std::unique_ptr<ApiKeyAuth>> auth = api_key_flags.Load();
@@ -139,10 +147,15 @@ int main(int argc, char** argv) {
   SetHealth(cluster_server->get(), true, {v1::WorkerRegistry::service_full_name()});
   int bound_port = 0;
   absl::StatusOr<std::unique_ptr<grpc::Server>> server =
-      StartGrpcServer(net::JoinHostPort(listen.host, listen.port), {&generation}, &bound_port, /*serving=*/false);
+      StartGrpcServer(net::JoinHostPort(listen.host, listen.port), {&generation}, &bound_port, /*serving=*/false,
+                      *public_credentials);
   if (!server.ok()) return fail(server.status());
-  readiness.Attach([srv = server->get(), logged = false](bool ready) mutable {
+  // Readiness also shows on the cluster listener under tandem.v1.Generation:
+  // probes that cannot speak TLS (Kubernetes' gRPC probes) ask there when
+  // the public port has TLS.
+  readiness.Attach([srv = server->get(), cluster = cluster_server->get(), logged = false](bool ready) mutable {
     SetHealth(srv, ready, {v1::Generation::service_full_name()});
+    cluster->GetHealthCheckService()->SetServingStatus(v1::Generation::service_full_name(), ready);
     if (ready || logged) {
       std::cout << "tandem-router: " << (ready ? "SERVING (prefill and decode workers registered)"
                                                : "NOT_SERVING (no live prefill or decode worker, or draining)")

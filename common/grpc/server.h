@@ -13,6 +13,7 @@
 
 namespace grpc {
 class Service;
+class ServerCredentials;
 }
 
 namespace tandem {
@@ -22,10 +23,11 @@ namespace tandem {
 // the server). `*bound_port` receives the port actually bound. Health ("",
 // the whole server) reports SERVING once started, or NOT_SERVING when
 // `serving` is false (a server that is not ready until later: SetHealth).
+// `credentials`: null for plaintext, else e.g. TLS (grpc::SslServerCredentials).
 // Errors: Unavailable when the address cannot be bound.
-absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpcServer(const std::string& address,
-                                                              const std::vector<grpc::Service*>& services,
-                                                              int* bound_port, bool serving = true);
+absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpcServer(
+    const std::string& address, const std::vector<grpc::Service*>& services, int* bound_port, bool serving = true,
+    std::shared_ptr<grpc::ServerCredentials> credentials = nullptr);
 
 // Sets the grpc.health.v1 status of the whole server ("") and of each of
 // `services` (full names, e.g. "tandem.v1.Generation"), as Kubernetes'

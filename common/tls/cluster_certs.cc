@@ -207,6 +207,18 @@ absl::StatusOr<std::vector<ClusterRole>> RolesOf(absl::string_view cert_pem) {
   return roles;
 }
 
+absl::Status CheckKeyPair(absl::string_view cert_pem, absl::string_view key_pem) {
+  absl::StatusOr<X509Ptr> cert = ParseCert(cert_pem);
+  if (!cert.ok()) return cert.status();
+  absl::StatusOr<PKeyPtr> key = ParseKey(key_pem);
+  if (!key.ok()) return key.status();
+  if (X509_check_private_key(cert->get(), key->get()) != 1) {
+    ERR_clear_error();
+    return absl::InvalidArgumentError("the private key does not belong to the certificate");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status VerifyAgainstCa(absl::string_view cert_pem, absl::string_view ca_pem) {
   absl::StatusOr<X509Ptr> cert = ParseCert(cert_pem);
   if (!cert.ok()) return cert.status();

@@ -52,6 +52,10 @@ absl::StatusOr<KeyAndCert> IssueRoleCert(const KeyAndCert& ca, ClusterRole role,
 // The roles a certificate (PEM) names in its DNS SANs.
 absl::StatusOr<std::vector<ClusterRole>> RolesOf(absl::string_view cert_pem);
 
+// OK when `cert_pem` holds a certificate (a chain: the first is the leaf)
+// whose public key is `key_pem`'s; InvalidArgument naming what is wrong.
+absl::Status CheckKeyPair(absl::string_view cert_pem, absl::string_view key_pem);
+
 // Whether `cert_pem` chains to `ca_pem` and is valid now (OpenSSL's
 // verification, with the role SAN not checked).
 absl::Status VerifyAgainstCa(absl::string_view cert_pem, absl::string_view ca_pem);

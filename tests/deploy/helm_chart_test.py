@@ -47,6 +47,8 @@ NOT_MAPPED = {
         "prefill-workers": "static worker lists: in the chart, workers register themselves",
         "decode-workers": "static worker lists: in the chart, workers register themselves",
         "api-key-file": "set to the mounted Secret only with router.apiKeys.secretName (test_api_key_secret)",
+        "public-tls-cert": "set to the mounted Secret only with router.publicTls.secretName (test_public_tls_secret)",
+        "public-tls-key": "set to the mounted Secret only with router.publicTls.secretName (test_public_tls_secret)",
         "cluster-host": "a pod has one address: the cluster listener listens on router.host like the public one; "
                         "only the ClusterIP Service <release>-router-cluster exposes it (test_control_plane_is_internal)",
     },
@@ -121,6 +123,7 @@ def gpu_values():
   v["router"]["service"].update(type="LoadBalancer", annotations={"example.com/lb": "internal"})
   v["router"]["extraArgs"] = ["--decode-workers=10.0.0.9:50053"]
   v["router"]["apiKeys"].update(secretName="tandem-api-keys", secretKey="api-keys.txt")
+  v["router"]["publicTls"]["secretName"] = "tandem-public-tls"
   for c in ("router", "prefill", "decode"):
     v[c]["nodeSelector"] = {"example.com/pool": c}
     v[c]["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
@@ -448,6 +451,27 @@ class ChartTest(unittest.TestCase):
         self.assertEqual(volumes["api-keys"], {"name": "api-keys", "secret": {"secretName": secret}})
     self.assertTrue(any(self.values[n]["router"]["apiKeys"]["secretName"] for n in self.rendered))
 
+  def test_public_tls_secret(self):
+    """Off by default; with a kubernetes.io/tls Secret, the router serves its public port with it."""
+    for name, objs in self.rendered.items():
+      router = by_kind(objs, "Deployment")["tandem-router"]
+      (c,) = pod_spec(router)["containers"]
+      flags = parse_flags(container_argv(objs, router, c)[2])
+      secret = self.values[name]["router"]["publicTls"]["secretName"]
+      with self.subTest(values=name):
+        mounts = {m["name"]: m for m in c["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod_spec(router)["volumes"]}
+        if not secret:
+          self.assertNotIn("public-tls-cert", flags)
+          self.assertNotIn("public-tls", volumes)
+          continue
+        self.assertEqual((flags["public-tls-cert"], flags["public-tls-key"]),
+                         ("/etc/tandem-public-tls/tls.crt", "/etc/tandem-public-tls/tls.key"))
+        self.assertEqual(mounts["public-tls"], {"name": "public-tls", "mountPath": "/etc/tandem-public-tls",
+                                                "readOnly": True})
+        self.assertEqual(volumes["public-tls"], {"name": "public-tls", "secret": {"secretName": secret}})
+    self.assertTrue(any(self.values[n]["router"]["publicTls"]["secretName"] for n in self.rendered))
+
   def test_extra_args_are_appended(self):
     objs = self.rendered["gpu"]
     router = by_kind(objs, "Deployment")["tandem-router"]
@@ -522,7 +546,13 @@ class ChartTest(unittest.TestCase):
               live_port = ports["cluster"]
               self.assertEqual(str(live_port), flags["cluster-port"])
               self.assertEqual(sorted(ports), ["cluster", "grpc", "metrics"])
-            self.assertEqual(c["readinessProbe"]["grpc"], {"port": ports["grpc"]})
+            # The router's readiness asks its cluster port for tandem.v1.Generation
+            # (mirrored there): Kubernetes' gRPC probes cannot speak TLS, which
+            # the public port may have.
+            ready = {"port": ports["grpc"]}
+            if component_of(w) == "router":
+              ready = {"port": ports["cluster"], "service": "tandem.v1.Generation"}
+            self.assertEqual(c["readinessProbe"]["grpc"], ready)
             for probe in ("startupProbe", "livenessProbe"):
               self.assertEqual(c[probe]["grpc"], {"port": live_port, "service": live})
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""End-to-end checks of API keys on every public entry point (--api-key-file).
+"""End-to-end checks of API keys (--api-key-file) and TLS (--public-tls-cert) on every public entry point.
 
 Run by CTest (label e2e, tests/e2e/serve.cmake). Starts `tandem serve` and
 `tandem up` on 127.0.0.1 with a key file, always stops them by PID, and checks
@@ -7,7 +7,10 @@ through the Python client (clients/python), the C++ client (`tandem client`)
 and raw grpcio: no key or a wrong one is UNAUTHENTICATED, a right key streams
 exactly what `tandem generate` computes, health stays open, SIGHUP rotates the
 keys (a bad file keeps the old ones), per-key limits answer RESOURCE_EXHAUSTED,
-and no key ever appears in a log. One PASS/FAIL line per check, then
+and no key ever appears in a log. With --public-tls-cert/--public-tls-key
+(certificates from `tandem certs`): clients trusting the CA get through
+(Python client, `tandem client --tls-ca`), plaintext clients do not, and a
+key that does not match its certificate is a usage error. One PASS/FAIL line per check, then
 "N passed, M failed"; exits non-zero on any failure.
 
   api_keys_test.py --tandem build/bin/tandem --source . --work DIR
@@ -134,6 +137,46 @@ def check_serve(args, tc, want):
         check("serve: no key appears in its output", not any(k in logs for k in KEYS))
 
 
+def check_tls(args, tc, want):
+    import grpc
+    certs = os.path.join(args.work, "certs")
+    rc, _, err = run([args.tandem, "certs", "--out", certs, "--ip", "127.0.0.1", "--dns", "localhost"])
+    if not check("tls: tandem certs", rc == 0, err):
+        return
+    keys = os.path.join(args.work, "tls_keys.txt")
+    write_keys(keys, [KEYS[0]])
+    crt, key = os.path.join(certs, "router.crt"), os.path.join(certs, "router.key")
+    rc, _, err = run([args.tandem, "serve", "--port", "0", "--public-tls-cert", crt, "--public-tls-key",
+                      os.path.join(certs, "decode-worker.key")])
+    check("tls: a key that is not the certificate's is a usage error", rc == 2 and "does not belong" in err, (rc, err))
+    rc, _, err = run([args.tandem, "serve", "--port", "0", "--public-tls-cert", crt])
+    check("tls: --public-tls-cert without --public-tls-key is a usage error", rc == 2 and "together" in err,
+          (rc, err))
+    srv = ServeProc(args.tandem, ["--api-key-file", keys, "--public-tls-cert", crt, "--public-tls-key", key],
+                    os.path.join(args.work, "serve_tls.log"))
+    try:
+        if not check("tls: serve listening with --public-tls-cert", srv.wait_listening(), srv.log_tail()):
+            return
+        with open(os.path.join(certs, "ca.crt"), "rb") as f:
+            creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+        got = outcome(tc, tc.TandemClient(srv.addr, timeout=60, credentials=creds, api_key=KEYS[0]), max_tokens=8)
+        check("tls: a client trusting the CA streams the reference tokens", got == ("OK", want), got)
+        got = outcome(tc, tc.TandemClient(srv.addr, timeout=10, api_key=KEYS[0]), max_tokens=8)
+        check("tls: a plaintext client does not get through", got[0] == "UnavailableError", got)
+        got = outcome(tc, tc.TandemClient(srv.addr, timeout=60, credentials=creds, api_key=""), max_tokens=8)
+        check("tls: ... and keys are still required over TLS", got[0] == "UnauthenticatedError", got)
+        rc, out, err = run([args.tandem, "client", "--addr", srv.addr, "--tls-ca", os.path.join(certs, "ca.crt"),
+                            "--api-key", KEYS[0], "--prompt", PROMPT, "--temperature", "0", "--ignore-eos",
+                            "--max-tokens", "8", "--json"])
+        check("tls: tandem client --tls-ca streams the reference tokens",
+              rc == 0 and json.loads(out.splitlines()[-1]).get("token_ids") == want, (rc, out, err))
+        rc, out, err = run([args.tandem, "client", "--addr", srv.addr, "--api-key", KEYS[0], "--prompt", PROMPT,
+                            "--max-tokens", "2", "--timeout-s", "10"])
+        check("tls: tandem client without --tls-ca fails UNAVAILABLE", rc != 0 and "UNAVAILABLE" in err, (rc, err))
+    finally:
+        srv.stop()
+
+
 def check_up(args, tc, want):
     keys = os.path.join(args.work, "up_keys.txt")
     write_keys(keys, [KEYS[0]])
@@ -190,6 +233,7 @@ def main():
         import tandem_client as tc
         want = reference_tokens(args, 8)
         check_serve(args, tc, want)
+        check_tls(args, tc, want)
         check_up(args, tc, want)
     except Exception:  # noqa: BLE001
         check("no exception", False, traceback.format_exc())

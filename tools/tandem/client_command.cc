@@ -2,8 +2,12 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
+#include <sstream>
 
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "grpcpp/grpcpp.h"
 #include "nlohmann/json.hpp"
 #include "tandem/v1/generation.grpc.pb.h"
@@ -29,7 +33,22 @@ struct ClientFlags {
   bool json = false;
   bool help = false;
   std::string api_key;
+  std::string tls_ca;  // PEM roots to trust; "system" for the system's
 };
+
+// Plaintext, or TLS trusting `tls_ca` ("system": the system's roots).
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFor(const std::string& tls_ca) {
+  if (tls_ca.empty()) return grpc::InsecureChannelCredentials();
+  grpc::SslCredentialsOptions options;
+  if (tls_ca != "system") {
+    std::ifstream in(tls_ca, std::ios::binary);
+    if (!in) return absl::InvalidArgumentError("--tls-ca: cannot read " + tls_ca);
+    std::ostringstream pem;
+    pem << in.rdbuf();
+    options.pem_root_certs = pem.str();
+  }
+  return grpc::SslCredentials(options);
+}
 
 const char* FinishName(v1::FinishReason r) {
   switch (r) {
@@ -49,6 +68,9 @@ int RunClient(const std::vector<std::string>& args) {
   flags.AddIntList("prompt-ids", &f.prompt_ids, "prompt as token ids (instead of --prompt)");
   flags.AddString("request-id", &f.request_id, "request id (default: the server picks)");
   flags.AddString("api-key", &f.api_key, "API key for a server started with --api-key-file (default: $TANDEM_API_KEY)");
+  flags.AddString("tls-ca", &f.tls_ca,
+                  "connect over TLS trusting this PEM CA file, or 'system' for the system's roots (servers started "
+                  "with --public-tls-cert; default: plaintext)");
   flags.AddInt("max-tokens", &f.max_tokens, "tokens to generate at most (default: server's, 16)");
   flags.AddFloat("temperature", &f.temperature, "0 = greedy (default: the model's)");
   flags.AddFloat("top-p", &f.top_p, "nucleus mass in (0, 1]");
@@ -98,7 +120,12 @@ int RunClient(const std::vector<std::string>& args) {
   s->set_ignore_eos(f.ignore_eos);
   s->set_logprobs(static_cast<uint32_t>(std::max<int64_t>(0, f.logprobs)));
 
-  auto channel = grpc::CreateChannel(f.addr, grpc::InsecureChannelCredentials());
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials = ChannelCredentialsFor(f.tls_ca);
+  if (!credentials.ok()) {
+    std::cerr << "tandem client: " << credentials.status().message() << "\n";
+    return 2;
+  }
+  auto channel = grpc::CreateChannel(f.addr, *credentials);
   auto stub = v1::Generation::NewStub(channel);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(f.timeout_s));

@@ -11,6 +11,7 @@
 #include "engine/core/async_engine.h"
 #include "worker/worker_metrics.h"
 #include "router/api_key_flags.h"
+#include "router/public_tls_flags.h"
 #include "router/generation_service.h"
 #include "router/request_metrics.h"
 #include "common/cli/cli_flags.h"
@@ -32,12 +33,14 @@ struct ServeFlags {
   EngineFlags engine;
   MetricsFlag metrics;
   ApiKeyFlags api_keys;
+  PublicTlsFlags public_tls;
 };
 
 absl::Status Serve(const ServeFlags& f) {
   const std::filesystem::path dir = f.model.empty() ? DefaultModelDir() : std::filesystem::path(f.model);
   if (f.tp < 1 || f.tp > 64) return absl::InvalidArgumentError("--tp must be in [1, 64]");
   ASSIGN_OR_RETURN(std::unique_ptr<ApiKeyAuth> auth, f.api_keys.Load());
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials, f.public_tls.Load());
   if (auth != nullptr) process::BlockReloadSignal();  // before the engine's threads start
   ASSIGN_OR_RETURN(EngineConfig engine_config, f.engine.ToConfig(f.seed.value_or(std::random_device{}())));
   ASSIGN_OR_RETURN(std::unique_ptr<ModelExecutor> model,
@@ -67,7 +70,7 @@ absl::Status Serve(const ServeFlags& f) {
   if (f.port < 0 || f.port > 65535) return absl::InvalidArgumentError("--port must be in [0, 65535]");
   int bound_port = 0;
   ASSIGN_OR_RETURN(std::unique_ptr<grpc::Server> server,
-                   StartGrpcServer(net::JoinHostPort(f.host, f.port), {&service}, &bound_port));
+                   StartGrpcServer(net::JoinHostPort(f.host, f.port), {&service}, &bound_port, true, credentials));
   // Stopped (by its destructor) before anything its callbacks read.
   ASSIGN_OR_RETURN(std::unique_ptr<metrics::MetricsServer> metrics_server,
                    StartMetricsServer(&metrics_registry, f.metrics, f.host, "tandem serve"));
@@ -101,8 +104,11 @@ int RunServe(const std::vector<std::string>& args) {
   f.engine.Register(flags);
   f.metrics.Register(flags);
   f.api_keys.Register(flags);
+  f.public_tls.Register(flags);
   absl::Status parsed = flags.Parse(args);
   if (parsed.ok()) parsed = f.metrics.Parse().status();  // a bad port is a usage error, before loading the model
+  if (parsed.ok()) parsed = f.public_tls.Load().status();  // likewise bad TLS files or keys
+  if (parsed.ok()) parsed = f.api_keys.Load().status();
   if (absl::Status st = parsed; !st.ok()) {
     std::cerr << "tandem serve: " << st.message() << "\nflags:\n" << flags.Usage();
     return 2;

@@ -13,6 +13,7 @@
 #include "tandem/v1/worker.grpc.pb.h"
 #include "common/cli/cli_flags.h"
 #include "router/api_key_flags.h"
+#include "router/public_tls_flags.h"
 #include "router/router_flags.h"
 #include "tools/tandem/cluster_member.h"
 #include "tools/tandem/cpu_list.h"
@@ -40,6 +41,7 @@ struct UpFlags {
   EngineFlags engine;  // passed through to every worker
   RouterTuningFlags router;  // passed through to the router
   ApiKeyFlags api_keys;      // likewise
+  PublicTlsFlags public_tls;  // likewise
 };
 
 std::filesystem::path BinDir() {
@@ -128,6 +130,9 @@ int RunUp(const std::vector<std::string>& args) {
   f.api_keys.Register(flags);  // the public API's keys: the router's too
   ApiKeyFlags api_keys_scratch;
   api_keys_scratch.Register(router_only);
+  f.public_tls.Register(flags);  // and its TLS
+  PublicTlsFlags public_tls_scratch;
+  public_tls_scratch.Register(router_only);
   if (absl::Status st = flags.Parse(args); !st.ok() || f.help) {
     (st.ok() ? std::cout : std::cerr) << (st.ok() ? "" : std::string(st.message()) + "\n")
                                       << "usage: tandem up [--model DIR] [--prefill-workers N] [--decode-workers M] "
@@ -150,6 +155,10 @@ int RunUp(const std::vector<std::string>& args) {
     return 2;
   }
   if (absl::Status st = f.router.Validate(); !st.ok()) {  // before anything starts
+    std::cerr << "tandem up: " << st.message() << "\n";
+    return 2;
+  }
+  if (absl::Status st = f.public_tls.Load().status(); !st.ok()) {  // the router would refuse them
     std::cerr << "tandem up: " << st.message() << "\n";
     return 2;
   }

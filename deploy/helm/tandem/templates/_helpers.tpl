@@ -49,6 +49,10 @@ Context: the root.
 --drain-timeout-s={{ .Values.router.drainTimeoutS }}
 --max-streams-per-key={{ .Values.router.apiKeys.maxStreamsPerKey }}
 --tokens-per-minute-per-key={{ .Values.router.apiKeys.tokensPerMinutePerKey }}
+{{- if .Values.router.publicTls.secretName }}
+--public-tls-cert=/etc/tandem-public-tls/tls.crt
+--public-tls-key=/etc/tandem-public-tls/tls.key
+{{- end }}
 {{- if .Values.router.apiKeys.secretName }}
 --api-key-file=/etc/tandem-api-keys/{{ .Values.router.apiKeys.secretKey }}
 {{- end }}
@@ -119,6 +123,9 @@ startupProbe:
 readinessProbe:
   grpc:
     port: {{ .port }}
+    {{- with .ready }}
+    service: {{ . }}
+    {{- end }}
   periodSeconds: {{ $p.readiness.periodSeconds }}
   failureThreshold: {{ $p.readiness.failureThreshold }}
   timeoutSeconds: {{ $p.timeoutSeconds }}
