@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/tokenizer/tokenizer.h"
 #include "engine/tokenizer/utf8.h"
 #include "nlohmann/json.hpp"
 
@@ -78,8 +79,9 @@ absl::StatusOr<BpeModel> BpeModel::FromJson(const Json& model) {
   absl::flat_hash_map<std::string, int32_t> vocab;
   vocab.reserve(model["vocab"].size());
   for (const auto& [token, id] : model["vocab"].items()) {
-    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX) {
-      return absl::InvalidArgumentError(absl::StrCat("model.vocab['", token, "']: id is not a non-negative integer"));
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= Tokenizer::kMaxVocabSize) {
+      return absl::InvalidArgumentError(absl::StrCat("model.vocab['", token, "']: id is not an integer in [0, ",
+                                                     Tokenizer::kMaxVocabSize, ")"));
     }
     vocab[token] = id.get<int32_t>();
   }

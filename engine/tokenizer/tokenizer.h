@@ -31,6 +31,12 @@ namespace tandem {
 
 class Tokenizer {
  public:
+  // Token ids (vocabulary and added tokens) must lie in [0, kMaxVocabSize):
+  // far above any real vocabulary (~256k), low enough that the id -> token
+  // table a file's largest id sizes stays small (a hostile file cannot ask
+  // for gigabytes with one number).
+  static constexpr int32_t kMaxVocabSize = 1 << 22;
+
   virtual ~Tokenizer() = default;
 
   // Loads `dir/tokenizer.json` and, when present, `dir/tokenizer_config.json`
@@ -43,6 +49,14 @@ class Tokenizer {
   // Errors name the file and what is wrong (missing file, bad JSON,
   // unsupported model/pre-tokenizer type, malformed merges).
   static absl::StatusOr<std::unique_ptr<Tokenizer>> Load(const std::filesystem::path& dir);
+
+  // Load() from memory: `tokenizer_json` is the text of tokenizer.json and
+  // `tokenizer_config_json` that of tokenizer_config.json (nullopt when there
+  // is none). `json_path` only names the source in error messages (the
+  // config's name is its sibling tokenizer_config.json). Same errors as Load.
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> LoadFromJson(
+      std::string_view tokenizer_json, std::optional<std::string_view> tokenizer_config_json,
+      const std::filesystem::path& json_path = "tokenizer.json");
 
   // Token ids of `text`. With add_special_tokens, the BOS id is prepended when
   // the tokenizer's configuration asks for it. Special-token strings inside

@@ -15,11 +15,13 @@
 //
 // Thread-safety: Load is a pure function of the files.
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/json_nesting.h"
 #include "common/status_macros.h"
 #include "engine/tokenizer/hf_tokenizer.h"
 #include "engine/tokenizer/tokenizer.h"
@@ -44,8 +46,12 @@ absl::StatusOr<std::string> ReadFile(const std::filesystem::path& path) {
   return buffer.str();
 }
 
-absl::StatusOr<Json> ReadJson(const std::filesystem::path& path) {
-  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+absl::StatusOr<Json> ParseJson(const std::filesystem::path& path, std::string_view text) {
+  // The readers of Sequence steps recurse once per nesting level, as does
+  // dump() in error messages.
+  if (absl::Status s = CheckJsonNesting(text); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(path.string(), ": ", s.message()));
+  }
   Json json = Json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (json.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(path.string(), ": not valid JSON"));
   return json;
@@ -111,9 +117,15 @@ absl::StatusOr<TokenizerParts> ParseTokenizerJson(const Json& root) {
   ASSIGN_OR_RETURN(parts.decoder, tokenizer_internal::Decoder::FromJson(root.value("decoder", null_json)));
   for (const Json& entry : root.value("added_tokens", Json::array())) {
     AddedToken token;
-    token.id = entry.at("id").get<int32_t>();
     token.content = entry.at("content").get<std::string>();
-    if (token.id < 0) return absl::InvalidArgumentError(absl::StrCat("added token '", token.content, "': negative id"));
+    // Checked before any conversion: get<int32_t>() of a float out of range
+    // is undefined, and of a larger integer wraps (2^32 + 1 would be id 1).
+    const Json& id = entry.at("id");
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= Tokenizer::kMaxVocabSize) {
+      return absl::InvalidArgumentError(absl::StrCat("added token '", token.content, "': id ", id.dump(),
+                                                     " is not an integer in [0, ", Tokenizer::kMaxVocabSize, ")"));
+    }
+    token.id = static_cast<int32_t>(id.get<int64_t>());
     token.special = entry.value("special", false);
     token.lstrip = entry.value("lstrip", false);
     token.rstrip = entry.value("rstrip", false);
@@ -171,10 +183,22 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::filesystem
   const bool is_file = std::filesystem::is_regular_file(dir, error);
   const std::filesystem::path json_path = is_file ? dir : dir / "tokenizer.json";
   const std::filesystem::path config_path = json_path.parent_path() / "tokenizer_config.json";
-  ASSIGN_OR_RETURN(Json root, ReadJson(json_path));
-  Json config = Json::object();
+  ASSIGN_OR_RETURN(std::string json_text, ReadFile(json_path));
+  std::optional<std::string> config_text;
   if (std::filesystem::exists(config_path)) {
-    ASSIGN_OR_RETURN(config, ReadJson(config_path));
+    ASSIGN_OR_RETURN(config_text, ReadFile(config_path));
+  }
+  return LoadFromJson(json_text, config_text, json_path);
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::LoadFromJson(std::string_view tokenizer_json,
+                                                                   std::optional<std::string_view> tokenizer_config_json,
+                                                                   const std::filesystem::path& json_path) {
+  const std::filesystem::path config_path = json_path.parent_path() / "tokenizer_config.json";
+  ASSIGN_OR_RETURN(Json root, ParseJson(json_path, tokenizer_json));
+  Json config = Json::object();
+  if (tokenizer_config_json.has_value()) {
+    ASSIGN_OR_RETURN(config, ParseJson(config_path, *tokenizer_config_json));
     if (!config.is_object()) return absl::InvalidArgumentError(absl::StrCat(config_path.string(), ": not an object"));
   }
   if (!root.is_object()) return absl::InvalidArgumentError(absl::StrCat(json_path.string(), ": not an object"));

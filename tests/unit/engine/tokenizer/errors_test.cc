@@ -63,6 +63,40 @@ TEST(TokenizerErrorsTest, BadJson) {
                   absl::StatusCode::kInvalidArgument, "vocab");
 }
 
+// A decoder Sequence nested 200,000 levels deep (6 MB) is refused before
+// parsing: reading nested steps recurses once per level and used to
+// overflow the stack.
+TEST(TokenizerErrorsTest, DeeplyNestedSequenceIsAnErrorNotAStackOverflow) {
+  const int depth = 200000;
+  std::string decoder;
+  for (int i = 0; i < depth; ++i) decoder += R"({"type": "Sequence", "decoders": [)";
+  decoder += R"({"type": "Fuse"})";
+  for (int i = 0; i < depth; ++i) decoder += "]}";
+  std::string json = Json();
+  json.replace(json.find(R"("decoder": null)"), 15, R"("decoder": )" + decoder);
+  ExpectLoadError(WriteTokenizerDir(json), absl::StatusCode::kInvalidArgument, "nested deeper than");
+}
+
+// Found by fuzz/tokenizer_load_fuzz.cc: an added token's id of 1e34 was
+// converted to int32 (undefined behaviour); 2^32 + 1 wrapped to id 1, the
+// vocabulary's "b". Vocabulary ids near INT32_MAX overflowed the id table's
+// size (and sized it in gigabytes).
+TEST(TokenizerErrorsTest, TokenIdsOutsideTheSupportedRangeAreErrors) {
+  for (const char* id : {"1.1e34", "4294967297", "-1", "2.0", "4194304"}) {
+    ExpectLoadError(WriteTokenizerDir(Json(kModel, "null", "null", std::string(R"([{"id": )") + id +
+                                                                        R"(, "content": "x", "special": true}])")),
+                    absl::StatusCode::kInvalidArgument, "is not an integer in [0, 4194304)");
+  }
+  for (const char* id : {"2147483647", "4194304"}) {
+    ExpectLoadError(WriteTokenizerDir(Json(std::string(R"({"type": "BPE", "vocab": {"a": )") + id + "}}")),
+                    absl::StatusCode::kInvalidArgument, "model.vocab['a']: id is not an integer in [0, 4194304)");
+  }
+  auto tok = Tokenizer::Load(WriteTokenizerDir(Json(kModel, "null", "null",
+                                                    R"([{"id": 4194303, "content": "x", "special": true}])")));
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  EXPECT_EQ((*tok)->vocab_size(), Tokenizer::kMaxVocabSize);
+}
+
 TEST(TokenizerErrorsTest, UnsupportedModelTypeIsNamed) {
   for (const char* type : {"WordPiece", "Unigram", "WordLevel"}) {
     const std::string model = std::string(R"({"type": ")") + type + R"(", "vocab": {"a": 0}})";
