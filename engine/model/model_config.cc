@@ -11,14 +11,17 @@
 #include <cmath>
 #include <fstream>
 #include <limits>
+#include <optional>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <system_error>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "common/json_nesting.h"
 #include "common/status_macros.h"
 #include "engine/model/model_config.h"
 #include "nlohmann/json.hpp"
@@ -53,14 +56,22 @@ struct Doc {
   }
 };
 
-absl::StatusOr<Doc> ReadJson(const fs::path& path) {
+absl::StatusOr<std::string> ReadText(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::UnavailableError(absl::StrCat(path.string(), ": cannot read"));
   std::stringstream text;
   text << in.rdbuf();
+  return text.str();
+}
+
+absl::StatusOr<Doc> ParseDoc(const fs::path& path, std::string_view text) {
+  // Error messages dump() values, which recurses once per nesting level.
+  if (absl::Status s = CheckJsonNesting(text); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(path.string(), ": ", s.message()));
+  }
   Doc doc{path, {}};
   try {
-    doc.root = json::parse(text.str());
+    doc.root = json::parse(text);
   } catch (const json::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(path.string(), ": invalid JSON: ", e.what()));
   }
@@ -338,13 +349,25 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const fs::path& dir) {
   if (!fs::is_regular_file(config_path, ec)) {
     return absl::NotFoundError(absl::StrCat(config_path.string(), ": not found"));
   }
+  ASSIGN_OR_RETURN(std::string config_text, ReadText(config_path));
+  std::optional<std::string> generation_text;
+  if (const fs::path gen_path = dir / "generation_config.json"; fs::is_regular_file(gen_path, ec)) {
+    ASSIGN_OR_RETURN(generation_text, ReadText(gen_path));
+  }
+  return ParseModelConfig(config_text, generation_text, dir);
+}
+
+absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view config_json,
+                                             std::optional<std::string_view> generation_config_json,
+                                             const fs::path& dir) {
+  const fs::path config_path = dir / "config.json";
   ModelConfig config;
-  ASSIGN_OR_RETURN(Doc doc, ReadJson(config_path));
+  ASSIGN_OR_RETURN(Doc doc, ParseDoc(config_path, config_json));
   RETURN_IF_ERROR(ParseConfig(doc, &config));
 
-  const fs::path gen_path = dir / "generation_config.json";
-  if (fs::is_regular_file(gen_path, ec)) {
-    ASSIGN_OR_RETURN(Doc gen, ReadJson(gen_path));
+  if (generation_config_json.has_value()) {
+    const fs::path gen_path = dir / "generation_config.json";
+    ASSIGN_OR_RETURN(Doc gen, ParseDoc(gen_path, *generation_config_json));
     RETURN_IF_ERROR(ParseGenerationConfig(gen, &config));
     if (absl::Status s = ValidateGeneration(config.generation); !s.ok()) {
       return absl::InvalidArgumentError(absl::StrCat(gen_path.string(), ": ", s.message()));

@@ -8,7 +8,9 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -64,5 +66,12 @@ struct ModelConfig {
 // Reads `dir/config.json` (required) and `dir/generation_config.json`
 // (optional). Errors name the file and the field.
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::filesystem::path& dir);
+
+// LoadModelConfig on the files' texts: `config_json` is config.json's,
+// `generation_config_json` generation_config.json's (nullopt when absent).
+// `dir` only names the files in messages. Same errors, bar NotFound.
+absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view config_json,
+                                             std::optional<std::string_view> generation_config_json,
+                                             const std::filesystem::path& dir = {});
 
 }  // namespace tandem

@@ -26,6 +26,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/json_nesting.h"
 #include "common/status_macros.h"
 #include "engine/model/safetensors.h"
 #include "nlohmann/json.hpp"
@@ -171,8 +172,19 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
   file->path_ = path;
   file->map_ = map;
   file->map_size_ = file_size;
-  const auto* bytes = static_cast<const unsigned char*>(map);
+  ASSIGN_OR_RETURN(file->tensors_, ParseSafetensors(map, file_size, path));
+  return file;
+}
 
+absl::StatusOr<std::map<std::string, TensorView>> ParseSafetensors(const void* data, uint64_t file_size,
+                                                                   const std::filesystem::path& path) {
+  if (file_size < kHeaderLengthBytes) {
+    return absl::DataLossError(absl::StrFormat(
+        "%s: truncated: file is %d bytes, shorter than the 8-byte header length", Where(path),
+        file_size));
+  }
+  const auto* bytes = static_cast<const unsigned char*>(data);
+  std::map<std::string, TensorView> tensors;
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | bytes[i];
   if (header_len > file_size - kHeaderLengthBytes) {
@@ -181,6 +193,10 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
         header_len, file_size));
   }
   const char* header_begin = reinterpret_cast<const char*>(bytes + kHeaderLengthBytes);
+  // Error messages dump() values, which recurses once per nesting level.
+  if (absl::Status s = CheckJsonNesting(std::string_view(header_begin, header_len)); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(Where(path), ": header: ", s.message()));
+  }
   json header;
   try {
     header = json::parse(header_begin, header_begin + header_len);
@@ -241,7 +257,7 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
     view.shape = std::move(shape);
     view.data = bytes + buffer_offset + begin;
     view.size_bytes = static_cast<size_t>(end - begin);
-    auto [pos, inserted] = file->tensors_.emplace(name, std::move(view));
+    auto [pos, inserted] = tensors.emplace(name, std::move(view));
     if (end > begin) ranges.push_back({begin, end, &pos->first});
   }
 
@@ -257,7 +273,7 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
           ranges[i].end));
     }
   }
-  return file;
+  return tensors;
 }
 
 }  // namespace tandem

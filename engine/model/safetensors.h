@@ -18,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -61,6 +62,20 @@ class SafetensorsFile {
   size_t map_size_ = 0;
   std::map<std::string, TensorView> tensors_;
 };
+
+// What SafetensorsFile::Open validates, on `size` bytes at `data` (a whole
+// file's image): the tensors, whose views point into `data`. `path` only
+// names the source in messages. Same errors as Open (bar NotFound).
+absl::StatusOr<std::map<std::string, TensorView>> ParseSafetensors(const void* data, uint64_t size,
+                                                                   const std::filesystem::path& path);
+
+// The weight_map of a `model.safetensors.index.json` whose text is `text`:
+// tensor name -> shard file name (a plain file name in the model
+// directory). `index_path` only names the source in messages.
+// InvalidArgument for bad JSON, a missing or non-object weight_map, or a
+// shard that is not a non-empty plain file name.
+absl::StatusOr<std::map<std::string, std::string>> ParseWeightIndex(std::string_view text,
+                                                                    const std::filesystem::path& index_path);
 
 // All weights of one model directory (single file or sharded).
 class WeightStore {

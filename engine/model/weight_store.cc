@@ -45,9 +45,16 @@ absl::StatusOr<std::map<std::string, std::string>> ReadWeightMap(const fs::path&
   }
   std::stringstream text;
   text << in.rdbuf();
+  return ParseWeightIndex(text.str(), index_path);
+}
+
+}  // namespace
+
+absl::StatusOr<std::map<std::string, std::string>> ParseWeightIndex(std::string_view text,
+                                                                    const fs::path& index_path) {
   json index;
   try {
-    index = json::parse(text.str());
+    index = json::parse(text);
   } catch (const json::exception& e) {
     return absl::InvalidArgumentError(
         absl::StrCat(index_path.string(), ": not valid JSON: ", e.what()));
@@ -63,8 +70,12 @@ absl::StatusOr<std::map<std::string, std::string>> ReadWeightMap(const fs::path&
       return absl::InvalidArgumentError(absl::StrCat(index_path.string(), ": field 'weight_map': tensor '",
                                                      tensor, "' must map to a shard file name"));
     }
-    const fs::path shard_path(shard.get<std::string>());
-    if (shard_path.is_absolute() || shard_path.filename() != shard_path) {
+    const std::string& name = shard.get_ref<const std::string&>();
+    const fs::path shard_path(name);
+    // "." and ".." are their own filename(); a NUL would cut the name the
+    // file system sees short of the one compared against the shard's path.
+    if (shard_path.is_absolute() || shard_path.filename() != shard_path || name == "." || name == ".." ||
+        name.find('\0') != std::string::npos) {
       return absl::InvalidArgumentError(
           absl::StrCat(index_path.string(), ": field 'weight_map': tensor '", tensor,
                        "' maps to '", shard_path.string(), "', which is not a plain file name"));
@@ -73,8 +84,6 @@ absl::StatusOr<std::map<std::string, std::string>> ReadWeightMap(const fs::path&
   }
   return weight_map;
 }
-
-}  // namespace
 
 absl::Status WeightStore::AddFile(std::unique_ptr<SafetensorsFile> file) {
   for (const auto& [name, view] : file->tensors()) {

@@ -370,5 +370,15 @@ TEST(ModelConfigValidateTest, RejectsNonPositiveSizes) {
                HasSubstr("high_freq_factor"));
 }
 
+// A value nested a million levels deep (a few MB of brackets) is refused
+// before parsing: quoting it in the error used to recurse once per level
+// and overflow the stack.
+TEST_F(ModelConfigTest, DeeplyNestedValueIsAnErrorNotAStackOverflow) {
+  const int depth = 1000000;
+  WriteFile(dir_ / "config.json", "{\"architectures\": " + std::string(depth, '[') + std::string(depth, ']') + "}");
+  EXPECT_ERROR(LoadModelConfig(dir_).status(), absl::StatusCode::kInvalidArgument,
+               HasSubstr(ConfigPath()), HasSubstr("nested deeper than"));
+}
+
 }  // namespace
 }  // namespace tandem

@@ -76,6 +76,15 @@ TEST_F(SafetensorsTest, RejectsHeaderThatIsNotAnObject) {
                HasSubstr(path_.string()), HasSubstr("JSON object"));
 }
 
+// Found reviewing what fuzz/safetensors_fuzz.cc cannot reach (its inputs
+// stay under 8 KB): a header nested a million levels deep used to overflow
+// the stack when the error message quoted it.
+TEST_F(SafetensorsTest, RejectsDeeplyNestedHeaderWithoutOverflowingTheStack) {
+  const int depth = 1000000;
+  EXPECT_ERROR(OpenBytes(RawSafetensors(std::string(depth, '[') + std::string(depth, ']'), "")),
+               absl::StatusCode::kInvalidArgument, HasSubstr(path_.string()), HasSubstr("nested deeper than"));
+}
+
 TEST_F(SafetensorsTest, RejectsTensorEntryThatIsNotAnObject) {
   EXPECT_ERROR(OpenOneTensor("[0, 4]", std::string(4, '\0')),
                absl::StatusCode::kInvalidArgument, HasSubstr(path_.string()),

@@ -182,6 +182,20 @@ TEST(WeightStoreTest, RejectsShardPathOutsideDirectory) {
                HasSubstr("tensor 'a'"), HasSubstr("plain file name"));
 }
 
+// Found by fuzz/weight_index_fuzz.cc: a shard name holding a NUL ("\u0000"
+// in JSON) opened the file named by the part before it, and "." / ".."
+// passed as plain file names.
+TEST(WeightStoreTest, RejectsShardNamesThatAreNotPlainFileNames) {
+  const fs::path dir = FreshTestDir();
+  WriteFile(dir / "model.safetensors", BuildSafetensors({F32("a", {1}, {1})}));
+  for (const std::string& shard : {std::string(R"(model.safetensors\u0000.x)"), std::string(".."), std::string(".")}) {
+    WriteFile(dir / "model.safetensors.index.json", R"({"weight_map": {"a": ")" + shard + R"("}})");
+    EXPECT_ERROR(WeightStore::Open(dir).status(), absl::StatusCode::kInvalidArgument, HasSubstr("tensor 'a'"),
+                 HasSubstr("plain file name"))
+        << shard;
+  }
+}
+
 TEST(WeightStoreTest, PropagatesCorruptShardError) {
   const fs::path dir = FreshTestDir();
   WriteShardedModel(dir);
