@@ -23,9 +23,19 @@ void KvBlockOwners::Revoke(std::span<const BlockId> blocks) { Grant(kNoToken, bl
 
 bool KvBlockOwners::WriteIfGranted(const KvRegionLayout& layout, uint64_t token, uint64_t offset,
                                    uint64_t length, absl::FunctionRef<void()> write) const {
-  if (token == kNoToken || length == 0 || layout.block_span_bytes <= 0 || layout.num_blocks <= 0) return false;
-  const uint64_t layer_bytes = layout.layer_bytes();
+  if (token == kNoToken || length == 0 || layout.num_layers <= 0 || layout.block_span_bytes <= 0 ||
+      layout.num_blocks <= 0) {
+    return false;
+  }
+  // A layout whose sizes overflow 64 bits describes no region: its layer
+  // size would wrap (to 0: a division by zero below) and let offsets alias.
   const uint64_t span = static_cast<uint64_t>(layout.block_span_bytes);
+  uint64_t layer_bytes = 0;
+  uint64_t total_bytes = 0;
+  if (__builtin_mul_overflow(static_cast<uint64_t>(layout.num_blocks), span, &layer_bytes) ||
+      __builtin_mul_overflow(static_cast<uint64_t>(layout.num_layers), layer_bytes, &total_bytes)) {
+    return false;
+  }
   const uint64_t layer = offset / layer_bytes;
   const uint64_t within = offset % layer_bytes;
   // One put never crosses a layer (senders post per layer); refusing such a

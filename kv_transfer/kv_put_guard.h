@@ -52,7 +52,8 @@ class KvBlockOwners {
 
   // Runs `write` and returns true iff [offset, offset + length) of a region
   // laid out as `layout` lies inside one layer and every block it touches is
-  // granted to `token` (non-zero). Otherwise writes nothing, returns false.
+  // granted to `token` (non-zero). Otherwise writes nothing, returns false;
+  // so for a layout with a non-positive count or a size past 64 bits.
   bool WriteIfGranted(const KvRegionLayout& layout, uint64_t token, uint64_t offset, uint64_t length,
                       absl::FunctionRef<void()> write) const;
 

@@ -13,35 +13,12 @@ namespace tandem {
 namespace ucx_internal {
 namespace {
 
-// Target side: applies one put, after checking it lies inside the region.
-// A refused put is counted against its endpoint and reported by the next
-// fence answer (the sender's flush then fails), never applied.
+// Target side: one put message as UCX delivers it.
 ucs_status_t OnPutMessage(void* arg, const void* header, size_t header_length, void* data, size_t length,
                           const ucp_am_recv_param_t* param) {
-  auto* state = static_cast<MessagePutState*>(arg);
   ucp_ep_h from = (param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) ? param->reply_ep : nullptr;
-  AmPutHeader h{};
-  // Senders force eager delivery, so the payload is here (valid during this
-  // call); a rendezvous message would need a receive we never post.
-  bool ok = header_length == sizeof(h) && (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) == 0;
-  if (ok) {
-    std::memcpy(&h, header, sizeof(h));
-    ok = h.length == length && state->base != nullptr &&
-         kv_transfer_internal::InRange(h.remote_offset, h.length, state->length);
-  }
-  if (ok) {
-    auto write = [&] { std::memcpy(state->base + h.remote_offset, data, length); };
-    if (state->guard.owners == nullptr) {
-      write();
-    } else {
-      ok = state->guard.owners->WriteIfGranted(state->guard.layout, h.put_token, h.remote_offset, h.length, write);
-    }
-  }
-  if (!ok) {
-    if (state->counters != nullptr) state->counters->refused.fetch_add(1, std::memory_order_relaxed);
-    const std::pair<ucp_ep_h, uint64_t> key{from, h.put_token};
-    if (state->rejected.size() < kMaxRejectionEntries || state->rejected.contains(key)) ++state->rejected[key];
-  }
+  ApplyPutMessage(static_cast<MessagePutState*>(arg), from, header, header_length, data, length,
+                  (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0);
   return UCS_OK;  // the payload is not kept
 }
 
@@ -79,6 +56,33 @@ ucs_status_t OnFenceAckMessage(void* arg, const void* header, size_t header_leng
 }
 
 }  // namespace
+
+bool ApplyPutMessage(MessagePutState* state, ucp_ep_h from, const void* header, size_t header_length, void* data,
+                     size_t length, bool rendezvous) {
+  AmPutHeader h{};
+  // Senders force eager delivery, so the payload is here (valid during this
+  // call); a rendezvous message would need a receive we never post.
+  bool ok = header_length == sizeof(h) && !rendezvous;
+  if (ok) {
+    std::memcpy(&h, header, sizeof(h));
+    ok = h.length == length && state->base != nullptr &&
+         kv_transfer_internal::InRange(h.remote_offset, h.length, state->length);
+  }
+  if (ok) {
+    auto write = [&] { std::memcpy(state->base + h.remote_offset, data, length); };
+    if (state->guard.owners == nullptr) {
+      write();
+    } else {
+      ok = state->guard.owners->WriteIfGranted(state->guard.layout, h.put_token, h.remote_offset, h.length, write);
+    }
+  }
+  if (!ok) {
+    if (state->counters != nullptr) state->counters->refused.fetch_add(1, std::memory_order_relaxed);
+    const std::pair<ucp_ep_h, uint64_t> key{from, h.put_token};
+    if (state->rejected.size() < kMaxRejectionEntries || state->rejected.contains(key)) ++state->rejected[key];
+  }
+  return ok;
+}
 
 ucs_status_t RegisterMessagePutHandlers(ucp_worker_h worker, MessagePutState* state) {
   const std::pair<unsigned, ucp_am_recv_callback_t> handlers[] = {

@@ -59,6 +59,17 @@ struct MessagePutState {
   kv_transfer_internal::TransportCounters* counters = nullptr;  // counts refusals; set at registration
 };
 
+// Target side: applies one put message (`header` of `header_length` bytes,
+// an AmPutHeader when well formed; `length` payload bytes at `data`; from
+// endpoint `from`, null when unknown) after checking it: a well-formed
+// eager message whose range lies inside the registered region and, with a
+// guard, only in blocks granted to its put token. Returns whether it was
+// applied. A refused put is counted against (from, put token) and reported
+// by the next fence answer (the sender's flush then fails), never applied.
+// The put handler; also called directly by tests and fuzz/.
+bool ApplyPutMessage(MessagePutState* state, ucp_ep_h from, const void* header, size_t header_length, void* data,
+                     size_t length, bool rendezvous);
+
 // Registers the put, fence and fence-answer handlers on `worker`, with
 // `state` (which must outlive the worker) as their argument.
 ucs_status_t RegisterMessagePutHandlers(ucp_worker_h worker, MessagePutState* state);

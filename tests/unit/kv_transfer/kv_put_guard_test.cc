@@ -74,6 +74,23 @@ TEST(KvBlockOwnersTest, RevokedAndRegrantedBlocksRefuseTheOldToken) {
   EXPECT_EQ(owners.num_blocks(), 8);
 }
 
+// Found by fuzz/kv_put_guard_fuzz.cc: a layout whose layer size wraps 64
+// bits (here to exactly 0) divided by zero; one with no layers let every
+// offset through as layer 0. Such layouts now refuse every put.
+TEST(KvBlockOwnersTest, RefusesEveryPutThroughALayoutWithoutARealSize) {
+  KvBlockOwners owners(8);
+  owners.Grant(7, Blocks({0, 1}));
+  const KvRegionLayout wraps{.num_layers = 1, .num_blocks = int64_t{1} << 40, .block_span_bytes = int64_t{1} << 24};
+  const KvRegionLayout total_wraps{.num_layers = 1 << 20, .num_blocks = int64_t{1} << 40, .block_span_bytes = 64};
+  const KvRegionLayout no_layers{.num_layers = 0, .num_blocks = 8, .block_span_bytes = 64};
+  const KvRegionLayout negative_layers{.num_layers = -1, .num_blocks = 8, .block_span_bytes = 64};
+  for (const KvRegionLayout& layout : {wraps, total_wraps, no_layers, negative_layers}) {
+    int ran = 0;
+    EXPECT_FALSE(owners.WriteIfGranted(layout, 7, 0, 16, [&] { ++ran; })) << layout.num_layers;
+    EXPECT_EQ(ran, 0);
+  }
+}
+
 TEST(KvBlockOwnersTest, NewPutTokensAreNonZeroAndDistinct) {
   std::vector<uint64_t> seen;
   for (int i = 0; i < 64; ++i) {
