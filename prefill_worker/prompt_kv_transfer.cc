@@ -17,6 +17,7 @@ absl::StatusOr<std::unique_ptr<PromptKvTransfer>> PromptKvTransfer::Connect(cons
   const KvRegionLayout& mine = local.ranks[0].layout;
   std::vector<KvRankHeads> dst_heads;
   std::vector<KvRegionLayout> remotes;
+  std::vector<MemoryDescriptor> peers;
   for (int r = 0; r < dest.ranks_size(); ++r) {
     const v1::KvLayout& l = dest.ranks(r).layout();
     if (l.num_kv_heads() == 0 || l.block_span_bytes() == 0 || l.layer_bytes() % l.block_span_bytes() != 0) {
@@ -33,6 +34,19 @@ absl::StatusOr<std::unique_ptr<PromptKvTransfer>> PromptKvTransfer::Connect(cons
           " bytes per head and block, ", l.total_kv_heads(), " KV heads) differs from this worker's (",
           mine.num_layers, ", ", mine.head_bytes(), ", ", local.total_kv_heads, ")"));
     }
+    // Every put's offset is computed from this layout, so it must describe
+    // memory inside the region the descriptor names: a layout past it (or
+    // past 64 bits, where offsets wrap) would aim puts at the wrong blocks,
+    // and a one-sided put is not checked at the target.
+    ASSIGN_OR_RETURN(MemoryDescriptor peer, MemoryDescriptor::Deserialize(dest.ranks(r).memory_descriptor()));
+    uint64_t total_bytes = 0;
+    if (__builtin_mul_overflow(static_cast<uint64_t>(remote.num_layers), remote.layer_bytes(), &total_bytes) ||
+        total_bytes > peer.length) {
+      return absl::InvalidArgumentError(absl::StrCat("destination rank ", r, " layout (", remote.num_layers,
+                                                     " layers of ", remote.layer_bytes(),
+                                                     " bytes) does not fit its region of ", peer.length, " bytes"));
+    }
+    peers.push_back(std::move(peer));
     remotes.push_back(remote);
     dst_heads.push_back({static_cast<int64_t>(l.kv_head_begin()), static_cast<int64_t>(l.num_kv_heads())});
   }
@@ -42,15 +56,25 @@ absl::StatusOr<std::unique_ptr<PromptKvTransfer>> PromptKvTransfer::Connect(cons
 
   auto t = std::unique_ptr<PromptKvTransfer>(new PromptKvTransfer());
   t->local_ = &local;
-  for (uint32_t b : dest.block_ids()) t->dst_blocks_.emplace_back(static_cast<int32_t>(b));
+  for (int i = 0; i < dest.block_ids_size(); ++i) {
+    // Every rank holds the same block ids (worker.proto), so each must be inside every rank's layout.
+    const uint32_t b = dest.block_ids(i);
+    for (const KvRegionLayout& remote : remotes) {
+      if (b >= static_cast<uint64_t>(remote.num_blocks)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("destination block_ids[", i, "] = ", b, " is outside the ", remote.num_blocks, " blocks"));
+      }
+    }
+    t->dst_blocks_.emplace_back(static_cast<int32_t>(b));
+  }
   t->routes_by_src_.resize(local.ranks.size());
   t->rank_status_.resize(local.ranks.size());
   std::map<std::pair<int, int>, size_t> session_of;  // (src, dst) -> session
   for (const KvHeadRoute& route : routes) {
     auto [it, fresh] = session_of.try_emplace({route.src_rank, route.dst_rank}, t->sessions_.size());
     if (fresh) {
-      ASSIGN_OR_RETURN(MemoryDescriptor peer, MemoryDescriptor::Deserialize(dest.ranks(route.dst_rank).memory_descriptor()));
-      ASSIGN_OR_RETURN(std::unique_ptr<TransferSession> session, local.ranks[route.src_rank].transport->Connect(peer, dest.put_token()));
+      ASSIGN_OR_RETURN(std::unique_ptr<TransferSession> session,
+                       local.ranks[route.src_rank].transport->Connect(peers[route.dst_rank], dest.put_token()));
       t->sessions_.push_back(std::move(session));
     }
     t->routes_by_src_[route.src_rank].push_back({route, it->second, remotes[route.dst_rank]});

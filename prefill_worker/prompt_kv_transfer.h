@@ -46,7 +46,9 @@ struct LocalKvGroup {
 class PromptKvTransfer {
  public:
   // Checks `dest` against `local` (same layers, same bytes per head, same
-  // model head count, every destination head held here) and connects.
+  // model head count, every destination head held here), and each
+  // destination rank's layout against its own descriptor (the layout fits
+  // the region; every block id is inside it), then connects.
   // InvalidArgument for a mismatch or a malformed descriptor, Unavailable
   // when a peer cannot be reached. `local` must outlive the transfer.
   static absl::StatusOr<std::unique_ptr<PromptKvTransfer>> Connect(const LocalKvGroup& local,

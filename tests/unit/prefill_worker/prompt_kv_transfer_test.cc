@@ -3,6 +3,7 @@
 // and a valid one moves each rank's heads into the decode ranks' regions.
 #include "prefill_worker/prompt_kv_transfer.h"
 
+#include <cstdint>
 #include <memory>
 #include <vector>
 
@@ -132,6 +133,27 @@ TEST(PromptKvTransferTest, ABadDestinationIsInvalidArgumentBeforeAnythingMoves) 
   EXPECT_EQ((*t)->Flush(absl::Seconds(1)).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ((*t)->bytes_put(), 0u);
   EXPECT_EQ(decode.memory[0], std::vector<uint8_t>(decode.memory[0].size(), 0));
+}
+
+// Found by fuzz/kv_destination_fuzz.cc: a layout whose layer size puts
+// layer 1 past 2^64 made put offsets wrap into layer 0's blocks (inside the
+// region, so no bounds check caught it); one larger than its region, or a
+// block id outside the layout, was only refused put by put, if at all.
+TEST(PromptKvTransferTest, ALayoutPastItsRegionOrABlockOutsideItIsRefusedAtConnect) {
+  auto fabric = std::make_shared<LoopbackFabric>();
+  Group prefill(fabric, 2, 7), decode(fabric, 2, 0);
+  auto code = [&](const v1::KvDestination& d) { return PromptKvTransfer::Connect(prefill.local, d).status().code(); };
+  ASSERT_EQ(code(decode.Destination({kBlocks - 1})), absl::StatusCode::kOk);
+
+  v1::KvDestination wraps = decode.Destination({1});
+  const uint64_t span = wraps.ranks(0).layout().block_span_bytes();
+  wraps.mutable_ranks(0)->mutable_layout()->set_layer_bytes(UINT64_MAX / span * span);
+  EXPECT_EQ(code(wraps), absl::StatusCode::kInvalidArgument);
+  v1::KvDestination past_region = decode.Destination({1});
+  past_region.mutable_ranks(1)->mutable_layout()->set_layer_bytes(2 * kBlocks * span);
+  EXPECT_EQ(code(past_region), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(decode.Destination({0, kBlocks})), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(decode.Destination({UINT32_MAX})), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
