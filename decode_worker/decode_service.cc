@@ -1,6 +1,7 @@
 #include "decode_worker/decode_service.h"
 
 #include "common/grpc/buffered_write_reactor.h"
+#include "decode_worker/admit_request.h"
 #include "common/grpc/status.h"
 #include "wire/worker_protocol.h"
 #include "worker/worker_stats.h"
@@ -31,12 +32,7 @@ grpc::ServerUnaryReactor* DecodeService::Admit(grpc::CallbackServerContext* ctx,
     reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "decode worker is draining (shutting down)"));
     return reactor;
   }
-  EngineRequest r;
-  r.request_id = req->request_id();
-  r.prompt_token_ids.assign(req->prompt_token_ids().begin(), req->prompt_token_ids().end());
-  r.sampling = FromProto(req->sampling());
-  r.priority = req->priority();
-  r.replayed_token_ids.assign(req->replayed_token_ids().begin(), req->replayed_token_ids().end());
+  EngineRequest r = EngineRequestFromAdmit(*req);
   // The reply is written by the engine loop; gRPC keeps `resp` alive until Finish.
   // The destination's fixed part is filled now; the loop thread adds the
   // block ids (it must not touch this service, which may be gone by then).
@@ -74,7 +70,7 @@ grpc::ServerWriteReactor<v1::DecodeResponse>* DecodeService::Decode(grpc::Callba
   std::shared_ptr<DrainGate::Ticket> ticket = gate_ != nullptr ? gate_->Hold() : nullptr;
   auto [reactor, stream] =
       BufferedWriteReactor<v1::DecodeResponse>::Create([engine, id, ticket] { engine->Cancel(id); });
-  engine_->Activate(id, static_cast<int32_t>(req->first_token_id()), [stream](const StreamEvent& e) {
+  engine_->Activate(id, FirstTokenOf(*req), [stream](const StreamEvent& e) {
     if (!e.status.ok()) {
       stream->Close(ToGrpcStatus(e.status));
       return;
