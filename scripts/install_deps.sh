@@ -3,7 +3,7 @@
 # packages already present are skipped, and apt is asked only for what is missing.
 #
 #   scripts/install_deps.sh          build and run (compiler, CMake, libraries)
-#   scripts/install_deps.sh --test   also what the tests need (GoogleTest, PyTorch reference)
+#   scripts/install_deps.sh --test   also what the tests need (GoogleTest, PyTorch reference, clang-15 + libFuzzer)
 set -euo pipefail
 
 build_pkgs=(
@@ -19,6 +19,7 @@ test_pkgs=(
   python3-grpcio python3-protobuf python3-yaml  # python3-yaml: the Helm chart test (tests/deploy)
   prometheus iproute2  # promtool checks the metrics text format; ip makes the multi-host test's namespaces
   openssl  # the certs test checks `tandem certs` with the openssl tool
+  clang-15 libfuzzer-15-dev libomp-15-dev  # the fuzz targets (scripts/fuzz.sh; libomp: the engine's OpenMP under clang)
 )
 
 want=("${build_pkgs[@]}")

@@ -19,7 +19,7 @@ import sys
 import tempfile
 
 PROJECT_ROOTS = ("common/", "proto/", "engine/", "kv_transfer/", "wire/", "worker/", "prefill_worker/",
-                 "decode_worker/", "router/", "tools/", "bench/", "tests/", "tandem/v1/")
+                 "decode_worker/", "router/", "tools/", "bench/", "tests/", "fuzz/", "tandem/v1/")
 
 ROUTER_ENGINE_TYPES = ("engine/model/model_config.h", "engine/sampler/sampled_token.h",
                        "engine/sampler/sampling_params.h", "engine/sampler/sampling_defaults.h",
@@ -47,6 +47,9 @@ RULES = {
     # The front end assembles everything but the tests.
     "tools/": ("common/", "tandem/v1/", "engine/", "kv_transfer/", "wire/", "worker/", "router/"),
     "tests/": PROJECT_ROOTS,
+    # The fuzz targets feed every parser of outside data; no service includes them.
+    "fuzz/": ("common/", "tandem/v1/", "engine/", "kv_transfer/", "wire/", "worker/", "prefill_worker/",
+              "decode_worker/", "router/"),
 }
 
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')
