@@ -251,6 +251,19 @@ def ucx_seeds():
     }
 
 
+def api_key_seeds():
+    keys = "sk-abcdefghijkl name=alice max_streams=1 tokens_per_minute=100\n# rotated weekly\n\nsk-zyxwvutsrqpo\n"
+    admissions = struct.pack("<QHB", 60, 10, 1) + struct.pack("<QHB", 60, 100, 0) + struct.pack("<QHB", 500, 0, 0)
+    return {
+        "alice": keys + "\0Bearer sk-abcdefghijkl\0" + admissions.decode("latin-1"),
+        "scheme-case": keys + "\0bEaReR   sk-zyxwvutsrqpo \0" + admissions.decode("latin-1"),
+        "wrong-key": keys + "\0Bearer sk-nope\0",
+        "bad-option": "sk-secretsecret colour=blue\n\0Bearer sk-secretsecret\0",
+        "duplicate": "sk-1234567890 name=a\nsk-1234567890 name=b\n\0\0",
+        "bad-number": "sk-abcdefghijkl max_streams=-1\n\0\0",
+    }
+
+
 def main():
     write("tokenizer_load_fuzz", tokenizer_seeds())
     write("tokenizer_encode_fuzz", encode_seeds())
@@ -264,6 +277,7 @@ def main():
     write("kv_destination_fuzz", kv_destination_seeds())
     write("decode_admit_fuzz", decode_admit_seeds())
     write("ucx_put_message_fuzz", ucx_seeds())
+    write("api_keys_fuzz", api_key_seeds())
 
 
 if __name__ == "__main__":

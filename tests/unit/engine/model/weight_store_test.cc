@@ -189,10 +189,10 @@ TEST(WeightStoreTest, RejectsShardNamesThatAreNotPlainFileNames) {
   const fs::path dir = FreshTestDir();
   WriteFile(dir / "model.safetensors", BuildSafetensors({F32("a", {1}, {1})}));
   for (const std::string& shard : {std::string(R"(model.safetensors\u0000.x)"), std::string(".."), std::string(".")}) {
+    SCOPED_TRACE(shard);
     WriteFile(dir / "model.safetensors.index.json", R"({"weight_map": {"a": ")" + shard + R"("}})");
     EXPECT_ERROR(WeightStore::Open(dir).status(), absl::StatusCode::kInvalidArgument, HasSubstr("tensor 'a'"),
-                 HasSubstr("plain file name"))
-        << shard;
+                 HasSubstr("plain file name"));
   }
 }
 
