@@ -132,9 +132,14 @@ absl::StatusOr<std::vector<ApiKeyEntry>> ParseApiKeys(absl::string_view text, co
         ok = number(&e.limits.tokens_per_minute);
       }
       if (!ok) {
+        // Only a known option's name is quoted: anything else may be a
+        // second key pasted onto the line, which must not reach a log.
+        const bool known = opt == "name" || opt == "max_streams" || opt == "tokens_per_minute";
         return absl::InvalidArgumentError(absl::StrCat(
-            "API key file line ", line_no, ": option '", opt,
-            "' is unknown or has a bad value (name=NAME, max_streams=N, tokens_per_minute=N, N >= 0)"));
+            "API key file line ", line_no, ": ",
+            known ? absl::StrCat("option '", opt, "' has a bad value")
+                  : absl::StrCat("field ", i + 1, " is not a known option (two keys on one line?)"),
+            " (options: name=NAME, max_streams=N, tokens_per_minute=N, N >= 0)"));
       }
     }
     if (!seen.insert(std::string(reinterpret_cast<const char*>(e.digest.data()), e.digest.size())).second) {

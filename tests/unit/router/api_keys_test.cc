@@ -49,7 +49,8 @@ TEST(ApiKeysParseTest, ReadsKeysOptionsAndSkipsCommentsAndBlankLines) {
 
 TEST(ApiKeysParseTest, ErrorsNameTheLineNeverTheKey) {
   for (const std::string text : {"sk-secret1 colour=red\n", "sk-secret1 max_streams=-1\n", "sk-secret1 name=\n",
-                                 "sk-secret1 tokens_per_minute=lots\n", "sk-secret1\nsk-secret1\n", "# none\n\n"}) {
+                                 "sk-secret1 tokens_per_minute=lots\n", "sk-secret1\nsk-secret1\n", "# none\n\n",
+                                 "sk-other sk-secret1\n", "sk-other sk-secret1=x\n"}) {
     absl::StatusOr<std::vector<ApiKeyEntry>> e = ParseApiKeys(text, {});
     ASSERT_FALSE(e.ok()) << text;
     EXPECT_EQ(e.status().code(), absl::StatusCode::kInvalidArgument);
