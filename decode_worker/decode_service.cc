@@ -70,7 +70,7 @@ grpc::ServerWriteReactor<v1::DecodeResponse>* DecodeService::Decode(grpc::Callba
   std::shared_ptr<DrainGate::Ticket> ticket = gate_ != nullptr ? gate_->Hold() : nullptr;
   auto [reactor, stream] =
       BufferedWriteReactor<v1::DecodeResponse>::Create([engine, id, ticket] { engine->Cancel(id); });
-  engine_->Activate(id, FirstTokenOf(*req), [stream](const StreamEvent& e) {
+  engine_->Activate(id, FirstTokenOf(*req), [stream = stream](const StreamEvent& e) {
     if (!e.status.ok()) {
       stream->Close(ToGrpcStatus(e.status));
       return;

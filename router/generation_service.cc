@@ -157,7 +157,7 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(
   const bool want_logprobs = v->sampling.logprobs > 0;
   auto completion_tokens = std::make_shared<uint32_t>(0);  // touched only by the sink, in order
   backend_->Start(id, *std::move(v),
-                  [stream, client_id, want_logprobs, prompt_tokens, completion_tokens, tracker, lease](
+                  [stream = stream, client_id, want_logprobs, prompt_tokens, completion_tokens, tracker, lease](
                       const absl::Status& st, GenerationChunk chunk) {
                     const bool last = !st.ok() || chunk.finish != ChunkFinish::kNone;
                     if (lease != nullptr && last) {

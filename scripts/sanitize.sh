@@ -11,6 +11,8 @@
 # with -fno-sanitize-recover). Suppressions, each with its reason, are the
 # tools/sanitizers/*.supp files. TANDEM_JOBS sets build and test
 # parallelism (default: nproc); CXX a clang++ other than clang++-15/clang++.
+# (The steps inside asan/tsan end in `|| return 1`: they run under `||`,
+# where bash ignores set -e.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -43,15 +45,15 @@ run_ctest() {  # build dir, ctest arguments...
   local dir=$1; shift
   # Tests' own TIMEOUTs stand; sanitized code runs 2-10x slower, so those
   # without one get a generous default.
-  ctest --test-dir "$dir" --output-on-failure -j"$jobs" --timeout 1800 "$@"
+  ctest --test-dir "$dir" --output-on-failure --no-tests=error -j"$jobs" --timeout 1800 "$@"
 }
 
 asan() {  # "unit" or "all"
-  configure build-asan "address,undefined"
+  configure build-asan "address,undefined" || return 1
   if [[ "$1" == unit ]]; then
-    cmake --build build-asan -j"$jobs" --target tandem_unit_tests
+    cmake --build build-asan -j"$jobs" --target tandem_unit_tests || return 1
   else
-    cmake --build build-asan -j"$jobs"
+    cmake --build build-asan -j"$jobs" || return 1
   fi
   export ASAN_OPTIONS="halt_on_error=1:detect_leaks=1:abort_on_error=0:strict_string_checks=1:check_initialization_order=1:detect_stack_use_after_return=1"
   export LSAN_OPTIONS="suppressions=$supp/lsan.supp:print_suppressions=0"
@@ -75,13 +77,13 @@ tsan_targets=(async_engine_test loopback_transport_test router_test cluster_back
 tsan_tests='^(AsyncEngine|LoopbackTransport|GuardedLoopback|KvBlockOwners|Ucx|WorkerPool|Readiness|PrefillWindow|ClusterBackend|UnrenewedLease|Migration|LostReservation|DecodeRestart|Admission|QueueBound|FakeClock|ApiKeyService)'
 
 tsan() {
-  configure build-tsan thread
+  configure build-tsan thread || return 1
   local targets=("${tsan_targets[@]}")
   # The UCX tests exist only where libucx-dev was found.
   if ninja -C build-tsan -t targets all 2>/dev/null | grep -q '^ucx_transport_test:'; then
     targets+=(ucx_transport_test ucx_two_process_test kv_transfer_peer)
   fi
-  cmake --build build-tsan -j"$jobs" --target "${targets[@]}"
+  cmake --build build-tsan -j"$jobs" --target "${targets[@]}" || return 1
   export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:history_size=4:suppressions=$supp/tsan.supp"
   [[ -n "$symbolizer" ]] && TSAN_OPTIONS+=":external_symbolizer_path=$symbolizer"
   # absl's locks live in an uninstrumented library: this tells TSan about
