@@ -15,26 +15,13 @@
 #include "fuzz/fuzz_util.h"
 #include "kv_transfer/memory_descriptor.h"
 
-namespace {
-
-// FNV-1a 64, as the wire format's checksum (memory_descriptor.h).
-uint64_t Fnv1a64(std::string_view bytes) {
-  uint64_t hash = 0xcbf29ce484222325ULL;
-  for (unsigned char c : bytes) {
-    hash ^= c;
-    hash *= 0x100000001b3ULL;
-  }
-  return hash;
-}
-
-}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   tandem::fuzz::ByteReader in(tandem::fuzz::AsView(data, size));
   const bool fix_checksum = (in.U8() & 1) != 0;
   std::string bytes(in.Rest());
   if (fix_checksum && bytes.size() >= 8) {
-    const uint64_t sum = Fnv1a64(std::string_view(bytes).substr(0, bytes.size() - 8));
+    const uint64_t sum = tandem::DescriptorChecksum(std::string_view(bytes).substr(0, bytes.size() - 8));
     for (int i = 0; i < 8; ++i) bytes[bytes.size() - 8 + i] = static_cast<char>((sum >> (8 * i)) & 0xff);
   }
   absl::StatusOr<tandem::MemoryDescriptor> d = tandem::MemoryDescriptor::Deserialize(bytes);

@@ -12,15 +12,6 @@ namespace {
 
 constexpr char kMagic[4] = {'T', 'K', 'V', 'D'};
 
-uint64_t Fnv1a64(std::string_view bytes) {
-  uint64_t hash = 0xcbf29ce484222325ULL;
-  for (unsigned char c : bytes) {
-    hash ^= c;
-    hash *= 0x100000001b3ULL;
-  }
-  return hash;
-}
-
 void PutLe(std::string& out, uint64_t value, int num_bytes) {
   for (int i = 0; i < num_bytes; ++i) out.push_back(static_cast<char>((value >> (8 * i)) & 0xff));
 }
@@ -50,6 +41,15 @@ const char* TransportKindName(TransportKind kind) {
   return "unknown";
 }
 
+uint64_t DescriptorChecksum(std::string_view bytes) {
+  uint64_t hash = 0xcbf29ce484222325ULL;  // FNV-1a 64
+  for (unsigned char c : bytes) {
+    hash ^= c;
+    hash *= 0x100000001b3ULL;
+  }
+  return hash;
+}
+
 std::string MemoryDescriptor::Serialize() const {
   std::string out;
   out.reserve(kHeaderBytes + worker_address.size() + rkey.size() + kChecksumBytes);
@@ -63,7 +63,7 @@ std::string MemoryDescriptor::Serialize() const {
   PutLe(out, rkey.size(), 4);
   out.append(worker_address);
   out.append(rkey);
-  PutLe(out, Fnv1a64(out), 8);
+  PutLe(out, DescriptorChecksum(out), 8);
   return out;
 }
 
@@ -96,7 +96,7 @@ absl::StatusOr<MemoryDescriptor> MemoryDescriptor::Deserialize(std::string_view 
     return Malformed(absl::StrCat(bytes.size(), " bytes, expected ", expected));
   }
   const size_t body = bytes.size() - kChecksumBytes;
-  if (GetLe(bytes, body, 8) != Fnv1a64(bytes.substr(0, body))) return Malformed("checksum mismatch");
+  if (GetLe(bytes, body, 8) != DescriptorChecksum(bytes.substr(0, body))) return Malformed("checksum mismatch");
   if (length == 0) return Malformed("empty region");
   if (base_address > std::numeric_limits<uint64_t>::max() - length) {
     return Malformed("region wraps the address space");

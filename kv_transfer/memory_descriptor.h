@@ -71,4 +71,8 @@ struct MemoryDescriptor {
   friend bool operator==(const MemoryDescriptor&, const MemoryDescriptor&) = default;
 };
 
+// The wire format's checksum (FNV-1a 64) of `bytes`: the last 8 bytes of a
+// serialized descriptor hold it over everything before them.
+uint64_t DescriptorChecksum(std::string_view bytes);
+
 }  // namespace tandem
