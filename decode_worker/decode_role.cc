@@ -34,6 +34,7 @@ absl::StatusOr<grpc::Service*> DecodeRole::Start(const WorkerParts& parts) {
   options.reservation_timeout = std::chrono::milliseconds(reservation_timeout_ms_);
   options.transport_name = parts.flags->kv_transport;
   options.put_owners = plane.owners;
+  options.tls = parts.tls;
   service_ = std::make_unique<DecodeService>(parts.model->engine.get(), std::move(plane.regions), options,
                                              parts.gate);
   return service_.get();

@@ -26,6 +26,10 @@ DecodeService::DecodeService(AsyncEngine* engine, std::vector<v1::KvRankRegion> 
 grpc::ServerUnaryReactor* DecodeService::Admit(grpc::CallbackServerContext* ctx, const v1::AdmitRequest* req,
                                                v1::AdmitResponse* resp) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  if (grpc::Status st = options_.tls->CheckPeer(*ctx, {tls::ClusterRole::kRouter}, "Admit"); !st.ok()) {
+    reactor->Finish(st);
+    return reactor;
+  }
   // Held until the reservation is answered; from then on engine Stats count it.
   std::shared_ptr<DrainGate::Ticket> ticket;
   if (gate_ != nullptr && (ticket = gate_->Enter()) == nullptr) {
@@ -63,6 +67,11 @@ grpc::ServerUnaryReactor* DecodeService::Admit(grpc::CallbackServerContext* ctx,
 
 grpc::ServerWriteReactor<v1::DecodeResponse>* DecodeService::Decode(grpc::CallbackServerContext* ctx,
                                                                     const v1::DecodeRequest* req) {
+  if (grpc::Status st = options_.tls->CheckPeer(*ctx, {tls::ClusterRole::kRouter}, "Decode"); !st.ok()) {
+    auto [refused, stream] = BufferedWriteReactor<v1::DecodeResponse>::Create([] {});
+    stream->Close(st);
+    return refused;
+  }
   AsyncEngine* engine = engine_;
   const std::string id = req->request_id();
   // Continues an admitted request, so it runs even while draining; the
@@ -87,10 +96,13 @@ grpc::ServerWriteReactor<v1::DecodeResponse>* DecodeService::Decode(grpc::Callba
 
 grpc::ServerUnaryReactor* DecodeService::Release(grpc::CallbackServerContext* ctx, const v1::ReleaseRequest* req,
                                                  v1::ReleaseResponse* resp) {
-  engine_->Cancel(req->request_id());
-  resp->set_released(true);
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  reactor->Finish(grpc::Status::OK);
+  const grpc::Status st = options_.tls->CheckPeer(*ctx, {tls::ClusterRole::kRouter}, "Release");
+  if (st.ok()) {
+    engine_->Cancel(req->request_id());
+    resp->set_released(true);
+  }
+  reactor->Finish(st);
   return reactor;
 }
 
@@ -98,6 +110,10 @@ grpc::ServerUnaryReactor* DecodeService::Renew(grpc::CallbackServerContext* ctx,
                                                v1::RenewResponse* resp) {
   // Renewals continue admitted requests, so they are answered while draining.
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  if (grpc::Status st = options_.tls->CheckPeer(*ctx, {tls::ClusterRole::kRouter}, "Renew"); !st.ok()) {
+    reactor->Finish(st);
+    return reactor;
+  }
   std::vector<std::string> ids(req->request_ids().begin(), req->request_ids().end());
   engine_->Renew(std::move(ids), [reactor, resp](std::vector<std::string> unknown) {
     for (std::string& id : unknown) resp->add_unknown_request_ids(std::move(id));
@@ -108,12 +124,16 @@ grpc::ServerUnaryReactor* DecodeService::Renew(grpc::CallbackServerContext* ctx,
 
 grpc::ServerUnaryReactor* DecodeService::Stats(grpc::CallbackServerContext* ctx, const v1::StatsRequest*,
                                                v1::WorkerStats* resp) {
-  resp->set_worker_id(options_.worker_id);
-  resp->set_role(v1::WORKER_ROLE_DECODE);
-  FillWorkerStats(engine_->Stats(), resp);
-  resp->set_tp_size(static_cast<uint32_t>(regions_.size()));
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  reactor->Finish(grpc::Status::OK);
+  const grpc::Status st = options_.tls->CheckPeer(
+      *ctx, {tls::ClusterRole::kRouter, tls::ClusterRole::kPrefillWorker, tls::ClusterRole::kDecodeWorker}, "Stats");
+  if (st.ok()) {
+    resp->set_worker_id(options_.worker_id);
+    resp->set_role(v1::WORKER_ROLE_DECODE);
+    FillWorkerStats(engine_->Stats(), resp);
+    resp->set_tp_size(static_cast<uint32_t>(regions_.size()));
+  }
+  reactor->Finish(st);
   return reactor;
 }
 

@@ -19,6 +19,7 @@
 #include "engine/core/async_engine.h"
 #include "kv_transfer/kv_put_guard.h"
 #include "kv_transfer/memory_descriptor.h"
+#include "common/grpc/cluster_tls.h"
 #include "tandem/v1/worker.grpc.pb.h"
 
 namespace tandem {
@@ -31,6 +32,10 @@ struct DecodeServiceOptions {
   // The put guard's owner table (decode_kv_plane.h): each reservation gets a
   // fresh put token, granted its blocks when Admit answers. Null: no tokens.
   std::shared_ptr<KvBlockOwners> put_owners;
+  // Who may call: with mTLS, Admit/Decode/Release/Renew only a router's
+  // certificate (they hand out KV destinations and tokens), Stats any
+  // cluster certificate.
+  std::shared_ptr<const ClusterTls> tls = ClusterTls::Insecure();
 };
 
 class DecodeService final : public v1::DecodeWorker::CallbackService {

@@ -31,7 +31,7 @@ absl::StatusOr<grpc::Service*> PrefillRole::Start(const WorkerParts& parts) {
   shipper_ = std::make_unique<LayerShipper>(&local_);
   model.engine->RunOnLoop([shipper = shipper_.get()](LlmEngine& e) { e.SetStepObserver(shipper); });
   service_ = std::make_unique<PrefillService>(model.engine.get(), shipper_.get(), sender_.get(),
-                                              parts.flags->worker_id, parts.gate);
+                                              parts.flags->worker_id, parts.gate, parts.tls);
   return service_.get();
 }
 

@@ -41,6 +41,11 @@ class PrefillReactor final : public grpc::ServerUnaryReactor {
 
 grpc::ServerUnaryReactor* PrefillService::Prefill(grpc::CallbackServerContext* ctx, const v1::PrefillRequest* req,
                                                   v1::PrefillResponse* resp) {
+  if (grpc::Status st = tls_->CheckPeer(*ctx, {tls::ClusterRole::kRouter}, "Prefill"); !st.ok()) {
+    grpc::ServerUnaryReactor* refused = ctx->DefaultReactor();
+    refused->Finish(st);
+    return refused;
+  }
   std::shared_ptr<DrainGate::Ticket> ticket;
   if (gate_ != nullptr && (ticket = gate_->Enter()) == nullptr) {
     grpc::ServerUnaryReactor* refused = ctx->DefaultReactor();
@@ -126,12 +131,16 @@ grpc::ServerUnaryReactor* PrefillService::Prefill(grpc::CallbackServerContext* c
 
 grpc::ServerUnaryReactor* PrefillService::Stats(grpc::CallbackServerContext* ctx, const v1::StatsRequest*,
                                                 v1::WorkerStats* resp) {
-  resp->set_worker_id(worker_id_);
-  resp->set_role(v1::WORKER_ROLE_PREFILL);
-  FillWorkerStats(engine_->Stats(), resp);
-  resp->set_kv_transfer_bytes_total(bytes_sent_.load());
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  reactor->Finish(grpc::Status::OK);
+  const grpc::Status st = tls_->CheckPeer(
+      *ctx, {tls::ClusterRole::kRouter, tls::ClusterRole::kPrefillWorker, tls::ClusterRole::kDecodeWorker}, "Stats");
+  if (st.ok()) {
+    resp->set_worker_id(worker_id_);
+    resp->set_role(v1::WORKER_ROLE_PREFILL);
+    FillWorkerStats(engine_->Stats(), resp);
+    resp->set_kv_transfer_bytes_total(bytes_sent_.load());
+  }
+  reactor->Finish(st);
   return reactor;
 }
 

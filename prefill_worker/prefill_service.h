@@ -14,6 +14,7 @@
 #include <string>
 
 #include "common/drain_gate.h"
+#include "common/grpc/cluster_tls.h"
 #include "engine/core/async_engine.h"
 #include "prefill_worker/kv_sender.h"
 #include "prefill_worker/layer_shipper.h"
@@ -25,9 +26,16 @@ class PrefillService final : public v1::PrefillWorker::CallbackService {
  public:
   // `engine`, `shipper` (installed as the engine's step observer), `sender`
   // and `gate` (may be null: never refuses) must outlive the service.
+  // `tls`: with mTLS, Prefill is taken only from a router's certificate,
+  // Stats from any cluster certificate.
   PrefillService(AsyncEngine* engine, LayerShipper* shipper, KvSender* sender, std::string worker_id,
-                 DrainGate* gate = nullptr)
-      : engine_(engine), shipper_(shipper), sender_(sender), gate_(gate), worker_id_(std::move(worker_id)) {}
+                 DrainGate* gate = nullptr, std::shared_ptr<const ClusterTls> tls = ClusterTls::Insecure())
+      : engine_(engine),
+        shipper_(shipper),
+        sender_(sender),
+        gate_(gate),
+        tls_(std::move(tls)),
+        worker_id_(std::move(worker_id)) {}
 
   grpc::ServerUnaryReactor* Prefill(grpc::CallbackServerContext* ctx, const v1::PrefillRequest* req,
                                     v1::PrefillResponse* resp) override;
@@ -46,6 +54,7 @@ class PrefillService final : public v1::PrefillWorker::CallbackService {
   LayerShipper* const shipper_;
   KvSender* const sender_;
   DrainGate* const gate_;
+  const std::shared_ptr<const ClusterTls> tls_;
   std::string worker_id_;
   std::function<void(double)> observe_transfer_;
   std::atomic<uint64_t> bytes_sent_{0};

@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/drain_gate.h"
+#include "common/grpc/cluster_tls_flags.h"
 #include "common/grpc/server.h"
 #include "common/net/host_port.h"
 #include "common/process/stop_signals.h"
@@ -51,6 +52,7 @@ int main(int argc, char** argv) {
   cli::MetricsFlag metrics_flag;
   cli::ApiKeyFlags api_key_flags;
   cli::PublicTlsFlags public_tls;
+  cli::ClusterTlsFlags cluster_tls_flags;
   flags.AddString("model", &model, "HuggingFace model directory: config and tokenizer (default: the bundled model)");
   listen.Register(flags);
   flags.AddString("prefill-workers", &prefill_workers, "static prefill workers, host:port,host:port");
@@ -59,6 +61,7 @@ int main(int argc, char** argv) {
   metrics_flag.Register(flags);
   api_key_flags.Register(flags);
   public_tls.Register(flags);
+  cluster_tls_flags.Register(flags);
   flags.AddBool("help", &help, "show this help");
   if (absl::Status st = flags.Parse(std::vector<std::string>(argv + 1, argv + argc)); !st.ok() || help) {
     (st.ok() ? std::cout : std::cerr) << (st.ok() ? "" : std::string(st.message()) + "\n")
@@ -86,6 +89,12 @@ int main(int argc, char** argv) {
     std::cerr << "tandem-router: " << public_credentials.status().message() << "\n";
     return 2;
   }
+  absl::StatusOr<std::shared_ptr<const ClusterTls>> cluster_tls =
+      cluster_tls_flags.Load(tls::ClusterRole::kRouter, "tandem-router");
+  if (!cluster_tls.ok()) {
+    std::cerr << "tandem-router: " << cluster_tls.status().message() << "\n";
+    return 2;
+  }
   absl::StatusOr<std::unique_ptr<ApiKeyAuth>> auth = api_key_flags.Load();
   if (!auth.ok()) {
     std::cerr << "tandem-router: " << auth.status().message() << "\n";
@@ -101,7 +110,7 @@ int main(int argc, char** argv) {
     if (!t.ok()) return fail(t.status());
     tokenizer = *std::move(t);
   }
-  WorkerPool pool;
+  WorkerPool pool(*cluster_tls);
   int n = 0;
   for (absl::string_view a : absl::StrSplit(prefill_workers, ',', absl::SkipEmpty())) {
     pool.Add(v1::WORKER_ROLE_PREFILL, absl::StrCat("prefill-static-", n++), std::string(a));
@@ -137,12 +146,13 @@ int main(int argc, char** argv) {
   Readiness readiness(&pool, &gate);
   GenerationService generation(RequestValidator(*config, tokenizer.get()), &backend, request_metrics->get(), &gate,
                                auth->get());
-  RegistryService registry(&pool, &readiness);
+  RegistryService registry(&pool, &readiness, *cluster_tls);
   // The control plane first: workers may register as soon as the public
   // listener's line tells a launcher to start them.
   int cluster_bound_port = 0;
   absl::StatusOr<std::unique_ptr<grpc::Server>> cluster_server = StartGrpcServer(
-      net::JoinHostPort(listen.ClusterHost(), listen.cluster_port), {&registry}, &cluster_bound_port);
+      net::JoinHostPort(listen.ClusterHost(), listen.cluster_port), {&registry}, &cluster_bound_port,
+      /*serving=*/true, (*cluster_tls)->ServerCredentials());
   if (!cluster_server.ok()) return fail(cluster_server.status());
   SetHealth(cluster_server->get(), true, {v1::WorkerRegistry::service_full_name()});
   int bound_port = 0;
@@ -170,7 +180,8 @@ int main(int argc, char** argv) {
   if (!metrics_server.ok()) return fail(metrics_server.status());
   // Launchers read the cluster line first, then wait for the public one.
   std::cout << "tandem-router: cluster listener on " << net::JoinHostPort(listen.ClusterHost(), cluster_bound_port)
-            << " (worker registry)" << std::endl;
+            << " (worker registry, " << ((*cluster_tls)->secure() ? "mTLS" : "PLAINTEXT: --insecure-cluster") << ")"
+            << std::endl;
   std::cout << "tandem-router: listening on " << net::JoinHostPort(listen.host, bound_port) << " (model "
             << dir.string() << ")" << std::endl;
   // Registrations update readiness themselves; a heartbeat's expiry is no

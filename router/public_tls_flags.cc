@@ -1,24 +1,10 @@
 #include "router/public_tls_flags.h"
 
-#include <fstream>
-#include <sstream>
-
 #include "absl/strings/str_cat.h"
+#include "common/cli/flag_files.h"
 #include "common/tls/cluster_certs.h"
 
 namespace tandem::cli {
-namespace {
-
-absl::StatusOr<std::string> ReadFile(const std::string& flag, const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::InvalidArgumentError(absl::StrCat("--", flag, ": cannot read ", path));
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-}  // namespace
-
 void PublicTlsFlags::Register(FlagSet& f) {
   f.AddString("public-tls-cert", &cert_file,
               "serve the public API over TLS with this PEM certificate (chain); needs --public-tls-key (default: "
@@ -31,9 +17,9 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> PublicTlsFlags::Load() 
   if (cert_file.empty() || key_file.empty()) {
     return absl::InvalidArgumentError("--public-tls-cert and --public-tls-key go together");
   }
-  absl::StatusOr<std::string> cert = ReadFile("public-tls-cert", cert_file);
+  absl::StatusOr<std::string> cert = ReadFlagFile("public-tls-cert", cert_file);
   if (!cert.ok()) return cert.status();
-  absl::StatusOr<std::string> key = ReadFile("public-tls-key", key_file);
+  absl::StatusOr<std::string> key = ReadFlagFile("public-tls-key", key_file);
   if (!key.ok()) return key.status();
   if (absl::Status st = tls::CheckKeyPair(*cert, *key); !st.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("--public-tls-cert/--public-tls-key: ", st.message()));

@@ -2,9 +2,14 @@
 // re-announce as a heartbeat, flagged draining once they stop); each lands
 // in the WorkerPool (a new incarnation of a known worker replaces it there). It answers whatever the router's health says: workers
 // must be able to register with a router that is not ready yet.
+// With mTLS (ClusterTls), a registration is taken only from a certificate of
+// the role it registers (a prefill worker's certificate cannot register a
+// decode worker, a router's neither), and ListWorkers answers any cluster
+// certificate; without a certificate from the cluster CA no call gets here.
 // Thread-safety: gRPC callback threads; WorkerPool is thread-safe.
 #pragma once
 
+#include "common/grpc/cluster_tls.h"
 #include "common/net/host_port.h"
 #include "router/readiness.h"
 #include "router/worker_pool.h"
@@ -15,7 +20,9 @@ namespace tandem {
 class RegistryService final : public v1::WorkerRegistry::CallbackService {
  public:
   // `pool` and `readiness` (may be null) must outlive the service.
-  explicit RegistryService(WorkerPool* pool, Readiness* readiness = nullptr) : pool_(pool), readiness_(readiness) {}
+  explicit RegistryService(WorkerPool* pool, Readiness* readiness = nullptr,
+                           std::shared_ptr<const ClusterTls> tls = ClusterTls::Insecure())
+      : pool_(pool), readiness_(readiness), tls_(std::move(tls)) {}
 
   grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* ctx, const v1::RegisterRequest* req,
                                      v1::RegisterResponse* resp) override {
@@ -31,6 +38,12 @@ class RegistryService final : public v1::WorkerRegistry::CallbackService {
       reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::string(st.message())));
       return reactor;
     }
+    const tls::ClusterRole role =
+        req->role() == v1::WORKER_ROLE_PREFILL ? tls::ClusterRole::kPrefillWorker : tls::ClusterRole::kDecodeWorker;
+    if (grpc::Status st = tls_->CheckPeer(*ctx, {role}, "Register"); !st.ok()) {
+      reactor->Finish(st);
+      return reactor;
+    }
     pool_->Add(req->role(), req->worker_id(), req->address(), /*registered=*/true, req->draining(),
                req->incarnation());
     if (readiness_ != nullptr) readiness_->Update();  // before the reply: ListWorkers never runs ahead of health
@@ -41,15 +54,21 @@ class RegistryService final : public v1::WorkerRegistry::CallbackService {
 
   grpc::ServerUnaryReactor* ListWorkers(grpc::CallbackServerContext* ctx, const v1::ListWorkersRequest*,
                                         v1::ListWorkersResponse* resp) override {
-    for (v1::WorkerInfo& w : pool_->List()) *resp->add_workers() = std::move(w);
     grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-    reactor->Finish(grpc::Status::OK);
+    const grpc::Status st = tls_->CheckPeer(
+        *ctx, {tls::ClusterRole::kRouter, tls::ClusterRole::kPrefillWorker, tls::ClusterRole::kDecodeWorker},
+        "ListWorkers");
+    if (st.ok()) {
+      for (v1::WorkerInfo& w : pool_->List()) *resp->add_workers() = std::move(w);
+    }
+    reactor->Finish(st);
     return reactor;
   }
 
  private:
   WorkerPool* const pool_;
   Readiness* const readiness_;
+  const std::shared_ptr<const ClusterTls> tls_;
 };
 
 }  // namespace tandem

@@ -26,8 +26,11 @@ void WorkerPool::Add(v1::WorkerRole role, const std::string& id, const std::stri
       if (heartbeat(e)) return;
     }
   }
-  // The channel is made outside the lock (it resolves the address).
-  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  // The channel is made outside the lock (it resolves the address). With
+  // mTLS it reaches only a peer holding this role's certificate, whatever
+  // address the registration named.
+  auto channel = tls_->Dial(address, role == v1::WORKER_ROLE_PREFILL ? tls::ClusterRole::kPrefillWorker
+                                                                     : tls::ClusterRole::kDecodeWorker);
   WorkerHandle h{id, address, incarnation, 0, nullptr, nullptr};
   if (role == v1::WORKER_ROLE_PREFILL) {
     h.prefill = v1::PrefillWorker::NewStub(channel);

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/grpc/cluster_tls.h"
 #include "tandem/v1/worker.grpc.pb.h"
 
 namespace tandem {
@@ -44,7 +45,13 @@ class WorkerPool {
 
   using Clock = std::function<std::chrono::steady_clock::time_point()>;
   // `now` is injectable so tests can pass kStaleAfter without sleeping.
-  explicit WorkerPool(Clock now = &std::chrono::steady_clock::now) : now_(std::move(now)) {}
+  // `tls`: how the channels to workers are dialed (mTLS expecting each
+  // worker's role certificate, or plaintext).
+  explicit WorkerPool(Clock now = &std::chrono::steady_clock::now,
+                      std::shared_ptr<const ClusterTls> tls = ClusterTls::Insecure())
+      : now_(std::move(now)), tls_(std::move(tls)) {}
+  explicit WorkerPool(std::shared_ptr<const ClusterTls> tls)
+      : WorkerPool(&std::chrono::steady_clock::now, std::move(tls)) {}
 
   // Adds a worker of `role`; the same id, address and incarnation again is a
   // heartbeat. Otherwise it replaces the entry with the same address or, for
@@ -120,6 +127,7 @@ class WorkerPool {
   Entry* Find(v1::WorkerRole role, const WorkerHandle& worker);
 
   const Clock now_;
+  const std::shared_ptr<const ClusterTls> tls_;
   mutable std::mutex mu_;
   std::vector<Entry> prefill_;
   std::vector<Entry> decode_;

@@ -17,8 +17,12 @@ std::string NewWorkerIncarnation() {
   return absl::StrCat(absl::Hex(v, absl::kZeroPad16));
 }
 
-RouterRegistration::RouterRegistration(std::string router_address, v1::RegisterRequest request)
-    : router_address_(std::move(router_address)), request_(std::move(request)), thread_([this] { Run(); }) {}
+RouterRegistration::RouterRegistration(std::string router_address, v1::RegisterRequest request,
+                                       std::shared_ptr<const ClusterTls> tls)
+    : router_address_(std::move(router_address)),
+      request_(std::move(request)),
+      tls_(std::move(tls)),
+      thread_([this] { Run(); }) {}
 
 RouterRegistration::~RouterRegistration() {
   {
@@ -40,7 +44,8 @@ void RouterRegistration::SetDraining() {
 void RouterRegistration::Run() {
   // Every Register goes from this thread, in order, so a heartbeat sent
   // before the drain cannot arrive after the draining one and undo it.
-  auto stub = v1::WorkerRegistry::NewStub(grpc::CreateChannel(router_address_, grpc::InsecureChannelCredentials()));
+  // With mTLS: only a peer with the router's certificate hears of us.
+  auto stub = v1::WorkerRegistry::NewStub(tls_->Dial(router_address_, tls::ClusterRole::kRouter));
   auto interval = std::chrono::milliseconds(1000);
   auto next = std::chrono::steady_clock::now();
   v1::RegisterRequest request = request_;

@@ -6,10 +6,12 @@
 #pragma once
 
 #include <condition_variable>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 
+#include "common/grpc/cluster_tls.h"
 #include "tandem/v1/worker.pb.h"
 
 namespace tandem {
@@ -23,7 +25,9 @@ std::string NewWorkerIncarnation();
 // Re-registers with the router every interval until destroyed.
 class RouterRegistration {
  public:
-  RouterRegistration(std::string router_address, v1::RegisterRequest request);
+  // `tls`: how the router is dialed (mTLS expecting its role certificate, or plaintext).
+  RouterRegistration(std::string router_address, v1::RegisterRequest request,
+                     std::shared_ptr<const ClusterTls> tls = ClusterTls::Insecure());
   ~RouterRegistration();
 
   // Tells the router this worker is draining: re-registers at once with
@@ -36,6 +40,7 @@ class RouterRegistration {
   void Run();
   const std::string router_address_;
   const v1::RegisterRequest request_;
+  const std::shared_ptr<const ClusterTls> tls_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;           // guarded by mu_

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "common/cli/cli_flags.h"
+#include "common/grpc/cluster_tls_flags.h"
 #include "worker/engine_flags.h"
 
 namespace tandem::cli {
@@ -21,6 +22,7 @@ struct WorkerFlags {
   int64_t drain_timeout_s = 30;
   bool help = false;
   EngineFlags engine;
+  ClusterTlsFlags cluster_tls;  // mTLS with the router (or --insecure-cluster)
 
   void Register(FlagSet& f, const std::string& role) {
     f.AddString("model", &model, "HuggingFace model directory (default: the bundled model)");
@@ -38,6 +40,7 @@ struct WorkerFlags {
              "on SIGTERM, how long requests in flight may run on before the worker exits (default 30)");
     f.AddBool("help", &help, "show this help");
     engine.Register(f);
+    cluster_tls.Register(f);
   }
 };
 

@@ -45,6 +45,13 @@ int WorkerMain(int argc, char** argv, WorkerRole& role) {
   if (wf.tp < 1 || wf.tp > 64) return fail(absl::InvalidArgumentError("--tp must be in [1, 64]"));
   if (wf.drain_timeout_s < 0) return fail(absl::InvalidArgumentError("--drain-timeout-s must be >= 0"));
   if (absl::Status st = role.CheckFlags(); !st.ok()) return fail(st);
+  const tls::ClusterRole own_role =
+      role.role() == v1::WORKER_ROLE_PREFILL ? tls::ClusterRole::kPrefillWorker : tls::ClusterRole::kDecodeWorker;
+  absl::StatusOr<std::shared_ptr<const ClusterTls>> cluster_tls = wf.cluster_tls.Load(own_role, program);
+  if (!cluster_tls.ok()) {
+    std::cerr << program << ": " << cluster_tls.status().message() << "\n";
+    return 2;
+  }
   absl::StatusOr<EngineConfig> config = wf.engine.ToConfig(std::random_device{}());
   if (!config.ok()) return fail(config.status());
 
@@ -57,7 +64,7 @@ int WorkerMain(int argc, char** argv, WorkerRole& role) {
   absl::StatusOr<RankTransports> kv = RegisterRankPools(wf.kv_transport, *model);
   if (!kv.ok()) return fail(kv.status());
   DrainGate gate;  // outlives the server: its tickets live in the server's calls
-  const WorkerParts parts{&wf, &*model, &*kv, &gate};
+  const WorkerParts parts{&wf, &*model, &*kv, &gate, *cluster_tls};
   // On every way out: the role's feeders stop, then the engine's loop, before
   // the transports and the role's objects go.
   absl::Cleanup stop_engine = [&] {
@@ -69,7 +76,8 @@ int WorkerMain(int argc, char** argv, WorkerRole& role) {
   if (!service.ok()) return fail(service.status());
   int bound_port = 0;
   absl::StatusOr<std::unique_ptr<grpc::Server>> server =
-      StartGrpcServer(net::JoinHostPort(wf.host, wf.port), {*service}, &bound_port);
+      StartGrpcServer(net::JoinHostPort(wf.host, wf.port), {*service}, &bound_port, /*serving=*/true,
+                      (*cluster_tls)->ServerCredentials());
   if (!server.ok()) return fail(server.status());
   (*server)->GetHealthCheckService()->SetServingStatus(role.service_name(), true);
   if (wf.worker_id.empty()) wf.worker_id = absl::StrCat(role.name(), "-", bound_port);
@@ -91,7 +99,8 @@ int WorkerMain(int argc, char** argv, WorkerRole& role) {
   if (!metrics_server.ok()) return fail(metrics_server.status());
   const std::string address = net::JoinHostPort(wf.host, bound_port);
   std::cout << program << ": " << wf.worker_id << " listening on " << address << " (tp " << model->ranks.size()
-            << role.Describe(parts) << ", transport " << wf.kv_transport << ")" << std::endl;
+            << role.Describe(parts) << ", transport " << wf.kv_transport << ", "
+            << ((*cluster_tls)->secure() ? "mTLS" : "PLAINTEXT: --insecure-cluster") << ")" << std::endl;
   // One registration per router: replicas behind one address all route to us.
   std::vector<std::unique_ptr<RouterRegistration>> registrations;
   // One per process start: routers tell this process from an earlier one
@@ -103,7 +112,8 @@ int WorkerMain(int argc, char** argv, WorkerRole& role) {
     r.set_role(role.role());
     r.set_address(address);
     r.set_incarnation(incarnation);
-    registrations.push_back(std::make_unique<RouterRegistration>(std::string(absl::StripAsciiWhitespace(router)), r));
+    registrations.push_back(
+        std::make_unique<RouterRegistration>(std::string(absl::StripAsciiWhitespace(router)), r, *cluster_tls));
   }
 
   process::WaitForStopSignal();

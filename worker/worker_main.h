@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "common/cli/cli_flags.h"
 #include "common/drain_gate.h"
+#include "common/grpc/cluster_tls.h"
 #include "prometheus/histogram.h"
 #include "tandem/v1/worker.pb.h"
 #include "worker/worker_flags.h"
@@ -38,6 +39,8 @@ struct WorkerParts {
   WorkerModel* model = nullptr;
   RankTransports* kv = nullptr;  // one transport per TP rank, with the rank's pool registered
   DrainGate* gate = nullptr;     // the service must Enter() it for each piece of work
+  // mTLS inside the cluster (or plaintext): the service checks its callers' roles with it.
+  std::shared_ptr<const ClusterTls> tls = ClusterTls::Insecure();
 };
 
 class WorkerRole {

@@ -19,14 +19,17 @@ from e2e_util import PASSAGES, decode
 # ------------------------------------------------------------ wire helpers
 # Hand-encoded grpc.health.v1 (no stubs for it on this machine).
 
-def health_check(addr, timeout=5):
-    """grpc.health.v1.Health/Check('') as [(field, value)] (SERVING is [(1, 1)])."""
+def health_check(addr, timeout=5, cluster=False, service=""):
+    """grpc.health.v1.Health/Check(service) as [(field, value)] (SERVING is
+    [(1, 1)]): on a public port in plaintext, or (`cluster`) on a worker or
+    a router's cluster listener over the test CA's mTLS."""
     import grpc
-    ch = grpc.insecure_channel(addr)
+    ch = state.cluster_channel(addr) if cluster else grpc.insecure_channel(addr)
     try:
         call = ch.unary_unary("/grpc.health.v1.Health/Check", request_serializer=lambda b: b,
                               response_deserializer=lambda b: b)
-        return decode(call(b"", timeout=timeout))
+        req = b"" if not service else b"\x0a" + bytes([len(service)]) + service.encode()
+        return decode(call(req, timeout=timeout))
     finally:
         ch.close()
 
@@ -131,10 +134,10 @@ def safe(fn):
 # ------------------------------------------------------------ checks
 
 def check_health(label, addrs):
-    """10. grpc.health.v1 SERVING on each address."""
+    """10. grpc.health.v1 SERVING on each address (a worker's over mTLS)."""
     for what, addr in addrs:
         try:
-            resp = health_check(addr)
+            resp = health_check(addr, cluster="worker" in what)
             check("10: %s: Health/Check on the %s (%s) -> SERVING" % (label, what, addr), resp == [(1, 1)], resp)
         except Exception as e:  # noqa: BLE001
             check("10: %s: Health/Check on the %s (%s) -> SERVING" % (label, what, addr), False, e)

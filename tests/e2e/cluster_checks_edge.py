@@ -9,7 +9,7 @@ import sys
 import cluster_state as state
 from cluster_checks import wait_released
 from cluster_refs import generate_one, same_as
-from cluster_state import channel, check, run
+from cluster_state import check, run
 from e2e_util import field_bytes, malformed_requests, varint
 
 
@@ -129,7 +129,7 @@ def check_malformed(label, client, addr):
     check("8: %s: logprobs=3 through the cluster equal `generate --logprobs 3` (first from prefill; 1e-4)"
           % label, got == want_lp and close, "%s\nvs %s" % (lp.logprobs[:2], wl["logprobs"][:2]))
     # Unknown fields: raw bytes appended to a valid request.
-    raw = channel(addr)
+    raw = state.public_channel(addr)
     call = raw.unary_stream("/tandem.v1.Generation/Generate", request_serializer=lambda b: b,
                             response_deserializer=state.tc.pb2.GenerateResponse.FromString)
     good = client.request("ROMEO:", max_tokens=4).SerializeToString()

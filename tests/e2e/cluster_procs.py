@@ -71,12 +71,17 @@ class UpCluster:
     from its output; `addr` is the public endpoint, `cluster_addr` the
     router's cluster listener (the WorkerRegistry)."""
 
-    def __init__(self, name, extra, ucx_tls, drop_env=()):
+    def __init__(self, name, extra, ucx_tls, drop_env=(), tls="test-ca"):
         self.name = name
         env = env_with(ucx_tls)
         for k in drop_env:  # to see what the launcher sets by itself
             env.pop(k, None)
-        self.proc = Proc(name, [bin_path("tandem"), "up", "--port", "0"] + extra, env=env)
+        # The test's CA (cluster_state.CERTS), so the test can call the
+        # workers and the registry; `tls=None` leaves `tandem up` to its
+        # ephemeral CA, `tls="insecure"` asks for plaintext.
+        tls_args = {"test-ca": ["--cluster-certs", state.CERTS], None: [],
+                    "insecure": ["--insecure-cluster"]}[tls]
+        self.proc = Proc(name, [bin_path("tandem"), "up", "--port", "0"] + tls_args + extra, env=env)
         self.members = {}  # name -> (pid, addr)
         self.addr = None
         self.cluster_addr = None
@@ -116,14 +121,16 @@ class ManualCluster:
     odd flags). The router listens on two free ports: `addr` (public) and
     `cluster_addr` (WorkerRegistry: the workers' --router)."""
 
-    def __init__(self, name, ucx_tls, router_extra=(), host="127.0.0.1"):
+    def __init__(self, name, ucx_tls, router_extra=(), host="127.0.0.1", insecure=False):
         self.name = name
+        self.insecure = insecure  # --insecure-cluster everywhere, else the test CA's mTLS
         self.env = env_with(ucx_tls)
         self.host = host
         # "[::1]:port" for an IPv6 host, as the binaries print and advertise it.
         self.addr_rx = re.escape("[%s]" % host if ":" in host else host) + r":\d+"
         self.router = Proc(name + "-router", [bin_path("tandem-router"), "--host", host, "--port", "0",
-                                              "--cluster-port", "0"] + list(router_extra), env=self.env)
+                                              "--cluster-port", "0"] + self.tls_flags("router")
+                             + list(router_extra), env=self.env)
         self.workers = {}  # worker id -> (Proc, addr)
         self.addr, self.cluster_addr = wait_router_lines(self.router, self.addr_rx, 60)
 
@@ -133,7 +140,8 @@ class ManualCluster:
         for kind, wid, extra in specs:
             p = Proc("%s-%s" % (self.name, wid),
                      [bin_path("tandem-%s-worker" % kind), "--host", self.host, "--port", "0", "--router",
-                      self.cluster_addr, "--worker-id", wid] + list(extra), env=self.env)
+                      self.cluster_addr, "--worker-id", wid] + self.tls_flags("%s-worker" % kind)
+                     + list(extra), env=self.env)
             started.append((wid, p))
         ok = True
         for wid, p in started:
@@ -144,8 +152,15 @@ class ManualCluster:
             self.workers[wid] = (p, m.group(1))
         return ok
 
+    def tls_flags(self, role):
+        return ["--insecure-cluster"] if self.insecure else state.tls_flags(role)
+
+    def channel(self, addr):
+        """The channel the test calls a worker or the registry of this cluster with."""
+        return state.public_channel(addr) if self.insecure else channel(addr)
+
     def wait_registered(self, n_prefill, n_decode, timeout=30):
-        stub = state.wpb2_grpc.WorkerRegistryStub(channel(self.cluster_addr))
+        stub = state.wpb2_grpc.WorkerRegistryStub(self.channel(self.cluster_addr))
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:

@@ -18,8 +18,20 @@ from cluster_state import channel, check, log
 GEN_SERVICE, REG_SERVICE = "tandem.v1.Generation", "tandem.v1.WorkerRegistry"
 
 
-def health_of(addr, service=""):
-    """grpc.health.v1 status of `service` on `addr` ("SERVING", "NOT_SERVING", ...) or the error code's name."""
+HEALTH_NAMES = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
+
+
+def health_of(addr, service="", cluster=False):
+    """grpc.health.v1 status of `service` on `addr` ("SERVING", "NOT_SERVING", ...) or the error code's name;
+    `cluster`: a cluster listener, over the test CA's mTLS."""
+    if cluster:
+        import grpc
+        from cluster_checks import health_check
+        try:
+            fields = dict(health_check(addr, cluster=True, service=service))
+            return HEALTH_NAMES.get(fields.get(1, 0), "?")
+        except grpc.RpcError as e:
+            return e.code().name
     c = state.tc.TandemClient(addr)
     try:
         return c.health(service, timeout=5)
@@ -56,7 +68,7 @@ def run_health():
         check("health: %s: no worker yet: public '' and Generation NOT_SERVING, no WorkerRegistry there "
               "(NOT_FOUND)" % label, st == {"": "NOT_SERVING", GEN_SERVICE: "NOT_SERVING", REG_SERVICE: "NOT_FOUND"},
               st)
-        st = {s: health_of(cl.cluster_addr, s) for s in ("", REG_SERVICE)}
+        st = {s: health_of(cl.cluster_addr, s, cluster=True) for s in ("", REG_SERVICE)}
         check("health: %s: no worker yet: the cluster listener's '' and WorkerRegistry SERVING (liveness)" % label,
               st == {"": "SERVING", REG_SERVICE: "SERVING"}, st)
         listed = safe(lambda: state.wpb2_grpc.WorkerRegistryStub(channel(cl.cluster_addr)).ListWorkers(
@@ -96,7 +108,7 @@ def run_health():
         got = safe(lambda: client.generate_text("ROMEO:", temperature=0, max_tokens=16, timeout=60))
         check("health: %s: ... and answers exactly again" % label, same_as(got, want) is None, same_as(got, want))
         check("health: %s: WorkerRegistry SERVING throughout (cluster listener)" % label,
-              health_of(cl.cluster_addr, REG_SERVICE) == "SERVING")
+              health_of(cl.cluster_addr, REG_SERVICE, cluster=True) == "SERVING")
     finally:
         if client is not None:
             client.close()
@@ -341,7 +353,7 @@ def run_two_routers():
     client_a = client_b = None
     try:
         b = Proc("routers-router-b", [bin_path("tandem-router"), "--host", "127.0.0.1", "--port", "0",
-                                      "--cluster-port", "0"], env=cl.env)
+                                      "--cluster-port", "0"] + cl.tls_flags("router"), env=cl.env)
         b_addr, b_cluster = wait_router_lines(b, r"127\.0\.0\.1:\d+", 60)
         if not check("routers: %s: both routers start" % label, cl.addr is not None and b_addr is not None,
                      cl.router.log_tail() + b.log_tail()):

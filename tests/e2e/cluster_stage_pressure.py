@@ -83,7 +83,7 @@ def check_backpressure(label):
         # --max-queued 1: a second router in front of the same workers.
         router2 = Proc("bp-router2", [bin_path("tandem-router"), "--host", "127.0.0.1", "--port", "0",
                                       "--cluster-port", "0", "--max-queued", "1", "--prefill-workers", paddr,
-                                      "--decode-workers", daddr],
+                                      "--decode-workers", daddr] + cl.tls_flags("router"),
                        env=cl.env)
         m = router2.wait_line(r"tandem-router: listening on (127\.0\.0\.1:\d+)", 60)
         if not check("4: %s: router --max-queued 1 (static workers) starts" % label, m is not None,
@@ -142,7 +142,7 @@ def check_release_during_prefill(label):
                                ("decode", "s-decode", ["--num-kv-blocks", "16", "--reservation-timeout-ms", "150000"])])
         # The second prefill worker does not register: only this test uses it.
         p2 = Proc("stale-prefill2", [bin_path("tandem-prefill-worker"), "--host", "127.0.0.1", "--port", "0",
-                                     "--num-kv-blocks", "64"], env=cl.env)
+                                     "--num-kv-blocks", "64"] + cl.tls_flags("prefill-worker"), env=cl.env)
         m = p2.wait_line(r"listening on (127\.0\.0\.1:\d+)", 90)
         # A second decode worker, not registered either: the busy prompts' KV
         # goes there. Nobody renews these reservations (no router), and the
@@ -150,7 +150,8 @@ def check_release_during_prefill(label):
         # the busy worker's drain (37 s once here) or its last prompts ship
         # nothing and the byte count below falls short.
         d2 = Proc("stale-decode2", [bin_path("tandem-decode-worker"), "--host", "127.0.0.1", "--port", "0",
-                                    "--num-kv-blocks", "1400", "--reservation-timeout-ms", "150000"], env=cl.env)
+                                    "--num-kv-blocks", "1400", "--reservation-timeout-ms", "150000"]
+                    + cl.tls_flags("decode-worker"), env=cl.env)
         m2 = d2.wait_line(r"listening on (127\.0\.0\.1:\d+)", 90)
         d2addr = m2.group(1) if m2 else None
         ok2, st = cl.wait_registered(1, 1)

@@ -59,14 +59,65 @@ def load_client(stubs):
 
 # ------------------------------------------------------------ gRPC channels
 
+# mTLS inside the cluster: main makes one CA for the whole test with
+# `tandem certs --dns tandem-test-peer`, so every role's certificate also
+# names TEST_PEER and this process (holding the router's certificate) can
+# dial any router cluster listener or worker with that one name.
+CERTS = None        # the `tandem certs` directory, set by make_certs()
+TEST_PEER = "tandem-test-peer"
 _channels = {}
 
 
-def channel(addr):
+def make_certs(bin_dir, work):
+    """Runs `tandem certs` into <work>/certs (once); raises when it fails."""
+    global CERTS
+    out = os.path.join(work, "certs")
+    rc, _, err = run([os.path.join(bin_dir, "tandem"), "certs", "--out", out, "--dns", TEST_PEER, "--force"])
+    if rc != 0:
+        raise RuntimeError("tandem certs: " + err)
+    CERTS = out
+
+
+def tls_flags(role):
+    """A binary's mTLS flags for `role` ('router', 'prefill-worker', 'decode-worker'), from CERTS."""
+    return ["--tls-ca", os.path.join(CERTS, "ca.crt"), "--tls-cert", os.path.join(CERTS, role + ".crt"),
+            "--tls-key", os.path.join(CERTS, role + ".key")]
+
+
+def cluster_credentials(certs=None, role="router"):
+    """grpc channel credentials from `certs` (default CERTS) with `role`'s certificate."""
     import grpc
+    d = certs or CERTS
+
+    def read(name):
+        with open(os.path.join(d, name), "rb") as f:
+            return f.read()
+    return grpc.ssl_channel_credentials(root_certificates=read("ca.crt"), private_key=read(role + ".key"),
+                                        certificate_chain=read(role + ".crt"))
+
+
+def cluster_channel(addr, certs=None, role="router", peer=TEST_PEER):
+    """A new (uncached) mTLS channel to a cluster listener or worker, as `role` from `certs`, expecting `peer`."""
+    import grpc
+    return grpc.secure_channel(addr, cluster_credentials(certs, role),
+                               options=[("grpc.ssl_target_name_override", peer)])
+
+
+def channel(addr):
+    """The cached mTLS channel (the router's certificate) to a router's
+    cluster listener or a worker."""
     if addr not in _channels:
-        _channels[addr] = grpc.insecure_channel(addr)
+        _channels[addr] = cluster_channel(addr)
     return _channels[addr]
+
+
+def public_channel(addr):
+    """The cached plaintext channel to a router's public port."""
+    import grpc
+    key = ("public", addr)
+    if key not in _channels:
+        _channels[key] = grpc.insecure_channel(addr)
+    return _channels[key]
 
 
 def close_channels():

@@ -112,6 +112,12 @@ def main():
         if not check("binary %s exists" % b, os.access(bin_path(b), os.X_OK), bin_path(b)):
             print("%d passed, %d failed" % (len(state.PASSED), len(state.FAILED)))
             return 1
+    try:
+        state.make_certs(args.bin_dir, args.work)
+    except Exception:  # noqa: BLE001
+        check("`tandem certs` makes the test's cluster CA", False, traceback.format_exc())
+        print("%d passed, %d failed" % (len(state.PASSED), len(state.FAILED)))
+        return 1
     with open(os.path.join(args.source, "models", "tandem-shakespeare", "config.json")) as f:
         model_cfg = json.load(f)
 

@@ -12,6 +12,7 @@
 #include "nlohmann/json.hpp"
 #include "tandem/v1/generation.grpc.pb.h"
 #include "common/cli/cli_flags.h"
+#include "common/cli/flag_files.h"
 
 namespace tandem::cli {
 namespace {
@@ -41,11 +42,9 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFor(
   if (tls_ca.empty()) return grpc::InsecureChannelCredentials();
   grpc::SslCredentialsOptions options;
   if (tls_ca != "system") {
-    std::ifstream in(tls_ca, std::ios::binary);
-    if (!in) return absl::InvalidArgumentError("--tls-ca: cannot read " + tls_ca);
-    std::ostringstream pem;
-    pem << in.rdbuf();
-    options.pem_root_certs = pem.str();
+    absl::StatusOr<std::string> pem = ReadFlagFile("tls-ca", tls_ca);
+    if (!pem.ok()) return pem.status();
+    options.pem_root_certs = *std::move(pem);
   }
   return grpc::SslCredentials(options);
 }

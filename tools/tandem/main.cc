@@ -7,6 +7,7 @@
 #include "tools/tandem/certs_command.h"
 #include "tools/tandem/client_command.h"
 #include "tools/tandem/generate_command.h"
+#include "tools/tandem/health_command.h"
 #include "tools/tandem/serve_command.h"
 #include "tools/tandem/up_command.h"
 
@@ -19,6 +20,7 @@ int main(int argc, char** argv) {
       "  client     stream one generation from a Tandem endpoint\n"
       "  up         start the local disaggregated cluster (router + prefill + decode workers)\n"
       "  certs      make a cluster CA and role certificates for mTLS inside the cluster\n"
+      "  health     ask a server's grpc.health.v1 status (exit 0 when SERVING; a probe for TLS ports)\n"
       "(each command takes --help)\n";
   if (argc < 2) {
     std::cerr << usage;
@@ -31,6 +33,7 @@ int main(int argc, char** argv) {
   if (command == "client") return tandem::cli::RunClient(args);
   if (command == "up") return tandem::cli::RunUp(args);
   if (command == "certs") return tandem::cli::RunCerts(args);
+  if (command == "health") return tandem::cli::RunHealth(args);
   if (command == "--help" || command == "help") {
     std::cout << usage;
     return 0;

@@ -1,20 +1,26 @@
 #include "tools/tandem/up_command.h"
 
+#include <cerrno>
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <iostream>
 #include <optional>
 #include <set>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "common/cli/flag_files.h"
+#include "common/grpc/cluster_tls.h"
 #include "grpcpp/grpcpp.h"
 #include "tandem/v1/worker.grpc.pb.h"
 #include "common/cli/cli_flags.h"
 #include "router/api_key_flags.h"
 #include "router/public_tls_flags.h"
 #include "router/router_flags.h"
+#include "tools/tandem/cluster_cert_dir.h"
 #include "tools/tandem/cluster_member.h"
 #include "tools/tandem/cpu_list.h"
 #include "tools/tandem/restart_budget.h"
@@ -37,6 +43,8 @@ struct UpFlags {
   int64_t metrics_base_port = -1;  // -1: no metrics servers
   std::string prefill_cores;       // CPU lists ("0-3,6"); empty: not pinned
   std::string decode_cores;
+  std::string cluster_certs;  // a `tandem certs` directory; empty: an ephemeral CA
+  bool insecure_cluster = false;
   bool help = false;
   EngineFlags engine;  // passed through to every worker
   RouterTuningFlags router;  // passed through to the router
@@ -68,8 +76,9 @@ std::vector<std::string> PassThrough(const std::vector<std::string>& args, const
 // Polls the router's cluster listener (`router`) until `prefill` and
 // `decode` workers are registered (and not draining). The registry answers
 // whatever the router's health says.
-bool WaitForWorkers(const std::string& router, int prefill, int decode, std::chrono::seconds timeout) {
-  auto stub = v1::WorkerRegistry::NewStub(grpc::CreateChannel(router, grpc::InsecureChannelCredentials()));
+bool WaitForWorkers(const std::string& router, const ClusterTls& tls, int prefill, int decode,
+                    std::chrono::seconds timeout) {
+  auto stub = v1::WorkerRegistry::NewStub(tls.Dial(router, tls::ClusterRole::kRouter));
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
     grpc::ClientContext ctx;
@@ -85,6 +94,41 @@ bool WaitForWorkers(const std::string& router, int prefill, int decode, std::chr
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   return false;
+}
+
+// mTLS inside the cluster for `tandem up`'s children: the certificates of
+// `dir` (a `tandem certs` directory), or, when it is empty, an ephemeral CA
+// and role certificates made now in a fresh private directory (the CA's key
+// is never written: nothing else can be signed with it). `*made` receives
+// that directory, for removal at exit. Returns the router's ClusterTls,
+// which `tandem up` itself dials with.
+absl::StatusOr<std::shared_ptr<const ClusterTls>> PrepareClusterCerts(std::filesystem::path* dir,
+                                                                     std::filesystem::path* made) {
+  if (dir->empty()) {
+    std::error_code ec;
+    std::string tmpl = (std::filesystem::temp_directory_path(ec) / "tandem-up-certs-XXXXXX").string();
+    if (ec || ::mkdtemp(tmpl.data()) == nullptr) {  // 0700
+      return absl::UnavailableError(absl::StrCat("cannot make a private directory for the cluster certificates: ",
+                                                 ec ? ec.message() : std::strerror(errno)));
+    }
+    *dir = tmpl;
+    *made = tmpl;
+    ClusterCertOptions options;
+    options.write_ca_key = false;
+    if (absl::Status st = WriteClusterCerts(*dir, options); !st.ok()) return st;
+  }
+  std::string pem[3];
+  const std::filesystem::path files[3] = {CaFile(*dir), CertFile(*dir, tls::ClusterRole::kRouter),
+                                          KeyFile(*dir, tls::ClusterRole::kRouter)};
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<std::string> text = ReadFlagFile("cluster-certs", files[i].string());
+    if (!text.ok()) return text.status();
+    pem[i] = *std::move(text);
+  }
+  absl::StatusOr<std::shared_ptr<const ClusterTls>> tls =
+      ClusterTls::FromPem(pem[0], pem[1], pem[2], tls::ClusterRole::kRouter);
+  if (!tls.ok()) return absl::InvalidArgumentError(absl::StrCat("--cluster-certs: router: ", tls.status().message()));
+  return tls;
 }
 
 }  // namespace
@@ -120,6 +164,11 @@ int RunUp(const std::vector<std::string>& args) {
   flags.AddInt("max-restarts", &f.max_restarts,
                "restart a member that exits, with exponential backoff, at most this many times a minute each; "
                "then stop the cluster (default 5; 0: stop the cluster when any member exits)");
+  flags.AddString("cluster-certs", &f.cluster_certs,
+                  "mTLS inside the cluster with the certificates `tandem certs --out DIR` wrote there (default: an "
+                  "ephemeral CA and certificates made at start, removed at exit)");
+  flags.AddBool("insecure-cluster", &f.insecure_cluster,
+                "plaintext gRPC between the router and the workers instead of mTLS (each member warns)");
   flags.AddBool("help", &f.help, "show this help");
   f.engine.Register(flags);
   EngineFlags scratch;
@@ -180,6 +229,30 @@ int RunUp(const std::vector<std::string>& args) {
               << num_processes << " processes (each takes the next port)\n";
     return 2;
   }
+  if (f.insecure_cluster && !f.cluster_certs.empty()) {
+    std::cerr << "tandem up: --insecure-cluster cannot go with --cluster-certs\n";
+    return 2;
+  }
+  std::filesystem::path cert_dir = f.cluster_certs, made_cert_dir;
+  absl::Cleanup remove_certs = [&made_cert_dir] {
+    std::error_code ec;
+    if (!made_cert_dir.empty()) std::filesystem::remove_all(made_cert_dir, ec);
+  };
+  std::shared_ptr<const ClusterTls> cluster_tls = ClusterTls::Insecure();
+  if (!f.insecure_cluster) {
+    absl::StatusOr<std::shared_ptr<const ClusterTls>> tls = PrepareClusterCerts(&cert_dir, &made_cert_dir);
+    if (!tls.ok()) {
+      std::cerr << "tandem up: " << tls.status().message() << "\n";
+      return tls.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+    }
+    cluster_tls = *std::move(tls);
+  }
+  // Each member's flags for the cluster's gRPC: its role's certificate, or plaintext.
+  auto tls_args = [&](tls::ClusterRole role) {
+    if (f.insecure_cluster) return std::vector<std::string>{"--insecure-cluster"};
+    return std::vector<std::string>{"--tls-ca",  CaFile(cert_dir).string(),     "--tls-cert",
+                                    CertFile(cert_dir, role).string(), "--tls-key", KeyFile(cert_dir, role).string()};
+  };
   std::vector<int> role_cpus[2];
   for (int role = 0; role < 2; ++role) {
     const std::string& list = role == 0 ? f.prefill_cores : f.decode_cores;
@@ -226,6 +299,7 @@ int RunUp(const std::vector<std::string>& args) {
   router_args.insert(router_args.end(), {"--host", "127.0.0.1", "--port", std::to_string(f.port), "--cluster-port",
                                          std::to_string(f.cluster_port)});
   router_args.insert(router_args.end(), router_tuning_args.begin(), router_tuning_args.end());
+  for (std::string& a : tls_args(tls::ClusterRole::kRouter)) router_args.push_back(std::move(a));
   metrics_args(router_args);
   absl::StatusOr<ClusterMember> router =
       StartClusterMember("router", (bin / "tandem-router").string(), router_args, timeout);
@@ -257,6 +331,9 @@ int RunUp(const std::vector<std::string>& args) {
                          f.kv_transport, "--worker-id", absl::StrCat(kind, "-", i), "--tp",
                          std::to_string(role == 0 ? f.prefill_tp : f.decode_tp)});
       a.insert(a.end(), engine_args.begin(), engine_args.end());
+      for (std::string& t : tls_args(role == 0 ? tls::ClusterRole::kPrefillWorker : tls::ClusterRole::kDecodeWorker)) {
+        a.push_back(std::move(t));
+      }
       metrics_args(a);
       process::ChildOptions options;
       options.cpus = role_cpus[role];
@@ -271,8 +348,8 @@ int RunUp(const std::vector<std::string>& args) {
       children.push_back(*std::move(w));
     }
   }
-  if (!WaitForWorkers(cluster_endpoint, static_cast<int>(f.prefill_workers), static_cast<int>(f.decode_workers),
-                      timeout)) {
+  if (!WaitForWorkers(cluster_endpoint, *cluster_tls, static_cast<int>(f.prefill_workers),
+                      static_cast<int>(f.decode_workers), timeout)) {
     std::cerr << "tandem up: workers did not register with the router in time\n";
     stop_all();
     return 1;
@@ -284,6 +361,11 @@ int RunUp(const std::vector<std::string>& args) {
     if (!c.cluster_address.empty()) std::cout << ", cluster listener on " << c.cluster_address;
     std::cout << "\n";
   }
+  std::cout << "tandem up: cluster gRPC "
+            << (f.insecure_cluster ? std::string("in PLAINTEXT (--insecure-cluster)")
+                                   : absl::StrCat("over mTLS (certificates in ", cert_dir.string(),
+                                                  made_cert_dir.empty() ? "" : ", ephemeral", ")"))
+            << std::endl;
   std::cout << "tandem up: ready on " << endpoint << " (" << f.prefill_workers << " prefill, " << f.decode_workers
             << " decode workers); try: tandem client --addr " << endpoint << " --prompt \"ROMEO:\"" << std::endl;
 
