@@ -212,6 +212,15 @@ void ClusterBackend::Admit(std::shared_ptr<Call> call) {
     if (!Park(call, worker.status())) End(call, worker.status());
     return;
   }
+  // This RPC's own context, request and reply, held by its callback (see
+  // Call::decode_ctx).
+  struct AdmitRpc {
+    std::unique_ptr<grpc::ClientContext> ctx;
+    v1::AdmitRequest req;
+    v1::AdmitResponse resp;
+  };
+  auto rpc = std::make_shared<AdmitRpc>();
+  rpc->ctx = ContextWithTimeout(options_.admit_timeout);
   {
     std::lock_guard<std::mutex> lock(call->mu);
     if (call->ended) {
@@ -220,13 +229,12 @@ void ClusterBackend::Admit(std::shared_ptr<Call> call) {
     }
     call->decode_worker = *worker;
     call->admit_sent = options_.now();
-    call->admit_ctx = ContextWithTimeout(options_.admit_timeout);
-    call->admit_resp.Clear();
     call->admit_in_flight = true;
+    rpc->req = call->admit_req;  // a snapshot: the next attempt may rewrite admit_req under the lock
   }
   CallbackStarted();
   worker->decode->async()->Admit(
-      call->admit_ctx.get(), &call->admit_req, &call->admit_resp, [this, call](grpc::Status s) {
+      rpc->ctx.get(), &rpc->req, &rpc->resp, [this, call, rpc](grpc::Status s) {
         absl::Cleanup done = [this] { CallbackDone(); };
         {
           // A request that ended while its Admit was in flight: the Release
@@ -310,9 +318,9 @@ void ClusterBackend::Admit(std::shared_ptr<Call> call) {
         bool first_admit;
         {
           std::lock_guard<std::mutex> lock(call->mu);
-          call->destination = call->admit_resp.destination();
+          call->destination = rpc->resp.destination();
           call->reserved = true;
-          call->lease_ms = call->admit_resp.lease_ms();
+          call->lease_ms = rpc->resp.lease_ms();
           call->lease_confirmed = call->admit_sent;
           first_admit = call->migrations == 0;
         }
@@ -448,6 +456,7 @@ void ClusterBackend::Prefill(std::shared_ptr<Call> call) {
 
 void ClusterBackend::Decode(std::shared_ptr<Call> call) {
   std::shared_ptr<v1::DecodeWorker::Stub> stub;
+  std::shared_ptr<grpc::ClientContext> ctx;
   {
     std::lock_guard<std::mutex> lock(call->mu);
     if (call->ended) return;
@@ -455,10 +464,11 @@ void ClusterBackend::Decode(std::shared_ptr<Call> call) {
     // Decoding goes on from the last token the client got: the prefill's
     // first token, or after a migration the last one replayed.
     call->decode_req.set_first_token_id(static_cast<uint32_t>(call->emitted.back()));
-    call->decode_ctx = std::make_unique<grpc::ClientContext>();
+    call->decode_ctx = std::make_shared<grpc::ClientContext>();
     call->decode_started = true;
     call->decode_activity = options_.now();
     stub = call->decode_worker->decode;
+    ctx = call->decode_ctx;
   }
   CallbackStarted();  // done at the end of the reader's on_done
   auto* reader = new DecodeReader(
@@ -481,7 +491,7 @@ void ClusterBackend::Decode(std::shared_ptr<Call> call) {
         }
         return true;
       },
-      [this, call](const grpc::Status& s) {
+      [this, call, ctx](const grpc::Status& s) {
         absl::Cleanup done = [this] { CallbackDone(); };
         // A stream that ended without a finish reason failed (or was cancelled).
         absl::Status why = s.ok() ? absl::InternalError("decode stream ended early") : FromGrpcStatus(s);
@@ -495,8 +505,9 @@ void ClusterBackend::Decode(std::shared_ptr<Call> call) {
         if (Migrate(call, why) != MigrateResult::kDeclined) return;
         End(call, why);
       });
-  // The reader's closures hold `call`, so decode_req and decode_ctx outlive the RPC.
-  stub->async()->Decode(call->decode_ctx.get(), &call->decode_req, reader);
+  // The reader's closures hold `call` and `ctx`: the request and this stream's
+  // context outlive the RPC (a migration may replace call->decode_ctx).
+  stub->async()->Decode(ctx.get(), &call->decode_req, reader);
   reader->Begin();
 }
 

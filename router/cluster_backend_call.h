@@ -61,9 +61,13 @@ struct ClusterBackend::Call {
   v1::KvDestination destination;
   std::vector<std::string> tried_prefill;
   int admit_attempts = 0;
-  std::unique_ptr<grpc::ClientContext> admit_ctx, decode_ctx;
-  v1::AdmitRequest admit_req;
-  v1::AdmitResponse admit_resp;
+  v1::AdmitRequest admit_req;  // each Admit sends a copy taken under mu
+  // The Decode stream's context, for TryCancel. Shared with the stream's
+  // callbacks, like each Admit's context and reply: a context must outlive
+  // its RPC (destroying one under a call in flight drops a reference gRPC
+  // still holds), and a new attempt may start its RPC before the old one's
+  // callback has run.
+  std::shared_ptr<grpc::ClientContext> decode_ctx;
   // The Prefill in flight, if any. Each call owns its context and messages:
   // a reservation found lost mid-prefill is re-admitted, and its next Prefill
   // may start before the old one's callback ran (which then finds it is not

@@ -36,7 +36,7 @@ class ChaosCluster:
     """Router + workers of `roles` ({worker id: "prefill"|"decode"}), one
     namespace each (net.ns[id], net.ns["router"])."""
 
-    def __init__(self, net, bin_dir, work, env, roles, router_flags, worker_flags):
+    def __init__(self, net, bin_dir, work, env, roles, router_flags, worker_flags, certs):
         self.net = net
         self.bin_dir = bin_dir
         self.work = work
@@ -44,6 +44,7 @@ class ChaosCluster:
         self.roles = dict(roles)
         self.router_flags = list(router_flags)
         self.worker_flags = dict(worker_flags)  # role -> flags
+        self.certs = certs  # the `tandem certs` directory: mTLS inside the cluster
         self.router = None
         self.procs = {}        # worker id -> NsProc (the current incarnation)
         self.all_procs = []    # every process ever started (for stop_all)
@@ -69,6 +70,11 @@ class ChaosCluster:
     def worker_addr(self, wid):
         return "%s:%d" % (self.net.addr[wid], WORKER_PORT)
 
+    def tls_flags(self, stem):
+        """The mTLS flags of the role whose files are <certs>/<stem>.crt/.key."""
+        return ["--tls-ca", os.path.join(self.certs, "ca.crt"), "--tls-cert", os.path.join(self.certs, stem + ".crt"),
+                "--tls-key", os.path.join(self.certs, stem + ".key")]
+
     def _bin(self, name):
         return os.path.join(self.bin_dir, name)
 
@@ -76,7 +82,7 @@ class ChaosCluster:
         self.router = NsProc("router", self.net.ns["router"],
                              [self._bin("tandem-router"), "--host", self.net.addr["router"], "--port",
                               str(ROUTER_PORT), "--cluster-port", str(CLUSTER_PORT), "--metrics-port",
-                              str(METRICS_PORT)] + self.router_flags,
+                              str(METRICS_PORT)] + self.tls_flags("router") + self.router_flags,
                              self.work, self.env)
         self.all_procs.append(self.router)
         return self.router.wait_line(r"tandem-router: listening on ", timeout) is not None
@@ -89,7 +95,8 @@ class ChaosCluster:
             n = self.incarnations[wid]
         p = NsProc("%s.%d" % (wid, n), self.net.ns[wid],
                    [self._bin("tandem-%s-worker" % role), "--host", self.net.addr[wid], "--port", str(WORKER_PORT),
-                    "--router", self.cluster_addr, "--worker-id", wid] + self.worker_flags[role],
+                    "--router", self.cluster_addr, "--worker-id", wid] + self.tls_flags("%s-worker" % role)
+                   + self.worker_flags[role],
                    self.work, self.env)
         with self.mu:
             self.procs[wid] = p

@@ -192,6 +192,24 @@ def run_load(tc, client, refs, args, out):
     return sent[0]
 
 
+CERTS = None  # the test CA's `tandem certs` directory (--certs): mTLS to workers and the registry
+TEST_PEER = "tandem-test-peer"  # a DNS name every certificate of the test CA carries
+
+
+def cluster_channel(grpc, addr):
+    """A channel to a worker or the router's cluster listener: mTLS with the
+    router's certificate of CERTS (plaintext when the cluster runs without)."""
+    if CERTS is None:
+        return grpc.insecure_channel(addr)
+
+    def read(name):
+        with open(os.path.join(CERTS, name), "rb") as f:
+            return f.read()
+    creds = grpc.ssl_channel_credentials(root_certificates=read("ca.crt"), private_key=read("router.key"),
+                                         certificate_chain=read("router.crt"))
+    return grpc.secure_channel(addr, creds, options=[("grpc.ssl_target_name_override", TEST_PEER)])
+
+
 def quiesce(wpb2, wpb2_grpc, grpc, workers, timeout):
     """Polls every worker until its pool is empty; returns (leaked, detail)."""
     deadline = time.monotonic() + timeout
@@ -199,7 +217,7 @@ def quiesce(wpb2, wpb2_grpc, grpc, workers, timeout):
     while True:
         bad = {}
         for wid, (role, addr) in workers.items():
-            ch = grpc.insecure_channel(addr)
+            ch = cluster_channel(grpc, addr)
             try:
                 stub = wpb2_grpc.DecodeWorkerStub(ch) if role == "decode" else wpb2_grpc.PrefillWorkerStub(ch)
                 s = stub.Stats(wpb2.StatsRequest(), timeout=5)
@@ -223,7 +241,7 @@ def quiesce(wpb2, wpb2_grpc, grpc, workers, timeout):
 
 def wait_registered(wpb2, wpb2_grpc, grpc, cluster, ids, timeout=60):
     """True once the router's cluster listener (`cluster`) lists every worker id in `ids`, else what it lists."""
-    ch = grpc.insecure_channel(cluster)
+    ch = cluster_channel(grpc, cluster)
     stub = wpb2_grpc.WorkerRegistryStub(ch)
     deadline = time.monotonic() + timeout
     listed = None
@@ -270,7 +288,10 @@ def main():
     ap.add_argument("--burst-size", type=int, default=80)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--quiesce-timeout", type=float, default=90)
+    ap.add_argument("--certs", default=None, help="the cluster's `tandem certs` directory (mTLS)")
     args = ap.parse_args()
+    global CERTS
+    CERTS = args.certs
     tc, wpb2, wpb2_grpc = load_client(args.source, args.stubs)
     import grpc
     with open(args.refs) as f:

@@ -144,8 +144,13 @@ def references(bin_dir, work, model_flags):
 
 def run_chaos(args, net, env, refs_path, prof, model_flags):
     roles = ROLES
+    certs = os.path.join(args.work, "certs")
+    rc, _, err = run([os.path.join(args.bin_dir, "tandem"), "certs", "--out", certs, "--dns", "tandem-test-peer",
+                      "--force"])
+    if not check("`tandem certs` makes the cluster's CA", rc == 0, err):
+        return
     cl = ChaosCluster(net, args.bin_dir, args.work, env, roles, ROUTER_FLAGS + model_flags,
-                      {r: f + model_flags for r, f in WORKER_FLAGS.items()})
+                      {r: f + model_flags for r, f in WORKER_FLAGS.items()}, certs)
     faults = None
     client = None
     try:
@@ -160,7 +165,7 @@ def run_chaos(args, net, env, refs_path, prof, model_flags):
         out_path = os.path.join(args.work, "load_report.json")
         cmd = ["ip", "netns", "exec", net.ns["router"], "/usr/bin/python3", os.path.join(HERE, "chaos_load.py"),
                "--router", cl.router_addr, "--cluster", cl.cluster_addr, "--metrics", cl.metrics_url,
-               "--workers", json.dumps(workers),
+               "--workers", json.dumps(workers), "--certs", certs,
                "--refs", refs_path, "--source", args.source, "--stubs", args.stubs, "--out", out_path,
                "--duration", str(prof["duration"]), "--concurrency", str(prof["concurrency"]),
                "--burst-size", str(prof["burst_size"]), "--seed", str(args.seed), "--burst-at"] + \

@@ -75,9 +75,20 @@ def client_main(args):
     with open(args.requests) as f:
         prompts = json.load(f)
     out = {"netns_inode": netns_inode(os.getpid())}
+
+    def read(name):
+        with open(os.path.join(args.certs, name), "rb") as f:
+            return f.read()
+    # mTLS with the router's certificate to the cluster listener and the workers.
+    creds = grpc.ssl_channel_credentials(root_certificates=read("ca.crt"), private_key=read("router.key"),
+                                         certificate_chain=read("router.crt"))
+
+    def cluster_channel(addr, peer):
+        return grpc.secure_channel(addr, creds, options=[("grpc.ssl_target_name_override", peer)])
     router = grpc.insecure_channel(args.router)
-    cluster = grpc.insecure_channel(args.cluster)
+    cluster = cluster_channel(args.cluster, "tandem-router")
     channels = [router, cluster]
+    peer_of = {"WORKER_ROLE_PREFILL": "tandem-prefill-worker", "WORKER_ROLE_DECODE": "tandem-decode-worker"}
     try:
         # 1. Both workers registered (they re-register every second), as the
         # router's cluster listener lists them.
@@ -96,7 +107,7 @@ def client_main(args):
 
         def stats(role):
             addr = [a for _, r, a in workers if role.upper() in r][0]
-            ch = grpc.insecure_channel(addr)
+            ch = cluster_channel(addr, "tandem-%s-worker" % role)
             channels.append(ch)
             stub = wpb2_grpc.PrefillWorkerStub(ch) if role == "prefill" else wpb2_grpc.DecodeWorkerStub(ch)
             s = stub.Stats(wpb2.StatsRequest(), timeout=10)
@@ -108,13 +119,21 @@ def client_main(args):
             print(json.dumps(out))
             return 0
         out["health"] = {}
-        for name, addr in [("router", args.router)] + [(r, a) for _, r, a in workers]:
-            c = tc.TandemClient(addr)
+        c = tc.TandemClient(args.router)
+        try:
+            out["health"]["router"] = c.health(timeout=10)
+        except tc.TandemError as e:
+            out["health"]["router"] = repr(e)
+        c.close()
+        for _, role, addr in workers:  # grpc.health.v1 by hand (no stubs here), over mTLS
+            ch = cluster_channel(addr, peer_of[role])
+            channels.append(ch)
+            check_call = ch.unary_unary("/grpc.health.v1.Health/Check", request_serializer=lambda b: b,
+                                        response_deserializer=lambda b: b)
             try:
-                out["health"][name] = c.health(timeout=10)
-            except tc.TandemError as e:
-                out["health"][name] = repr(e)
-            c.close()
+                out["health"][role] = {b"\x08\x01": "SERVING"}.get(check_call(b"", timeout=10), "not SERVING")
+            except grpc.RpcError as e:
+                out["health"][role] = repr(e)
         out["before"] = {"prefill": stats("prefill"), "decode": stats("decode")}
         # 2. The requests, one stream each, chunk by chunk.
         client = tc.TandemClient(args.router)
@@ -166,8 +185,18 @@ def run_cluster(args, net, env, prompts, expected, model_cfg):
     try:
         b = lambda name: os.path.join(args.bin_dir, name)  # noqa: E731
         addr = dict(HOSTS)
+        # One cluster CA; each host gets its role's certificate (the roles
+        # are checked, not the hosts' addresses, so no --ip is needed).
+        certs = os.path.join(args.work, "certs")
+        rc, _, err = run([b("tandem"), "certs", "--out", certs, "--force"], env=env)
+        if not check("`tandem certs` makes the cluster's CA and role certificates", rc == 0, err):
+            return
+
+        def tls(stem):
+            return ["--tls-ca", os.path.join(certs, "ca.crt"), "--tls-cert", os.path.join(certs, stem + ".crt"),
+                    "--tls-key", os.path.join(certs, stem + ".key")]
         router = NsProc("router", net.ns["router"], [b("tandem-router"), "--host", addr["router"], "--port", "0",
-                                                     "--cluster-port", "0"], args.work, env)
+                                                     "--cluster-port", "0"] + tls("router"), args.work, env)
         procs.append(router)
         rx = re.escape(addr["router"])
         m = router.wait_line(r"tandem-router: cluster listener on (%s:\d+)" % rx, 60)
@@ -181,7 +210,7 @@ def run_cluster(args, net, env, prompts, expected, model_cfg):
         for role in ("prefill", "decode"):
             p = NsProc(role, net.ns[role], [b("tandem-%s-worker" % role), "--host", addr[role], "--port", "0",
                                             "--router", cluster_addr, "--worker-id", "mh-" + role,
-                                            "--num-kv-blocks", "256"], args.work, env)
+                                            "--num-kv-blocks", "256"] + tls("%s-worker" % role), args.work, env)
             procs.append(p)
             workers[role] = p
         for role, p in workers.items():
@@ -200,7 +229,7 @@ def run_cluster(args, net, env, prompts, expected, model_cfg):
             json.dump(prompts, f)
         rc, out, err = run(["ip", "netns", "exec", net.ns["router"], "/usr/bin/python3", os.path.abspath(__file__),
                             "--client", "--router", router_addr, "--cluster", cluster_addr, "--stubs", args.stubs,
-                            "--source", args.source,
+                            "--source", args.source, "--certs", certs,
                             "--requests", req_path], timeout=480, env=env)
         try:
             res = json.loads(out.strip().splitlines()[-1])
@@ -215,7 +244,7 @@ def run_cluster(args, net, env, prompts, expected, model_cfg):
               res["workers"])
         if "results" not in res:
             return
-        check("grpc.health.v1 SERVING on the router and both workers, from the router's host",
+        check("grpc.health.v1 SERVING on the router and, over mTLS, both workers, from the router's host",
               res["health"] == {"router": "SERVING", "WORKER_ROLE_PREFILL": "SERVING",
                                 "WORKER_ROLE_DECODE": "SERVING"}, res["health"])
         for got, want in zip(res["results"], expected):
@@ -261,6 +290,7 @@ def main():
     ap.add_argument("--router", help="(internal) the router's public address")
     ap.add_argument("--cluster", help="(internal) the router's cluster address (WorkerRegistry)")
     ap.add_argument("--stubs")
+    ap.add_argument("--certs", help="(internal) the cluster's `tandem certs` directory")
     ap.add_argument("--requests")
     args = ap.parse_args()
     if args.client:
