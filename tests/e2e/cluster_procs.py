@@ -60,8 +60,9 @@ def env_with(ucx_tls):
 def wait_router_lines(router, addr_rx, timeout):
     """(public address, cluster address) from a tandem-router's two lines
     (the cluster listener's comes first); None for a line not seen in time."""
-    m = router.wait_line(r"tandem-router: cluster listener on (%s)" % addr_rx, timeout)
+    m = router.wait_line(r"tandem-router: cluster listener on (%s).*" % addr_rx, timeout)
     cluster = m.group(1) if m else None
+    router.cluster_line = m.group(0) if m else ""  # says mTLS or PLAINTEXT
     m = router.wait_line(r"tandem-router: listening on (%s)" % addr_rx, timeout) if cluster else None
     return (m.group(1) if m else None), cluster
 
@@ -85,6 +86,7 @@ class UpCluster:
         self.members = {}  # name -> (pid, addr)
         self.addr = None
         self.cluster_addr = None
+        self.tls_line = ""  # "tandem up: cluster gRPC over mTLS (...)" or "... in PLAINTEXT ..."
 
     def wait_ready(self, timeout=120):
         rx = re.compile(r"^tandem up: (\S+) pid (\d+) on (127\.0\.0\.1:\d+)")
@@ -102,6 +104,9 @@ class UpCluster:
                 if m.group(1) == "router" and c:
                     self.cluster_addr = c.group(1)
                 FOREIGN_PIDS.append((int(m.group(2)), "%s/%s" % (self.name, m.group(1))))
+                continue
+            if line.startswith("tandem up: cluster gRPC "):
+                self.tls_line = line.strip()
                 continue
             m = ready.search(line)
             if m:

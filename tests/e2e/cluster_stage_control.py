@@ -17,13 +17,14 @@ tandem-router with mTLS inside the cluster (the test's CA):
     zero above is the count that matters."""
 
 import os
+import re
 import threading
 import time
 from concurrent import futures
 
 import cluster_state as state
 from cluster_checks import concurrent, safe
-from cluster_procs import ManualCluster, Proc, bin_path
+from cluster_procs import ManualCluster, Proc, UpCluster, bin_path, wait_pids_gone
 from cluster_refs import generate_many, same_as
 from cluster_state import check, log
 from cluster_stage_lifecycle import wait_health
@@ -116,7 +117,7 @@ def run_control_plane():
         if not check("control: %s: the router prints a public and a cluster listener, on distinct ports (%s, %s), "
                      "the cluster one over mTLS" % (label, cl.addr, cl.cluster_addr),
                      cl.addr is not None and cl.cluster_addr is not None and cl.addr != cl.cluster_addr
-                     and "(worker registry, mTLS)" in cl.router.log_tail(), cl.router.log_tail()):
+                     and "(worker registry, mTLS)" in cl.router.cluster_line, cl.router.cluster_line):
             return
         ok = cl.start_workers([("prefill", "c-prefill", []), ("decode", "c-decode", [])])
         ok2, last = cl.wait_registered(1, 1)
@@ -193,6 +194,44 @@ def run_control_plane():
             run_insecure_control(impostor, prompts, expected)
         finally:
             impostor.stop()
+    run_up_ephemeral(prompts, expected)
+
+
+def run_up_ephemeral(prompts, expected):
+    """`tandem up` with no TLS flags: mTLS with an ephemeral CA of its own,
+    in a private directory that is gone once it stops; the test's CA (a
+    stranger to it) gets no handshake on its cluster port."""
+    import grpc
+    label = "`tandem up` (default: ephemeral CA)"
+    up = UpCluster("control-up", [], "tcp,self", tls=None)
+    client = None
+    try:
+        ok = up.wait_ready()
+        m = re.search(r"over mTLS \(certificates in (\S+), ephemeral\)", up.tls_line)
+        certs = m.group(1) if m else None
+        mode = os.stat(certs).st_mode & 0o777 if certs and os.path.isdir(certs) else None
+        if not check("control: %s: ready, says mTLS with an ephemeral certificate directory (%s, mode %s)"
+                     % (label, certs, oct(mode) if mode is not None else None),
+                     ok and mode == 0o700 and sorted(os.listdir(certs)) == sorted(
+                         ["ca.crt"] + ["%s.%s" % (r, e) for r in ("router", "prefill-worker", "decode-worker")
+                                       for e in ("crt", "key")]), (up.tls_line, up.proc.log_tail())):
+            return
+        client = state.tc.TandemClient(up.addr)
+        res = users_requests(client, prompts)
+        bad = ["#%d: %s" % (i, same_as(r, w)) for i, (r, w) in enumerate(zip(res, expected)) if same_as(r, w)]
+        check("control: %s: %d concurrent requests equal `tandem generate`" % (label, N_REQUESTS), not bad,
+              "%d bad: %s" % (len(bad), bad[:3]))
+        r = listed_ids(state.channel(up.cluster_addr))
+        check("control: %s: the test's CA gets no handshake on its cluster port (UNAVAILABLE)" % label,
+              code_of(r) == grpc.StatusCode.UNAVAILABLE, r)
+        pids = up.pids()
+        rc = up.proc.stop(wait=30)
+        check("control: %s: exits 0 on SIGTERM, its members gone, its certificate directory removed" % label,
+              rc == 0 and not wait_pids_gone(pids) and not os.path.exists(certs), (rc, certs))
+    finally:
+        if client is not None:
+            client.close()
+        up.proc.stop()
 
 
 def run_insecure_control(impostor, prompts, expected):
@@ -202,7 +241,7 @@ def run_insecure_control(impostor, prompts, expected):
     cl = ManualCluster("control-plain", "tcp,self", insecure=True)
     client = None
     try:
-        ok = cl.addr is not None and "PLAINTEXT: --insecure-cluster" in cl.router.log_tail()
+        ok = cl.addr is not None and "PLAINTEXT: --insecure-cluster" in cl.router.cluster_line
         ok = ok and cl.start_workers([("prefill", "p-prefill", []), ("decode", "p-decode", [])])
         ok2, last = cl.wait_registered(1, 1)
         if not check("control: %s: starts, says PLAINTEXT and the workers register" % label, ok and ok2,
