@@ -40,10 +40,16 @@ invariants of docs/architecture.md:
      finish exactly, new requests UNAVAILABLE, exit 0
   ipv6 --host ::1 end to end (skipped without IPv6 loopback)
   routers  workers registered with two router replicas (`--router A,B`)
-  control  the control plane is apart: Register and ListWorkers on the
-     router's public port get UNIMPLEMENTED, an impostor prefill worker
-     that tried to register there gets none of 16 requests (all exact);
-     registered on the cluster port it would
+  control  nobody joins uninvited: Register and ListWorkers on the router's
+     public port get UNIMPLEMENTED; on the cluster port (mTLS) plaintext
+     and another CA's certificates get no handshake, a certificate of the
+     wrong role PERMISSION_DENIED, a worker of another CA never registers,
+     an impostor registered with a stolen prefill certificate gets none of
+     32 requests (all exact); under --insecure-cluster it gets prompts;
+     `tandem up` alone runs mTLS with an ephemeral CA it removes at exit
+Every stage runs mTLS inside the cluster with one test CA (`tandem certs`
+into <work>/certs, every certificate also naming tandem-test-peer so the
+test can dial any member as the router).
 
   cluster_test.py --bin-dir build/bin --source . --work DIR
                   [--only a,serve,c,tp,bp,stale,fault,migrate,health,drain,ipv6,routers,control]
