@@ -25,8 +25,9 @@ The subset (keep deploy/helm/tandem/templates inside it):
                default D X, printf FMT ARGS (verbs %s %d %v %q %%), list,
                dict, index M K, eq A B, ne A B, not X, and A B, or A B,
                join SEP LIST, sha256sum S, trunc N S, trimSuffix SUF S,
-               toString X, required MSG X, fail MSG, add N N... (integers
-               only, as Sprig's int64 sum).
+               toString X, required MSG X, fail MSG, add N N... and sub A B
+               (integers only, as Sprig's int64 arithmetic), lt A B (two
+               integers).
   Printing     strings, integers and booleans as Go prints them. Floats, maps,
                lists and nil cannot be printed (Helm would print "<no value>"
                or Go's map syntax: never what a manifest wants). Floats are
@@ -52,7 +53,7 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -652,6 +653,11 @@ class Renderer:
       if len(vals) < 2 or not all(isinstance(x, int) and not isinstance(x, bool) for x in vals):
         raise TemplateError(f"add takes two or more integers, got {vals!r}")
       return V(sum(vals))
+    if name in ("sub", "lt"):
+      need(2)
+      if not all(isinstance(x, int) and not isinstance(x, bool) for x in vals):
+        raise TemplateError(f"{name} takes two integers, got {vals!r}")
+      return V(vals[0] - vals[1] if name == "sub" else vals[0] < vals[1])
     raise TemplateError(f"function {name!r} is outside the subset")
 
 

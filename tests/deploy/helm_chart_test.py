@@ -339,6 +339,9 @@ class RendererTest(unittest.TestCase):
     self.assertEqual(self.render('{{ "abcdef-" | trunc 6 | trimSuffix "-" }}', v), "abcdef")
     self.assertEqual(self.render('{{ "a" | sha256sum }}', v), hashlib.sha256(b"a").hexdigest())
     self.assertEqual(self.render("{{ add .Values.n 15 }}{{ 2 | add 1 }}", v), "183")
+    self.assertEqual(self.render("{{ sub .Values.n 1 }}{{ lt .Values.n 3 }}{{ 4 | lt .Values.n }}", v), "2falsetrue")
+    with self.assertRaisesRegex(gotemplate.TemplateError, "two integers"):
+      self.render('{{ lt .Values.n "4" }}', v)
     with self.assertRaisesRegex(gotemplate.TemplateError, "integers"):
       self.render("{{ add .Values.s 1 }}", v)
 
