@@ -2,13 +2,14 @@
 """Checks deploy/helm/tandem without helm or a cluster.
 
 Renders every template with tests/deploy/gotemplate.py (the Go-template subset
-the chart keeps to) under the default values and four other value sets, and
-checks what a broken chart would get wrong: YAML that does not parse or has
-duplicate keys, objects without apiVersion/kind/metadata.name, values that no
-template uses, flags the binaries do not have (against their --help), values
-that do not reach exactly their flag, containers without gRPC probes, Service
-ports that point at no container port, monitors and HPAs that point at
-nothing.
+the chart keeps to) under the default values and five other value sets
+(helm_chart_util.py), and checks what a broken chart would get wrong: YAML
+that does not parse or has duplicate keys, objects without
+apiVersion/kind/metadata.name, values that no template uses, flags the
+binaries do not have (against their --help), values that do not reach
+exactly their flag, Service ports that point at no container port, monitors
+and HPAs that point at nothing. The Secrets (cluster mTLS, public TLS, API
+keys) and the probes are helm_chart_tls_test.py's.
 
 What it cannot prove: that Helm renders byte-for-byte the same (the renderer
 is not Helm), or that Kubernetes accepts the objects (no schema validation,
@@ -18,29 +19,22 @@ no API server). deploy/helm/tandem/README.md says the same.
 """
 
 import argparse
-import copy
 import hashlib
-import os
 import re
-import shlex
-import subprocess
 import sys
 import unittest
 
-import yaml
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import gotemplate  # noqa: E402
-
-CHART = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "deploy", "helm", "tandem")
-BIN_DIR = None  # set from --bin-dir
-RELEASE = "tandem"
-BINARIES = {"router": "tandem-router", "prefill": "tandem-prefill-worker", "decode": "tandem-decode-worker"}
-WORKLOAD_KINDS = ("Deployment", "StatefulSet")
+import gotemplate
+import helm_chart_util
+from helm_chart_util import (BINARIES, CLUSTER_TLS_FLAGS, PER_POD, RELEASE, VALUE_SETS, VALUE_TO_FLAG,
+                             by_kind, cluster_tls_flags, component_of, container_argv, defaults, flags_of,
+                             leaf, parse_flags, pod_spec, render_all, renderer, workloads)
 
 # Flags of a binary that the chart deliberately does not set, and why. Any
 # other flag in a binary's --help must be set by the chart, so a new flag
-# fails this test until it is mapped to a value (or listed here).
+# fails this test until it is mapped to a value (or listed here). The cluster
+# TLS flags are set by mode (CLUSTER_TLS_FLAGS). test_api_key_secret and
+# test_public_tls_secret are in helm_chart_tls_test.py.
 NOT_MAPPED = {
     "router": {
         "help": "prints usage",
@@ -55,239 +49,6 @@ NOT_MAPPED = {
     "prefill": {"help": "prints usage"},
     "decode": {"help": "prints usage"},
 }
-# Per-pod flags, set from the downward API in the container command.
-PER_POD = {"host": "$POD_IP", "worker-id": "$POD_NAME"}
-
-# Each value that configures a binary, and the one flag it becomes.
-ENGINE = {
-    "maxNumBatchedTokens": "max-num-batched-tokens", "maxNumSeqs": "max-num-seqs",
-    "kvCacheMemoryMib": "kv-cache-memory", "numKvBlocks": "num-kv-blocks",
-    "noPrefixCaching": "no-prefix-caching", "noChunkedPrefill": "no-chunked-prefill",
-    "batching": "batching", "schedulingPolicy": "scheduling-policy", "batchSize": "batch-size",
-    "maxBatchDelayMs": "max-batch-delay-ms",
-}
-
-
-def value_to_flag():
-  m = {
-      "router": {
-          ("model", "path"): "model", ("router", "host"): "host", ("router", "port"): "port",
-          ("router", "clusterPort"): "cluster-port",
-          ("router", "maxQueued"): "max-queued", ("router", "prefillTimeoutMs"): "prefill-timeout-ms",
-          ("router", "maxPrefillTokensPerWorker"): "max-prefill-tokens-per-worker",
-          ("router", "maxQueuedTokens"): "max-queued-tokens",
-          ("router", "leaseRenewMs"): "lease-renew-ms", ("router", "maxMigrations"): "max-migrations",
-          ("router", "migrationPatienceMs"): "migration-patience-ms",
-          ("router", "decodeIdleTimeoutMs"): "decode-idle-timeout-ms",
-          ("router", "drainTimeoutS"): "drain-timeout-s", ("metrics", "port"): "metrics-port",
-          ("router", "apiKeys", "maxStreamsPerKey"): "max-streams-per-key",
-          ("router", "apiKeys", "tokensPerMinutePerKey"): "tokens-per-minute-per-key",
-      },
-  }
-  for role in ("prefill", "decode"):
-    w = {
-        ("model", "path"): "model", (role, "port"): "port", ("kv", "transport"): "kv-transport",
-        ("kv", "blockSize"): "block-size", ("kv", "cacheDtype"): "kv-cache-dtype", (role, "tp"): "tp",
-        ("model", "dtype"): "dtype", (role, "drainTimeoutS"): "drain-timeout-s",
-        ("metrics", "port"): "metrics-port",
-    }
-    w.update({(role, "engine", k): f for k, f in ENGINE.items()})
-    if role == "prefill":
-      w.update({(role, "kvFlushTimeoutMs"): "kv-flush-timeout-ms", (role, "kvSenderThreads"): "kv-sender-threads"})
-    else:
-      w.update({(role, "reservationTimeoutMs"): "reservation-timeout-ms", (role, "releaseGraceMs"): "release-grace-ms"})
-    m[role] = w
-  return m
-
-
-VALUE_TO_FLAG = value_to_flag()
-
-
-# ------------------------------------------------------------- value sets ---
-
-def defaults():
-  return copy.deepcopy(renderer().default_values)
-
-
-def gpu_values():
-  """CUDA image, tp 2 with 2 GPUs a pod, model on a PVC, ServiceMonitor, HPAs."""
-  v = defaults()
-  v["image"]["tag"] = "0.1.0-cuda"
-  v["imagePullSecrets"] = [{"name": "regcred"}]
-  v["runtimeClassName"] = "nvidia"
-  v["model"]["path"] = "/models/qwen2-0.5b"
-  v["model"]["volume"].update(type="pvc", claimName="tandem-models")
-  v["ucx"].update(tls="rc,ud", netDevices="mlx5_0:1")
-  v["openmp"]["waitPolicy"] = ""  # dedicated GPU nodes: leave OpenMP at its default
-  v["metrics"]["serviceMonitor"].update(enabled=True, labels={"release": "prometheus"})
-  v["router"]["service"].update(type="LoadBalancer", annotations={"example.com/lb": "internal"})
-  v["router"]["extraArgs"] = ["--decode-workers=10.0.0.9:50053"]
-  v["router"]["apiKeys"].update(secretName="tandem-api-keys", secretKey="api-keys.txt")
-  v["router"]["publicTls"]["secretName"] = "tandem-public-tls"
-  for c in ("router", "prefill", "decode"):
-    v[c]["nodeSelector"] = {"example.com/pool": c}
-    v[c]["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    v[c]["affinity"] = {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
-        {"weight": 1, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
-                                          "labelSelector": {"matchLabels": {"app.kubernetes.io/component": c}}}}]}}
-    v[c]["podAnnotations"] = {"example.com/owner": "serving"}
-    v[c]["env"] = [{"name": "OMP_NUM_THREADS", "value": "4"}]
-  for role in ("prefill", "decode"):
-    v[role].update(tp=2, gpus=2)
-    v[role]["autoscaling"].update(enabled=True, minReplicas=2, maxReplicas=8, queuedPerReplica=4)
-  return v
-
-
-def hostpath_values():
-  v = defaults()
-  v["model"]["path"] = "/srv/models/llama"
-  v["model"]["volume"].update(type="hostPath", hostPath="/srv/models", mountPath="/srv/models")
-  v["metrics"]["podMonitor"].update(enabled=True, interval="30s", labels={"team": "serving"})
-  v["router"]["resources"] = {"requests": {}, "limits": {}}
-  return v
-
-
-def init_values():
-  v = defaults()
-  v["model"]["path"] = "/models/m"
-  v["model"]["volume"]["type"] = "emptyDir"
-  v["model"]["init"].update(enabled=True, image="example.com/fetch:1",
-                            command=["fetch-model", "--to", "/models/m"])
-  return v
-
-
-def distinct_values():
-  """Every value that maps to a flag set to a non-default value of its own."""
-  v = defaults()
-  strings = {("model", "path"): "/models/x", ("router", "host"): "10.9.8.7", ("kv", "transport"): "loopback",
-             ("kv", "cacheDtype"): "bf16", ("model", "dtype"): "bfloat16", ("prefill", "engine", "batching"): "dynamic",
-             ("decode", "engine", "batching"): "static", ("prefill", "engine", "schedulingPolicy"): "priority",
-             ("decode", "engine", "schedulingPolicy"): "priority"}
-  n = 1000
-  for comp in VALUE_TO_FLAG.values():
-    for path in comp:
-      node = v
-      for k in path[:-1]:
-        node = node[k]
-      old = node[path[-1]]
-      if isinstance(old, bool):
-        node[path[-1]] = not old
-      elif isinstance(old, int):
-        node[path[-1]] = 40000 + n  # distinct from every default and from each other
-        n += 1
-      else:
-        node[path[-1]] = strings[path]
-  return v
-
-
-VALUE_SETS = {"default": defaults, "gpu": gpu_values, "hostpath": hostpath_values, "init": init_values,
-              "distinct": distinct_values}
-
-
-# ---------------------------------------------------------------- helpers ---
-
-_RENDERER = None
-
-
-def renderer():
-  global _RENDERER
-  if _RENDERER is None:
-    _RENDERER = gotemplate.Renderer(CHART)
-  return _RENDERER
-
-
-class StrictLoader(yaml.SafeLoader):
-  """SafeLoader that refuses duplicate keys (PyYAML keeps the last silently;
-  Kubernetes' decoder refuses them)."""
-
-
-def _no_dup_mapping(loader, node, deep=False):
-  keys = set()
-  for k, _ in node.value:
-    key = loader.construct_object(k, deep=deep)
-    if key in keys:
-      raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", k.start_mark)
-    keys.add(key)
-  return loader.construct_mapping(node, deep)
-
-
-StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_dup_mapping)
-
-
-def render_objects(values):
-  out = renderer().render(values, release=RELEASE)
-  objs = []
-  for fn, text in out.items():
-    for doc in yaml.load_all(text, Loader=StrictLoader):
-      if doc is not None:
-        objs.append((fn, doc))
-  return objs
-
-
-def by_kind(objs, kind):
-  return {o["metadata"]["name"]: o for _, o in objs if o["kind"] == kind}
-
-
-def help_flags(binary):
-  out = subprocess.run([os.path.join(BIN_DIR, binary), "--help"], capture_output=True, text=True, timeout=30)
-  assert out.returncode == 0, f"{binary} --help exited {out.returncode}: {out.stderr}"
-  return set(re.findall(r"^  --([a-z0-9-]+)  ", out.stdout, re.M))
-
-
-_HELP = {}
-
-
-def flags_of(component):
-  if component not in _HELP:
-    _HELP[component] = help_flags(BINARIES[component])
-  return _HELP[component]
-
-
-def pod_spec(workload):
-  return workload["spec"]["template"]["spec"]
-
-
-def container_argv(objs, workload, container):
-  """The argv the container's shell runs: the binary, the ConfigMap's flags,
-  then the per-pod flags (left as the shell variables they name)."""
-  assert container["command"] == ["/bin/sh", "-c"], container["command"]
-  (script,) = container["args"]
-  m = re.fullmatch(r"set -f; exec (\S+) \$\(cat (/etc/tandem/[a-z.]+)\)(.*)", script)
-  assert m, f"unexpected container script {script!r}"
-  binary, path, rest = m.group(1), m.group(2), m.group(3)
-  mounts = {vm["mountPath"]: vm["name"] for vm in container["volumeMounts"]}
-  vol_name = mounts[os.path.dirname(path)]
-  vols = {v["name"]: v for v in pod_spec(workload)["volumes"]}
-  cm_name = vols[vol_name]["configMap"]["name"]
-  data = by_kind(objs, "ConfigMap")[cm_name]["data"][os.path.basename(path)]
-  lines = data.splitlines()
-  for line in lines:
-    assert line and not re.search(r"\s", line), f"flag line {line!r} would be split or dropped by the shell"
-  return binary, data, lines + shlex.split(rest)
-
-
-def parse_flags(argv):
-  flags = {}
-  for a in argv:
-    m = re.fullmatch(r"--([a-z0-9-]+)=(.*)", a)
-    assert m, f"argument {a!r} is not --flag=value"
-    assert m.group(1) not in flags, f"--{m.group(1)} passed twice"
-    flags[m.group(1)] = m.group(2)
-  return flags
-
-
-def component_of(workload):
-  return workload["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
-
-
-def workloads(objs):
-  return [o for _, o in objs if o["kind"] in WORKLOAD_KINDS]
-
-
-def leaf(values, path):
-  for k in path:
-    values = values[k]
-  return values
 
 
 # ------------------------------------------------------------------ tests ---
@@ -360,8 +121,7 @@ class ChartTest(unittest.TestCase):
 
   @classmethod
   def setUpClass(cls):
-    cls.rendered = {name: render_objects(make()) for name, make in VALUE_SETS.items()}
-    cls.values = {name: make() for name, make in VALUE_SETS.items()}
+    cls.rendered, cls.values = render_all()
 
   def test_every_document_is_a_named_object(self):
     for name, objs in self.rendered.items():
@@ -382,7 +142,7 @@ class ChartTest(unittest.TestCase):
             ("Service", "tandem-prefill"), ("StatefulSet", "tandem-prefill"), ("Service", "tandem-decode"),
             ("StatefulSet", "tandem-decode")}
     want = {
-        "default": base, "init": base, "distinct": base,
+        "default": base, "init": base, "distinct": base, "insecure": base,
         "hostpath": base | {("PodMonitor", "tandem-metrics")},
         "gpu": base | {("ServiceMonitor", "tandem-metrics"), ("HorizontalPodAutoscaler", "tandem-prefill"),
                        ("HorizontalPodAutoscaler", "tandem-decode")},
@@ -410,17 +170,21 @@ class ChartTest(unittest.TestCase):
           flags = parse_flags(argv)
           known = flags_of(comp)
           self.assertEqual(sorted(set(flags) - known), [], f"flags {BINARIES[comp]} --help does not list")
-          self.assertEqual(sorted(known - set(flags) - set(NOT_MAPPED[comp])), [],
+          # Cluster TLS: the Secret's three files, or --insecure-cluster.
+          other_mode = set(CLUSTER_TLS_FLAGS) - set(cluster_tls_flags(self.values[name]))
+          self.assertEqual(sorted(other_mode & set(flags)), [], "both cluster TLS modes")
+          self.assertEqual(sorted(known - set(flags) - set(NOT_MAPPED[comp]) - other_mode), [],
                            f"flags of {BINARIES[comp]} the chart does not set (map them or list them in NOT_MAPPED)")
 
   def test_each_value_reaches_exactly_its_flag(self):
-    for name in ("default", "distinct"):
+    for name in ("default", "distinct", "insecure"):
       values, objs = self.values[name], self.rendered[name]
       for w in workloads(objs):
         comp = component_of(w)
         (c,) = pod_spec(w)["containers"]
         flags = parse_flags(container_argv(objs, w, c)[2])
         expected = {f: gotemplate.go_str(leaf(values, p)) for p, f in VALUE_TO_FLAG[comp].items()}
+        expected.update(cluster_tls_flags(values))
         if comp == "router":
           self.assertEqual(flags, expected, f"{name}/{comp}")
         else:
@@ -432,48 +196,6 @@ class ChartTest(unittest.TestCase):
     for comp, mapping in VALUE_TO_FLAG.items():
       for p in mapping:
         self.assertNotEqual(leaf(self.values["distinct"], p), leaf(self.values["default"], p), p)
-
-  def test_api_key_secret(self):
-    """Off by default; with a Secret, the router reads the key file mounted from it, read-only."""
-    for name, objs in self.rendered.items():
-      router = by_kind(objs, "Deployment")["tandem-router"]
-      (c,) = pod_spec(router)["containers"]
-      flags = parse_flags(container_argv(objs, router, c)[2])
-      secret = self.values[name]["router"]["apiKeys"]["secretName"]
-      with self.subTest(values=name):
-        mounts = {m["name"]: m for m in c["volumeMounts"]}
-        volumes = {v["name"]: v for v in pod_spec(router)["volumes"]}
-        if not secret:
-          self.assertNotIn("api-key-file", flags)
-          self.assertNotIn("api-keys", volumes)
-          continue
-        key = self.values[name]["router"]["apiKeys"]["secretKey"]
-        self.assertEqual(flags["api-key-file"], f"/etc/tandem-api-keys/{key}")
-        self.assertEqual(mounts["api-keys"], {"name": "api-keys", "mountPath": "/etc/tandem-api-keys",
-                                              "readOnly": True})
-        self.assertEqual(volumes["api-keys"], {"name": "api-keys", "secret": {"secretName": secret}})
-    self.assertTrue(any(self.values[n]["router"]["apiKeys"]["secretName"] for n in self.rendered))
-
-  def test_public_tls_secret(self):
-    """Off by default; with a kubernetes.io/tls Secret, the router serves its public port with it."""
-    for name, objs in self.rendered.items():
-      router = by_kind(objs, "Deployment")["tandem-router"]
-      (c,) = pod_spec(router)["containers"]
-      flags = parse_flags(container_argv(objs, router, c)[2])
-      secret = self.values[name]["router"]["publicTls"]["secretName"]
-      with self.subTest(values=name):
-        mounts = {m["name"]: m for m in c["volumeMounts"]}
-        volumes = {v["name"]: v for v in pod_spec(router)["volumes"]}
-        if not secret:
-          self.assertNotIn("public-tls-cert", flags)
-          self.assertNotIn("public-tls", volumes)
-          continue
-        self.assertEqual((flags["public-tls-cert"], flags["public-tls-key"]),
-                         ("/etc/tandem-public-tls/tls.crt", "/etc/tandem-public-tls/tls.key"))
-        self.assertEqual(mounts["public-tls"], {"name": "public-tls", "mountPath": "/etc/tandem-public-tls",
-                                                "readOnly": True})
-        self.assertEqual(volumes["public-tls"], {"name": "public-tls", "secret": {"secretName": secret}})
-    self.assertTrue(any(self.values[n]["router"]["publicTls"]["secretName"] for n in self.rendered))
 
   def test_extra_args_are_appended(self):
     objs = self.rendered["gpu"]
@@ -530,37 +252,6 @@ class ChartTest(unittest.TestCase):
         self.assertNotIn("annotations", cluster["metadata"])  # the public Service's (load balancer) annotations
         self.assertNotEqual(self.values[name]["router"]["clusterPort"], self.values[name]["router"]["port"])
 
-  def test_every_container_has_grpc_probes_on_its_port(self):
-    for name, objs in self.rendered.items():
-      for w in workloads(objs):
-        for c in pod_spec(w)["containers"]:
-          with self.subTest(values=name, container=c["name"]):
-            ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-            flags = parse_flags(container_argv(objs, w, c)[2])
-            self.assertEqual(str(ports["grpc"]), flags["port"])
-            self.assertEqual(str(ports["metrics"]), flags["metrics-port"])
-            # Readiness: the whole server (NOT_SERVING while it cannot take
-            # work). Startup/liveness: a service SERVING while the process runs.
-            # The router's: on its cluster port, where the registry is.
-            live = {"router": "tandem.v1.WorkerRegistry", "prefill": "tandem.v1.PrefillWorker",
-                    "decode": "tandem.v1.DecodeWorker"}[component_of(w)]
-            live_port = ports["grpc"]
-            if component_of(w) == "router":
-              live_port = ports["cluster"]
-              self.assertEqual(str(live_port), flags["cluster-port"])
-              self.assertEqual(sorted(ports), ["cluster", "grpc", "metrics"])
-            # The router's readiness asks its cluster port for tandem.v1.Generation
-            # (mirrored there): Kubernetes' gRPC probes cannot speak TLS, which
-            # the public port may have.
-            ready = {"port": ports["grpc"]}
-            if component_of(w) == "router":
-              ready = {"port": ports["cluster"], "service": "tandem.v1.Generation"}
-            self.assertEqual(c["readinessProbe"]["grpc"], ready)
-            for probe in ("startupProbe", "livenessProbe"):
-              self.assertEqual(c[probe]["grpc"], {"port": live_port, "service": live})
-            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-              self.assertGreater(c[probe]["periodSeconds"], 0)
-
   def test_pods_get_time_to_drain(self):
     # The kubelet's SIGKILL must come after the binary's own drain timeout.
     for name, objs in self.rendered.items():
@@ -612,7 +303,7 @@ class ChartTest(unittest.TestCase):
       for w in workloads(self.rendered[name]):
         (c,) = pod_spec(w)["containers"]
         self.assertNotIn("nvidia.com/gpu", str(c["resources"]))
-        self.assertEqual([v["name"] for v in pod_spec(w)["volumes"]], ["flags"])
+        self.assertEqual([v["name"] for v in pod_spec(w)["volumes"]], ["flags", "cluster-tls"])
     router = by_kind(self.rendered["hostpath"], "Deployment")["tandem-router"]
     self.assertEqual(pod_spec(router)["volumes"][1]["hostPath"], {"path": "/srv/models", "type": "Directory"})
     self.assertIsNone(pod_spec(router)["containers"][0]["resources"])  # empty requests and limits
@@ -672,11 +363,10 @@ class ChartTest(unittest.TestCase):
 
 
 def main():
-  global BIN_DIR
   ap = argparse.ArgumentParser()
   ap.add_argument("--bin-dir", required=True, help="where tandem-router and the worker binaries are")
   args, rest = ap.parse_known_args()
-  BIN_DIR = args.bin_dir
+  helm_chart_util.BIN_DIR = args.bin_dir
   unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
 
 

@@ -57,6 +57,7 @@ Context: the root.
 --api-key-file=/etc/tandem-api-keys/{{ .Values.router.apiKeys.secretKey }}
 {{- end }}
 --metrics-port={{ .Values.metrics.port }}
+{{ include "tandem.clusterTlsFlags" . }}
 {{- range .Values.router.extraArgs }}
 {{ . }}
 {{- end }}
@@ -97,42 +98,118 @@ Context: dict root, component (prefill | decode).
 --reservation-timeout-ms={{ $pool.reservationTimeoutMs }}
 --release-grace-ms={{ $pool.releaseGraceMs }}
 {{- end }}
+{{ include "tandem.clusterTlsFlags" .root }}
 {{- range $pool.extraArgs }}
 {{ . }}
 {{- end }}
 {{- end -}}
 
 {{/*
-The three gRPC probes (grpc.health.v1). Readiness asks `port` for the whole
-server (service ""), which a binary reports NOT_SERVING while it cannot take
-work: the router until a prefill and a decode worker are registered, every
-binary while it drains. Startup and liveness ask `livePort` for `live`, a
-service the binary reports SERVING for as long as it runs (the router's is
-on its cluster listener; a worker's on its one port).
-Context: dict root, port, livePort, live.
+mTLS inside the cluster (clusterTls). Each pod mounts its role's Secret
+(tls.crt, tls.key, ca.crt: what a cert-manager Certificate writes) at this
+directory, read-only. Context: anything.
+*/}}
+{{- define "tandem.clusterTlsDir" -}}
+/etc/tandem-cluster-tls
+{{- end -}}
+
+{{/*
+The cluster TLS flags of every binary, one per line: the mounted role
+certificate, or --insecure-cluster when clusterTls is off. Context: the root.
+*/}}
+{{- define "tandem.clusterTlsFlags" -}}
+{{- if .Values.clusterTls.enabled -}}
+{{- $dir := include "tandem.clusterTlsDir" . -}}
+--tls-ca={{ $dir }}/ca.crt
+--tls-cert={{ $dir }}/tls.crt
+--tls-key={{ $dir }}/tls.key
+{{- else -}}
+--insecure-cluster=true
+{{- end -}}
+{{- end -}}
+
+{{/*
+The role a component's certificate names (its DNS SAN), which the binary
+checks at start and its peers check on every call. Context: dict component.
+*/}}
+{{- define "tandem.clusterRole" -}}
+{{- if eq .component "router" -}}
+tandem-router
+{{- else -}}
+{{- printf "tandem-%s-worker" .component -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The Secret a component mounts: clusterTls.secretNames.<component>, or
+"<release>-<component>-tls". Context: dict root, component.
+*/}}
+{{- define "tandem.clusterTlsSecret" -}}
+{{- $name := index .root.Values.clusterTls.secretNames .component -}}
+{{- $name | default (include "tandem.fullname" (dict "root" .root "component" (printf "%s-tls" .component))) -}}
+{{- end -}}
+
+{{/*
+What one probe checks. With clusterTls: an exec of the image's `tandem
+health` against the pod IP (where the kubelet's gRPC probe would dial;
+bracketed when IPv6), with the pod's own certificate (a cluster port takes
+only clients from the cluster CA) and --tls-peer the pod's own role (the
+server's certificate names its role, not its address). Its deadline is one
+second under the probe's timeout, so a slow server fails the probe with
+tandem health's message rather than the kubelet's kill. Without: a grpc:
+probe. Context: dict root, role, port, service ("": the whole server).
+*/}}
+{{- define "tandem.probeCheck" -}}
+{{- $v := .root.Values -}}
+{{- if $v.clusterTls.enabled -}}
+{{- $deadline := sub $v.probes.timeoutSeconds 1 -}}
+{{- if lt $deadline 1 -}}
+{{- fail (printf "probes.timeoutSeconds %v: at least 2 with clusterTls.enabled (tandem health's deadline is one second less)" $v.probes.timeoutSeconds) -}}
+{{- end -}}
+{{- $dir := include "tandem.clusterTlsDir" .root -}}
+{{- $service := "" -}}
+{{- with .service -}}
+{{- $service = printf " --service=%s" . -}}
+{{- end -}}
+exec:
+  command:
+    - /bin/sh
+    - -c
+    - {{ printf "a=$POD_IP; case $a in *:*) a=\"[$a]\";; esac; exec %s/tandem health --addr=\"$a:%v\"%s --timeout-s=%v --tls-ca=%s/ca.crt --tls-cert=%s/tls.crt --tls-key=%s/tls.key --tls-peer=%s" $v.image.binDir .port $service $deadline $dir $dir $dir .role | quote }}
+{{- else -}}
+grpc:
+  port: {{ .port }}
+  {{- with .service }}
+  service: {{ . }}
+  {{- end }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The three probes (grpc.health.v1; tandem.probeCheck says how they ask).
+Readiness asks `port` for `ready` ("": the whole server), which a binary
+reports NOT_SERVING while it cannot take work: the router until a prefill
+and a decode worker are registered, every binary while it drains. Startup
+and liveness ask `livePort` for `live`, a service the binary reports
+SERVING for as long as it runs (the router's is on its cluster listener; a
+worker's on its one port).
+Context: dict root, component, port, ready, livePort, live.
 */}}
 {{- define "tandem.probes" -}}
 {{- $p := .root.Values.probes -}}
+{{- $role := include "tandem.clusterRole" . -}}
 startupProbe:
-  grpc:
-    port: {{ .livePort }}
-    service: {{ .live }}
+  {{- include "tandem.probeCheck" (dict "root" .root "role" $role "port" .livePort "service" .live) | nindent 2 }}
   periodSeconds: {{ $p.startup.periodSeconds }}
   failureThreshold: {{ $p.startup.failureThreshold }}
   timeoutSeconds: {{ $p.timeoutSeconds }}
 readinessProbe:
-  grpc:
-    port: {{ .port }}
-    {{- with .ready }}
-    service: {{ . }}
-    {{- end }}
+  {{- include "tandem.probeCheck" (dict "root" .root "role" $role "port" .port "service" .ready) | nindent 2 }}
   periodSeconds: {{ $p.readiness.periodSeconds }}
   failureThreshold: {{ $p.readiness.failureThreshold }}
   timeoutSeconds: {{ $p.timeoutSeconds }}
 livenessProbe:
-  grpc:
-    port: {{ .livePort }}
-    service: {{ .live }}
+  {{- include "tandem.probeCheck" (dict "root" .root "role" $role "port" .livePort "service" .live) | nindent 2 }}
   periodSeconds: {{ $p.liveness.periodSeconds }}
   failureThreshold: {{ $p.liveness.failureThreshold }}
   timeoutSeconds: {{ $p.timeoutSeconds }}
@@ -201,14 +278,15 @@ affinity:
 {{- end -}}
 
 {{/*
-Volumes: the flags ConfigMap, and the model volume when there is one.
-Context: the root.
+Volumes: the flags ConfigMap, the model volume when there is one, and the
+component's cluster TLS Secret when clusterTls is on.
+Context: dict root, component.
 */}}
 {{- define "tandem.volumes" -}}
-{{- $mv := .Values.model.volume -}}
+{{- $mv := .root.Values.model.volume -}}
 - name: flags
   configMap:
-    name: {{ include "tandem.fullname" (dict "root" . "component" "flags") }}
+    name: {{ include "tandem.fullname" (dict "root" .root "component" "flags") }}
 {{- if eq $mv.type "pvc" }}
 - name: model
   persistentVolumeClaim:
@@ -225,16 +303,30 @@ Context: the root.
 {{- else if ne $mv.type "none" }}
 {{- fail (printf "model.volume.type %q: use none, pvc, hostPath or emptyDir" $mv.type) }}
 {{- end }}
+{{- if .root.Values.clusterTls.enabled }}
+- name: cluster-tls
+  secret:
+    secretName: {{ include "tandem.clusterTlsSecret" . }}
+{{- end }}
 {{- end -}}
 
-{{/* Mounts matching tandem.volumes (the model read-only). Context: the root. */}}
+{{/*
+Mounts matching tandem.volumes (all read-only). Context: dict root,
+component.
+*/}}
 {{- define "tandem.volumeMounts" -}}
+{{- $v := .root.Values -}}
 - name: flags
   mountPath: /etc/tandem
   readOnly: true
-{{- if ne .Values.model.volume.type "none" }}
+{{- if ne $v.model.volume.type "none" }}
 - name: model
-  mountPath: {{ .Values.model.volume.mountPath }}
+  mountPath: {{ $v.model.volume.mountPath }}
+  readOnly: true
+{{- end }}
+{{- if $v.clusterTls.enabled }}
+- name: cluster-tls
+  mountPath: {{ include "tandem.clusterTlsDir" . }}
   readOnly: true
 {{- end }}
 {{- end -}}
