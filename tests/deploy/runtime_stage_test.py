@@ -9,9 +9,11 @@ be missing), runs ldconfig as the Dockerfiles do, and then, chrooted into that
 tree with /proc, /sys and /dev mounted in a private mount namespace:
   - every binary answers --help,
   - `tandem generate` gives exactly what the same binary gives outside,
-  - a router, a prefill and a decode worker (KV over UCX tcp, as the Helm
-    chart's default) serve a generation through `tandem client` with the
-    same text.
+  - a router, a prefill and a decode worker (KV over UCX tcp and mTLS
+    between them with certificates from the staged `tandem certs`, as the
+    Helm chart's defaults) serve a generation through `tandem client` with
+    the same text, and `tandem health` (the chart's probe) answers SERVING
+    with a pod's own certificate, and nothing without one.
 
 Needs root (chroot, mount namespaces): exits 77 (skipped) otherwise.
 
@@ -33,6 +35,7 @@ ARGS = None
 BASE_LIBS = re.compile(r"^(ld-linux.*\.so\.\d+|libc\.so\.6|libm\.so\.6|libstdc\+\+\.so\.6|libgcc_s\.so\.1)$")
 MODEL = "/opt/tandem/models/tandem-shakespeare"
 BIN = "/opt/tandem/build/bin"
+CERTS = "/tmp/cluster-certs"  # inside the chroot
 
 
 def can_chroot():
@@ -119,7 +122,13 @@ class RuntimeStageTest(unittest.TestCase):
     self.assertEqual(json.loads(inside.stdout), json.loads(outside.stdout))
     self.assertEqual(len(json.loads(inside.stdout)["token_ids"]), 8)
 
+  def tls_flags(self, stem):
+    """A role's files from `tandem certs` (router, prefill-worker, decode-worker)."""
+    return ["--tls-ca", f"{CERTS}/ca.crt", "--tls-cert", f"{CERTS}/{stem}.crt", "--tls-key", f"{CERTS}/{stem}.key"]
+
   def test_cluster_serves_a_generation(self):
+    certs = self.run_in([f"{BIN}/tandem", "certs", "--out", CERTS, "--force"])
+    self.assertEqual(certs.returncode, 0, certs.stderr)
     procs = []
     try:
       def start(argv):
@@ -138,11 +147,13 @@ class RuntimeStageTest(unittest.TestCase):
         self.fail(f"{argv[0]} exited: {''.join(seen)}")
 
       router, cluster = start([f"{BIN}/tandem-router", "--model", MODEL, "--host", "127.0.0.1", "--port", "0",
-                               "--cluster-port", "0"])
+                               "--cluster-port", "0"] + self.tls_flags("router"))
       self.assertIsNotNone(cluster, "the router printed no cluster listener line")
+      workers = {}
       for role in ("prefill", "decode"):
-        start([f"{BIN}/tandem-{role}-worker", "--model", MODEL, "--host", "127.0.0.1", "--port", "0",
-               "--router", cluster, "--kv-cache-memory", "64", "--kv-transport", "ucx"])
+        workers[role], _ = start([f"{BIN}/tandem-{role}-worker", "--model", MODEL, "--host", "127.0.0.1",
+                                  "--port", "0", "--router", cluster, "--kv-cache-memory", "64",
+                                  "--kv-transport", "ucx"] + self.tls_flags(f"{role}-worker"))
       client = [f"{BIN}/tandem", "client", "--addr", router, "--prompt", "ROMEO:", "--max-tokens", "8",
                 "--temperature", "0", "--json"]
       deadline = time.monotonic() + 60
@@ -155,6 +166,22 @@ class RuntimeStageTest(unittest.TestCase):
       served = json.loads(r.stdout.strip().splitlines()[-1])
       local = json.loads(self.run_in([f"{BIN}/tandem"] + self.generate_args(MODEL)).stdout)
       self.assertEqual(served["text"], local["text"])
+      # The chart's probes: `tandem health` with the pod's own certificate,
+      # naming its own role as the server's (the address is an IP).
+      health = [f"{BIN}/tandem", "health", "--timeout-s", "10"]
+      for addr, stem, service in ((workers["decode"], "decode-worker", ""),
+                                  (workers["decode"], "decode-worker", "tandem.v1.DecodeWorker"),
+                                  (cluster, "router", "tandem.v1.Generation"),
+                                  (cluster, "router", "tandem.v1.WorkerRegistry")):
+        r = self.run_in(health + ["--addr", addr, "--service", service, "--tls-peer", f"tandem-{stem}"] +
+                        self.tls_flags(stem))
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, "SERVING"), f"{addr} {service!r}: {r.stderr}")
+      # mTLS: the decode worker's port answers nobody without a certificate
+      # from the cluster CA, and no plaintext client.
+      for flags in (["--tls-ca", f"{CERTS}/ca.crt", "--tls-peer", "tandem-decode-worker"], []):
+        r = self.run_in(health + ["--addr", workers["decode"]] + flags)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("error", r.stdout)
     finally:
       # SIGTERM to the binaries themselves (unshare's forked children), as
       # Kubernetes would send it; unshare then exits with them.
