@@ -27,8 +27,11 @@ The subset (keep deploy/helm/tandem/templates inside it):
                join SEP LIST, sha256sum S, trunc N S, trimSuffix SUF S,
                toString X, required MSG X, fail MSG, add N N... and sub A B
                (integers only, as Sprig's int64 arithmetic), lt A B (two
-               integers).
-  Printing     strings, integers and booleans as Go prints them. Floats, maps,
+               integers), int64 X.
+  Printing     strings, integers and booleans as Go prints them; an
+               integer of 1,000,000 or more only from int64/add/sub (Helm
+               holds values.yaml numbers as float64 and prints those in
+               exponent form). Floats, maps,
                lists and nil cannot be printed (Helm would print "<no value>"
                or Go's map syntax: never what a manifest wants). Floats are
                refused everywhere in values for the same reason.
@@ -109,11 +112,20 @@ def truthy(x: Any) -> bool:
   raise TemplateError(f"cannot test the truth of {type(x).__name__}")
 
 
+class Int64(int):
+  """An integer Helm holds as int64 (from int64, add, sub), not as the
+  float64 it reads every number of values.yaml into."""
+
+
 def go_str(x: Any) -> str:
   """fmt.Sprint for the kinds the subset allows."""
   if isinstance(x, bool):
     return "true" if x else "false"
   if isinstance(x, int):
+    # Helm prints a values.yaml number as a float64: 1048576 comes out as
+    # 1.048576e+06, which no flag parser takes. Only int64 prints right.
+    if not isinstance(x, Int64) and abs(x) >= 1000000:
+      raise TemplateError(f"{x} is a float64 to Helm and prints as {x:.6e}: convert it with int64")
     return str(x)
   if isinstance(x, str):
     return x
@@ -652,12 +664,17 @@ class Renderer:
       # Sprig converts anything to int64; only true integers are allowed here.
       if len(vals) < 2 or not all(isinstance(x, int) and not isinstance(x, bool) for x in vals):
         raise TemplateError(f"add takes two or more integers, got {vals!r}")
-      return V(sum(vals))
+      return V(Int64(sum(vals)))
     if name in ("sub", "lt"):
       need(2)
       if not all(isinstance(x, int) and not isinstance(x, bool) for x in vals):
         raise TemplateError(f"{name} takes two integers, got {vals!r}")
-      return V(vals[0] - vals[1] if name == "sub" else vals[0] < vals[1])
+      return V(Int64(vals[0] - vals[1]) if name == "sub" else vals[0] < vals[1])
+    if name == "int64":
+      need(1)
+      if not isinstance(vals[0], int) or isinstance(vals[0], bool):
+        raise TemplateError(f"int64 takes an integer here, got {vals[0]!r}")
+      return V(Int64(vals[0]))
     raise TemplateError(f"function {name!r} is outside the subset")
 
 

@@ -101,6 +101,11 @@ class RendererTest(unittest.TestCase):
     self.assertEqual(self.render('{{ "a" | sha256sum }}', v), hashlib.sha256(b"a").hexdigest())
     self.assertEqual(self.render("{{ add .Values.n 15 }}{{ 2 | add 1 }}", v), "183")
     self.assertEqual(self.render("{{ sub .Values.n 1 }}{{ lt .Values.n 3 }}{{ 4 | lt .Values.n }}", v), "2falsetrue")
+    # Helm holds values.yaml numbers as float64: from a million up only int64 (or add/sub) prints digits.
+    big = {"b": 1048576}
+    self.assertEqual(self.render("{{ int64 .Values.b }} {{ add .Values.b 0 }}", big), "1048576 1048576")
+    with self.assertRaisesRegex(gotemplate.TemplateError, "1.048576e"):
+      self.render("{{ .Values.b }}", big)
     with self.assertRaisesRegex(gotemplate.TemplateError, "two integers"):
       self.render('{{ lt .Values.n "4" }}', v)
     with self.assertRaisesRegex(gotemplate.TemplateError, "integers"):
@@ -183,7 +188,10 @@ class ChartTest(unittest.TestCase):
         comp = component_of(w)
         (c,) = pod_spec(w)["containers"]
         flags = parse_flags(container_argv(objs, w, c)[2])
-        expected = {f: gotemplate.go_str(leaf(values, p)) for p, f in VALUE_TO_FLAG[comp].items()}
+        # Every number reaches its flag as an integer (the templates convert
+        # with int64: Helm's float64 would print 2000001 as 2.000001e+06).
+        expected = {f: str(v).lower() if isinstance(v, bool) else str(v)
+                    for p, f in VALUE_TO_FLAG[comp].items() for v in [leaf(values, p)]}
         expected.update(cluster_tls_flags(values))
         if comp == "router":
           self.assertEqual(flags, expected, f"{name}/{comp}")

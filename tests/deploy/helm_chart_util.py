@@ -156,7 +156,9 @@ def distinct_values():
       if isinstance(old, bool):
         node[path[-1]] = not old
       elif isinstance(old, int):
-        node[path[-1]] = 40000 + n  # distinct from every default and from each other
+        # Distinct from every default and from each other; past 1,000,000
+        # (where Helm's float64 would print an exponent) except for ports.
+        node[path[-1]] = (40000 if path[-1].lower().endswith("port") else 2000000) + n
         n += 1
       else:
         node[path[-1]] = strings[path]

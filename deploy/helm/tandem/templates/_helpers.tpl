@@ -36,19 +36,19 @@ Context: the root.
 {{- define "tandem.routerFlags" -}}
 --model={{ .Values.model.path }}
 --host={{ .Values.router.host }}
---port={{ .Values.router.port }}
---cluster-port={{ .Values.router.clusterPort }}
---max-prefill-tokens-per-worker={{ .Values.router.maxPrefillTokensPerWorker }}
---max-queued={{ .Values.router.maxQueued }}
---max-queued-tokens={{ .Values.router.maxQueuedTokens }}
---prefill-timeout-ms={{ .Values.router.prefillTimeoutMs }}
---lease-renew-ms={{ .Values.router.leaseRenewMs }}
---max-migrations={{ .Values.router.maxMigrations }}
---migration-patience-ms={{ .Values.router.migrationPatienceMs }}
---decode-idle-timeout-ms={{ .Values.router.decodeIdleTimeoutMs }}
---drain-timeout-s={{ .Values.router.drainTimeoutS }}
---max-streams-per-key={{ .Values.router.apiKeys.maxStreamsPerKey }}
---tokens-per-minute-per-key={{ .Values.router.apiKeys.tokensPerMinutePerKey }}
+--port={{ int64 .Values.router.port }}
+--cluster-port={{ int64 .Values.router.clusterPort }}
+--max-prefill-tokens-per-worker={{ int64 .Values.router.maxPrefillTokensPerWorker }}
+--max-queued={{ int64 .Values.router.maxQueued }}
+--max-queued-tokens={{ int64 .Values.router.maxQueuedTokens }}
+--prefill-timeout-ms={{ int64 .Values.router.prefillTimeoutMs }}
+--lease-renew-ms={{ int64 .Values.router.leaseRenewMs }}
+--max-migrations={{ int64 .Values.router.maxMigrations }}
+--migration-patience-ms={{ int64 .Values.router.migrationPatienceMs }}
+--decode-idle-timeout-ms={{ int64 .Values.router.decodeIdleTimeoutMs }}
+--drain-timeout-s={{ int64 .Values.router.drainTimeoutS }}
+--max-streams-per-key={{ int64 .Values.router.apiKeys.maxStreamsPerKey }}
+--tokens-per-minute-per-key={{ int64 .Values.router.apiKeys.tokensPerMinutePerKey }}
 {{- if .Values.router.publicTls.secretName }}
 --public-tls-cert=/etc/tandem-public-tls/tls.crt
 --public-tls-key=/etc/tandem-public-tls/tls.key
@@ -56,7 +56,7 @@ Context: the root.
 {{- if .Values.router.apiKeys.secretName }}
 --api-key-file=/etc/tandem-api-keys/{{ .Values.router.apiKeys.secretKey }}
 {{- end }}
---metrics-port={{ .Values.metrics.port }}
+--metrics-port={{ int64 .Values.metrics.port }}
 {{ include "tandem.clusterTlsFlags" . }}
 {{- range .Values.router.extraArgs }}
 {{ . }}
@@ -72,31 +72,31 @@ Context: dict root, component (prefill | decode).
 {{- $v := .root.Values -}}
 {{- $pool := index $v .component -}}
 --model={{ $v.model.path }}
---port={{ $pool.port }}
---router={{ include "tandem.fullname" (dict "root" .root "component" "router-cluster") }}:{{ $v.router.clusterPort }}
+--port={{ int64 $pool.port }}
+--router={{ include "tandem.fullname" (dict "root" .root "component" "router-cluster") }}:{{ int64 $v.router.clusterPort }}
 --kv-transport={{ $v.kv.transport }}
---block-size={{ $v.kv.blockSize }}
+--block-size={{ int64 $v.kv.blockSize }}
 --kv-cache-dtype={{ $v.kv.cacheDtype }}
 --dtype={{ $v.model.dtype }}
---tp={{ $pool.tp }}
---drain-timeout-s={{ $pool.drainTimeoutS }}
---metrics-port={{ $v.metrics.port }}
---max-num-batched-tokens={{ $pool.engine.maxNumBatchedTokens }}
---max-num-seqs={{ $pool.engine.maxNumSeqs }}
---kv-cache-memory={{ $pool.engine.kvCacheMemoryMib }}
---num-kv-blocks={{ $pool.engine.numKvBlocks }}
+--tp={{ int64 $pool.tp }}
+--drain-timeout-s={{ int64 $pool.drainTimeoutS }}
+--metrics-port={{ int64 $v.metrics.port }}
+--max-num-batched-tokens={{ int64 $pool.engine.maxNumBatchedTokens }}
+--max-num-seqs={{ int64 $pool.engine.maxNumSeqs }}
+--kv-cache-memory={{ int64 $pool.engine.kvCacheMemoryMib }}
+--num-kv-blocks={{ int64 $pool.engine.numKvBlocks }}
 --no-prefix-caching={{ $pool.engine.noPrefixCaching }}
 --no-chunked-prefill={{ $pool.engine.noChunkedPrefill }}
 --batching={{ $pool.engine.batching }}
 --scheduling-policy={{ $pool.engine.schedulingPolicy }}
---batch-size={{ $pool.engine.batchSize }}
---max-batch-delay-ms={{ $pool.engine.maxBatchDelayMs }}
+--batch-size={{ int64 $pool.engine.batchSize }}
+--max-batch-delay-ms={{ int64 $pool.engine.maxBatchDelayMs }}
 {{- if eq .component "prefill" }}
---kv-flush-timeout-ms={{ $pool.kvFlushTimeoutMs }}
---kv-sender-threads={{ $pool.kvSenderThreads }}
+--kv-flush-timeout-ms={{ int64 $pool.kvFlushTimeoutMs }}
+--kv-sender-threads={{ int64 $pool.kvSenderThreads }}
 {{- else }}
---reservation-timeout-ms={{ $pool.reservationTimeoutMs }}
---release-grace-ms={{ $pool.releaseGraceMs }}
+--reservation-timeout-ms={{ int64 $pool.reservationTimeoutMs }}
+--release-grace-ms={{ int64 $pool.releaseGraceMs }}
 {{- end }}
 {{ include "tandem.clusterTlsFlags" .root }}
 {{- range $pool.extraArgs }}
