@@ -17,8 +17,12 @@ std::string Row(const char* name, const LatencySummary& s) {
 
 template <typename T>
 std::string Line(const char* name, const T& value) {
-  if constexpr (std::is_floating_point_v<T>) return absl::StrFormat("%-34s %12.2f\n", name, value);
-  return absl::StrFormat("%-34s %12d\n", name, value);
+  // `else`: clang checks the format of a branch that is not discarded.
+  if constexpr (std::is_floating_point_v<T>) {
+    return absl::StrFormat("%-34s %12.2f\n", name, value);
+  } else {
+    return absl::StrFormat("%-34s %12d\n", name, value);
+  }
 }
 
 }  // namespace
