@@ -22,7 +22,7 @@ SYMBOLS = {
 }
 LIBRARIES = {
     "UCX": re.compile(r"\blibuc[pst]\.so"),
-    "OpenMP": re.compile(r"\blibgomp\.so"),
+    "OpenMP": re.compile(r"\blib(gomp|omp)\.so"),  # GCC's, or LLVM's in a clang (sanitizer) build
 }
 
 

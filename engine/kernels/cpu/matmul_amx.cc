@@ -25,6 +25,7 @@
 #include <cstring>
 
 #include "engine/kernels/cpu/matmul_kernels.h"
+#include "engine/kernels/cpu/thread_scratch.h"
 
 namespace tandem::kernels::cpu {
 namespace {
@@ -58,27 +59,15 @@ void ConfigureTiles() {
   _tile_loadconfig(&cfg);
 }
 
-// A buffer that grows and never shrinks, one per calling thread.
-void* GrowScratch(void** buf, int64_t* cap, int64_t bytes) {
-  if (*cap < bytes) {
-    std::free(*buf);
-    *buf = std::aligned_alloc(64, static_cast<size_t>(RoundUp(bytes, 64)));
-    std::memset(*buf, 0, static_cast<size_t>(RoundUp(bytes, 64)));
-    *cap = bytes;
-  }
-  return *buf;
-}
 
 uint16_t* PackScratch(int64_t bytes) {
-  static thread_local void* buf = nullptr;
-  static thread_local int64_t cap = 0;
-  return static_cast<uint16_t*>(GrowScratch(&buf, &cap, bytes));
+  static thread_local ThreadScratch scratch;
+  return static_cast<uint16_t*>(scratch.Get(static_cast<size_t>(bytes), /*zero_on_growth=*/true));
 }
 
 uint16_t* EdgeScratch(int64_t bytes) {
-  static thread_local void* buf = nullptr;
-  static thread_local int64_t cap = 0;
-  return static_cast<uint16_t*>(GrowScratch(&buf, &cap, bytes));
+  static thread_local ThreadScratch scratch;
+  return static_cast<uint16_t*>(scratch.Get(static_cast<size_t>(bytes), /*zero_on_growth=*/true));
 }
 
 // Packs batch rows [16g, 16g + 16) of x ([m][k] fp32) into xp: for each k

@@ -14,6 +14,7 @@
 #include <utility>  // std::integer_sequence: compile time only, no code
 
 #include "engine/kernels/cpu/matmul_kernels.h"
+#include "engine/kernels/cpu/thread_scratch.h"
 
 namespace tandem::kernels::cpu {
 namespace {
@@ -137,16 +138,9 @@ struct TileTable {
 template <int WT>
 constexpr TileTable<WT> kTiles{};
 
-float* ThreadScratch(int64_t floats) {
-  static thread_local float* buf = nullptr;
-  static thread_local int64_t cap = 0;
-  if (cap < floats) {
-    std::free(buf);
-    const size_t bytes = (static_cast<size_t>(floats) * sizeof(float) + 63) / 64 * 64;
-    buf = static_cast<float*>(std::aligned_alloc(64, bytes));
-    cap = floats;
-  }
-  return buf;
+float* PanelScratch(int64_t floats) {
+  static thread_local ThreadScratch scratch;
+  return static_cast<float*>(scratch.Get(static_cast<size_t>(floats) * sizeof(float)));
 }
 
 template <int WT>
@@ -173,7 +167,7 @@ void Run(const MatMulArgs& a) {
   const bool parallel = a.m * a.n * a.k >= (1 << 16);
 #pragma omp parallel if (parallel)
   {
-    float* scratch = widen ? ThreadScratch(kNr * a.k) : nullptr;
+    float* scratch = widen ? PanelScratch(kNr * a.k) : nullptr;
 #pragma omp for schedule(static)
     for (int64_t p = 0; p < num_panels; ++p) {
       const int64_t r0 = p * kNr;

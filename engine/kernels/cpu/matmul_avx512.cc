@@ -18,6 +18,7 @@
 #include <utility>  // std::integer_sequence: compile time only, no code
 
 #include "engine/kernels/cpu/matmul_kernels.h"
+#include "engine/kernels/cpu/thread_scratch.h"
 
 namespace tandem::kernels::cpu {
 namespace {
@@ -130,16 +131,9 @@ template <int WT>
 constexpr TileTable<WT> kTiles{};
 
 // Per-thread fp32 panel scratch; grows, never shrinks (a few hundred KiB).
-float* ThreadScratch(int64_t floats) {
-  static thread_local float* buf = nullptr;
-  static thread_local int64_t cap = 0;
-  if (cap < floats) {
-    std::free(buf);
-    const size_t bytes = (static_cast<size_t>(floats) * sizeof(float) + 63) / 64 * 64;
-    buf = static_cast<float*>(std::aligned_alloc(64, bytes));
-    cap = floats;
-  }
-  return buf;
+float* PanelScratch(int64_t floats) {
+  static thread_local ThreadScratch scratch;
+  return static_cast<float*>(scratch.Get(static_cast<size_t>(floats) * sizeof(float)));
 }
 
 // Widens `rows` weight rows to fp32 (exact) into dst [rows][k].
@@ -168,7 +162,7 @@ void Run(const MatMulArgs& a) {
   const bool parallel = a.m * a.n * a.k >= (1 << 16);
 #pragma omp parallel if (parallel)
   {
-    float* scratch = widen ? ThreadScratch(kNr * a.k) : nullptr;
+    float* scratch = widen ? PanelScratch(kNr * a.k) : nullptr;
 #pragma omp for schedule(static)
     for (int64_t p = 0; p < num_panels; ++p) {
       const int64_t r0 = p * kNr;
