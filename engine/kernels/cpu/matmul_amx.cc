@@ -36,7 +36,6 @@ constexpr int64_t kBlockN = 32;   // weight rows per block: two A tiles
 constexpr int64_t kTileBytes = 1024;
 
 inline int64_t Min(int64_t a, int64_t b) { return a < b ? a : b; }
-inline int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
 // The LDTILECFG memory operand (palette 1).
 struct alignas(64) TileConfig {
