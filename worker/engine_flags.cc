@@ -5,6 +5,19 @@
 
 namespace tandem::cli {
 
+absl::StatusOr<DType> ParseKvCacheDtype(const std::string& name) {
+  if (name == "fp32") return DType::kF32;
+  if (name == "bf16") return DType::kBF16;
+  if (name == "fp16") return DType::kF16;
+  return absl::InvalidArgumentError(absl::StrCat("--kv-cache-dtype '", name, "': must be fp32, bf16 or fp16"));
+}
+
+absl::StatusOr<kernels::MatMulPrecision> ParseMatMulDtype(const std::string& name) {
+  if (name == "float32" || name == "float") return kernels::MatMulPrecision::kF32;
+  if (name == "bfloat16") return kernels::MatMulPrecision::kBf16;
+  return absl::InvalidArgumentError(absl::StrCat("--dtype '", name, "': must be float32 or bfloat16"));
+}
+
 void EngineFlags::Register(FlagSet& f) {
   f.AddInt("max-num-batched-tokens", &max_num_batched_tokens,
            "token budget of one step (default 512; 2048 with --no-chunked-prefill)");
@@ -53,22 +66,8 @@ absl::StatusOr<EngineConfig> EngineFlags::ToConfig(uint64_t seed) const {
   c.num_kv_blocks = num_kv_blocks;
   if (kv_cache_memory_mib <= 0) return absl::InvalidArgumentError("--kv-cache-memory: must be > 0");
   c.kv_cache_memory_bytes = kv_cache_memory_mib << 20;
-  if (kv_cache_dtype == "fp32") {
-    c.kv_dtype = DType::kF32;
-  } else if (kv_cache_dtype == "bf16") {
-    c.kv_dtype = DType::kBF16;
-  } else if (kv_cache_dtype == "fp16") {
-    c.kv_dtype = DType::kF16;
-  } else {
-    return absl::InvalidArgumentError(absl::StrCat("--kv-cache-dtype '", kv_cache_dtype, "': must be fp32, bf16 or fp16"));
-  }
-  if (dtype == "float32" || dtype == "float") {
-    c.precision = kernels::MatMulPrecision::kF32;
-  } else if (dtype == "bfloat16") {
-    c.precision = kernels::MatMulPrecision::kBf16;
-  } else {
-    return absl::InvalidArgumentError(absl::StrCat("--dtype '", dtype, "': must be float32 or bfloat16"));
-  }
+  ASSIGN_OR_RETURN(c.kv_dtype, ParseKvCacheDtype(kv_cache_dtype));
+  ASSIGN_OR_RETURN(c.precision, ParseMatMulDtype(dtype));
   c.enable_prefix_caching = !no_prefix_caching;
   c.seed = seed;
   RETURN_IF_ERROR(c.Validate());

@@ -11,6 +11,11 @@
 
 namespace tandem::cli {
 
+// --kv-cache-dtype and --dtype values (also for commands that take only
+// those two): InvalidArgument naming the flag and the accepted values.
+absl::StatusOr<DType> ParseKvCacheDtype(const std::string& name);
+absl::StatusOr<kernels::MatMulPrecision> ParseMatMulDtype(const std::string& name);
+
 struct EngineFlags {
   // -1: unset; ToConfig picks kDefaultBatchedTokens (or, without chunked
   // prefill, kDefaultBatchedTokensUnchunked so whole prompts still fit).

@@ -8,6 +8,7 @@
 #include "tools/tandem/client_command.h"
 #include "tools/tandem/generate_command.h"
 #include "tools/tandem/health_command.h"
+#include "tools/tandem/perplexity_command.h"
 #include "tools/tandem/serve_command.h"
 #include "tools/tandem/up_command.h"
 
@@ -20,6 +21,7 @@ int main(int argc, char** argv) {
       "  client     stream one generation from a Tandem endpoint\n"
       "  up         start the local disaggregated cluster (router + prefill + decode workers)\n"
       "  certs      make a cluster CA and role certificates for mTLS inside the cluster\n"
+      "  perplexity the perplexity of a model over a text file (windows from an empty cache)\n"
       "  health     ask a server's grpc.health.v1 status (exit 0 when SERVING; a probe for TLS ports)\n"
       "(each command takes --help)\n";
   if (argc < 2) {
@@ -34,6 +36,7 @@ int main(int argc, char** argv) {
   if (command == "up") return tandem::cli::RunUp(args);
   if (command == "certs") return tandem::cli::RunCerts(args);
   if (command == "health") return tandem::cli::RunHealth(args);
+  if (command == "perplexity") return tandem::cli::RunPerplexity(args);
   if (command == "--help" || command == "help") {
     std::cout << usage;
     return 0;
