@@ -29,6 +29,10 @@ class DrainGate {
   };
 
   DrainGate() = default;
+  // Waits for a Leave() in progress on another thread (the last ticket may
+  // be returned just as the owner, having seen num_in_flight() == 0, tears
+  // the gate down: the notify must finish before the condition variable goes).
+  ~DrainGate() { std::lock_guard<std::mutex> lock(mu_); }
   DrainGate(const DrainGate&) = delete;
   DrainGate& operator=(const DrainGate&) = delete;
 

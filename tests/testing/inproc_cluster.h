@@ -29,6 +29,7 @@
 #include "worker/worker_model.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
 #include "prefill_worker/kv_sender.h"
 #include "prefill_worker/layer_shipper.h"
 #include "prefill_worker/prefill_role.h"
@@ -83,6 +84,9 @@ class InProcDecodeWorker {
     if (gate_) gate_->Release();
     StopServer();
     if (model_.engine) model_.engine->Stop();  // before the service and transports go
+    // Tickets may still be returned on gRPC's threads (a reactor's OnDone):
+    // the gate goes only once they are (bounded: a stuck call fails the test).
+    EXPECT_TRUE(drain_.WaitIdle(std::chrono::seconds(10))) << drain_.num_in_flight() << " tickets held";
   }
 
   // Stops serving as a killed process would: calls in flight are cancelled.
@@ -154,6 +158,7 @@ class InProcPrefillWorker {
     sender_.reset();                           // drains transfers in flight
     model_.engine.reset();
     shipper_.reset();
+    EXPECT_TRUE(drain_.WaitIdle(std::chrono::seconds(10))) << drain_.num_in_flight() << " tickets held";
   }
 
   void StopServer() {

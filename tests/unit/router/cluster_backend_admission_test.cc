@@ -241,15 +241,19 @@ TEST(AdmissionTest, RequestsAFullDecodeWorkerRefusesWaitInArrivalOrder) {
     std::lock_guard<std::mutex> lock(mu);
     return done == static_cast<int>(reqs.size());
   }));
-  std::lock_guard<std::mutex> lock(mu);
-  EXPECT_TRUE(errors.empty()) << errors.front();
-  ASSERT_FALSE(order.empty());
-  std::vector<int> runs = {order.front()};  // the requests in the order their chunks came, runs merged
-  for (int r : order) {
-    if (r != runs.back()) runs.push_back(r);
+  {
+    // Not held across ExpectAllReleased: the sinks take `mu` under the
+    // backend's locks, so holding it while asking the backend inverts them.
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_TRUE(errors.empty()) << errors.front();
+    ASSERT_FALSE(order.empty());
+    std::vector<int> runs = {order.front()};  // the requests in the order their chunks came, runs merged
+    for (int r : order) {
+      if (r != runs.back()) runs.push_back(r);
+    }
+    EXPECT_EQ(runs, (std::vector<int>{0, 1, 2}));
+    for (size_t i = 0; i < reqs.size(); ++i) EXPECT_EQ(tokens[i], Reference(*c->router, reqs[i]).tokens) << i;
   }
-  EXPECT_EQ(runs, (std::vector<int>{0, 1, 2}));
-  for (size_t i = 0; i < reqs.size(); ++i) EXPECT_EQ(tokens[i], Reference(*c->router, reqs[i]).tokens) << i;
   c->ExpectAllReleased();
 }
 
