@@ -39,7 +39,7 @@ ucs_status_t OnFenceMessage(void* arg, const void* header, size_t header_length,
   }
   // A failure to answer (the sender died) is an ordinary status here, unlike
   // the reply of UCX's emulated puts; the sender's flush reports it.
-  (void)SendMessage(param->reply_ep, kAmFenceAckId, AmFenceAckHeader{h.token, rejected}, nullptr, 0, 0);
+  (void)SendMessage(state, param->reply_ep, kAmFenceAckId, AmFenceAckHeader{h.token, rejected}, nullptr, 0, 0);
   return UCS_OK;
 }
 

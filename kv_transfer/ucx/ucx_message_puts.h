@@ -10,8 +10,11 @@
 
 #include <ucp/api/ucp.h>
 
+#include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -57,6 +60,18 @@ struct MessagePutState {
   absl::flat_hash_map<std::pair<ucp_ep_h, uint64_t>, uint64_t> rejected;
   KvPutGuard guard;
   kv_transfer_internal::TransportCounters* counters = nullptr;  // counts refusals; set at registration
+  // Sender side: heap copies of headers UCX may read until their sends
+  // complete (SendMessage). A send that never completes (its endpoint closed
+  // or its worker destroyed first) never runs its callback: whatever is
+  // left here is freed with the state, which goes after the worker.
+  absl::flat_hash_set<void*> sent_headers;
+
+  MessagePutState() = default;
+  MessagePutState(const MessagePutState&) = delete;
+  MessagePutState& operator=(const MessagePutState&) = delete;
+  ~MessagePutState() {
+    for (void* block : sent_headers) std::free(block);
+  }
 };
 
 // Target side: applies one put message (`header` of `header_length` bytes,
@@ -75,26 +90,45 @@ bool ApplyPutMessage(MessagePutState* state, ucp_ep_h from, const void* header, 
 ucs_status_t RegisterMessagePutHandlers(ucp_worker_h worker, MessagePutState* state);
 
 // Sends an eager active message whose header stays owned (heap) until UCX
-// completes the send: the API does not promise it copies the header.
+// completes the send: the API does not promise it copies the header. The
+// copy is tracked in `state->sent_headers` (freed by the completion
+// callback, or with the state when the send never completes). Called, like
+// the callback runs, under the transport's lock.
 template <typename Header>
-ucs_status_t SendMessage(ucp_ep_h ep, unsigned id, const Header& header, const void* data, size_t length,
-                         uint32_t flags) {
-  auto* owned = new Header(header);
+ucs_status_t SendMessage(MessagePutState* state, ucp_ep_h ep, unsigned id, const Header& header, const void* data,
+                         size_t length, uint32_t flags) {
+  static_assert(std::is_trivially_copyable_v<Header> && alignof(Header) <= alignof(std::max_align_t));
+  // One block: the state (for the callback), then the header.
+  struct Block {
+    MessagePutState* state;
+    Header header;
+  };
+  auto* block = static_cast<Block*>(std::malloc(sizeof(Block)));
+  if (block == nullptr) return UCS_ERR_NO_MEMORY;
+  block->state = state;
+  std::memcpy(&block->header, &header, sizeof(Header));
+  state->sent_headers.insert(block);
+  auto release = [](Block* b) {
+    b->state->sent_headers.erase(b);
+    std::free(b);
+  };
   ucp_request_param_t param;
   std::memset(&param, 0, sizeof(param));
   param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
   param.flags = UCP_AM_SEND_FLAG_EAGER | flags;
   param.cb.send = [](void* /*request*/, ucs_status_t /*status*/, void* user_data) {
-    delete static_cast<Header*>(user_data);
+    Block* b = static_cast<Block*>(user_data);
+    b->state->sent_headers.erase(b);
+    std::free(b);
   };
-  param.user_data = owned;
-  ucs_status_ptr_t request = ucp_am_send_nbx(ep, id, owned, sizeof(Header), data, length, &param);
+  param.user_data = block;
+  ucs_status_ptr_t request = ucp_am_send_nbx(ep, id, &block->header, sizeof(Header), data, length, &param);
   if (request == nullptr) {  // completed in place: the callback will not run
-    delete owned;
+    release(block);
     return UCS_OK;
   }
   if (UCS_PTR_IS_ERR(request)) {
-    delete owned;
+    release(block);
     return UCS_PTR_STATUS(request);
   }
   ucp_request_free(request);  // the callback still runs on completion

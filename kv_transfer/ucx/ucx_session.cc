@@ -88,7 +88,7 @@ class UcxSession final : public TransferSession {
         return failure_;
       }
       if (impl_->message_puts) {
-        const ucs_status_t s = SendMessage(peer_->ep, kAmPutId, AmPutHeader{remote_offset, length, put_token_},
+        const ucs_status_t s = SendMessage(&impl_->messages, peer_->ep, kAmPutId, AmPutHeader{remote_offset, length, put_token_},
                                            impl_->base + local_offset, length, UCP_AM_SEND_FLAG_REPLY);
         if (s != UCS_OK) {
           failure_ = peer_->failed.load() ? peer_->FailureStatus() : FromUcs(s, "ucp_am_send_nbx (put)");
@@ -131,7 +131,7 @@ class UcxSession final : public TransferSession {
       if (peer_->closed || peer_->failed.load()) return peer_->FailureStatus();
       token = impl_->messages.next_fence_token++;
       impl_->messages.pending_fences.insert(token);
-      const ucs_status_t s = SendMessage(peer_->ep, kAmFenceId, AmFenceHeader{token, put_token_}, nullptr, 0,
+      const ucs_status_t s = SendMessage(&impl_->messages, peer_->ep, kAmFenceId, AmFenceHeader{token, put_token_}, nullptr, 0,
                                          UCP_AM_SEND_FLAG_REPLY);
       if (s != UCS_OK) {
         impl_->messages.pending_fences.erase(token);

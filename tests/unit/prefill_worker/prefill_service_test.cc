@@ -8,6 +8,7 @@
 // exactly as it started.
 #include "prefill_worker/prefill_service.h"
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <thread>
@@ -389,6 +390,21 @@ TEST(PrefillServiceHazardTest, ALatePrefillNeverWritesIntoAnExpiredReservationsR
   testing::WaitIdle((*decode)->engine());  // "late" expired
   const grpc::Status admitted = Admit(**decode, next, &next_dest);
   ASSERT_TRUE(admitted.ok()) << admitted.error_code() << " " << admitted.error_message();
+  // "next" lives on as the router keeps a lease alive: renewed every 20 ms
+  // until its Decode activates it (however slow the machine, e.g. under
+  // ASan), while "late" was left to expire.
+  std::atomic<bool> activated{false};
+  std::jthread renewer([&] {
+    for (int i = 0; i < 3000 && !activated.load(); ++i) {  // bounded: 60 s
+      grpc::ClientContext ctx;
+      ctx.set_deadline(Deadline());
+      v1::RenewRequest req;
+      req.add_request_ids("next");
+      v1::RenewResponse resp;
+      (void)(*decode)->stub().Renew(&ctx, req, &resp);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
   v1::PrefillResponse next_resp;
   v1::PrefillRequest next_req = PrefillOf(next, next_dest);
   next_req.set_ship_within_ms(60000);  // in time: ships as usual
@@ -401,6 +417,7 @@ TEST(PrefillServiceHazardTest, ALatePrefillNeverWritesIntoAnExpiredReservationsR
       << "the late prefill shipped into blocks it no longer owns: " << late_status.error_message();
   EXPECT_TRUE(PoolBytes(**decode, next_dest) == next_kv) << "the next request's KV was overwritten";
   const DecodeResult d = Decode(**decode, "next", next_resp.first_token_id());
+  activated = true;
   std::vector<int32_t> all = {static_cast<int32_t>(next_resp.first_token_id())};
   all.insert(all.end(), d.tokens.begin(), d.tokens.end());
   EXPECT_EQ(all, want->at("next"));
