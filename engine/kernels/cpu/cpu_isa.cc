@@ -15,6 +15,7 @@
 #include <unistd.h>
 #endif
 
+#include "engine/kernels/int8_matmul.h"
 #include "engine/kernels/ops.h"
 
 namespace tandem::kernels {
@@ -88,6 +89,15 @@ std::atomic<CpuIsa>& Active() {
 CpuIsa DetectedCpuIsa() {
   static const CpuIsa detected = Detect();
   return detected;
+}
+
+bool CpuHasAvx512Vnni() {
+  static const bool vnni = [] {
+    unsigned a, b, c, d;
+    if (DetectedCpuIsa() < CpuIsa::kAvx512 || !__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    return Bit(c, 11);  // AVX512_VNNI (the OS saves zmm state: checked by the level)
+  }();
+  return vnni;
 }
 
 CpuIsa ActiveCpuIsa() { return Active().load(std::memory_order_relaxed); }
