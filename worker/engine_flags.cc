@@ -18,6 +18,12 @@ absl::StatusOr<kernels::MatMulPrecision> ParseMatMulDtype(const std::string& nam
   return absl::InvalidArgumentError(absl::StrCat("--dtype '", name, "': must be float32 or bfloat16"));
 }
 
+absl::StatusOr<Quantization> ParseQuantization(const std::string& name) {
+  if (name == "none") return Quantization::kNone;
+  if (name == "int8") return Quantization::kInt8;
+  return absl::InvalidArgumentError(absl::StrCat("--quantization '", name, "': must be none or int8"));
+}
+
 void EngineFlags::Register(FlagSet& f) {
   f.AddInt("max-num-batched-tokens", &max_num_batched_tokens,
            "token budget of one step (default 512; 2048 with --no-chunked-prefill)");
@@ -29,6 +35,10 @@ void EngineFlags::Register(FlagSet& f) {
   f.AddString("dtype", &dtype,
               "float32 | bfloat16: matmul arithmetic; bfloat16 rounds activations to BF16 and runs on AMX tiles "
               "where the CPU has them (default float32)");
+  f.AddString("quantization", &quantization,
+              "none | int8: quantize at load; int8 = W8A8 (per-row int8 weights, per-token int8 activations, "
+              "int32 sums) for the attention and MLP projections; embeddings, norms and the LM head stay in "
+              "the file's dtype (default none)");
   f.AddBool("no-prefix-caching", &no_prefix_caching, "turn automatic prefix caching off");
   f.AddBool("no-chunked-prefill", &no_chunked_prefill, "prefill each prompt in one step");
   f.AddString("batching", &batching, "none | static | dynamic | continuous | paged (default paged)");
@@ -68,6 +78,7 @@ absl::StatusOr<EngineConfig> EngineFlags::ToConfig(uint64_t seed) const {
   c.kv_cache_memory_bytes = kv_cache_memory_mib << 20;
   ASSIGN_OR_RETURN(c.kv_dtype, ParseKvCacheDtype(kv_cache_dtype));
   ASSIGN_OR_RETURN(c.precision, ParseMatMulDtype(dtype));
+  ASSIGN_OR_RETURN(c.quantization.scheme, ParseQuantization(quantization));
   c.enable_prefix_caching = !no_prefix_caching;
   c.seed = seed;
   RETURN_IF_ERROR(c.Validate());

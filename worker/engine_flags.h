@@ -15,6 +15,8 @@ namespace tandem::cli {
 // those two): InvalidArgument naming the flag and the accepted values.
 absl::StatusOr<DType> ParseKvCacheDtype(const std::string& name);
 absl::StatusOr<kernels::MatMulPrecision> ParseMatMulDtype(const std::string& name);
+// --quantization: none | int8. InvalidArgument naming the flag.
+absl::StatusOr<Quantization> ParseQuantization(const std::string& name);
 
 struct EngineFlags {
   // -1: unset; ToConfig picks kDefaultBatchedTokens (or, without chunked
@@ -33,6 +35,7 @@ struct EngineFlags {
   int64_t kv_cache_memory_mib = 1024;
   std::string kv_cache_dtype = "fp32";
   std::string dtype = "float32";
+  std::string quantization = "none";
   bool no_prefix_caching = false;
   bool no_chunked_prefill = false;
   std::string batching = "paged";

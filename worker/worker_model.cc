@@ -13,7 +13,7 @@ namespace tandem {
 
 absl::StatusOr<WorkerModel> LoadWorkerModel(const std::string& model_dir, const EngineConfig& config, int tp,
                                             std::chrono::milliseconds release_grace) {
-  ASSIGN_OR_RETURN(std::unique_ptr<ModelExecutor> model, LoadExecutor(model_dir, tp, config.precision));
+  ASSIGN_OR_RETURN(std::unique_ptr<ModelExecutor> model, LoadExecutor(model_dir, tp, config.precision, config.quantization));
   WorkerModel w;
   w.config = model->config();
   ASSIGN_OR_RETURN(std::unique_ptr<LlmEngine> engine, LlmEngine::Create(std::move(model), config));

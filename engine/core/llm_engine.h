@@ -46,6 +46,8 @@ struct EngineConfig {
   // The model's matmul arithmetic; read by whoever loads the model
   // (LoadExecutor), carried here so one flag set configures both.
   kernels::MatMulPrecision precision = kernels::MatMulPrecision::kF32;
+  // The weight quantization at load, carried like `precision`.
+  QuantizationConfig quantization;
   bool enable_prefix_caching = true;
   uint64_t seed = 0;  // seeds requests that carry none (request i gets seed + i)
 

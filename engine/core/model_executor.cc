@@ -114,16 +114,17 @@ std::unique_ptr<ModelExecutor> MakeSingleExecutor(std::unique_ptr<LlamaModel> mo
 }
 
 absl::StatusOr<std::unique_ptr<ModelExecutor>> LoadExecutor(const std::filesystem::path& dir, int tp_size,
-                                                            kernels::MatMulPrecision precision) {
+                                                            kernels::MatMulPrecision precision,
+                                                            QuantizationConfig quantization) {
   if (tp_size < 1 || tp_size > 64) return absl::InvalidArgumentError(absl::StrCat("tp ", tp_size, ": must be in [1, 64]"));
   if (tp_size == 1) {
-    ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model, LlamaModel::Load(dir, {}, nullptr, precision));
+    ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model, LlamaModel::Load(dir, {}, nullptr, precision, quantization));
     return MakeSingleExecutor(std::move(model));
   }
   std::vector<std::unique_ptr<Communicator>> comms = MakeCpuThreadCommunicators(tp_size);
   std::vector<std::unique_ptr<LlamaModel>> models;
   for (int r = 0; r < tp_size; ++r) {
-    ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> m, LlamaModel::Load(dir, {r, tp_size}, comms[r].get(), precision));
+    ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> m, LlamaModel::Load(dir, {r, tp_size}, comms[r].get(), precision, quantization));
     models.push_back(std::move(m));
   }
   return std::unique_ptr<ModelExecutor>(new ThreadTpExecutor(std::move(comms), std::move(models)));

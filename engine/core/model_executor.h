@@ -39,9 +39,10 @@ std::unique_ptr<ModelExecutor> MakeSingleExecutor(std::unique_ptr<LlamaModel> mo
 
 // Loads `dir` as `tp_size` ranks (threads). InvalidArgument for splits the
 // model does not allow (heads, KV heads or FFN not divisible).
-// `precision`: the matmul arithmetic (--dtype).
+// `precision`: the matmul arithmetic (--dtype); `quantization`: the weight
+// quantization at load (--quantization), each rank quantizing its shard.
 absl::StatusOr<std::unique_ptr<ModelExecutor>> LoadExecutor(
     const std::filesystem::path& dir, int tp_size,
-    kernels::MatMulPrecision precision = kernels::MatMulPrecision::kF32);
+    kernels::MatMulPrecision precision = kernels::MatMulPrecision::kF32, QuantizationConfig quantization = {});
 
 }  // namespace tandem

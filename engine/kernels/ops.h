@@ -16,6 +16,8 @@
 
 namespace tandem::kernels {
 
+struct Int8Weight;  // int8_matmul.h
+
 // A 2-D weight matrix [rows][cols] in its file dtype. `row_stride` (elements)
 // lets a tensor-parallel shard address a column range of a larger matrix.
 struct WeightRef {
@@ -27,6 +29,10 @@ struct WeightRef {
   // The same BF16 matrix packed for the AMX kernel by PackBf16ForAmx, or
   // null (the kernel then reads `data` in place). Owned by whoever packed it.
   const uint16_t* amx_tiles = nullptr;
+  // The same matrix quantized by QuantizeWeightInt8 (`--quantization int8`),
+  // or null. When set, the model runs this matrix through MatMulInt8. Owned
+  // by whoever quantized it.
+  const Int8Weight* int8 = nullptr;
 
   // Row `r` offset by `c` columns, as a typed pointer.
   const uint8_t* RowBytes(int64_t r) const {

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "engine/kernels/int8_matmul.h"
 #include "engine/kernels/ops.h"
 #include "engine/kernels/paged_attention.h"
 #include "engine/model/huge_page_buffer.h"
@@ -25,9 +26,17 @@ struct LlamaModel::Impl {
   // of the weights in memory; the file's pages of them are then untouched
   // (the OS may drop them) except the embedding rows.
   std::vector<HugePageBuffer> amx_weights;
+  // --quantization int8: the quantized matrices (the refs' int8 point here).
+  std::vector<std::unique_ptr<kernels::Int8Weight>> int8_weights;
+
+  void QuantizeInt8(kernels::WeightRef& w) {
+    if (w.data == nullptr) return;
+    int8_weights.push_back(std::make_unique<kernels::Int8Weight>(kernels::QuantizeWeightInt8(w)));
+    w.int8 = int8_weights.back().get();
+  }
 
   void PackForAmx(kernels::WeightRef& w) {
-    if (w.dtype != DType::kBF16 || w.data == nullptr) return;
+    if (w.dtype != DType::kBF16 || w.data == nullptr || w.int8 != nullptr) return;
     HugePageBuffer buf(static_cast<size_t>(kernels::AmxPackedElems(w.rows, w.cols)) * 2);
     kernels::PackBf16ForAmx(w, reinterpret_cast<uint16_t*>(buf.data()));
     w.amx_tiles = reinterpret_cast<const uint16_t*>(buf.data());
@@ -36,7 +45,9 @@ struct LlamaModel::Impl {
 
   // Every matmul of the model, in the precision it was loaded with.
   void MatMul(const float* x, int64_t m, const kernels::WeightRef& w, const float* bias, float* y) const {
-    if (precision == kernels::MatMulPrecision::kBf16) {
+    if (w.int8 != nullptr) {
+      kernels::MatMulInt8(x, m, *w.int8, bias, y);
+    } else if (precision == kernels::MatMulPrecision::kBf16) {
       kernels::MatMulBf16(x, m, w, bias, y);
     } else {
       kernels::MatMul(x, m, w, bias, y);
@@ -158,7 +169,8 @@ LlamaModel::~LlamaModel() = default;
 
 absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::filesystem::path& dir, TpShard shard,
                                                              Communicator* comm,
-                                                             kernels::MatMulPrecision precision) {
+                                                             kernels::MatMulPrecision precision,
+                                                             QuantizationConfig quantization) {
   if (shard.size > 1 && (comm == nullptr || comm->size() != shard.size || comm->rank() != shard.rank)) {
     return absl::InvalidArgumentError(
         absl::StrCat("tensor-parallel rank ", shard.rank, " of ", shard.size, " needs a matching communicator"));
@@ -170,6 +182,17 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::filesyst
   auto impl = std::unique_ptr<Impl>(new Impl{std::move(config), shard, std::move(weights), std::move(rope),
                                              shard.size > 1 ? comm : nullptr});
   impl->precision = precision;
+  if (quantization.scheme == Quantization::kInt8) {
+    LlamaWeights& w = impl->weights;
+    for (LlamaLayerWeights& l : w.layers) {
+      for (kernels::WeightRef* r : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj,
+                                    &l.down_proj}) {
+        impl->QuantizeInt8(*r);
+      }
+    }
+    // A tied head quantizes its own copy; the embedding keeps reading rows.
+    if (quantization.lm_head) impl->QuantizeInt8(w.lm_head);
+  }
   if (precision == kernels::MatMulPrecision::kBf16 && kernels::ActiveCpuIsa() == kernels::CpuIsa::kAmx) {
     LlamaWeights& w = impl->weights;
     for (LlamaLayerWeights& l : w.layers) {

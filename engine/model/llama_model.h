@@ -4,7 +4,9 @@
 //
 // Weights stay in their file dtype (F32/F16/BF16) inside the memory mapping;
 // all arithmetic is fp32 except, with MatMulPrecision::kBf16, the matmuls'
-// inputs (rounded to BF16; see kernels::MatMulBf16). Each layer loads only its tensor-parallel shard
+// inputs (rounded to BF16; see kernels::MatMulBf16), and, with
+// Quantization::kInt8, the linear layers (W8A8, kernels::MatMulInt8: weights
+// quantized once at load into owned memory). Each layer loads only its tensor-parallel shard
 // (TpShard), so tensor parallelism adds a communicator, not model code.
 //
 // Thread-safety: Forward() is not re-entrant (it reuses scratch buffers); the
@@ -36,6 +38,22 @@ class LayerKvListener {
   virtual void OnLayerKvWritten(int tp_rank, int64_t layer) = 0;
 };
 
+// Weight quantization applied at load (`--quantization`).
+enum class Quantization : uint8_t {
+  kNone,  // every weight as stored in the file
+  kInt8,  // W8A8 for q/k/v/o and gate/up/down: per-row int8 weights,
+          // per-token int8 activations, int32 sums (kernels::MatMulInt8)
+};
+
+struct QuantizationConfig {
+  Quantization scheme = Quantization::kNone;
+  // With a scheme: whether the LM head is quantized too. Off by default: on
+  // the bundled model the head in its file dtype keeps perplexity closer to
+  // the unquantized model (docs/quantization.md has both). Embeddings and
+  // norms always stay in the file's dtype.
+  bool lm_head = false;
+};
+
 class LlamaModel {
  public:
   // Reads config and weights from an HF directory and validates every tensor's
@@ -43,10 +61,13 @@ class LlamaModel {
   // shard.size > 1, `comm` (borrowed; rank and size matching `shard`) carries
   // the all-reduces and all-gathers, and every rank must call Forward() with
   // the same batch at the same time. InvalidArgument for impossible splits.
-  // `precision` picks the matmul arithmetic (fp32 reference or BF16).
+  // `precision` picks the matmul arithmetic (fp32 reference or BF16) of the
+  // matmuls `quantization` leaves unquantized. A tensor-parallel rank
+  // quantizes its own shard (scales are per output row of the shard).
   static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(
       const std::filesystem::path& dir, TpShard shard = {}, Communicator* comm = nullptr,
-      kernels::MatMulPrecision precision = kernels::MatMulPrecision::kF32);
+      kernels::MatMulPrecision precision = kernels::MatMulPrecision::kF32,
+      QuantizationConfig quantization = {});
   ~LlamaModel();
 
   const ModelConfig& config() const;

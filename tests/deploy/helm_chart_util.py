@@ -70,7 +70,8 @@ def value_to_flag():
     w = {
         ("model", "path"): "model", (role, "port"): "port", ("kv", "transport"): "kv-transport",
         ("kv", "blockSize"): "block-size", ("kv", "cacheDtype"): "kv-cache-dtype", (role, "tp"): "tp",
-        ("model", "dtype"): "dtype", (role, "drainTimeoutS"): "drain-timeout-s",
+        ("model", "dtype"): "dtype", ("model", "quantization"): "quantization",
+        (role, "drainTimeoutS"): "drain-timeout-s",
         ("metrics", "port"): "metrics-port",
     }
     w.update({(role, "engine", k): f for k, f in ENGINE.items()})
@@ -143,7 +144,8 @@ def distinct_values():
   """Every value that maps to a flag set to a non-default value of its own."""
   v = defaults()
   strings = {("model", "path"): "/models/x", ("router", "host"): "10.9.8.7", ("kv", "transport"): "loopback",
-             ("kv", "cacheDtype"): "bf16", ("model", "dtype"): "bfloat16", ("prefill", "engine", "batching"): "dynamic",
+             ("kv", "cacheDtype"): "bf16", ("model", "dtype"): "bfloat16",
+             ("model", "quantization"): "int8", ("prefill", "engine", "batching"): "dynamic",
              ("decode", "engine", "batching"): "static", ("prefill", "engine", "schedulingPolicy"): "priority",
              ("decode", "engine", "schedulingPolicy"): "priority"}
   n = 1000

@@ -190,7 +190,7 @@ inline std::vector<int32_t> TestPrompt(int n, int salt = 0) {
 // directly (one LlmEngine, no workers, no transport), by request id.
 inline absl::StatusOr<std::map<std::string, std::vector<int32_t>>> DirectTokens(
     const std::vector<EngineRequest>& requests, const EngineConfig& config = WorkerEngineConfig(256)) {
-  ASSIGN_OR_RETURN(std::unique_ptr<ModelExecutor> model, LoadExecutor(BundledModelDir(), 1, config.precision));
+  ASSIGN_OR_RETURN(std::unique_ptr<ModelExecutor> model, LoadExecutor(BundledModelDir(), 1, config.precision, config.quantization));
   ASSIGN_OR_RETURN(std::unique_ptr<LlmEngine> engine, LlmEngine::Create(std::move(model), config));
   for (const EngineRequest& r : requests) RETURN_IF_ERROR(engine->AddRequest(r));
   std::map<std::string, std::vector<int32_t>> out;

@@ -23,7 +23,8 @@ int RunPerplexity(const std::vector<std::string>& args) {
   FlagSet flags;
   std::string model, text_file, dtype = "float32", kv_cache_dtype = "fp32", token_ids_out;
   int64_t context = 0, max_tokens = 0, step_tokens = 256;
-  bool json = false, help = false;
+  std::string quantization = "none";
+  bool json = false, help = false, quantize_lm_head = false;
   flags.AddString("model", &model, "HuggingFace model directory with its tokenizer (default: the bundled model)");
   flags.AddString("text", &text_file, "the text to score (UTF-8), tokenized whole once");
   flags.AddInt("context", &context,
@@ -33,6 +34,9 @@ int RunPerplexity(const std::vector<std::string>& args) {
   flags.AddInt("step-tokens", &step_tokens, "tokens per forward step inside a window (default 256; memory only)");
   flags.AddString("dtype", &dtype, "float32 | bfloat16: matmul arithmetic, as tandem generate (default float32)");
   flags.AddString("kv-cache-dtype", &kv_cache_dtype, "fp32 | bf16 | fp16 (default fp32)");
+  flags.AddString("quantization", &quantization, "none | int8: quantize at load, as tandem generate (default none)");
+  flags.AddBool("quantize-lm-head", &quantize_lm_head,
+                "with --quantization: quantize the LM head too (tandem generate keeps it in the file's dtype)");
   flags.AddString("token-ids-out", &token_ids_out,
                   "also write the scored token ids there (a JSON array), to score them with another tool");
   flags.AddBool("json", &json, "print one JSON object");
@@ -50,7 +54,7 @@ int RunPerplexity(const std::vector<std::string>& args) {
     (usage_error ? std::cerr : std::cout)
         << (why.empty() ? "" : why + "\n")
         << "usage: tandem perplexity --text FILE [--model DIR] [--context N (>= 2)] [--max-tokens N] "
-           "[--dtype D] [--kv-cache-dtype D] [--json]\n"
+           "[--dtype D] [--kv-cache-dtype D] [--quantization Q [--quantize-lm-head]] [--json]\n"
            "tokenizes FILE once (BOS at the start when the tokenizer adds one), keeps the first --max-tokens, "
            "cuts them into windows of --context tokens, runs each from an empty cache and scores every token of "
            "a window but its first\n"
@@ -65,6 +69,11 @@ int RunPerplexity(const std::vector<std::string>& args) {
   if (!kv_dtype.ok()) return fail(kv_dtype.status());
   absl::StatusOr<kernels::MatMulPrecision> precision = ParseMatMulDtype(dtype);
   if (!precision.ok()) return fail(precision.status());
+  absl::StatusOr<Quantization> scheme = ParseQuantization(quantization);
+  if (!scheme.ok()) return fail(scheme.status());
+  if (quantize_lm_head && *scheme == Quantization::kNone) {
+    return fail(absl::InvalidArgumentError("--quantize-lm-head needs --quantization"));
+  }
   absl::StatusOr<std::string> text = ReadFlagFile("text", text_file);
   if (!text.ok()) return fail(text.status());
   const std::filesystem::path dir = model.empty() ? DefaultModelDir() : std::filesystem::path(model);
@@ -78,7 +87,8 @@ int RunPerplexity(const std::vector<std::string>& args) {
     out << nlohmann::json(*tokens).dump() << "\n";
     if (!out) return fail(absl::InvalidArgumentError(absl::StrCat("--token-ids-out: cannot write ", token_ids_out)));
   }
-  absl::StatusOr<std::unique_ptr<LlamaModel>> m = LlamaModel::Load(dir, {}, nullptr, *precision);
+  absl::StatusOr<std::unique_ptr<LlamaModel>> m = LlamaModel::Load(dir, {}, nullptr, *precision,
+                                                                 QuantizationConfig{*scheme, quantize_lm_head});
   if (!m.ok()) return fail(m.status());
   if (context == 0) context = std::min<int64_t>(512, (*m)->config().max_position_embeddings);
   PerplexityOptions options;
@@ -93,7 +103,8 @@ int RunPerplexity(const std::vector<std::string>& args) {
     nlohmann::json j = {{"perplexity", r->perplexity}, {"mean_nll", r->mean_nll},
                         {"scored_tokens", r->scored_tokens}, {"windows", r->windows},
                         {"tokens", tokens->size()}, {"context", context},
-                        {"dtype", dtype}, {"kv_cache_dtype", kv_cache_dtype}, {"seconds", seconds}};
+                        {"dtype", dtype}, {"kv_cache_dtype", kv_cache_dtype},
+                        {"quantization", quantization}, {"quantize_lm_head", quantize_lm_head}, {"seconds", seconds}};
     std::cout << j.dump() << std::endl;
   } else {
     std::cout << absl::StrFormat("perplexity %.6f  (mean NLL %.6f nats over %d scored tokens, %d windows of up to %d; "

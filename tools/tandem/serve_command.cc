@@ -44,7 +44,7 @@ absl::Status Serve(const ServeFlags& f) {
   if (auth != nullptr) process::BlockReloadSignal();  // before the engine's threads start
   ASSIGN_OR_RETURN(EngineConfig engine_config, f.engine.ToConfig(f.seed.value_or(std::random_device{}())));
   ASSIGN_OR_RETURN(std::unique_ptr<ModelExecutor> model,
-                   LoadExecutor(dir, static_cast<int>(f.tp), engine_config.precision));
+                   LoadExecutor(dir, static_cast<int>(f.tp), engine_config.precision, engine_config.quantization));
   std::unique_ptr<Tokenizer> tokenizer;
   if (std::filesystem::exists(dir / "tokenizer.json")) {
     ASSIGN_OR_RETURN(tokenizer, Tokenizer::Load(dir));

@@ -78,6 +78,7 @@ Context: dict root, component (prefill | decode).
 --block-size={{ int64 $v.kv.blockSize }}
 --kv-cache-dtype={{ $v.kv.cacheDtype }}
 --dtype={{ $v.model.dtype }}
+--quantization={{ $v.model.quantization }}
 --tp={{ int64 $pool.tp }}
 --drain-timeout-s={{ int64 $pool.drainTimeoutS }}
 --metrics-port={{ int64 $v.metrics.port }}
