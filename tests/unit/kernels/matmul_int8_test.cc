@@ -101,10 +101,12 @@ struct Shape {
   int64_t m, n, k;
 };
 
-// k below, at and past 64 with tails; n past the 24-row panel and the 6-/4-row
-// tiles; m past the 4-/2-row tiles.
-const Shape kShapes[] = {{1, 1, 1}, {1, 7, 63}, {3, 25, 64}, {5, 30, 65}, {2, 49, 130}, {17, 50, 200},
-                         {9, 24, 576}, {1, 97, 1536}};
+// k below, at and past 64 with tails; n past the 24-row panel with every
+// edge-tile width of the 6- and 4-row tiles (n % 24 = 1..6); m past the
+// 4- and 2-row tiles.
+const Shape kShapes[] = {{1, 1, 1},     {1, 7, 63},    {3, 25, 64},   {5, 30, 65},   {2, 49, 130},
+                         {17, 50, 200}, {9, 24, 576},  {1, 97, 1536}, {2, 27, 100},  {3, 28, 129},
+                         {6, 29, 191},  {7, 53, 320}};
 
 TEST(QuantizeRowInt8Test, MatchesFloat64RuleExactly) {
   std::mt19937 rng(1);
