@@ -62,8 +62,8 @@ enum class Int8Path : uint8_t {
 // AVX512-VNNI when the level is >= kAvx512 and the CPU has VNNI, else AVX2.
 Int8Path ActiveInt8Path();
 
-// MatMulInt8 on a given path; for tests and benchmarks. The path must be
-// one this CPU can run (kScalar and kAvx2 always can).
+// MatMulInt8 on a given path; for tests and benchmarks. kAvx512Vnni on a
+// CPU without it runs kAvx2 (the same bits).
 void MatMulInt8On(Int8Path path, const float* x, int64_t m, const Int8Weight& w, const float* bias,
                   float* y);
 
