@@ -15,6 +15,9 @@
 namespace tandem {
 
 struct LlamaModel::Impl {
+  Impl(ModelConfig c, TpShard s, LlamaWeights w, RopeTable r, Communicator* comm_or_null)
+      : config(std::move(c)), shard(s), weights(std::move(w)), rope(std::move(r)), comm(comm_or_null) {}
+
   ModelConfig config;
   TpShard shard;
   LlamaWeights weights;
