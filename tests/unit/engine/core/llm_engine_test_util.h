@@ -25,15 +25,8 @@
 #include "absl/status/statusor.h"
 #include "engine/core/llm_engine.h"
 #include "gtest/gtest.h"
+#include "tests/testing/assert_ok.h"
 #include "tests/testing/engine_driver.h"
-
-#define TANDEM_CAT_INNER(a, b) a##b
-#define TANDEM_CAT(a, b) TANDEM_CAT_INNER(a, b)
-#define ASSERT_OK_AND_ASSIGN(lhs, expr) ASSERT_OK_AND_ASSIGN_IMPL(TANDEM_CAT(status_or_, __LINE__), lhs, expr)
-#define ASSERT_OK_AND_ASSIGN_IMPL(tmp, lhs, expr) \
-  auto tmp = (expr);                              \
-  ASSERT_TRUE(tmp.ok()) << tmp.status();          \
-  lhs = std::move(*tmp)
 
 namespace tandem::llm_engine_test {
 
