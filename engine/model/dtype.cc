@@ -33,6 +33,14 @@ std::string_view DTypeName(DType t) {
       return "F16";
     case DType::kBF16:
       return "BF16";
+    case DType::kF8E4M3:
+      return "F8_E4M3";
+    case DType::kI8:
+      return "I8";
+    case DType::kU8:
+      return "U8";
+    case DType::kI32:
+      return "I32";
   }
   return "UNKNOWN";
 }
@@ -81,6 +89,37 @@ uint16_t FloatToF16(float f) {
   const uint32_t half = 1u << (shift - 1u);
   if (remainder > half || (remainder == half && (result & 1u))) ++result;
   return static_cast<uint16_t>(sign | result);  // may carry into 0x0400: correct
+}
+
+float E4M3ToFloat(uint8_t code) {
+  const uint32_t sign = static_cast<uint32_t>(code & 0x80u) << 24;
+  const uint32_t magnitude = code & 0x7fu;
+  if (magnitude == 0x7fu) return BitsToFloat(sign | 0x7fc00000u);
+  // The exponent and mantissa bits placed under a float's: a normal code
+  // becomes 2^(e - 127) (1 + m/8), a subnormal one the float subnormal
+  // m * 2^-129; both times 2^120 are the E4M3 value, exactly.
+  return BitsToFloat(sign | FloatToBits(BitsToFloat(magnitude << 20) * 0x1p120f));
+}
+
+uint8_t FloatToE4M3(float f) {
+  const uint32_t bits = FloatToBits(f);
+  const uint8_t sign = static_cast<uint8_t>((bits >> 24) & 0x80u);
+  const uint32_t x = bits & 0x7fffffffu;
+  if (x > 0x7f800000u) return 0x7f;          // NaN
+  if (x >= 0x43e00000u) return sign | 0x7e;  // >= 448 (and infinity): saturate
+  if (x >= 0x3c800000u) {                    // normal E4M3 (>= 2^-6)
+    // Keep 3 mantissa bits, rounding to nearest even; a carry bumps the
+    // exponent (at most to 448's code: 464 and up saturated above).
+    const uint32_t rounded = x + 0x7ffffu + ((x >> 20) & 1u);
+    return static_cast<uint8_t>(sign | ((rounded - 0x3c000000u) >> 20));
+  }
+  // Subnormal E4M3: |f| / 2^-9 rounded to nearest even, 0..8 (8 is the
+  // smallest normal, 0x08: the same code). Exact in float: |f| < 2^-6.
+  const float units = BitsToFloat(x) * 0x1p9f;
+  const float r = units - static_cast<float>(static_cast<int>(units));  // fraction
+  int q = static_cast<int>(units);
+  if (r > 0.5f || (r == 0.5f && (q & 1))) ++q;
+  return static_cast<uint8_t>(sign | q);
 }
 
 }  // namespace tandem

@@ -50,6 +50,19 @@ absl::Status CheckDivisible(int64_t total, const char* what, const TpShard& shar
   return absl::OkStatus();
 }
 
+// The float tensor `name`: Get() plus a dtype check, so that a quantized
+// checkpoint's storage tensor (I8, F8_E4M3, ...) read where a float matrix is
+// expected fails with its name instead of being read as floats.
+absl::StatusOr<TensorView> GetFloat(const WeightStore& s, const std::string& name,
+                                    const std::vector<int64_t>& shape) {
+  ASSIGN_OR_RETURN(TensorView t, s.Get(name, shape));
+  if (!IsFloatDType(t.dtype)) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' is ", std::string(DTypeName(t.dtype)),
+                                                   ": expected F32, F16 or BF16"));
+  }
+  return t;
+}
+
 }  // namespace
 
 absl::StatusOr<LlamaWeights> LoadLlamaWeights(const ModelConfig& c,
@@ -74,35 +87,35 @@ absl::StatusOr<LlamaWeights> LoadLlamaWeights(const ModelConfig& c,
   const VocabShard vocab = VocabShardOf(c.vocab_size, shard);
   w.dims = {heads.length, kv_heads.length, ffn.length, vocab};
 
-  ASSIGN_OR_RETURN(TensorView embed, s.Get("model.embed_tokens.weight", {c.vocab_size, hidden}));
+  ASSIGN_OR_RETURN(TensorView embed, GetFloat(s, "model.embed_tokens.weight", {c.vocab_size, hidden}));
   w.embed = RowSlice(embed, vocab.range);
   if (c.tie_word_embeddings || !s.Contains("lm_head.weight")) {
     w.lm_head = w.embed;
   } else {
-    ASSIGN_OR_RETURN(TensorView head, s.Get("lm_head.weight", {c.vocab_size, hidden}));
+    ASSIGN_OR_RETURN(TensorView head, GetFloat(s, "lm_head.weight", {c.vocab_size, hidden}));
     w.lm_head = RowSlice(head, vocab.range);
   }
-  ASSIGN_OR_RETURN(TensorView norm, s.Get("model.norm.weight", {hidden}));
+  ASSIGN_OR_RETURN(TensorView norm, GetFloat(s, "model.norm.weight", {hidden}));
   w.final_norm = WholeMatrix(norm);
 
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const std::string p = absl::StrCat("model.layers.", i, ".");
     LlamaLayerWeights l;
-    ASSIGN_OR_RETURN(TensorView in_norm, s.Get(p + "input_layernorm.weight", {hidden}));
-    ASSIGN_OR_RETURN(TensorView q, s.Get(p + "self_attn.q_proj.weight",
+    ASSIGN_OR_RETURN(TensorView in_norm, GetFloat(s, p + "input_layernorm.weight", {hidden}));
+    ASSIGN_OR_RETURN(TensorView q, GetFloat(s, p + "self_attn.q_proj.weight",
                                          {c.num_attention_heads * hd, hidden}));
-    ASSIGN_OR_RETURN(TensorView k, s.Get(p + "self_attn.k_proj.weight",
+    ASSIGN_OR_RETURN(TensorView k, GetFloat(s, p + "self_attn.k_proj.weight",
                                          {c.num_key_value_heads * hd, hidden}));
-    ASSIGN_OR_RETURN(TensorView v, s.Get(p + "self_attn.v_proj.weight",
+    ASSIGN_OR_RETURN(TensorView v, GetFloat(s, p + "self_attn.v_proj.weight",
                                          {c.num_key_value_heads * hd, hidden}));
-    ASSIGN_OR_RETURN(TensorView o, s.Get(p + "self_attn.o_proj.weight",
+    ASSIGN_OR_RETURN(TensorView o, GetFloat(s, p + "self_attn.o_proj.weight",
                                          {hidden, c.num_attention_heads * hd}));
-    ASSIGN_OR_RETURN(TensorView post_norm, s.Get(p + "post_attention_layernorm.weight", {hidden}));
+    ASSIGN_OR_RETURN(TensorView post_norm, GetFloat(s, p + "post_attention_layernorm.weight", {hidden}));
     ASSIGN_OR_RETURN(TensorView gate,
-                     s.Get(p + "mlp.gate_proj.weight", {c.intermediate_size, hidden}));
-    ASSIGN_OR_RETURN(TensorView up, s.Get(p + "mlp.up_proj.weight", {c.intermediate_size, hidden}));
+                     GetFloat(s, p + "mlp.gate_proj.weight", {c.intermediate_size, hidden}));
+    ASSIGN_OR_RETURN(TensorView up, GetFloat(s, p + "mlp.up_proj.weight", {c.intermediate_size, hidden}));
     ASSIGN_OR_RETURN(TensorView down,
-                     s.Get(p + "mlp.down_proj.weight", {hidden, c.intermediate_size}));
+                     GetFloat(s, p + "mlp.down_proj.weight", {hidden, c.intermediate_size}));
     l.input_norm = WholeMatrix(in_norm);
     l.q_proj = RowSlice(q, q_rows);
     l.k_proj = RowSlice(k, kv_rows);
@@ -113,21 +126,21 @@ absl::StatusOr<LlamaWeights> LoadLlamaWeights(const ModelConfig& c,
     l.up_proj = RowSlice(up, ffn);
     l.down_proj = ColumnSlice(down, ffn);
     if (c.attention_bias) {
-      ASSIGN_OR_RETURN(TensorView qb, s.Get(p + "self_attn.q_proj.bias", {c.num_attention_heads * hd}));
-      ASSIGN_OR_RETURN(TensorView kb, s.Get(p + "self_attn.k_proj.bias", {c.num_key_value_heads * hd}));
-      ASSIGN_OR_RETURN(TensorView vb, s.Get(p + "self_attn.v_proj.bias", {c.num_key_value_heads * hd}));
+      ASSIGN_OR_RETURN(TensorView qb, GetFloat(s, p + "self_attn.q_proj.bias", {c.num_attention_heads * hd}));
+      ASSIGN_OR_RETURN(TensorView kb, GetFloat(s, p + "self_attn.k_proj.bias", {c.num_key_value_heads * hd}));
+      ASSIGN_OR_RETURN(TensorView vb, GetFloat(s, p + "self_attn.v_proj.bias", {c.num_key_value_heads * hd}));
       l.q_bias = SliceToFloat(qb, q_rows);
       l.k_bias = SliceToFloat(kb, kv_rows);
       l.v_bias = SliceToFloat(vb, kv_rows);
     }
     if (c.o_proj_bias) {
-      ASSIGN_OR_RETURN(TensorView ob, s.Get(p + "self_attn.o_proj.bias", {hidden}));
+      ASSIGN_OR_RETURN(TensorView ob, GetFloat(s, p + "self_attn.o_proj.bias", {hidden}));
       l.o_bias = SliceToFloat(ob, {0, hidden});
     }
     if (c.mlp_bias) {
-      ASSIGN_OR_RETURN(TensorView gb, s.Get(p + "mlp.gate_proj.bias", {c.intermediate_size}));
-      ASSIGN_OR_RETURN(TensorView ub, s.Get(p + "mlp.up_proj.bias", {c.intermediate_size}));
-      ASSIGN_OR_RETURN(TensorView db, s.Get(p + "mlp.down_proj.bias", {hidden}));
+      ASSIGN_OR_RETURN(TensorView gb, GetFloat(s, p + "mlp.gate_proj.bias", {c.intermediate_size}));
+      ASSIGN_OR_RETURN(TensorView ub, GetFloat(s, p + "mlp.up_proj.bias", {c.intermediate_size}));
+      ASSIGN_OR_RETURN(TensorView db, GetFloat(s, p + "mlp.down_proj.bias", {hidden}));
       l.gate_bias = SliceToFloat(gb, ffn);
       l.up_bias = SliceToFloat(ub, ffn);
       l.down_bias = SliceToFloat(db, {0, hidden});

@@ -66,9 +66,13 @@ absl::StatusOr<DType> ParseDType(const std::filesystem::path& path, const std::s
   if (s == "F32") return DType::kF32;
   if (s == "F16") return DType::kF16;
   if (s == "BF16") return DType::kBF16;
+  if (s == "F8_E4M3") return DType::kF8E4M3;
+  if (s == "I8") return DType::kI8;
+  if (s == "U8") return DType::kU8;
+  if (s == "I32") return DType::kI32;
   return absl::InvalidArgumentError(
       absl::StrCat(WhereTensor(path, name), ": unsupported dtype '", s,
-                   "' (only F32, F16 and BF16 are supported)"));
+                   "' (supported: F32, F16, BF16, F8_E4M3, I8, U8, I32)"));
 }
 
 absl::StatusOr<std::vector<int64_t>> ParseShape(const std::filesystem::path& path,

@@ -154,6 +154,81 @@ TEST(DTypeTest, NamesAndSizes) {
   EXPECT_EQ(DTypeSize(DType::kF32), 4u);
   EXPECT_EQ(DTypeSize(DType::kF16), 2u);
   EXPECT_EQ(DTypeSize(DType::kBF16), 2u);
+  EXPECT_EQ(DTypeName(DType::kF8E4M3), "F8_E4M3");
+  EXPECT_EQ(DTypeName(DType::kI8), "I8");
+  EXPECT_EQ(DTypeName(DType::kU8), "U8");
+  EXPECT_EQ(DTypeName(DType::kI32), "I32");
+  EXPECT_EQ(DTypeSize(DType::kF8E4M3), 1u);
+  EXPECT_EQ(DTypeSize(DType::kI8), 1u);
+  EXPECT_EQ(DTypeSize(DType::kU8), 1u);
+  EXPECT_EQ(DTypeSize(DType::kI32), 4u);
+  EXPECT_TRUE(IsFloatDType(DType::kBF16));
+  EXPECT_FALSE(IsFloatDType(DType::kF8E4M3));
+  EXPECT_FALSE(IsFloatDType(DType::kI32));
+}
+
+// E4M3 from its definition: (-1)^s 2^(e-7) (1 + m/8), or 2^-6 (m/8) when e = 0.
+double E4M3Definition(int code) {
+  const int s = code >> 7, e = (code >> 3) & 15, m = code & 7;
+  const double mag = e == 0 ? std::ldexp(m / 8.0, -6) : std::ldexp(1.0 + m / 8.0, e - 7);
+  return s ? -mag : mag;
+}
+
+TEST(DTypeTest, E4M3DecodesEveryCodeByItsDefinition) {
+  for (int code = 0; code < 256; ++code) {
+    const float f = E4M3ToFloat(static_cast<uint8_t>(code));
+    if ((code & 0x7f) == 0x7f) {
+      EXPECT_TRUE(std::isnan(f)) << code;
+      continue;
+    }
+    EXPECT_EQ(static_cast<double>(f), E4M3Definition(code)) << code;
+    EXPECT_EQ(std::signbit(f), code >= 128) << code;
+  }
+  EXPECT_EQ(E4M3ToFloat(0x7e), 448.0f);
+  EXPECT_EQ(E4M3ToFloat(0x01), std::ldexp(1.0f, -9));
+}
+
+// The nearest finite code by search, ties to the even code (even mantissa).
+uint8_t NearestE4M3(float f) {
+  int best = 0;
+  double best_err = std::numeric_limits<double>::infinity();
+  for (int code = 0; code < 0x7f; ++code) {
+    const double err = std::fabs(std::fabs(static_cast<double>(f)) - E4M3Definition(code));
+    if (err < best_err || (err == best_err && (code & 1) == 0)) {
+      best = code;
+      best_err = err;
+    }
+  }
+  return static_cast<uint8_t>(best | (std::signbit(f) ? 0x80 : 0));
+}
+
+TEST(DTypeTest, E4M3EncodesToTheNearestCodeTiesToEven) {
+  // Every code round-trips; every midpoint between neighbours and points
+  // near it go to the code the search picks.
+  for (int code = 0; code < 256; ++code) {
+    if ((code & 0x7f) == 0x7f) continue;
+    const float f = E4M3ToFloat(static_cast<uint8_t>(code));
+    ASSERT_EQ(FloatToE4M3(f), code) << code;
+    if ((code & 0x7f) < 0x7e) {
+      const float next = E4M3ToFloat(static_cast<uint8_t>(code + 1));
+      const float mid = (f + next) / 2;  // exact: both have few bits
+      for (float v : {mid, std::nextafter(mid, 0.0f), std::nextafter(mid, 2 * next), (f + mid) / 2}) {
+        ASSERT_EQ(FloatToE4M3(v), NearestE4M3(v)) << code << " " << v;
+      }
+    }
+  }
+  EXPECT_EQ(FloatToE4M3(-0.0f), 0x80);
+  EXPECT_EQ(FloatToE4M3(std::ldexp(1.0f, -10)), 0x00);  // half the smallest subnormal: ties to even (0)
+  EXPECT_EQ(FloatToE4M3(std::ldexp(3.0f, -10)), 0x02);  // 1.5 units: ties to even (2)
+  EXPECT_EQ(FloatToE4M3(std::ldexp(1.0f, -30)), 0x00);
+}
+
+TEST(DTypeTest, E4M3SaturatesAndKeepsNaN) {
+  EXPECT_EQ(FloatToE4M3(448.0f), 0x7e);
+  EXPECT_EQ(FloatToE4M3(463.9f), 0x7e);
+  EXPECT_EQ(FloatToE4M3(1e30f), 0x7e);
+  EXPECT_EQ(FloatToE4M3(-std::numeric_limits<float>::infinity()), 0xfe);
+  EXPECT_EQ(FloatToE4M3(std::numeric_limits<float>::quiet_NaN()), 0x7f);
 }
 
 }  // namespace

@@ -102,7 +102,7 @@ TEST_F(SafetensorsTest, RejectsUnknownDtype) {
   EXPECT_ERROR(
       OpenOneTensor(R"({"dtype":"I64","shape":[1],"data_offsets":[0,8]})", std::string(8, '\0')),
       absl::StatusCode::kInvalidArgument, HasSubstr(path_.string()), HasSubstr("tensor 'w'"),
-      HasSubstr("'I64'"), HasSubstr("only F32, F16 and BF16"));
+      HasSubstr("'I64'"), HasSubstr("supported: F32, F16, BF16, F8_E4M3, I8, U8, I32"));
 }
 
 TEST_F(SafetensorsTest, RejectsMissingDtype) {
