@@ -180,7 +180,13 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::filesyst
   }
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(dir));
   ASSIGN_OR_RETURN(std::unique_ptr<WeightStore> store, WeightStore::Open(dir));
-  ASSIGN_OR_RETURN(LlamaWeights weights, LoadLlamaWeights(config, std::move(store), shard));
+  ASSIGN_OR_RETURN(CheckpointQuantization stored, LoadCheckpointQuantization(dir));
+  if (stored.quantized() && quantization.scheme != Quantization::kNone) {
+    // Re-quantizing already-quantized weights would compound two roundings.
+    return absl::InvalidArgumentError(absl::StrCat(dir.string(), " is already quantized (", stored.Describe(),
+                                                   "): load it with --quantization none"));
+  }
+  ASSIGN_OR_RETURN(LlamaWeights weights, LoadLlamaWeights(config, std::move(store), shard, stored));
   RopeTable rope(config.head_dim, config.rope_theta, config.rope_scaling);
   auto impl = std::unique_ptr<Impl>(new Impl{std::move(config), shard, std::move(weights), std::move(rope),
                                              shard.size > 1 ? comm : nullptr});
