@@ -130,8 +130,73 @@ def main():
     check("a quantized checkpoint refuses --quantization int8 (exit 2, 'already quantized')",
           rc == 2 and "already quantized" in err, (rc, err[-500:]))
 
+    check_tandem_quantize(args, corpus, text_path)
     print("%d failed" % len(FAILED))
     return 1 if FAILED else 0
+
+
+def check_tandem_quantize(args, corpus, text_path):
+    """`tandem quantize --scheme w8a8-smoothquant` against SmoothQuant
+    recomputed here from its own calibration statistics and the float
+    weights: the factors it folded into the norms, every int8 row within
+    half a step of the smoothed weight, then the reference on the result."""
+    import numpy as np
+    import safetensors_io
+
+    calib = os.path.join(args.work, "calibration.txt")
+    with open(calib, "w", encoding="utf-8") as f:
+        f.write(corpus[:len(corpus) * 9 // 10])  # the training part
+    out = os.path.join(args.work, "smoothquant")
+    stats = os.path.join(args.work, "smoothquant_stats.json")
+    if os.path.exists(out):
+        import shutil
+        shutil.rmtree(out)
+    alpha = 0.5
+    p = subprocess.run([args.tandem, "quantize", "--model", args.model, "--calibration", calib, "--out", out,
+                        "--max-tokens", "4096", "--alpha", str(alpha), "--stats-out", stats, "--json"],
+                       capture_output=True, text=True, timeout=600)
+    if not check("tandem quantize exits 0", p.returncode == 0, p.stderr):
+        return
+    summary = json.loads(p.stdout.strip().splitlines()[-1])
+    check("it calibrated on 4096 tokens", summary["calibration_tokens"] == 4096, summary)
+    with open(stats) as f:
+        layers = json.load(f)["layers"]
+    orig = {n: safetensors_io.to_float64(*t) for n, t in safetensors_io.load_model_dir(args.model).items()}
+    new = safetensors_io.load_model_dir(out)
+    deq = quantized_formats.decode_weights(out)
+    worst_s, worst_step, worst_scale = 0.0, 0.0, 0.0
+    groups = {"input_layernorm": ("qkv", ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]),
+              "post_attention_layernorm": ("gate_up", ["mlp.gate_proj", "mlp.up_proj"])}
+    for i, stat in enumerate(layers):
+        p_ = "model.layers.%d." % i
+        for norm, (site, mods) in groups.items():
+            x_max = np.asarray(stat[site], dtype=np.float64)
+            w_max = np.max(np.stack([np.abs(orig[p_ + m + ".weight"]).max(axis=0) for m in mods]), axis=0)
+            want = np.where((x_max > 0) & (w_max > 0),
+                            np.clip(x_max ** alpha / w_max ** (1 - alpha), 1e-5, 1e5), 1.0)
+            got = orig[p_ + norm + ".weight"] / safetensors_io.to_float64(*new[p_ + norm + ".weight"])
+            worst_s = max(worst_s, float(np.max(np.abs(got - want) / want)))
+            for m in mods:
+                smoothed = orig[p_ + m + ".weight"] * want[None, :]
+                scale = safetensors_io.to_float64(*new[p_ + m + ".weight_scale"]).reshape(-1)
+                want_scale = np.abs(smoothed).max(axis=1) / 127
+                worst_scale = max(worst_scale, float(np.max(np.abs(scale - want_scale) / want_scale)))
+                err = np.abs(deq[p_ + m + ".weight"] - smoothed) / scale[:, None]
+                worst_step = max(worst_step, float(err.max()))
+    check("the norms carry s = max|X|^a / max|W|^(1-a) from its statistics (worst relative %.2e <= 1e-5)"
+          % worst_s, worst_s <= 1e-5)
+    check("every row's scale is max|W s| / 127 (worst relative %.2e <= 1e-5)" % worst_scale, worst_scale <= 1e-5)
+    check("every int8 weight is within half a step of W s (worst %.4f steps <= 0.5001)" % worst_step,
+          worst_step <= 0.5001)
+    compare_with_reference(args, "tandem quantize w8a8-smoothquant output", out, text_path, True)
+
+    for flags, what, rc_want in [(["--out", out], "not empty", 2),
+                                 (["--out", out + "-2", "--alpha", "1.5"], "--alpha", 2),
+                                 (["--out", out + "-3", "--model", out], "already quantized", 2)]:
+        p = subprocess.run([args.tandem, "quantize", "--model", args.model, "--calibration", calib] + flags,
+                           capture_output=True, text=True, timeout=600)
+        check("tandem quantize %s -> exit %d naming %r" % (" ".join(flags[2:]) or flags[0], rc_want, what),
+              p.returncode == rc_want and what in p.stderr, (p.returncode, p.stderr[-400:]))
 
 
 if __name__ == "__main__":
