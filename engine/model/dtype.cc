@@ -41,6 +41,8 @@ std::string_view DTypeName(DType t) {
       return "U8";
     case DType::kI32:
       return "I32";
+    case DType::kI64:
+      return "I64";
   }
   return "UNKNOWN";
 }

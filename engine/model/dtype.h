@@ -10,13 +10,15 @@ namespace tandem {
 
 // F32/F16/BF16 are the float element types weights, activations and the KV
 // cache are kept in. The rest are storage types of quantized checkpoints and
-// caches (int8/uint8/int32 packing, FP8 E4M3): they never reach a float
+// caches (int8/uint8/int32 packing, int64 shapes, FP8 E4M3): they never reach a float
 // kernel; the loaders that read them decode them into quantized weights.
-enum class DType : uint8_t { kF32, kF16, kBF16, kF8E4M3, kI8, kU8, kI32 };
+enum class DType : uint8_t { kF32, kF16, kBF16, kF8E4M3, kI8, kU8, kI32, kI64 };
 
 // Bytes per element.
 constexpr size_t DTypeSize(DType t) {
   switch (t) {
+    case DType::kI64:
+      return 8;
     case DType::kF32:
     case DType::kI32:
       return 4;
@@ -34,7 +36,7 @@ constexpr size_t DTypeSize(DType t) {
 // Whether `t` is one of the float element types (F32, F16, BF16).
 constexpr bool IsFloatDType(DType t) { return t == DType::kF32 || t == DType::kF16 || t == DType::kBF16; }
 
-// The safetensors spelling ("F32", "F16", "BF16", "F8_E4M3", "I8", "U8", "I32").
+// The safetensors spelling ("F32", "F16", "BF16", "F8_E4M3", "I8", "U8", "I32", "I64").
 std::string_view DTypeName(DType t);
 
 inline float Bf16ToFloat(uint16_t h) {

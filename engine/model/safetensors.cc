@@ -70,9 +70,10 @@ absl::StatusOr<DType> ParseDType(const std::filesystem::path& path, const std::s
   if (s == "I8") return DType::kI8;
   if (s == "U8") return DType::kU8;
   if (s == "I32") return DType::kI32;
+  if (s == "I64") return DType::kI64;
   return absl::InvalidArgumentError(
       absl::StrCat(WhereTensor(path, name), ": unsupported dtype '", s,
-                   "' (supported: F32, F16, BF16, F8_E4M3, I8, U8, I32)"));
+                   "' (supported: F32, F16, BF16, F8_E4M3, I8, U8, I32, I64)"));
 }
 
 absl::StatusOr<std::vector<int64_t>> ParseShape(const std::filesystem::path& path,

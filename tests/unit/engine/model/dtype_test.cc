@@ -162,6 +162,8 @@ TEST(DTypeTest, NamesAndSizes) {
   EXPECT_EQ(DTypeSize(DType::kI8), 1u);
   EXPECT_EQ(DTypeSize(DType::kU8), 1u);
   EXPECT_EQ(DTypeSize(DType::kI32), 4u);
+  EXPECT_EQ(DTypeName(DType::kI64), "I64");
+  EXPECT_EQ(DTypeSize(DType::kI64), 8u);
   EXPECT_TRUE(IsFloatDType(DType::kBF16));
   EXPECT_FALSE(IsFloatDType(DType::kF8E4M3));
   EXPECT_FALSE(IsFloatDType(DType::kI32));
