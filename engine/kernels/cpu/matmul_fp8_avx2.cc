@@ -49,8 +49,12 @@ inline float Tree(__m256 lo, __m256 hi) {
   return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
 }
 
+// `next` (may be null): the codes of the following sub-panel (kNr * ldw
+// bytes), prefetched 48 bytes per 16 k so memory streams while this tile
+// computes (as in matmul_fp8_avx512.cc).
 template <int MR, int NR, int S>
-void Tile(const float* x, int64_t ldx, int64_t k, const void* w, int64_t ldw, float* acc, int64_t ld_acc) {
+void Tile(const float* x, int64_t ldx, int64_t k, const void* w, int64_t ldw, float* acc, int64_t ld_acc,
+          const char* next) {
   __m256 a[2][MR][NR];
 #pragma GCC unroll 32
   for (int h = 0; h < 2; ++h) {
@@ -62,6 +66,7 @@ void Tile(const float* x, int64_t ldx, int64_t k, const void* w, int64_t ldw, fl
   }
   const int64_t k16 = k / 16 * 16;
   for (int64_t kk = 0; kk < k16; kk += 16) {
+    if (next != nullptr) _mm_prefetch(next + kk * kNr, _MM_HINT_T0);
 #pragma GCC unroll 2
     for (int h = 0; h < 2; ++h) {
       __m256 xv[MR];
@@ -90,7 +95,7 @@ void Tile(const float* x, int64_t ldx, int64_t k, const void* w, int64_t ldw, fl
   }
 }
 
-using TileFn = void (*)(const float*, int64_t, int64_t, const void*, int64_t, float*, int64_t);
+using TileFn = void (*)(const float*, int64_t, int64_t, const void*, int64_t, float*, int64_t, const char*);
 
 template <int S, int MR, int... NRs>
 constexpr void FillRow(TileFn* row, std::integer_sequence<int, NRs...>) {
@@ -125,9 +130,10 @@ void Fp8DotsAvx2(const Fp8DotArgs& a) {
       const int64_t mr = Min(kMr, a.m - i0);
       float* acc = a.acc + i0 * a.nr + j0;
       if (widen) {
-        kTiles<kFloats>.fn[mr - 1][nr - 1](a.x + i0 * a.k, a.k, a.k, a.scratch, a.kp, acc, a.nr);
+        kTiles<kFloats>.fn[mr - 1][nr - 1](a.x + i0 * a.k, a.k, a.k, a.scratch, a.kp, acc, a.nr, nullptr);
       } else {
-        kTiles<kCodes>.fn[mr - 1][nr - 1](a.x + i0 * a.k, a.k, a.k, codes, a.kp, acc, a.nr);
+        const auto* next = reinterpret_cast<const char*>(codes + nr * a.kp);  // the next sub-panel's codes
+        kTiles<kCodes>.fn[mr - 1][nr - 1](a.x + i0 * a.k, a.k, a.k, codes, a.kp, acc, a.nr, next);
       }
     }
   }
