@@ -19,7 +19,8 @@
 // it is exact and undone by the (exact) 2^8 in the scale, so for activations
 // with |x| >= 2^-109 (or 0) the result equals, bit for bit, fp32 MatMul over the
 // matrix E4M3ToFloat(code) followed by scale * S (+ bias). Smaller nonzero
-// activations (fp32 subnormal territory) may lose low bits of a product.
+// activations (below 2^-109, near fp32's subnormals) may lose low bits of a
+// product, as they partly would in fp32 anyway.
 // The order depends on nothing but k, so a row's result is the same in any
 // batch, tiling, thread count and on the AVX2 and AVX-512 paths: batch-
 // invariant, bit for bit, on every ISA level.
