@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "engine/kernels/fp8_matmul.h"
 #include "engine/kernels/int8_matmul.h"
 #include "engine/kernels/ops.h"
 #include "engine/kernels/paged_attention.h"
@@ -38,9 +39,16 @@ struct LlamaModel::Impl {
     int8_weights.push_back(std::make_unique<kernels::Int8Weight>(kernels::QuantizeWeightInt8(w)));
     w.int8 = int8_weights.back().get();
   }
+  // --quantization fp8: likewise (the refs' fp8 point here).
+  std::vector<std::unique_ptr<kernels::Fp8Weight>> fp8_weights;
+  void QuantizeFp8(kernels::WeightRef& w) {
+    if (w.data == nullptr) return;
+    fp8_weights.push_back(std::make_unique<kernels::Fp8Weight>(kernels::QuantizeWeightFp8(w)));
+    w.fp8 = fp8_weights.back().get();
+  }
 
   void PackForAmx(kernels::WeightRef& w) {
-    if (w.dtype != DType::kBF16 || w.data == nullptr || w.int8 != nullptr) return;
+    if (w.dtype != DType::kBF16 || w.data == nullptr || w.int8 != nullptr || w.fp8 != nullptr) return;
     HugePageBuffer buf(static_cast<size_t>(kernels::AmxPackedElems(w.rows, w.cols)) * 2);
     kernels::PackBf16ForAmx(w, reinterpret_cast<uint16_t*>(buf.data()));
     w.amx_tiles = reinterpret_cast<const uint16_t*>(buf.data());
@@ -51,6 +59,8 @@ struct LlamaModel::Impl {
   void MatMul(const float* x, int64_t m, const kernels::WeightRef& w, const float* bias, float* y) const {
     if (w.int8 != nullptr) {
       kernels::MatMulInt8(x, m, *w.int8, bias, y);
+    } else if (w.fp8 != nullptr) {
+      kernels::MatMulFp8(x, m, *w.fp8, bias, y);
     } else if (precision == kernels::MatMulPrecision::kBf16) {
       kernels::MatMulBf16(x, m, w, bias, y);
     } else {
@@ -211,6 +221,16 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::filesyst
     }
     // A tied head quantizes its own copy; the embedding keeps reading rows.
     if (quantization.lm_head) impl->QuantizeInt8(w.lm_head);
+  }
+  if (quantization.scheme == Quantization::kFp8) {
+    LlamaWeights& w = impl->weights;
+    for (LlamaLayerWeights& l : w.layers) {
+      for (kernels::WeightRef* r : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj,
+                                    &l.down_proj}) {
+        impl->QuantizeFp8(*r);
+      }
+    }
+    if (quantization.lm_head) impl->QuantizeFp8(w.lm_head);
   }
   if (precision == kernels::MatMulPrecision::kBf16 && kernels::ActiveCpuIsa() == kernels::CpuIsa::kAmx) {
     LlamaWeights& w = impl->weights;

@@ -151,7 +151,27 @@ def test_int8_quantization(args):
           rc == 0 and batched[0] is not None and json.loads(out)["token_ids"] == batched[0][2], out + err)
     rc, out, err = run([args.tandem, "generate", "--prompt", "x", "--quantization", "int4"])
     check("unknown --quantization: exit 1, names the flag and the choices",
-          rc == 1 and "--quantization 'int4'" in err and "none or int8" in err, err)
+          rc == 1 and "--quantization 'int4'" in err and "none, int8" in err and "fp8" in err, err)
+
+
+def test_fp8_quantization(args):
+    """--quantization fp8 (W8A16): runs end to end, repeats exactly, and a prompt
+    alone gives the same greedy tokens as in a batch (batch-invariant kernels)."""
+    prompts = os.path.join(args.work, "prompts_fp8.txt")
+    with open(prompts, "w") as f:
+        f.write("ROMEO:\nJULIET:\nFirst Citizen:\nWhat say you, my lord?\n")
+    batched = []
+    for _ in range(2):
+        rc, out, err = run([args.tandem, "generate", "--prompts-file", prompts, "--temperature", "0",
+                            "--max-tokens", "24", "--json", "--quantization", "fp8",
+                            "--max-num-batched-tokens", "7"])
+        check("fp8 prompts file exits 0", rc == 0, err)
+        batched.append([json.loads(l)["token_ids"] for l in out.strip().splitlines()[:-1]] if rc == 0 else None)
+    check("fp8 runs repeat exactly", batched[0] is not None and batched[0] == batched[1], str(batched))
+    rc, out, err = run([args.tandem, "generate", "--prompt", "First Citizen:", "--temperature", "0",
+                        "--max-tokens", "24", "--json", "--quantization", "fp8"])
+    check("fp8: a prompt alone equals it in a batch",
+          rc == 0 and batched[0] is not None and json.loads(out)["token_ids"] == batched[0][2], out + err)
 
 
 def test_stop_strings(args):
@@ -211,6 +231,7 @@ def main():
     test_random_model_prompt_ids(args)
     test_many_prompts_and_batching(args)
     test_int8_quantization(args)
+    test_fp8_quantization(args)
     test_stop_strings(args)
     test_errors(args)
     print("%d passed, %d failed" % (len(PASSED), len(FAILED)))

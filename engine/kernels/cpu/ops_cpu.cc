@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -76,6 +77,38 @@ void ConvertToFloat(DType t, const void* src, int64_t n, float* dst) {
     case DType::kF16: {
       const auto* s = static_cast<const _Float16*>(src);
       for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(s[i]);
+      return;
+    }
+    // The storage types convert by value (scales, zero points, tools).
+    case DType::kF8E4M3: {
+      const auto* s = static_cast<const uint8_t*>(src);
+      for (int64_t i = 0; i < n; ++i) dst[i] = E4M3ToFloat(s[i]);
+      return;
+    }
+    case DType::kI8: {
+      const auto* s = static_cast<const int8_t*>(src);
+      for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(s[i]);
+      return;
+    }
+    case DType::kU8: {
+      const auto* s = static_cast<const uint8_t*>(src);
+      for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(s[i]);
+      return;
+    }
+    case DType::kI32: {
+      int32_t v;
+      for (int64_t i = 0; i < n; ++i) {
+        std::memcpy(&v, static_cast<const uint8_t*>(src) + 4 * i, 4);
+        dst[i] = static_cast<float>(v);
+      }
+      return;
+    }
+    case DType::kI64: {
+      int64_t v;
+      for (int64_t i = 0; i < n; ++i) {
+        std::memcpy(&v, static_cast<const uint8_t*>(src) + 8 * i, 8);
+        dst[i] = static_cast<float>(v);
+      }
       return;
     }
   }

@@ -58,6 +58,8 @@ TestWeight MakeWeight(DType dtype, int64_t rows, int64_t cols, int64_t pad, std:
           exact = F16ToFloat(h);
           break;
         }
+        default:  // storage types never reach MatMul
+          ADD_FAILURE() << "not a float dtype";
       }
       if (c < cols) w.values[r * cols + c] = exact;
     }
