@@ -18,7 +18,7 @@
 namespace tandem::kernels::cpu {
 namespace {
 
-enum KvType { kF32 = 0, kF16 = 1, kBF16 = 2 };  // DType's values
+enum KvType { kF32 = 0, kF16 = 1, kBF16 = 2, kF8 = 3, kI8 = 4 };  // DType's values (kF8: E4M3)
 
 inline __mmask16 LaneMask(int begin, int end) {
   return static_cast<__mmask16>(((1u << end) - 1u) & ~((1u << begin) - 1u));
@@ -65,6 +65,17 @@ inline __m512 Widen16(const uint16_t* src) {
   return _mm512_cvtph_ps(h);
 }
 
+// 16 one-byte codes as fp32: int8 as integers, fp8 (E4M3) as value / 256
+// through binary16 (attention_kernels.h: the code sign-extended and shifted
+// up by 7 is the binary16 but for bit 14, a copy of the sign, cleared).
+template <int WT>
+inline __m512 WidenCodes16(__m128i bytes) {
+  if constexpr (WT == kI8) return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes));
+  const __m256i half = _mm256_and_si256(_mm256_slli_epi16(_mm256_cvtepi8_epi16(bytes), 7),
+                                        _mm256_set1_epi16(static_cast<short>(0xbf80)));
+  return _mm512_cvtph_ps(half);
+}
+
 // A BF16 pair group (32 elements, one 64-byte load) as fp32: its even
 // elements (the low half of each 32-bit word, shifted up) and its odd ones
 // (the high half, masked): positions [0, 16) and [16, 32) of the group.
@@ -82,6 +93,9 @@ inline __m512i LoadPairGroup(const void* row, int64_t g) {
 template <int NC, int WT>
 inline __m512 Load16(const void* row, int64_t c) {
   if constexpr (WT == kF32) return _mm512_loadu_ps(static_cast<const float*>(row) + 16 * c);
+  if constexpr (WT == kI8 || WT == kF8) {
+    return WidenCodes16<WT>(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint8_t*>(row) + 16 * c)));
+  }
   if constexpr (WT == kBF16) {
     if ((c | 1) < NC) {
       const __m512i x = LoadPairGroup(row, c / 2);
@@ -195,6 +209,10 @@ void WidenRow(const void* src, int type, int64_t head_dim, int64_t padded_dim, f
     __m512 v;
     if (type == kF32) {
       v = _mm512_maskz_loadu_ps(mask, static_cast<const float*>(src) + d);
+    } else if (type == kI8 || type == kF8) {
+      // Masked-off bytes read as zero codes, which widen to zero.
+      const __m128i b = _mm_maskz_loadu_epi8(mask, static_cast<const uint8_t*>(src) + d);
+      v = type == kI8 ? WidenCodes16<kI8>(b) : WidenCodes16<kF8>(b);
     } else {
       const __m256i h = _mm256_maskz_loadu_epi16(mask, static_cast<const uint16_t*>(src) + d);
       v = type == kBF16 ? _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)) : _mm512_cvtph_ps(h);
@@ -227,9 +245,15 @@ void PrepareRows(const AttnChunkArgs& a, const void** k, const void** v) {
     if (NC > 0 && full && a.kv_dtype == kBF16) {
       WidenFullRow<NC, kBF16>(a.k_rows[j], kd);
       WidenFullRow<NC, kBF16>(a.v_rows[j], vd);
-    } else if (NC > 0 && full) {
+    } else if (NC > 0 && full && a.kv_dtype == kF16) {
       WidenFullRow<NC, kF16>(a.k_rows[j], kd);
       WidenFullRow<NC, kF16>(a.v_rows[j], vd);
+    } else if (NC > 0 && full && a.kv_dtype == kI8) {
+      WidenFullRow<NC, kI8>(a.k_rows[j], kd);
+      WidenFullRow<NC, kI8>(a.v_rows[j], vd);
+    } else if (NC > 0 && full && a.kv_dtype == kF8) {
+      WidenFullRow<NC, kF8>(a.k_rows[j], kd);
+      WidenFullRow<NC, kF8>(a.v_rows[j], vd);
     } else {
       WidenRow(a.k_rows[j], a.kv_dtype, a.head_dim, a.padded_dim, kd);
       WidenRow(a.v_rows[j], a.kv_dtype, a.head_dim, a.padded_dim, vd);
@@ -264,14 +288,15 @@ void Attend(const AttnChunkArgs& a) {
   const int64_t nc = a.padded_dim / 16;
   const int64_t state_stride = kStateHeader + a.padded_dim;
   const __m512 neg_inf = _mm512_set1_ps(-__builtin_inff());
-  const __m512 scale = _mm512_set1_ps(a.scale);
+  const __m512 k_mul = _mm512_loadu_ps(a.k_mul);
+  const __m512 v_mul = _mm512_loadu_ps(a.v_mul);
   int jb, je;
   for (int64_t t = 0; t < a.num_tokens; ++t) {
     Lanes(a, t, &jb, &je);
     if (jb >= je) continue;
     const __mmask16 valid = LaneMask(jb, je);
     for (int64_t row = t * a.group; row < (t + 1) * a.group; ++row) {
-      const __m512 s = _mm512_mul_ps(Dot16<NC, WT>(a.q + row * a.padded_dim, k, nc), scale);
+      const __m512 s = _mm512_mul_ps(Dot16<NC, WT>(a.q + row * a.padded_dim, k, nc), k_mul);
       _mm512_storeu_ps(a.scores + row * kAttnChunk, _mm512_mask_blend_ps(valid, neg_inf, s));
     }
   }
@@ -289,7 +314,7 @@ void Attend(const AttnChunkArgs& a) {
       st[0] = m_new;
       st[1] = __builtin_fmaf(st[1], alpha, Tree(e));
       st[2] = alpha;
-      _mm512_storeu_ps(a.scores + row * kAttnChunk, e);
+      _mm512_storeu_ps(a.scores + row * kAttnChunk, _mm512_mul_ps(e, v_mul));
     }
   }
   for (int64_t t = 0; t < a.num_tokens; ++t) {
@@ -481,7 +506,7 @@ void AttendOneTokenBf16(const AttnChunkArgs& a) {
 }
 
 // With one query token (decode) BF16 rows are widened in registers once for
-// the token's whole group; with few query rows other 16-bit rows are widened
+// the token's whole group; with few query rows other 16-bit and 8-bit rows are widened
 // in registers as each row uses them; with many (prefill) rows are widened
 // once into scratch and every row reads fp32. Widening is exact either way.
 constexpr int64_t kMaxInRegisterRows = 4;
@@ -491,7 +516,16 @@ void Dispatch(const AttnChunkArgs& a) {
   const bool full = a.head_dim == a.padded_dim;
   if (a.kv_dtype == kBF16 && full && a.num_tokens == 1) return AttendOneTokenBf16<NC>(a);
   if (a.kv_dtype != kF32 && full && a.num_tokens * a.group <= kMaxInRegisterRows) {
-    return a.kv_dtype == kBF16 ? Attend<NC, kBF16>(a) : Attend<NC, kF16>(a);
+    switch (a.kv_dtype) {
+      case kBF16:
+        return Attend<NC, kBF16>(a);
+      case kF16:
+        return Attend<NC, kF16>(a);
+      case kI8:
+        return Attend<NC, kI8>(a);
+      default:
+        return Attend<NC, kF8>(a);
+    }
   }
   return Attend<NC, kF32>(a);
 }
