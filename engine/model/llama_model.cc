@@ -23,6 +23,7 @@ struct LlamaModel::Impl {
   LlamaWeights weights;
   RopeTable rope;
   Communicator* comm = nullptr;  // null when shard.size == 1
+  KvCacheScales kv_scales;       // used only by fp8 KV caches
   kernels::MatMulPrecision precision = kernels::MatMulPrecision::kF32;
   // --dtype bfloat16 on AMX: the matmul weights repacked into the AMX
   // kernel's tile order (the refs' amx_tiles point here). Costs a second copy
@@ -145,12 +146,13 @@ void LlamaModel::Impl::AttentionBlock(const ForwardBatch& b, KvCache& cache, int
   MatMul(h.data(), n, lw.v_proj, OrNull(lw.v_bias), v.data());
   kernels::ApplyRope(q.data(), n, q_dim, weights.dims.num_heads, hd, cos.data(), sin.data());
   kernels::ApplyRope(k.data(), n, kv_dim, weights.dims.num_kv_heads, hd, cos.data(), sin.data());
-  kernels::WriteKv(b, cache, layer, k.data(), v.data(), kv_dim);
+  const kernels::KvHeadScales fp8_scales{kv_scales.k_layer(layer), kv_scales.v_layer(layer)};
+  kernels::WriteKv(b, cache, layer, k.data(), v.data(), kv_dim, fp8_scales);
   if (listener != nullptr) listener->OnLayerKvWritten(shard.rank, layer);
   const kernels::AttentionShape shape{weights.dims.num_heads, weights.dims.num_kv_heads, hd,
                                       static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd))),
                                       config.sliding_window};
-  kernels::PagedAttention(b, cache, layer, shape, q.data(), q_dim, attn.data());
+  kernels::PagedAttention(b, cache, layer, shape, q.data(), q_dim, attn.data(), fp8_scales);
   MatMul(attn.data(), n, lw.o_proj, nullptr, proj.data());
   AllReduce(proj, n * config.hidden_size);  // row-parallel: sum the ranks' partial outputs, then the bias
   AddResidual(x.data(), proj.data(), lw.o_bias, n, config.hidden_size);
@@ -180,11 +182,13 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::filesyst
   }
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(dir));
   ASSIGN_OR_RETURN(std::unique_ptr<WeightStore> store, WeightStore::Open(dir));
+  ASSIGN_OR_RETURN(KvCacheScales kv_scales, LoadKvCacheScales(*store, config, shard));
   ASSIGN_OR_RETURN(LlamaWeights weights, LoadLlamaWeights(config, std::move(store), shard));
   RopeTable rope(config.head_dim, config.rope_theta, config.rope_scaling);
   auto impl = std::unique_ptr<Impl>(new Impl{std::move(config), shard, std::move(weights), std::move(rope),
                                              shard.size > 1 ? comm : nullptr});
   impl->precision = precision;
+  impl->kv_scales = std::move(kv_scales);
   if (quantization.scheme == Quantization::kInt8) {
     LlamaWeights& w = impl->weights;
     for (LlamaLayerWeights& l : w.layers) {
@@ -211,6 +215,8 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::filesyst
 }
 
 const ModelConfig& LlamaModel::config() const { return impl_->config; }
+
+const KvCacheScales& LlamaModel::kv_cache_scales() const { return impl_->kv_scales; }
 
 KvCacheShape LlamaModel::MakeKvCacheShape(int64_t num_blocks, int64_t block_size,
                                           DType dtype) const {
