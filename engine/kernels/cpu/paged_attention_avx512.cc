@@ -331,7 +331,7 @@ void Attend(const AttnChunkArgs& a) {
   }
 }
 
-// --- One query token against a BF16 chunk (decode): the token's R query
+// --- One query token against a BF16 (or, below, int8/fp8) chunk (decode): the token's R query
 // rows (R <= 4 of its GQA group) share every widened K and V row, so a row
 // is loaded and widened once for all of them rather than once per query
 // head. Same numerics as Attend: per row, the same fma chains in the same
@@ -434,10 +434,69 @@ inline void AccumulateVBf16(float* const* acc, int c0, const float* alpha, const
   }
 }
 
-// Query rows [row0, row0 + R) of a one-token chunk call, all with lanes [jb, je).
-template <int NC, int R>
-void AttendRowsBf16(const AttnChunkArgs& a, const void* const* k, const void* const* v, int64_t row0, int jb,
-                    int je) {
+// The same for one-byte code rows (int8, fp8; WT): each 16-column piece of
+// a K row is widened once (Load16) for all R query rows, in element order,
+// so the fma chains are Dot16's and the tree TransposeTree's.
+template <int NC, int R, int WT>
+inline void ScoresCodes(const float* const* q, const void* const* k, __m512 k_mul, __m512* out) {
+  __m512 u[R][4];
+#pragma GCC unroll 4
+  for (int quad = 0; quad < 4; ++quad) {
+    __m512 acc[R][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      const void* row = k[SlotKey(4 * quad + i)];
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) acc[r][i] = _mm512_setzero_ps();
+#pragma GCC unroll 8
+      for (int c = 0; c < NC; ++c) {
+        const __m512 w = Load16<NC, WT>(row, c);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) acc[r][i] = _mm512_fmadd_ps(_mm512_loadu_ps(q[r] + 16 * c), w, acc[r][i]);
+      }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) u[r][quad] = TreeTwoLevels(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) out[r] = _mm512_mul_ps(TreeLastLevels(u[r]), k_mul);
+}
+
+// AccumulateVBf16 for code rows: columns [16 c0, 16 (c0 + C)), each V
+// piece widened once for all R rows; the fmas are AccumulateV's.
+template <int NC, int R, int C, int WT>
+inline void AccumulateVCodes(float* const* acc, int c0, const float* alpha, const float* const* e,
+                             const void* const* v, int jb, int je) {
+  __m512 o[R][C];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+    const __m512 av = _mm512_set1_ps(alpha[r]);
+#pragma GCC unroll 8
+    for (int c = 0; c < C; ++c) o[r][c] = _mm512_mul_ps(_mm512_loadu_ps(acc[r] + 16 * (c0 + c)), av);
+  }
+  for (int j = jb; j < je; ++j) {
+    __m512 w[C];
+#pragma GCC unroll 8
+    for (int c = 0; c < C; ++c) w[c] = Load16<NC, WT>(v[j], c0 + c);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const __m512 b = _mm512_set1_ps(e[r][j]);
+#pragma GCC unroll 8
+      for (int c = 0; c < C; ++c) o[r][c] = _mm512_fmadd_ps(b, w[c], o[r][c]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 8
+    for (int c = 0; c < C; ++c) _mm512_storeu_ps(acc[r] + 16 * (c0 + c), o[r][c]);
+  }
+}
+
+// Query rows [row0, row0 + R) of a one-token chunk call, all with lanes
+// [jb, je), of WT rows (BF16 or one-byte codes).
+template <int NC, int R, int WT>
+void AttendRows(const AttnChunkArgs& a, const void* const* k, const void* const* v, int64_t row0, int jb,
+                int je) {
   const int64_t state_stride = kStateHeader + a.padded_dim;
   const float* q[R];
   float* st[R];
@@ -452,7 +511,13 @@ void AttendRowsBf16(const AttnChunkArgs& a, const void* const* k, const void* co
     e[r] = a.scores + (row0 + r) * kAttnChunk;
   }
   __m512 s[R];
-  ScoresBf16<NC, R>(q, k, _mm512_set1_ps(a.scale), s);
+  // k_mul is the scale in every lane for BF16 rows (attention_kernels.h).
+  if constexpr (WT == kBF16) {
+    ScoresBf16<NC, R>(q, k, _mm512_loadu_ps(a.k_mul), s);
+  } else {
+    ScoresCodes<NC, R, WT>(q, k, _mm512_loadu_ps(a.k_mul), s);
+  }
+  const __m512 v_mul = _mm512_loadu_ps(a.v_mul);
   const __mmask16 valid = LaneMask(jb, je);
   const __m512 neg_inf = _mm512_set1_ps(-__builtin_inff());
 #pragma GCC unroll 4
@@ -466,21 +531,26 @@ void AttendRowsBf16(const AttnChunkArgs& a, const void* const* k, const void* co
     st[r][0] = m_new;
     st[r][1] = __builtin_fmaf(st[r][1], alpha[r], Tree(ex));
     st[r][2] = alpha[r];
-    _mm512_storeu_ps(a.scores + (row0 + r) * kAttnChunk, ex);
+    _mm512_storeu_ps(a.scores + (row0 + r) * kAttnChunk, _mm512_mul_ps(ex, v_mul));
   }
-  // Column blocks of at most 16 accumulators, whole pair groups each.
+  // Column blocks of at most 16 accumulators (BF16: whole pair groups each).
   constexpr int kBlock = R == 1 ? 8 : R == 2 ? 8 : 4;
-  constexpr int kPaired = NC / 2 * 2;
   int c0 = 0;
-  for (; c0 + kBlock <= kPaired; c0 += kBlock) AccumulateVBf16<NC, R, kBlock>(acc, c0, alpha, e, v, jb, je);
-  for (; c0 < kPaired; c0 += 2) AccumulateVBf16<NC, R, 2>(acc, c0, alpha, e, v, jb, je);
-  if constexpr (NC % 2 == 1) AccumulateVBf16<NC, R, 1>(acc, NC - 1, alpha, e, v, jb, je);
+  if constexpr (WT == kBF16) {
+    constexpr int kPaired = NC / 2 * 2;
+    for (; c0 + kBlock <= kPaired; c0 += kBlock) AccumulateVBf16<NC, R, kBlock>(acc, c0, alpha, e, v, jb, je);
+    for (; c0 < kPaired; c0 += 2) AccumulateVBf16<NC, R, 2>(acc, c0, alpha, e, v, jb, je);
+    if constexpr (NC % 2 == 1) AccumulateVBf16<NC, R, 1>(acc, NC - 1, alpha, e, v, jb, je);
+  } else {
+    for (; c0 + kBlock <= NC; c0 += kBlock) AccumulateVCodes<NC, R, kBlock, WT>(acc, c0, alpha, e, v, jb, je);
+    for (; c0 < NC; ++c0) AccumulateVCodes<NC, R, 1, WT>(acc, c0, alpha, e, v, jb, je);
+  }
 }
 
-// A one-token chunk of full-width BF16 rows: the token's group in slices of
-// at most 4 rows.
-template <int NC>
-void AttendOneTokenBf16(const AttnChunkArgs& a) {
+// A one-token chunk of full-width WT rows (BF16 or codes): the token's group
+// in slices of at most 4 rows.
+template <int NC, int WT>
+void AttendOneToken(const AttnChunkArgs& a) {
   const void* k[kAttnChunk];
   const void* v[kAttnChunk];
   for (int j = 0; j < kAttnChunk; ++j) {
@@ -492,21 +562,21 @@ void AttendOneTokenBf16(const AttnChunkArgs& a) {
   Lanes(a, 0, &jb, &je);
   if (jb >= je) return;
   int64_t row = 0;
-  for (; row + 4 <= a.group; row += 4) AttendRowsBf16<NC, 4>(a, k, v, row, jb, je);
+  for (; row + 4 <= a.group; row += 4) AttendRows<NC, 4, WT>(a, k, v, row, jb, je);
   switch (a.group - row) {
     case 3:
-      return AttendRowsBf16<NC, 3>(a, k, v, row, jb, je);
+      return AttendRows<NC, 3, WT>(a, k, v, row, jb, je);
     case 2:
-      return AttendRowsBf16<NC, 2>(a, k, v, row, jb, je);
+      return AttendRows<NC, 2, WT>(a, k, v, row, jb, je);
     case 1:
-      return AttendRowsBf16<NC, 1>(a, k, v, row, jb, je);
+      return AttendRows<NC, 1, WT>(a, k, v, row, jb, je);
     default:
       return;
   }
 }
 
-// With one query token (decode) BF16 rows are widened in registers once for
-// the token's whole group; with few query rows other 16-bit and 8-bit rows are widened
+// With one query token (decode) BF16 and code rows are widened in registers
+// once for the token's whole group; with few query rows F16 rows are widened
 // in registers as each row uses them; with many (prefill) rows are widened
 // once into scratch and every row reads fp32. Widening is exact either way.
 constexpr int64_t kMaxInRegisterRows = 4;
@@ -514,7 +584,11 @@ constexpr int64_t kMaxInRegisterRows = 4;
 template <int NC>
 void Dispatch(const AttnChunkArgs& a) {
   const bool full = a.head_dim == a.padded_dim;
-  if (a.kv_dtype == kBF16 && full && a.num_tokens == 1) return AttendOneTokenBf16<NC>(a);
+  if (full && a.num_tokens == 1) {
+    if (a.kv_dtype == kBF16) return AttendOneToken<NC, kBF16>(a);
+    if (a.kv_dtype == kI8) return AttendOneToken<NC, kI8>(a);
+    if (a.kv_dtype == kF8) return AttendOneToken<NC, kF8>(a);
+  }
   if (a.kv_dtype != kF32 && full && a.num_tokens * a.group <= kMaxInRegisterRows) {
     switch (a.kv_dtype) {
       case kBF16:

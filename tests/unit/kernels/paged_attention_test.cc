@@ -280,41 +280,45 @@ TEST_F(PagedAttentionTest, OneQueryGivesTheSameBitsEveryWay) {
   }
 }
 
-// The BF16 decode kernel (one token, its GQA group in slices of up to 4
-// rows sharing each widened K/V row) against the prompt path (rows widened
-// into scratch) and AVX2, for every group-slice shape and head width it
-// specialises: groups 1-8 (slices 4+4, 4+1, 3, 2, 1), head_dim 48 (a pair
-// group plus an element-order tail), 96 and 128 (several column blocks), and
-// 72 (not a multiple of 16: decode takes the generic path).
-TEST_F(PagedAttentionTest, Bf16DecodeGroupsGiveThePromptBits) {
+// The decode kernel for BF16, int8 and fp8 rows (one token, its GQA group
+// in slices of up to 4 rows sharing each widened K/V row) against the prompt
+// path (rows widened into scratch) and AVX2, for every group-slice shape and
+// head width it specialises: groups 1-8 (slices 4+4, 4+1, 3, 2, 1), head_dim
+// 48 (BF16: a pair group plus an element-order tail), 96 and 128 (several
+// column blocks), and 72 (not a multiple of 16: decode takes the generic
+// path).
+TEST_F(PagedAttentionTest, DecodeGroupsGiveThePromptBits) {
   constexpr uint64_t kSeed = 7;
   constexpr int32_t kContext = 70, kLast = 5;
-  for (int64_t head_dim : {48, 72, 96, 128}) {
-    for (auto [heads, kv_heads] : {std::pair{2, 2}, std::pair{4, 2}, std::pair{6, 2}, std::pair{8, 2},
-                                   std::pair{10, 2}, std::pair{16, 2}}) {
-      const Layout l{DType::kBF16, 16, heads, kv_heads, head_dim, 0};
-      const int64_t q_dim = heads * head_dim;
-      const std::vector<SeqSpec> whole = {{kSeed, kContext, kContext}};
-      const std::vector<float> all = Scenario(l, whole).Attend(l);
-      const std::vector<float> want(all.end() - kLast * q_dim, all.end());
-      // And the float64 reference, so that the shared bits are also right.
-      const std::vector<double> ref = Scenario(l, whole).Reference(l);
-      for (size_t i = 0; i < want.size(); ++i) {
-        ASSERT_NEAR(want[i], ref[ref.size() - want.size() + i], 5e-6) << "head_dim=" << head_dim << " heads=" << heads;
-      }
-      for (CpuIsa isa : Levels()) {
-        SetCpuIsa(isa);
-        for (int32_t p = kContext - kLast; p < kContext; ++p) {
-          const std::vector<SeqSpec> one = {{kSeed, p + 1, 1}};
-          const std::vector<float> got = Scenario(l, one).Attend(l);
-          for (int64_t i = 0; i < q_dim; ++i) {
-            ASSERT_EQ(got[i], want[(p - (kContext - kLast)) * q_dim + i])
-                << CpuIsaName(isa) << " head_dim=" << head_dim << " heads=" << heads << "/" << kv_heads
-                << " position " << p << " element " << i;
+  for (DType dtype : {DType::kBF16, DType::kI8, DType::kF8E4M3}) {
+    for (int64_t head_dim : {48, 72, 96, 128}) {
+      for (auto [heads, kv_heads] : {std::pair{2, 2}, std::pair{4, 2}, std::pair{6, 2}, std::pair{8, 2},
+                                     std::pair{10, 2}, std::pair{16, 2}}) {
+        const Layout l{dtype, 16, heads, kv_heads, head_dim, 0};
+        const int64_t q_dim = heads * head_dim;
+        const std::vector<SeqSpec> whole = {{kSeed, kContext, kContext}};
+        const std::vector<float> all = Scenario(l, whole).Attend(l);
+        const std::vector<float> want(all.end() - kLast * q_dim, all.end());
+        // And the float64 reference, so that the shared bits are also right.
+        const std::vector<double> ref = Scenario(l, whole).Reference(l);
+        for (size_t i = 0; i < want.size(); ++i) {
+          ASSERT_NEAR(want[i], ref[ref.size() - want.size() + i], 5e-6)
+              << DTypeName(dtype) << " head_dim=" << head_dim << " heads=" << heads;
+        }
+        for (CpuIsa isa : Levels()) {
+          SetCpuIsa(isa);
+          for (int32_t p = kContext - kLast; p < kContext; ++p) {
+            const std::vector<SeqSpec> one = {{kSeed, p + 1, 1}};
+            const std::vector<float> got = Scenario(l, one).Attend(l);
+            for (int64_t i = 0; i < q_dim; ++i) {
+              ASSERT_EQ(got[i], want[(p - (kContext - kLast)) * q_dim + i])
+                  << CpuIsaName(isa) << " " << DTypeName(dtype) << " head_dim=" << head_dim << " heads=" << heads
+                  << "/" << kv_heads << " position " << p << " element " << i;
+            }
           }
         }
+        SetCpuIsa(DetectedCpuIsa());
       }
-      SetCpuIsa(DetectedCpuIsa());
     }
   }
 }
