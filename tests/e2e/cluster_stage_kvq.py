@@ -3,7 +3,9 @@ tcp with `--kv-cache-dtype int8`, then `fp8`: 16 concurrent mixed greedy
 requests equal `tandem generate` with the same flag exactly (the blocks,
 int8 scales included, travel prefill -> decode unchanged), the Admit layout
 names the dtype and the quantized span size, the prefill worker shipped
-exactly the prompts' spans, and every pool is back to start. Then a prefill
+exactly the prompts' spans, and every pool is back to start; with int8,
+also a prefill worker of TP 1 into a decode worker of TP 2 (head-slice puts:
+each head's codes and scales are one piece) gives the same tokens. Then a prefill
 worker with int8 beside a decode worker with fp32 (tandem-router and the
 workers started by hand): requests fail, none hangs, and the prefill worker
 says why (the KV dtypes differ; start both with the same --kv-cache-dtype)."""
@@ -54,7 +56,28 @@ def run_kv_quant(prompts, model_cfg):
             client.close()
         finally:
             up.proc.stop(wait=30)
+        if flag == "int8":
+            check_tp(prompts[:8], expected[:8], ref)
     check_mismatch(prompts[0])
+
+
+def check_tp(prompts, expected, ref):
+    label = "router + 1P(tp1) + 1D(tp2) %s" % " ".join(ref)
+    c = ManualCluster("kv-tp12", "tcp,self")
+    try:
+        started = c.start_workers([("prefill", "p0", ["--tp", "1", "--num-kv-blocks", "128"] + ref),
+                                   ("decode", "d0", ["--tp", "2", "--num-kv-blocks", "128"] + ref)])
+        ok, last = c.wait_registered(1, 1)
+        if not check("%s: workers start and register" % label, started and ok, last):
+            return
+        base = snapshot([c.addr_of("d0")], [c.addr_of("p0")])
+        client = state.tc.TandemClient(c.addr)
+        check_mixed32(label, client, prompts, expected)
+        client.close()
+        ok, desc = wait_released(base)
+        check("5: %s: every pool is back to start" % label, ok, desc)
+    finally:
+        c.stop()
 
 
 def check_mismatch(prompt):
