@@ -28,7 +28,8 @@ absl::Status EngineConfig::Validate() const {
     return absl::InvalidArgumentError("kv_cache_memory_bytes: must be > 0 when num_kv_blocks is 0");
   }
   if (kv_dtype == DType::kU8 || kv_dtype == DType::kI32) {
-    return absl::InvalidArgumentError(absl::StrCat("kv_dtype ", std::string(DTypeName(kv_dtype)), ": not a KV-cache dtype"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("kv_dtype ", std::string(DTypeName(kv_dtype)), ": not a KV-cache dtype"));
   }
   return absl::OkStatus();
 }

@@ -26,7 +26,8 @@ absl::StatusOr<std::vector<float>> ReadPerHead(const WeightStore& store, const s
                                                    total_kv_heads, "] (one per KV head)"));
   }
   if (!IsFloatDType(t->dtype)) {
-    return absl::InvalidArgumentError(absl::StrCat(name, ": dtype ", std::string(DTypeName(t->dtype)), ", expected F32, F16 or BF16"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": dtype ", std::string(DTypeName(t->dtype)), ", expected F32, F16 or BF16"));
   }
   const int64_t n = t->num_elements();
   std::vector<float> values(n);

@@ -94,7 +94,8 @@ template <int NC, int WT>
 inline __m512 Load16(const void* row, int64_t c) {
   if constexpr (WT == kF32) return _mm512_loadu_ps(static_cast<const float*>(row) + 16 * c);
   if constexpr (WT == kI8 || WT == kF8) {
-    return WidenCodes16<WT>(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint8_t*>(row) + 16 * c)));
+    const uint8_t* codes = static_cast<const uint8_t*>(row) + 16 * c;
+    return WidenCodes16<WT>(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes)));
   }
   if constexpr (WT == kBF16) {
     if ((c | 1) < NC) {
@@ -535,15 +536,18 @@ void AttendRows(const AttnChunkArgs& a, const void* const* k, const void* const*
   }
   // Column blocks of at most 16 accumulators (BF16: whole pair groups each).
   constexpr int kBlock = R == 1 ? 8 : R == 2 ? 8 : 4;
-  int c0 = 0;
   if constexpr (WT == kBF16) {
+    int c0 = 0;
     constexpr int kPaired = NC / 2 * 2;
     for (; c0 + kBlock <= kPaired; c0 += kBlock) AccumulateVBf16<NC, R, kBlock>(acc, c0, alpha, e, v, jb, je);
     for (; c0 < kPaired; c0 += 2) AccumulateVBf16<NC, R, 2>(acc, c0, alpha, e, v, jb, je);
     if constexpr (NC % 2 == 1) AccumulateVBf16<NC, R, 1>(acc, NC - 1, alpha, e, v, jb, je);
   } else {
-    for (; c0 + kBlock <= NC; c0 += kBlock) AccumulateVCodes<NC, R, kBlock, WT>(acc, c0, alpha, e, v, jb, je);
-    for (; c0 < NC; ++c0) AccumulateVCodes<NC, R, 1, WT>(acc, c0, alpha, e, v, jb, je);
+    // Constant bounds (c0 is never carried between the loops): GCC cannot
+    // bound a carried c0 and warns about offsets that cannot happen.
+    constexpr int kWhole = NC / kBlock * kBlock;
+    for (int b = 0; b < kWhole; b += kBlock) AccumulateVCodes<NC, R, kBlock, WT>(acc, b, alpha, e, v, jb, je);
+    for (int b = kWhole; b < NC; ++b) AccumulateVCodes<NC, R, 1, WT>(acc, b, alpha, e, v, jb, je);
   }
 }
 

@@ -94,7 +94,8 @@ inline __m256 WidenCodes8(const uint8_t* src, int type) {
   // Sign-extended and shifted up by 7, a code's bits 0-6 are the binary16's
   // exponent and mantissa and its sign lands on bit 15; bit 14 (a copy of
   // the sign) is cleared.
-  const __m128i half = _mm_and_si128(_mm_slli_epi16(_mm_cvtepi8_epi16(bytes), 7), _mm_set1_epi16(static_cast<short>(0xbf80)));
+  const __m128i half =
+      _mm_and_si128(_mm_slli_epi16(_mm_cvtepi8_epi16(bytes), 7), _mm_set1_epi16(static_cast<short>(0xbf80)));
   return _mm256_cvtph_ps(half);
 }
 
@@ -504,6 +505,10 @@ void PagedAttention(const ForwardBatch& batch, const KvCache& cache, int64_t lay
     }
     token = end;
   }
+  // The ISA files see the KV dtype as DType's integer value (KvType there).
+  static_assert(static_cast<int>(DType::kF32) == 0 && static_cast<int>(DType::kF16) == 1 &&
+                static_cast<int>(DType::kBF16) == 2 && static_cast<int>(DType::kF8E4M3) == 3 &&
+                static_cast<int>(DType::kI8) == 4);
   const ChunkKernel kernel = ActiveCpuIsa() >= CpuIsa::kAvx512 ? cpu::AttendChunkAvx512 : cpu::AttendChunkAvx2;
   std::vector<int32_t> dims;
   if (cache.shape().dtype == DType::kBF16) {

@@ -3,9 +3,11 @@
 // rows and against the rule computed independently in float64 (a float64
 // quotient rounded once to fp32 is the correctly rounded fp32 division the
 // rule names).
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <limits>
 #include <random>
 #include <vector>
@@ -160,7 +162,8 @@ TEST(WriteKvQuantTest, Fp8HandWorkedAndRandomRows) {
       for (int kv = 0; kv < 2; ++kv) {
         const float* x = (kv == 0 ? k : v).data() + t * kv_dim + h * hd;
         const double scale = kv == 0 ? scales_k[h] : scales_v[h];
-        const auto* codes = static_cast<const uint8_t*>(kv == 0 ? cache.Key(0, slots[t], h) : cache.Value(0, slots[t], h));
+        const void* row = kv == 0 ? cache.Key(0, slots[t], h) : cache.Value(0, slots[t], h);
+        const auto* codes = static_cast<const uint8_t*>(row);
         for (int64_t d = 0; d < hd; ++d) {
           ASSERT_EQ(codes[d], FloatToE4M3(static_cast<float>(x[d] / scale))) << t << " " << h << " " << kv << " " << d;
           ASSERT_NE(codes[d] & 0x7f, 0x7f) << "a NaN code for a finite input";

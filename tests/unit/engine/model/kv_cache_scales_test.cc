@@ -4,6 +4,7 @@
 // and clear errors for partial sets, bad shapes and bad values.
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
