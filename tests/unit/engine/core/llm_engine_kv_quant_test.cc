@@ -5,8 +5,12 @@
 // repeat exactly, a prompt served from the prefix cache (blocks written by
 // an earlier request, scales and all) gives the tokens it gives computed
 // afresh, and the quantized cache is really in use (its tokens are not the
-// fp32 cache's everywhere, yet close).
+// fp32 cache's everywhere, yet close). fp8 reads a checkpoint's k_scale /
+// v_scale tensors: the bundled model plus such a shard loads them, and with
+// every scale 1.0 gives exactly the tokens of the default scales.
 #include <cstdint>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <string>
 #include <vector>
@@ -16,7 +20,10 @@
 #include "engine/core/model_executor.h"
 #include "gtest/gtest.h"
 #include "tests/testing/assert_ok.h"
+#include "engine/model/safetensors.h"
+#include "nlohmann/json.hpp"
 #include "tests/testing/engine_test_tools.h"
+#include "tests/unit/engine/model/test_files.h"
 
 namespace tandem {
 namespace {
@@ -88,6 +95,69 @@ TEST_P(LlmEngineKvQuantTest, FirstTokensAgreeWithTheFp32Cache) {
   ASSERT_OK_AND_ASSIGN(auto fp32, DirectTokens(Requests(), WorkerEngineConfig(256)));
   // The first greedy token of every prompt agrees: the cache's error is small.
   for (const auto& [id, tokens] : quantized) EXPECT_EQ(tokens.front(), fp32.at(id).front()) << id;
+}
+
+// The tokens of `requests` on the model in `dir` with `config`.
+std::map<std::string, std::vector<int32_t>> TokensOf(const std::filesystem::path& dir, const EngineConfig& config,
+                                                     const std::vector<EngineRequest>& requests) {
+  std::map<std::string, std::vector<int32_t>> out;
+  absl::StatusOr<std::unique_ptr<ModelExecutor>> model = LoadExecutor(dir, 1);
+  EXPECT_TRUE(model.ok()) << model.status();
+  if (!model.ok()) return out;
+  absl::StatusOr<std::unique_ptr<LlmEngine>> engine = LlmEngine::Create(*std::move(model), config);
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  if (!engine.ok()) return out;
+  for (const EngineRequest& r : requests) EXPECT_TRUE((*engine)->AddRequest(r).ok());
+  while ((*engine)->HasUnfinishedRequests()) {
+    absl::StatusOr<std::vector<RequestOutput>> outs = (*engine)->Step();
+    EXPECT_TRUE(outs.ok()) << outs.status();
+    if (!outs.ok()) break;
+    for (const RequestOutput& o : *outs) {
+      out[o.request_id].insert(out[o.request_id].end(), o.new_token_ids.begin(), o.new_token_ids.end());
+    }
+  }
+  return out;
+}
+
+TEST(LlmEngineKvQuantCheckpointTest, Fp8ScalesFromTheCheckpointAreRead) {
+  // The bundled model's config and weights, plus a second shard holding
+  // k_scale (a scalar) and v_scale (one per KV head) for every layer, tied
+  // together by an index as a sharded checkpoint would be.
+  const std::filesystem::path src = BundledModelDir(), dir = testing::FreshTestDir();
+  std::filesystem::copy_file(src / "config.json", dir / "config.json");
+  std::filesystem::create_symlink(std::filesystem::absolute(src / "model.safetensors"), dir / "model.safetensors");
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<WeightStore> store, WeightStore::Open(src));
+  nlohmann::json map;
+  for (const std::string& name : store->Names()) map[name] = "model.safetensors";
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<ModelExecutor> plain, LoadExecutor(src, 1));
+  const ModelConfig& mc = plain->config();
+  auto write_scales = [&](float value) {
+    std::vector<testing::TensorSpec> scales;
+    for (int64_t l = 0; l < mc.num_hidden_layers; ++l) {
+      const std::string prefix = absl::StrCat("model.layers.", l, ".self_attn.");
+      scales.push_back({prefix + "k_scale", "F32", {}, testing::Bytes(std::vector<float>{value})});
+      scales.push_back({prefix + "v_scale", "F32", {mc.num_key_value_heads},
+                        testing::Bytes(std::vector<float>(mc.num_key_value_heads, value))});
+      map[prefix + "k_scale"] = map[prefix + "v_scale"] = "kv_scales.safetensors";
+    }
+    testing::WriteFile(dir / "kv_scales.safetensors", testing::BuildSafetensors(scales));
+    testing::WriteFile(dir / "model.safetensors.index.json", nlohmann::json{{"weight_map", map}}.dump());
+  };
+  write_scales(1.0f);
+
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<LlamaModel> model, LlamaModel::Load(dir));
+  EXPECT_TRUE(model->kv_cache_scales().from_checkpoint);
+  EXPECT_EQ(model->kv_cache_scales().k.size(), static_cast<size_t>(mc.num_hidden_layers * mc.num_key_value_heads));
+  EngineConfig config = WorkerEngineConfig(256);
+  config.kv_dtype = DType::kF8E4M3;
+  const auto from_file = TokensOf(dir, config, Requests());
+  ASSERT_EQ(from_file.size(), Requests().size());
+  const auto defaults = TokensOf(src, config, Requests());
+  EXPECT_EQ(from_file, defaults);
+  // Scales of 2^-10 saturate every |K|, |V| above 0.4375: the file's scales
+  // are really the ones applied, so the tokens change.
+  write_scales(0x1p-10f);
+  EXPECT_NE(TokensOf(dir, config, Requests()), defaults);
 }
 
 INSTANTIATE_TEST_SUITE_P(KvDtypes, LlmEngineKvQuantTest, ::testing::Values(DType::kI8, DType::kF8E4M3),
