@@ -47,6 +47,13 @@ float QuantizeRowInt8(const float* v, int64_t n, int8_t* q);
 // quantizes just its own rows and columns). Parallel over rows.
 Int8Weight QuantizeWeightInt8(const WeightRef& w);
 
+// An Int8Weight from values quantized elsewhere (a pre-quantized
+// checkpoint's): `rows` x `cols` int8 at `q`, `row_stride` elements between
+// rows (a tensor-parallel column slice), W[r][c] ~= q[r][c] * scales[r].
+// Values may span the full int8 range (-128 too: every path's sums stay
+// exact). Parallel over rows.
+Int8Weight MakeInt8Weight(int64_t rows, int64_t cols, const int8_t* q, int64_t row_stride, const float* scales);
+
 // y[m][w.rows] = the W8A8 product of x[m][w.cols] and w (+ bias[w.rows] when
 // non-null). y must not alias x.
 void MatMulInt8(const float* x, int64_t m, const Int8Weight& w, const float* bias, float* y);

@@ -24,6 +24,7 @@ struct LlamaModel::Impl {
   RopeTable rope;
   Communicator* comm = nullptr;  // null when shard.size == 1
   KvCacheScales kv_scales;       // used only by fp8 KV caches
+  ActivationObserver* observer = nullptr;
   kernels::MatMulPrecision precision = kernels::MatMulPrecision::kF32;
   // --dtype bfloat16 on AMX: the matmul weights repacked into the AMX
   // kernel's tile order (the refs' amx_tiles point here). Costs a second copy
@@ -60,6 +61,11 @@ struct LlamaModel::Impl {
 
   // Scratch reused across steps (Forward is not re-entrant).
   std::vector<float> x, h, q, k, v, attn, proj, gate, up, cos, sin;
+
+  void Observe(int64_t layer, ActivationObserver::Site site, const std::vector<float>& x, int64_t rows,
+               int64_t cols) {
+    if (observer != nullptr) observer->OnLinearInput(layer, site, x.data(), rows, cols);
+  }
 
   void AllReduce(std::vector<float>& buf, int64_t n) {
     if (comm != nullptr) comm->AllReduceSum(buf.data(), n);
@@ -141,6 +147,7 @@ void LlamaModel::Impl::AttentionBlock(const ForwardBatch& b, KvCache& cache, int
   const int64_t q_dim = weights.dims.num_heads * hd;
   const int64_t kv_dim = weights.dims.num_kv_heads * hd;
   kernels::RmsNorm(x.data(), n, config.hidden_size, lw.input_norm, config.rms_norm_eps, h.data());
+  Observe(layer, ActivationObserver::Site::kQkvInput, h, n, config.hidden_size);
   MatMul(h.data(), n, lw.q_proj, OrNull(lw.q_bias), q.data());
   MatMul(h.data(), n, lw.k_proj, OrNull(lw.k_bias), k.data());
   MatMul(h.data(), n, lw.v_proj, OrNull(lw.v_bias), v.data());
@@ -153,6 +160,7 @@ void LlamaModel::Impl::AttentionBlock(const ForwardBatch& b, KvCache& cache, int
                                       static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd))),
                                       config.sliding_window};
   kernels::PagedAttention(b, cache, layer, shape, q.data(), q_dim, attn.data(), fp8_scales);
+  Observe(layer, ActivationObserver::Site::kOInput, attn, n, q_dim);
   MatMul(attn.data(), n, lw.o_proj, nullptr, proj.data());
   AllReduce(proj, n * config.hidden_size);  // row-parallel: sum the ranks' partial outputs, then the bias
   AddResidual(x.data(), proj.data(), lw.o_bias, n, config.hidden_size);
@@ -161,9 +169,11 @@ void LlamaModel::Impl::AttentionBlock(const ForwardBatch& b, KvCache& cache, int
 void LlamaModel::Impl::MlpBlock(int64_t layer, int64_t n) {
   const LlamaLayerWeights& lw = weights.layers[layer];
   kernels::RmsNorm(x.data(), n, config.hidden_size, lw.post_norm, config.rms_norm_eps, h.data());
+  Observe(layer, ActivationObserver::Site::kGateUpInput, h, n, config.hidden_size);
   MatMul(h.data(), n, lw.gate_proj, OrNull(lw.gate_bias), gate.data());
   MatMul(h.data(), n, lw.up_proj, OrNull(lw.up_bias), up.data());
   kernels::SiluMul(gate.data(), up.data(), n, weights.dims.ffn, gate.data());
+  Observe(layer, ActivationObserver::Site::kDownInput, gate, n, weights.dims.ffn);
   MatMul(gate.data(), n, lw.down_proj, nullptr, proj.data());
   AllReduce(proj, n * config.hidden_size);
   AddResidual(x.data(), proj.data(), lw.down_bias, n, config.hidden_size);
@@ -183,7 +193,13 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::filesyst
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(dir));
   ASSIGN_OR_RETURN(std::unique_ptr<WeightStore> store, WeightStore::Open(dir));
   ASSIGN_OR_RETURN(KvCacheScales kv_scales, LoadKvCacheScales(*store, config, shard));
-  ASSIGN_OR_RETURN(LlamaWeights weights, LoadLlamaWeights(config, std::move(store), shard));
+  ASSIGN_OR_RETURN(CheckpointQuantization stored, LoadCheckpointQuantization(dir));
+  if (stored.quantized() && quantization.scheme != Quantization::kNone) {
+    // Re-quantizing already-quantized weights would compound two roundings.
+    return absl::InvalidArgumentError(absl::StrCat(dir.string(), " is already quantized (", stored.Describe(),
+                                                   "): load it with --quantization none"));
+  }
+  ASSIGN_OR_RETURN(LlamaWeights weights, LoadLlamaWeights(config, std::move(store), shard, stored));
   RopeTable rope(config.head_dim, config.rope_theta, config.rope_scaling);
   auto impl = std::unique_ptr<Impl>(new Impl{std::move(config), shard, std::move(weights), std::move(rope),
                                              shard.size > 1 ? comm : nullptr});
@@ -217,6 +233,8 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::filesyst
 const ModelConfig& LlamaModel::config() const { return impl_->config; }
 
 const KvCacheScales& LlamaModel::kv_cache_scales() const { return impl_->kv_scales; }
+
+void LlamaModel::SetActivationObserver(ActivationObserver* observer) { impl_->observer = observer; }
 
 KvCacheShape LlamaModel::MakeKvCacheShape(int64_t num_blocks, int64_t block_size,
                                           DType dtype) const {

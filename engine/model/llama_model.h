@@ -39,6 +39,21 @@ class LayerKvListener {
   virtual void OnLayerKvWritten(int tp_rank, int64_t layer) = 0;
 };
 
+// Shown every linear layer's input during Forward() (calibration for
+// offline quantization: `tandem quantize` records per-channel maxima).
+// The four sites are the inputs the layers of a decoder block read: the
+// normed hidden state (q, k, v), the attention output (o), the second
+// normed state (gate, up) and the SwiGLU product (down). Called on the
+// thread running Forward(), rank by rank with tensor parallelism (cols is
+// the rank's width: its slice for the o and down inputs).
+class ActivationObserver {
+ public:
+  enum class Site : uint8_t { kQkvInput, kOInput, kGateUpInput, kDownInput };
+  virtual ~ActivationObserver() = default;
+  // x: [rows][cols], row-major, valid during the call only.
+  virtual void OnLinearInput(int64_t layer, Site site, const float* x, int64_t rows, int64_t cols) = 0;
+};
+
 // Weight quantization applied at load (`--quantization`).
 enum class Quantization : uint8_t {
   kNone,  // every weight as stored in the file
@@ -87,6 +102,10 @@ class LlamaModel {
   // `listener` (may be null) hears about each layer as its K/V is written.
   absl::StatusOr<std::vector<float>> Forward(const ForwardBatch& batch, KvCache& cache,
                                              LayerKvListener* listener = nullptr);
+
+  // Installs (or, with null, removes) the observer later Forward() calls
+  // report to. Borrowed; not thread-safe against a running Forward().
+  void SetActivationObserver(ActivationObserver* observer);
 
  private:
   struct Impl;

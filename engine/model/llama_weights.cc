@@ -67,7 +67,7 @@ absl::StatusOr<TensorView> GetFloat(const WeightStore& s, const std::string& nam
 
 absl::StatusOr<LlamaWeights> LoadLlamaWeights(const ModelConfig& c,
                                               std::unique_ptr<WeightStore> store,
-                                              const TpShard& shard) {
+                                              const TpShard& shard, const CheckpointQuantization& quant) {
   RETURN_IF_ERROR(CheckDivisible(c.num_attention_heads, "num_attention_heads", shard));
   if (c.num_key_value_heads >= shard.size || shard.size % c.num_key_value_heads != 0) {
     // Fewer KV heads than ranks is fine when the ranks split evenly over them.
@@ -87,13 +87,25 @@ absl::StatusOr<LlamaWeights> LoadLlamaWeights(const ModelConfig& c,
   const VocabShard vocab = VocabShardOf(c.vocab_size, shard);
   w.dims = {heads.length, kv_heads.length, ffn.length, vocab};
 
+  // A linear layer: from the checkpoint's quantized tensors when it stores
+  // this module quantized, else its float `.weight` (sliced in place).
+  auto linear = [&](const std::string& module, int64_t out, int64_t in,
+                    const LinearSlice& slice) -> absl::StatusOr<kernels::WeightRef> {
+    if (quant.QuantizesModule(module)) {
+      return LoadQuantizedLinear(s, quant, module, out, in, slice, w.quantized);
+    }
+    ASSIGN_OR_RETURN(TensorView t, GetFloat(s, module + ".weight", {out, in}));
+    return slice.axis == LinearSlice::kRows ? RowSlice(t, slice.range) : ColumnSlice(t, slice.range);
+  };
+
   ASSIGN_OR_RETURN(TensorView embed, GetFloat(s, "model.embed_tokens.weight", {c.vocab_size, hidden}));
   w.embed = RowSlice(embed, vocab.range);
-  if (c.tie_word_embeddings || !s.Contains("lm_head.weight")) {
-    w.lm_head = w.embed;
+  const bool own_head = !c.tie_word_embeddings &&
+                        (s.Contains("lm_head.weight") || s.Contains("lm_head.weight_packed"));
+  if (own_head) {
+    ASSIGN_OR_RETURN(w.lm_head, linear("lm_head", c.vocab_size, hidden, {LinearSlice::kRows, vocab.range}));
   } else {
-    ASSIGN_OR_RETURN(TensorView head, GetFloat(s, "lm_head.weight", {c.vocab_size, hidden}));
-    w.lm_head = RowSlice(head, vocab.range);
+    w.lm_head = w.embed;  // tied (or no head stored): the embedding, in float
   }
   ASSIGN_OR_RETURN(TensorView norm, GetFloat(s, "model.norm.weight", {hidden}));
   w.final_norm = WholeMatrix(norm);
@@ -102,29 +114,19 @@ absl::StatusOr<LlamaWeights> LoadLlamaWeights(const ModelConfig& c,
     const std::string p = absl::StrCat("model.layers.", i, ".");
     LlamaLayerWeights l;
     ASSIGN_OR_RETURN(TensorView in_norm, GetFloat(s, p + "input_layernorm.weight", {hidden}));
-    ASSIGN_OR_RETURN(TensorView q, GetFloat(s, p + "self_attn.q_proj.weight",
-                                         {c.num_attention_heads * hd, hidden}));
-    ASSIGN_OR_RETURN(TensorView k, GetFloat(s, p + "self_attn.k_proj.weight",
-                                         {c.num_key_value_heads * hd, hidden}));
-    ASSIGN_OR_RETURN(TensorView v, GetFloat(s, p + "self_attn.v_proj.weight",
-                                         {c.num_key_value_heads * hd, hidden}));
-    ASSIGN_OR_RETURN(TensorView o, GetFloat(s, p + "self_attn.o_proj.weight",
-                                         {hidden, c.num_attention_heads * hd}));
     ASSIGN_OR_RETURN(TensorView post_norm, GetFloat(s, p + "post_attention_layernorm.weight", {hidden}));
-    ASSIGN_OR_RETURN(TensorView gate,
-                     GetFloat(s, p + "mlp.gate_proj.weight", {c.intermediate_size, hidden}));
-    ASSIGN_OR_RETURN(TensorView up, GetFloat(s, p + "mlp.up_proj.weight", {c.intermediate_size, hidden}));
-    ASSIGN_OR_RETURN(TensorView down,
-                     GetFloat(s, p + "mlp.down_proj.weight", {hidden, c.intermediate_size}));
     l.input_norm = WholeMatrix(in_norm);
-    l.q_proj = RowSlice(q, q_rows);
-    l.k_proj = RowSlice(k, kv_rows);
-    l.v_proj = RowSlice(v, kv_rows);
-    l.o_proj = ColumnSlice(o, q_rows);
     l.post_norm = WholeMatrix(post_norm);
-    l.gate_proj = RowSlice(gate, ffn);
-    l.up_proj = RowSlice(up, ffn);
-    l.down_proj = ColumnSlice(down, ffn);
+    const int64_t q_dim = c.num_attention_heads * hd;
+    const int64_t kv_dim = c.num_key_value_heads * hd;
+    using S = LinearSlice;
+    ASSIGN_OR_RETURN(l.q_proj, linear(p + "self_attn.q_proj", q_dim, hidden, {S::kRows, q_rows}));
+    ASSIGN_OR_RETURN(l.k_proj, linear(p + "self_attn.k_proj", kv_dim, hidden, {S::kRows, kv_rows}));
+    ASSIGN_OR_RETURN(l.v_proj, linear(p + "self_attn.v_proj", kv_dim, hidden, {S::kRows, kv_rows}));
+    ASSIGN_OR_RETURN(l.o_proj, linear(p + "self_attn.o_proj", hidden, q_dim, {S::kColumns, q_rows}));
+    ASSIGN_OR_RETURN(l.gate_proj, linear(p + "mlp.gate_proj", c.intermediate_size, hidden, {S::kRows, ffn}));
+    ASSIGN_OR_RETURN(l.up_proj, linear(p + "mlp.up_proj", c.intermediate_size, hidden, {S::kRows, ffn}));
+    ASSIGN_OR_RETURN(l.down_proj, linear(p + "mlp.down_proj", hidden, c.intermediate_size, {S::kColumns, ffn}));
     if (c.attention_bias) {
       ASSIGN_OR_RETURN(TensorView qb, GetFloat(s, p + "self_attn.q_proj.bias", {c.num_attention_heads * hd}));
       ASSIGN_OR_RETURN(TensorView kb, GetFloat(s, p + "self_attn.k_proj.bias", {c.num_key_value_heads * hd}));

@@ -12,7 +12,9 @@
 
 #include "absl/status/statusor.h"
 #include "engine/kernels/ops.h"
+#include "engine/model/checkpoint_quantization.h"
 #include "engine/model/model_config.h"
+#include "engine/model/quantized_linear.h"
 #include "engine/model/safetensors.h"
 #include "engine/model/tp_shard.h"
 
@@ -49,13 +51,17 @@ struct LlamaWeights {
   std::vector<LlamaLayerWeights> layers;
   kernels::WeightRef final_norm;       // [hidden]
   kernels::WeightRef lm_head;          // [vocab rows of this rank, hidden] (the embedding when tied)
+  QuantizedStorage quantized;          // a pre-quantized checkpoint's layers, decoded (refs point here)
 };
 
 // Loads and shape-checks every tensor of `config` from `store`. Errors:
 // NotFound / InvalidArgument naming the tensor and file; InvalidArgument for a
 // split the shard cannot make (heads or FFN not divisible by the TP size).
+// `quant`: how the checkpoint stores its linear layers (config.json's
+// quantization_config); quantized ones load through LoadQuantizedLinear.
 absl::StatusOr<LlamaWeights> LoadLlamaWeights(const ModelConfig& config,
                                               std::unique_ptr<WeightStore> store,
-                                              const TpShard& shard);
+                                              const TpShard& shard,
+                                              const CheckpointQuantization& quant = {});
 
 }  // namespace tandem

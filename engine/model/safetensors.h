@@ -96,6 +96,10 @@ class WeightStore {
   absl::StatusOr<TensorView> Get(const std::string& name,
                                  const std::vector<int64_t>& expected_shape) const;
 
+  // The tensor `name` whatever its shape (for tools that copy tensors).
+  // NotFound names the tensor and the directory.
+  absl::StatusOr<TensorView> Find(const std::string& name) const;
+
   // Every tensor name, sorted.
   std::vector<std::string> Names() const;
 

@@ -177,6 +177,14 @@ absl::StatusOr<TensorView> WeightStore::Get(const std::string& name,
   return view;
 }
 
+absl::StatusOr<TensorView> WeightStore::Find(const std::string& name) const {
+  auto it = index_.find(name);
+  if (it == index_.end()) {
+    return absl::NotFoundError(absl::StrCat("tensor '", name, "' not found in the weights of ", dir_.string()));
+  }
+  return *it->second;
+}
+
 std::vector<std::string> WeightStore::Names() const {
   std::vector<std::string> names;
   names.reserve(index_.size());

@@ -129,6 +129,17 @@ def linear(x, weight, bias=None):
     return y
 
 
+def quantize_tokens_int8(x):
+    """x [T, K] float64 -> per-row symmetric int8 dequantized, in float64,
+    the float32 arithmetic of the engine's activation quantizer."""
+    x32 = x.to(torch.float32)
+    scale = x32.abs().amax(dim=-1, keepdim=True) / torch.tensor(127.0, dtype=torch.float32)
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.clamp(torch.round(x32 / safe), -127, 127)  # torch.round: half to even
+    q = torch.where(scale > 0, q, torch.zeros_like(q))
+    return q.to(torch.float64) * scale.to(torch.float64)
+
+
 def silu(x):
     return x * torch.sigmoid(x)
 
@@ -239,11 +250,23 @@ class LlamaReference:
         # layer's input is rounded to fp32 and then to BF16 (nearest even)
         # before the float64 product; weights and everything else unchanged.
         self.bf16_matmul_inputs = False
+        # ids of the weight tensors whose layers run W8A8 in the engine (see
+        # int8_activations_for): their inputs are quantized per token first.
+        self._int8_input_ids = set()
         self._check_weights()
+
+    def int8_activations_for(self, weight_names):
+        """The named linear layers' inputs go through the engine's per-token
+        int8 quantization (kernels::QuantizeRowInt8): in float32, scale =
+        max|x| / 127, q = round-half-even(x / scale) clamped to +-127, and the
+        layer sees q * scale (then multiplies in float64 as usual)."""
+        self._int8_input_ids = {id(self.weights[n]) for n in weight_names}
 
     def _linear(self, x, weight, bias=None):
         if self.bf16_matmul_inputs:
             x = x.to(torch.float32).to(torch.bfloat16).to(torch.float64)
+        if id(weight) in self._int8_input_ids:
+            x = quantize_tokens_int8(x)
         return linear(x, weight, bias)
 
     # -- loading ---------------------------------------------------------

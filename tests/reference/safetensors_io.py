@@ -42,6 +42,7 @@ _NUMPY_DTYPES = {
     "I8": np.dtype("i1"),
     "U8": np.dtype("u1"),
     "BOOL": np.dtype("?"),
+    "F8_E4M3": np.dtype("u1"),  # raw codes
 }
 
 # numpy dtype -> safetensors dtype string (for plain arrays given to writers;

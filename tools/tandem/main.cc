@@ -9,6 +9,7 @@
 #include "tools/tandem/generate_command.h"
 #include "tools/tandem/health_command.h"
 #include "tools/tandem/perplexity_command.h"
+#include "tools/tandem/quantize_command.h"
 #include "tools/tandem/serve_command.h"
 #include "tools/tandem/up_command.h"
 
@@ -22,6 +23,7 @@ int main(int argc, char** argv) {
       "  up         start the local disaggregated cluster (router + prefill + decode workers)\n"
       "  certs      make a cluster CA and role certificates for mTLS inside the cluster\n"
       "  perplexity the perplexity of a model over a text file (windows from an empty cache)\n"
+      "  quantize   write a quantized checkpoint (SmoothQuant W8A8, compressed-tensors) from a float one\n"
       "  health     ask a server's grpc.health.v1 status (exit 0 when SERVING; a probe for TLS ports)\n"
       "(each command takes --help)\n";
   if (argc < 2) {
@@ -37,6 +39,7 @@ int main(int argc, char** argv) {
   if (command == "certs") return tandem::cli::RunCerts(args);
   if (command == "health") return tandem::cli::RunHealth(args);
   if (command == "perplexity") return tandem::cli::RunPerplexity(args);
+  if (command == "quantize") return tandem::cli::RunQuantize(args);
   if (command == "--help" || command == "help") {
     std::cout << usage;
     return 0;

@@ -127,6 +127,25 @@ Int8Weight QuantizeWeightInt8(const WeightRef& w) {
   return out;
 }
 
+Int8Weight MakeInt8Weight(int64_t rows, int64_t cols, const int8_t* q, int64_t row_stride, const float* scales) {
+  Int8Weight out;
+  out.rows = rows;
+  out.cols = cols;
+  out.padded_cols = (cols + kInt8ColAlign - 1) / kInt8ColAlign * kInt8ColAlign;
+  out.data.assign(static_cast<size_t>(rows * out.padded_cols), 0);
+  out.scales.assign(scales, scales + rows);
+  out.row_sums.resize(static_cast<size_t>(rows));
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    int8_t* dst = out.data.data() + r * out.padded_cols;
+    std::memcpy(dst, q + r * row_stride, static_cast<size_t>(cols));
+    int32_t sum = 0;
+    for (int64_t c = 0; c < cols; ++c) sum += dst[c];
+    out.row_sums[r] = sum;
+  }
+  return out;
+}
+
 Int8Path ActiveInt8Path() {
   return ActiveCpuIsa() >= CpuIsa::kAvx512 && CpuHasAvx512Vnni() ? Int8Path::kAvx512Vnni : Int8Path::kAvx2;
 }

@@ -1,0 +1,252 @@
+// Tests for checkpoint_quantization (config.json's quantization_config as
+// the producers write it) and quantized_linear (one layer's tensors, sliced
+// for a tensor-parallel shard, with every malformed tensor named).
+#include "engine/model/checkpoint_quantization.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/kernels/int8_matmul.h"
+#include "engine/model/quantized_linear.h"
+#include "engine/model/safetensors.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/unit/engine/model/test_files.h"
+
+namespace tandem {
+namespace {
+
+using ::tandem::testing::BuildSafetensors;
+using ::tandem::testing::Bytes;
+using ::tandem::testing::FreshTestDir;
+using ::tandem::testing::TensorSpec;
+using ::tandem::testing::WriteFile;
+using ::testing::HasSubstr;
+
+// A compressed-tensors W8A8 config as llm-compressor writes it.
+constexpr char kInt8W8A8[] = R"({"quantization_config": {
+  "quant_method": "compressed-tensors", "format": "int-quantized", "quantization_status": "compressed",
+  "config_groups": {"group_0": {"targets": ["Linear"],
+    "weights": {"num_bits": 8, "type": "int", "symmetric": true, "strategy": "channel", "dynamic": false,
+                "group_size": null, "observer": "minmax"},
+    "input_activations": {"num_bits": 8, "type": "int", "symmetric": true, "strategy": "token", "dynamic": true},
+    "output_activations": null}},
+  "ignore": ["lm_head", "re:.*layers\\.1\\.mlp\\.down_proj"]}})";
+
+TEST(CheckpointQuantizationTest, NoConfigIsFloat) {
+  absl::StatusOr<CheckpointQuantization> q = ParseCheckpointQuantization(R"({"hidden_size": 8})");
+  ASSERT_TRUE(q.ok()) << q.status();
+  EXPECT_FALSE(q->quantized());
+  EXPECT_FALSE(q->QuantizesModule("model.layers.0.mlp.up_proj"));
+  q = ParseCheckpointQuantization(R"({"quantization_config": null})");
+  ASSERT_TRUE(q.ok()) << q.status();
+  EXPECT_FALSE(q->quantized());
+}
+
+TEST(CheckpointQuantizationTest, CompressedTensorsInt8W8A8) {
+  absl::StatusOr<CheckpointQuantization> q = ParseCheckpointQuantization(kInt8W8A8);
+  ASSERT_TRUE(q.ok()) << q.status();
+  EXPECT_EQ(q->scheme, CheckpointScheme::kInt8);
+  EXPECT_EQ(q->strategy, ScaleStrategy::kChannel);
+  EXPECT_EQ(q->bits, 8);
+  EXPECT_TRUE(q->quantized_activations);
+  EXPECT_TRUE(q->QuantizesModule("model.layers.0.mlp.down_proj"));
+  EXPECT_TRUE(q->QuantizesModule("model.layers.1.self_attn.q_proj"));
+  EXPECT_FALSE(q->QuantizesModule("model.layers.1.mlp.down_proj"));  // ignored by regex
+  EXPECT_TRUE(q->QuantizesModule("model.layers.11.mlp.down_proj"));   // the regex is anchored
+  EXPECT_FALSE(q->QuantizesModule("lm_head"));
+  EXPECT_THAT(q->Describe(), HasSubstr("int8"));
+  EXPECT_THAT(q->Describe(), HasSubstr("per token"));
+}
+
+TEST(CheckpointQuantizationTest, CompressedTensorsFp8AndPackedInt4) {
+  absl::StatusOr<CheckpointQuantization> fp8 = ParseCheckpointQuantization(R"({"quantization_config": {
+    "quant_method": "compressed-tensors", "format": "float-quantized",
+    "config_groups": {"group_0": {"targets": ["Linear"],
+      "weights": {"num_bits": 8, "type": "float", "symmetric": true, "strategy": "channel", "dynamic": false},
+      "input_activations": {"num_bits": 8, "type": "float", "symmetric": true, "strategy": "token", "dynamic": true}}},
+    "ignore": ["lm_head"]}})");
+  ASSERT_TRUE(fp8.ok()) << fp8.status();
+  EXPECT_EQ(fp8->scheme, CheckpointScheme::kFp8);
+
+  absl::StatusOr<CheckpointQuantization> w4 = ParseCheckpointQuantization(R"({"quantization_config": {
+    "quant_method": "compressed-tensors", "format": "pack-quantized",
+    "config_groups": {"group_0": {"targets": ["re:.*proj$"],
+      "weights": {"num_bits": 4, "type": "int", "symmetric": false, "strategy": "group", "group_size": 128}}},
+    "ignore": []}})");
+  ASSERT_TRUE(w4.ok()) << w4.status();
+  EXPECT_EQ(w4->scheme, CheckpointScheme::kInt4Packed);
+  EXPECT_EQ(w4->group_size, 128);
+  EXPECT_FALSE(w4->symmetric);
+  EXPECT_TRUE(w4->QuantizesModule("model.layers.3.self_attn.o_proj"));
+  EXPECT_FALSE(w4->QuantizesModule("lm_head"));  // not targeted
+}
+
+TEST(CheckpointQuantizationTest, AwqAndGptq) {
+  absl::StatusOr<CheckpointQuantization> awq = ParseCheckpointQuantization(R"({"quantization_config": {
+    "quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": true, "version": "gemm",
+    "modules_to_not_convert": null}})");
+  ASSERT_TRUE(awq.ok()) << awq.status();
+  EXPECT_EQ(awq->scheme, CheckpointScheme::kAwq);
+  EXPECT_FALSE(awq->symmetric);
+  EXPECT_TRUE(awq->QuantizesModule("model.layers.0.mlp.gate_proj"));
+  EXPECT_FALSE(awq->QuantizesModule("lm_head"));
+
+  absl::StatusOr<CheckpointQuantization> gptq = ParseCheckpointQuantization(R"({"quantization_config": {
+    "quant_method": "gptq", "bits": 4, "group_size": 128, "desc_act": true, "sym": true}})");
+  ASSERT_TRUE(gptq.ok()) << gptq.status();
+  EXPECT_EQ(gptq->scheme, CheckpointScheme::kGptq);
+  EXPECT_TRUE(gptq->gptq_act_order);
+  EXPECT_TRUE(gptq->symmetric);
+}
+
+TEST(CheckpointQuantizationTest, UnsupportedConfigsNameTheField) {
+  struct Case {
+    const char* json;
+    const char* field;
+  };
+  const Case cases[] = {
+      {R"({"quantization_config": {"quant_method": "bitsandbytes"}})", "quant_method"},
+      {R"({"quantization_config": {"quant_method": "compressed-tensors", "format": "int-quantized"}})",
+       "config_groups"},
+      {R"({"quantization_config": {"quant_method": "compressed-tensors", "format": "int-quantized",
+          "config_groups": {"a": {"targets": ["Linear"], "weights": {"num_bits": 8, "type": "int"}},
+                            "b": {"targets": ["Linear"], "weights": {"num_bits": 8, "type": "int"}}}}})",
+       "config_groups"},
+      {R"({"quantization_config": {"quant_method": "compressed-tensors", "format": "int-quantized",
+          "config_groups": {"a": {"targets": ["Linear"],
+            "weights": {"num_bits": 8, "type": "int", "strategy": "block"}}}}})",
+       "strategy"},
+      {R"({"quantization_config": {"quant_method": "compressed-tensors", "format": "int-quantized",
+          "config_groups": {"a": {"targets": ["Linear"],
+            "weights": {"num_bits": 8, "type": "int", "symmetric": false, "strategy": "channel"}}}}})",
+       "symmetric"},
+      {R"({"quantization_config": {"quant_method": "compressed-tensors", "format": "int-quantized",
+          "config_groups": {"a": {"targets": ["re:(unclosed"],
+            "weights": {"num_bits": 8, "type": "int", "strategy": "channel"}}}}})",
+       "targets"},
+      {R"({"quantization_config": {"quant_method": "awq", "bits": 3}})", "bits"},
+      {R"({"quantization_config": {"quant_method": "awq", "bits": 4, "version": "gemv"}})", "version"},
+      {R"({"quantization_config": {"quant_method": "gptq", "bits": 4, "checkpoint_format": "marlin"}})",
+       "checkpoint_format"},
+      {R"({"quantization_config": 7})", "quantization_config"},
+  };
+  for (const Case& c : cases) {
+    absl::StatusOr<CheckpointQuantization> q = ParseCheckpointQuantization(c.json, "dir/config.json");
+    ASSERT_FALSE(q.ok()) << c.json;
+    EXPECT_EQ(q.status().code(), absl::StatusCode::kInvalidArgument) << c.json;
+    EXPECT_THAT(std::string(q.status().message()), HasSubstr("dir/config.json")) << c.json;
+    EXPECT_THAT(std::string(q.status().message()), HasSubstr(c.field)) << q.status();
+  }
+}
+
+// A 3 x 4 int8 layer "m" with per-row scales, in a store of its own.
+class QuantizedLinearTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<WeightStore> Write(std::vector<TensorSpec> tensors) {
+    const std::filesystem::path dir = FreshTestDir();
+    WriteFile(dir / "model.safetensors", BuildSafetensors(tensors));
+    absl::StatusOr<std::unique_ptr<WeightStore>> s = WeightStore::Open(dir);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.ok() ? std::move(*s) : nullptr;
+  }
+  static TensorSpec Weight() {
+    return {"m.weight", "I8", {3, 4}, Bytes(std::vector<int8_t>{1, -2, 3, -128, 5, 6, 7, 8, 0, 0, 0, 127})};
+  }
+  static TensorSpec Scale(std::vector<int64_t> shape, std::vector<float> v) {
+    return {"m.weight_scale", "F32", std::move(shape), Bytes(v)};
+  }
+  CheckpointQuantization Int8(ScaleStrategy strategy = ScaleStrategy::kChannel) {
+    CheckpointQuantization q;
+    q.scheme = CheckpointScheme::kInt8;
+    q.bits = 8;
+    q.strategy = strategy;
+    return q;
+  }
+  QuantizedStorage storage_;
+};
+
+TEST_F(QuantizedLinearTest, Int8RowAndColumnSlices) {
+  auto store = Write({Weight(), Scale({3, 1}, {0.5f, 0.25f, 2.0f})});
+  absl::StatusOr<kernels::WeightRef> rows =
+      LoadQuantizedLinear(*store, Int8(), "m", 3, 4, {LinearSlice::kRows, {1, 2}}, storage_);
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  ASSERT_NE(rows->int8, nullptr);
+  EXPECT_EQ(rows->rows, 2);
+  EXPECT_EQ(rows->cols, 4);
+  EXPECT_EQ(rows->data, nullptr);
+  EXPECT_THAT(rows->int8->scales, ::testing::ElementsAre(0.25f, 2.0f));
+  EXPECT_EQ(rows->int8->data[0], 5);
+  EXPECT_EQ(rows->int8->data[rows->int8->padded_cols + 3], 127);
+  EXPECT_THAT(rows->int8->row_sums, ::testing::ElementsAre(26, 127));
+
+  absl::StatusOr<kernels::WeightRef> cols =
+      LoadQuantizedLinear(*store, Int8(), "m", 3, 4, {LinearSlice::kColumns, {2, 2}}, storage_);
+  ASSERT_TRUE(cols.ok()) << cols.status();
+  EXPECT_EQ(cols->rows, 3);
+  EXPECT_EQ(cols->cols, 2);
+  EXPECT_THAT(cols->int8->scales, ::testing::ElementsAre(0.5f, 0.25f, 2.0f));
+  EXPECT_EQ(cols->int8->data[0], 3);
+  EXPECT_EQ(cols->int8->data[1], -128);
+  EXPECT_THAT(cols->int8->row_sums, ::testing::ElementsAre(-125, 15, 127));
+
+  // The W8A8 product with the loaded -128 is exact: x = e_3 picks column 3.
+  const std::vector<float> x = {0, 0, 0, 1};
+  std::vector<float> y(3);
+  absl::StatusOr<kernels::WeightRef> whole =
+      LoadQuantizedLinear(*store, Int8(), "m", 3, 4, {LinearSlice::kRows, {0, 3}}, storage_);
+  ASSERT_TRUE(whole.ok());
+  kernels::MatMulInt8(x.data(), 1, *whole->int8, nullptr, y.data());
+  // x quantizes to 127 at scale 1/127: y = 127 * q * (scale / 127) = q * scale.
+  EXPECT_THAT(y, ::testing::ElementsAre(::testing::FloatEq(-64.0f), ::testing::FloatEq(2.0f),
+                                        ::testing::FloatEq(254.0f)));
+}
+
+TEST_F(QuantizedLinearTest, PerTensorScaleBroadcasts) {
+  auto store = Write({Weight(), Scale({1}, {0.5f})});
+  absl::StatusOr<kernels::WeightRef> w =
+      LoadQuantizedLinear(*store, Int8(ScaleStrategy::kTensor), "m", 3, 4, {LinearSlice::kRows, {0, 3}}, storage_);
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_THAT(w->int8->scales, ::testing::ElementsAre(0.5f, 0.5f, 0.5f));
+}
+
+TEST_F(QuantizedLinearTest, BadTensorsAreNamed) {
+  const LinearSlice all{LinearSlice::kRows, {0, 3}};
+  {
+    auto store = Write({Weight()});
+    EXPECT_ERROR(LoadQuantizedLinear(*store, Int8(), "m", 3, 4, all, storage_).status(),
+                 absl::StatusCode::kNotFound, HasSubstr("m.weight_scale"));
+  }
+  {
+    auto store = Write({Weight(), Scale({4, 1}, {1, 1, 1, 1})});
+    EXPECT_ERROR(LoadQuantizedLinear(*store, Int8(), "m", 3, 4, all, storage_).status(),
+                 absl::StatusCode::kInvalidArgument, HasSubstr("m.weight_scale"));
+  }
+  {
+    auto store = Write({Weight(), Scale({3, 1}, {1, -1, 1})});
+    EXPECT_ERROR(LoadQuantizedLinear(*store, Int8(), "m", 3, 4, all, storage_).status(),
+                 absl::StatusCode::kInvalidArgument, HasSubstr("m.weight_scale"), HasSubstr(">= 0"));
+  }
+  {
+    TensorSpec f = Weight();
+    f.dtype = "U8";
+    auto store = Write({f, Scale({3, 1}, {1, 1, 1})});
+    EXPECT_ERROR(LoadQuantizedLinear(*store, Int8(), "m", 3, 4, all, storage_).status(),
+                 absl::StatusCode::kInvalidArgument, HasSubstr("m.weight"), HasSubstr("expected I8"));
+  }
+  {
+    auto store = Write({Weight(), Scale({3, 1}, {1, 1, 1}),
+                        {"m.weight_zero_point", "I8", {3, 1}, Bytes(std::vector<int8_t>{0, 1, 0})}});
+    EXPECT_ERROR(LoadQuantizedLinear(*store, Int8(), "m", 3, 4, all, storage_).status(),
+                 absl::StatusCode::kInvalidArgument, HasSubstr("m.weight_zero_point"));
+  }
+  {
+    auto store = Write({Weight(), Scale({3, 1}, {1, 1, 1}),
+                        {"m.weight_zero_point", "I8", {3, 1}, Bytes(std::vector<int8_t>{0, 0, 0})}});
+    EXPECT_TRUE(LoadQuantizedLinear(*store, Int8(), "m", 3, 4, all, storage_).ok());
+  }
+}
+
+}  // namespace
+}  // namespace tandem

@@ -1,0 +1,206 @@
+#include "tools/tandem/quantize_command.h"
+
+#include <chrono>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/cli/cli_flags.h"
+#include "common/cli/flag_files.h"
+#include "common/cli/model_path.h"
+#include "engine/model/checkpoint_quantization.h"
+#include "engine/model/llama_model.h"
+#include "engine/model/perplexity.h"
+#include "engine/model/safetensors.h"
+#include "engine/model/safetensors_writer.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "nlohmann/json.hpp"
+#include "tools/tandem/smoothquant.h"
+
+namespace tandem::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+absl::StatusOr<nlohmann::json> ReadJson(const fs::path& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path.string()));
+  std::stringstream text;
+  text << in.rdbuf();
+  try {
+    return nlohmann::json::parse(text.str());
+  } catch (const nlohmann::json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(path.string(), ": ", e.what()));
+  }
+}
+
+// The output directory: new or empty (a quantized checkpoint never
+// overwrites another model's files).
+absl::Status PrepareOutDir(const fs::path& out) {
+  std::error_code ec;
+  if (fs::exists(out, ec) && !fs::is_empty(out, ec)) {
+    return absl::InvalidArgumentError(absl::StrCat("--out ", out.string(), " exists and is not empty"));
+  }
+  fs::create_directories(out, ec);
+  if (ec) return absl::InvalidArgumentError(absl::StrCat("--out ", out.string(), ": ", ec.message()));
+  return absl::OkStatus();
+}
+
+// Copies the model directory's other files (tokenizer, generation config,
+// README, ...): everything but the weights and config.json.
+absl::Status CopySideFiles(const fs::path& from, const fs::path& to) {
+  std::error_code ec;
+  for (const fs::directory_entry& e : fs::directory_iterator(from, ec)) {
+    const std::string name = e.path().filename().string();
+    if (!e.is_regular_file() || name == "config.json" || name == "model.safetensors.index.json" ||
+        e.path().extension() == ".safetensors") {
+      continue;
+    }
+    fs::copy_file(e.path(), to / name, fs::copy_options::overwrite_existing, ec);
+    if (ec) return absl::InternalError(absl::StrCat("cannot copy ", e.path().string(), ": ", ec.message()));
+  }
+  if (ec) return absl::InternalError(absl::StrCat("cannot list ", from.string(), ": ", ec.message()));
+  return absl::OkStatus();
+}
+
+struct Options {
+  std::string model, calibration, scheme = "w8a8-smoothquant", out, stats_out;
+  double alpha = 0.5;
+  int64_t max_tokens = 16384, context = 0;
+  bool json = false;
+};
+
+int Fail(const absl::Status& st) {
+  std::cerr << "tandem quantize: " << st << "\n";
+  return st.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+}
+
+}  // namespace
+
+int RunQuantize(const std::vector<std::string>& args) {
+  FlagSet flags;
+  Options o;
+  bool help = false;
+  std::string alpha_text = "0.5";
+  flags.AddString("model", &o.model, "float HuggingFace model directory (default: the bundled model)");
+  flags.AddString("calibration", &o.calibration, "calibration text (UTF-8), e.g. a slice of the training data");
+  flags.AddString("scheme", &o.scheme,
+                  "w8a8-smoothquant (smoothed, int8 weights and per-token activations) | w8a8 (the same, "
+                  "unsmoothed: round to nearest) (default w8a8-smoothquant)");
+  flags.AddString("alpha", &alpha_text, "SmoothQuant migration strength in [0, 1] (default 0.5)");
+  flags.AddString("out", &o.out, "directory for the quantized checkpoint (new or empty)");
+  flags.AddInt("max-tokens", &o.max_tokens, "calibration tokens, from the start of the text (default 16384)");
+  flags.AddInt("context", &o.context,
+               "tokens per calibration window (default 512, or max_position_embeddings when smaller)");
+  flags.AddString("stats-out", &o.stats_out, "also write the per-channel activation maxima there (JSON)");
+  flags.AddBool("json", &o.json, "print one JSON object");
+  flags.AddBool("help", &help, "show this help");
+  const absl::Status parsed = flags.Parse(args);
+  std::string why = parsed.ok() ? "" : std::string(parsed.message());
+  if (parsed.ok() && !help) {
+    char* end = nullptr;
+    o.alpha = std::strtod(alpha_text.c_str(), &end);
+    if (end == alpha_text.c_str() || *end != '\0' || !(o.alpha >= 0.0 && o.alpha <= 1.0)) {
+      why = absl::StrCat("--alpha '", alpha_text, "': must be a number in [0, 1]");
+    }
+    if (o.scheme != "w8a8-smoothquant" && o.scheme != "w8a8") {
+      why = absl::StrCat("--scheme '", o.scheme, "': must be w8a8-smoothquant or w8a8");
+    }
+    if (o.out.empty()) why = "--out is required";
+    if (o.calibration.empty() && o.scheme == "w8a8-smoothquant") why = "--calibration is required";
+    if (o.max_tokens < 2) why = "--max-tokens must be at least 2";
+    if (o.context == 1 || o.context < 0) why = "--context must be at least 2 (0: the default)";
+  }
+  if (!why.empty() || help) {
+    (why.empty() ? std::cout : std::cerr)
+        << (why.empty() ? "" : why + "\n")
+        << "usage: tandem quantize --calibration FILE --out DIR [--model DIR] [--scheme w8a8-smoothquant|w8a8] "
+           "[--alpha A] [--max-tokens N] [--stats-out FILE] [--json]\n"
+           "runs the float model over the calibration text recording each linear layer's per-channel input "
+           "maxima, folds SmoothQuant's per-channel factors into the RMSNorm weights, quantizes every decoder "
+           "linear layer to int8 per output row and writes a compressed-tensors W8A8 checkpoint (loaded by "
+           "Tandem and vLLM)\n"
+        << flags.Usage();
+    return why.empty() ? 0 : 2;
+  }
+  const fs::path dir = o.model.empty() ? DefaultModelDir() : fs::path(o.model);
+  const fs::path out(o.out);
+  const auto start = std::chrono::steady_clock::now();
+
+  absl::StatusOr<CheckpointQuantization> stored = LoadCheckpointQuantization(dir);
+  if (!stored.ok()) return Fail(stored.status());
+  if (stored->quantized()) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat(dir.string(), " is already quantized (", stored->Describe(), "): quantize a float checkpoint")));
+  }
+  absl::StatusOr<nlohmann::json> config_json = ReadJson(dir / "config.json");
+  if (!config_json.ok()) return Fail(config_json.status());
+  absl::StatusOr<std::unique_ptr<LlamaModel>> model = LlamaModel::Load(dir);
+  if (!model.ok()) return Fail(model.status());
+  const ModelConfig config = (*model)->config();  // a copy: the model is freed before the weights are written
+
+  // Calibration: the float model over the text, observing every layer input.
+  ActivationMaxima maxima(config);
+  PerplexityResult calibration;
+  if (o.scheme == "w8a8-smoothquant") {
+    absl::StatusOr<std::string> text = ReadFlagFile("calibration", o.calibration);
+    if (!text.ok()) return Fail(text.status());
+    absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = Tokenizer::Load(dir);
+    if (!tokenizer.ok()) return Fail(tokenizer.status());
+    absl::StatusOr<std::vector<int32_t>> tokens = (*tokenizer)->TryEncode(*text, /*add_special_tokens=*/true);
+    if (!tokens.ok()) return Fail(tokens.status());
+    if (static_cast<int64_t>(tokens->size()) > o.max_tokens) tokens->resize(o.max_tokens);
+    PerplexityOptions popt;
+    popt.context = o.context > 0 ? o.context : std::min<int64_t>(512, config.max_position_embeddings);
+    (*model)->SetActivationObserver(&maxima);
+    absl::StatusOr<PerplexityResult> r = ComputePerplexity(**model, *tokens, popt);
+    (*model)->SetActivationObserver(nullptr);
+    if (!r.ok()) return Fail(r.status());
+    calibration = *r;
+    if (!o.stats_out.empty()) {
+      std::ofstream stats(o.stats_out);
+      stats << maxima.ToJson().dump() << "\n";
+      if (!stats) return Fail(absl::InvalidArgumentError(absl::StrCat("--stats-out: cannot write ", o.stats_out)));
+    }
+  }
+  model->reset();  // the weights are read again from the files below
+
+  absl::StatusOr<std::unique_ptr<WeightStore>> store = WeightStore::Open(dir);
+  if (!store.ok()) return Fail(store.status());
+  const bool smooth = o.scheme == "w8a8-smoothquant";
+  absl::StatusOr<std::vector<TensorToWrite>> tensors =
+      BuildW8A8Checkpoint(config, **store, smooth ? &maxima.layers() : nullptr, o.alpha, nullptr);
+  if (!tensors.ok()) return Fail(tensors.status());
+  if (absl::Status s = PrepareOutDir(out); !s.ok()) return Fail(s);
+  const std::map<std::string, std::string> metadata = {
+      {"format", "pt"},
+      {"tandem_quantize", absl::StrFormat("scheme=%s alpha=%g calibration_tokens=%d", o.scheme, o.alpha,
+                                          maxima.tokens_seen())}};
+  if (absl::Status s = WriteSafetensors(out / "model.safetensors", *tensors, metadata); !s.ok()) return Fail(s);
+  nlohmann::json cfg = *config_json;
+  cfg["quantization_config"] = W8A8QuantizationConfig();
+  {
+    std::ofstream cf(out / "config.json");
+    cf << cfg.dump(2) << "\n";
+    if (!cf) return Fail(absl::InternalError(absl::StrCat("cannot write ", (out / "config.json").string())));
+  }
+  if (absl::Status s = CopySideFiles(dir, out); !s.ok()) return Fail(s);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (o.json) {
+    nlohmann::json j = {{"out", out.string()},
+                        {"scheme", o.scheme},
+                        {"alpha", o.alpha},
+                        {"calibration_tokens", maxima.tokens_seen()},
+                        {"calibration_perplexity", calibration.perplexity},
+                        {"seconds", seconds}};
+    std::cout << j.dump() << std::endl;
+  } else {
+    std::cout << absl::StrFormat("wrote %s (%s, alpha %g, %d calibration tokens; %.1f s)\n", out.string(), o.scheme,
+                                 o.alpha, maxima.tokens_seen(), seconds);
+  }
+  return 0;
+}
+
+}  // namespace tandem::cli
