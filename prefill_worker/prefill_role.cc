@@ -16,6 +16,7 @@ absl::Status PrefillRole::CheckFlags() const {
 LocalKvGroup LocalKvGroupOf(const WorkerModel& model, const RankTransports& kv) {
   LocalKvGroup local;
   local.total_kv_heads = model.config.num_key_value_heads;
+  local.dtype = std::string(DTypeName(model.ranks[0].shape.dtype));
   for (size_t r = 0; r < model.ranks.size(); ++r) {
     local.ranks.push_back({kv.transports[r].get(), RankRegionLayout(model, static_cast<int>(r)),
                            {model.ranks[r].kv_head_begin, model.ranks[r].shape.num_kv_heads}});

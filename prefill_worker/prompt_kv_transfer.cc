@@ -27,6 +27,11 @@ absl::StatusOr<std::unique_ptr<PromptKvTransfer>> PromptKvTransfer::Connect(cons
                                 static_cast<int64_t>(l.layer_bytes() / l.block_span_bytes()),
                                 static_cast<int64_t>(l.block_span_bytes()), static_cast<int64_t>(l.num_kv_heads())};
     RETURN_IF_ERROR(remote.Validate());
+    if (l.dtype() != local.dtype) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "destination rank ", r, " stores its KV cache as ", l.dtype().empty() ? "(unset)" : l.dtype(),
+          ", this prefill worker as ", local.dtype, ": start both workers with the same --kv-cache-dtype"));
+    }
     if (remote.num_layers != mine.num_layers || remote.head_bytes() != mine.head_bytes() ||
         static_cast<int64_t>(l.total_kv_heads()) != local.total_kv_heads) {
       return absl::InvalidArgumentError(absl::StrCat(

@@ -17,6 +17,7 @@
 
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -37,16 +38,22 @@ struct LocalKvRank {
   KvRankHeads heads;
 };
 
-// This worker's ranks, in rank order, and the model's KV head count.
+// This worker's ranks, in rank order, the model's KV head count and the
+// KV cache's element type.
 struct LocalKvGroup {
   std::vector<LocalKvRank> ranks;
   int64_t total_kv_heads = 0;
+  // DTypeName's spelling ("F32", "BF16", "F16", "I8", "F8_E4M3"), as
+  // KvLayout.dtype carries it. Equal piece sizes are not enough: BF16 and
+  // F16 pieces are the same size, and an int8 piece can match another
+  // dtype's for some head sizes, yet their bytes mean different numbers.
+  std::string dtype;
 };
 
 class PromptKvTransfer {
  public:
-  // Checks `dest` against `local` (same layers, same bytes per head, same
-  // model head count, every destination head held here), and each
+  // Checks `dest` against `local` (same layers, same KV dtype, same bytes
+  // per head, same model head count, every destination head held here), and each
   // destination rank's layout against its own descriptor (the layout fits
   // the region; every block id is inside it), then connects.
   // InvalidArgument for a mismatch or a malformed descriptor, Unavailable

@@ -9,7 +9,10 @@ absl::StatusOr<DType> ParseKvCacheDtype(const std::string& name) {
   if (name == "fp32") return DType::kF32;
   if (name == "bf16") return DType::kBF16;
   if (name == "fp16") return DType::kF16;
-  return absl::InvalidArgumentError(absl::StrCat("--kv-cache-dtype '", name, "': must be fp32, bf16 or fp16"));
+  if (name == "int8") return DType::kI8;      // per-token, per-head scales in the blocks
+  if (name == "fp8") return DType::kF8E4M3;   // static per-layer, per-head scales
+  return absl::InvalidArgumentError(
+      absl::StrCat("--kv-cache-dtype '", name, "': must be fp32, bf16, fp16, int8 or fp8"));
 }
 
 absl::StatusOr<kernels::MatMulPrecision> ParseMatMulDtype(const std::string& name) {
@@ -32,7 +35,9 @@ void EngineFlags::Register(FlagSet& f) {
   f.AddInt("block-size", &block_size, "tokens per KV block (default 16)");
   f.AddInt("num-kv-blocks", &num_kv_blocks, "KV pool size in blocks (overrides --kv-cache-memory)");
   f.AddInt("kv-cache-memory", &kv_cache_memory_mib, "KV pool budget in MiB (default 1024)");
-  f.AddString("kv-cache-dtype", &kv_cache_dtype, "fp32 | bf16 | fp16 (default fp32)");
+  f.AddString("kv-cache-dtype", &kv_cache_dtype,
+              "fp32 | bf16 | fp16 | int8 | fp8 (default fp32); int8: symmetric, a scale per token and KV head; "
+              "fp8: E4M3 with the checkpoint's k_scale/v_scale per layer and KV head, else 1.0");
   f.AddString("dtype", &dtype,
               "float32 | bfloat16: matmul arithmetic; bfloat16 rounds activations to BF16 and runs on AMX tiles "
               "where the CPU has them (default float32)");

@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "engine/model/kv_cache_scales.h"
 
 namespace tandem {
 
@@ -24,6 +26,10 @@ absl::Status EngineConfig::Validate() const {
   if (num_kv_blocks < 0) return absl::InvalidArgumentError("num_kv_blocks: must be >= 0");
   if (num_kv_blocks == 0 && kv_cache_memory_bytes <= 0) {
     return absl::InvalidArgumentError("kv_cache_memory_bytes: must be > 0 when num_kv_blocks is 0");
+  }
+  if (kv_dtype == DType::kU8 || kv_dtype == DType::kI32) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("kv_dtype ", std::string(DTypeName(kv_dtype)), ": not a KV-cache dtype"));
   }
   return absl::OkStatus();
 }
@@ -59,6 +65,9 @@ absl::StatusOr<std::unique_ptr<LlmEngine>> LlmEngine::Create(std::unique_ptr<Mod
 LlmEngine::LlmEngine(std::unique_ptr<ModelExecutor> model, const EngineConfig& config, int64_t num_blocks)
     : config_(config), model_(std::move(model)) {
   model_->AllocateKvCaches(num_blocks, config.block_size, config.kv_dtype);
+  if (config.kv_dtype == DType::kF8E4M3) {
+    std::fprintf(stderr, "%s\n", KvCacheScalesNote(model_->kv_cache_scales_from_checkpoint()).c_str());
+  }
   KvCacheManagerOptions kv_options;
   kv_options.num_blocks = static_cast<int32_t>(num_blocks);
   kv_options.block_size = config.block_size;

@@ -42,6 +42,7 @@ struct EngineConfig {
   // kv_cache_memory_bytes holds.
   int64_t num_kv_blocks = 0;
   int64_t kv_cache_memory_bytes = int64_t{1} << 30;
+  // fp32, bf16, fp16, int8 (kI8) or fp8 (kF8E4M3); engine/model/kv_cache.h.
   DType kv_dtype = DType::kF32;
   // The model's matmul arithmetic; read by whoever loads the model
   // (LoadExecutor), carried here so one flag set configures both.

@@ -19,6 +19,7 @@ class SingleExecutor final : public ModelExecutor {
   explicit SingleExecutor(std::unique_ptr<LlamaModel> model) : model_(std::move(model)) {}
   const ModelConfig& config() const override { return model_->config(); }
   int tp_size() const override { return 1; }
+  bool kv_cache_scales_from_checkpoint() const override { return model_->kv_cache_scales().from_checkpoint; }
   KvCacheShape KvShape(int, int64_t num_blocks, int64_t block_size, DType dtype) const override {
     return model_->MakeKvCacheShape(num_blocks, block_size, dtype);
   }
@@ -64,6 +65,7 @@ class ThreadTpExecutor final : public ModelExecutor {
 
   const ModelConfig& config() const override { return models_[0]->config(); }
   int tp_size() const override { return Size(); }
+  bool kv_cache_scales_from_checkpoint() const override { return models_[0]->kv_cache_scales().from_checkpoint; }
   KvCacheShape KvShape(int rank, int64_t num_blocks, int64_t block_size, DType dtype) const override {
     return models_[rank]->MakeKvCacheShape(num_blocks, block_size, dtype);
   }

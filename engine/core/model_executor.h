@@ -24,6 +24,8 @@ class ModelExecutor {
   virtual ~ModelExecutor() = default;
   virtual const ModelConfig& config() const = 0;
   virtual int tp_size() const = 0;
+  // Whether an fp8 KV cache's static scales come from the checkpoint (else 1.0).
+  virtual bool kv_cache_scales_from_checkpoint() const = 0;
   // The KV shape of `rank` for `num_blocks` blocks.
   virtual KvCacheShape KvShape(int rank, int64_t num_blocks, int64_t block_size, DType dtype) const = 0;
   // Allocates every rank's cache. Call once, before Forward().

@@ -7,6 +7,17 @@
 // put per layer. Block bookkeeping (free list, ref counts, prefix cache) lives
 // in engine/core; this class only owns memory and answers addresses.
 // Elements are stored as `dtype` (fp32, bf16 or fp16); kernels convert.
+//
+// Quantized caches (`--kv-cache-dtype int8|fp8`) keep the same order, but
+// each (K or V, head) piece of a block is [block_size][head_dim] one-byte
+// codes followed, for int8, by [block_size] fp32 scales (one per token: the
+// row's value is code * scale), the piece padded to 64 bytes. Keeping the
+// scales inside the head's piece means a block's span carries its own
+// scales (shipping, prefix caching and copy-on-write move bytes, never
+// decode them), and a head slice of a span (kv_transfer's head-slice puts
+// between TP groups of different sizes) still moves whole pieces. fp8 (E4M3)
+// pieces hold codes only: their scales are static, per layer and KV head,
+// owned by the model (kernels::KvHeadScales).
 // Thread-safety: none; the engine loop owns it. Concurrent reads are safe.
 #pragma once
 
@@ -26,8 +37,22 @@ struct KvCacheShape {
   int64_t head_dim = 0;
   DType dtype = DType::kF32;
 
-  int64_t block_span_elems() const { return 2 * num_kv_heads * block_size * head_dim; }
-  int64_t block_span_bytes() const { return block_span_elems() * static_cast<int64_t>(DTypeSize(dtype)); }
+  // Whether elements are one-byte codes (kI8: per-token scales in the
+  // span; kF8E4M3: static scales outside it) rather than floats.
+  bool quantized() const { return dtype == DType::kI8 || dtype == DType::kF8E4M3; }
+  // Bytes of one head's K (or V) rows of one block, codes only.
+  int64_t rows_bytes() const { return block_size * head_dim * static_cast<int64_t>(DTypeSize(dtype)); }
+  // Offset of the int8 per-token scales inside a piece (4-byte aligned).
+  int64_t scales_offset() const { return (rows_bytes() + 3) / 4 * 4; }
+  // One (K or V, head) piece of a block: the rows, then (int8) the scales,
+  // padded to 64 bytes for quantized dtypes so every piece and span starts
+  // on a cache line. Float dtypes keep their unpadded size.
+  int64_t head_piece_bytes() const {
+    if (!quantized()) return rows_bytes();
+    const int64_t raw = dtype == DType::kI8 ? scales_offset() + block_size * 4 : rows_bytes();
+    return (raw + 63) / 64 * 64;
+  }
+  int64_t block_span_bytes() const { return 2 * num_kv_heads * head_piece_bytes(); }
   int64_t layer_bytes() const { return num_blocks * block_span_bytes(); }
   int64_t total_bytes() const { return num_layers * layer_bytes(); }
   int64_t num_slots() const { return num_blocks * block_size; }
@@ -59,7 +84,8 @@ class KvCache {
   }
 
   // K (or V) of one KV head at one slot (slot = block * block_size + offset):
-  // head_dim elements of shape().dtype.
+  // head_dim elements of shape().dtype (codes for int8/fp8). The rows of one
+  // head within a block are consecutive (stride head_dim elements).
   void* Key(int64_t layer, int64_t slot, int64_t head) { return Address(layer, slot, head, 0); }
   void* Value(int64_t layer, int64_t slot, int64_t head) { return Address(layer, slot, head, 1); }
   const void* Key(int64_t layer, int64_t slot, int64_t head) const {
@@ -68,17 +94,33 @@ class KvCache {
   const void* Value(int64_t layer, int64_t slot, int64_t head) const {
     return const_cast<KvCache*>(this)->Address(layer, slot, head, 1);
   }
+  // int8 caches only: the fp32 scale of Key(...)'s (Value(...)'s) row; the
+  // scales of one head within a block are consecutive too.
+  float* KeyScale(int64_t layer, int64_t slot, int64_t head) { return ScaleAddress(layer, slot, head, 0); }
+  float* ValueScale(int64_t layer, int64_t slot, int64_t head) { return ScaleAddress(layer, slot, head, 1); }
+  const float* KeyScale(int64_t layer, int64_t slot, int64_t head) const {
+    return const_cast<KvCache*>(this)->ScaleAddress(layer, slot, head, 0);
+  }
+  const float* ValueScale(int64_t layer, int64_t slot, int64_t head) const {
+    return const_cast<KvCache*>(this)->ScaleAddress(layer, slot, head, 1);
+  }
 
  private:
   static constexpr size_t kSlack = 64;  // readable bytes past the end, for vector loads
 
-  void* Address(int64_t layer, int64_t slot, int64_t head, int kv) {
+  // The start of (kv, head)'s piece of the block holding `slot`.
+  uint8_t* Piece(int64_t layer, int64_t slot, int64_t head, int kv) {
     const int64_t block = slot / shape_.block_size;
-    const int64_t offset = slot % shape_.block_size;
-    const int64_t elem =
-        ((kv * shape_.num_kv_heads + head) * shape_.block_size + offset) * shape_.head_dim;
     return memory_.data() + layer * shape_.layer_bytes() + block * shape_.block_span_bytes() +
-           elem * static_cast<int64_t>(DTypeSize(shape_.dtype));
+           (kv * shape_.num_kv_heads + head) * shape_.head_piece_bytes();
+  }
+  void* Address(int64_t layer, int64_t slot, int64_t head, int kv) {
+    const int64_t offset = slot % shape_.block_size;
+    return Piece(layer, slot, head, kv) + offset * shape_.head_dim * static_cast<int64_t>(DTypeSize(shape_.dtype));
+  }
+  float* ScaleAddress(int64_t layer, int64_t slot, int64_t head, int kv) {
+    const int64_t offset = slot % shape_.block_size;
+    return reinterpret_cast<float*>(Piece(layer, slot, head, kv) + shape_.scales_offset()) + offset;
   }
 
   KvCacheShape shape_;

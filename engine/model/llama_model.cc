@@ -24,6 +24,7 @@ struct LlamaModel::Impl {
   LlamaWeights weights;
   RopeTable rope;
   Communicator* comm = nullptr;  // null when shard.size == 1
+  KvCacheScales kv_scales;       // used only by fp8 KV caches
   ActivationObserver* observer = nullptr;
   kernels::MatMulPrecision precision = kernels::MatMulPrecision::kF32;
   // --dtype bfloat16 on AMX: the matmul weights repacked into the AMX
@@ -162,12 +163,13 @@ void LlamaModel::Impl::AttentionBlock(const ForwardBatch& b, KvCache& cache, int
   MatMul(h.data(), n, lw.v_proj, OrNull(lw.v_bias), v.data());
   kernels::ApplyRope(q.data(), n, q_dim, weights.dims.num_heads, hd, cos.data(), sin.data());
   kernels::ApplyRope(k.data(), n, kv_dim, weights.dims.num_kv_heads, hd, cos.data(), sin.data());
-  kernels::WriteKv(b, cache, layer, k.data(), v.data(), kv_dim);
+  const kernels::KvHeadScales fp8_scales{kv_scales.k_layer(layer), kv_scales.v_layer(layer)};
+  kernels::WriteKv(b, cache, layer, k.data(), v.data(), kv_dim, fp8_scales);
   if (listener != nullptr) listener->OnLayerKvWritten(shard.rank, layer);
   const kernels::AttentionShape shape{weights.dims.num_heads, weights.dims.num_kv_heads, hd,
                                       static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd))),
                                       config.sliding_window};
-  kernels::PagedAttention(b, cache, layer, shape, q.data(), q_dim, attn.data());
+  kernels::PagedAttention(b, cache, layer, shape, q.data(), q_dim, attn.data(), fp8_scales);
   Observe(layer, ActivationObserver::Site::kOInput, attn, n, q_dim);
   MatMul(attn.data(), n, lw.o_proj, nullptr, proj.data());
   AllReduce(proj, n * config.hidden_size);  // row-parallel: sum the ranks' partial outputs, then the bias
@@ -200,6 +202,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::filesyst
   }
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(dir));
   ASSIGN_OR_RETURN(std::unique_ptr<WeightStore> store, WeightStore::Open(dir));
+  ASSIGN_OR_RETURN(KvCacheScales kv_scales, LoadKvCacheScales(*store, config, shard));
   ASSIGN_OR_RETURN(CheckpointQuantization stored, LoadCheckpointQuantization(dir));
   if (stored.quantized() && quantization.scheme != Quantization::kNone) {
     // Re-quantizing already-quantized weights would compound two roundings.
@@ -211,6 +214,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::filesyst
   auto impl = std::unique_ptr<Impl>(new Impl{std::move(config), shard, std::move(weights), std::move(rope),
                                              shard.size > 1 ? comm : nullptr});
   impl->precision = precision;
+  impl->kv_scales = std::move(kv_scales);
   if (quantization.scheme == Quantization::kInt8) {
     LlamaWeights& w = impl->weights;
     for (LlamaLayerWeights& l : w.layers) {
@@ -247,6 +251,8 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::filesyst
 }
 
 const ModelConfig& LlamaModel::config() const { return impl_->config; }
+
+const KvCacheScales& LlamaModel::kv_cache_scales() const { return impl_->kv_scales; }
 
 void LlamaModel::SetActivationObserver(ActivationObserver* observer) { impl_->observer = observer; }
 

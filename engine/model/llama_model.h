@@ -22,6 +22,7 @@
 #include "engine/kernels/ops.h"
 #include "engine/model/forward_batch.h"
 #include "engine/model/kv_cache.h"
+#include "engine/model/kv_cache_scales.h"
 #include "engine/model/model_config.h"
 #include "engine/model/tp_shard.h"
 #include "engine/parallel/communicator.h"
@@ -93,6 +94,9 @@ class LlamaModel {
   // tokens stored as `dtype`.
   KvCacheShape MakeKvCacheShape(int64_t num_blocks, int64_t block_size,
                                 DType dtype = DType::kF32) const;
+  // The static scales an fp8 KV cache is written and read with (this rank's
+  // heads): the checkpoint's k_scale/v_scale, else 1.0 (kv_cache_scales.h).
+  const KvCacheScales& kv_cache_scales() const;
 
   // Runs one step over `batch`: writes its tokens' K/V into `cache` at their
   // slots, and returns logits, row-major [batch.logit_indices.size()][vocab].

@@ -33,6 +33,9 @@ invariants of docs/architecture.md:
   tp tensor-parallel workers: prefill TP 1->decode TP 2, 2->1, 2->4 (KV heads
      replicated) give the single-process tokens; each decode rank gets its
      heads' bytes exactly; the pool is back to start
+  kvq --kv-cache-dtype int8, then fp8, through `tandem up` 1P/1D: 16 mixed
+     requests equal `tandem generate` with the flag, layout and bytes exact;
+     a prefill worker refuses a decode worker of another KV dtype
 
   health  the router's grpc.health.v1 follows its workers (NOT_SERVING alone,
      SERVING with 1P+1D, NOT_SERVING when the only decode worker dies)
@@ -52,7 +55,7 @@ into <work>/certs, every certificate also naming tandem-test-peer so the
 test can dial any member as the router).
 
   cluster_test.py --bin-dir build/bin --source . --work DIR
-                  [--only a,serve,c,tp,bp,stale,fault,migrate,health,drain,ipv6,routers,control]
+                  [--only a,serve,c,tp,bp,stale,fault,migrate,health,drain,ipv6,routers,control,kvq]
 
 This file holds main and the stage table; the rest lives beside it:
 cluster_state (arguments, stubs, the PASS/FAIL report), cluster_procs
@@ -60,7 +63,7 @@ cluster_state (arguments, stubs, the PASS/FAIL report), cluster_procs
 cluster_checks and cluster_checks_edge (checks), and the stages in
 cluster_stage_basic (a, serve, c, tp), cluster_stage_pressure (bp, stale),
 cluster_stage_faults (fault, migrate), cluster_stage_lifecycle (health, drain,
-ipv6, routers) and cluster_stage_control (control).
+ipv6, routers), cluster_stage_control (control) and cluster_stage_kvq (kvq).
 """
 
 import argparse
@@ -76,6 +79,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cluster_stage_basic as basic  # noqa: E402
 import cluster_stage_control as control  # noqa: E402
 import cluster_stage_faults as faults  # noqa: E402
+import cluster_stage_kvq as kvq  # noqa: E402
 import cluster_stage_lifecycle as lifecycle  # noqa: E402
 import cluster_stage_pressure as pressure  # noqa: E402
 import cluster_state as state  # noqa: E402
@@ -91,7 +95,7 @@ def main():
     ap.add_argument("--source", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--only", default="",
-                    help="comma list of a,serve,c,tp,bp,stale,fault,migrate,health,drain,ipv6,routers,control "
+                    help="comma list of a,serve,c,tp,bp,stale,fault,migrate,health,drain,ipv6,routers,control,kvq "
                          "(default all)")
     args = state.ARGS = ap.parse_args()
     args.bin_dir = os.path.abspath(args.bin_dir)
@@ -148,7 +152,8 @@ def main():
                   ("drain", lifecycle.run_drain),
                   ("ipv6", lifecycle.run_ipv6),
                   ("routers", lifecycle.run_two_routers),
-                  ("control", control.run_control_plane)]
+                  ("control", control.run_control_plane),
+                  ("kvq", lambda: kvq.run_kv_quant(prompts, model_cfg))]
         for name, stage in stages:
             if only and name not in only:
                 continue

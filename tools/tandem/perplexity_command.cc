@@ -33,7 +33,7 @@ int RunPerplexity(const std::vector<std::string>& args) {
   flags.AddInt("max-tokens", &max_tokens, "score only the first N tokens of the text (default 0: all)");
   flags.AddInt("step-tokens", &step_tokens, "tokens per forward step inside a window (default 256; memory only)");
   flags.AddString("dtype", &dtype, "float32 | bfloat16: matmul arithmetic, as tandem generate (default float32)");
-  flags.AddString("kv-cache-dtype", &kv_cache_dtype, "fp32 | bf16 | fp16 (default fp32)");
+  flags.AddString("kv-cache-dtype", &kv_cache_dtype, "fp32 | bf16 | fp16 | int8 | fp8 (default fp32)");
   flags.AddString("quantization", &quantization, "none | int8 | fp8: quantize at load, as tandem generate (default none)");
   flags.AddBool("quantize-lm-head", &quantize_lm_head,
                 "with --quantization: quantize the LM head too (tandem generate keeps it in the file's dtype)");
@@ -91,6 +91,7 @@ int RunPerplexity(const std::vector<std::string>& args) {
                                                                  QuantizationConfig{*scheme, quantize_lm_head});
   if (!m.ok()) return fail(m.status());
   if (context == 0) context = std::min<int64_t>(512, (*m)->config().max_position_embeddings);
+  if (*kv_dtype == DType::kF8E4M3) std::cerr << KvCacheScalesNote((*m)->kv_cache_scales().from_checkpoint) << "\n";
   PerplexityOptions options;
   options.context = context;
   options.step_tokens = step_tokens;

@@ -24,6 +24,23 @@
 // one and (no widening shuffles), in registers or into scratch alike; q is
 // gathered and the output scattered in the same order. The order changes
 // only which products a lane sums (step 1); steps 2-4 are elementwise.
+// Quantized rows (int8, fp8 E4M3; kv_cache.h) are read as stored: position
+// x is dimension x, and a row's codes are widened exactly, in registers or
+// into scratch, to w_j: the integer itself for int8; for fp8 the code's
+// bits placed into a binary16 (sign to bit 15, exponent and mantissa
+// shifted up by 7) and widened by F16C, which is exactly E4M3 value / 256
+// (E4M3's bias 7 is binary16's 15 minus 8; E4M3 subnormals land on binary16
+// subnormals, which F16C widens exactly to normal floats). Step 1 then uses
+// k_mul_j in place of scale: s_j = Tree(fma chain q[x] * w_j[x]) * k_mul_j,
+// and step 4 uses e_j * v_mul_j in place of e_j (l still sums the unscaled
+// e_j), where the driver computes k_mul_j = k_scale_j * scale and v_mul_j =
+// v_scale_j in fp32, k/v_scale_j being the row's int8 scale or 256 times
+// the head's fp8 scale. Float rows have k_mul_j = scale and v_mul_j = 1,
+// which is the rule above unchanged. Why binary16 and not the shorter trick
+// of putting E4M3's bits under a binary32's exponent (value * 2^-120, the
+// 2^120 folded into the scale): E4M3 subnormals and small products would
+// then be binary32 denormals, which cost a microcode assist per operation
+// on x86 and read as zero wherever DAZ is set; binary16 never produces one.
 // Output: out[d] = acc[d] * (1 / l). Exp is the polynomial below, evaluated
 // with the same operations on every ISA. Every step is elementwise or a fixed
 // tree, so a query row's bits depend only on q, p, f and its sequence's K/V:
@@ -63,7 +80,7 @@ inline constexpr int64_t kStateHeader = 16;
 // One chunk of keys against a tile of query rows of one sequence and one KV
 // head. Plain data (no inline helpers, see above).
 struct AttnChunkArgs {
-  // Rows of head_dim elements of kv_dtype (static_cast<int>(DType)); lane i
+  // Rows of head_dim elements (codes) of kv_dtype (static_cast<int>(DType)); lane i
   // is the key at position chunk_pos + i. Only lanes [lane_begin, lane_end)
   // are read; the other entries are ignored.
   const void* k_rows[kAttnChunk];
@@ -85,6 +102,10 @@ struct AttnChunkArgs {
   // [num_tokens][group][kStateHeader + padded_dim]: m, l, alpha, ..., acc.
   float* state;
   float scale;
+  // Per lane: k_mul_j and v_mul_j above (scale and 1 for float rows). All
+  // 16 lanes hold finite values.
+  float k_mul[kAttnChunk];
+  float v_mul[kAttnChunk];
 };
 
 void AttendChunkAvx2(const AttnChunkArgs& a);

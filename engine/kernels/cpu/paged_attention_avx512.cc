@@ -18,7 +18,7 @@
 namespace tandem::kernels::cpu {
 namespace {
 
-enum KvType { kF32 = 0, kF16 = 1, kBF16 = 2 };  // DType's values
+enum KvType { kF32 = 0, kF16 = 1, kBF16 = 2, kF8 = 3, kI8 = 4 };  // DType's values (kF8: E4M3)
 
 inline __mmask16 LaneMask(int begin, int end) {
   return static_cast<__mmask16>(((1u << end) - 1u) & ~((1u << begin) - 1u));
@@ -65,6 +65,17 @@ inline __m512 Widen16(const uint16_t* src) {
   return _mm512_cvtph_ps(h);
 }
 
+// 16 one-byte codes as fp32: int8 as integers, fp8 (E4M3) as value / 256
+// through binary16 (attention_kernels.h: the code sign-extended and shifted
+// up by 7 is the binary16 but for bit 14, a copy of the sign, cleared).
+template <int WT>
+inline __m512 WidenCodes16(__m128i bytes) {
+  if constexpr (WT == kI8) return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes));
+  const __m256i half = _mm256_and_si256(_mm256_slli_epi16(_mm256_cvtepi8_epi16(bytes), 7),
+                                        _mm256_set1_epi16(static_cast<short>(0xbf80)));
+  return _mm512_cvtph_ps(half);
+}
+
 // A BF16 pair group (32 elements, one 64-byte load) as fp32: its even
 // elements (the low half of each 32-bit word, shifted up) and its odd ones
 // (the high half, masked): positions [0, 16) and [16, 32) of the group.
@@ -82,6 +93,10 @@ inline __m512i LoadPairGroup(const void* row, int64_t g) {
 template <int NC, int WT>
 inline __m512 Load16(const void* row, int64_t c) {
   if constexpr (WT == kF32) return _mm512_loadu_ps(static_cast<const float*>(row) + 16 * c);
+  if constexpr (WT == kI8 || WT == kF8) {
+    const uint8_t* codes = static_cast<const uint8_t*>(row) + 16 * c;
+    return WidenCodes16<WT>(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes)));
+  }
   if constexpr (WT == kBF16) {
     if ((c | 1) < NC) {
       const __m512i x = LoadPairGroup(row, c / 2);
@@ -195,6 +210,10 @@ void WidenRow(const void* src, int type, int64_t head_dim, int64_t padded_dim, f
     __m512 v;
     if (type == kF32) {
       v = _mm512_maskz_loadu_ps(mask, static_cast<const float*>(src) + d);
+    } else if (type == kI8 || type == kF8) {
+      // Masked-off bytes read as zero codes, which widen to zero.
+      const __m128i b = _mm_maskz_loadu_epi8(mask, static_cast<const uint8_t*>(src) + d);
+      v = type == kI8 ? WidenCodes16<kI8>(b) : WidenCodes16<kF8>(b);
     } else {
       const __m256i h = _mm256_maskz_loadu_epi16(mask, static_cast<const uint16_t*>(src) + d);
       v = type == kBF16 ? _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)) : _mm512_cvtph_ps(h);
@@ -227,9 +246,15 @@ void PrepareRows(const AttnChunkArgs& a, const void** k, const void** v) {
     if (NC > 0 && full && a.kv_dtype == kBF16) {
       WidenFullRow<NC, kBF16>(a.k_rows[j], kd);
       WidenFullRow<NC, kBF16>(a.v_rows[j], vd);
-    } else if (NC > 0 && full) {
+    } else if (NC > 0 && full && a.kv_dtype == kF16) {
       WidenFullRow<NC, kF16>(a.k_rows[j], kd);
       WidenFullRow<NC, kF16>(a.v_rows[j], vd);
+    } else if (NC > 0 && full && a.kv_dtype == kI8) {
+      WidenFullRow<NC, kI8>(a.k_rows[j], kd);
+      WidenFullRow<NC, kI8>(a.v_rows[j], vd);
+    } else if (NC > 0 && full && a.kv_dtype == kF8) {
+      WidenFullRow<NC, kF8>(a.k_rows[j], kd);
+      WidenFullRow<NC, kF8>(a.v_rows[j], vd);
     } else {
       WidenRow(a.k_rows[j], a.kv_dtype, a.head_dim, a.padded_dim, kd);
       WidenRow(a.v_rows[j], a.kv_dtype, a.head_dim, a.padded_dim, vd);
@@ -264,14 +289,15 @@ void Attend(const AttnChunkArgs& a) {
   const int64_t nc = a.padded_dim / 16;
   const int64_t state_stride = kStateHeader + a.padded_dim;
   const __m512 neg_inf = _mm512_set1_ps(-__builtin_inff());
-  const __m512 scale = _mm512_set1_ps(a.scale);
+  const __m512 k_mul = _mm512_loadu_ps(a.k_mul);
+  const __m512 v_mul = _mm512_loadu_ps(a.v_mul);
   int jb, je;
   for (int64_t t = 0; t < a.num_tokens; ++t) {
     Lanes(a, t, &jb, &je);
     if (jb >= je) continue;
     const __mmask16 valid = LaneMask(jb, je);
     for (int64_t row = t * a.group; row < (t + 1) * a.group; ++row) {
-      const __m512 s = _mm512_mul_ps(Dot16<NC, WT>(a.q + row * a.padded_dim, k, nc), scale);
+      const __m512 s = _mm512_mul_ps(Dot16<NC, WT>(a.q + row * a.padded_dim, k, nc), k_mul);
       _mm512_storeu_ps(a.scores + row * kAttnChunk, _mm512_mask_blend_ps(valid, neg_inf, s));
     }
   }
@@ -289,7 +315,7 @@ void Attend(const AttnChunkArgs& a) {
       st[0] = m_new;
       st[1] = __builtin_fmaf(st[1], alpha, Tree(e));
       st[2] = alpha;
-      _mm512_storeu_ps(a.scores + row * kAttnChunk, e);
+      _mm512_storeu_ps(a.scores + row * kAttnChunk, _mm512_mul_ps(e, v_mul));
     }
   }
   for (int64_t t = 0; t < a.num_tokens; ++t) {
@@ -306,7 +332,7 @@ void Attend(const AttnChunkArgs& a) {
   }
 }
 
-// --- One query token against a BF16 chunk (decode): the token's R query
+// --- One query token against a BF16 (or, below, int8/fp8) chunk (decode): the token's R query
 // rows (R <= 4 of its GQA group) share every widened K and V row, so a row
 // is loaded and widened once for all of them rather than once per query
 // head. Same numerics as Attend: per row, the same fma chains in the same
@@ -409,10 +435,69 @@ inline void AccumulateVBf16(float* const* acc, int c0, const float* alpha, const
   }
 }
 
-// Query rows [row0, row0 + R) of a one-token chunk call, all with lanes [jb, je).
-template <int NC, int R>
-void AttendRowsBf16(const AttnChunkArgs& a, const void* const* k, const void* const* v, int64_t row0, int jb,
-                    int je) {
+// The same for one-byte code rows (int8, fp8; WT): each 16-column piece of
+// a K row is widened once (Load16) for all R query rows, in element order,
+// so the fma chains are Dot16's and the tree TransposeTree's.
+template <int NC, int R, int WT>
+inline void ScoresCodes(const float* const* q, const void* const* k, __m512 k_mul, __m512* out) {
+  __m512 u[R][4];
+#pragma GCC unroll 4
+  for (int quad = 0; quad < 4; ++quad) {
+    __m512 acc[R][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      const void* row = k[SlotKey(4 * quad + i)];
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) acc[r][i] = _mm512_setzero_ps();
+#pragma GCC unroll 8
+      for (int c = 0; c < NC; ++c) {
+        const __m512 w = Load16<NC, WT>(row, c);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) acc[r][i] = _mm512_fmadd_ps(_mm512_loadu_ps(q[r] + 16 * c), w, acc[r][i]);
+      }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) u[r][quad] = TreeTwoLevels(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) out[r] = _mm512_mul_ps(TreeLastLevels(u[r]), k_mul);
+}
+
+// AccumulateVBf16 for code rows: columns [16 c0, 16 (c0 + C)), each V
+// piece widened once for all R rows; the fmas are AccumulateV's.
+template <int NC, int R, int C, int WT>
+inline void AccumulateVCodes(float* const* acc, int c0, const float* alpha, const float* const* e,
+                             const void* const* v, int jb, int je) {
+  __m512 o[R][C];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+    const __m512 av = _mm512_set1_ps(alpha[r]);
+#pragma GCC unroll 8
+    for (int c = 0; c < C; ++c) o[r][c] = _mm512_mul_ps(_mm512_loadu_ps(acc[r] + 16 * (c0 + c)), av);
+  }
+  for (int j = jb; j < je; ++j) {
+    __m512 w[C];
+#pragma GCC unroll 8
+    for (int c = 0; c < C; ++c) w[c] = Load16<NC, WT>(v[j], c0 + c);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const __m512 b = _mm512_set1_ps(e[r][j]);
+#pragma GCC unroll 8
+      for (int c = 0; c < C; ++c) o[r][c] = _mm512_fmadd_ps(b, w[c], o[r][c]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 8
+    for (int c = 0; c < C; ++c) _mm512_storeu_ps(acc[r] + 16 * (c0 + c), o[r][c]);
+  }
+}
+
+// Query rows [row0, row0 + R) of a one-token chunk call, all with lanes
+// [jb, je), of WT rows (BF16 or one-byte codes).
+template <int NC, int R, int WT>
+void AttendRows(const AttnChunkArgs& a, const void* const* k, const void* const* v, int64_t row0, int jb,
+                int je) {
   const int64_t state_stride = kStateHeader + a.padded_dim;
   const float* q[R];
   float* st[R];
@@ -427,7 +512,13 @@ void AttendRowsBf16(const AttnChunkArgs& a, const void* const* k, const void* co
     e[r] = a.scores + (row0 + r) * kAttnChunk;
   }
   __m512 s[R];
-  ScoresBf16<NC, R>(q, k, _mm512_set1_ps(a.scale), s);
+  // k_mul is the scale in every lane for BF16 rows (attention_kernels.h).
+  if constexpr (WT == kBF16) {
+    ScoresBf16<NC, R>(q, k, _mm512_loadu_ps(a.k_mul), s);
+  } else {
+    ScoresCodes<NC, R, WT>(q, k, _mm512_loadu_ps(a.k_mul), s);
+  }
+  const __m512 v_mul = _mm512_loadu_ps(a.v_mul);
   const __mmask16 valid = LaneMask(jb, je);
   const __m512 neg_inf = _mm512_set1_ps(-__builtin_inff());
 #pragma GCC unroll 4
@@ -441,21 +532,29 @@ void AttendRowsBf16(const AttnChunkArgs& a, const void* const* k, const void* co
     st[r][0] = m_new;
     st[r][1] = __builtin_fmaf(st[r][1], alpha[r], Tree(ex));
     st[r][2] = alpha[r];
-    _mm512_storeu_ps(a.scores + (row0 + r) * kAttnChunk, ex);
+    _mm512_storeu_ps(a.scores + (row0 + r) * kAttnChunk, _mm512_mul_ps(ex, v_mul));
   }
-  // Column blocks of at most 16 accumulators, whole pair groups each.
+  // Column blocks of at most 16 accumulators (BF16: whole pair groups each).
   constexpr int kBlock = R == 1 ? 8 : R == 2 ? 8 : 4;
-  constexpr int kPaired = NC / 2 * 2;
-  int c0 = 0;
-  for (; c0 + kBlock <= kPaired; c0 += kBlock) AccumulateVBf16<NC, R, kBlock>(acc, c0, alpha, e, v, jb, je);
-  for (; c0 < kPaired; c0 += 2) AccumulateVBf16<NC, R, 2>(acc, c0, alpha, e, v, jb, je);
-  if constexpr (NC % 2 == 1) AccumulateVBf16<NC, R, 1>(acc, NC - 1, alpha, e, v, jb, je);
+  if constexpr (WT == kBF16) {
+    int c0 = 0;
+    constexpr int kPaired = NC / 2 * 2;
+    for (; c0 + kBlock <= kPaired; c0 += kBlock) AccumulateVBf16<NC, R, kBlock>(acc, c0, alpha, e, v, jb, je);
+    for (; c0 < kPaired; c0 += 2) AccumulateVBf16<NC, R, 2>(acc, c0, alpha, e, v, jb, je);
+    if constexpr (NC % 2 == 1) AccumulateVBf16<NC, R, 1>(acc, NC - 1, alpha, e, v, jb, je);
+  } else {
+    // Constant bounds (c0 is never carried between the loops): GCC cannot
+    // bound a carried c0 and warns about offsets that cannot happen.
+    constexpr int kWhole = NC / kBlock * kBlock;
+    for (int b = 0; b < kWhole; b += kBlock) AccumulateVCodes<NC, R, kBlock, WT>(acc, b, alpha, e, v, jb, je);
+    for (int b = kWhole; b < NC; ++b) AccumulateVCodes<NC, R, 1, WT>(acc, b, alpha, e, v, jb, je);
+  }
 }
 
-// A one-token chunk of full-width BF16 rows: the token's group in slices of
-// at most 4 rows.
-template <int NC>
-void AttendOneTokenBf16(const AttnChunkArgs& a) {
+// A one-token chunk of full-width WT rows (BF16 or codes): the token's group
+// in slices of at most 4 rows.
+template <int NC, int WT>
+void AttendOneToken(const AttnChunkArgs& a) {
   const void* k[kAttnChunk];
   const void* v[kAttnChunk];
   for (int j = 0; j < kAttnChunk; ++j) {
@@ -467,21 +566,21 @@ void AttendOneTokenBf16(const AttnChunkArgs& a) {
   Lanes(a, 0, &jb, &je);
   if (jb >= je) return;
   int64_t row = 0;
-  for (; row + 4 <= a.group; row += 4) AttendRowsBf16<NC, 4>(a, k, v, row, jb, je);
+  for (; row + 4 <= a.group; row += 4) AttendRows<NC, 4, WT>(a, k, v, row, jb, je);
   switch (a.group - row) {
     case 3:
-      return AttendRowsBf16<NC, 3>(a, k, v, row, jb, je);
+      return AttendRows<NC, 3, WT>(a, k, v, row, jb, je);
     case 2:
-      return AttendRowsBf16<NC, 2>(a, k, v, row, jb, je);
+      return AttendRows<NC, 2, WT>(a, k, v, row, jb, je);
     case 1:
-      return AttendRowsBf16<NC, 1>(a, k, v, row, jb, je);
+      return AttendRows<NC, 1, WT>(a, k, v, row, jb, je);
     default:
       return;
   }
 }
 
-// With one query token (decode) BF16 rows are widened in registers once for
-// the token's whole group; with few query rows other 16-bit rows are widened
+// With one query token (decode) BF16 and code rows are widened in registers
+// once for the token's whole group; with few query rows F16 rows are widened
 // in registers as each row uses them; with many (prefill) rows are widened
 // once into scratch and every row reads fp32. Widening is exact either way.
 constexpr int64_t kMaxInRegisterRows = 4;
@@ -489,9 +588,22 @@ constexpr int64_t kMaxInRegisterRows = 4;
 template <int NC>
 void Dispatch(const AttnChunkArgs& a) {
   const bool full = a.head_dim == a.padded_dim;
-  if (a.kv_dtype == kBF16 && full && a.num_tokens == 1) return AttendOneTokenBf16<NC>(a);
+  if (full && a.num_tokens == 1) {
+    if (a.kv_dtype == kBF16) return AttendOneToken<NC, kBF16>(a);
+    if (a.kv_dtype == kI8) return AttendOneToken<NC, kI8>(a);
+    if (a.kv_dtype == kF8) return AttendOneToken<NC, kF8>(a);
+  }
   if (a.kv_dtype != kF32 && full && a.num_tokens * a.group <= kMaxInRegisterRows) {
-    return a.kv_dtype == kBF16 ? Attend<NC, kBF16>(a) : Attend<NC, kF16>(a);
+    switch (a.kv_dtype) {
+      case kBF16:
+        return Attend<NC, kBF16>(a);
+      case kF16:
+        return Attend<NC, kF16>(a);
+      case kI8:
+        return Attend<NC, kI8>(a);
+      default:
+        return Attend<NC, kF8>(a);
+    }
   }
   return Attend<NC, kF32>(a);
 }

@@ -20,7 +20,9 @@
 #include <cstring>
 #include <vector>
 
+#include "absl/base/internal/raw_logging.h"
 #include "engine/kernels/cpu/attention_kernels.h"
+#include "engine/kernels/cpu/kv_quantize.h"
 #include "engine/kernels/ops.h"
 #include "engine/kernels/paged_attention.h"
 
@@ -84,12 +86,35 @@ inline void AccumulateV(float* acc, int64_t col, float alpha, const float* e, co
   for (int c = 0; c < 2 * NC; ++c) _mm256_storeu_ps(acc + 8 * c, o[c]);
 }
 
+// 8 one-byte codes as fp32: int8 as integers, fp8 (E4M3) as value / 256
+// through binary16 (attention_kernels.h).
+inline __m256 WidenCodes8(const uint8_t* src, int type) {
+  const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(src));
+  if (type == static_cast<int>(DType::kI8)) return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
+  // Sign-extended and shifted up by 7, a code's bits 0-6 are the binary16's
+  // exponent and mantissa and its sign lands on bit 15; bit 14 (a copy of
+  // the sign) is cleared.
+  const __m128i half =
+      _mm_and_si128(_mm_slli_epi16(_mm_cvtepi8_epi16(bytes), 7), _mm_set1_epi16(static_cast<short>(0xbf80)));
+  return _mm256_cvtph_ps(half);
+}
+
 // Widens (exactly) and zero-pads one row of head_dim elements to padded_dim
 // floats: BF16 in pair-split order (attention_kernels.h), other types in
 // element order.
 void WidenRow(const void* src, int type, int64_t head_dim, int64_t padded_dim, float* dst) {
   const bool f32 = type == static_cast<int>(DType::kF32);
   int64_t d = 0;
+  if (type == static_cast<int>(DType::kI8) || type == static_cast<int>(DType::kF8E4M3)) {
+    for (; d < padded_dim; d += 8) {
+      const int64_t n = std::clamp<int64_t>(head_dim - d, 0, 8);
+      uint8_t c[8] = {};  // zero codes widen to zero in both formats
+      const uint8_t* from = static_cast<const uint8_t*>(src) + d;
+      if (n < 8) from = static_cast<const uint8_t*>(std::memcpy(c, from, n));
+      _mm256_storeu_ps(dst + d, WidenCodes8(from, type));
+    }
+    return;
+  }
   if (type == static_cast<int>(DType::kBF16)) {
     const __m256i high = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
     for (; d + 32 <= padded_dim; d += 32) {
@@ -160,7 +185,7 @@ void AttendChunkAvx2(const AttnChunkArgs& a) {
     for (int64_t row = t * a.group; jb < je && row < (t + 1) * a.group; ++row) {
       float* s = a.scores + row * kAttnChunk;
       for (int j = 0; j < kAttnChunk; ++j) {
-        s[j] = j >= jb && j < je ? Dot(a.q + row * a.padded_dim, k[j], nc) * a.scale : -INFINITY;
+        s[j] = j >= jb && j < je ? Dot(a.q + row * a.padded_dim, k[j], nc) * a.k_mul[j] : -INFINITY;
       }
     }
   }
@@ -179,8 +204,8 @@ void AttendChunkAvx2(const AttnChunkArgs& a) {
       st[0] = m_new;
       st[1] = __builtin_fmaf(st[1], alpha, Tree(e_lo, e_hi));
       st[2] = alpha;
-      _mm256_storeu_ps(s, e_lo);
-      _mm256_storeu_ps(s + 8, e_hi);
+      _mm256_storeu_ps(s, _mm256_mul_ps(e_lo, _mm256_loadu_ps(a.v_mul)));
+      _mm256_storeu_ps(s + 8, _mm256_mul_ps(e_hi, _mm256_loadu_ps(a.v_mul + 8)));
     }
   }
   for (int64_t t = 0; t < a.num_tokens; ++t) {
@@ -260,6 +285,10 @@ void PrefetchChunk(const KvCache& cache, int64_t layer, const std::vector<int32_
       _mm_prefetch(k + off, _MM_HINT_T0);
       _mm_prefetch(v + off, _MM_HINT_T0);
     }
+    if (cache.shape().dtype == DType::kI8) {  // the rows' scales: one line each for 16 tokens
+      _mm_prefetch(reinterpret_cast<const char*>(cache.KeyScale(layer, first_slot + offset, kv_head)), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(cache.ValueScale(layer, first_slot + offset, kv_head)), _MM_HINT_T0);
+    }
     p += rows;
   }
 }
@@ -270,7 +299,7 @@ void PrefetchChunk(const KvCache& cache, int64_t layer, const std::vector<int32_
 // (-1: padding); null when positions are dimensions (not BF16).
 void AttendItem(const Item& it, const ForwardBatch& batch, const KvCache& cache, int64_t layer,
                 const AttentionShape& shape, const float* q, int64_t q_stride, float* out, ChunkKernel kernel,
-                const int32_t* dims, cpu::AttnChunkArgs& args, Scratch& sc) {
+                const int32_t* dims, KvHeadScales fp8_scales, cpu::AttnChunkArgs& args, Scratch& sc) {
   const int64_t hd = shape.head_dim, dim = args.padded_dim, group = args.group;
   const int64_t n = it.token_end - it.token_begin;
   const int64_t rows = n * group;
@@ -311,6 +340,19 @@ void AttendItem(const Item& it, const ForwardBatch& batch, const KvCache& cache,
   const int64_t block_size = cache.shape().block_size;
   const int64_t row_bytes = hd * static_cast<int64_t>(DTypeSize(cache.shape().dtype));
   const std::vector<int32_t>& table = batch.seqs[it.seq].block_table;
+  // Per-key multipliers (attention_kernels.h): fixed for the item unless
+  // every int8 row brings its own scales.
+  const bool per_token_scales = cache.shape().dtype == DType::kI8;
+  float k_mul = shape.scale, v_mul = 1.0f;
+  if (cache.shape().dtype == DType::kF8E4M3) {
+    // 256: the codes widen to E4M3 value / 256.
+    k_mul = fp8_scales.k[it.kv_head] * 256.0f * shape.scale;
+    v_mul = fp8_scales.v[it.kv_head] * 256.0f;
+  }
+  for (int j = 0; j < cpu::kAttnChunk; ++j) {
+    args.k_mul[j] = k_mul;
+    args.v_mul[j] = v_mul;
+  }
   for (int64_t c = lo / cpu::kAttnChunk; c < lo / cpu::kAttnChunk + kPrefetchChunks; ++c) {
     PrefetchChunk(cache, layer, table, it.kv_head, c, lo, hi, row_bytes);
   }
@@ -322,17 +364,28 @@ void AttendItem(const Item& it, const ForwardBatch& batch, const KvCache& cache,
     int64_t block = begin / block_size, offset = begin % block_size;
     const uint8_t* k_base = nullptr;
     const uint8_t* v_base = nullptr;
+    const float* k_scales = nullptr;
+    const float* v_scales = nullptr;
     for (int64_t p = begin; p < end; ++p, ++offset) {
       if (offset == block_size) {
         offset = 0;
         ++block;
       }
       if (p == begin || offset == 0) {
-        k_base = static_cast<const uint8_t*>(cache.Key(layer, table[block] * block_size, it.kv_head));
-        v_base = static_cast<const uint8_t*>(cache.Value(layer, table[block] * block_size, it.kv_head));
+        const int64_t first_slot = table[block] * block_size;
+        k_base = static_cast<const uint8_t*>(cache.Key(layer, first_slot, it.kv_head));
+        v_base = static_cast<const uint8_t*>(cache.Value(layer, first_slot, it.kv_head));
+        if (per_token_scales) {
+          k_scales = cache.KeyScale(layer, first_slot, it.kv_head);
+          v_scales = cache.ValueScale(layer, first_slot, it.kv_head);
+        }
       }
       args.k_rows[p - chunk_pos] = k_base + offset * row_bytes;
       args.v_rows[p - chunk_pos] = v_base + offset * row_bytes;
+      if (per_token_scales) {
+        args.k_mul[p - chunk_pos] = k_scales[offset] * shape.scale;
+        args.v_mul[p - chunk_pos] = v_scales[offset];
+      }
     }
     args.chunk_pos = chunk_pos;
     args.lane_begin = static_cast<int>(begin - chunk_pos);
@@ -391,17 +444,38 @@ void StoreRow(DType t, const float* src, int64_t n, void* dst) {
       for (; i < n; ++i) d[i] = static_cast<uint16_t>(_cvtss_sh(src[i], _MM_FROUND_TO_NEAREST_INT));
       return;
     }
+    case DType::kF8E4M3:  // quantized by WriteKv itself (they need scales)
+    case DType::kI8:
+    case DType::kU8:  // no cache dtype
+    case DType::kI32:
+      return;
   }
 }
 
 }  // namespace
 
 void WriteKv(const ForwardBatch& batch, KvCache& cache, int64_t layer, const float* k, const float* v,
-             int64_t stride) {
+             int64_t stride, KvHeadScales fp8_scales) {
   const KvCacheShape& s = cache.shape();
+  ABSL_RAW_CHECK(s.dtype != DType::kF8E4M3 || (fp8_scales.k != nullptr && fp8_scales.v != nullptr),
+                 "an fp8 KV cache needs its static scales");
   for (int32_t t = 0; t < batch.num_tokens(); ++t) {
     const int64_t slot = batch.slot_mapping[t];
     for (int64_t h = 0; h < s.num_kv_heads; ++h) {
+      const float* k_row = k + t * stride + h * s.head_dim;
+      const float* v_row = v + t * stride + h * s.head_dim;
+      if (s.dtype == DType::kI8) {
+        cpu::QuantizeKvRowInt8(k_row, s.head_dim, static_cast<int8_t*>(cache.Key(layer, slot, h)),
+                               cache.KeyScale(layer, slot, h));
+        cpu::QuantizeKvRowInt8(v_row, s.head_dim, static_cast<int8_t*>(cache.Value(layer, slot, h)),
+                               cache.ValueScale(layer, slot, h));
+        continue;
+      }
+      if (s.dtype == DType::kF8E4M3) {
+        cpu::QuantizeKvRowFp8(k_row, s.head_dim, fp8_scales.k[h], static_cast<uint8_t*>(cache.Key(layer, slot, h)));
+        cpu::QuantizeKvRowFp8(v_row, s.head_dim, fp8_scales.v[h], static_cast<uint8_t*>(cache.Value(layer, slot, h)));
+        continue;
+      }
       StoreRow(s.dtype, k + t * stride + h * s.head_dim, s.head_dim, cache.Key(layer, slot, h));
       StoreRow(s.dtype, v + t * stride + h * s.head_dim, s.head_dim, cache.Value(layer, slot, h));
     }
@@ -409,7 +483,9 @@ void WriteKv(const ForwardBatch& batch, KvCache& cache, int64_t layer, const flo
 }
 
 void PagedAttention(const ForwardBatch& batch, const KvCache& cache, int64_t layer, const AttentionShape& shape,
-                    const float* q, int64_t q_stride, float* out) {
+                    const float* q, int64_t q_stride, float* out, KvHeadScales fp8_scales) {
+  ABSL_RAW_CHECK(cache.shape().dtype != DType::kF8E4M3 || (fp8_scales.k != nullptr && fp8_scales.v != nullptr),
+                 "an fp8 KV cache needs its static scales");
   const int64_t group = shape.num_heads / shape.num_kv_heads;
   const int64_t dim = (shape.head_dim + 15) / 16 * 16;
   const int64_t tile_tokens = std::max<int64_t>(1, kTileRows / group);
@@ -429,6 +505,10 @@ void PagedAttention(const ForwardBatch& batch, const KvCache& cache, int64_t lay
     }
     token = end;
   }
+  // The ISA files see the KV dtype as DType's integer value (KvType there).
+  static_assert(static_cast<int>(DType::kF32) == 0 && static_cast<int>(DType::kF16) == 1 &&
+                static_cast<int>(DType::kBF16) == 2 && static_cast<int>(DType::kF8E4M3) == 3 &&
+                static_cast<int>(DType::kI8) == 4);
   const ChunkKernel kernel = ActiveCpuIsa() >= CpuIsa::kAvx512 ? cpu::AttendChunkAvx512 : cpu::AttendChunkAvx2;
   std::vector<int32_t> dims;
   if (cache.shape().dtype == DType::kBF16) {
@@ -465,7 +545,7 @@ void PagedAttention(const ForwardBatch& batch, const KvCache& cache, int64_t lay
         PrefetchChunk(cache, layer, batch.seqs[next.seq].block_table, next.kv_head, first / cpu::kAttnChunk, first,
                       last, row_bytes);
       }
-      AttendItem(items[i], batch, cache, layer, shape, q, q_stride, out, kernel, dims_or_null, args, sc);
+      AttendItem(items[i], batch, cache, layer, shape, q, q_stride, out, kernel, dims_or_null, fp8_scales, args, sc);
     }
   }
 }

@@ -1,12 +1,21 @@
 // Tests for kernels::PagedAttention and WriteKv at every ISA level this
 // machine has: close to a float64 softmax reference on odd shapes (head_dim
 // 64, 80, 24 and 136; GQA groups 1, 3 and 4; blocks of 16 and 5 tokens;
-// sliding windows; fp32, bf16 and fp16 caches; contexts 1..300), and
+// sliding windows; fp32, bf16, fp16, int8 and fp8 caches; contexts 1..300), and
 // bit-identical for one query token however it is computed: alone (decode),
 // inside a prompt chunk or a whole prompt, inside a batch of other
 // sequences, on 1 or 2 threads, with 5- or 16-token blocks, at AVX2 or
 // AVX-512. Each sequence's K/V and queries are a pure function of (seed,
 // position), so every run of the same sequence sees the same numbers.
+//
+// Quantized caches are checked against the float64 softmax over the values
+// the cache stands for (int8: code * the row's scale; fp8: E4M3ToFloat(code)
+// * the head's scale, both in float64), with the float caches' tolerance:
+// the kernel widens codes exactly, and the only roundings it adds to the
+// float path are k_mul = k_scale * scale and e * v_mul, one fp32 rounding
+// (2^-24 relative) each, on scores and weights whose error the float
+// caches already bound by 5e-6 at the same value ranges (K, V, q in [-2, 2)
+// before quantization).
 #include <omp.h>
 
 #include <algorithm>
@@ -24,6 +33,7 @@
 #include "engine/model/forward_batch.h"
 #include "engine/model/kv_cache.h"
 #include "gtest/gtest.h"
+#include "tests/unit/kernels/kv_test_util.h"
 
 namespace tandem::kernels {
 namespace {
@@ -64,9 +74,14 @@ struct Scenario {
   KvCache cache;
   ForwardBatch batch;
   std::vector<float> q;  // [tokens][num_heads * head_dim]
+  std::vector<float> fp8_k, fp8_v;  // [num_kv_heads]: static scales, used by fp8 caches
+
+  KvHeadScales Scales() const { return {fp8_k.data(), fp8_v.data()}; }
 
   Scenario(const Layout& l, const std::vector<SeqSpec>& specs)
-      : cache(KvCacheShape{1, NumBlocks(l, specs), l.block_size, l.num_kv_heads, l.head_dim, l.dtype}) {
+      : cache(KvCacheShape{1, NumBlocks(l, specs), l.block_size, l.num_kv_heads, l.head_dim, l.dtype}),
+        fp8_k(testing::Fp8TestScales(l.num_kv_heads, 0)),
+        fp8_v(testing::Fp8TestScales(l.num_kv_heads, 1)) {
     const int64_t kv_dim = l.num_kv_heads * l.head_dim, q_dim = l.num_heads * l.head_dim;
     int32_t next_block = static_cast<int32_t>(cache.shape().num_blocks) - 1;
     for (size_t s = 0; s < specs.size(); ++s) {
@@ -87,7 +102,7 @@ struct Scenario {
           v.push_back(Value(spec.seed, p, kv_dim + i));
         }
       }
-      WriteKv(fill, cache, 0, k.data(), v.data(), kv_dim);
+      WriteKv(fill, cache, 0, k.data(), v.data(), kv_dim, Scales());
       for (int32_t p = spec.context - spec.num_query; p < spec.context; ++p) {
         batch.token_ids.push_back(0);
         batch.positions.push_back(p);
@@ -106,7 +121,7 @@ struct Scenario {
 
   std::vector<float> Attend(const Layout& l) const {
     std::vector<float> out(q.size(), std::numeric_limits<float>::quiet_NaN());
-    PagedAttention(batch, cache, 0, Shape(l), q.data(), l.num_heads * l.head_dim, out.data());
+    PagedAttention(batch, cache, 0, Shape(l), q.data(), l.num_heads * l.head_dim, out.data(), Scales());
     return out;
   }
 
@@ -114,7 +129,7 @@ struct Scenario {
   std::vector<double> Reference(const Layout& l) const {
     const int64_t hd = l.head_dim, group = l.num_heads / l.num_kv_heads, q_dim = l.num_heads * hd;
     std::vector<double> out(q.size());
-    std::vector<float> key(hd), value(hd);
+    std::vector<double> key(hd), value(hd);
     int32_t token = 0;
     for (const SequenceSlice& seq : batch.seqs) {
       for (int32_t i = 0; i < seq.num_query_tokens; ++i, ++token) {
@@ -124,7 +139,7 @@ struct Scenario {
           std::vector<double> scores;
           for (int64_t p = first; p <= pos; ++p) {
             const int64_t slot = seq.block_table[p / l.block_size] * l.block_size + p % l.block_size;
-            ConvertToFloat(l.dtype, cache.Key(0, slot, h / group), hd, key.data());
+            testing::StoredRow(cache, 0, slot, h / group, 0, Scales(), key.data());
             double dot = 0;
             for (int64_t d = 0; d < hd; ++d) dot += double(q[token * q_dim + h * hd + d]) * key[d];
             scores.push_back(dot * Shape(l).scale);
@@ -134,7 +149,7 @@ struct Scenario {
           for (double& s : scores) denom += (s = std::exp(s - max));
           for (int64_t p = first; p <= pos; ++p) {
             const int64_t slot = seq.block_table[p / l.block_size] * l.block_size + p % l.block_size;
-            ConvertToFloat(l.dtype, cache.Value(0, slot, h / group), hd, value.data());
+            testing::StoredRow(cache, 0, slot, h / group, 1, Scales(), value.data());
             for (int64_t d = 0; d < hd; ++d) out[token * q_dim + h * hd + d] += scores[p - first] / denom * value[d];
           }
         }
@@ -173,7 +188,7 @@ TEST_F(PagedAttentionTest, MatchesFloat64Reference) {
   const std::vector<SeqSpec> specs = {{1, 1, 1}, {2, 17, 17}, {3, 300, 40}, {4, 129, 1}, {5, 64, 23}};
   for (CpuIsa isa : Levels()) {
     SetCpuIsa(isa);
-    for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
+    for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16, DType::kI8, DType::kF8E4M3}) {
       for (int64_t head_dim : {64, 80, 24}) {
         for (auto [heads, kv_heads] : {std::pair{4, 4}, std::pair{9, 3}, std::pair{8, 2}}) {
           for (int64_t block_size : {16, 5}) {
@@ -200,7 +215,7 @@ TEST_F(PagedAttentionTest, WideHeadsMatchReference) {
   const std::vector<SeqSpec> specs = {{6, 90, 90}, {7, 40, 1}};
   for (CpuIsa isa : Levels()) {
     SetCpuIsa(isa);
-    for (DType dtype : {DType::kF32, DType::kBF16}) {
+    for (DType dtype : {DType::kF32, DType::kBF16, DType::kI8, DType::kF8E4M3}) {
       const Layout l{dtype, 16, 6, 2, 136, 0};
       const Scenario run(l, specs);
       const std::vector<float> got = run.Attend(l);
@@ -215,7 +230,7 @@ TEST_F(PagedAttentionTest, OneQueryGivesTheSameBitsEveryWay) {
   constexpr uint64_t kSeed = 42;
   constexpr int32_t kContext = 150, kChunk = 37;
   const int64_t hd_list[] = {64, 80};
-  for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
+  for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16, DType::kI8, DType::kF8E4M3}) {
     for (int64_t head_dim : hd_list) {
       for (int64_t window : {0, 50}) {
         Layout l{dtype, 16, 9, 3, head_dim, window};
@@ -265,41 +280,45 @@ TEST_F(PagedAttentionTest, OneQueryGivesTheSameBitsEveryWay) {
   }
 }
 
-// The BF16 decode kernel (one token, its GQA group in slices of up to 4
-// rows sharing each widened K/V row) against the prompt path (rows widened
-// into scratch) and AVX2, for every group-slice shape and head width it
-// specialises: groups 1-8 (slices 4+4, 4+1, 3, 2, 1), head_dim 48 (a pair
-// group plus an element-order tail), 96 and 128 (several column blocks), and
-// 72 (not a multiple of 16: decode takes the generic path).
-TEST_F(PagedAttentionTest, Bf16DecodeGroupsGiveThePromptBits) {
+// The decode kernel for BF16, int8 and fp8 rows (one token, its GQA group
+// in slices of up to 4 rows sharing each widened K/V row) against the prompt
+// path (rows widened into scratch) and AVX2, for every group-slice shape and
+// head width it specialises: groups 1-8 (slices 4+4, 4+1, 3, 2, 1), head_dim
+// 48 (BF16: a pair group plus an element-order tail), 96 and 128 (several
+// column blocks), and 72 (not a multiple of 16: decode takes the generic
+// path).
+TEST_F(PagedAttentionTest, DecodeGroupsGiveThePromptBits) {
   constexpr uint64_t kSeed = 7;
   constexpr int32_t kContext = 70, kLast = 5;
-  for (int64_t head_dim : {48, 72, 96, 128}) {
-    for (auto [heads, kv_heads] : {std::pair{2, 2}, std::pair{4, 2}, std::pair{6, 2}, std::pair{8, 2},
-                                   std::pair{10, 2}, std::pair{16, 2}}) {
-      const Layout l{DType::kBF16, 16, heads, kv_heads, head_dim, 0};
-      const int64_t q_dim = heads * head_dim;
-      const std::vector<SeqSpec> whole = {{kSeed, kContext, kContext}};
-      const std::vector<float> all = Scenario(l, whole).Attend(l);
-      const std::vector<float> want(all.end() - kLast * q_dim, all.end());
-      // And the float64 reference, so that the shared bits are also right.
-      const std::vector<double> ref = Scenario(l, whole).Reference(l);
-      for (size_t i = 0; i < want.size(); ++i) {
-        ASSERT_NEAR(want[i], ref[ref.size() - want.size() + i], 5e-6) << "head_dim=" << head_dim << " heads=" << heads;
-      }
-      for (CpuIsa isa : Levels()) {
-        SetCpuIsa(isa);
-        for (int32_t p = kContext - kLast; p < kContext; ++p) {
-          const std::vector<SeqSpec> one = {{kSeed, p + 1, 1}};
-          const std::vector<float> got = Scenario(l, one).Attend(l);
-          for (int64_t i = 0; i < q_dim; ++i) {
-            ASSERT_EQ(got[i], want[(p - (kContext - kLast)) * q_dim + i])
-                << CpuIsaName(isa) << " head_dim=" << head_dim << " heads=" << heads << "/" << kv_heads
-                << " position " << p << " element " << i;
+  for (DType dtype : {DType::kBF16, DType::kI8, DType::kF8E4M3}) {
+    for (int64_t head_dim : {48, 72, 96, 128}) {
+      for (auto [heads, kv_heads] : {std::pair{2, 2}, std::pair{4, 2}, std::pair{6, 2}, std::pair{8, 2},
+                                     std::pair{10, 2}, std::pair{16, 2}}) {
+        const Layout l{dtype, 16, heads, kv_heads, head_dim, 0};
+        const int64_t q_dim = heads * head_dim;
+        const std::vector<SeqSpec> whole = {{kSeed, kContext, kContext}};
+        const std::vector<float> all = Scenario(l, whole).Attend(l);
+        const std::vector<float> want(all.end() - kLast * q_dim, all.end());
+        // And the float64 reference, so that the shared bits are also right.
+        const std::vector<double> ref = Scenario(l, whole).Reference(l);
+        for (size_t i = 0; i < want.size(); ++i) {
+          ASSERT_NEAR(want[i], ref[ref.size() - want.size() + i], 5e-6)
+              << DTypeName(dtype) << " head_dim=" << head_dim << " heads=" << heads;
+        }
+        for (CpuIsa isa : Levels()) {
+          SetCpuIsa(isa);
+          for (int32_t p = kContext - kLast; p < kContext; ++p) {
+            const std::vector<SeqSpec> one = {{kSeed, p + 1, 1}};
+            const std::vector<float> got = Scenario(l, one).Attend(l);
+            for (int64_t i = 0; i < q_dim; ++i) {
+              ASSERT_EQ(got[i], want[(p - (kContext - kLast)) * q_dim + i])
+                  << CpuIsaName(isa) << " " << DTypeName(dtype) << " head_dim=" << head_dim << " heads=" << heads
+                  << "/" << kv_heads << " position " << p << " element " << i;
+            }
           }
         }
+        SetCpuIsa(DetectedCpuIsa());
       }
-      SetCpuIsa(DetectedCpuIsa());
     }
   }
 }

@@ -50,6 +50,7 @@ struct Source : public StepObserver {
     EXPECT_TRUE(e.ok()) << e.status();
     engine = *std::move(e);
     local.total_kv_heads = kTotalHeads;
+    local.dtype = "F32";
     for (int r = 0; r < tp; ++r) {
       KvCache& cache = engine->kv_cache(r);
       const KvCacheShape& shape = cache.shape();

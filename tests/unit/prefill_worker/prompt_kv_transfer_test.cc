@@ -25,6 +25,7 @@ struct Group {
 
   Group(const std::shared_ptr<LoopbackFabric>& fabric, int size, uint8_t fill) {
     local.total_kv_heads = kTotalHeads;
+    local.dtype = "BF16";
     const int64_t heads = kTotalHeads / size;
     for (int r = 0; r < size; ++r) {
       const KvRegionLayout l{kLayers, kBlocks, 2 * heads * kHeadBytes, heads};
@@ -44,6 +45,7 @@ struct Group {
       region->set_memory_descriptor(descriptors[r].Serialize());
       v1::KvLayout* l = region->mutable_layout();
       l->set_num_layers(kLayers);
+      l->set_dtype(local.dtype);
       l->set_num_kv_heads(static_cast<uint32_t>(rank.heads.num_heads));
       l->set_block_span_bytes(static_cast<uint64_t>(rank.layout.block_span_bytes));
       l->set_layer_bytes(rank.layout.layer_bytes());
@@ -111,6 +113,14 @@ TEST(PromptKvTransferTest, ABadDestinationIsInvalidArgumentBeforeAnythingMoves) 
     r.mutable_layout()->set_layer_bytes(r.layout().layer_bytes() * 2);
   }
   EXPECT_EQ(code(other_dtype), absl::StatusCode::kInvalidArgument);
+  // Same bytes per head, other numbers: the dtype alone must refuse it.
+  for (const char* dtype : {"F16", "I8", "F8_E4M3", ""}) {
+    v1::KvDestination same_size = good;
+    for (auto& r : *same_size.mutable_ranks()) r.mutable_layout()->set_dtype(dtype);
+    const absl::Status st = PromptKvTransfer::Connect(prefill.local, same_size).status();
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << dtype;
+    EXPECT_NE(st.message().find("--kv-cache-dtype"), std::string::npos) << st;
+  }
   v1::KvDestination other_layers = good;
   other_layers.mutable_ranks(1)->mutable_layout()->set_num_layers(kLayers + 1);
   EXPECT_EQ(code(other_layers), absl::StatusCode::kInvalidArgument);
