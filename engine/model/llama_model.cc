@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "engine/kernels/int4_matmul.h"
 #include "engine/kernels/int8_matmul.h"
 #include "engine/kernels/ops.h"
 #include "engine/kernels/paged_attention.h"
@@ -31,6 +32,8 @@ struct LlamaModel::Impl {
   std::vector<HugePageBuffer> amx_weights;
   // --quantization int8: the quantized matrices (the refs' int8 point here).
   std::vector<std::unique_ptr<kernels::Int8Weight>> int8_weights;
+  // --quantization int4: the quantized matrices (the refs' int4 point here).
+  std::vector<std::unique_ptr<kernels::Int4Weight>> int4_weights;
 
   void QuantizeInt8(kernels::WeightRef& w) {
     if (w.data == nullptr) return;
@@ -38,7 +41,14 @@ struct LlamaModel::Impl {
     w.int8 = int8_weights.back().get();
   }
 
+  void QuantizeInt4(kernels::WeightRef& w) {
+    if (w.data == nullptr) return;
+    int4_weights.push_back(std::make_unique<kernels::Int4Weight>(kernels::QuantizeWeightInt4(w)));
+    w.int4 = int4_weights.back().get();
+  }
+
   void PackForAmx(kernels::WeightRef& w) {
+    if (w.int4 != nullptr) return;
     if (w.dtype != DType::kBF16 || w.data == nullptr || w.int8 != nullptr) return;
     HugePageBuffer buf(static_cast<size_t>(kernels::AmxPackedElems(w.rows, w.cols)) * 2);
     kernels::PackBf16ForAmx(w, reinterpret_cast<uint16_t*>(buf.data()));
@@ -50,6 +60,8 @@ struct LlamaModel::Impl {
   void MatMul(const float* x, int64_t m, const kernels::WeightRef& w, const float* bias, float* y) const {
     if (w.int8 != nullptr) {
       kernels::MatMulInt8(x, m, *w.int8, bias, y);
+    } else if (w.int4 != nullptr) {
+      kernels::MatMulInt4(x, m, *w.int4, bias, y);
     } else if (precision == kernels::MatMulPrecision::kBf16) {
       kernels::MatMulBf16(x, m, w, bias, y);
     } else {
@@ -195,6 +207,18 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::filesyst
     }
     // A tied head quantizes its own copy; the embedding keeps reading rows.
     if (quantization.lm_head) impl->QuantizeInt8(w.lm_head);
+  }
+  if (quantization.scheme == Quantization::kInt4) {
+    // As int8: each rank quantizes its own shard (a row-parallel o / down
+    // shard is a column slice, so its groups follow the slice's width).
+    LlamaWeights& w = impl->weights;
+    for (LlamaLayerWeights& l : w.layers) {
+      for (kernels::WeightRef* r : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj,
+                                    &l.down_proj}) {
+        impl->QuantizeInt4(*r);
+      }
+    }
+    if (quantization.lm_head) impl->QuantizeInt4(w.lm_head);
   }
   if (precision == kernels::MatMulPrecision::kBf16 && kernels::ActiveCpuIsa() == kernels::CpuIsa::kAmx) {
     LlamaWeights& w = impl->weights;

@@ -6,7 +6,9 @@
 // all arithmetic is fp32 except, with MatMulPrecision::kBf16, the matmuls'
 // inputs (rounded to BF16; see kernels::MatMulBf16), and, with
 // Quantization::kInt8, the linear layers (W8A8, kernels::MatMulInt8: weights
-// quantized once at load into owned memory). Each layer loads only its tensor-parallel shard
+// quantized once at load into owned memory), or with Quantization::kInt4
+// (W4A16, kernels::MatMulInt4: group-wise int4 weights, fp32 activations).
+// Each layer loads only its tensor-parallel shard
 // (TpShard), so tensor parallelism adds a communicator, not model code.
 //
 // Thread-safety: Forward() is not re-entrant (it reuses scratch buffers); the
@@ -43,6 +45,8 @@ enum class Quantization : uint8_t {
   kNone,  // every weight as stored in the file
   kInt8,  // W8A8 for q/k/v/o and gate/up/down: per-row int8 weights,
           // per-token int8 activations, int32 sums (kernels::MatMulInt8)
+  kInt4,  // W4A16 for q/k/v/o and gate/up/down: group-wise int4 weights
+          // (round to nearest at load), fp32 activations (kernels::MatMulInt4)
 };
 
 struct QuantizationConfig {
