@@ -42,10 +42,22 @@ inline float Tree(__m512 v) {
   return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
 }
 
+// kCodeMinusZero.v[z][j] = j - z, exact: one load per group instead of a
+// conversion, a broadcast and a subtraction (the table is built for every
+// weight row of every group, 1/8 of the decode loop's work otherwise).
+struct CodeMinusZero {
+  alignas(64) float v[16][16];
+  constexpr CodeMinusZero() : v() {
+    for (int z = 0; z < 16; ++z) {
+      for (int j = 0; j < 16; ++j) v[z][j] = static_cast<float>(j - z);
+    }
+  }
+};
+constexpr CodeMinusZero kCodeMinusZero{};
+
 // (j - zero) * scale for j = 0..15: j - zero is exact, the product rounded once.
 inline __m512 GroupTable(float scale, uint8_t zero) {
-  const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  return _mm512_mul_ps(_mm512_sub_ps(iota, _mm512_set1_ps(static_cast<float>(zero))), _mm512_set1_ps(scale));
+  return _mm512_mul_ps(_mm512_load_ps(kCodeMinusZero.v[zero & 15]), _mm512_set1_ps(scale));
 }
 
 // The 16 codes of a block's low nibbles (in the low 4 bits of each lane).
@@ -65,9 +77,12 @@ inline __mmask16 HighMask(int64_t rem) {
 
 // y[i][j] = x[i] . deq(w[j]) (+ bias[j]) for an MR x NR tile. FROM_SCRATCH:
 // the weights come dequantized from `deq` ([NR][ld] floats); otherwise they
-// are dequantized from the codes here, group by group.
+// are dequantized from the codes here, group by group, and the codes of the
+// `num_next` rows after the tile are prefetched one cache line per row per
+// 128 columns: rows are short (1 KiB at k = 2048), so the hardware
+// prefetcher, which follows one page at a time, starts each row late.
 template <int MR, int NR, bool FROM_SCRATCH>
-void Tile(const Int4PanelArgs& a, int64_t i0, int64_t j0, const float* deq, int64_t ld) {
+void Tile(const Int4PanelArgs& a, int64_t i0, int64_t j0, const float* deq, int64_t ld, int64_t num_next) {
   __m512 acc[MR][NR];
 #pragma GCC unroll 32
   for (int i = 0; i < MR; ++i) {
@@ -86,6 +101,11 @@ void Tile(const Int4PanelArgs& a, int64_t i0, int64_t j0, const float* deq, int6
     }
     const int64_t end = Min(k0 + a.group_size, a.k);
     for (; k0 < end; k0 += 32) {
+      if (!FROM_SCRATCH && (k0 & 127) == 0) {
+        for (int64_t j = 0; j < num_next; ++j) {
+          _mm_prefetch(reinterpret_cast<const char*>(codes + (NR + j) * a.row_bytes + k0 / 2), _MM_HINT_T0);
+        }
+      }
       __m512 xl[MR], xh[MR];
       if (k0 + 32 <= a.k) {
 #pragma GCC unroll 32
@@ -148,7 +168,7 @@ void DequantizeRows(const Int4PanelArgs& a, int64_t j0, int64_t nr, float* dst, 
   }
 }
 
-using TileFn = void (*)(const Int4PanelArgs&, int64_t, int64_t, const float*, int64_t);
+using TileFn = void (*)(const Int4PanelArgs&, int64_t, int64_t, const float*, int64_t, int64_t);
 
 template <int MR, bool FROM_SCRATCH, int... NRs>
 constexpr void FillRow(TileFn* row, std::integer_sequence<int, NRs...>) {
@@ -181,7 +201,8 @@ void Int4PanelAvx512(const Int4PanelArgs& a) {
     const int64_t step = a.m == 1 ? kDecodeNr : 4;
     for (int64_t j0 = 0; j0 < a.nr; j0 += step) {
       const int64_t nr = Min(step, a.nr - j0);
-      kTiles.decode[a.m - 1][nr - 1](a, 0, j0, nullptr, 0);
+      const int64_t num_next = Min(nr, a.nr + a.rows_after - (j0 + nr));
+      kTiles.decode[a.m - 1][nr - 1](a, 0, j0, nullptr, 0, num_next);
     }
     return;
   }
@@ -191,7 +212,7 @@ void Int4PanelAvx512(const Int4PanelArgs& a) {
     DequantizeRows(a, j0, nr, a.scratch, ld);
     for (int64_t i0 = 0; i0 < a.m; i0 += kMr) {
       const int64_t mr = Min(kMr, a.m - i0);
-      kTiles.prefill[mr - 1][nr - 1](a, i0, j0, a.scratch, ld);
+      kTiles.prefill[mr - 1][nr - 1](a, i0, j0, a.scratch, ld, 0);
     }
   }
 }

@@ -30,6 +30,8 @@ struct Int4PanelArgs {
   int64_t num_groups;
   int64_t group_size;     // a multiple of 32
   int64_t nr;             // weight rows in the panel
+  int64_t rows_after;     // rows of the matrix after the panel (their codes follow
+                          // `packed` contiguously): what the decode kernel may prefetch
   const float* bias;      // [nr] or null
   float* y;               // y[i][j] at y[i * ldy + j]
   int64_t ldy;
