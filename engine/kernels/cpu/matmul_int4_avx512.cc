@@ -29,7 +29,7 @@ namespace tandem::kernels::cpu {
 namespace {
 
 constexpr int kMr = 4;        // batch rows per tile
-constexpr int kNr = 6;        // weight rows per prefill tile (24 accumulators + 4 x + 2 w)
+constexpr int kNr = 6;        // weight rows per prefill tile (24 accumulators + 4 x + 1 w)
 constexpr int kDecodeNr = 8;  // weight rows per decode tile at m = 1 (4 for m = 2..4)
 
 inline int64_t Min(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -75,14 +75,43 @@ inline __mmask16 HighMask(int64_t rem) {
   return rem <= 16 ? static_cast<__mmask16>(0) : static_cast<__mmask16>((1u << (rem - 16)) - 1);
 }
 
-// y[i][j] = x[i] . deq(w[j]) (+ bias[j]) for an MR x NR tile. FROM_SCRATCH:
-// the weights come dequantized from `deq` ([NR][ld] floats); otherwise they
-// are dequantized from the codes here, group by group, and the codes of the
-// `num_next` rows after the tile are prefetched one cache line per row per
-// 128 columns: rows are short (1 KiB at k = 2048), so the hardware
-// prefetcher, which follows one page at a time, starts each row late.
-template <int MR, int NR, bool FROM_SCRATCH>
-void Tile(const Int4PanelArgs& a, int64_t i0, int64_t j0, const float* deq, int64_t ld, int64_t num_next) {
+// One 32-column block of a decode tile: codes widened, looked up in each
+// row's table, and both 16-lane steps (low nibbles, then high) added.
+template <int MR, int NR>
+__attribute__((always_inline)) inline void DecodeBlock(const __m512 (&xl)[MR], const __m512 (&xh)[MR],
+                                                       const __m512 (&table)[NR], const uint8_t* codes,
+                                                       int64_t row_bytes, __m512 (&acc)[MR][NR]) {
+#pragma GCC unroll 32
+  for (int j = 0; j < NR; ++j) {
+    const __m512i v = BlockCodes(codes + j * row_bytes);
+    const __m512 wl = _mm512_permutexvar_ps(v, table[j]);
+    const __m512 wh = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), table[j]);
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i) {
+      acc[i][j] = _mm512_fmadd_ps(xl[i], wl, acc[i][j]);
+      acc[i][j] = _mm512_fmadd_ps(xh[i], wh, acc[i][j]);
+    }
+  }
+}
+
+template <int NR>
+__attribute__((always_inline)) inline void GroupTables(const Int4PanelArgs& a, int64_t j0, int64_t g,
+                                                       __m512 (&table)[NR]) {
+#pragma GCC unroll 32
+  for (int j = 0; j < NR; ++j) {
+    table[j] = GroupTable(a.scales[(j0 + j) * a.num_groups + g], a.zeros[(j0 + j) * a.num_groups + g]);
+  }
+}
+
+// y[i][j] = x[i] . deq(w[j]) (+ bias[j]) for an MR x NR decode tile: the
+// weights are dequantized from the codes here, group by group, and the
+// codes of the `num_next` rows after the tile are prefetched one cache line
+// per row per 128 columns: rows are short (1 KiB at k = 2048), so the
+// hardware prefetcher, which follows one page at a time, starts each row late.
+// The last partial block (k not a multiple of 32) runs after the loop, so
+// the loop has no masked branch (with it GCC kept accumulators on the stack).
+template <int MR, int NR>
+void Tile(const Int4PanelArgs& a, int64_t i0, int64_t j0, int64_t num_next) {
   __m512 acc[MR][NR];
 #pragma GCC unroll 32
   for (int i = 0; i < MR; ++i) {
@@ -91,57 +120,85 @@ void Tile(const Int4PanelArgs& a, int64_t i0, int64_t j0, const float* deq, int6
   }
   const float* x = a.x + i0 * a.k;
   const uint8_t* codes = a.packed + j0 * a.row_bytes;
-  [[maybe_unused]] __m512 table[FROM_SCRATCH ? 1 : NR];
-  for (int64_t g = 0, k0 = 0; k0 < a.k; ++g) {
-    if constexpr (!FROM_SCRATCH) {
-#pragma GCC unroll 32
-      for (int j = 0; j < NR; ++j) {
-        table[j] = GroupTable(a.scales[(j0 + j) * a.num_groups + g], a.zeros[(j0 + j) * a.num_groups + g]);
-      }
-    }
-    const int64_t end = Min(k0 + a.group_size, a.k);
+  const int64_t k32 = a.k / 32 * 32;
+  __m512 table[NR];
+  for (int64_t g = 0, k0 = 0; k0 < k32; ++g) {
+    GroupTables<NR>(a, j0, g, table);
+    const int64_t end = Min(k0 + a.group_size, k32);
     for (; k0 < end; k0 += 32) {
-      if (!FROM_SCRATCH && (k0 & 127) == 0) {
+      if ((k0 & 127) == 0) {
         for (int64_t j = 0; j < num_next; ++j) {
           _mm_prefetch(reinterpret_cast<const char*>(codes + (NR + j) * a.row_bytes + k0 / 2), _MM_HINT_T0);
         }
       }
       __m512 xl[MR], xh[MR];
-      if (k0 + 32 <= a.k) {
 #pragma GCC unroll 32
-        for (int i = 0; i < MR; ++i) {
-          xl[i] = _mm512_loadu_ps(x + i * a.k + k0);
-          xh[i] = _mm512_loadu_ps(x + i * a.k + k0 + 16);
-        }
-      } else {
-        // Past k, x reads as 0 (and the padded weights are 0): the lanes
-        // of the order that MatMul's masked tail leaves unchanged.
-        const __mmask16 ml = LowMask(a.k - k0), mh = HighMask(a.k - k0);
-        for (int i = 0; i < MR; ++i) {
-          xl[i] = _mm512_maskz_loadu_ps(ml, x + i * a.k + k0);
-          xh[i] = _mm512_maskz_loadu_ps(mh, x + i * a.k + k0 + 16);
-        }
+      for (int i = 0; i < MR; ++i) {
+        xl[i] = _mm512_loadu_ps(x + i * a.k + k0);
+        xh[i] = _mm512_loadu_ps(x + i * a.k + k0 + 16);
       }
-#pragma GCC unroll 32
-      for (int j = 0; j < NR; ++j) {
-        __m512 wl, wh;
-        if constexpr (FROM_SCRATCH) {
-          wl = _mm512_load_ps(deq + j * ld + k0);
-          wh = _mm512_load_ps(deq + j * ld + k0 + 16);
-        } else {
-          const __m512i v = BlockCodes(codes + j * a.row_bytes + k0 / 2);
-          wl = _mm512_permutexvar_ps(v, table[j]);
-          wh = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), table[j]);
-        }
-#pragma GCC unroll 32
-        for (int i = 0; i < MR; ++i) {
-          acc[i][j] = _mm512_fmadd_ps(xl[i], wl, acc[i][j]);
-          acc[i][j] = _mm512_fmadd_ps(xh[i], wh, acc[i][j]);
-        }
-      }
+      DecodeBlock<MR, NR>(xl, xh, table, codes + k0 / 2, a.row_bytes, acc);
     }
-    // A group whose columns all lie past k (a packed matrix padded by a whole
-    // group) has nothing left to add.
+  }
+  if (k32 < a.k) {
+    // Past k, x reads as 0 (and the padded weights are 0): the lanes of the
+    // order that MatMul's masked tail leaves unchanged.
+    GroupTables<NR>(a, j0, k32 / a.group_size, table);
+    const __mmask16 ml = LowMask(a.k - k32), mh = HighMask(a.k - k32);
+    __m512 xl[MR], xh[MR];
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i) {
+      xl[i] = _mm512_maskz_loadu_ps(ml, x + i * a.k + k32);
+      xh[i] = _mm512_maskz_loadu_ps(mh, x + i * a.k + k32 + 16);
+    }
+    DecodeBlock<MR, NR>(xl, xh, table, codes + k32 / 2, a.row_bytes, acc);
+  }
+  // Groups whose columns all lie past k (a packed matrix padded by a whole
+  // group) have nothing to add.
+  for (int i = 0; i < MR; ++i) {
+    for (int j = 0; j < NR; ++j) {
+      a.y[(i0 + i) * a.ldy + j0 + j] = Tree(acc[i][j]) + (a.bias != nullptr ? a.bias[j0 + j] : 0.0f);
+    }
+  }
+}
+
+// The same for an MR x NR prefill tile over weight rows already dequantized
+// into deq [NR][ld]: 16 columns per step, as the fp32 MatMul tile (4 x, 24
+// accumulators and 1 weight register: no spills).
+template <int MR, int NR>
+void PanelTile(const Int4PanelArgs& a, int64_t i0, int64_t j0, const float* deq, int64_t ld) {
+  __m512 acc[MR][NR];
+#pragma GCC unroll 32
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 32
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_ps();
+  }
+  const float* x = a.x + i0 * a.k;
+  const int64_t k16 = a.k / 16 * 16;
+  // The main loop and the masked tail apart (as matmul_avx512.cc): with the
+  // tail's branch inside the loop GCC kept the accumulators on the stack.
+  for (int64_t k0 = 0; k0 < k16; k0 += 16) {
+    __m512 xv[MR];
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i) xv[i] = _mm512_loadu_ps(x + i * a.k + k0);
+#pragma GCC unroll 32
+    for (int j = 0; j < NR; ++j) {
+      const __m512 wv = _mm512_load_ps(deq + j * ld + k0);
+#pragma GCC unroll 32
+      for (int i = 0; i < MR; ++i) acc[i][j] = _mm512_fmadd_ps(xv[i], wv, acc[i][j]);
+    }
+  }
+  if (k16 < a.k) {
+    const __mmask16 m = LowMask(a.k - k16);
+    __m512 xv[MR];
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i) xv[i] = _mm512_maskz_loadu_ps(m, x + i * a.k + k16);
+#pragma GCC unroll 32
+    for (int j = 0; j < NR; ++j) {
+      const __m512 wv = _mm512_load_ps(deq + j * ld + k16);
+#pragma GCC unroll 32
+      for (int i = 0; i < MR; ++i) acc[i][j] = _mm512_fmadd_ps(xv[i], wv, acc[i][j]);
+    }
   }
   for (int i = 0; i < MR; ++i) {
     for (int j = 0; j < NR; ++j) {
@@ -168,27 +225,33 @@ void DequantizeRows(const Int4PanelArgs& a, int64_t j0, int64_t nr, float* dst, 
   }
 }
 
-using TileFn = void (*)(const Int4PanelArgs&, int64_t, int64_t, const float*, int64_t, int64_t);
+using TileFn = void (*)(const Int4PanelArgs&, int64_t, int64_t, int64_t);
+using PanelTileFn = void (*)(const Int4PanelArgs&, int64_t, int64_t, const float*, int64_t);
 
-template <int MR, bool FROM_SCRATCH, int... NRs>
-constexpr void FillRow(TileFn* row, std::integer_sequence<int, NRs...>) {
-  ((row[NRs] = &Tile<MR, NRs + 1, FROM_SCRATCH>), ...);
+template <int MR, int... NRs>
+constexpr void FillDecodeRow(TileFn* row, std::integer_sequence<int, NRs...>) {
+  ((row[NRs] = &Tile<MR, NRs + 1>), ...);
+}
+
+template <int MR, int... NRs>
+constexpr void FillPrefillRow(PanelTileFn* row, std::integer_sequence<int, NRs...>) {
+  ((row[NRs] = &PanelTile<MR, NRs + 1>), ...);
 }
 
 // decode[mr - 1][nr - 1] (nr up to 8 for mr = 1, 4 otherwise) and
 // prefill[mr - 1][nr - 1] for every edge-tile size.
 struct TileTables {
   TileFn decode[kMr][kDecodeNr];
-  TileFn prefill[kMr][kNr];
+  PanelTileFn prefill[kMr][kNr];
   constexpr TileTables() : decode(), prefill() {
-    FillRow<1, false>(decode[0], std::make_integer_sequence<int, kDecodeNr>());
-    FillRow<2, false>(decode[1], std::make_integer_sequence<int, 4>());
-    FillRow<3, false>(decode[2], std::make_integer_sequence<int, 4>());
-    FillRow<4, false>(decode[3], std::make_integer_sequence<int, 4>());
-    FillRow<1, true>(prefill[0], std::make_integer_sequence<int, kNr>());
-    FillRow<2, true>(prefill[1], std::make_integer_sequence<int, kNr>());
-    FillRow<3, true>(prefill[2], std::make_integer_sequence<int, kNr>());
-    FillRow<4, true>(prefill[3], std::make_integer_sequence<int, kNr>());
+    FillDecodeRow<1>(decode[0], std::make_integer_sequence<int, kDecodeNr>());
+    FillDecodeRow<2>(decode[1], std::make_integer_sequence<int, 4>());
+    FillDecodeRow<3>(decode[2], std::make_integer_sequence<int, 4>());
+    FillDecodeRow<4>(decode[3], std::make_integer_sequence<int, 4>());
+    FillPrefillRow<1>(prefill[0], std::make_integer_sequence<int, kNr>());
+    FillPrefillRow<2>(prefill[1], std::make_integer_sequence<int, kNr>());
+    FillPrefillRow<3>(prefill[2], std::make_integer_sequence<int, kNr>());
+    FillPrefillRow<4>(prefill[3], std::make_integer_sequence<int, kNr>());
   }
 };
 
@@ -202,7 +265,7 @@ void Int4PanelAvx512(const Int4PanelArgs& a) {
     for (int64_t j0 = 0; j0 < a.nr; j0 += step) {
       const int64_t nr = Min(step, a.nr - j0);
       const int64_t num_next = Min(nr, a.nr + a.rows_after - (j0 + nr));
-      kTiles.decode[a.m - 1][nr - 1](a, 0, j0, nullptr, 0, num_next);
+      kTiles.decode[a.m - 1][nr - 1](a, 0, j0, num_next);
     }
     return;
   }
@@ -212,7 +275,7 @@ void Int4PanelAvx512(const Int4PanelArgs& a) {
     DequantizeRows(a, j0, nr, a.scratch, ld);
     for (int64_t i0 = 0; i0 < a.m; i0 += kMr) {
       const int64_t mr = Min(kMr, a.m - i0);
-      kTiles.prefill[mr - 1][nr - 1](a, i0, j0, a.scratch, ld, 0);
+      kTiles.prefill[mr - 1][nr - 1](a, i0, j0, a.scratch, ld);
     }
   }
 }
