@@ -42,9 +42,9 @@ inline float Tree(__m512 v) {
   return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
 }
 
-// kCodeMinusZero.v[z][j] = j - z, exact: one load per group instead of a
-// conversion, a broadcast and a subtraction (the table is built for every
-// weight row of every group, 1/8 of the decode loop's work otherwise).
+// kCodeMinusZero.v[z][j] = j - z, exact: one load per row and group instead
+// of a conversion, a broadcast and a subtraction (the decode loop builds a
+// table per weight row per group, so this is on its path).
 struct CodeMinusZero {
   alignas(64) float v[16][16];
   constexpr CodeMinusZero() : v() {
