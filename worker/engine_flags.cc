@@ -25,7 +25,8 @@ absl::StatusOr<Quantization> ParseQuantization(const std::string& name) {
   if (name == "none") return Quantization::kNone;
   if (name == "int8") return Quantization::kInt8;
   if (name == "fp8") return Quantization::kFp8;
-  return absl::InvalidArgumentError(absl::StrCat("--quantization '", name, "': must be none, int8 or fp8"));
+  if (name == "int4") return Quantization::kInt4;
+  return absl::InvalidArgumentError(absl::StrCat("--quantization '", name, "': must be none, int8, fp8 or int4"));
 }
 
 void EngineFlags::Register(FlagSet& f) {
@@ -42,10 +43,10 @@ void EngineFlags::Register(FlagSet& f) {
               "float32 | bfloat16: matmul arithmetic; bfloat16 rounds activations to BF16 and runs on AMX tiles "
               "where the CPU has them (default float32)");
   f.AddString("quantization", &quantization,
-              "none | int8 | fp8: quantize at load; int8 = W8A8 (per-row int8 weights, per-token int8 activations, "
-              "int32 sums) for the attention and MLP projections; "
-              "fp8 = W8A16 (per-row-scaled FP8 E4M3 weights, fp32 activations) for the same layers; "
-              "embeddings, norms and the LM head stay in "
+              "none | int8 | fp8 | int4: quantize at load; int8 = W8A8 (per-row int8 weights, per-token int8 "
+              "activations, int32 sums); fp8 = W8A16 (per-row-scaled FP8 E4M3 weights, fp32 activations); "
+              "int4 = W4A16 (group-wise int4 weights, round to nearest, fp32 activations); all for the "
+              "attention and MLP projections; embeddings, norms and the LM head stay in "
               "the file's dtype (default none)");
   f.AddBool("no-prefix-caching", &no_prefix_caching, "turn automatic prefix caching off");
   f.AddBool("no-chunked-prefill", &no_chunked_prefill, "prefill each prompt in one step");

@@ -15,7 +15,7 @@ namespace tandem::cli {
 // those two): InvalidArgument naming the flag and the accepted values.
 absl::StatusOr<DType> ParseKvCacheDtype(const std::string& name);
 absl::StatusOr<kernels::MatMulPrecision> ParseMatMulDtype(const std::string& name);
-// --quantization: none | int8 | fp8. InvalidArgument naming the flag.
+// --quantization: none | int8 | fp8 | int4. InvalidArgument naming the flag.
 absl::StatusOr<Quantization> ParseQuantization(const std::string& name);
 
 struct EngineFlags {

@@ -18,6 +18,7 @@ namespace tandem::kernels {
 
 struct Int8Weight;  // int8_matmul.h
 struct Fp8Weight;   // fp8_matmul.h
+struct Int4Weight;  // int4_matmul.h
 
 // A 2-D weight matrix [rows][cols] in its file dtype. `row_stride` (elements)
 // lets a tensor-parallel shard address a column range of a larger matrix.
@@ -37,6 +38,10 @@ struct WeightRef {
   // The same matrix quantized by QuantizeWeightFp8 (`--quantization fp8`),
   // or null. When set, the model runs it through MatMulFp8. Owned likewise.
   const Fp8Weight* fp8 = nullptr;
+  // The same matrix quantized by QuantizeWeightInt4 (`--quantization int4`),
+  // or null. When set, the model runs this matrix through MatMulInt4. Owned
+  // by whoever quantized it.
+  const Int4Weight* int4 = nullptr;
 
   // Row `r` offset by `c` columns, as a typed pointer.
   const uint8_t* RowBytes(int64_t r) const {

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "engine/kernels/fp8_matmul.h"
+#include "engine/kernels/int4_matmul.h"
 #include "engine/kernels/int8_matmul.h"
 #include "engine/kernels/ops.h"
 #include "engine/kernels/paged_attention.h"
@@ -34,6 +35,8 @@ struct LlamaModel::Impl {
   std::vector<HugePageBuffer> amx_weights;
   // --quantization int8: the quantized matrices (the refs' int8 point here).
   std::vector<std::unique_ptr<kernels::Int8Weight>> int8_weights;
+  // --quantization int4: the quantized matrices (the refs' int4 point here).
+  std::vector<std::unique_ptr<kernels::Int4Weight>> int4_weights;
 
   void QuantizeInt8(kernels::WeightRef& w) {
     if (w.data == nullptr) return;
@@ -48,8 +51,17 @@ struct LlamaModel::Impl {
     w.fp8 = fp8_weights.back().get();
   }
 
+  void QuantizeInt4(kernels::WeightRef& w) {
+    if (w.data == nullptr) return;
+    int4_weights.push_back(std::make_unique<kernels::Int4Weight>(kernels::QuantizeWeightInt4(w)));
+    w.int4 = int4_weights.back().get();
+  }
+
   void PackForAmx(kernels::WeightRef& w) {
-    if (w.dtype != DType::kBF16 || w.data == nullptr || w.int8 != nullptr || w.fp8 != nullptr) return;
+    if (w.dtype != DType::kBF16 || w.data == nullptr || w.int8 != nullptr || w.fp8 != nullptr ||
+        w.int4 != nullptr) {
+      return;
+    }
     HugePageBuffer buf(static_cast<size_t>(kernels::AmxPackedElems(w.rows, w.cols)) * 2);
     kernels::PackBf16ForAmx(w, reinterpret_cast<uint16_t*>(buf.data()));
     w.amx_tiles = reinterpret_cast<const uint16_t*>(buf.data());
@@ -62,6 +74,8 @@ struct LlamaModel::Impl {
       kernels::MatMulInt8(x, m, *w.int8, bias, y);
     } else if (w.fp8 != nullptr) {
       kernels::MatMulFp8(x, m, *w.fp8, bias, y);
+    } else if (w.int4 != nullptr) {
+      kernels::MatMulInt4(x, m, *w.int4, bias, y);
     } else if (precision == kernels::MatMulPrecision::kBf16) {
       kernels::MatMulBf16(x, m, w, bias, y);
     } else {
@@ -215,26 +229,30 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::filesyst
                                              shard.size > 1 ? comm : nullptr});
   impl->precision = precision;
   impl->kv_scales = std::move(kv_scales);
-  if (quantization.scheme == Quantization::kInt8) {
+  if (quantization.scheme != Quantization::kNone) {
+    // Each rank quantizes its own shard (a row-parallel o / down shard is a
+    // column slice: int8/fp8 scales per row of it, int4 groups follow its width).
+    auto quantize = [&](kernels::WeightRef& r) {
+      switch (quantization.scheme) {
+        case Quantization::kInt8:
+          return impl->QuantizeInt8(r);
+        case Quantization::kFp8:
+          return impl->QuantizeFp8(r);
+        case Quantization::kInt4:
+          return impl->QuantizeInt4(r);
+        case Quantization::kNone:
+          return;
+      }
+    };
     LlamaWeights& w = impl->weights;
     for (LlamaLayerWeights& l : w.layers) {
       for (kernels::WeightRef* r : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj,
                                     &l.down_proj}) {
-        impl->QuantizeInt8(*r);
+        quantize(*r);
       }
     }
     // A tied head quantizes its own copy; the embedding keeps reading rows.
-    if (quantization.lm_head) impl->QuantizeInt8(w.lm_head);
-  }
-  if (quantization.scheme == Quantization::kFp8) {
-    LlamaWeights& w = impl->weights;
-    for (LlamaLayerWeights& l : w.layers) {
-      for (kernels::WeightRef* r : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj,
-                                    &l.down_proj}) {
-        impl->QuantizeFp8(*r);
-      }
-    }
-    if (quantization.lm_head) impl->QuantizeFp8(w.lm_head);
+    if (quantization.lm_head) quantize(w.lm_head);
   }
   if (precision == kernels::MatMulPrecision::kBf16 && kernels::ActiveCpuIsa() == kernels::CpuIsa::kAmx) {
     LlamaWeights& w = impl->weights;

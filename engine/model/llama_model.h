@@ -7,7 +7,8 @@
 // inputs (rounded to BF16; see kernels::MatMulBf16), and, with
 // Quantization::kInt8, the linear layers (W8A8, kernels::MatMulInt8: weights
 // quantized once at load into owned memory; kFp8 likewise, W8A16,
-// kernels::MatMulFp8). Each layer loads only its tensor-parallel shard
+// kernels::MatMulFp8; kInt4, W4A16, kernels::MatMulInt4: group-wise int4
+// weights, fp32 activations). Each layer loads only its tensor-parallel shard
 // (TpShard), so tensor parallelism adds a communicator, not model code.
 //
 // Thread-safety: Forward() is not re-entrant (it reuses scratch buffers); the
@@ -62,6 +63,8 @@ enum class Quantization : uint8_t {
           // per-token int8 activations, int32 sums (kernels::MatMulInt8)
   kFp8,   // W8A16 for the same layers: per-row-scaled FP8 E4M3 weights, fp32
           // activations and sums (kernels::MatMulFp8)
+  kInt4,  // W4A16 for q/k/v/o and gate/up/down: group-wise int4 weights
+          // (round to nearest at load), fp32 activations (kernels::MatMulInt4)
 };
 
 struct QuantizationConfig {

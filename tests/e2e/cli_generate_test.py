@@ -149,9 +149,9 @@ def test_int8_quantization(args):
                         "--max-tokens", "24", "--json", "--quantization", "int8"])
     check("int8: a prompt alone equals it in a batch",
           rc == 0 and batched[0] is not None and json.loads(out)["token_ids"] == batched[0][2], out + err)
-    rc, out, err = run([args.tandem, "generate", "--prompt", "x", "--quantization", "int4"])
+    rc, out, err = run([args.tandem, "generate", "--prompt", "x", "--quantization", "int3"])
     check("unknown --quantization: exit 1, names the flag and the choices",
-          rc == 1 and "--quantization 'int4'" in err and "none, int8" in err and "fp8" in err, err)
+          rc == 1 and "--quantization 'int3'" in err and "none, int8" in err and "fp8" in err and "int4" in err, err)
 
 
 def test_fp8_quantization(args):

@@ -34,7 +34,7 @@ int RunPerplexity(const std::vector<std::string>& args) {
   flags.AddInt("step-tokens", &step_tokens, "tokens per forward step inside a window (default 256; memory only)");
   flags.AddString("dtype", &dtype, "float32 | bfloat16: matmul arithmetic, as tandem generate (default float32)");
   flags.AddString("kv-cache-dtype", &kv_cache_dtype, "fp32 | bf16 | fp16 | int8 | fp8 (default fp32)");
-  flags.AddString("quantization", &quantization, "none | int8 | fp8: quantize at load, as tandem generate (default none)");
+  flags.AddString("quantization", &quantization, "none | int8 | fp8 | int4: quantize at load, as tandem generate (default none)");
   flags.AddBool("quantize-lm-head", &quantize_lm_head,
                 "with --quantization: quantize the LM head too (tandem generate keeps it in the file's dtype)");
   flags.AddString("token-ids-out", &token_ids_out,

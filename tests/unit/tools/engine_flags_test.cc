@@ -1,6 +1,7 @@
 // EngineFlags -> EngineConfig: the step budget's default (512, or 2048 when
 // chunked prefill is off so whole prompts still fit), an explicit value
-// kept, and out-of-range values refused with the field named.
+// kept, and out-of-range values refused with the field named; --quantization
+// int4 reaching the config and an unknown scheme refused naming the choices.
 #include "worker/engine_flags.h"
 
 #include <string>
@@ -41,6 +42,16 @@ TEST(EngineFlagsTest, ZeroOrNegativeBudgetIsRefused) {
     EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument) << v;
     EXPECT_NE(std::string(c.status().message()).find("max_num_batched_tokens"), std::string::npos) << c.status();
   }
+}
+
+TEST(EngineFlagsTest, QuantizationInt4ReachesTheConfig) {
+  absl::StatusOr<EngineConfig> c = Parse({"--quantization", "int4"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->quantization.scheme, Quantization::kInt4);
+  const absl::Status bad = Parse({"--quantization", "int3"}).status();
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.message().find("--quantization 'int3'"), std::string::npos) << bad;
+  EXPECT_NE(bad.message().find("int4"), std::string::npos) << bad;
 }
 
 }  // namespace
