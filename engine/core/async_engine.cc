@@ -38,7 +38,8 @@ bool AsyncEngine::Enqueue(Command c) {
 }
 
 void AsyncEngine::Submit(EngineRequest request, std::vector<std::string> stop_strings, StreamSink sink) {
-  Command c{Command::kAdd};
+  Command c;
+  c.kind = Command::kAdd;
   c.request = std::move(request);
   c.stop_strings = std::move(stop_strings);
   c.sink = std::move(sink);
@@ -46,13 +47,15 @@ void AsyncEngine::Submit(EngineRequest request, std::vector<std::string> stop_st
 }
 
 void AsyncEngine::Cancel(const std::string& request_id) {
-  Command c{Command::kCancel};
+  Command c;
+  c.kind = Command::kCancel;
   c.request.request_id = request_id;
   Enqueue(std::move(c));
 }
 
 void AsyncEngine::Reserve(EngineRequest request, std::chrono::milliseconds ttl, ReserveDone done) {
-  Command c{Command::kReserve};
+  Command c;
+  c.kind = Command::kReserve;
   c.request = std::move(request);
   c.timeout = ttl;
   c.reserve_done = std::move(done);
@@ -60,14 +63,16 @@ void AsyncEngine::Reserve(EngineRequest request, std::chrono::milliseconds ttl, 
 }
 
 void AsyncEngine::Renew(std::vector<std::string> request_ids, RenewDone done) {
-  Command c{Command::kRenew};
+  Command c;
+  c.kind = Command::kRenew;
   c.ids = std::move(request_ids);
   c.renew_done = std::move(done);
   if (!Enqueue(c)) c.renew_done(std::move(c.ids));  // stopped: nothing is held any more
 }
 
 void AsyncEngine::Activate(const std::string& request_id, int32_t first_token, StreamSink sink) {
-  Command c{Command::kActivate};
+  Command c;
+  c.kind = Command::kActivate;
   c.request.request_id = request_id;
   c.first_token = first_token;
   c.sink = std::move(sink);
@@ -75,7 +80,8 @@ void AsyncEngine::Activate(const std::string& request_id, int32_t first_token, S
 }
 
 void AsyncEngine::Prefill(EngineRequest request, PrefillDone done) {
-  Command c{Command::kPrefill};
+  Command c;
+  c.kind = Command::kPrefill;
   c.request = std::move(request);
   c.request.prefill_only = true;
   c.prefill_done = std::move(done);
@@ -83,14 +89,16 @@ void AsyncEngine::Prefill(EngineRequest request, PrefillDone done) {
 }
 
 void AsyncEngine::ReleasePrefilled(const std::string& request_id) {
-  Command c{Command::kReleasePrefilled};
+  Command c;
+  c.kind = Command::kReleasePrefilled;
   c.request.request_id = request_id;
   Enqueue(std::move(c));
 }
 
 void AsyncEngine::RunOnLoop(std::function<void(LlmEngine&)> fn) {
   std::promise<void> ran;
-  Command c{Command::kRun};
+  Command c;
+  c.kind = Command::kRun;
   c.run = [&](LlmEngine& e) {
     fn(e);
     ran.set_value();

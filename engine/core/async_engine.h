@@ -131,7 +131,7 @@ class AsyncEngine {
 
  private:
   struct Command {
-    enum Kind { kAdd, kCancel, kReserve, kRenew, kActivate, kPrefill, kReleasePrefilled, kRun } kind;
+    enum Kind { kAdd, kCancel, kReserve, kRenew, kActivate, kPrefill, kReleasePrefilled, kRun } kind = kAdd;
     EngineRequest request;
     std::vector<std::string> stop_strings;
     StreamSink sink;

@@ -448,6 +448,7 @@ void StoreRow(DType t, const float* src, int64_t n, void* dst) {
     case DType::kI8:
     case DType::kU8:  // no cache dtype
     case DType::kI32:
+    case DType::kI64:
       return;
   }
 }
