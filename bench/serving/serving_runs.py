@@ -103,7 +103,7 @@ def point(result):
 
 def engine_flags(args):
     budget = ["--max-num-batched-tokens", str(args.max_num_batched_tokens)] if args.max_num_batched_tokens else []
-    return ["--dtype", args.dtype, "--kv-cache-dtype", args.kv_cache_dtype] + budget
+    return ["--dtype", args.dtype, "--kv-cache-dtype", args.kv_cache_dtype, "--quantization", args.quantization] + budget
 
 
 def pinned(args):
@@ -182,6 +182,7 @@ def main():
     ap.add_argument("--out", required=True, help="folder for the JSON results and server logs")
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--kv-cache-dtype", default="bf16")
+    ap.add_argument("--quantization", default="none", help="none | int8 | fp8 | int4 (weights, at load)")
     ap.add_argument("--max-model-len", type=int, default=2048)
     ap.add_argument("--max-num-batched-tokens", type=int, default=0,
                     help="the servers' step token budget (0: their default, 2048)")
