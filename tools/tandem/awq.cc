@@ -178,11 +178,11 @@ void QuantizeRowInt4Rtn(const float* w, int64_t cols, int64_t g, uint8_t* q, flo
       std::fill(qb, qb + g, uint8_t{0});
       continue;
     }
-    const float zero = std::clamp(std::nearbyint(-lo / scale), 0.0f, 15.0f);
+    const float zero = std::clamp(std::rint(-lo / scale), 0.0f, 15.0f);
     scales[b] = scale;
     zeros[b] = static_cast<uint8_t>(zero);
     for (int64_t i = 0; i < g; ++i) {
-      qb[i] = static_cast<uint8_t>(std::clamp(std::nearbyint(v[i] / scale) + zero, 0.0f, 15.0f));
+      qb[i] = static_cast<uint8_t>(std::clamp(std::rint(v[i] / scale) + zero, 0.0f, 15.0f));
     }
   }
 }

@@ -1,0 +1,295 @@
+#!/usr/bin/python3
+"""`tandem quantize --scheme w4a16` (activation-aware int4, AWQ's scale
+search) against facts recomputed here with numpy from the float weights,
+the tool's calibration sample (`--sample-out`) and its search results
+(`--stats-out`):
+
+- the config is compressed-tensors pack-quantized, 4-bit int, asymmetric,
+  groups of 128, lm_head ignored, no input activations; the layout's shapes
+  and dtypes; every stored code and zero point a nibble whose signed value
+  (stored − 8) lies in −8..7 and the padding nibbles of the zero points 8;
+- the smoothing factors: each group's s is max(m^a, 1e-4) normalised by
+  sqrt(max · min) for its chosen ratio a and the sample's mean |x| m; the
+  norms carry them (norm_new = fp32(norm_orig / s) exactly, and
+  norm_orig / norm_new recovers s to 1e-6);
+- every code, scale and zero point is exactly the engine's RTN rule
+  (engine/kernels/int4_matmul.h), emulated in float32, of the smoothed weight
+  built from the float weights and those factors; the independent decoder
+  (quantized_formats.decode_weights) reads the same (q − zero) · scale;
+- the search, redone in float64 on the sample for every ratio of the grid:
+  the tool's errors agree to 1e-4 relative, its chosen ratio's error is the
+  grid's minimum (to 1e-4) and never above the a = 0 (plain RTN) error;
+- once Tandem loads pack-quantized checkpoints: `tandem perplexity` on the
+  output within 1e-4 of the float64 reference on the decoded weights (weight
+  only, so the computation is smooth), and the held-out perplexity not above
+  `--quantization int4`'s (plain RTN at load);
+- usage errors exit 2 naming the flag.
+
+  awq_quantize_test.py --tandem build/bin/tandem --model models/tandem-shakespeare \\
+      --text ../shared/data/tinyshakespeare.txt --work DIR
+
+Exits 77 (skipped) when the text is missing.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import quantized_checkpoint_test as qct  # noqa: E402
+import quantized_formats  # noqa: E402
+import safetensors_io  # noqa: E402
+
+SKIP = 77
+check = qct.check
+GROUPS = {  # group -> (site in the sample file, layers reading it)
+    "qkv": ("qkv", ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]),
+    "vo": ("o", ["self_attn.o_proj"]),
+    "gate_up": ("gate_up", ["mlp.gate_proj", "mlp.up_proj"]),
+    "down": ("down", ["mlp.down_proj"]),
+}
+
+
+def rtn_int4(w32, g):
+    """The engine's RTN rule in float32: (q, scale, zero) of w [out, in]."""
+    out_f, in_f = w32.shape
+    v = w32.reshape(out_f, in_f // g, g)
+    lo = np.minimum(v.min(axis=2), np.float32(0))
+    hi = np.maximum(v.max(axis=2), np.float32(0))
+    scale = ((hi - lo) / np.float32(15)).astype(np.float32)
+    ok = scale > 0
+    safe = np.where(ok, scale, np.float32(1)).astype(np.float32)
+    zero = np.clip(np.rint((-lo / safe).astype(np.float32)), 0, 15)
+    q = np.clip(np.rint((v / safe[:, :, None]).astype(np.float32)) + zero[:, :, None], 0, 15)
+    q = np.where(ok[:, :, None], q, 0).astype(np.int64).reshape(out_f, in_f)
+    return q, np.where(ok, scale, np.float32(0)).astype(np.float32), np.where(ok, zero, 0).astype(np.int64)
+
+
+def dequant(q, scale, zero, g):
+    gi = np.arange(q.shape[1]) // g
+    return ((q - zero[:, gi]).astype(np.float32) * scale[:, gi]).astype(np.float32)
+
+
+def awq_scales(mean_abs, a):
+    p = np.maximum(np.power(mean_abs.astype(np.float64), a), 1e-4)
+    return (p / np.sqrt(p.max() * p.min())).astype(np.float32)
+
+
+def search_errors(ws, x, mean_abs, ratios, g):
+    """err(a) = sum_k ||X W_kᵀ − X (deq(Q(W_k s)) / s)ᵀ||² in float64."""
+    x64 = x.astype(np.float64)
+    errs = []
+    for a in ratios:
+        s = awq_scales(mean_abs, a)
+        err = 0.0
+        for w32 in ws:
+            q, sc, z = rtn_int4((w32 * s[None, :]).astype(np.float32), g)
+            e = w32.astype(np.float64) - dequant(q, sc, z, g).astype(np.float64) / s.astype(np.float64)[None, :]
+            err += float(np.sum((x64 @ e.T) ** 2))
+        errs.append(err)
+    return errs
+
+
+def run(args, flags, timeout=900):
+    return subprocess.run([args.tandem, "quantize"] + flags, capture_output=True, text=True, timeout=timeout)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tandem", required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--text", required=True)
+    ap.add_argument("--work", required=True)
+    args = ap.parse_args()
+    if not os.path.exists(args.text):
+        print("SKIP: no text at %s" % args.text)
+        return SKIP
+    os.makedirs(args.work, exist_ok=True)
+    with open(args.text, encoding="utf-8") as f:
+        corpus = f.read()
+    calib = os.path.join(args.work, "calibration.txt")
+    with open(calib, "w", encoding="utf-8") as f:
+        f.write(corpus[:len(corpus) * 9 // 10])  # the training part
+    heldout = os.path.join(args.work, "heldout.txt")
+    with open(heldout, "w", encoding="utf-8") as f:
+        f.write(corpus[len(corpus) * 9 // 10:])
+    head = os.path.join(args.work, "heldout_head.txt")
+    with open(head, "w", encoding="utf-8") as f:
+        f.write(corpus[len(corpus) * 9 // 10:][:3000])
+
+    out = os.path.join(args.work, "w4a16")
+    stats_path = os.path.join(args.work, "w4a16_stats.json")
+    sample_path = os.path.join(args.work, "w4a16_sample.safetensors")
+    if os.path.exists(out):
+        shutil.rmtree(out)
+    p = run(args, ["--model", args.model, "--calibration", calib, "--scheme", "w4a16", "--out", out,
+                   "--stats-out", stats_path, "--sample-out", sample_path, "--json"])
+    if not check("tandem quantize --scheme w4a16 exits 0", p.returncode == 0, p.stderr):
+        print("%d failed" % len(qct.FAILED))
+        return 1
+    summary = json.loads(p.stdout.strip().splitlines()[-1])
+    check("it calibrated on 16384 tokens in groups of 128",
+          summary["calibration_tokens"] == 16384 and summary["group_size"] == 128, summary)
+
+    with open(os.path.join(args.model, "config.json")) as f:
+        cfg = json.load(f)
+    with open(os.path.join(out, "config.json")) as f:
+        qcfg = json.load(f)["quantization_config"]
+    grp = qcfg["config_groups"]["group_0"]
+    check("config: compressed-tensors pack-quantized, 4-bit int asymmetric groups of 128, lm_head ignored, "
+          "no input activations",
+          qcfg["quant_method"] == "compressed-tensors" and qcfg["format"] == "pack-quantized"
+          and grp["weights"]["num_bits"] == 4 and grp["weights"]["type"] == "int"
+          and grp["weights"]["symmetric"] is False and grp["weights"]["strategy"] == "group"
+          and grp["weights"]["group_size"] == 128 and grp.get("input_activations") is None
+          and qcfg["ignore"] == ["lm_head"] and grp["targets"] == ["Linear"], qcfg)
+
+    with open(stats_path) as f:
+        stats = json.load(f)
+    sample, _ = safetensors_io.load_file(sample_path)
+    ratios = stats["ratios"]
+    check("the ratio grid is 0, 0.05, ..., 0.95", np.allclose(ratios, np.arange(20) / 20), ratios)
+    g = 128
+    orig = {n: safetensors_io.to_float64(*t).astype(np.float32)
+            for n, t in safetensors_io.load_model_dir(args.model).items()}
+    new = safetensors_io.load_model_dir(out)
+    deq = quantized_formats.decode_weights(out)
+    gqa = cfg["num_key_value_heads"] != cfg["num_attention_heads"]
+
+    bad_s, bad_norm, worst_recover, bad_layout, bad_codes, worst_deq = [], [], 0.0, [], [], 0.0
+    bad_search, worst_err_rel, gains = [], 0.0, []
+    for i, layer in enumerate(stats["layers"]):
+        pre = "model.layers.%d." % i
+        s = {}
+        for gname, (site, mods) in GROUPS.items():
+            res = layer[gname]
+            if gname == "vo" and gqa:
+                if res is not None:
+                    bad_s.append((i, "vo searched despite GQA"))
+                continue
+            mean_abs = sample["layers.%d.%s.mean_abs" % (i, site)][1]
+            x = sample["layers.%d.%s.x" % (i, site)][1]
+            got_s = np.asarray(res["s"], dtype=np.float32)
+            want_s = awq_scales(mean_abs, res["ratio"])
+            if np.max(np.abs(got_s.astype(np.float64) / want_s - 1)) > 1e-6:
+                bad_s.append((i, gname))
+            s[gname] = got_s
+            # The search, redone.
+            errs = search_errors([orig[pre + m + ".weight"] for m in mods], x, mean_abs, ratios, g)
+            rel = np.max(np.abs(np.asarray(res["errors"]) - errs) / np.asarray(errs))
+            worst_err_rel = max(worst_err_rel, float(rel))
+            k = ratios.index(res["ratio"])
+            if not (errs[k] <= min(errs) * (1 + 1e-4) and errs[k] <= errs[0] * (1 + 1e-9)
+                    and res["error"] <= res["errors"][0]):
+                bad_search.append((i, gname, res["ratio"], errs[k], min(errs), errs[0]))
+            gains.append(errs[k] / errs[0])
+        for norm, gname in (("input_layernorm", "qkv"), ("post_attention_layernorm", "gate_up")):
+            o_ = orig[pre + norm + ".weight"]
+            dt, n_ = new[pre + norm + ".weight"]
+            if dt != "F32" or not np.array_equal(n_, (o_ / s[gname]).astype(np.float32)):
+                bad_norm.append((i, norm))
+            worst_recover = max(worst_recover, float(np.max(np.abs(
+                (o_.astype(np.float64) / n_) / s[gname] - 1))))
+        one_q = np.ones(cfg["num_attention_heads"] * cfg["head_dim"], dtype=np.float32)
+        s_vo = s.get("vo", one_q)
+        smoothed = {
+            "self_attn.q_proj": orig[pre + "self_attn.q_proj.weight"] * s["qkv"][None, :],
+            "self_attn.k_proj": orig[pre + "self_attn.k_proj.weight"] * s["qkv"][None, :],
+            "self_attn.v_proj": orig[pre + "self_attn.v_proj.weight"] * s["qkv"][None, :],
+            "self_attn.o_proj": orig[pre + "self_attn.o_proj.weight"] * s_vo[None, :],
+            "mlp.gate_proj": orig[pre + "mlp.gate_proj.weight"] * s["gate_up"][None, :],
+            "mlp.up_proj": (orig[pre + "mlp.up_proj.weight"] * s["gate_up"][None, :]) / s["down"][:, None],
+            "mlp.down_proj": orig[pre + "mlp.down_proj.weight"] * s["down"][None, :],
+        }
+        if "vo" in s:
+            smoothed["self_attn.v_proj"] = smoothed["self_attn.v_proj"] / s["vo"][:, None]
+        for m, w in smoothed.items():
+            w = w.astype(np.float32)
+            mod = pre + m
+            out_f, in_f = w.shape
+            want_q, want_sc, want_z = rtn_int4(w, g)
+            t = {x: new.get(mod + x) for x in (".weight_packed", ".weight_scale", ".weight_zero_point",
+                                               ".weight_shape")}
+            if (mod + ".weight" in new or any(v is None for v in t.values())
+                    or t[".weight_packed"][0] != "I32" or t[".weight_packed"][1].shape != (out_f, in_f // 8)
+                    or t[".weight_scale"][0] != "F32" or t[".weight_scale"][1].shape != (out_f, in_f // g)
+                    or t[".weight_zero_point"][0] != "I32"
+                    or t[".weight_zero_point"][1].shape != ((out_f + 7) // 8, in_f // g)
+                    or t[".weight_shape"][0] != "I64" or list(t[".weight_shape"][1]) != [out_f, in_f]):
+                bad_layout.append(mod)
+                continue
+            q = quantized_formats._unpack_rows(t[".weight_packed"][1])
+            zp_full = quantized_formats._unpack_rows(t[".weight_zero_point"][1].T.copy()).T
+            z = zp_full[:out_f]
+            pad_ok = np.all(zp_full[out_f:] == 8)
+            in_range = (q.min() >= 0 and q.max() <= 15 and z.min() >= 0 and z.max() <= 15
+                        and (q - 8).min() >= -8 and (q - 8).max() <= 7)
+            if not (in_range and pad_ok and np.array_equal(q, want_q) and np.array_equal(z, want_z)
+                    and np.array_equal(t[".weight_scale"][1], want_sc)):
+                bad_codes.append((mod, int(np.sum(q != want_q)), int(np.sum(z != want_z)),
+                                  int(np.sum(t[".weight_scale"][1] != want_sc))))
+            gi = np.arange(in_f) // g
+            want_w = (want_q - want_z[:, gi]) * want_sc.astype(np.float64)[:, gi]  # exact in float64
+            worst_deq = max(worst_deq, float(np.max(np.abs(deq[mod + ".weight"] - want_w))))
+    check("each group's s is max(mean|x|^a, 1e-4) / sqrt(max min) of its chosen ratio (to 1e-6)",
+          not bad_s, bad_s)
+    check("the norms carry 1/s: fp32(norm / s) exactly, and norm_orig / norm_new recovers s (worst %.2e <= 1e-6)"
+          % worst_recover, not bad_norm and worst_recover <= 1e-6, bad_norm)
+    check("every module has the pack-quantized tensors' shapes and dtypes", not bad_layout, bad_layout)
+    check("every code and zero point (0..15, signed -8..7) and scale is the RTN rule of the smoothed weight, "
+          "exactly", not bad_codes, bad_codes)
+    check("the independent decoder reads (q - zero) * scale of those, exactly (worst %.2e)" % worst_deq,
+          worst_deq == 0.0)
+    check("the tool's search errors match the float64 recomputation (worst relative %.2e <= 1e-4)"
+          % worst_err_rel, worst_err_rel <= 1e-4)
+    check("every chosen ratio minimises the recomputed error over the grid and is <= plain RTN's (a = 0); "
+          "error / RTN error from %.4f to %.4f" % (min(gains), max(gains)), not bad_search, bad_search)
+
+    check_loaded(args, out, head, heldout)
+    check_usage(args, calib, out)
+    print("%d failed" % len(qct.FAILED))
+    return 1 if qct.FAILED else 0
+
+
+def check_loaded(args, out, head, heldout):
+    """Needs the pack-quantized loader: Tandem against the float64 reference
+    on the decoded weights, then held-out perplexity against plain RTN."""
+    qct_args = argparse.Namespace(tandem=args.tandem, work=args.work)
+    qct.compare_with_reference(qct_args, "tandem quantize w4a16 output", out, head, False)
+    got = subprocess.run([args.tandem, "perplexity", "--model", out, "--text", heldout, "--json"],
+                         capture_output=True, text=True, timeout=900)
+    rtn = subprocess.run([args.tandem, "perplexity", "--model", args.model, "--text", heldout, "--json",
+                          "--quantization", "int4"], capture_output=True, text=True, timeout=900)
+    if not check("held-out perplexity runs on the w4a16 output and on --quantization int4",
+                 got.returncode == 0 and rtn.returncode == 0, (got.stderr[-500:], rtn.stderr[-500:])):
+        return
+    a = json.loads(got.stdout.strip().splitlines()[-1])
+    b = json.loads(rtn.stdout.strip().splitlines()[-1])
+    check("held-out perplexity: activation-aware %.4f <= round-to-nearest %.4f (%d tokens)"
+          % (a["perplexity"], b["perplexity"], a["scored_tokens"]),
+          a["perplexity"] <= b["perplexity"] and a["scored_tokens"] == b["scored_tokens"], (a, b))
+
+
+def check_usage(args, calib, out):
+    cases = [
+        (["--scheme", "w4a16", "--calibration", calib, "--out", out + "-g48", "--group-size", "48"],
+         "--group-size"),
+        (["--scheme", "w8a8", "--out", out + "-g64", "--group-size", "64"], "--group-size"),
+        (["--scheme", "w4a16", "--out", out + "-nocal"], "--calibration"),
+        (["--scheme", "w4a17", "--calibration", calib, "--out", out + "-bad"], "--scheme"),
+        (["--scheme", "w4a16", "--calibration", calib, "--out", out], "not empty"),
+    ]
+    for flags, what in cases:
+        p = run(args, ["--model", args.model] + flags)
+        check("tandem quantize %s -> exit 2 naming %r" % (" ".join(flags), what),
+              p.returncode == 2 and what in p.stderr, (p.returncode, p.stderr[-400:]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
