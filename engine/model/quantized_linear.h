@@ -14,6 +14,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/kernels/fp8_matmul.h"
+#include "engine/kernels/int4_matmul.h"
 #include "engine/kernels/int8_matmul.h"
 #include "engine/kernels/ops.h"
 #include "engine/model/checkpoint_quantization.h"
@@ -31,13 +33,17 @@ struct LinearSlice {
 // The quantized matrices a model owns (the WeightRefs point into them).
 struct QuantizedStorage {
   std::vector<std::unique_ptr<kernels::Int8Weight>> int8;
+  std::vector<std::unique_ptr<kernels::Fp8Weight>> fp8;
+  std::vector<std::unique_ptr<kernels::Int4Weight>> int4;
 };
 
 // Loads module `module` (e.g. "model.layers.3.mlp.down_proj"; its tensors
 // are `module` + ".weight", ".weight_scale", ...) of full shape [out, in],
 // stored as `q` says, into `storage`; returns the slice's WeightRef (its
 // quantized pointer set, no float data). InvalidArgument / NotFound name
-// the tensor; Unimplemented for a format this build cannot load yet.
+// the tensor; Unimplemented for a layout this build cannot load (GPTQ with
+// act-order groups). A row-parallel (column) slice of a 4-bit layer must
+// start and end on group boundaries.
 absl::StatusOr<kernels::WeightRef> LoadQuantizedLinear(const WeightStore& store, const CheckpointQuantization& q,
                                                        const std::string& module, int64_t out, int64_t in,
                                                        const LinearSlice& slice, QuantizedStorage& storage);

@@ -130,6 +130,44 @@ def main():
     check("a quantized checkpoint refuses --quantization int8 (exit 2, 'already quantized')",
           rc == 2 and "already quantized" in err, (rc, err[-500:]))
 
+    # Weight-only layouts: FP8 (W8A16) and the 4-bit ones (W4A16) run smooth
+    # arithmetic, so the reference holds them to 1e-4.
+    fp8 = os.path.join(args.work, "ct-fp8-channel")
+    quantized_formats.write_compressed_fp8(args.model, fp8, "channel", "F32")
+    got = compare_with_reference(args, "compressed-tensors FP8, per-channel F32 scales", fp8, text_path, False)
+    at_load, _ = score(args, "float model with --quantization fp8", args.model, text_path, ["--quantization", "fp8"])
+    if got is not None and at_load is not None:
+        check("the per-channel FP8 checkpoint scores exactly what --quantization fp8 does at load (%.6f, %.6f)"
+              % (got["perplexity"], at_load["perplexity"]), got["mean_nll"] == at_load["mean_nll"], (got, at_load))
+    cases = [
+        ("compressed-tensors FP8, one BF16 scale per tensor",
+         lambda d: quantized_formats.write_compressed_fp8(args.model, d, "tensor", "BF16")),
+        ("compressed-tensors int4 pack-quantized, zero points",
+         lambda d: quantized_formats.write_compressed_int4(args.model, d, 128, symmetric=False)),
+        ("compressed-tensors int4 pack-quantized, symmetric, groups of 64",
+         lambda d: quantized_formats.write_compressed_int4(args.model, d, 64, symmetric=True)),
+        ("AutoAWQ GEMM int4", lambda d: quantized_formats.write_awq(args.model, d, 128)),
+        ("AutoGPTQ int4, symmetric", lambda d: quantized_formats.write_gptq(args.model, d, 128, True)),
+        ("AutoGPTQ int4, groups of 32", lambda d: quantized_formats.write_gptq(args.model, d, 32, True)),
+    ]
+    for label, write in cases:
+        d = os.path.join(args.work, label.replace(" ", "_").replace(",", ""))
+        write(d)
+        compare_with_reference(args, label, d, text_path, False)
+
+    # Tensor parallelism: each rank slices the quantized layers it holds
+    # (row ranges; column ranges on group boundaries for the 4-bit ones).
+    for label in ("AutoAWQ GEMM int4", "AutoGPTQ int4, groups of 32"):
+        d = os.path.join(args.work, label.replace(" ", "_").replace(",", ""))
+        outs = []
+        for tp in ("1", "2"):
+            p = subprocess.run([args.tandem, "generate", "--model", d, "--tp", tp, "--prompt", "ROMEO:",
+                                "--temperature", "0", "--max-tokens", "12", "--ignore-eos", "--json"],
+                               capture_output=True, text=True, timeout=600)
+            outs.append(json.loads(p.stdout)["token_ids"] if p.returncode == 0 else p.stderr)
+        check("%s: tandem generate runs at --tp 1 and --tp 2, 12 tokens each" % label,
+              all(isinstance(o, list) and len(o) == 12 for o in outs), outs)
+
     check_tandem_quantize(args, corpus, text_path)
     print("%d failed" % len(FAILED))
     return 1 if FAILED else 0

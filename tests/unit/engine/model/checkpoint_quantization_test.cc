@@ -7,7 +7,9 @@
 #include <string>
 #include <vector>
 
+#include "engine/kernels/int4_matmul.h"
 #include "engine/kernels/int8_matmul.h"
+#include "engine/model/dtype.h"
 #include "engine/model/quantized_linear.h"
 #include "engine/model/safetensors.h"
 #include "gmock/gmock.h"
@@ -245,6 +247,95 @@ TEST_F(QuantizedLinearTest, BadTensorsAreNamed) {
     auto store = Write({Weight(), Scale({3, 1}, {1, 1, 1}),
                         {"m.weight_zero_point", "I8", {3, 1}, Bytes(std::vector<int8_t>{0, 0, 0})}});
     EXPECT_TRUE(LoadQuantizedLinear(*store, Int8(), "m", 3, 4, all, storage_).ok());
+  }
+}
+
+// A GPTQ layer [out 8, in 64], groups of 32, packed by hand from the format's
+// description; its codes, zero points and scales follow formulas the test
+// evaluates again to check every dequantized weight.
+class GptqLinearTest : public QuantizedLinearTest {
+ protected:
+  static int Code(int i, int o) { return (i * 3 + o) % 16; }
+  static int Zero(int g, int o) { return (g + o) % 15 + 1; }  // 1..15: stored minus one
+  static float Scale(int g, int o) { return 0.5f + static_cast<float>(g) + 0.25f * static_cast<float>(o); }
+  std::vector<TensorSpec> Tensors(std::vector<int32_t> g_idx = {}, int overflow_zero_at = -1) {
+    std::vector<int32_t> qweight(8 * 8, 0), qzeros(2 * 1, 0);
+    std::vector<uint16_t> scales(2 * 8);
+    for (int i = 0; i < 64; ++i) {
+      for (int o = 0; o < 8; ++o) qweight[(i / 8) * 8 + o] |= Code(i, o) << (4 * (i % 8));
+    }
+    for (int g = 0; g < 2; ++g) {
+      for (int o = 0; o < 8; ++o) {
+        const int stored = o == overflow_zero_at ? 15 : Zero(g, o) - 1;
+        qzeros[g] |= stored << (4 * o);
+        scales[g * 8 + o] = FloatToF16(Scale(g, o));
+      }
+    }
+    if (g_idx.empty()) {
+      for (int i = 0; i < 64; ++i) g_idx.push_back(i / 32);
+    }
+    return {{"m.qweight", "I32", {8, 8}, Bytes(qweight)},
+            {"m.qzeros", "I32", {2, 1}, Bytes(qzeros)},
+            {"m.scales", "F16", {2, 8}, Bytes(scales)},
+            {"m.g_idx", "I32", {64}, Bytes(g_idx)}};
+  }
+  static CheckpointQuantization Gptq() {
+    CheckpointQuantization q;
+    q.scheme = CheckpointScheme::kGptq;
+    q.bits = 4;
+    q.strategy = ScaleStrategy::kGroup;
+    q.group_size = 32;
+    return q;
+  }
+};
+
+TEST_F(GptqLinearTest, RowAndGroupAlignedColumnSlicesDequantizeByTheFormula) {
+  auto store = Write(Tensors());
+  for (const LinearSlice& slice : {LinearSlice{LinearSlice::kRows, {2, 4}}, LinearSlice{LinearSlice::kColumns, {32, 32}},
+                                   LinearSlice{LinearSlice::kRows, {0, 8}}}) {
+    absl::StatusOr<kernels::WeightRef> w = LoadQuantizedLinear(*store, Gptq(), "m", 8, 64, slice, storage_);
+    ASSERT_TRUE(w.ok()) << w.status();
+    ASSERT_NE(w->int4, nullptr);
+    const bool rows = slice.axis == LinearSlice::kRows;
+    const int r0 = rows ? static_cast<int>(slice.range.begin) : 0;
+    const int c0 = rows ? 0 : static_cast<int>(slice.range.begin);
+    ASSERT_EQ(w->rows, rows ? slice.range.length : 8);
+    ASSERT_EQ(w->cols, rows ? 64 : slice.range.length);
+    std::vector<float> row(static_cast<size_t>(w->cols));
+    for (int r = 0; r < w->rows; ++r) {
+      kernels::DequantizeInt4Row(*w->int4, r, row.data());
+      for (int c = 0; c < w->cols; ++c) {
+        const int o = r0 + r, i = c0 + c, g = i / 32;
+        ASSERT_EQ(row[c], static_cast<float>(Code(i, o) - Zero(g, o)) * Scale(g, o)) << o << " " << i;
+      }
+    }
+  }
+}
+
+TEST_F(GptqLinearTest, RefusesSplitGroupsActOrderAndZeroOverflow) {
+  {
+    auto store = Write(Tensors());
+    EXPECT_ERROR(LoadQuantizedLinear(*store, Gptq(), "m", 8, 64, {LinearSlice::kColumns, {16, 32}}, storage_).status(),
+                 absl::StatusCode::kInvalidArgument, HasSubstr("groups of 32"));
+  }
+  {
+    std::vector<int32_t> g_idx;
+    for (int i = 0; i < 64; ++i) g_idx.push_back(i % 2);  // act-order: groups interleaved
+    auto store = Write(Tensors(g_idx));
+    EXPECT_ERROR(LoadQuantizedLinear(*store, Gptq(), "m", 8, 64, {LinearSlice::kRows, {0, 8}}, storage_).status(),
+                 absl::StatusCode::kUnimplemented, HasSubstr("m.g_idx"), HasSubstr("act-order"));
+  }
+  {
+    auto store = Write(Tensors({}, /*overflow_zero_at=*/3));
+    EXPECT_ERROR(LoadQuantizedLinear(*store, Gptq(), "m", 8, 64, {LinearSlice::kRows, {0, 8}}, storage_).status(),
+                 absl::StatusCode::kInvalidArgument, HasSubstr("m.qzeros"));
+  }
+  {
+    std::vector<TensorSpec> t = Tensors();
+    t.erase(t.begin() + 2);  // no scales
+    auto store = Write(t);
+    EXPECT_ERROR(LoadQuantizedLinear(*store, Gptq(), "m", 8, 64, {LinearSlice::kRows, {0, 8}}, storage_).status(),
+                 absl::StatusCode::kNotFound, HasSubstr("m.scales"));
   }
 }
 
