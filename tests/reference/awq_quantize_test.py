@@ -19,10 +19,14 @@ the tool's calibration sample (`--sample-out`) and its search results
 - the search, redone in float64 on the sample for every ratio of the grid:
   the tool's errors agree to 1e-4 relative, its chosen ratio's error is the
   grid's minimum (to 1e-4) and never above the a = 0 (plain RTN) error;
-- once Tandem loads pack-quantized checkpoints: `tandem perplexity` on the
-  output within 1e-4 of the float64 reference on the decoded weights (weight
-  only, so the computation is smooth), and the held-out perplexity not above
-  `--quantization int4`'s (plain RTN at load);
+- through Tandem's loader: `tandem perplexity` on the output within 1e-4 of
+  the float64 reference on the decoded weights (weight only, so the
+  computation is smooth); numpy folds the factors into a float copy of the
+  model, which keeps the float perplexity (to 1e-5) and which
+  `--quantization int4` turns into exactly the output (equal mean NLL: the
+  group size is the engine's here); the held-out perplexity within the
+  issue's +3% of fp32 (its value beside plain RTN's is printed, not
+  asserted: on the bundled model AWQ does not beat RTN held out);
 - usage errors exit 2 naming the flag.
 
   awq_quantize_test.py --tandem build/bin/tandem --model models/tandem-shakespeare \\
@@ -251,29 +255,78 @@ def main():
     check("every chosen ratio minimises the recomputed error over the grid and is <= plain RTN's (a = 0); "
           "error / RTN error from %.4f to %.4f" % (min(gains), max(gains)), not bad_search, bad_search)
 
-    check_loaded(args, out, head, heldout)
+    check_loaded(args, out, head, heldout, stats)
     check_usage(args, calib, out)
     print("%d failed" % len(qct.FAILED))
     return 1 if qct.FAILED else 0
 
 
-def check_loaded(args, out, head, heldout):
-    """Needs the pack-quantized loader: Tandem against the float64 reference
-    on the decoded weights, then held-out perplexity against plain RTN."""
+def write_smoothed_float(src, stats, dst):
+    """The float model with the tool's factors folded in (F32, no rounding
+    but fp32's): the model `--quantization int4` must turn into exactly the
+    tool's checkpoint, since G = 128 is also the engine's group here."""
+    f = {n: safetensors_io.to_float64(*t).astype(np.float32) for n, t in safetensors_io.load_model_dir(src).items()}
+    for i, layer in enumerate(stats["layers"]):
+        pre = "model.layers.%d." % i
+        s = {k: np.asarray(layer[k]["s"], dtype=np.float32) for k in ("qkv", "gate_up", "down")}
+        for m in ("q", "k", "v"):
+            f[pre + "self_attn.%s_proj.weight" % m] = f[pre + "self_attn.%s_proj.weight" % m] * s["qkv"]
+        if layer["vo"] is not None:
+            s_vo = np.asarray(layer["vo"]["s"], dtype=np.float32)
+            f[pre + "self_attn.v_proj.weight"] = f[pre + "self_attn.v_proj.weight"] / s_vo[:, None]
+            f[pre + "self_attn.o_proj.weight"] = f[pre + "self_attn.o_proj.weight"] * s_vo
+        f[pre + "input_layernorm.weight"] = f[pre + "input_layernorm.weight"] / s["qkv"]
+        f[pre + "mlp.gate_proj.weight"] = f[pre + "mlp.gate_proj.weight"] * s["gate_up"]
+        f[pre + "mlp.up_proj.weight"] = (f[pre + "mlp.up_proj.weight"] * s["gate_up"]) / s["down"][:, None]
+        f[pre + "post_attention_layernorm.weight"] = f[pre + "post_attention_layernorm.weight"] / s["gate_up"]
+        f[pre + "mlp.down_proj.weight"] = f[pre + "mlp.down_proj.weight"] * s["down"]
+    quantized_formats._copy_side_files(src, dst)
+    safetensors_io.save_model_dir({n: ("F32", v.astype(np.float32)) for n, v in f.items()}, dst)
+    shutil.copy(os.path.join(src, "config.json"), os.path.join(dst, "config.json"))
+
+
+def perplexity(args, model, text, flags=()):
+    p = subprocess.run([args.tandem, "perplexity", "--model", model, "--text", text, "--json"] + list(flags),
+                       capture_output=True, text=True, timeout=900)
+    if not check("tandem perplexity --model %s %s exits 0" % (os.path.basename(model), " ".join(flags)),
+                 p.returncode == 0, p.stderr[-500:]):
+        return None
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def check_loaded(args, out, head, heldout, stats):
+    """Tandem's pack-quantized loader on the output: against the float64
+    reference on the decoded weights; the smoothing keeps the float model;
+    the output is exactly `--quantization int4` of the smoothed float model;
+    and the issue's bound on held-out perplexity."""
     qct_args = argparse.Namespace(tandem=args.tandem, work=args.work)
     qct.compare_with_reference(qct_args, "tandem quantize w4a16 output", out, head, False)
-    got = subprocess.run([args.tandem, "perplexity", "--model", out, "--text", heldout, "--json"],
-                         capture_output=True, text=True, timeout=900)
-    rtn = subprocess.run([args.tandem, "perplexity", "--model", args.model, "--text", heldout, "--json",
-                          "--quantization", "int4"], capture_output=True, text=True, timeout=900)
-    if not check("held-out perplexity runs on the w4a16 output and on --quantization int4",
-                 got.returncode == 0 and rtn.returncode == 0, (got.stderr[-500:], rtn.stderr[-500:])):
+    smoothed = os.path.join(args.work, "w4a16_smoothed_float")
+    if os.path.exists(smoothed):
+        shutil.rmtree(smoothed)
+    write_smoothed_float(args.model, stats, smoothed)
+    fp32 = perplexity(args, args.model, heldout)
+    sm_fp32 = perplexity(args, smoothed, heldout)
+    got = perplexity(args, out, heldout)
+    sm_int4 = perplexity(args, smoothed, heldout, ["--quantization", "int4"])
+    rtn = perplexity(args, args.model, heldout, ["--quantization", "int4"])
+    if None in (fp32, sm_fp32, got, sm_int4, rtn):
         return
-    a = json.loads(got.stdout.strip().splitlines()[-1])
-    b = json.loads(rtn.stdout.strip().splitlines()[-1])
-    check("held-out perplexity: activation-aware %.4f <= round-to-nearest %.4f (%d tokens)"
-          % (a["perplexity"], b["perplexity"], a["scored_tokens"]),
-          a["perplexity"] <= b["perplexity"] and a["scored_tokens"] == b["scored_tokens"], (a, b))
+    rel = abs(sm_fp32["perplexity"] / fp32["perplexity"] - 1)
+    check("the smoothing alone keeps the float model: held-out %.6f vs %.6f (relative %.1e <= 1e-5)"
+          % (sm_fp32["perplexity"], fp32["perplexity"], rel), rel <= 1e-5)
+    check("the output scores exactly what --quantization int4 does on the smoothed float model (mean NLL %.9f, %.9f)"
+          % (got["mean_nll"], sm_int4["mean_nll"]),
+          got["mean_nll"] == sm_int4["mean_nll"] and got["scored_tokens"] == sm_int4["scored_tokens"])
+    cost = got["perplexity"] / fp32["perplexity"] - 1
+    # Not asserted: below plain RTN. On the bundled model it is not (see
+    # docs/quantization.md): its held-out perplexity barely moves under RTN
+    # (+0.09%), and the layer-output errors AWQ minimises do not predict
+    # changes that small.
+    print("INFO held-out perplexity: fp32 %.4f, w4a16 activation-aware %.4f (%+.3f%%), --quantization int4 %.4f "
+          "(%+.3f%%)" % (fp32["perplexity"], got["perplexity"], 100 * cost, rtn["perplexity"],
+                         100 * (rtn["perplexity"] / fp32["perplexity"] - 1)))
+    check("held-out perplexity within the issue's bound: %+.3f%% <= +3%% vs fp32" % (100 * cost), cost <= 0.03)
 
 
 def check_usage(args, calib, out):
