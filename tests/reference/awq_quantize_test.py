@@ -30,7 +30,10 @@ the tool's calibration sample (`--sample-out`) and its search results
 - usage errors exit 2 naming the flag;
 - the same numpy checks, the reference and the float equivalence of the
   factors on a random model without GQA (v_proj -> o_proj searched) whose
-  widths make the group size 32.
+  widths make the group size 32; there also `--clip`: every group's clip
+  factor (v/o/gate/up/down, not q/k) recomputed as the minimum of its
+  error over the shrink grid, and the codes the RTN rule of the clipped
+  smoothed weight, exactly.
 
   awq_quantize_test.py --tandem build/bin/tandem --model models/tandem-shakespeare \\
       --text ../shared/data/tinyshakespeare.txt --work DIR
@@ -101,6 +104,42 @@ def search_errors(ws, x, mean_abs, ratios, g):
             err += float(np.sum((x64 @ e.T) ** 2))
         errs.append(err)
     return errs
+
+
+CLIP_SITES = {  # module -> (sample site, group whose factors divide its input)
+    "self_attn.v_proj": ("qkv", "qkv"), "self_attn.o_proj": ("o", "vo"), "mlp.gate_proj": ("gate_up", "gate_up"),
+    "mlp.up_proj": ("gate_up", "gate_up"), "mlp.down_proj": ("down", "down")}
+
+
+def clip_search(w32, x, chosen, shrinks, g):
+    """AWQ's clipping, redone: for every row and group the error
+    (w − deq)ᵀ Σ_b (w − deq) of each shrink c (clip to ±fp32(c)·max|w|, then
+    RTN), Σ_b = the group's block of xᵀx. -> (w clipped by `chosen`, list of
+    (row, group) whose chosen c is not the minimum to 1e-6)."""
+    out_f, in_f = w32.shape
+    groups = in_f // g
+    wg = w32.reshape(out_f, groups, g)
+    maxabs = np.abs(wg).max(axis=2)
+    errs = []
+    for c in shrinks:
+        mv = (np.float32(c) * maxabs).astype(np.float32)
+        wc = np.clip(wg, -mv[:, :, None], mv[:, :, None]).astype(np.float32)
+        q, sc, z = rtn_int4(wc.reshape(out_f, in_f), g)
+        e = (w32.astype(np.float64) - dequant(q, sc, z, g).astype(np.float64)).reshape(out_f, groups, g)
+        err = np.zeros((out_f, groups))
+        for b in range(groups):
+            xb = x[:, b * g:(b + 1) * g]
+            err[:, b] = np.einsum("ri,ij,rj->r", e[:, b], xb.T @ xb, e[:, b])
+        errs.append(err)
+    errs = np.stack(errs)
+    grid = np.asarray(shrinks, dtype=np.float32)
+    idx = np.argmax(grid[:, None, None] == chosen[None], axis=0)
+    known = np.any(grid[:, None, None] == chosen[None], axis=0)
+    got = np.take_along_axis(errs, idx[None], axis=0)[0]
+    ok = known & (got <= errs.min(axis=0) * (1 + 1e-6) + 1e-30) & (got <= errs[0] * (1 + 1e-12) + 1e-30)
+    bad = [tuple(v) for v in np.argwhere(~ok)[:5]]
+    mv = (chosen * maxabs).astype(np.float32)
+    return np.clip(wg, -mv[:, :, None], mv[:, :, None]).astype(np.float32).reshape(out_f, in_f), bad
 
 
 def run(args, flags, timeout=900):
@@ -185,6 +224,7 @@ def verify(model, out, stats, sample_path, g, label):
 
     bad_s, bad_norm, worst_recover, bad_layout, bad_codes, worst_deq = [], [], 0.0, [], [], 0.0
     bad_search, worst_err_rel, gains = [], 0.0, []
+    bad_clip, clipped_groups = [], [0, 0]
     for i, layer in enumerate(stats["layers"]):
         pre = "model.layers.%d." % i
         s = {}
@@ -231,10 +271,24 @@ def verify(model, out, stats, sample_path, g, label):
         }
         if "vo" in s:
             smoothed["self_attn.v_proj"] = smoothed["self_attn.v_proj"] / s["vo"][:, None]
+        clips = layer.get("clip") or {}
+        if stats.get("clip") and sorted(clips) != sorted(CLIP_SITES):
+            bad_clip.append((i, "clipped modules", sorted(clips)))
         for m, w in smoothed.items():
             w = w.astype(np.float32)
             mod = pre + m
             out_f, in_f = w.shape
+            if m in clips:
+                site, gname = CLIP_SITES[m]
+                x = sample["layers.%d.%s.x" % (i, site)][1].astype(np.float64)
+                if gname in s:
+                    x = x / s[gname].astype(np.float64)[None, :]
+                w, bad = clip_search(w, x, np.asarray(clips[m], dtype=np.float32).reshape(out_f, in_f // g),
+                                     stats["shrinks"], g)
+                if bad:
+                    bad_clip.append((mod, bad))
+                clipped_groups[0] += int(np.sum(np.asarray(clips[m]) < 1))
+                clipped_groups[1] += len(clips[m])
             want_q, want_sc, want_z = rtn_int4(w, g)
             t = {x: new.get(mod + x) for x in (".weight_packed", ".weight_scale", ".weight_zero_point",
                                                ".weight_shape")}
@@ -264,6 +318,10 @@ def verify(model, out, stats, sample_path, g, label):
     check(label + "the norms carry 1/s: fp32(norm / s) exactly, and norm_orig / norm_new recovers s (worst %.2e <= 1e-6)"
           % worst_recover, not bad_norm and worst_recover <= 1e-6, bad_norm)
     check(label + "every module has the pack-quantized tensors' shapes and dtypes", not bad_layout, bad_layout)
+    if stats.get("clip"):
+        check(label + "clipping: v/o/gate/up/down searched (not q/k), each group's factor minimises the "
+              "recomputed error and is no worse than no clipping; %d of %d groups clipped"
+              % (clipped_groups[0], clipped_groups[1]), not bad_clip and clipped_groups[1] > 0, bad_clip[:5])
     check(label + "every code and zero point (0..15, signed -8..7) and scale is the RTN rule of the smoothed weight, "
           "exactly", not bad_codes, bad_codes)
     check(label + "the independent decoder reads (q - zero) * scale of those, exactly (worst %.2e)" % worst_deq,
@@ -315,6 +373,19 @@ def check_mha(args, calib):
         rel = abs(sm["perplexity"] / base["perplexity"] - 1)
         check("MHA: the factors (v_proj -> o_proj included) keep the float model: %.6f vs %.6f (relative %.1e "
               "<= 1e-5)" % (sm["perplexity"], base["perplexity"], rel), rel <= 1e-5)
+    # --clip on the same model: the clipping search recomputed too.
+    clip_out = out + "-clip"
+    if os.path.exists(clip_out):
+        shutil.rmtree(clip_out)
+    clip_stats = os.path.join(args.work, "mha_clip_stats.json")
+    p = run(args, ["--model", model, "--calibration", calib, "--scheme", "w4a16", "--clip", "--out", clip_out,
+                   "--max-tokens", "2048", "--stats-out", clip_stats, "--sample-out", sample_path])
+    if check("MHA: tandem quantize --scheme w4a16 --clip exits 0", p.returncode == 0, p.stderr):
+        with open(clip_stats) as f:
+            stats = json.load(f)
+        verify(model, clip_out, stats, sample_path, 32, "MHA --clip: ")
+        qct.compare_with_reference(argparse.Namespace(tandem=args.tandem, work=args.work),
+                                   "MHA w4a16 --clip output", clip_out, head, False)
     p = run(args, ["--model", model, "--calibration", calib, "--scheme", "w4a16", "--out", out + "-g128",
                    "--group-size", "128"])
     check("MHA: --group-size 128 -> exit 2 naming --group-size (160 is no multiple)",
@@ -394,6 +465,7 @@ def check_usage(args, calib, out):
         (["--scheme", "w4a16", "--calibration", calib, "--out", out + "-g48", "--group-size", "48"],
          "--group-size"),
         (["--scheme", "w8a8", "--out", out + "-g64", "--group-size", "64"], "--group-size"),
+        (["--scheme", "w8a8", "--out", out + "-clip", "--clip"], "--clip"),
         (["--scheme", "w4a16", "--out", out + "-nocal"], "--calibration"),
         (["--scheme", "w4a17", "--calibration", calib, "--out", out + "-bad"], "--scheme"),
         (["--scheme", "w4a16", "--calibration", calib, "--out", out], "not empty"),

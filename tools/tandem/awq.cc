@@ -80,6 +80,79 @@ void AppendPackQuantized(const std::string& module, const std::vector<float>& w,
   out.push_back({module + ".weight_shape", DType::kI64, {2}, AsBytes(shape)});
 }
 
+// AWQ's clipping search for one smoothed weight w [rows][cols] whose input
+// sample, in w's coordinates, is x / s_in (s_in null: x). For each row and
+// group it tries shrink factors c: the group is clipped to ±c·max|w_group|
+// (fp32 product) before RTN, and the error (w − deq)ᵀ Σ_b (w − deq) against
+// the unclipped weights is measured with Σ_b the group's block of the
+// sample's second moments (cross-group terms are ignored, as in AWQ, so each
+// group decides alone). Why: RTN spends the 16 levels on the extremes; a
+// slightly narrower range gives the bulk of the weights finer steps at the
+// cost of a few clipped ones, and the activations say which costs more.
+// Clips w in place by the chosen factors and returns them [rows][groups];
+// on a tie the larger factor (less clipping) wins.
+std::vector<float> ClipSearch(std::vector<float>& w, int64_t rows, int64_t cols, int64_t g, const SiteSample& x,
+                              const std::vector<float>* s_in, const std::vector<double>& shrinks) {
+  const int64_t groups = cols / g, n = x.n();
+  std::vector<float> chosen(static_cast<size_t>(rows * groups), 1.0f);
+  for (int64_t b = 0; b < groups; ++b) {
+    // Σ_b in double, from the sample's rows divided by s_in.
+    std::vector<double> sigma(static_cast<size_t>(g * g), 0.0);
+    std::vector<double> xr(static_cast<size_t>(g));
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t i = 0; i < g; ++i) {
+        const int64_t c = b * g + i;
+        xr[i] = static_cast<double>(x.rows[t * cols + c]) / (s_in ? static_cast<double>((*s_in)[c]) : 1.0);
+      }
+      for (int64_t i = 0; i < g; ++i) {
+        const double xi = xr[i];
+        double* row = sigma.data() + i * g;
+        for (int64_t j = 0; j < g; ++j) row[j] += xi * xr[j];
+      }
+    }
+#pragma omp parallel
+    {
+      std::vector<float> clipped(static_cast<size_t>(g));
+      std::vector<uint8_t> q(static_cast<size_t>(g));
+      std::vector<double> e(static_cast<size_t>(g));
+#pragma omp for schedule(static)
+      for (int64_t r = 0; r < rows; ++r) {
+        float* wg = w.data() + r * cols + b * g;
+        float maxabs = 0.0f;
+        for (int64_t i = 0; i < g; ++i) maxabs = std::max(maxabs, std::fabs(wg[i]));
+        double best = INFINITY;
+        float best_c = 1.0f;
+        for (double shrink : shrinks) {
+          const float mv = static_cast<float>(shrink) * maxabs;
+          for (int64_t i = 0; i < g; ++i) clipped[i] = std::clamp(wg[i], -mv, mv);
+          float scale = 0.0f;
+          uint8_t zero = 0;
+          QuantizeRowInt4Rtn(clipped.data(), g, g, q.data(), &scale, &zero);
+          for (int64_t i = 0; i < g; ++i) {
+            const float deq = static_cast<float>(int{q[i]} - int{zero}) * scale;
+            e[i] = static_cast<double>(wg[i]) - static_cast<double>(deq);
+          }
+          double err = 0;
+          for (int64_t i = 0; i < g; ++i) {
+            const double* row = sigma.data() + i * g;
+            double acc = 0;
+            for (int64_t j = 0; j < g; ++j) acc += row[j] * e[j];
+            err += e[i] * acc;
+          }
+          if (err < best) {
+            best = err;
+            best_c = static_cast<float>(shrink);
+          }
+        }
+        chosen[static_cast<size_t>(r * groups + b)] = best_c;
+        const float mv = best_c * maxabs;
+        for (int64_t i = 0; i < g; ++i) wg[i] = std::clamp(wg[i], -mv, mv);
+      }
+    }
+  }
+  return chosen;
+}
+
 }  // namespace
 
 std::vector<float> SiteSample::MeanAbs() const {
@@ -130,6 +203,12 @@ const SiteSample& ActivationSampler::sample(int64_t layer, Site site) const {
 
 int64_t ActivationSampler::tokens_seen() const {
   return layers_.empty() ? 0 : layers_[0][0].seen;
+}
+
+std::vector<double> DefaultAwqShrinks() {
+  std::vector<double> r;
+  for (int i = 0; i < 10; ++i) r.push_back(1.0 - i / 20.0);
+  return r;
 }
 
 std::vector<double> DefaultAwqRatios() {
@@ -332,6 +411,21 @@ absl::StatusOr<std::vector<TensorToWrite>> BuildW4A16Checkpoint(const ModelConfi
     }
     for (const char* m : kAllLinears) {
       const std::vector<int64_t>& sh = shapes.at(m);
+      const std::string mod(m);
+      // As AWQ: q and k are not clipped (their errors reach the output
+      // through the softmax, which the layer-output error does not see).
+      if (o.clip && mod != "self_attn.q_proj" && mod != "self_attn.k_proj") {
+        const Site site = mod == "self_attn.v_proj"   ? Site::kQkvInput
+                          : mod == "self_attn.o_proj" ? Site::kOInput
+                          : mod == "mlp.down_proj"    ? Site::kDownInput
+                                                      : Site::kGateUpInput;
+        const std::vector<float>* s_in = site == Site::kQkvInput      ? &la.qkv.s
+                                         : site == Site::kGateUpInput ? &la.gate_up.s
+                                         : site == Site::kDownInput   ? &la.down.s
+                                         : la.vo                      ? &la.vo->s
+                                                                      : nullptr;
+        la.clip[mod] = ClipSearch(w[m], sh[0], sh[1], g, sampler.sample(i, site), s_in, o.shrinks);
+      }
       AppendPackQuantized(p + m, w[m], sh[0], sh[1], g, replaced[p + m + ".weight"]);
     }
   }
@@ -375,11 +469,14 @@ nlohmann::json AwqStatsJson(const std::vector<LayerAwq>& results, const AwqOptio
     layers.push_back({{"qkv", one(l.qkv)},
                       {"vo", l.vo ? one(*l.vo) : nlohmann::json(nullptr)},
                       {"gate_up", one(l.gate_up)},
-                      {"down", one(l.down)}});
+                      {"down", one(l.down)},
+                      {"clip", l.clip.empty() ? nlohmann::json(nullptr) : nlohmann::json(l.clip)}});
   }
   return {{"scheme", "w4a16"},
           {"group_size", o.group_size},
           {"ratios", o.ratios},
+          {"clip", o.clip},
+          {"shrinks", o.shrinks},
           {"tokens", sampler.tokens_seen()},
           {"sample_rows", sampler.num_layers() > 0 ? sampler.sample(0, Site::kQkvInput).n() : 0},
           {"layers", layers}};

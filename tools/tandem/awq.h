@@ -42,6 +42,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -90,10 +91,22 @@ class ActivationSampler : public ActivationObserver {
 
 // The ratio grid {0, 0.05, ..., 0.95}.
 std::vector<double> DefaultAwqRatios();
+// The clipping search's factors {1, 0.95, ..., 0.55}.
+std::vector<double> DefaultAwqShrinks();
 
 struct AwqOptions {
   int64_t group_size = 128;
   std::vector<double> ratios = DefaultAwqRatios();
+  // AWQ's clipping search after the scales (--clip): each group of every
+  // smoothed weight but q and k is clipped to ±c·max|w_group| for the c in
+  // `shrinks` minimising (w − deq)ᵀ Σ (w − deq), Σ the group's block of the
+  // sample's second moments in the weight's coordinates (x / s), w the
+  // unclipped weights; the group is then quantized by the rule from the
+  // clipped values (clamp in fp32, bound = fp32(c) · max|w_group|). On a
+  // tie the larger c wins. Off by default: on the bundled model it does not
+  // help held out (docs/quantization.md).
+  bool clip = false;
+  std::vector<double> shrinks = DefaultAwqShrinks();
 };
 
 // One group's search: the error of every ratio, the best ratio, its factors.
@@ -107,6 +120,9 @@ struct AwqSearch {
 struct LayerAwq {
   AwqSearch qkv, gate_up, down;
   std::optional<AwqSearch> vo;  // absent with GQA
+  // With clipping: the chosen c per module name ("mlp.up_proj", ...),
+  // [rows][groups] row-major.
+  std::map<std::string, std::vector<float>> clip;
 };
 
 // The group size --group-size picks: `requested` (> 0) when it is 32, 64 or
@@ -138,6 +154,7 @@ AwqSearch SearchAwqScales(const std::vector<const std::vector<float>*>& weights,
 //   q, k, gate: W[r][c] * s[c];  v, up: (W[r][c] * s[c]) / s_next[r];
 //   o, down: W[r][c] * s_next[c]  (s_next = 1 where not smoothed);
 //   norms: n[c] / s[c].
+// With options.clip each weight but q/k is clipped first (AwqOptions).
 // Fills `results` with the searches.
 absl::StatusOr<std::vector<TensorToWrite>> BuildW4A16Checkpoint(const ModelConfig& config, const WeightStore& store,
                                                                 const ActivationSampler& sampler,

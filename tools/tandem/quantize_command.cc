@@ -70,7 +70,7 @@ struct Options {
   std::string model, calibration, scheme = "w8a8-smoothquant", out, stats_out, sample_out;
   double alpha = 0.5;
   int64_t max_tokens = 16384, context = 0, group_size = 0, sample_rows = 512;
-  bool json = false;
+  bool json = false, clip = false;
 };
 
 int Fail(const absl::Status& st) {
@@ -94,6 +94,9 @@ int RunQuantize(const std::vector<std::string>& args) {
   flags.AddInt("group-size", &o.group_size,
                "w4a16: columns per int4 group, 32|64|128 (default 128, or the largest of 64/32 dividing every "
                "linear input width)");
+  flags.AddBool("clip", &o.clip,
+                "w4a16: also search AWQ's per-group clipping after the scales (default off: no gain on the "
+                "bundled model)");
   flags.AddInt("sample-rows", &o.sample_rows, "w4a16: token rows kept per layer input for the search (default 512)");
   flags.AddString("sample-out", &o.sample_out,
                   "w4a16: also write the search's activation samples and mean |x| there (safetensors)");
@@ -117,8 +120,9 @@ int RunQuantize(const std::vector<std::string>& args) {
     if (o.scheme != "w8a8-smoothquant" && o.scheme != "w8a8" && o.scheme != "w4a16") {
       why = absl::StrCat("--scheme '", o.scheme, "': must be w8a8-smoothquant, w8a8 or w4a16");
     }
-    if (o.scheme != "w4a16" && (o.group_size != 0 || !o.sample_out.empty())) {
-      why = absl::StrCat(o.group_size != 0 ? "--group-size" : "--sample-out", " applies to --scheme w4a16 only");
+    if (o.scheme != "w4a16" && (o.group_size != 0 || !o.sample_out.empty() || o.clip)) {
+      why = absl::StrCat(o.group_size != 0 ? "--group-size" : o.clip ? "--clip" : "--sample-out",
+                         " applies to --scheme w4a16 only");
     }
     if (o.sample_rows < 1) why = "--sample-rows must be at least 1";
     if (o.out.empty()) why = "--out is required";
@@ -162,6 +166,7 @@ int RunQuantize(const std::vector<std::string>& args) {
     absl::StatusOr<int64_t> g = W4A16GroupSize(config, o.group_size);
     if (!g.ok()) return Fail(g.status());
     awq.group_size = *g;
+    awq.clip = o.clip;
   }
 
   // Calibration: the float model over the text, observing every layer input.
@@ -237,6 +242,7 @@ int RunQuantize(const std::vector<std::string>& args) {
     if (w4a16) {
       j.erase("alpha");
       j["group_size"] = awq.group_size;
+      j["clip"] = awq.clip;
     }
     std::cout << j.dump() << std::endl;
   } else {
