@@ -17,6 +17,7 @@
 #include "engine/model/safetensors_writer.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
+#include "tools/tandem/awq.h"
 #include "tools/tandem/smoothquant.h"
 
 namespace tandem::cli {
@@ -66,10 +67,10 @@ absl::Status CopySideFiles(const fs::path& from, const fs::path& to) {
 }
 
 struct Options {
-  std::string model, calibration, scheme = "w8a8-smoothquant", out, stats_out;
+  std::string model, calibration, scheme = "w8a8-smoothquant", out, stats_out, sample_out;
   double alpha = 0.5;
-  int64_t max_tokens = 16384, context = 0;
-  bool json = false;
+  int64_t max_tokens = 16384, context = 0, group_size = 0, sample_rows = 512;
+  bool json = false, clip = false;
 };
 
 int Fail(const absl::Status& st) {
@@ -88,13 +89,24 @@ int RunQuantize(const std::vector<std::string>& args) {
   flags.AddString("calibration", &o.calibration, "calibration text (UTF-8), e.g. a slice of the training data");
   flags.AddString("scheme", &o.scheme,
                   "w8a8-smoothquant (smoothed, int8 weights and per-token activations) | w8a8 (the same, "
-                  "unsmoothed: round to nearest) (default w8a8-smoothquant)");
+                  "unsmoothed: round to nearest) | w4a16 (activation-aware int4 weights, groups with zero "
+                  "points; AWQ's scale search) (default w8a8-smoothquant)");
+  flags.AddInt("group-size", &o.group_size,
+               "w4a16: columns per int4 group, 32|64|128 (default 128, or the largest of 64/32 dividing every "
+               "linear input width)");
+  flags.AddBool("clip", &o.clip,
+                "w4a16: also search AWQ's per-group clipping after the scales (default off: no gain on the "
+                "bundled model)");
+  flags.AddInt("sample-rows", &o.sample_rows, "w4a16: token rows kept per layer input for the search (default 512)");
+  flags.AddString("sample-out", &o.sample_out,
+                  "w4a16: also write the search's activation samples and mean |x| there (safetensors)");
   flags.AddString("alpha", &alpha_text, "SmoothQuant migration strength in [0, 1] (default 0.5)");
   flags.AddString("out", &o.out, "directory for the quantized checkpoint (new or empty)");
   flags.AddInt("max-tokens", &o.max_tokens, "calibration tokens, from the start of the text (default 16384)");
   flags.AddInt("context", &o.context,
                "tokens per calibration window (default 512, or max_position_embeddings when smaller)");
-  flags.AddString("stats-out", &o.stats_out, "also write the per-channel activation maxima there (JSON)");
+  flags.AddString("stats-out", &o.stats_out,
+                  "also write the per-channel activation maxima (w4a16: the scale searches) there (JSON)");
   flags.AddBool("json", &o.json, "print one JSON object");
   flags.AddBool("help", &help, "show this help");
   const absl::Status parsed = flags.Parse(args);
@@ -105,23 +117,30 @@ int RunQuantize(const std::vector<std::string>& args) {
     if (end == alpha_text.c_str() || *end != '\0' || !(o.alpha >= 0.0 && o.alpha <= 1.0)) {
       why = absl::StrCat("--alpha '", alpha_text, "': must be a number in [0, 1]");
     }
-    if (o.scheme != "w8a8-smoothquant" && o.scheme != "w8a8") {
-      why = absl::StrCat("--scheme '", o.scheme, "': must be w8a8-smoothquant or w8a8");
+    if (o.scheme != "w8a8-smoothquant" && o.scheme != "w8a8" && o.scheme != "w4a16") {
+      why = absl::StrCat("--scheme '", o.scheme, "': must be w8a8-smoothquant, w8a8 or w4a16");
     }
+    if (o.scheme != "w4a16" && (o.group_size != 0 || !o.sample_out.empty() || o.clip)) {
+      why = absl::StrCat(o.group_size != 0 ? "--group-size" : o.clip ? "--clip" : "--sample-out",
+                         " applies to --scheme w4a16 only");
+    }
+    if (o.sample_rows < 1) why = "--sample-rows must be at least 1";
     if (o.out.empty()) why = "--out is required";
-    if (o.calibration.empty() && o.scheme == "w8a8-smoothquant") why = "--calibration is required";
+    if (o.calibration.empty() && o.scheme != "w8a8") why = "--calibration is required";
     if (o.max_tokens < 2) why = "--max-tokens must be at least 2";
     if (o.context == 1 || o.context < 0) why = "--context must be at least 2 (0: the default)";
   }
   if (!why.empty() || help) {
     (why.empty() ? std::cout : std::cerr)
         << (why.empty() ? "" : why + "\n")
-        << "usage: tandem quantize --calibration FILE --out DIR [--model DIR] [--scheme w8a8-smoothquant|w8a8] "
-           "[--alpha A] [--max-tokens N] [--stats-out FILE] [--json]\n"
+        << "usage: tandem quantize --calibration FILE --out DIR [--model DIR] "
+           "[--scheme w8a8-smoothquant|w8a8|w4a16] [--alpha A] [--group-size G] [--max-tokens N] "
+           "[--stats-out FILE] [--json]\n"
            "runs the float model over the calibration text recording each linear layer's per-channel input "
            "maxima, folds SmoothQuant's per-channel factors into the RMSNorm weights, quantizes every decoder "
            "linear layer to int8 per output row and writes a compressed-tensors W8A8 checkpoint (loaded by "
-           "Tandem and vLLM)\n"
+           "Tandem and vLLM); w4a16 instead searches AWQ's per-channel scales on a sample of each layer's inputs "
+           "and writes compressed-tensors pack-quantized int4 weights with zero points\n"
         << flags.Usage();
     return why.empty() ? 0 : 2;
   }
@@ -141,10 +160,21 @@ int RunQuantize(const std::vector<std::string>& args) {
   if (!model.ok()) return Fail(model.status());
   const ModelConfig config = (*model)->config();  // a copy: the model is freed before the weights are written
 
+  const bool w4a16 = o.scheme == "w4a16";
+  AwqOptions awq;
+  if (w4a16) {
+    absl::StatusOr<int64_t> g = W4A16GroupSize(config, o.group_size);
+    if (!g.ok()) return Fail(g.status());
+    awq.group_size = *g;
+    awq.clip = o.clip;
+  }
+
   // Calibration: the float model over the text, observing every layer input.
   ActivationMaxima maxima(config);
+  std::unique_ptr<ActivationSampler> sampler;
   PerplexityResult calibration;
-  if (o.scheme == "w8a8-smoothquant") {
+  int64_t calibration_tokens = 0;
+  if (o.scheme != "w8a8") {
     absl::StatusOr<std::string> text = ReadFlagFile("calibration", o.calibration);
     if (!text.ok()) return Fail(text.status());
     absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = Tokenizer::Load(dir);
@@ -154,12 +184,14 @@ int RunQuantize(const std::vector<std::string>& args) {
     if (static_cast<int64_t>(tokens->size()) > o.max_tokens) tokens->resize(o.max_tokens);
     PerplexityOptions popt;
     popt.context = o.context > 0 ? o.context : std::min<int64_t>(512, config.max_position_embeddings);
-    (*model)->SetActivationObserver(&maxima);
+    if (w4a16) sampler = std::make_unique<ActivationSampler>(config, tokens->size(), o.sample_rows);
+    (*model)->SetActivationObserver(w4a16 ? static_cast<ActivationObserver*>(sampler.get()) : &maxima);
     absl::StatusOr<PerplexityResult> r = ComputePerplexity(**model, *tokens, popt);
     (*model)->SetActivationObserver(nullptr);
     if (!r.ok()) return Fail(r.status());
     calibration = *r;
-    if (!o.stats_out.empty()) {
+    calibration_tokens = w4a16 ? sampler->tokens_seen() : maxima.tokens_seen();
+    if (!o.stats_out.empty() && !w4a16) {
       std::ofstream stats(o.stats_out);
       stats << maxima.ToJson().dump() << "\n";
       if (!stats) return Fail(absl::InvalidArgumentError(absl::StrCat("--stats-out: cannot write ", o.stats_out)));
@@ -170,17 +202,29 @@ int RunQuantize(const std::vector<std::string>& args) {
   absl::StatusOr<std::unique_ptr<WeightStore>> store = WeightStore::Open(dir);
   if (!store.ok()) return Fail(store.status());
   const bool smooth = o.scheme == "w8a8-smoothquant";
+  std::vector<LayerAwq> searches;
   absl::StatusOr<std::vector<TensorToWrite>> tensors =
-      BuildW8A8Checkpoint(config, **store, smooth ? &maxima.layers() : nullptr, o.alpha, nullptr);
+      w4a16 ? BuildW4A16Checkpoint(config, **store, *sampler, awq, &searches)
+            : BuildW8A8Checkpoint(config, **store, smooth ? &maxima.layers() : nullptr, o.alpha, nullptr);
   if (!tensors.ok()) return Fail(tensors.status());
+  if (w4a16 && !o.stats_out.empty()) {
+    std::ofstream stats(o.stats_out);
+    stats << AwqStatsJson(searches, awq, *sampler).dump() << "\n";
+    if (!stats) return Fail(absl::InvalidArgumentError(absl::StrCat("--stats-out: cannot write ", o.stats_out)));
+  }
+  if (w4a16 && !o.sample_out.empty()) {
+    if (absl::Status s = WriteAwqSamples(o.sample_out, *sampler); !s.ok()) return Fail(s);
+  }
   if (absl::Status s = PrepareOutDir(out); !s.ok()) return Fail(s);
   const std::map<std::string, std::string> metadata = {
       {"format", "pt"},
-      {"tandem_quantize", absl::StrFormat("scheme=%s alpha=%g calibration_tokens=%d", o.scheme, o.alpha,
-                                          maxima.tokens_seen())}};
+      {"tandem_quantize", w4a16 ? absl::StrFormat("scheme=w4a16 group_size=%d calibration_tokens=%d",
+                                                  awq.group_size, calibration_tokens)
+                                : absl::StrFormat("scheme=%s alpha=%g calibration_tokens=%d", o.scheme, o.alpha,
+                                                  calibration_tokens)}};
   if (absl::Status s = WriteSafetensors(out / "model.safetensors", *tensors, metadata); !s.ok()) return Fail(s);
   nlohmann::json cfg = *config_json;
-  cfg["quantization_config"] = W8A8QuantizationConfig();
+  cfg["quantization_config"] = w4a16 ? W4A16QuantizationConfig(awq.group_size) : W8A8QuantizationConfig();
   {
     std::ofstream cf(out / "config.json");
     cf << cfg.dump(2) << "\n";
@@ -192,13 +236,20 @@ int RunQuantize(const std::vector<std::string>& args) {
     nlohmann::json j = {{"out", out.string()},
                         {"scheme", o.scheme},
                         {"alpha", o.alpha},
-                        {"calibration_tokens", maxima.tokens_seen()},
+                        {"calibration_tokens", calibration_tokens},
                         {"calibration_perplexity", calibration.perplexity},
                         {"seconds", seconds}};
+    if (w4a16) {
+      j.erase("alpha");
+      j["group_size"] = awq.group_size;
+      j["clip"] = awq.clip;
+    }
     std::cout << j.dump() << std::endl;
   } else {
-    std::cout << absl::StrFormat("wrote %s (%s, alpha %g, %d calibration tokens; %.1f s)\n", out.string(), o.scheme,
-                                 o.alpha, maxima.tokens_seen(), seconds);
+    const std::string how = w4a16 ? absl::StrFormat("groups of %d", awq.group_size)
+                                   : absl::StrFormat("alpha %g", o.alpha);
+    std::cout << absl::StrFormat("wrote %s (%s, %s, %d calibration tokens; %.1f s)\n", out.string(), o.scheme, how,
+                                 calibration_tokens, seconds);
   }
   return 0;
 }
