@@ -177,6 +177,7 @@ void LlamaModel::Impl::AttentionBlock(const ForwardBatch& b, KvCache& cache, int
   MatMul(h.data(), n, lw.v_proj, OrNull(lw.v_bias), v.data());
   kernels::ApplyRope(q.data(), n, q_dim, weights.dims.num_heads, hd, cos.data(), sin.data());
   kernels::ApplyRope(k.data(), n, kv_dim, weights.dims.num_kv_heads, hd, cos.data(), sin.data());
+  if (observer != nullptr) observer->OnKvWritten(layer, k.data(), v.data(), n, kv_dim);
   const kernels::KvHeadScales fp8_scales{kv_scales.k_layer(layer), kv_scales.v_layer(layer)};
   kernels::WriteKv(b, cache, layer, k.data(), v.data(), kv_dim, fp8_scales);
   if (listener != nullptr) listener->OnLayerKvWritten(shard.rank, layer);

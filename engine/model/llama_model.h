@@ -54,6 +54,9 @@ class ActivationObserver {
   virtual ~ActivationObserver() = default;
   // x: [rows][cols], row-major, valid during the call only.
   virtual void OnLinearInput(int64_t layer, Site site, const float* x, int64_t rows, int64_t cols) = 0;
+  // The K (after RoPE) and V rows a layer writes into the KV cache, [rows][kv_dim]
+  // each (kv_dim = this rank's KV heads x head_dim), before any KV quantization.
+  virtual void OnKvWritten(int64_t layer, const float* k, const float* v, int64_t rows, int64_t kv_dim) {}
 };
 
 // Weight quantization applied at load (`--quantization`).

@@ -173,6 +173,63 @@ def main():
     return 1 if FAILED else 0
 
 
+def check_kv_cache_scales(args, calib):
+    """`tandem quantize --kv-cache-scales`: every layer's per-head k_scale /
+    v_scale is fp32(max / 448) of the |K| (after RoPE) and |V| the float64
+    reference writes over the same calibration windows (to fp32 rounding of
+    the forward), and the checkpoint says so in kv_cache_scheme."""
+    import numpy as np
+    import safetensors_io
+    from llama_reference import KVCache
+
+    out = os.path.join(args.work, "kv-scales")
+    if os.path.exists(out):
+        import shutil
+        shutil.rmtree(out)
+    stats = os.path.join(args.work, "kv_stats.json")
+    p = subprocess.run([args.tandem, "quantize", "--model", args.model, "--scheme", "w8a8", "--calibration", calib,
+                        "--max-tokens", "600", "--kv-cache-scales", "--kv-stats-out", stats, "--out", out],
+                       capture_output=True, text=True, timeout=600)
+    if not check("tandem quantize --kv-cache-scales exits 0", p.returncode == 0, p.stderr):
+        return
+    ids_path = os.path.join(args.work, "kv_calib_ids.json")
+    rc, _, err = run_perplexity(args, args.model, ["--text", calib, "--max-tokens", "600",
+                                                   "--token-ids-out", ids_path])
+    if not check("the calibration tokens are listed (tandem perplexity --token-ids-out)", rc == 0, err):
+        return
+    with open(ids_path) as f:
+        tokens = json.load(f)
+    ref = reference_model(args.model, False)
+    layers = ref.config.num_layers
+    k_max = np.zeros((layers, ref.config.num_kv_heads))
+    v_max = np.zeros_like(k_max)
+    for start in range(0, len(tokens), CONTEXT):  # the windows quantize calibrates on
+        cache = KVCache(layers)
+        ref.forward(tokens[start:start + CONTEXT], 0, cache)
+        for layer in range(layers):
+            k_max[layer] = np.maximum(k_max[layer], cache.keys[layer].abs().amax(dim=(1, 2)).numpy())
+            v_max[layer] = np.maximum(v_max[layer], cache.values[layer].abs().amax(dim=(1, 2)).numpy())
+    with open(stats) as f:
+        got = json.load(f)
+    worst = max(float(np.max(np.abs(np.asarray(got[n]) - want) / want)) for n, want in (("k_max", k_max),
+                                                                                        ("v_max", v_max)))
+    check("the |K| and |V| maxima per layer and head match the float64 reference (worst relative %.1e <= 1e-5)"
+          % worst, worst <= 1e-5, got)
+    tensors = safetensors_io.load_model_dir(out)
+    exact = all(
+        np.array_equal(tensors["model.layers.%d.self_attn.%s_scale" % (layer, kv)][1],
+                       (np.asarray(got[kv + "_max"][layer], dtype=np.float32) / np.float32(448)).astype(np.float32))
+        for layer in range(layers) for kv in ("k", "v"))
+    check("every k_scale / v_scale is fp32(max / 448), F32 [num_key_value_heads]", exact)
+    with open(os.path.join(out, "config.json")) as f:
+        scheme = json.load(f)["quantization_config"].get("kv_cache_scheme") or {}
+    check("quantization_config carries kv_cache_scheme (8-bit float, static)",
+          scheme.get("num_bits") == 8 and scheme.get("type") == "float" and scheme.get("dynamic") is False, scheme)
+    rc, out_txt, err = run_perplexity(args, out, ["--text", calib, "--max-tokens", "300", "--kv-cache-dtype", "fp8"])
+    check("the checkpoint runs with --kv-cache-dtype fp8 on its own scales", rc == 0 and "static k/v scales" in err,
+          (rc, err[-300:]))
+
+
 def check_tandem_quantize(args, corpus, text_path):
     """`tandem quantize --scheme w8a8-smoothquant` against SmoothQuant
     recomputed here from its own calibration statistics and the float
@@ -227,6 +284,8 @@ def check_tandem_quantize(args, corpus, text_path):
     check("every int8 weight is within half a step of W s (worst %.4f steps <= 0.5001)" % worst_step,
           worst_step <= 0.5001)
     compare_with_reference(args, "tandem quantize w8a8-smoothquant output", out, text_path, True)
+
+    check_kv_cache_scales(args, calib)
 
     for flags, what, rc_want in [(["--out", out], "not empty", 2),
                                  (["--out", out + "-2", "--alpha", "1.5"], "--alpha", 2),

@@ -18,6 +18,7 @@
 #include "engine/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
 #include "tools/tandem/awq.h"
+#include "tools/tandem/kv_scale_calibration.h"
 #include "tools/tandem/smoothquant.h"
 
 namespace tandem::cli {
@@ -70,7 +71,8 @@ struct Options {
   std::string model, calibration, scheme = "w8a8-smoothquant", out, stats_out, sample_out;
   double alpha = 0.5;
   int64_t max_tokens = 16384, context = 0, group_size = 0, sample_rows = 512;
-  bool json = false, clip = false;
+  bool json = false, clip = false, kv_cache_scales = false;
+  std::string kv_stats_out;
 };
 
 int Fail(const absl::Status& st) {
@@ -94,6 +96,10 @@ int RunQuantize(const std::vector<std::string>& args) {
   flags.AddInt("group-size", &o.group_size,
                "w4a16: columns per int4 group, 32|64|128 (default 128, or the largest of 64/32 dividing every "
                "linear input width)");
+  flags.AddBool("kv-cache-scales", &o.kv_cache_scales,
+                "also calibrate the fp8 KV cache: per-layer, per-KV-head k_scale/v_scale = max|K|, max|V| / 448 "
+                "over the calibration text (used by --kv-cache-dtype fp8)");
+  flags.AddString("kv-stats-out", &o.kv_stats_out, "with --kv-cache-scales: write the |K|, |V| maxima there (JSON)");
   flags.AddBool("clip", &o.clip,
                 "w4a16: also search AWQ's per-group clipping after the scales (default off: no gain on the "
                 "bundled model)");
@@ -126,7 +132,8 @@ int RunQuantize(const std::vector<std::string>& args) {
     }
     if (o.sample_rows < 1) why = "--sample-rows must be at least 1";
     if (o.out.empty()) why = "--out is required";
-    if (o.calibration.empty() && o.scheme != "w8a8") why = "--calibration is required";
+    if (o.calibration.empty() && (o.scheme != "w8a8" || o.kv_cache_scales)) why = "--calibration is required";
+    if (!o.kv_stats_out.empty() && !o.kv_cache_scales) why = "--kv-stats-out needs --kv-cache-scales";
     if (o.max_tokens < 2) why = "--max-tokens must be at least 2";
     if (o.context == 1 || o.context < 0) why = "--context must be at least 2 (0: the default)";
   }
@@ -135,7 +142,7 @@ int RunQuantize(const std::vector<std::string>& args) {
         << (why.empty() ? "" : why + "\n")
         << "usage: tandem quantize --calibration FILE --out DIR [--model DIR] "
            "[--scheme w8a8-smoothquant|w8a8|w4a16] [--alpha A] [--group-size G] [--max-tokens N] "
-           "[--stats-out FILE] [--json]\n"
+           "[--kv-cache-scales] [--stats-out FILE] [--json]\n"
            "runs the float model over the calibration text recording each linear layer's per-channel input "
            "maxima, folds SmoothQuant's per-channel factors into the RMSNorm weights, quantizes every decoder "
            "linear layer to int8 per output row and writes a compressed-tensors W8A8 checkpoint (loaded by "
@@ -174,7 +181,8 @@ int RunQuantize(const std::vector<std::string>& args) {
   std::unique_ptr<ActivationSampler> sampler;
   PerplexityResult calibration;
   int64_t calibration_tokens = 0;
-  if (o.scheme != "w8a8") {
+  KvMaxima kv_maxima(config);
+  if (o.scheme != "w8a8" || o.kv_cache_scales) {
     absl::StatusOr<std::string> text = ReadFlagFile("calibration", o.calibration);
     if (!text.ok()) return Fail(text.status());
     absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = Tokenizer::Load(dir);
@@ -185,7 +193,8 @@ int RunQuantize(const std::vector<std::string>& args) {
     PerplexityOptions popt;
     popt.context = o.context > 0 ? o.context : std::min<int64_t>(512, config.max_position_embeddings);
     if (w4a16) sampler = std::make_unique<ActivationSampler>(config, tokens->size(), o.sample_rows);
-    (*model)->SetActivationObserver(w4a16 ? static_cast<ActivationObserver*>(sampler.get()) : &maxima);
+    ObserverPair both(w4a16 ? static_cast<ActivationObserver*>(sampler.get()) : &maxima, &kv_maxima);
+    (*model)->SetActivationObserver(&both);
     absl::StatusOr<PerplexityResult> r = ComputePerplexity(**model, *tokens, popt);
     (*model)->SetActivationObserver(nullptr);
     if (!r.ok()) return Fail(r.status());
@@ -207,6 +216,14 @@ int RunQuantize(const std::vector<std::string>& args) {
       w4a16 ? BuildW4A16Checkpoint(config, **store, *sampler, awq, &searches)
             : BuildW8A8Checkpoint(config, **store, smooth ? &maxima.layers() : nullptr, o.alpha, nullptr);
   if (!tensors.ok()) return Fail(tensors.status());
+  if (o.kv_cache_scales) {
+    for (TensorToWrite& t : KvScaleTensors(kv_maxima)) tensors->push_back(std::move(t));
+    if (!o.kv_stats_out.empty()) {
+      std::ofstream kv(o.kv_stats_out);
+      kv << kv_maxima.ToJson().dump() << "\n";
+      if (!kv) return Fail(absl::InvalidArgumentError(absl::StrCat("--kv-stats-out: cannot write ", o.kv_stats_out)));
+    }
+  }
   if (w4a16 && !o.stats_out.empty()) {
     std::ofstream stats(o.stats_out);
     stats << AwqStatsJson(searches, awq, *sampler).dump() << "\n";
@@ -225,6 +242,7 @@ int RunQuantize(const std::vector<std::string>& args) {
   if (absl::Status s = WriteSafetensors(out / "model.safetensors", *tensors, metadata); !s.ok()) return Fail(s);
   nlohmann::json cfg = *config_json;
   cfg["quantization_config"] = w4a16 ? W4A16QuantizationConfig(awq.group_size) : W8A8QuantizationConfig();
+  if (o.kv_cache_scales) cfg["quantization_config"]["kv_cache_scheme"] = KvCacheScheme();
   {
     std::ofstream cf(out / "config.json");
     cf << cfg.dump(2) << "\n";
