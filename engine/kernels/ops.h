@@ -42,6 +42,10 @@ struct WeightRef {
   // or null. When set, the model runs this matrix through MatMulInt4. Owned
   // by whoever quantized it.
   const Int4Weight* int4 = nullptr;
+  // When non-null, the quantized matrix's column j multiplies input column
+  // input_perm[j] (a GPTQ act-order checkpoint, its columns sorted by group
+  // so groups are contiguous); the caller gathers x accordingly. [cols].
+  const int32_t* input_perm = nullptr;
 
   // Row `r` offset by `c` columns, as a typed pointer.
   const uint8_t* RowBytes(int64_t r) const {

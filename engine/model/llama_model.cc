@@ -69,7 +69,14 @@ struct LlamaModel::Impl {
   }
 
   // Every matmul of the model, in the precision it was loaded with.
-  void MatMul(const float* x, int64_t m, const kernels::WeightRef& w, const float* bias, float* y) const {
+  void MatMul(const float* x, int64_t m, const kernels::WeightRef& w, const float* bias, float* y) {
+    if (w.input_perm != nullptr) {  // reorder the inputs the way the columns were
+      permuted.resize(static_cast<size_t>(m * w.cols));
+      for (int64_t i = 0; i < m; ++i) {
+        for (int64_t j = 0; j < w.cols; ++j) permuted[i * w.cols + j] = x[i * w.cols + w.input_perm[j]];
+      }
+      x = permuted.data();
+    }
     if (w.int8 != nullptr) {
       kernels::MatMulInt8(x, m, *w.int8, bias, y);
     } else if (w.fp8 != nullptr) {
@@ -84,7 +91,7 @@ struct LlamaModel::Impl {
   }
 
   // Scratch reused across steps (Forward is not re-entrant).
-  std::vector<float> x, h, q, k, v, attn, proj, gate, up, cos, sin;
+  std::vector<float> x, h, q, k, v, attn, proj, gate, up, cos, sin, permuted;
 
   void Observe(int64_t layer, ActivationObserver::Site site, const std::vector<float>& x, int64_t rows,
                int64_t cols) {

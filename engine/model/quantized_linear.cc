@@ -2,6 +2,7 @@
 // read as their public descriptions lay them out.
 #include "engine/model/quantized_linear.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -132,6 +133,7 @@ struct Unpacked4 {
   std::vector<uint8_t> q;       // [out][in]
   std::vector<float> scales;    // [out][in / group]
   std::vector<uint8_t> zeros;   // [out][in / group]
+  std::vector<int32_t> perm;    // empty, or column j holds input perm[j] (GPTQ act-order)
 };
 
 uint8_t Nibble(const int32_t* words, int64_t word, int shift) {
@@ -215,24 +217,42 @@ absl::StatusOr<Unpacked4> UnpackAwqOrGptq(const WeightStore& s, const Checkpoint
   ASSIGN_OR_RETURN(std::vector<float> scales_t, FloatMatrix(s, module + ".scales", {groups, out}));
   const auto* w = static_cast<const int32_t*>(qw.data);
   const auto* z = static_cast<const int32_t*>(qz.data);
+  // Column j of the unpacked matrix is input col_of[j]; its group j / group.
+  // GPTQ's act-order (desc_act) assigns groups through g_idx in any order:
+  // the columns are then sorted by group (stably), which keeps each group's
+  // members together, and the caller permutes the inputs to match.
+  std::vector<int32_t> col_of(static_cast<size_t>(in));
+  for (int64_t i = 0; i < in; ++i) col_of[i] = static_cast<int32_t>(i);
   std::vector<int64_t> group_of(static_cast<size_t>(in));
   for (int64_t i = 0; i < in; ++i) group_of[i] = i / u.group;
   if (!awq && s.Contains(module + ".g_idx")) {
     ASSIGN_OR_RETURN(TensorView gi, GetTyped(s, module + ".g_idx", {in}, DType::kI32));
     const auto* g = static_cast<const int32_t*>(gi.data);
+    std::vector<int64_t> count(static_cast<size_t>(groups), 0);
     for (int64_t i = 0; i < in; ++i) {
-      if (g[i] != group_of[i]) {
-        // Act-order reorders the groups; the kernels need them contiguous.
-        return absl::UnimplementedError(absl::StrCat(
-            "tensor '", module, ".g_idx' puts input ", i, " in group ", g[i],
-            ": GPTQ act-order (desc_act) checkpoints with reordered groups are not supported"));
+      if (g[i] < 0 || g[i] >= groups) {
+        return absl::InvalidArgumentError(absl::StrCat("tensor '", module, ".g_idx' puts input ", i, " in group ",
+                                                       g[i], " of ", groups));
+      }
+      group_of[i] = g[i];
+      ++count[g[i]];
+    }
+    for (int64_t c : count) {
+      if (c != u.group) {
+        return absl::InvalidArgumentError(absl::StrCat("tensor '", module, ".g_idx' has a group of ", c,
+                                                       " inputs; every group must have ", u.group));
       }
     }
+    std::stable_sort(col_of.begin(), col_of.end(), [&](int32_t a, int32_t b) { return group_of[a] < group_of[b]; });
+    bool identity = true;
+    for (int64_t j = 0; j < in; ++j) identity = identity && col_of[j] == j;
+    if (!identity) u.perm = col_of;
   }
   u.q.resize(static_cast<size_t>(out * in));
-  for (int64_t i = 0; i < in; ++i) {
+  for (int64_t j = 0; j < in; ++j) {
+    const int64_t i = col_of[j];
     for (int64_t o = 0; o < out; ++o) {
-      u.q[o * in + i] = awq ? Nibble(w, i * (out / 8) + o / 8, 4 * kAwqNibble[o % 8])
+      u.q[o * in + j] = awq ? Nibble(w, i * (out / 8) + o / 8, 4 * kAwqNibble[o % 8])
                             : Nibble(w, (i / 8) * out + o, static_cast<int>(4 * (i % 8)));
     }
   }
@@ -267,6 +287,11 @@ absl::StatusOr<kernels::WeightRef> LoadInt4(const WeightStore& s, const Checkpoi
   } else {
     c0 = slice.range.begin;
     nc = slice.range.length;
+    if (!u.perm.empty() && nc != in) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          module, ": a GPTQ act-order layer's groups gather inputs from every column, so it cannot be split by "
+                  "columns across tensor-parallel ranks (run it with --tp 1)"));
+    }
     if (c0 % u.group != 0 || nc % u.group != 0) {
       return absl::InvalidArgumentError(absl::StrCat(module, ": a tensor-parallel slice of columns [", c0, ", ",
                                                      c0 + nc, ") does not fall on groups of ", u.group));
@@ -292,6 +317,10 @@ absl::StatusOr<kernels::WeightRef> LoadInt4(const WeightStore& s, const Checkpoi
   ref.cols = nc;
   ref.row_stride = nc;
   ref.int4 = storage.int4.back().get();
+  if (!u.perm.empty()) {
+    storage.input_perms.push_back(std::make_unique<std::vector<int32_t>>(std::move(u.perm)));
+    ref.input_perm = storage.input_perms.back()->data();
+  }
   return ref;
 }
 

@@ -35,15 +35,17 @@ struct QuantizedStorage {
   std::vector<std::unique_ptr<kernels::Int8Weight>> int8;
   std::vector<std::unique_ptr<kernels::Fp8Weight>> fp8;
   std::vector<std::unique_ptr<kernels::Int4Weight>> int4;
+  std::vector<std::unique_ptr<std::vector<int32_t>>> input_perms;  // WeightRef::input_perm
 };
 
 // Loads module `module` (e.g. "model.layers.3.mlp.down_proj"; its tensors
 // are `module` + ".weight", ".weight_scale", ...) of full shape [out, in],
 // stored as `q` says, into `storage`; returns the slice's WeightRef (its
 // quantized pointer set, no float data). InvalidArgument / NotFound name
-// the tensor; Unimplemented for a layout this build cannot load (GPTQ with
-// act-order groups). A row-parallel (column) slice of a 4-bit layer must
-// start and end on group boundaries.
+// the tensor. A row-parallel (column) slice of a 4-bit layer must start and
+// end on group boundaries, and cannot be taken of a GPTQ act-order layer
+// (its groups gather columns from everywhere); such a layer loads with its
+// columns sorted by group and WeightRef::input_perm set.
 absl::StatusOr<kernels::WeightRef> LoadQuantizedLinear(const WeightStore& store, const CheckpointQuantization& q,
                                                        const std::string& module, int64_t out, int64_t in,
                                                        const LinearSlice& slice, QuantizedStorage& storage);

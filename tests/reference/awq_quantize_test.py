@@ -183,8 +183,6 @@ def main():
     check("it calibrated on 16384 tokens in groups of 128",
           summary["calibration_tokens"] == 16384 and summary["group_size"] == 128, summary)
 
-    with open(os.path.join(args.model, "config.json")) as f:
-        cfg = json.load(f)
     with open(os.path.join(out, "config.json")) as f:
         qcfg = json.load(f)["quantization_config"]
     grp = qcfg["config_groups"]["group_0"]

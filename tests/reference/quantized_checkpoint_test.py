@@ -149,6 +149,8 @@ def main():
         ("AutoAWQ GEMM int4", lambda d: quantized_formats.write_awq(args.model, d, 128)),
         ("AutoGPTQ int4, symmetric", lambda d: quantized_formats.write_gptq(args.model, d, 128, True)),
         ("AutoGPTQ int4, groups of 32", lambda d: quantized_formats.write_gptq(args.model, d, 32, True)),
+        ("AutoGPTQ int4, act-order (desc_act, shuffled g_idx)",
+         lambda d: quantized_formats.write_gptq(args.model, d, 128, True, act_order=True)),
     ]
     for label, write in cases:
         d = os.path.join(args.work, label.replace(" ", "_").replace(",", ""))
@@ -167,6 +169,12 @@ def main():
             outs.append(json.loads(p.stdout)["token_ids"] if p.returncode == 0 else p.stderr)
         check("%s: tandem generate runs at --tp 1 and --tp 2, 12 tokens each" % label,
               all(isinstance(o, list) and len(o) == 12 for o in outs), outs)
+
+    act = os.path.join(args.work, "AutoGPTQ_int4_act-order_(desc_act_shuffled_g_idx)")
+    p = subprocess.run([args.tandem, "generate", "--model", act, "--tp", "2", "--prompt", "ROMEO:", "--max-tokens", "4"],
+                       capture_output=True, text=True, timeout=600)
+    check("an act-order GPTQ checkpoint at --tp 2 fails naming the split and --tp 1",
+          p.returncode != 0 and "act-order" in p.stderr and "--tp 1" in p.stderr, (p.returncode, p.stderr[-400:]))
 
     check_tandem_quantize(args, corpus, text_path)
     print("%d failed" % len(FAILED))

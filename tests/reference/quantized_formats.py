@@ -215,7 +215,7 @@ def _unpack_rows(words, order=range(8)):
 AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
 
 
-def _write_int4(src, dst, fmt, group=128, symmetric=False):
+def _write_int4(src, dst, fmt, group=128, symmetric=False, act_order=False):
     cfg = _config(src)
     tensors = safetensors_io.load_model_dir(src)
     out = {}
@@ -226,7 +226,14 @@ def _write_int4(src, dst, fmt, group=128, symmetric=False):
             out[name] = stored
             continue
         w = safetensors_io.to_float64(*stored)
-        q, scale, zero = rtn_int4(w, group, symmetric)
+        order = np.arange(w.shape[1])
+        if act_order:  # GPTQ desc_act: groups of inputs in a data-dependent order (here: a fixed shuffle)
+            order = np.random.default_rng(len(out)).permutation(w.shape[1])
+        q_sorted, scale, zero = rtn_int4(w[:, order], group, symmetric)
+        q = np.empty_like(q_sorted)
+        q[:, order] = q_sorted  # back to input order; input order[j] is in group j // group
+        g_idx = np.empty(w.shape[1], dtype=np.int32)
+        g_idx[order] = np.arange(w.shape[1]) // group
         if fmt == "pack-quantized":
             out[module + ".weight_packed"] = ("I32", _pack_rows(q))  # signed value + 8 == q when zero is 8
             out[module + ".weight_shape"] = ("I64", np.array(w.shape, dtype=np.int64))
@@ -241,7 +248,7 @@ def _write_int4(src, dst, fmt, group=128, symmetric=False):
             out[module + ".qweight"] = ("I32", _pack_rows(q).T.copy())
             out[module + ".qzeros"] = ("I32", _pack_rows((zero - 1).T))
             out[module + ".scales"] = ("F16", scale.T.copy())
-            out[module + ".g_idx"] = ("I32", (np.arange(w.shape[1]) // group).astype(np.int32))
+            out[module + ".g_idx"] = ("I32", g_idx)
     if fmt == "pack-quantized":
         weights = {"num_bits": 4, "type": "int", "symmetric": symmetric, "strategy": "group", "group_size": group,
                    "dynamic": False}
@@ -253,7 +260,7 @@ def _write_int4(src, dst, fmt, group=128, symmetric=False):
         cfg["quantization_config"] = {"quant_method": "awq", "bits": 4, "group_size": group, "zero_point": True,
                                       "version": "gemm", "modules_to_not_convert": None}
     else:
-        cfg["quantization_config"] = {"quant_method": "gptq", "bits": 4, "group_size": group, "desc_act": False,
+        cfg["quantization_config"] = {"quant_method": "gptq", "bits": 4, "group_size": group, "desc_act": act_order,
                                       "sym": symmetric, "checkpoint_format": "gptq"}
     _finish(src, dst, cfg, out)
 
@@ -266,8 +273,8 @@ def write_awq(src, dst, group=128):
     _write_int4(src, dst, "awq", group, symmetric=False)
 
 
-def write_gptq(src, dst, group=128, symmetric=True):
-    _write_int4(src, dst, "gptq", group, symmetric)
+def write_gptq(src, dst, group=128, symmetric=True, act_order=False):
+    _write_int4(src, dst, "gptq", group, symmetric, act_order)
 
 
 def _finish(src, dst, cfg, tensors):

@@ -3,6 +3,7 @@
 // for a tensor-parallel shard, with every malformed tensor named).
 #include "engine/model/checkpoint_quantization.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -312,6 +313,31 @@ TEST_F(GptqLinearTest, RowAndGroupAlignedColumnSlicesDequantizeByTheFormula) {
   }
 }
 
+// Act-order: g_idx sends input i to group i % 2. The loader sorts the
+// columns by group and sets input_perm; column j of the quantized matrix
+// must then be input input_perm[j] with that input's group parameters.
+TEST_F(GptqLinearTest, ActOrderColumnsAreSortedByGroupAndThePermutationSet) {
+  std::vector<int32_t> g_idx;
+  for (int i = 0; i < 64; ++i) g_idx.push_back(i % 2);
+  auto store = Write(Tensors(g_idx));
+  absl::StatusOr<kernels::WeightRef> w =
+      LoadQuantizedLinear(*store, Gptq(), "m", 8, 64, {LinearSlice::kRows, {1, 6}}, storage_);
+  ASSERT_TRUE(w.ok()) << w.status();
+  ASSERT_NE(w->input_perm, nullptr);
+  std::vector<int> seen(64, 0);
+  std::vector<float> row(64);
+  for (int r = 0; r < 6; ++r) {
+    kernels::DequantizeInt4Row(*w->int4, r, row.data());
+    for (int j = 0; j < 64; ++j) {
+      const int i = w->input_perm[j], o = r + 1, g = i % 2;
+      if (r == 0) ++seen[i];
+      EXPECT_EQ(j / 32, g) << "column " << j << " holds input " << i << " of group " << g;
+      ASSERT_EQ(row[j], static_cast<float>(Code(i, o) - Zero(g, o)) * Scale(g, o)) << o << " " << i;
+    }
+  }
+  EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), 64);  // a permutation
+}
+
 TEST_F(GptqLinearTest, RefusesSplitGroupsActOrderAndZeroOverflow) {
   {
     auto store = Write(Tensors());
@@ -322,8 +348,14 @@ TEST_F(GptqLinearTest, RefusesSplitGroupsActOrderAndZeroOverflow) {
     std::vector<int32_t> g_idx;
     for (int i = 0; i < 64; ++i) g_idx.push_back(i % 2);  // act-order: groups interleaved
     auto store = Write(Tensors(g_idx));
+    EXPECT_ERROR(LoadQuantizedLinear(*store, Gptq(), "m", 8, 64, {LinearSlice::kColumns, {0, 32}}, storage_).status(),
+                 absl::StatusCode::kInvalidArgument, HasSubstr("act-order"), HasSubstr("--tp 1"));
+  }
+  {
+    std::vector<int32_t> g_idx(64, 0);  // a group of 64 and an empty one
+    auto store = Write(Tensors(g_idx));
     EXPECT_ERROR(LoadQuantizedLinear(*store, Gptq(), "m", 8, 64, {LinearSlice::kRows, {0, 8}}, storage_).status(),
-                 absl::StatusCode::kUnimplemented, HasSubstr("m.g_idx"), HasSubstr("act-order"));
+                 absl::StatusCode::kInvalidArgument, HasSubstr("m.g_idx"), HasSubstr("group of 64"));
   }
   {
     auto store = Write(Tensors({}, /*overflow_zero_at=*/3));
