@@ -3,7 +3,10 @@
 // Thread-safety: single-threaded use in main().
 #pragma once
 
+#include <filesystem>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "engine/core/llm_engine.h"
@@ -17,6 +20,15 @@ absl::StatusOr<DType> ParseKvCacheDtype(const std::string& name);
 absl::StatusOr<kernels::MatMulPrecision> ParseMatMulDtype(const std::string& name);
 // --quantization: none | int8 | fp8 | int4. InvalidArgument naming the flag.
 absl::StatusOr<Quantization> ParseQuantization(const std::string& name);
+
+// The --kv-cache-dtype spelling of `dtype` ("fp32", "bf16", "fp16", "int8", "fp8").
+std::string KvCacheDtypeName(DType dtype);
+// What "auto" resolved to, as label pairs: dtype, kv_cache_dtype, cpu_isa,
+// quantization (the metric tandem_engine_info carries them).
+std::vector<std::pair<std::string, std::string>> EngineArithmeticLabels(const EngineConfig& config);
+// The same as one line for start-up logs: "dtype bfloat16, kv-cache-dtype
+// bf16, cpu avx512_bf16, quantization none".
+std::string DescribeEngineArithmetic(const EngineConfig& config);
 
 struct EngineFlags {
   // -1: unset; ToConfig picks kDefaultBatchedTokens (or, without chunked
@@ -33,8 +45,10 @@ struct EngineFlags {
   int64_t block_size = 16;
   int64_t num_kv_blocks = 0;
   int64_t kv_cache_memory_mib = 1024;
-  std::string kv_cache_dtype = "fp32";
-  std::string dtype = "float32";
+  // "auto": resolved by ToConfig from the checkpoint and the host
+  // (engine/model/auto_dtype.h).
+  std::string kv_cache_dtype = "auto";
+  std::string dtype = "auto";
   std::string quantization = "none";
   bool no_prefix_caching = false;
   bool no_chunked_prefill = false;
@@ -44,8 +58,9 @@ struct EngineFlags {
   int64_t max_batch_delay_ms = 10;
 
   void Register(FlagSet& flags);
-  // The typed, validated engine configuration. InvalidArgument names the flag.
-  absl::StatusOr<EngineConfig> ToConfig(uint64_t seed) const;
+  // The typed, validated engine configuration for the model in `model_dir`
+  // (read only to resolve "auto" dtypes). InvalidArgument names the flag.
+  absl::StatusOr<EngineConfig> ToConfig(uint64_t seed, const std::filesystem::path& model_dir) const;
 };
 
 }  // namespace tandem::cli

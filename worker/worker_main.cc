@@ -52,12 +52,12 @@ int WorkerMain(int argc, char** argv, WorkerRole& role) {
     std::cerr << program << ": " << cluster_tls.status().message() << "\n";
     return 2;
   }
-  absl::StatusOr<EngineConfig> config = wf.engine.ToConfig(std::random_device{}());
+  const std::filesystem::path model_dir = wf.model.empty() ? cli::DefaultModelDir() : std::filesystem::path(wf.model);
+  absl::StatusOr<EngineConfig> config = wf.engine.ToConfig(std::random_device{}(), model_dir);
   if (!config.ok()) return fail(config.status());
 
   // Outlives the engine and the transports: the step listener observes into it until the loop stops.
   metrics::Registry metrics_registry;
-  const std::filesystem::path model_dir = wf.model.empty() ? cli::DefaultModelDir() : std::filesystem::path(wf.model);
   absl::StatusOr<WorkerModel> model =
       LoadWorkerModel(model_dir.string(), *config, static_cast<int>(wf.tp), role.release_grace());
   if (!model.ok()) return fail(model.status());
@@ -87,6 +87,10 @@ int WorkerMain(int argc, char** argv, WorkerRole& role) {
   if (absl::Status st = ExportEngineMetrics(&metrics_registry, metric_labels, model->engine.get()); !st.ok()) {
     return fail(st);
   }
+  if (absl::Status st = ExportEngineInfo(&metrics_registry, metric_labels, cli::EngineArithmeticLabels(*config));
+      !st.ok()) {
+    return fail(st);
+  }
   std::vector<const KvTransport*> rank_transports;
   for (const auto& t : kv->transports) rank_transports.push_back(t.get());
   absl::StatusOr<prometheus::Histogram*> transfer_seconds =
@@ -100,7 +104,8 @@ int WorkerMain(int argc, char** argv, WorkerRole& role) {
   const std::string address = net::JoinHostPort(wf.host, bound_port);
   std::cout << program << ": " << wf.worker_id << " listening on " << address << " (tp " << model->ranks.size()
             << role.Describe(parts) << ", transport " << wf.kv_transport << ", "
-            << ((*cluster_tls)->secure() ? "mTLS" : "PLAINTEXT: --insecure-cluster") << ")" << std::endl;
+            << ((*cluster_tls)->secure() ? "mTLS" : "PLAINTEXT: --insecure-cluster") << "; "
+            << cli::DescribeEngineArithmetic(*config) << ")" << std::endl;
   // One registration per router: replicas behind one address all route to us.
   std::vector<std::unique_ptr<RouterRegistration>> registrations;
   // One per process start: routers tell this process from an earlier one

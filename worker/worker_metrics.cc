@@ -25,6 +25,19 @@ constexpr std::array<double, 11> kBatchSizeBuckets = {1, 2, 4, 8, 16, 32, 64, 12
 
 }  // namespace
 
+absl::Status ExportEngineInfo(metrics::Registry* registry, const Labels& labels,
+                              const std::vector<std::pair<std::string, std::string>>& info) {
+  ASSIGN_OR_RETURN(prometheus::Family<prometheus::Gauge>* family,
+                   registry->AddGauge("tandem_engine_info",
+                                      "Always 1; its labels say the engine's arithmetic: dtype, kv_cache_dtype, "
+                                      "cpu_isa, quantization."));
+  Labels all = labels;
+  for (const auto& [key, value] : info) all[key] = value;
+  ASSIGN_OR_RETURN(prometheus::Gauge* gauge, metrics::AddChild(family, all));
+  gauge->Set(1);
+  return absl::OkStatus();
+}
+
 absl::Status ExportEngineMetrics(metrics::Registry* registry, const Labels& labels, AsyncEngine* engine,
                                  prometheus::Family<prometheus::Histogram>* queue_time) {
   metrics::Registry& r = *registry;

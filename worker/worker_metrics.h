@@ -16,6 +16,8 @@
 // register run on the scraping thread, the step listener on the loop thread.
 #pragma once
 
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -36,6 +38,11 @@ namespace tandem {
 [[nodiscard]] absl::Status ExportEngineMetrics(metrics::Registry* registry, const metrics::Labels& labels,
                                                AsyncEngine* engine,
                                                prometheus::Family<prometheus::Histogram>* queue_time = nullptr);
+
+// tandem_engine_info{<labels>, <info>} 1: the arithmetic the engine runs
+// (what --dtype / --kv-cache-dtype "auto" resolved to), as labels.
+[[nodiscard]] absl::Status ExportEngineInfo(metrics::Registry* registry, const metrics::Labels& labels,
+                                            const std::vector<std::pair<std::string, std::string>>& info);
 
 // Registers the transport families with `labels`, each summed over
 // `transports` (one per TP rank; they must stay alive while the registry is

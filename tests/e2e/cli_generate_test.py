@@ -43,11 +43,17 @@ def reference_greedy(source, model_dir, prompt_ids, max_tokens, ignore_eos):
     return json.loads(out.strip().splitlines()[-1])
 
 
+# The float reference's arithmetic: the defaults are "auto", which picks BF16
+# matmuls and a BF16 KV cache for a BF16 checkpoint on a CPU with BF16 dot
+# products (test_auto_dtype covers them).
+FP32 = ["--dtype", "float32", "--kv-cache-dtype", "fp32"]
+
+
 def test_bundled_model_greedy_matches_reference(args):
     """The bundled model's greedy output equals the float64 reference's."""
     for prompt in ["ROMEO:", "First Citizen:\nBefore we proceed any further, hear me speak."]:
         rc, out, err = run([args.tandem, "generate", "--prompt", prompt, "--temperature", "0",
-                            "--max-tokens", "64", "--json"])
+                            "--max-tokens", "64", "--json"] + FP32)
         check("bundled generate exits 0 (%r)" % prompt[:12], rc == 0, err)
         if rc != 0:
             continue
@@ -69,7 +75,7 @@ def test_random_model_prompt_ids(args):
     make_random_model.make_random_model("llama_bf16", model)
     ids = [5, 17, 99, 3]
     rc, out, err = run([args.tandem, "generate", "--model", model, "--prompt-ids", ",".join(map(str, ids)),
-                        "--max-tokens", "20", "--temperature", "0", "--ignore-eos", "--json"])
+                        "--max-tokens", "20", "--temperature", "0", "--ignore-eos", "--json"] + FP32)
     check("random model generate exits 0", rc == 0, err)
     if rc == 0:
         got = json.loads(out)
@@ -94,6 +100,33 @@ def test_random_model_prompt_ids(args):
                             "--max-tokens", "16", "--temperature", "1", "--seed", "7", "--ignore-eos", "--json"])
         outs.append(json.loads(out)["token_ids"] if rc == 0 else None)
     check("same seed gives the same tokens", outs[0] is not None and outs[0] == outs[1], str(outs))
+
+
+def cpu_has_bf16_dot_products():
+    with open("/proc/cpuinfo") as f:
+        flags = set(next((l for l in f if l.startswith("flags")), "").split())
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def test_auto_dtype(args):
+    """No flags = --dtype auto --kv-cache-dtype auto: for the bundled BF16
+    checkpoint, BF16 matmuls where the CPU has BF16 dot products (else fp32)
+    and a BF16 KV cache. The logprobs equal the explicit flags' exactly and
+    differ from the other arithmetic's."""
+    base = [args.tandem, "generate", "--prompt", "ROMEO:", "--temperature", "0", "--max-tokens", "12",
+            "--logprobs", "1", "--json"]
+    bf16 = ["--dtype", "bfloat16", "--kv-cache-dtype", "bf16"]
+    fp32 = ["--dtype", "float32", "--kv-cache-dtype", "bf16"]
+    want, other = (bf16, fp32) if cpu_has_bf16_dot_products() else (fp32, bf16)
+    outs = {}
+    for name, extra in [("default", []), ("want", want), ("other", other)]:
+        rc, out, err = run(base + extra)
+        check("auto dtype: generate %s exits 0" % name, rc == 0, err)
+        outs[name] = [t["logprob"] for t in json.loads(out)["logprobs"]] if rc == 0 else None
+    check("auto dtype: the defaults give the logprobs of %s" % " ".join(want),
+          outs["default"] is not None and outs["default"] == outs["want"], str(outs))
+    check("auto dtype: and not those of %s" % " ".join(other),
+          outs["default"] is not None and outs["default"] != outs["other"], str(outs))
 
 
 def test_many_prompts_and_batching(args):
@@ -212,7 +245,7 @@ def test_errors(args):
     check("request larger than the KV pool: exit 1", rc == 1 and "KV blocks" in err, err)
     rc, out, err = run([args.tandem, "generate", "--prompt", "x", "--dtype", "half"])
     check("unknown --dtype: exit 1, names the flag and the choices",
-          rc == 1 and "--dtype 'half'" in err and "float32 or bfloat16" in err, err)
+          rc == 1 and "--dtype 'half'" in err and "auto, float32 or bfloat16" in err, err)
     rc, out, err = run([args.tandem, "up", "--prefill-cores", "3-1"])
     check("tandem up --prefill-cores 3-1: exit 2 before starting anything, names the flag and the item",
           rc == 2 and "--prefill-cores" in err and "'3-1'" in err, err)
@@ -229,6 +262,7 @@ def main():
     os.makedirs(args.work, exist_ok=True)
     test_bundled_model_greedy_matches_reference(args)
     test_random_model_prompt_ids(args)
+    test_auto_dtype(args)
     test_many_prompts_and_batching(args)
     test_int8_quantization(args)
     test_fp8_quantization(args)

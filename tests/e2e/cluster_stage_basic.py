@@ -39,7 +39,8 @@ def run_cluster_a(prompts, expected, model_cfg):
                      + [("prefill worker", a) for a in pre])
         client = state.tc.TandemClient(up.addr)
         base = snapshot(dec, pre)
-        layout = check_layout(label, dec[0], model_cfg, 4, "F32")
+        # --kv-cache-dtype auto (the default): the checkpoint's dtype, BF16 for the bundled model.
+        layout = check_layout(label, dec[0], model_cfg, 2, "BF16")
         ok, desc = wait_released(base)
         check("3: %s: the probe reservation's block is free again" % label, ok, desc)
         before = {a: s.kv_transfer_bytes_total for a, s in base[1].items()}

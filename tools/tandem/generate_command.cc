@@ -174,7 +174,7 @@ nlohmann::json ToJson(const EngineRequest& r, const Collected& c, bool with_id) 
 absl::Status Generate(const GenerateFlags& g) {
   const std::filesystem::path dir = g.model.empty() ? DefaultModelDir() : std::filesystem::path(g.model);
   if (g.tp < 1 || g.tp > 64) return absl::InvalidArgumentError("--tp must be in [1, 64]");
-  ASSIGN_OR_RETURN(EngineConfig config, g.engine.ToConfig(std::random_device{}()));
+  ASSIGN_OR_RETURN(EngineConfig config, g.engine.ToConfig(std::random_device{}(), dir));
   ASSIGN_OR_RETURN(std::unique_ptr<ModelExecutor> model, LoadExecutor(dir, static_cast<int>(g.tp), config.precision, config.quantization));
   std::unique_ptr<Tokenizer> tokenizer;
   if (std::filesystem::exists(dir / "tokenizer.json")) {

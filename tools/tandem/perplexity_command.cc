@@ -11,6 +11,7 @@
 #include "common/cli/cli_flags.h"
 #include "common/cli/flag_files.h"
 #include "common/cli/model_path.h"
+#include "engine/model/auto_dtype.h"
 #include "engine/model/llama_model.h"
 #include "engine/model/perplexity.h"
 #include "engine/tokenizer/tokenizer.h"
@@ -32,8 +33,8 @@ int RunPerplexity(const std::vector<std::string>& args) {
                "max_position_embeddings when smaller)");
   flags.AddInt("max-tokens", &max_tokens, "score only the first N tokens of the text (default 0: all)");
   flags.AddInt("step-tokens", &step_tokens, "tokens per forward step inside a window (default 256; memory only)");
-  flags.AddString("dtype", &dtype, "float32 | bfloat16: matmul arithmetic, as tandem generate (default float32)");
-  flags.AddString("kv-cache-dtype", &kv_cache_dtype, "fp32 | bf16 | fp16 | int8 | fp8 (default fp32)");
+  flags.AddString("dtype", &dtype, "auto | float32 | bfloat16: matmul arithmetic, as tandem generate (default float32)");
+  flags.AddString("kv-cache-dtype", &kv_cache_dtype, "auto | fp32 | bf16 | fp16 | int8 | fp8 (default fp32)");
   flags.AddString("quantization", &quantization, "none | int8 | fp8 | int4: quantize at load, as tandem generate (default none)");
   flags.AddBool("quantize-lm-head", &quantize_lm_head,
                 "with --quantization: quantize the LM head too (tandem generate keeps it in the file's dtype)");
@@ -65,9 +66,16 @@ int RunPerplexity(const std::vector<std::string>& args) {
     std::cerr << "tandem perplexity: " << st << "\n";
     return st.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
   };
-  absl::StatusOr<DType> kv_dtype = ParseKvCacheDtype(kv_cache_dtype);
+  const std::filesystem::path dir = model.empty() ? DefaultModelDir() : std::filesystem::path(model);
+  // "auto" as the engine flags resolve it; the defaults stay the fp32 reference.
+  absl::StatusOr<DType> file_dtype = DType::kF32;
+  if (kv_cache_dtype == "auto" || dtype == "auto") file_dtype = CheckpointDtype(dir);
+  if (!file_dtype.ok()) return fail(file_dtype.status());
+  absl::StatusOr<DType> kv_dtype =
+      kv_cache_dtype == "auto" ? AutoKvCacheDtype(*file_dtype) : ParseKvCacheDtype(kv_cache_dtype);
   if (!kv_dtype.ok()) return fail(kv_dtype.status());
-  absl::StatusOr<kernels::MatMulPrecision> precision = ParseMatMulDtype(dtype);
+  absl::StatusOr<kernels::MatMulPrecision> precision =
+      dtype == "auto" ? AutoMatMulPrecision(*file_dtype, kernels::ActiveCpuIsa()) : ParseMatMulDtype(dtype);
   if (!precision.ok()) return fail(precision.status());
   absl::StatusOr<Quantization> scheme = ParseQuantization(quantization);
   if (!scheme.ok()) return fail(scheme.status());
@@ -76,7 +84,6 @@ int RunPerplexity(const std::vector<std::string>& args) {
   }
   absl::StatusOr<std::string> text = ReadFlagFile("text", text_file);
   if (!text.ok()) return fail(text.status());
-  const std::filesystem::path dir = model.empty() ? DefaultModelDir() : std::filesystem::path(model);
   absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = Tokenizer::Load(dir);
   if (!tokenizer.ok()) return fail(tokenizer.status());
   absl::StatusOr<std::vector<int32_t>> tokens = (*tokenizer)->TryEncode(*text, /*add_special_tokens=*/true);
@@ -104,7 +111,7 @@ int RunPerplexity(const std::vector<std::string>& args) {
     nlohmann::json j = {{"perplexity", r->perplexity}, {"mean_nll", r->mean_nll},
                         {"scored_tokens", r->scored_tokens}, {"windows", r->windows},
                         {"tokens", tokens->size()}, {"context", context},
-                        {"dtype", dtype}, {"kv_cache_dtype", kv_cache_dtype},
+                        {"dtype", MatMulPrecisionName(*precision)}, {"kv_cache_dtype", KvCacheDtypeName(*kv_dtype)},
                         {"quantization", quantization}, {"quantize_lm_head", quantize_lm_head}, {"seconds", seconds}};
     std::cout << j.dump() << std::endl;
   } else {

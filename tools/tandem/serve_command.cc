@@ -42,7 +42,7 @@ absl::Status Serve(const ServeFlags& f) {
   ASSIGN_OR_RETURN(std::unique_ptr<ApiKeyAuth> auth, f.api_keys.Load());
   ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials, f.public_tls.Load());
   if (auth != nullptr) process::BlockReloadSignal();  // before the engine's threads start
-  ASSIGN_OR_RETURN(EngineConfig engine_config, f.engine.ToConfig(f.seed.value_or(std::random_device{}())));
+  ASSIGN_OR_RETURN(EngineConfig engine_config, f.engine.ToConfig(f.seed.value_or(std::random_device{}()), dir));
   ASSIGN_OR_RETURN(std::unique_ptr<ModelExecutor> model,
                    LoadExecutor(dir, static_cast<int>(f.tp), engine_config.precision, engine_config.quantization));
   std::unique_ptr<Tokenizer> tokenizer;
@@ -61,9 +61,10 @@ absl::Status Serve(const ServeFlags& f) {
   ASSIGN_OR_RETURN(std::unique_ptr<RequestMetrics> request_metrics,
                    RequestMetrics::Create(&metrics_registry, {{"model", model_label}, {"role", "colocated"}},
                                           [&async_engine] { return static_cast<double>(async_engine.Stats().num_waiting); }));
-  RETURN_IF_ERROR(ExportEngineMetrics(&metrics_registry,
-                                      {{"model", model_label}, {"worker", "colocated"}, {"role", "colocated"}},
-                                      &async_engine, request_metrics->queue_time_family()));
+  const metrics::Labels engine_labels = {{"model", model_label}, {"worker", "colocated"}, {"role", "colocated"}};
+  RETURN_IF_ERROR(ExportEngineMetrics(&metrics_registry, engine_labels, &async_engine,
+                                      request_metrics->queue_time_family()));
+  RETURN_IF_ERROR(ExportEngineInfo(&metrics_registry, engine_labels, EngineArithmeticLabels(engine_config)));
   GenerationService service(RequestValidator(config, tokenizer.get()), &backend, request_metrics.get(), nullptr,
                             auth.get());
 
@@ -75,7 +76,7 @@ absl::Status Serve(const ServeFlags& f) {
   ASSIGN_OR_RETURN(std::unique_ptr<metrics::MetricsServer> metrics_server,
                    StartMetricsServer(&metrics_registry, f.metrics, f.host, "tandem serve"));
   std::cout << "tandem serve: listening on " << net::JoinHostPort(f.host, bound_port) << " (model " << dir.string()
-            << ")" << std::endl;
+            << "; " << DescribeEngineArithmetic(engine_config) << ")" << std::endl;
   int sig = 0;
   while ((sig = process::WaitForStopSignalFor(std::chrono::seconds(1))) == 0 || sig == SIGHUP) {
     if (sig == SIGHUP) ReloadApiKeys(auth.get(), "tandem serve");
