@@ -20,6 +20,7 @@ from cluster_checks_edge import check_deadline, check_example, check_first_chunk
 from cluster_procs import FOREIGN_PIDS, ManualCluster, Proc, UpCluster, bin_path, wait_pids_gone
 from cluster_refs import mixed_expected
 from cluster_state import channel, check
+from e2e_util import default_kv_dtype
 
 
 def run_cluster_a(prompts, expected, model_cfg):
@@ -39,8 +40,8 @@ def run_cluster_a(prompts, expected, model_cfg):
                      + [("prefill worker", a) for a in pre])
         client = state.tc.TandemClient(up.addr)
         base = snapshot(dec, pre)
-        # --kv-cache-dtype auto (the default): the checkpoint's dtype, BF16 for the bundled model.
-        layout = check_layout(label, dec[0], model_cfg, 2, "BF16")
+        kv_name, kv_bytes = default_kv_dtype(model_cfg)
+        layout = check_layout(label, dec[0], model_cfg, kv_bytes, kv_name)
         ok, desc = wait_released(base)
         check("3: %s: the probe reservation's block is free again" % label, ok, desc)
         before = {a: s.kv_transfer_bytes_total for a, s in base[1].items()}
@@ -185,9 +186,11 @@ def run_cluster_tp(prompts, expected, model_cfg):
             want = [(r, b, *kv_head_shard(kv_heads, r, b)) for r in range(b)]
             got = [(x.layout.tp_rank, x.layout.tp_size, x.layout.kv_head_begin, x.layout.num_kv_heads) for x in ranks]
             spans = [x.layout.block_span_bytes for x in ranks]
-            check("tp: %s: Admit gives one region per decode rank with its KV heads %s, span 2*heads*16*%d*4, "
-                  "%d KV heads in all, distinct descriptors" % (label, [w[2:] for w in want], head_dim, kv_heads),
-                  got == want and spans == [2 * w[3] * 16 * head_dim * 4 for w in want]
+            kv_bytes = default_kv_dtype(model_cfg)[1]
+            check("tp: %s: Admit gives one region per decode rank with its KV heads %s, span 2*heads*16*%d*%d, "
+                  "%d KV heads in all, distinct descriptors"
+                  % (label, [w[2:] for w in want], head_dim, kv_bytes, kv_heads),
+                  got == want and spans == [2 * w[3] * 16 * head_dim * kv_bytes for w in want]
                   and all(x.layout.total_kv_heads == kv_heads and x.layout.num_layers == layers for x in ranks)
                   and len({x.memory_descriptor for x in ranks}) == b, resp.destination)
             s = stats(dec, "decode")

@@ -79,6 +79,12 @@ PASSAGES = [
 LENGTHS = [1, 2, 3, 5, 8, 12, 17, 24, 30, 40, 55]
 
 
+def default_kv_dtype(model_cfg):
+    """(layout dtype name, bytes per element) of --kv-cache-dtype auto, the
+    default: the checkpoint's dtype when BF16 or F16, else fp32."""
+    return {"bfloat16": ("BF16", 2), "float16": ("F16", 2)}.get(model_cfg.get("torch_dtype"), ("F32", 4))
+
+
 def make_prompts(n=32):
     prompts = []
     for i in range(n):

@@ -44,7 +44,7 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e_util import make_prompts  # noqa: E402
+from e2e_util import default_kv_dtype, make_prompts  # noqa: E402
 from netns import IFACE, Network, NsProc, can_make_namespaces, clean_env, generate_stubs, netns_inode, run  # noqa: E402
 
 SKIP = 77
@@ -260,7 +260,8 @@ def run_cluster(args, net, env, prompts, expected, model_cfg):
             check("%r: the first chunk is the prefill host's one token" % got["prompt"],
                   bool(got["chunks"]) and got["chunks"][0]["token_ids"] == want["token_ids"][:1], got["chunks"][:2])
         # Exactly the prompts' block spans crossed prefill → decode over UCX.
-        span = 2 * model_cfg["num_key_value_heads"] * 16 * model_cfg["head_dim"] * 4  # fp32, 16-token blocks
+        # 16-token blocks of the default KV dtype (auto: the checkpoint's BF16).
+        span = 2 * model_cfg["num_key_value_heads"] * 16 * model_cfg["head_dim"] * default_kv_dtype(model_cfg)[1]
         want_bytes = sum(math.ceil(len(w["prompt_token_ids"]) / 16) for w in expected) \
             * model_cfg["num_hidden_layers"] * span
         grew = res["after"]["prefill"]["kv_transfer_bytes_total"] - res["before"]["prefill"]["kv_transfer_bytes_total"]
