@@ -19,6 +19,12 @@ void MatMulBf16(const float* x, int64_t m, const WeightRef& w, const float* bias
     cpu::MatMulAmxBf16(args);
     return;
   }
+  if (w.dtype == DType::kBF16 && ActiveCpuIsa() == CpuIsa::kAvx512Bf16) {
+    const cpu::MatMulArgs args{x,    m, static_cast<int>(w.dtype), w.data, w.rows, w.cols,
+                               w.row_stride > 0 ? w.row_stride : w.cols, bias, y};
+    cpu::MatMulAvx512Bf16(args);
+    return;
+  }
   static thread_local std::vector<float> rounded;
   const int64_t n = m * w.cols;
   rounded.resize(static_cast<size_t>(n));

@@ -46,6 +46,9 @@ struct MatMulArgs {
 
 void MatMulAvx2(const MatMulArgs& a);
 void MatMulAvx512(const MatMulArgs& a);
+// MatMulBf16's AVX512_BF16 kernel: weight_dtype must be BF16; x is rounded to
+// BF16 inside. Same bits as rounded x through MatMulAvx512 (see above).
+void MatMulAvx512Bf16(const MatMulArgs& a);
 // weight_dtype must be BF16. Needs AMX-TILE/AMX-BF16 and the OS permission.
 void MatMulAmxBf16(const MatMulArgs& a);
 
