@@ -186,7 +186,44 @@ void PermutePanel(const uint16_t* w, int64_t ldw, int64_t rows, int64_t k, int64
   }
 }
 
+// Clock ticks (TSC) for `iters` rounds of 16 independent vdpbf16ps (DOT) or
+// vfmadd231ps chains; `sink` keeps the work.
+template <bool DOT>
+uint64_t ChainTicks(int iters, float* sink) {
+  constexpr int kChains = 16;
+  __m512 acc[kChains];
+#pragma GCC unroll 16
+  for (int c = 0; c < kChains; ++c) acc[c] = _mm512_set1_ps(static_cast<float>(c));
+  const __m512 a = _mm512_set1_ps(0.999f), b = _mm512_set1_ps(0.001f);
+  const __m512i ah = _mm512_set1_epi16(0x3f80), bh = _mm512_set1_epi16(0x3a83);  // 1.0, ~0.001
+  const uint64_t t0 = __rdtsc();
+  for (int it = 0; it < iters; ++it) {
+#pragma GCC unroll 16
+    for (int c = 0; c < kChains; ++c) acc[c] = DOT ? Dot(acc[c], ah, bh) : _mm512_fmadd_ps(acc[c], a, b);
+  }
+  const uint64_t t1 = __rdtsc();
+  __m512 total = acc[0];
+  for (int c = 1; c < kChains; ++c) total = _mm512_add_ps(total, acc[c]);
+  *sink += _mm512_reduce_add_ps(total);
+  return t1 - t0;
+}
+
 }  // namespace
+
+double Bf16DotMacRateOverFma() {
+  float sink = 0.0f;
+  uint64_t dot = ~uint64_t{0}, fma = ~uint64_t{0};
+  // Best of a few short runs: the first ones also wake the 512-bit units.
+  for (int t = 0; t < 6; ++t) {
+    const uint64_t d = ChainTicks<true>(2048, &sink), f = ChainTicks<false>(2048, &sink);
+    dot = d < dot ? d : dot;
+    fma = f < fma ? f : fma;
+  }
+  volatile float keep = sink;
+  (void)keep;
+  // Multiply-adds per tick: 32 a vdpbf16ps, 16 a vfmadd231ps.
+  return dot == 0 ? 0.0 : (32.0 / static_cast<double>(dot)) / (16.0 / static_cast<double>(fma == 0 ? 1 : fma));
+}
 
 void MatMulAvx512Bf16(const MatMulArgs& a) {
   const int64_t kp = (a.k + 31) / 32 * 32;

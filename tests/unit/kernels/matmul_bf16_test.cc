@@ -7,7 +7,8 @@
 // of 16 (and both one and two 16-row groups), a row stride wider than the
 // columns whose padding would show if read.
 //
-// The AVX512_BF16 kernel (vdpbf16ps) against the fallback and a scalar
+// The AVX512_BF16 kernel (vdpbf16ps, called directly: MatMulBf16 picks it
+// only where it is the faster path) against the fallback and a scalar
 // std::fma model of the shared order, bit for bit (memcmp), on normal-range
 // data (vdpbf16ps flushes subnormals, see cpu/matmul_kernels.h).
 #include <omp.h>
@@ -20,6 +21,7 @@
 #include <tuple>
 #include <vector>
 
+#include "engine/kernels/cpu/matmul_kernels.h"
 #include "engine/kernels/ops.h"
 #include "engine/model/dtype.h"
 #include "gtest/gtest.h"
@@ -246,6 +248,14 @@ class MatMulBf16DotTest : public ::testing::Test {
     SetCpuIsa(CpuIsa::kAmx);
     omp_set_num_threads(2);
   }
+  // The vdpbf16ps kernel itself.
+  static std::vector<float> Dot(const std::vector<float>& x, int64_t m, const Bf16Weight& w, const float* bias) {
+    std::vector<float> y(m * w.rows, -7.0f);
+    const cpu::MatMulArgs args{x.data(), m,    static_cast<int>(DType::kBF16), w.bits.data(), w.rows, w.cols,
+                               w.stride, bias, y.data()};
+    cpu::MatMulAvx512Bf16(args);
+    return y;
+  }
   // MatMulBf16 at `isa` (AMX is never chosen here: the level is capped).
   static std::vector<float> At(CpuIsa isa, const std::vector<float>& x, int64_t m, const Bf16Weight& w,
                                const float* bias) {
@@ -268,9 +278,12 @@ TEST_F(MatMulBf16DotTest, BitIdenticalToTheFallbackAndTheScalarOrder) {
         if (k * n * m > 2000000) continue;
         const std::vector<float> x = RandomRows(m, k, rng);
         for (const float* b : {static_cast<const float*>(nullptr), bias.data()}) {
-          const std::vector<float> dot = At(CpuIsa::kAvx512Bf16, x, m, w, b);
+          const std::vector<float> dot = Dot(x, m, w, b);
+          const std::vector<float> level = At(CpuIsa::kAvx512Bf16, x, m, w, b);
           const std::vector<float> fallback = At(CpuIsa::kAvx512, x, m, w, b);
           const std::vector<float> scalar = ContractOrder(x, m, w, b);
+          ASSERT_EQ(0, std::memcmp(level.data(), fallback.data(), dot.size() * sizeof(float)))
+              << "MatMulBf16 at avx512_bf16 vs avx512: m=" << m << " n=" << n << " k=" << k;
           ASSERT_EQ(0, std::memcmp(dot.data(), fallback.data(), dot.size() * sizeof(float)))
               << "vs fallback: m=" << m << " n=" << n << " k=" << k << " pad=" << pad << " bias=" << (b != nullptr);
           ASSERT_EQ(0, std::memcmp(dot.data(), scalar.data(), dot.size() * sizeof(float)))
@@ -294,7 +307,7 @@ TEST_F(MatMulBf16DotTest, BitIdenticalAtModelWidthsOnOneOrTwoThreads) {
     for (int threads : {1, 2}) {
       omp_set_num_threads(threads);
       for (int64_t m : {1, 4, 17}) {
-        const std::vector<float> dot = At(CpuIsa::kAvx512Bf16, x, m, w, nullptr);
+        const std::vector<float> dot = Dot(x, m, w, nullptr);
         const std::vector<float> fallback = At(CpuIsa::kAvx512, x, m, w, nullptr);
         ASSERT_EQ(0, std::memcmp(dot.data(), fallback.data(), dot.size() * sizeof(float)))
             << "n=" << n << " k=" << k << " m=" << m << " threads " << threads;
@@ -314,10 +327,10 @@ TEST_F(MatMulBf16DotTest, RowAloneEqualsRowInABatchOf37) {
     const std::vector<float> x = RandomRows(m, k, rng);
     for (int threads : {1, 2}) {
       omp_set_num_threads(threads);
-      const std::vector<float> all = At(CpuIsa::kAvx512Bf16, x, m, w, bias.data());
+      const std::vector<float> all = Dot(x, m, w, bias.data());
       for (int64_t i : {0, 1, 3, 4, 17, 36}) {
         const std::vector<float> row(x.begin() + i * k, x.begin() + (i + 1) * k);
-        const std::vector<float> alone = At(CpuIsa::kAvx512Bf16, row, 1, w, bias.data());
+        const std::vector<float> alone = Dot(row, 1, w, bias.data());
         ASSERT_EQ(0, std::memcmp(alone.data(), all.data() + i * n, n * sizeof(float)))
             << "row " << i << " n=" << n << " k=" << k << " threads " << threads;
       }
@@ -339,7 +352,7 @@ TEST_F(MatMulBf16DotTest, RoundsActivationsLikeFloatToBf16) {
     std::memcpy(&x[p % k], &patterns[p], 4);
     Bf16Weight w{1, k, k, std::vector<uint16_t>(k, 0), {}};
     w.bits[p % k] = 0x3f80;
-    const std::vector<float> y = At(CpuIsa::kAvx512Bf16, x, 1, w, nullptr);
+    const std::vector<float> y = Dot(x, 1, w, nullptr);
     const std::vector<float> fallback = At(CpuIsa::kAvx512, x, 1, w, nullptr);
     const float want = Bf16ToFloat(FloatToBf16(x[p % k]));
     // Zeros come out +0 either way (the lanes start at +0).
