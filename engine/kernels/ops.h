@@ -95,8 +95,11 @@ enum class MatMulPrecision : uint8_t {
 
 // MatMul in BF16 precision, what --dtype bfloat16 computes: x rounded to BF16
 // (nearest even), BF16 x BF16 products, fp32 sums; y and bias stay fp32. On
-// AMX it runs on tiles (BF16 weights only); elsewhere, and for F32/F16
-// weights, the rounded x goes through MatMul with the weights as stored.
+// AMX it runs on tiles (BF16 weights only). At kAvx512Bf16, BF16 weights run
+// the vdpbf16ps kernel where this core's vdpbf16ps outruns its fp32 fma
+// (measured once; TANDEM_BF16_DOT=1/0 forces it on/off): the same bits as the
+// fallback, subnormals aside. Otherwise, and for F32/F16 weights, the rounded x
+// goes through MatMul with the weights as stored.
 // Batch-invariant like MatMul; see cpu/matmul_kernels.h for the order.
 void MatMulBf16(const float* x, int64_t m, const WeightRef& w, const float* bias, float* y);
 

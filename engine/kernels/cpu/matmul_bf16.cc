@@ -1,9 +1,13 @@
-// MatMulBf16: the AMX kernel where the CPU has it, else BF16-rounded
-// activations through the fp32 kernels (products are exact in fp32 either
-// way; only the summation order differs, see matmul_kernels.h).
-// Thread-safety: pure function; the rounding scratch is per calling thread.
+// MatMulBf16: the AMX kernel where the CPU has it; on AVX512_BF16 without
+// AMX, BF16 weights may take the vdpbf16ps kernel (MatMulAvx512Bf16, the same
+// bits as the fallback); else BF16-rounded activations through the fp32
+// kernels (products are exact in fp32 every way; only AMX's summation order
+// differs, see matmul_kernels.h).
+// Thread-safety: pure function; the rounding scratch is per calling thread;
+// the one-time vdpbf16ps probe is a function-local static.
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -11,12 +15,36 @@
 #include "engine/kernels/ops.h"
 
 namespace tandem::kernels {
+namespace {
+
+// Whether the vdpbf16ps kernel is the faster way to the fallback's bits on
+// this CPU (asked only at kAvx512Bf16). It gives the same bits, so this is a
+// speed choice: TANDEM_BF16_DOT=1 / 0 forces it on / off; otherwise it runs
+// when the core's vdpbf16ps does clearly more multiply-adds per second than
+// its fp32 fma (measured once: e.g. Sapphire Rapids-class cores run
+// vdpbf16ps zmm at half their fp32 fma rate, so there the fallback is faster).
+bool UseBf16Dot() {
+  static const bool use = [] {
+    const char* env = std::getenv("TANDEM_BF16_DOT");
+    if (env != nullptr && (env[0] == '0' || env[0] == '1') && env[1] == '\0') return env[0] == '1';
+    return cpu::Bf16DotMacRateOverFma() > 1.25;
+  }();
+  return use;
+}
+
+}  // namespace
 
 void MatMulBf16(const float* x, int64_t m, const WeightRef& w, const float* bias, float* y) {
   if (w.dtype == DType::kBF16 && ActiveCpuIsa() == CpuIsa::kAmx) {
     const cpu::MatMulArgs args{x,    m, static_cast<int>(w.dtype), w.data, w.rows, w.cols,
                                w.row_stride > 0 ? w.row_stride : w.cols, bias, y, w.amx_tiles};
     cpu::MatMulAmxBf16(args);
+    return;
+  }
+  if (w.dtype == DType::kBF16 && ActiveCpuIsa() == CpuIsa::kAvx512Bf16 && UseBf16Dot()) {
+    const cpu::MatMulArgs args{x,    m, static_cast<int>(w.dtype), w.data, w.rows, w.cols,
+                               w.row_stride > 0 ? w.row_stride : w.cols, bias, y};
+    cpu::MatMulAvx512Bf16(args);
     return;
   }
   static thread_local std::vector<float> rounded;

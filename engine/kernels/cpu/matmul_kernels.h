@@ -18,7 +18,18 @@
 //
 // BF16 precision (MatMulBf16): x is rounded to BF16 (nearest even) and the
 // weights are BF16, so every product is exact in fp32; products are summed in
-// fp32. On AMX (MatMulAmxBf16) an output is one tile element accumulated by
+// fp32. The fallback runs the rounded x through the kernels above, so it has
+// their order. MatMulAvx512Bf16 (AVX512_BF16, vdpbf16ps) has it too: per fp32
+// lane, vdpbf16ps does two sequential fmas, the pair's odd BF16 element
+// first, so with both operands laid out as position 2l+1 = k 32s+l and
+// position 2l = k 32s+16+l, lane l runs k = l, l+16, l+32, ... as above
+// (the zero padding of a k tail only adds fma(0 * 0), which changes no lane:
+// a lane that starts at +0 never holds -0 without underflow). It is
+// bit-identical to the fallback with one exception: vdpbf16ps treats
+// subnormal inputs as zero and flushes subnormal results (DAZ/FTZ), so the BF16
+// levels agree bit for bit except where a rounded input, a product or a
+// partial sum is subnormal (|v| < 2^-126), which activations and weights of
+// real models do not reach in practice. On AMX (MatMulAmxBf16) an output is one tile element accumulated by
 // tdpbf16ps over k in steps of 32 from 0 up, the same for every batch size:
 // batch-invariant and deterministic on one machine, but a different summation
 // order from the fp32 kernels' lanes, so AMX and the fallback (rounded x through
@@ -46,6 +57,12 @@ struct MatMulArgs {
 
 void MatMulAvx2(const MatMulArgs& a);
 void MatMulAvx512(const MatMulArgs& a);
+// MatMulBf16's AVX512_BF16 kernel: weight_dtype must be BF16; x is rounded to
+// BF16 inside. Same bits as rounded x through MatMulAvx512 (see above).
+void MatMulAvx512Bf16(const MatMulArgs& a);
+// Measured once by MatMulBf16 (about 0.1 ms): multiply-adds per second of
+// vdpbf16ps over those of fp32 vfmadd231ps on this core. Needs AVX512_BF16.
+double Bf16DotMacRateOverFma();
 // weight_dtype must be BF16. Needs AMX-TILE/AMX-BF16 and the OS permission.
 void MatMulAmxBf16(const MatMulArgs& a);
 
