@@ -136,7 +136,7 @@ absl::StatusOr<EngineConfig> EngineFlags::ToConfig(uint64_t seed, const std::fil
     // Only the headers are read here; the loader maps the same files again.
     ASSIGN_OR_RETURN(const DType file_dtype, CheckpointDtype(model_dir));
     c.kv_dtype = AutoKvCacheDtype(file_dtype);
-    c.precision = AutoMatMulPrecision(file_dtype, kernels::ActiveCpuIsa());
+    c.precision = AutoMatMulPrecision(file_dtype, kernels::Bf16MatMulIsFast());
   }
   if (kv_cache_dtype != "auto") {
     ASSIGN_OR_RETURN(c.kv_dtype, ParseKvCacheDtype(kv_cache_dtype));

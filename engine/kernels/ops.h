@@ -103,6 +103,11 @@ enum class MatMulPrecision : uint8_t {
 // Batch-invariant like MatMul; see cpu/matmul_kernels.h for the order.
 void MatMulBf16(const float* x, int64_t m, const WeightRef& w, const float* bias, float* y);
 
+// Whether MatMulBf16 over BF16 weights runs on BF16 dot-product hardware at
+// the active level, i.e. faster than MatMul: AMX, or kAvx512Bf16 where the
+// vdpbf16ps kernel is taken (above). `--dtype auto` asks this.
+bool Bf16MatMulIsFast();
+
 // The AMX kernel's weight layout, for MatMulBf16 to stream contiguously
 // instead of reading the file's rows in place: blocks of 32 rows, each as
 // ceil(cols / 32) steps of 32 x 32 BF16 values (rows 32b..32b+31, columns

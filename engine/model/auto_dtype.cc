@@ -17,10 +17,9 @@ absl::StatusOr<DType> CheckpointDtype(const std::filesystem::path& dir) {
   return embed.dtype;
 }
 
-kernels::MatMulPrecision AutoMatMulPrecision(DType checkpoint_dtype, kernels::CpuIsa isa) {
-  const bool bf16_dot_products = isa == kernels::CpuIsa::kAvx512Bf16 || isa == kernels::CpuIsa::kAmx;
-  return checkpoint_dtype == DType::kBF16 && bf16_dot_products ? kernels::MatMulPrecision::kBf16
-                                                               : kernels::MatMulPrecision::kF32;
+kernels::MatMulPrecision AutoMatMulPrecision(DType checkpoint_dtype, bool bf16_matmul_is_fast) {
+  return checkpoint_dtype == DType::kBF16 && bf16_matmul_is_fast ? kernels::MatMulPrecision::kBf16
+                                                                 : kernels::MatMulPrecision::kF32;
 }
 
 DType AutoKvCacheDtype(DType checkpoint_dtype) {

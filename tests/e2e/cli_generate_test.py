@@ -102,31 +102,36 @@ def test_random_model_prompt_ids(args):
     check("same seed gives the same tokens", outs[0] is not None and outs[0] == outs[1], str(outs))
 
 
-def cpu_has_bf16_dot_products():
+def cpu_flags():
     with open("/proc/cpuinfo") as f:
-        flags = set(next((l for l in f if l.startswith("flags")), "").split())
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        return set(next((l for l in f if l.startswith("flags")), "").split())
 
 
 def test_auto_dtype(args):
     """No flags = --dtype auto --kv-cache-dtype auto: for the bundled BF16
-    checkpoint, BF16 matmuls where the CPU has BF16 dot products (else fp32)
-    and a BF16 KV cache. The logprobs equal the explicit flags' exactly and
-    differ from the other arithmetic's."""
+    checkpoint a BF16 KV cache, and BF16 matmuls exactly where they are the
+    faster arithmetic: AMX, or AVX512_BF16 with the vdpbf16ps kernel taken
+    (TANDEM_BF16_DOT forces that choice, which is otherwise measured). The
+    logprobs equal the explicit flags' exactly and differ from the other
+    arithmetic's."""
     base = [args.tandem, "generate", "--prompt", "ROMEO:", "--temperature", "0", "--max-tokens", "12",
             "--logprobs", "1", "--json"]
     bf16 = ["--dtype", "bfloat16", "--kv-cache-dtype", "bf16"]
     fp32 = ["--dtype", "float32", "--kv-cache-dtype", "bf16"]
-    want, other = (bf16, fp32) if cpu_has_bf16_dot_products() else (fp32, bf16)
-    outs = {}
-    for name, extra in [("default", []), ("want", want), ("other", other)]:
-        rc, out, err = run(base + extra)
-        check("auto dtype: generate %s exits 0" % name, rc == 0, err)
-        outs[name] = [t["logprob"] for t in json.loads(out)["logprobs"]] if rc == 0 else None
-    check("auto dtype: the defaults give the logprobs of %s" % " ".join(want),
-          outs["default"] is not None and outs["default"] == outs["want"], str(outs))
-    check("auto dtype: and not those of %s" % " ".join(other),
-          outs["default"] is not None and outs["default"] != outs["other"], str(outs))
+    flags = cpu_flags()
+    for dot in ("0", "1"):
+        env = dict(os.environ, TANDEM_BF16_DOT=dot)
+        fast = "amx_bf16" in flags or (dot == "1" and "avx512_bf16" in flags)
+        want, other = (bf16, fp32) if fast else (fp32, bf16)
+        outs = {}
+        for name, extra in [("default", []), ("want", want), ("other", other)]:
+            p = subprocess.run(base + extra, capture_output=True, text=True, timeout=600, env=env)
+            check("auto dtype (TANDEM_BF16_DOT=%s): generate %s exits 0" % (dot, name), p.returncode == 0, p.stderr)
+            outs[name] = [t["logprob"] for t in json.loads(p.stdout)["logprobs"]] if p.returncode == 0 else None
+        check("auto dtype (TANDEM_BF16_DOT=%s): the defaults give the logprobs of %s" % (dot, " ".join(want)),
+              outs["default"] is not None and outs["default"] == outs["want"], str(outs))
+        check("auto dtype (TANDEM_BF16_DOT=%s): and not those of %s" % (dot, " ".join(other)),
+              outs["default"] is not None and outs["default"] != outs["other"], str(outs))
 
 
 def test_many_prompts_and_batching(args):

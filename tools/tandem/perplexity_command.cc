@@ -75,7 +75,7 @@ int RunPerplexity(const std::vector<std::string>& args) {
       kv_cache_dtype == "auto" ? AutoKvCacheDtype(*file_dtype) : ParseKvCacheDtype(kv_cache_dtype);
   if (!kv_dtype.ok()) return fail(kv_dtype.status());
   absl::StatusOr<kernels::MatMulPrecision> precision =
-      dtype == "auto" ? AutoMatMulPrecision(*file_dtype, kernels::ActiveCpuIsa()) : ParseMatMulDtype(dtype);
+      dtype == "auto" ? AutoMatMulPrecision(*file_dtype, kernels::Bf16MatMulIsFast()) : ParseMatMulDtype(dtype);
   if (!precision.ok()) return fail(precision.status());
   absl::StatusOr<Quantization> scheme = ParseQuantization(quantization);
   if (!scheme.ok()) return fail(scheme.status());

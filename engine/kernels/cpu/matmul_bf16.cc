@@ -34,6 +34,11 @@ bool UseBf16Dot() {
 
 }  // namespace
 
+bool Bf16MatMulIsFast() {
+  const CpuIsa isa = ActiveCpuIsa();
+  return isa == CpuIsa::kAmx || (isa == CpuIsa::kAvx512Bf16 && UseBf16Dot());
+}
+
 void MatMulBf16(const float* x, int64_t m, const WeightRef& w, const float* bias, float* y) {
   if (w.dtype == DType::kBF16 && ActiveCpuIsa() == CpuIsa::kAmx) {
     const cpu::MatMulArgs args{x,    m, static_cast<int>(w.dtype), w.data, w.rows, w.cols,

@@ -15,6 +15,7 @@
 
 #include "gtest/gtest.h"
 #include "common/cli/cli_flags.h"
+#include "engine/model/auto_dtype.h"
 #include "engine/model/safetensors_writer.h"
 
 namespace tandem::cli {
@@ -97,8 +98,10 @@ TEST(EngineFlagsTest, AutoDtypesFollowTheCheckpointAndTheCpu) {
     EXPECT_EQ(c->precision, kernels::MatMulPrecision::kF32);
     EXPECT_EQ(c->kv_dtype, DType::kBF16);
   }
-  if (kernels::DetectedCpuIsa() >= kernels::CpuIsa::kAvx512Bf16) {
-    IsaCap cap(kernels::CpuIsa::kAvx512Bf16);
+  // BF16 arithmetic exactly where it is the faster one on this CPU.
+  EXPECT_EQ(AutoMatMulPrecision(DType::kBF16, true), kernels::MatMulPrecision::kBf16);
+  EXPECT_EQ(AutoMatMulPrecision(DType::kBF16, false), kernels::MatMulPrecision::kF32);
+  if (kernels::Bf16MatMulIsFast()) {
     auto c = Parse({}, bf16);
     ASSERT_TRUE(c.ok()) << c.status();
     EXPECT_EQ(c->precision, kernels::MatMulPrecision::kBf16);
@@ -108,9 +111,10 @@ TEST(EngineFlagsTest, AutoDtypesFollowTheCheckpointAndTheCpu) {
     EXPECT_EQ(c->precision, kernels::MatMulPrecision::kF32);
     EXPECT_EQ(c->kv_dtype, DType::kF32);
   } else {
-    std::printf("this CPU has no BF16 dot products: the bfloat16 branch of auto is not exercised\n");
+    std::printf("BF16 matmuls are not faster on this CPU: auto's bfloat16 branch is not exercised here\n");
   }
   for (auto [file, kv] : {std::pair{DType::kF32, DType::kF32}, std::pair{DType::kF16, DType::kF16}}) {
+    EXPECT_EQ(AutoMatMulPrecision(file, true), kernels::MatMulPrecision::kF32);
     auto c = Parse({}, CheckpointOf(file));  // F32 / F16 weights keep fp32 arithmetic on every CPU
     ASSERT_TRUE(c.ok()) << c.status();
     EXPECT_EQ(c->precision, kernels::MatMulPrecision::kF32);
