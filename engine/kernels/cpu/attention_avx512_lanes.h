@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "engine/kernels/cpu/attention_kernels.h"
+#include "engine/kernels/cpu/tree_avx512.h"
 
 namespace tandem::kernels::cpu::attn512 {
 

@@ -19,6 +19,7 @@
 
 #include "engine/kernels/cpu/matmul_kernels.h"
 #include "engine/kernels/cpu/thread_scratch.h"
+#include "engine/kernels/cpu/tree_avx512.h"
 
 namespace tandem::kernels::cpu {
 namespace {
@@ -53,12 +54,26 @@ inline __m512 LoadWTail(const char* row, int64_t k, __mmask16 mask) {
   }
 }
 
-// Lanes l + (l+8), + (l+4), + (l+2), + (l+1): the shared tree.
-inline float Tree(__m512 v) {
-  const __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
-  const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-  const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-  return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
+// y[i][j] = Tree(acc[i][j]) (+ bias[j]), sixteen trees per TransposeTree
+// (the same bits as Tree one by one; a fifth of the instructions, which
+// matters at small k and batched decode).
+template <int MR, int NR>
+inline void StoreTrees(const __m512 (&acc)[MR][NR], const float* bias, float* y, int64_t ldy) {
+  constexpr int kOutputs = MR * NR;
+#pragma GCC unroll 2
+  for (int c = 0; c < kOutputs; c += 16) {
+    __m512 slots[16];
+#pragma GCC unroll 16
+    for (int s = 0; s < 16; ++s) {
+      const int t = c + tree512::SlotKey(s);
+      slots[s] = t < kOutputs ? acc[t / NR][t % NR] : _mm512_setzero_ps();
+    }
+    alignas(64) float sums[16];
+    _mm512_store_ps(sums, tree512::TransposeTree(slots));
+    for (int t = c; t < kOutputs && t < c + 16; ++t) {
+      y[(t / NR) * ldy + t % NR] = sums[t - c] + (bias != nullptr ? bias[t % NR] : 0.0f);
+    }
+  }
 }
 
 // y[i][j] = x[i] . w[j] (+ bias[j]) for an MR x NR tile.
@@ -102,9 +117,7 @@ void Tile(const float* x, int64_t ldx, const char* w, int64_t ldw_bytes, int64_t
       for (int i = 0; i < MR; ++i) acc[i][j] = _mm512_fmadd_ps(xv[i], wv, acc[i][j]);
     }
   }
-  for (int i = 0; i < MR; ++i) {
-    for (int j = 0; j < NR; ++j) y[i * ldy + j] = Tree(acc[i][j]) + (bias != nullptr ? bias[j] : 0.0f);
-  }
+  StoreTrees<MR, NR>(acc, bias, y, ldy);
 }
 
 using TileFn = void (*)(const float*, int64_t, const char*, int64_t, int64_t, const float*, float*, int64_t,

@@ -20,34 +20,8 @@ namespace tandem::kernels::cpu {
 namespace {
 
 using namespace attn512;  // NOLINT: this file is the primitives' only user
-
-// Accumulator slot s holds key SlotKey(s): the transposing tree leaves slot
-// k + 4i in lane 4k + i, so this relabelling puts key j in lane j.
-constexpr int SlotKey(int s) { return 4 * (s % 4) + s / 4; }
-
-// Lane SlotKey(s) = Tree(x[s]) for all 16 slots. Each stage adds, for every
-// slot, the same lane pairs as one level of Tree.
-inline __m512 TransposeTree(const __m512* x) {
-  __m512 t[8], u[4], v[2];
-#pragma GCC unroll 8
-  for (int i = 0; i < 8; ++i) {  // l + (l+8): 256-bit halves
-    t[i] = _mm512_add_ps(_mm512_shuffle_f32x4(x[2 * i], x[2 * i + 1], 0x44),
-                         _mm512_shuffle_f32x4(x[2 * i], x[2 * i + 1], 0xEE));
-  }
-#pragma GCC unroll 4
-  for (int i = 0; i < 4; ++i) {  // + (l+4): 128-bit quarters
-    u[i] = _mm512_add_ps(_mm512_shuffle_f32x4(t[2 * i], t[2 * i + 1], 0x88),
-                         _mm512_shuffle_f32x4(t[2 * i], t[2 * i + 1], 0xDD));
-  }
-#pragma GCC unroll 2
-  for (int i = 0; i < 2; ++i) {  // + (l+2): 64-bit pairs
-    const __m512d a = _mm512_castps_pd(u[2 * i]), b = _mm512_castps_pd(u[2 * i + 1]);
-    v[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
-  }
-  // + (l+1): even and odd lanes.
-  return _mm512_add_ps(_mm512_shuffle_ps(v[0], v[1], _MM_SHUFFLE(2, 0, 2, 0)),
-                       _mm512_shuffle_ps(v[0], v[1], _MM_SHUFFLE(3, 1, 3, 1)));
-}
+using tree512::SlotKey;
+using tree512::TransposeTree;
 
 // q . rows[SlotKey(s)] for the 16 slots, as lanes 0..15. NC (> 0): head_dim
 // / 16 known at compile time, so the query row stays in registers; 0: any.

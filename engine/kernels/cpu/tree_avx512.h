@@ -1,0 +1,45 @@
+// Sixteen 16-lane reduction trees at once, for the AVX-512 kernels whose
+// outputs are each one register of 16 fp32 partial sums (the fp32 MatMul's
+// accumulators, attention's key dots). The result lane of each input equals
+// the shared scalar-order Tree (lanes l + (l+8), + (l+4), + (l+2), + (l+1):
+// matmul_kernels.h, attention_kernels.h) bit for bit, because every stage
+// adds the same lane pairs; it only shares the shuffles among 16 registers
+// (46 instructions instead of 16 x 8). Include only from files compiled with
+// -mavx512*.
+// Thread-safety: pure inline functions.
+#pragma once
+
+#include <immintrin.h>
+
+namespace tandem::kernels::cpu::tree512 {
+
+// Input slot s lands in lane SlotKey(s) (the tree transposes 4 x 4: slot
+// k + 4i goes to lane 4k + i). SlotKey is its own inverse, so to get output t
+// in lane t, put it in slot SlotKey(t).
+constexpr int SlotKey(int s) { return 4 * (s % 4) + s / 4; }
+
+// Lane SlotKey(s) = Tree(x[s]) for all 16 slots. Each stage adds, for every
+// slot, the same lane pairs as one level of Tree.
+inline __m512 TransposeTree(const __m512* x) {
+  __m512 t[8], u[4], v[2];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {  // l + (l+8): 256-bit halves
+    t[i] = _mm512_add_ps(_mm512_shuffle_f32x4(x[2 * i], x[2 * i + 1], 0x44),
+                         _mm512_shuffle_f32x4(x[2 * i], x[2 * i + 1], 0xEE));
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {  // + (l+4): 128-bit quarters
+    u[i] = _mm512_add_ps(_mm512_shuffle_f32x4(t[2 * i], t[2 * i + 1], 0x88),
+                         _mm512_shuffle_f32x4(t[2 * i], t[2 * i + 1], 0xDD));
+  }
+#pragma GCC unroll 2
+  for (int i = 0; i < 2; ++i) {  // + (l+2): 64-bit pairs
+    const __m512d a = _mm512_castps_pd(u[2 * i]), b = _mm512_castps_pd(u[2 * i + 1]);
+    v[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+  }
+  // + (l+1): even and odd lanes.
+  return _mm512_add_ps(_mm512_shuffle_ps(v[0], v[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_ps(v[0], v[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+}  // namespace tandem::kernels::cpu::tree512
