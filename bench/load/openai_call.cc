@@ -100,7 +100,7 @@ class OpenAiCall : public HttpTransfer {
       return true;
     }
     bool ok = true;
-    sse_.Feed(bytes, [&](const std::string& event) {
+    sse_.Feed(bytes, [&](const SseEvent& event) {
       if (!ok || state_.done) return;
       switch (ApplyEvent(event, &state_)) {
         case EventKind::kChoice: record_->trace.chunks.push_back({now_ns, 1}); break;

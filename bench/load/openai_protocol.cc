@@ -20,7 +20,7 @@ std::string CompletionRequestBody(const BenchRequest& request, const CompletionO
   return j.dump();
 }
 
-void SseParser::Feed(std::string_view bytes, const std::function<void(const std::string&)>& on_event) {
+void SseParser::Feed(std::string_view bytes, const std::function<void(const SseEvent&)>& on_event) {
   for (size_t i = 0; i < bytes.size();) {
     if (skip_lf_) {
       skip_lf_ = false;
@@ -43,25 +43,57 @@ void SseParser::Feed(std::string_view bytes, const std::function<void(const std:
   }
 }
 
-void SseParser::Line(std::string_view line, const std::function<void(const std::string&)>& on_event) {
+void SseParser::Line(std::string_view line, const std::function<void(const SseEvent&)>& on_event) {
   if (line.empty()) {  // end of an event
-    if (has_data_) on_event(data_);
-    data_.clear();
-    has_data_ = false;
+    if (has_error_) {
+      on_event(error_);
+    } else if (has_data_) {
+      on_event(data_);
+    }
+    data_.data.clear();
+    error_.data.clear();
+    has_data_ = has_error_ = false;
     return;
   }
   if (line.front() == ':') return;  // comment
   const size_t colon = line.find(':');
   const std::string_view field = line.substr(0, colon);
-  if (field != "data") return;  // event, id, retry: not used here
+  if (field != "data" && field != "error") return;  // event, id, retry: not used here
   std::string_view value = colon == std::string_view::npos ? std::string_view() : line.substr(colon + 1);
   if (!value.empty() && value.front() == ' ') value.remove_prefix(1);
-  if (has_data_) data_.push_back('\n');
-  data_.append(value);
-  has_data_ = true;
+  const bool is_error = field == "error";
+  SseEvent& event = is_error ? error_ : data_;
+  bool& has = is_error ? has_error_ : has_data_;
+  event.is_error = is_error;
+  if (has) event.data.push_back('\n');
+  event.data.append(value);
+  has = true;
 }
 
 namespace {
+
+absl::StatusCode CodeForHttp(long http_code, absl::StatusCode otherwise) {
+  switch (http_code) {
+    case 400: return absl::StatusCode::kInvalidArgument;
+    case 401: return absl::StatusCode::kUnauthenticated;
+    case 403: return absl::StatusCode::kPermissionDenied;
+    case 404: return absl::StatusCode::kNotFound;
+    case 408:
+    case 504: return absl::StatusCode::kDeadlineExceeded;
+    case 429: return absl::StatusCode::kResourceExhausted;
+    case 501: return absl::StatusCode::kUnimplemented;
+    case 503: return absl::StatusCode::kUnavailable;
+    default: return http_code >= 500 && http_code < 600 ? absl::StatusCode::kInternal : otherwise;
+  }
+}
+
+// {"error": {"code": 503, ...}} or {"code": 503, ...}: the code, else 0.
+long ErrorCode(const nlohmann::json& j) {
+  if (!j.is_object()) return 0;
+  if (auto it = j.find("code"); it != j.end() && it->is_number_integer()) return it->get<long>();
+  if (auto it = j.find("error"); it != j.end()) return ErrorCode(*it);
+  return 0;
+}
 
 std::string ErrorMessage(const nlohmann::json& j) {
   if (!j.is_object()) return "";
@@ -79,7 +111,16 @@ std::string ErrorMessage(const nlohmann::json& j) {
 
 }  // namespace
 
-EventKind ApplyEvent(const std::string& data, StreamState* state) {
+EventKind ApplyEvent(const SseEvent& event, StreamState* state) {
+  const std::string& data = event.data;
+  if (event.is_error) {
+    const nlohmann::json j = nlohmann::json::parse(data, nullptr, /*allow_exceptions=*/false);
+    std::string message = j.is_discarded() ? "" : ErrorMessage(j);
+    if (message.empty()) message = data.substr(0, 500);
+    state->error = absl::Status(CodeForHttp(j.is_discarded() ? 0 : ErrorCode(j), absl::StatusCode::kInternal),
+                                absl::StrCat("error event: ", message));
+    return EventKind::kError;
+  }
   if (data == "[DONE]") {
     state->done = true;
     return EventKind::kDone;
@@ -89,11 +130,7 @@ EventKind ApplyEvent(const std::string& data, StreamState* state) {
     state->error = absl::InternalError(absl::StrCat("unreadable stream event: ", data.substr(0, 200)));
     return EventKind::kError;
   }
-  if (j.contains("error")) {
-    std::string message = ErrorMessage(j);
-    state->error = absl::InternalError(absl::StrCat("error event: ", message.empty() ? data.substr(0, 200) : message));
-    return EventKind::kError;
-  }
+  if (j.contains("error")) return ApplyEvent(SseEvent{data, /*is_error=*/true}, state);
   if (auto usage = j.find("usage"); usage != j.end() && usage->is_object()) {
     if (auto p = usage->find("prompt_tokens"); p != usage->end() && p->is_number_integer()) {
       state->usage_prompt_tokens = p->get<int64_t>();
@@ -113,20 +150,7 @@ EventKind ApplyEvent(const std::string& data, StreamState* state) {
 }
 
 absl::Status HttpErrorStatus(long http_code, std::string_view body) {
-  absl::StatusCode code = absl::StatusCode::kUnknown;
-  switch (http_code) {
-    case 400: code = absl::StatusCode::kInvalidArgument; break;
-    case 401: code = absl::StatusCode::kUnauthenticated; break;
-    case 403: code = absl::StatusCode::kPermissionDenied; break;
-    case 404: code = absl::StatusCode::kNotFound; break;
-    case 408:
-    case 504: code = absl::StatusCode::kDeadlineExceeded; break;
-    case 429: code = absl::StatusCode::kResourceExhausted; break;
-    case 501: code = absl::StatusCode::kUnimplemented; break;
-    case 503: code = absl::StatusCode::kUnavailable; break;
-    default:
-      if (http_code >= 500 && http_code < 600) code = absl::StatusCode::kInternal;
-  }
+  const absl::StatusCode code = CodeForHttp(http_code, absl::StatusCode::kUnknown);
   const nlohmann::json j = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
   std::string message = j.is_discarded() ? "" : ErrorMessage(j);
   if (message.empty()) message = std::string(body.substr(0, 500));

@@ -36,20 +36,27 @@ struct CompletionOptions {
 //  "stream_options": {"include_usage": true}, "temperature"[, "ignore_eos": true]}
 std::string CompletionRequestBody(const BenchRequest& request, const CompletionOptions& options);
 
-// Splits a byte stream into SSE events and hands each event's data (its
-// `data:` lines joined by '\n') to the callback. Lines end in \n, \r\n or \r;
-// comments (':') and other fields are skipped; an event without data is not
-// reported. Memory is bounded by the longest line plus one event's data.
+// One SSE event: its `data:` lines joined by '\n', or, when it has `error:`
+// lines (llama-server reports a failed stream as `error: {json}`), those.
+struct SseEvent {
+  std::string data;
+  bool is_error = false;
+};
+
+// Splits a byte stream into SSE events and hands each to the callback. Lines
+// end in \n, \r\n or \r; comments (':') and other fields are skipped; an
+// event without data or error lines is not reported. Memory is bounded by the
+// longest line plus one event's data.
 class SseParser {
  public:
-  void Feed(std::string_view bytes, const std::function<void(const std::string& data)>& on_event);
+  void Feed(std::string_view bytes, const std::function<void(const SseEvent&)>& on_event);
 
  private:
-  void Line(std::string_view line, const std::function<void(const std::string&)>& on_event);
+  void Line(std::string_view line, const std::function<void(const SseEvent&)>& on_event);
 
   std::string line_;  // the incomplete last line
-  std::string data_;
-  bool has_data_ = false;
+  SseEvent data_, error_;
+  bool has_data_ = false, has_error_ = false;
   bool skip_lf_ = false;  // the previous line ended in \r: a following \n is part of it
 };
 
@@ -65,8 +72,11 @@ struct StreamState {
 
 enum class EventKind { kChoice, kOther, kDone, kError };
 
-// Interprets one event's data. kChoice: stamp it as a token arrival.
-EventKind ApplyEvent(const std::string& data, StreamState* state);
+// Interprets one event. kChoice: stamp it as a token arrival. An error event
+// (an `error:` field, or data holding an "error" object) sets state->error:
+// its code from the error's HTTP-like "code" (as HttpErrorStatus; Internal
+// when absent), its message "error event: MESSAGE".
+EventKind ApplyEvent(const SseEvent& event, StreamState* state);
 
 // A non-200 response as a status: the code from the HTTP status (400
 // InvalidArgument, 401 Unauthenticated, 403 PermissionDenied, 404 NotFound,

@@ -270,7 +270,7 @@ def run_compare(args):
     if args.llama_server and args.gguf:
         threads = args.threads or len(os.sched_getaffinity(0))
         argv = ["-m", args.gguf, "-np", str(c)] + llama_flash_attn(args.llama_server) + [
-            "-c", str(c * (n_in + n_out + 16)), "-t", str(threads)]
+            "-c", str(c * (n_in + n_out + args.llama_ctx_slack)), "-t", str(threads)]
         llama = LlamaServer(args.llama_server, argv, os.path.join(args.out, "llama-server.log"))
         try:
             rows.append(("llama-server (%s)" % os.path.basename(args.gguf), point(bench(
@@ -290,7 +290,8 @@ def run_compare(args):
             ("TTFT p99 (ms)", lambda r: r["ttft_ms"]["p99"], "%.0f"),
             ("ITL p50 (ms)", lambda r: r["itl_ms"]["p50"], "%.1f"),
             ("ITL p99 (ms)", lambda r: r["itl_ms"]["p99"], "%.1f"),
-            ("req/s", lambda r: r["request_throughput"], "%.3f")]
+            ("req/s", lambda r: r["request_throughput"], "%.3f"),
+            ("completed", lambda r: r["completed"], "%d")]
 
     def value(r, get):
         try:
@@ -304,10 +305,10 @@ def run_compare(args):
         print("| %s | " % name + " | ".join(fmt % value(r, get) for _, get, fmt in cols) + " |")
     if len(rows) == 2:
         ratios = []
-        for _, get, _ in cols:
+        for _, get, _ in cols[:-1]:
             a, b = value(rows[0][1], get), value(rows[1][1], get)
             ratios.append("%.2fx" % (a / b) if b else "n/a")
-        print("| Tandem / llama-server | " + " | ".join(ratios) + " |")
+        print("| Tandem / llama-server | " + " | ".join(ratios) + " | |")
     print("\n(output tok/s and req/s: higher is better; TTFT and ITL: lower is better. JSON in %s)" % args.out)
 
 
@@ -340,6 +341,8 @@ def main():
     cmp.add_argument("--llama-server", default="", help="the llama-server binary (with --gguf: run it too)")
     cmp.add_argument("--gguf", default="", help="the same model as a GGUF file, for llama-server")
     cmp.add_argument("--threads", type=int, default=0, help="llama-server -t (default: the cores available)")
+    cmp.add_argument("--llama-ctx-slack", type=int, default=16,
+                     help="llama-server -c is concurrency * (input + output + this) (default 16)")
     cmp.add_argument("--concurrency", type=int, default=16)
     cmp.add_argument("--input-len", type=int, default=256)
     cmp.add_argument("--output-len", type=int, default=128)

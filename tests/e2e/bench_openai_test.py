@@ -108,7 +108,8 @@ class Handler(BaseHTTPRequestHandler):
     def stream(self, req, model, n):
         """fake-model (OpenAI/vLLM shape): n token events, the last with finish_reason, then a
         choices-less usage event. llama-style: n token events, then an empty-text event carrying
-        finish_reason and usage. no-usage: n events, no usage. midstream-error: 2 events, an error."""
+        finish_reason and usage. no-usage: n events, no usage. midstream-error: 2 events, an error
+        event in data. llama-error: 2 events, an `error:` event, [DONE] (llama-server's KV-full error)."""
         delay = (5 if model == "fast" else DELAY_MS) / 1000.0
         usage = {"prompt_tokens": len(req["prompt"]), "completion_tokens": n, "total_tokens": len(req["prompt"]) + n}
         for i in range(n):
@@ -117,11 +118,17 @@ class Handler(BaseHTTPRequestHandler):
             if model == "midstream-error" and i == 2:
                 self.event({"error": {"message": "slot crashed", "code": 500}})
                 return
+            if model == "llama-error" and i == 2:  # llama-server's shape: an `error:` field, then [DONE]
+                self.chunk(b'error: {"code": 500, "message": "Input prompt is too big compared to KV size.", '
+                           b'"type": "server_error"}\n\n')
+                break
             last = i == n - 1 and model not in ("llama-style",)
             text = "" if i == 1 else "t%d" % i  # a token may decode to no text
             self.event({"id": "cmpl-1", "object": "text_completion", "model": model,
                         "choices": [{"index": 0, "text": text, "finish_reason": "length" if last else None}]})
-        if model == "llama-style":
+        if model == "llama-error":
+            pass
+        elif model == "llama-style":
             self.event({"choices": [{"index": 0, "text": "", "finish_reason": "length"}], "usage": usage})
         elif model != "no-usage" and req.get("stream_options", {}).get("include_usage"):
             self.event({"choices": [], "usage": usage})
@@ -282,6 +289,8 @@ def check_errors(b):
                   "INVALID_ARGUMENT", ["HTTP 400", "the prompt is too long for this fake"])
     expect_failed("error event mid-stream", b.run(["--num-requests", "2", "--model", "midstream-error"] + SHORT), 2,
                   "INTERNAL", ["slot crashed"])
+    expect_failed("llama-server's error: event", b.run(["--num-requests", "2", "--model", "llama-error"] + SHORT),
+                  2, "INTERNAL", ["error event: Input prompt is too big compared to KV size."])
     expect_failed("timeout", b.run(["--num-requests", "2", "--model", "slow", "--timeout-s", "1"] + SHORT), 2,
                   "DEADLINE_EXCEEDED", ["imeout"])
     port = free_port()

@@ -28,27 +28,30 @@ std::vector<std::string> FeedInPieces(const std::string& stream, size_t piece) {
   SseParser p;
   std::vector<std::string> events;
   for (size_t i = 0; i < stream.size(); i += piece) {
-    p.Feed(std::string_view(stream).substr(i, piece), [&](const std::string& e) { events.push_back(e); });
+    p.Feed(std::string_view(stream).substr(i, piece),
+           [&](const SseEvent& e) { events.push_back((e.is_error ? "E:" : "") + e.data); });
   }
   return events;
 }
 
+SseEvent Data(std::string data) { return {std::move(data), false}; }
+
 TEST(BenchOpenAiTest, SseFramingWhateverTheSplit) {
   const std::string stream =
       ": comment\n\ndata: {\"a\":1}\n\ndata:{\"b\":2}\r\n\r\nevent: x\nid: 3\ndata: line1\ndata: line2\n\n"
-      "data: [DONE]\r\rdata: incomplete";
-  const std::vector<std::string> want = {"{\"a\":1}", "{\"b\":2}", "line1\nline2", "[DONE]"};
+      "error: {\"code\":500}\n\ndata: [DONE]\r\rdata: incomplete";
+  const std::vector<std::string> want = {"{\"a\":1}", "{\"b\":2}", "line1\nline2", "E:{\"code\":500}", "[DONE]"};
   for (size_t piece : {1, 2, 3, 7, 1000}) EXPECT_EQ(FeedInPieces(stream, piece), want) << piece;
 }
 
 TEST(BenchOpenAiTest, EventsCountChoicesAndUsage) {
   StreamState s;
-  EXPECT_EQ(ApplyEvent(R"({"choices":[{"text":"a","finish_reason":null}]})", &s), EventKind::kChoice);
-  EXPECT_EQ(ApplyEvent(R"({"choices":[{"text":"","finish_reason":"length"}]})", &s), EventKind::kChoice);
-  EXPECT_EQ(ApplyEvent(R"({"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":1}})", &s),
+  EXPECT_EQ(ApplyEvent(Data(R"({"choices":[{"text":"a","finish_reason":null}]})"), &s), EventKind::kChoice);
+  EXPECT_EQ(ApplyEvent(Data(R"({"choices":[{"text":"","finish_reason":"length"}]})"), &s), EventKind::kChoice);
+  EXPECT_EQ(ApplyEvent(Data(R"({"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":1}})"), &s),
             EventKind::kOther);
   EXPECT_FALSE(s.done);
-  EXPECT_EQ(ApplyEvent("[DONE]", &s), EventKind::kDone);
+  EXPECT_EQ(ApplyEvent(Data("[DONE]"), &s), EventKind::kDone);
   EXPECT_EQ(s.choice_events, 2);
   EXPECT_EQ(s.usage_prompt_tokens, 7);
   EXPECT_EQ(s.usage_completion_tokens, 1);
@@ -59,10 +62,17 @@ TEST(BenchOpenAiTest, EventsCountChoicesAndUsage) {
 
 TEST(BenchOpenAiTest, ErrorEvents) {
   StreamState s;
-  EXPECT_EQ(ApplyEvent(R"({"error":{"message":"slot died","code":500}})", &s), EventKind::kError);
-  EXPECT_NE(s.error.message().find("slot died"), std::string::npos) << s.error;
+  EXPECT_EQ(ApplyEvent(Data(R"({"error":{"message":"slot died","code":500}})"), &s), EventKind::kError);
+  EXPECT_EQ(s.error.code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(s.error.message(), "error event: slot died");
+  // llama-server: `error: {"code": 500, "message": ..., "type": "server_error"}` then data: [DONE].
+  StreamState u;
+  EXPECT_EQ(ApplyEvent({R"({"code":503,"message":"Input prompt is too big compared to KV size."})", true}, &u),
+            EventKind::kError);
+  EXPECT_EQ(u.error.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(u.error.message(), "error event: Input prompt is too big compared to KV size.");
   StreamState t;
-  EXPECT_EQ(ApplyEvent("not json", &t), EventKind::kError);
+  EXPECT_EQ(ApplyEvent(Data("not json"), &t), EventKind::kError);
   EXPECT_FALSE(t.error.ok());
 }
 
