@@ -47,6 +47,14 @@ absl::StatusOr<SweepSpec> ParseSweep(const std::string& text) {
 }
 
 absl::Status BenchConfig::Validate() const {
+  if (backend == Backend::kOpenAi) {
+    if (!base_url.starts_with("http://") && !base_url.starts_with("https://")) {
+      return absl::InvalidArgumentError(
+          "--backend openai needs --base-url http://HOST:PORT/v1 (got '" + base_url + "')");
+    }
+  } else if (!base_url.empty() || !model.empty()) {
+    return absl::InvalidArgumentError("--base-url and --model are for --backend openai (grpc uses --addr)");
+  }
   if (request_rate) RETURN_IF_ERROR((ArrivalConfig{*request_rate, burstiness}.Validate()));
   if (!(burstiness > 0) || std::isinf(burstiness)) {
     return absl::InvalidArgumentError(absl::StrCat("--burstiness must be > 0 and finite, got ", burstiness));
@@ -99,8 +107,11 @@ absl::StatusOr<BenchConfig> ParseBenchFlags(const std::vector<std::string>& args
   std::optional<float> rate, burstiness, slo_ttft, slo_tpot;
   std::optional<uint64_t> seed;
   int64_t input_len = -1, output_len = -1;
-  std::string input_range, output_range, output_choices, dataset = "random", sweep;
+  std::string input_range, output_range, output_choices, dataset = "random", sweep, backend = "grpc";
+  flags.AddString("backend", &backend, "grpc (Tandem's Generate, at --addr) | openai (POST {--base-url}/completions)");
   flags.AddString("addr", &c.addr, "Tandem endpoint host:port (default 127.0.0.1:50051)");
+  flags.AddString("base-url", &c.base_url, "openai: the API root, e.g. http://127.0.0.1:8080/v1");
+  flags.AddString("model", &c.model, "openai: the \"model\" field (default: the first id of GET {base-url}/models)");
   flags.AddFloat("request-rate", &rate, "requests/s, Poisson arrivals; inf = all at once (default inf)");
   flags.AddFloat("burstiness", &burstiness, "Gamma shape of the inter-arrival gaps; 1 = Poisson (default 1)");
   flags.AddInt("concurrency", &c.concurrency, "most requests in flight; alone = closed loop (default 0 = no cap)");
@@ -119,7 +130,7 @@ absl::StatusOr<BenchConfig> ParseBenchFlags(const std::vector<std::string>& args
   flags.AddInt("max-model-len", &c.dataset.max_model_len,
                "the server's context length; prompt + output must fit (default 256, the bundled model's)");
   flags.AddBool("ignore-eos", &c.ignore_eos, "set sampling.ignore_eos: every request generates its full length");
-  flags.AddFloat("temperature", &c.temperature, "sampling.temperature (default: the model's)");
+  flags.AddFloat("temperature", &c.temperature, "sampling.temperature (default: the model's; openai: 0)");
   flags.AddFloat("slo-ttft-ms", &slo_ttft, "goodput: a good request's TTFT is at most this");
   flags.AddFloat("slo-tpot-ms", &slo_tpot, "goodput: a good request's TPOT is at most this");
   flags.AddInt("timeout-s", &c.timeout_s, "deadline of each request in seconds (default 600)");
@@ -134,6 +145,14 @@ absl::StatusOr<BenchConfig> ParseBenchFlags(const std::vector<std::string>& args
   if (c.help) return c;
   if (const char* env = std::getenv("TANDEM_API_KEY"); c.api_key.empty() && env != nullptr) c.api_key = env;
 
+  if (backend == "grpc") {
+    c.backend = Backend::kGrpc;
+  } else if (backend == "openai") {
+    c.backend = Backend::kOpenAi;
+  } else {
+    return absl::InvalidArgumentError("--backend: '" + backend + "' is not grpc or openai");
+  }
+  while (c.base_url.ends_with('/')) c.base_url.pop_back();
   if (rate) c.request_rate = *rate;
   if (burstiness) c.burstiness = *burstiness;
   if (seed) c.seed = *seed;

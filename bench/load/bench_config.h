@@ -27,6 +27,11 @@ namespace tandem::bench {
 
 enum class SweepKind { kRate, kConcurrency };
 
+// grpc: Tandem's Generation.Generate streams at --addr. openai: streamed
+// POST {--base-url}/completions of any OpenAI-compatible server (llama-server,
+// vLLM, ...), prompts sent as token-id arrays.
+enum class Backend { kGrpc, kOpenAi };
+
 struct SweepSpec {
   SweepKind kind = SweepKind::kRate;
   std::vector<double> values;  // rates (> 0, inf allowed) or concurrencies (integers >= 1)
@@ -43,7 +48,10 @@ struct LoadPoint {
 };
 
 struct BenchConfig {
+  Backend backend = Backend::kGrpc;
   std::string addr = "127.0.0.1:50051";
+  std::string base_url;  // openai: e.g. http://127.0.0.1:8080/v1, no trailing '/'
+  std::string model;     // openai: the "model" field; empty = the first of GET {base_url}/models
   std::optional<double> request_rate;  // unset = inf
   double burstiness = 1.0;
   int64_t concurrency = 0;             // 0 = no cap

@@ -17,6 +17,7 @@ nlohmann::json Rate(double rate) {
 nlohmann::json ConfigToJson(const BenchConfig& c) {
   const DatasetConfig& d = c.dataset;
   nlohmann::json j = {
+      {"backend", c.backend == Backend::kOpenAi ? "openai" : "grpc"},
       {"addr", c.addr},
       {"request_rate", Rate(c.request_rate.value_or(INFINITY))},
       {"burstiness", c.burstiness},
@@ -35,6 +36,10 @@ nlohmann::json ConfigToJson(const BenchConfig& c) {
       {"timeout_s", c.timeout_s},
   };
   if (c.temperature) j["temperature"] = *c.temperature;
+  if (c.backend == Backend::kOpenAi) {
+    j["base_url"] = c.base_url;
+    j["model"] = c.model;
+  }
   return j;
 }
 

@@ -7,43 +7,16 @@
 
 #include "absl/strings/str_cat.h"
 #include "bench/load/arrivals.h"
-#include "bench/load/generate_call.h"
 
 namespace tandem::bench {
 
-struct LoadRunner::Impl {
-  std::shared_ptr<grpc::Channel> channel;
-  std::unique_ptr<v1::Generation::Stub> stub;
-  RequestOptions options;
-};
-
-LoadRunner::LoadRunner(std::shared_ptr<grpc::Channel> channel, RequestOptions options)
-    : impl_(std::make_unique<Impl>()) {
-  impl_->stub = v1::Generation::NewStub(channel);
-  impl_->channel = std::move(channel);
-  impl_->options = options;
-}
+LoadRunner::LoadRunner(std::unique_ptr<RequestBackend> backend) : backend_(std::move(backend)) {}
 
 LoadRunner::~LoadRunner() = default;
 
-namespace {
-
-v1::GenerateRequest ToProto(const BenchRequest& r, const RequestOptions& o, std::string id) {
-  v1::GenerateRequest req;
-  req.set_request_id(std::move(id));
-  req.mutable_prompt_token_ids()->Add(r.prompt_token_ids.begin(), r.prompt_token_ids.end());
-  v1::SamplingParams* s = req.mutable_sampling();
-  s->set_max_tokens(static_cast<uint32_t>(r.output_len));
-  s->set_ignore_eos(o.ignore_eos);
-  if (o.temperature) s->set_temperature(*o.temperature);
-  return req;
-}
-
-}  // namespace
-
 RunResult LoadRunner::Run(const std::vector<BenchRequest>& requests, const LoadPoint& point,
                           uint64_t arrival_seed, const std::string& id_prefix) {
-  using Clock = GenerateCall::Clock;
+  using Clock = RequestBackend::Clock;
   const int64_t n = static_cast<int64_t>(requests.size());
   const std::vector<double> offsets = ArrivalOffsets(point.arrivals, n, arrival_seed);
   RunResult result;
@@ -68,9 +41,7 @@ RunResult LoadRunner::Run(const std::vector<BenchRequest>& requests, const LoadP
       std::lock_guard<std::mutex> lock(mu);
       if (--remaining == 0) all_done.notify_all();
     };
-    GenerateCall::Start(impl_->stub.get(), ToProto(requests[i], impl_->options, absl::StrCat(id_prefix, i)),
-                        epoch, std::chrono::seconds(impl_->options.timeout_s), impl_->options.api_key, &record,
-                        done);
+    backend_->Start(requests[i], absl::StrCat(id_prefix, i), epoch, &record, done);
   }
   {
     std::unique_lock<std::mutex> lock(mu);

@@ -1,10 +1,12 @@
-// LoadRunner: sends a list of benchmark requests to a Tandem endpoint on an
-// arrival schedule with an optional cap on requests in flight, and collects
-// one RequestRecord per request.
+// LoadRunner: sends a list of benchmark requests through a RequestBackend
+// (gRPC Generate streams or OpenAI-compatible HTTP streams) on an arrival
+// schedule with an optional cap on requests in flight, and collects one
+// RequestRecord per request.
 //
 // The calling thread is the dispatcher: it sleeps until each arrival time,
-// waits for a free slot when capped, and starts a GenerateCall; gRPC's
-// callback threads run the streams and only record and signal, never block.
+// waits for a free slot when capped, and starts the request on the backend;
+// the backend's threads (gRPC's callback threads, or the one HTTP loop
+// thread) run the streams and only record and signal, never block.
 // A request's clock starts when it is sent, so under a cap the time an
 // arrival spent waiting for a slot is not counted in its TTFT (as in vLLM's
 // benchmark with --max-concurrency).
@@ -20,10 +22,7 @@
 #include "bench/load/bench_config.h"
 #include "bench/load/dataset.h"
 #include "bench/load/report.h"
-
-namespace grpc {
-class Channel;
-}
+#include "bench/load/request_backend.h"
 
 namespace tandem::bench {
 
@@ -33,30 +32,21 @@ struct RunResult {
                                        // gap after it) to the last completion
 };
 
-// What every request of a run carries besides its prompt and length.
-struct RequestOptions {
-  bool ignore_eos = false;
-  std::optional<float> temperature;
-  int64_t timeout_s = 600;
-  std::string api_key;  // sent as "authorization: Bearer KEY" when set
-};
-
 class LoadRunner {
  public:
-  LoadRunner(std::shared_ptr<grpc::Channel> channel, RequestOptions options);
+  explicit LoadRunner(std::unique_ptr<RequestBackend> backend);
   ~LoadRunner();
   LoadRunner(const LoadRunner&) = delete;
   LoadRunner& operator=(const LoadRunner&) = delete;
 
   // Runs `requests` at `point` (arrival times drawn from `arrival_seed`) and
   // returns when every stream has finished. Request i is named
-  // "<id_prefix><i>" (the server echoes it in its logs).
+  // "<id_prefix><i>" (a gRPC server echoes it in its logs).
   RunResult Run(const std::vector<BenchRequest>& requests, const LoadPoint& point, uint64_t arrival_seed,
                 const std::string& id_prefix);
 
  private:
-  struct Impl;
-  std::unique_ptr<Impl> impl_;
+  std::unique_ptr<RequestBackend> backend_;
 };
 
 }  // namespace tandem::bench

@@ -1,5 +1,6 @@
 // tandem-bench: the load generator. Sends synthetic Generate streams to a
-// Tandem endpoint (router or `tandem serve`) at a request rate and/or
+// Tandem endpoint (router or `tandem serve`), or streamed completions to an
+// OpenAI-compatible server (--backend openai), at a request rate and/or
 // concurrency, and reports throughput, TTFT/TPOT/ITL/E2E percentiles and
 // goodput; --sweep runs several load points and plots them. See docs/bench.md.
 #include <fstream>
@@ -9,7 +10,9 @@
 #include "bench/load/bench_config.h"
 #include "bench/load/bench_json.h"
 #include "bench/load/dataset.h"
+#include "bench/load/grpc_backend.h"
 #include "bench/load/load_runner.h"
+#include "bench/load/openai_call.h"
 #include "bench/load/report_output.h"
 #include "bench/load/sweep_plot.h"
 #include "grpcpp/grpcpp.h"
@@ -54,12 +57,22 @@ int Main(int argc, char** argv) {
     std::cerr << "tandem-bench: " << parsed.status().message() << "\nflags:\n" << usage;
     return 2;
   }
-  const BenchConfig& config = *parsed;
+  BenchConfig& config = *parsed;
   if (config.help) {
-    std::cout << "usage: tandem-bench [--addr HOST:PORT] [--request-rate R] [--concurrency C] "
-                 "[--dataset random|sharegpt-like|prefix] [flags]\n"
+    std::cout << "usage: tandem-bench [--addr HOST:PORT | --backend openai --base-url URL [--model NAME]] "
+                 "[--request-rate R] [--concurrency C] [--dataset random|sharegpt-like|prefix] [flags]\n"
               << usage;
     return 0;
+  }
+  if (config.backend == Backend::kOpenAi && config.model.empty()) {
+    auto model = FetchFirstModelId(config.base_url, config.api_key, std::min<int64_t>(config.timeout_s, 30));
+    if (!model.ok()) {
+      std::cerr << "tandem-bench: --backend openai: cannot find the model to ask for: " << model.status().message()
+                << "\n(is the server up at --base-url? or give --model NAME)\n";
+      return 1;
+    }
+    config.model = *model;
+    std::cout << "tandem-bench: model " << config.model << " (the first of " << config.base_url << "/models)\n";
   }
   if (config.sweep) {
     // Fail before the sweep runs, not after.
@@ -76,8 +89,11 @@ int Main(int argc, char** argv) {
   const std::vector<BenchRequest> warmup(all.begin() + config.num_requests, all.end());
   all.resize(config.num_requests);
 
-  LoadRunner runner(grpc::CreateChannel(config.addr, grpc::InsecureChannelCredentials()),
-                    {config.ignore_eos, config.temperature, config.timeout_s, config.api_key});
+  const RequestOptions options{config.ignore_eos, config.temperature, config.timeout_s, config.api_key};
+  LoadRunner runner(config.backend == Backend::kOpenAi
+                        ? MakeOpenAiBackend({config.base_url, config.model, options})
+                        : MakeGrpcBackend(grpc::CreateChannel(config.addr, grpc::InsecureChannelCredentials()),
+                                          options));
   std::vector<PointResult> results;
   for (const LoadPoint& point : config.Points()) results.push_back(RunPoint(runner, config, point, all, warmup));
 

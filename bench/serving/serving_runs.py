@@ -11,6 +11,12 @@
            different cores) against colocated (`tandem serve` using every
            core) at the same Poisson request rate: TTFT/ITL percentiles and
            goodput.
+  compare  side by side with llama.cpp: `tandem up` with its default flags
+           (only --model) through tandem-bench's gRPC backend, then, given
+           --llama-server BIN --gguf FILE, llama-server (-np <concurrency>,
+           flash attention, -c <concurrency * (in + out + 16)>, -t
+           <threads>) through tandem-bench --backend openai, on the same
+           workload (default: the target's, greedy, same seed).
 
 Every run writes tandem-bench's JSON to --out and prints a Markdown table.
 Run with Debian's /usr/bin/python3. Servers listen on 127.0.0.1 only and are
@@ -23,8 +29,11 @@ import re
 import signal
 import subprocess
 import sys
+import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 
 BENCH_TIMEOUT_S = 1800  # the longest a single tandem-bench run may take
 
@@ -84,9 +93,10 @@ def serve(args, extra):
 
 
 def bench(args, addr, name, flags):
+    """Runs tandem-bench at `addr` (gRPC), or with the backend given in `flags` when addr is None."""
     out = os.path.join(args.out, name + ".json")
-    argv = [os.path.join(args.bin_dir, "tandem-bench"), "--addr", addr, "--max-model-len", str(args.max_model_len),
-            "--vocab-size", str(args.vocab_size), "--json-out", out] + flags
+    argv = [os.path.join(args.bin_dir, "tandem-bench")] + (["--addr", addr] if addr else []) + [
+        "--max-model-len", str(args.max_model_len), "--vocab-size", str(args.vocab_size), "--json-out", out] + flags
     print("$ " + " ".join(argv), flush=True)
     r = subprocess.run(argv, capture_output=True, text=True, timeout=BENCH_TIMEOUT_S)
     sys.stdout.write(r.stdout[-3000:])
@@ -174,9 +184,137 @@ def run_disagg(args):
             r["itl_ms"]["p99"], r.get("goodput", float("nan"))))
 
 
+class LlamaServer:
+    """A llama-server child on 127.0.0.1 at a free port, ready once GET /health answers 200."""
+
+    def __init__(self, binary, argv, log_path, ready_timeout_s=600):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.argv = [binary] + argv + ["--host", "127.0.0.1", "--port", str(self.port)]
+        print("$ " + " ".join(self.argv), flush=True)
+        self.log = open(log_path, "w")
+        self.proc = subprocess.Popen(self.argv, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + ready_timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:%d/health" % self.port, timeout=5) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass  # not listening yet, or 503 while the model loads
+            time.sleep(0.5)
+        self.stop()
+        with open(log_path) as f:
+            tail = f.read()[-3000:]
+        raise RuntimeError("llama-server did not become healthy: %s\n%s" % (" ".join(self.argv), tail))
+
+    @property
+    def base_url(self):
+        return "http://127.0.0.1:%d/v1" % self.port
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self.log.close()
+
+
+def cpu_summary():
+    """lscpu's model name line and whether the CPU has AMX / AVX512-BF16."""
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=30).stdout
+    except OSError:
+        lscpu = ""
+    name = next((line.strip() for line in lscpu.splitlines() if line.startswith("Model name")), "Model name: ?")
+    flags = set()
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    amx = sorted(f for f in flags if f.startswith("amx"))
+    return "%s\nAMX: %s; AVX512-BF16: %s; cores available: %d" % (
+        re.sub(r"\s+", " ", name), ", ".join(amx) if amx else "no", "yes" if "avx512_bf16" in flags else "no",
+        len(os.sched_getaffinity(0)))
+
+
+def llama_flash_attn(binary):
+    """The flash-attention flag as this build spells it: `-fa on` (newer) or `-fa` (older, boolean)."""
+    r = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=60)
+    line = next((x for x in (r.stdout + r.stderr).splitlines() if "--flash-attn" in x), "")
+    if not line:
+        return []
+    return ["-fa", "on"] if re.search(r"on\|off|\[on", line) else ["-fa"]
+
+
+def run_compare(args):
+    print(cpu_summary() + "\n", flush=True)
+    c, n_in, n_out = args.concurrency, args.input_len, args.output_len
+    workload = ["--num-requests", str(args.num_requests), "--concurrency", str(c), "--input-len", str(n_in),
+                "--output-len", str(n_out), "--seed", str(args.seed), "--temperature", str(args.temperature)]
+    if args.ignore_eos:
+        workload.append("--ignore-eos")
+    rows = []
+    srv = up(args, [])  # Tandem's defaults: only --model
+    try:
+        rows.append(("Tandem (`tandem up`, defaults)", point(bench(args, srv.addr, "compare-tandem", workload))))
+    finally:
+        srv.stop()
+    if args.llama_server and args.gguf:
+        threads = args.threads or len(os.sched_getaffinity(0))
+        argv = ["-m", args.gguf, "-np", str(c)] + llama_flash_attn(args.llama_server) + [
+            "-c", str(c * (n_in + n_out + args.llama_ctx_slack)), "-t", str(threads)]
+        llama = LlamaServer(args.llama_server, argv, os.path.join(args.out, "llama-server.log"))
+        try:
+            rows.append(("llama-server (%s)" % os.path.basename(args.gguf), point(bench(
+                args, None, "compare-llama-server", ["--backend", "openai", "--base-url", llama.base_url] + workload))))
+        finally:
+            llama.stop()
+    elif args.llama_server or args.gguf:
+        raise SystemExit("compare: give both --llama-server BIN and --gguf FILE (or neither)")
+    for name, r in rows:
+        if r["failed"]:
+            print("warning: %s: %d requests failed: %s" % (name, r["failed"], json.dumps(r["failures"])))
+    print("\n%d requests, %d prompt + %d output tokens, concurrency %d, %s, seed %d, temperature %s\n" % (
+        args.num_requests, n_in, n_out, c, "ignore_eos" if args.ignore_eos else "eos allowed", args.seed,
+        args.temperature))
+    cols = [("output tok/s", lambda r: r["output_throughput"], "%.1f"),
+            ("TTFT p50 (ms)", lambda r: r["ttft_ms"]["p50"], "%.0f"),
+            ("TTFT p99 (ms)", lambda r: r["ttft_ms"]["p99"], "%.0f"),
+            ("ITL p50 (ms)", lambda r: r["itl_ms"]["p50"], "%.1f"),
+            ("ITL p99 (ms)", lambda r: r["itl_ms"]["p99"], "%.1f"),
+            ("req/s", lambda r: r["request_throughput"], "%.3f"),
+            ("completed", lambda r: r["completed"], "%d")]
+
+    def value(r, get):
+        try:
+            return get(r)
+        except (KeyError, TypeError):  # a summary is null when nothing completed
+            return float("nan")
+
+    print("| server | " + " | ".join(name for name, _, _ in cols) + " |")
+    print("|---" * (len(cols) + 1) + "|")
+    for name, r in rows:
+        print("| %s | " % name + " | ".join(fmt % value(r, get) for _, get, fmt in cols) + " |")
+    if len(rows) == 2:
+        ratios = []
+        for _, get, _ in cols[:-1]:
+            a, b = value(rows[0][1], get), value(rows[1][1], get)
+            ratios.append("%.2fx" % (a / b) if b else "n/a")
+        print("| Tandem / llama-server | " + " | ".join(ratios) + " | |")
+    print("\n(output tok/s and req/s: higher is better; TTFT and ITL: lower is better. JSON in %s)" % args.out)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["target", "ladder", "disagg"])
+    ap.add_argument("what", choices=["target", "ladder", "disagg", "compare"])
     ap.add_argument("--bin-dir", default="build/bin")
     ap.add_argument("--model", required=True, help="e.g. a SmolLM2-135M-shape model from tools/models/make_random_model.py")
     ap.add_argument("--out", required=True, help="folder for the JSON results and server logs")
@@ -191,7 +329,7 @@ def main():
     ap.add_argument("--prefill-cores", default="", help="target: `tandem up --prefill-cores` (instead of --pin)")
     ap.add_argument("--decode-cores", default="", help="target: `tandem up --decode-cores` (instead of --pin)")
     ap.add_argument("--modes", default="none,static,dynamic,continuous,paged")
-    ap.add_argument("--num-requests", type=int, default=100)
+    ap.add_argument("--num-requests", type=int, default=None, help="ladder/disagg default 100, compare 64")
     ap.add_argument("--input-range", default=None, help="ladder/disagg prompt lengths A:B (default 32:512 / 64:512)")
     ap.add_argument("--output-choices", default="64,128,256", help="ladder output lengths")
     ap.add_argument("--num-kv-blocks", type=int, default=0,
@@ -199,9 +337,24 @@ def main():
     ap.add_argument("--rate", type=float, default=1.0, help="disagg: requests/s")
     ap.add_argument("--slo-ttft-ms", type=float, default=2000)
     ap.add_argument("--slo-tpot-ms", type=float, default=100)
+    cmp = ap.add_argument_group("compare")
+    cmp.add_argument("--llama-server", default="", help="the llama-server binary (with --gguf: run it too)")
+    cmp.add_argument("--gguf", default="", help="the same model as a GGUF file, for llama-server")
+    cmp.add_argument("--threads", type=int, default=0, help="llama-server -t (default: the cores available)")
+    cmp.add_argument("--llama-ctx-slack", type=int, default=16,
+                     help="llama-server -c is concurrency * (input + output + this) (default 16)")
+    cmp.add_argument("--concurrency", type=int, default=16)
+    cmp.add_argument("--input-len", type=int, default=256)
+    cmp.add_argument("--output-len", type=int, default=128)
+    cmp.add_argument("--seed", type=int, default=1)
+    cmp.add_argument("--temperature", type=float, default=0.0, help="both servers (default 0: greedy)")
+    cmp.add_argument("--no-ignore-eos", dest="ignore_eos", action="store_false",
+                     help="let requests stop at EOS (default: ignore_eos, exact lengths)")
     args = ap.parse_args()
+    if args.num_requests is None:
+        args.num_requests = 64 if args.what == "compare" else 100
     os.makedirs(args.out, exist_ok=True)
-    {"target": run_target, "ladder": run_ladder, "disagg": run_disagg}[args.what](args)
+    {"target": run_target, "ladder": run_ladder, "disagg": run_disagg, "compare": run_compare}[args.what](args)
     return 0
 
 

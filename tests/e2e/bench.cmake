@@ -6,3 +6,13 @@ add_test(NAME bench_e2e
   COMMAND ${TANDEM_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/bench_test.py
     --tandem $<TARGET_FILE:tandem> --bench $<TARGET_FILE:tandem-bench> --work ${TANDEM_TEST_WORK}/bench)
 set_tests_properties(bench_e2e PROPERTIES LABELS "e2e" TIMEOUT 900 ENVIRONMENT "OMP_WAIT_POLICY=passive")
+
+# tandem-bench --backend openai against a fake OpenAI-compatible server (the
+# test file itself, `--serve`: Python's ThreadingHTTPServer on 127.0.0.1,
+# stopped by PID): token counts, stamped events, request bodies, HTTP 400,
+# error events, timeouts, connection refused, 64 concurrent streams. Needs
+# no model; asserts counts and orderings, never timings.
+add_test(NAME bench_openai_test
+  COMMAND ${TANDEM_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/bench_openai_test.py
+    --bench $<TARGET_FILE:tandem-bench> --work ${TANDEM_TEST_WORK}/bench_openai)
+set_tests_properties(bench_openai_test PROPERTIES LABELS "integration" TIMEOUT 300)

@@ -14,6 +14,7 @@ TEST(BenchConfigTest, Defaults) {
   auto c = Parse({});
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->addr, "127.0.0.1:50051");
+  EXPECT_EQ(c->backend, Backend::kGrpc);
   EXPECT_EQ(c->num_requests, 100);
   EXPECT_EQ(c->dataset.kind, DatasetKind::kRandom);
   EXPECT_EQ(c->dataset.input_len, (LengthRange{128, 128}));
@@ -139,6 +140,23 @@ TEST(BenchConfigTest, SlosAndSampling) {
   EXPECT_TRUE(c->ignore_eos);
   EXPECT_EQ(c->temperature, 0.0f);
   EXPECT_EQ(c->seed, 7u);
+}
+
+TEST(BenchConfigTest, Backends) {
+  auto c = Parse({"--backend", "openai", "--base-url", "http://127.0.0.1:8080/v1/", "--model", "m"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->backend, Backend::kOpenAi);
+  EXPECT_EQ(c->base_url, "http://127.0.0.1:8080/v1");  // trailing '/' dropped
+  EXPECT_EQ(c->model, "m");
+  c = Parse({"--backend", "openai", "--base-url", "https://h/v1"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->model, "");  // looked up at start
+  auto missing = Parse({"--backend", "openai"});
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("--base-url"), std::string::npos);
+  EXPECT_FALSE(Parse({"--backend", "openai", "--base-url", "127.0.0.1:8080"}).ok());  // no scheme
+  EXPECT_FALSE(Parse({"--backend", "rest"}).ok());
+  EXPECT_FALSE(Parse({"--base-url", "http://h/v1"}).ok());  // grpc takes --addr
 }
 
 }  // namespace
