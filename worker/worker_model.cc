@@ -17,6 +17,7 @@ absl::StatusOr<WorkerModel> LoadWorkerModel(const std::string& model_dir, const 
   WorkerModel w;
   w.config = model->config();
   ASSIGN_OR_RETURN(std::unique_ptr<LlmEngine> engine, LlmEngine::Create(std::move(model), config));
+  RETURN_IF_ERROR(engine->WarmUp());
   for (int r = 0; r < engine->tp_size(); ++r) {
     KvCache& cache = engine->kv_cache(r);
     const std::span<uint8_t> memory = cache.Memory();

@@ -62,6 +62,28 @@ absl::StatusOr<std::unique_ptr<LlmEngine>> LlmEngine::Create(std::unique_ptr<Mod
   return std::unique_ptr<LlmEngine>(new LlmEngine(std::move(model), config, num_blocks));
 }
 
+absl::Status LlmEngine::WarmUp() {
+  if (!seqs_.empty()) return absl::FailedPreconditionError("WarmUp: the engine already holds requests");
+  const int64_t block_size = config_.block_size;
+  const int64_t tokens = std::min<int64_t>({config_.scheduler.max_num_batched_tokens,
+                                            model_->config().max_position_embeddings,
+                                            model_->kv_cache(0).shape().num_blocks * block_size});
+  if (tokens < 1) return absl::OkStatus();
+  ForwardBatch batch;
+  SequenceSlice seq;
+  seq.num_query_tokens = static_cast<int32_t>(tokens);
+  seq.context_len = static_cast<int32_t>(tokens);
+  for (int64_t b = 0; b * block_size < tokens; ++b) seq.block_table.push_back(static_cast<int32_t>(b));
+  for (int64_t t = 0; t < tokens; ++t) {
+    batch.token_ids.push_back(0);
+    batch.positions.push_back(static_cast<int32_t>(t));
+    batch.slot_mapping.push_back(t);  // block t / block_size, offset t % block_size
+  }
+  batch.seqs.push_back(std::move(seq));
+  batch.logit_indices.push_back(static_cast<int32_t>(tokens - 1));
+  return model_->Forward(batch, nullptr).status();
+}
+
 LlmEngine::LlmEngine(std::unique_ptr<ModelExecutor> model, const EngineConfig& config, int64_t num_blocks)
     : config_(config), model_(std::move(model)) {
   model_->AllocateKvCaches(num_blocks, config.block_size, config.kv_dtype);

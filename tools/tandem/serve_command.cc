@@ -51,6 +51,7 @@ absl::Status Serve(const ServeFlags& f) {
   }
   const ModelConfig config = model->config();
   ASSIGN_OR_RETURN(std::unique_ptr<LlmEngine> engine, LlmEngine::Create(std::move(model), engine_config));
+  RETURN_IF_ERROR(engine->WarmUp());
   // Outlives the engine: its step listener observes into the registry until the loop stops.
   metrics::Registry metrics_registry;
   AsyncEngine async_engine(std::move(engine), tokenizer.get());

@@ -5,6 +5,7 @@
 // errors for ReserveExternal / ActivateExternal / PrefilledBlocks /
 // ReleasePrefilled, and reservations that respect continuous batching's
 // promised blocks. Helpers and fixtures: llm_engine_test_util.h.
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <map>
@@ -21,6 +22,44 @@ namespace tandem {
 namespace {
 
 using namespace llm_engine_test;  // NOLINT(build/namespaces): the shared helpers
+
+// ---------------------------------------------------------------------------
+// WarmUp: a throwaway step that changes nothing a request can see.
+
+TEST(LlmEngineTest, WarmUpChangesNoTokenNoBlockAndNoCounter) {
+  EngineConfig config = Config(4, 32, /*budget=*/48);
+  std::mt19937 rng(21);
+  const EngineRequest a = GreedyRequest("a", RandomPrompt(rng, 11, 320), 9);
+  const EngineRequest b = GreedyRequest("b", RandomPrompt(rng, 30, 320), 7);
+  ASSERT_OK_AND_ASSIGN(auto cold, NewEngine(ModelDir(kShape), config));
+  ASSERT_OK_AND_ASSIGN(auto warm, NewEngine(ModelDir(kShape), config));
+  auto nonzero_bytes = [](LlmEngine& e) {
+    const std::span<uint8_t> m = e.kv_cache(0).Memory();
+    return std::count_if(m.begin(), m.end(), [](uint8_t v) { return v != 0; });
+  };
+  ASSERT_EQ(nonzero_bytes(*warm), 0);
+  ASSERT_TRUE(warm->WarmUp().ok());
+  EXPECT_GT(nonzero_bytes(*warm), 0) << "the warm-up step ran and wrote its KV";
+  const EngineStats s = warm->Stats();
+  EXPECT_EQ(s.num_steps, 0);
+  EXPECT_EQ(s.kv.num_used_blocks, 0);
+  EXPECT_EQ(s.kv.num_free_blocks, 32);
+  for (LlmEngine* e : {cold.get(), warm.get()}) {
+    ASSERT_TRUE(e->AddRequest(a).ok());
+    ASSERT_TRUE(e->AddRequest(b).ok());
+  }
+  // The warm-up wrote KV into blocks 0..11 (48 tokens of 4); the requests
+  // get those blocks and must read only what they wrote themselves.
+  const Trace want = Drive(*cold), got = Drive(*warm);
+  ASSERT_EQ(got.results.count("a"), 1u);
+  ASSERT_EQ(got.results.count("b"), 1u);
+  EXPECT_EQ(got.results.at("a").token_ids, want.results.at("a").token_ids);
+  EXPECT_EQ(got.results.at("b").token_ids, want.results.at("b").token_ids);
+  ExpectPoolEmpty(*warm);
+  EXPECT_EQ(warm->WarmUp().code(), absl::StatusCode::kOk);  // idle again: allowed
+  ASSERT_TRUE(warm->AddRequest(GreedyRequest("c", RandomPrompt(rng, 5, 320), 3)).ok());
+  EXPECT_EQ(warm->WarmUp().code(), absl::StatusCode::kFailedPrecondition);
+}
 
 // ---------------------------------------------------------------------------
 // Abort frees every block at once, in any state.
