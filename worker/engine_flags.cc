@@ -76,7 +76,7 @@ absl::StatusOr<Quantization> ParseQuantization(const std::string& name) {
 
 void EngineFlags::Register(FlagSet& f) {
   f.AddInt("max-num-batched-tokens", &max_num_batched_tokens,
-           "token budget of one step (default 512; 2048 with --no-chunked-prefill)");
+           "token budget of one step (default 256; 2048 with --no-chunked-prefill)");
   f.AddInt("max-num-seqs", &max_num_seqs, "most sequences running at once (default 64)");
   f.AddInt("block-size", &block_size, "tokens per KV block (default 16)");
   f.AddInt("num-kv-blocks", &num_kv_blocks, "KV pool size in blocks (overrides --kv-cache-memory)");

@@ -34,12 +34,14 @@ struct EngineFlags {
   // -1: unset; ToConfig picks kDefaultBatchedTokens (or, without chunked
   // prefill, kDefaultBatchedTokensUnchunked so whole prompts still fit).
   int64_t max_num_batched_tokens = -1;
-  // Why 512 and not vLLM's 2048: on a CPU a 2048-token step takes over a
+  // Why 256 and not vLLM's 2048: on a CPU a 2048-token step takes over a
   // second, and every decode sequence and queued prompt waits for it. On the
-  // 2-core serving benchmark (docs/performance.md) 2048 gave TTFT p50 2.5 s
-  // and 203 output tok/s, 512 gave 0.6 s and 227, 64-256 gave 0.3-0.5 s and
-  // 255-300.
-  static constexpr int64_t kDefaultBatchedTokens = 512;
+  // 2-core serving benchmark (docs/performance.md), AMX host: 2048 gave TTFT
+  // p50 2.5 s and 203 output tok/s, 512 gave 0.6 s and 227, 64-256 gave
+  // 0.3-0.5 s and 255-300; AVX512_BF16 host without AMX (fp32 matmuls), A/B
+  // twice: 512 gave 1.24 s and 158-160, 256 gave 0.66 s and 165 (128: 0.68 s,
+  // 163). A step of 256 still amortises the weight reads over 256 rows.
+  static constexpr int64_t kDefaultBatchedTokens = 256;
   static constexpr int64_t kDefaultBatchedTokensUnchunked = 2048;
   int64_t max_num_seqs = 64;
   int64_t block_size = 16;

@@ -1,4 +1,4 @@
-// EngineFlags -> EngineConfig: the step budget's default (512, or 2048 when
+// EngineFlags -> EngineConfig: the step budget's default (256, or 2048 when
 // chunked prefill is off so whole prompts still fit), an explicit value
 // kept, and out-of-range values refused with the field named; --quantization
 // int4 reaching the config and an unknown scheme refused naming the choices;
@@ -46,10 +46,10 @@ absl::StatusOr<EngineConfig> Parse(const std::vector<std::string>& args,
   return e.ToConfig(1, model_dir);
 }
 
-TEST(EngineFlagsTest, StepBudgetDefaultsTo512Or2048WithoutChunking) {
+TEST(EngineFlagsTest, StepBudgetDefaultsTo256Or2048WithoutChunking) {
   auto c = Parse({});
   ASSERT_TRUE(c.ok()) << c.status();
-  EXPECT_EQ(c->scheduler.max_num_batched_tokens, 512);
+  EXPECT_EQ(c->scheduler.max_num_batched_tokens, 256);
   EXPECT_TRUE(c->scheduler.enable_chunked_prefill);
   c = Parse({"--no-chunked-prefill"});
   ASSERT_TRUE(c.ok()) << c.status();
