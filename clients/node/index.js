@@ -39,18 +39,19 @@ const PROTO_FILE = path.join('tandem', 'v1', 'generation.proto');
  * @throws {Error} when none of them holds the proto
  */
 function findProtoDir(explicitDir) {
-  const candidates = [];
-  if (explicitDir) candidates.push(['the protoDir option', explicitDir]);
-  if (process.env.TANDEM_PROTO_DIR) candidates.push(['$TANDEM_PROTO_DIR', process.env.TANDEM_PROTO_DIR]);
-  candidates.push(['the repository checkout', path.join(__dirname, '..', '..', 'proto')]);
-  candidates.push(['the package', path.join(__dirname, 'proto')]);
-  for (const [, dir] of candidates) {
-    if (fs.existsSync(path.join(dir, PROTO_FILE))) return path.resolve(dir);
-  }
+  const has = (dir) => fs.existsSync(path.join(dir, PROTO_FILE));
   // An explicit choice that does not hold the proto is an error, not a fallback.
-  const tried = candidates.map(([what, dir]) => `${what} (${path.resolve(dir)})`).join(', ');
-  throw new Error(`@tandem/client: ${PROTO_FILE} not found in ${tried}; pass protoDir, set ` +
-                  'TANDEM_PROTO_DIR to the repository\'s proto/ folder, or run `npm run copy-protos`');
+  for (const [what, dir] of [['the protoDir option', explicitDir], ['$TANDEM_PROTO_DIR', process.env.TANDEM_PROTO_DIR]]) {
+    if (!dir) continue;
+    if (has(dir)) return path.resolve(dir);
+    throw new Error(`@tandem/client: ${PROTO_FILE} not found in ${what} (${path.resolve(dir)})`);
+  }
+  const candidates = [path.join(__dirname, '..', '..', 'proto'), path.join(__dirname, 'proto')];
+  for (const dir of candidates) {
+    if (has(dir)) return path.resolve(dir);
+  }
+  throw new Error(`@tandem/client: ${PROTO_FILE} not found in ${candidates.map((d) => path.resolve(d)).join(' or ')}; ` +
+                  'pass protoDir, set TANDEM_PROTO_DIR to the repository\'s proto/ folder, or run `npm run copy-protos`');
 }
 
 const loaded = new Map();
