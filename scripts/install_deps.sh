@@ -3,7 +3,7 @@
 # packages already present are skipped, and apt is asked only for what is missing.
 #
 #   scripts/install_deps.sh          build and run (compiler, CMake, libraries)
-#   scripts/install_deps.sh --test   also what the tests need (GoogleTest, PyTorch reference, clang-15 + libFuzzer)
+#   scripts/install_deps.sh --test   also what the tests need (GoogleTest, PyTorch reference, clang-15 + libFuzzer, Node.js + npm)
 set -euo pipefail
 
 build_pkgs=(
@@ -21,6 +21,7 @@ test_pkgs=(
   prometheus iproute2  # promtool checks the metrics text format; ip makes the multi-host test's namespaces
   openssl  # the certs test checks `tandem certs` with the openssl tool
   clang-15 libfuzzer-15-dev libomp-15-dev  # the fuzz targets (scripts/fuzz.sh; libomp: the engine's OpenMP under clang)
+  nodejs npm  # the Node.js client's test (clients/node: npm ci, node:test; Debian 12 ships Node 18)
 )
 
 want=("${build_pkgs[@]}")
@@ -30,6 +31,8 @@ fi
 
 missing=()
 for p in "${want[@]}"; do
+  # NodeSource's nodejs package bundles npm and conflicts with Debian's: any npm will do.
+  if [[ "$p" == npm ]] && command -v npm >/dev/null 2>&1; then continue; fi
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
     missing+=("$p")
   fi
