@@ -227,6 +227,9 @@ describe('tandem serve', { skip: HAVE_TANDEM ? false : `no tandem binary at ${TA
   test('deadlines: too short, and passing mid-stream, give DEADLINE_EXCEEDED', { timeout: 120000 }, async () => {
     let err = await failure(() => srv.client.generateText(PROMPT, sampling({ maxTokens: 64, timeoutMs: 1 })));
     assert.equal(err.code, 'DEADLINE_EXCEEDED', err.message);
+    // A deadline passing mid-stream while the client reads slowly: 200 chunks
+    // are far more than grpc-js buffers, so the final status cannot reach the
+    // client before the deadline, however fast the server generates them.
     let n = 0;
     err = await failure(async () => {
       for await (const c of srv.client.generate(greedy({ maxTokens: 200, timeoutMs: 300 }))) {
