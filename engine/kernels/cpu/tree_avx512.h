@@ -62,7 +62,6 @@ inline void TileTrees(const __m512 (&acc)[MR][NR], Out out) {
     }
     alignas(64) float sums[16];
     _mm512_store_ps(sums, TransposeTree(slots));
-#pragma GCC unroll 16
     for (int t = c; t < kOutputs && t < c + 16; ++t) out(t / NR, t % NR, sums[t - c]);
   }
 }
