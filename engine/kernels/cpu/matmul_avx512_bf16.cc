@@ -16,7 +16,8 @@
 //    per 64 bytes), with the k tail masked to zero.
 // The padding only adds fma(0 * 0), which leaves a non-negative-zero
 // accumulator unchanged, and the fp32 kernels pad their last group the same
-// way. Then the same Tree and bias. vdpbf16ps flushes subnormal inputs and
+// way. Then the same Tree (tree512::TileTrees: sixteen at once, the same
+// bits) and bias. vdpbf16ps flushes subnormal inputs and
 // results (DAZ/FTZ), so the bits match only while no product or partial sum
 // is subnormal.
 //
@@ -32,6 +33,7 @@
 
 #include "engine/kernels/cpu/matmul_kernels.h"
 #include "engine/kernels/cpu/thread_scratch.h"
+#include "engine/kernels/cpu/tree_avx512.h"
 
 namespace tandem::kernels::cpu {
 namespace {
@@ -79,14 +81,6 @@ void RoundRow(const float* x, int64_t k, int64_t kp, uint16_t* dst) {
         _mm512_or_si512(_mm512_and_si512(RoundToBf16High(lo), high), _mm512_srli_epi32(RoundToBf16High(hi), 16));
     _mm512_storeu_si512(dst + kk, pair);
   }
-}
-
-// Lanes l + (l+8), + (l+4), + (l+2), + (l+1): the shared tree.
-inline float Tree(__m512 v) {
-  const __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
-  const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-  const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-  return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
 }
 
 inline __m512 Dot(__m512 acc, __m512i x, __m512i w) {
@@ -138,9 +132,10 @@ void Tile(const uint16_t* x, int64_t ldx, const uint16_t* w, int64_t ldw, int64_
       for (int i = 0; i < MR; ++i) acc[i][j] = Dot(acc[i][j], xv[i], wv);
     }
   }
-  for (int i = 0; i < MR; ++i) {
-    for (int j = 0; j < NR; ++j) y[i * ldy + j] = Tree(acc[i][j]) + (bias != nullptr ? bias[j] : 0.0f);
-  }
+  // The shared tree (lanes l + (l+8), + (l+4), + (l+2), + (l+1)), sixteen
+  // outputs per TransposeTree: the same bits as one Tree per output.
+  tree512::TileTrees<MR, NR>(
+      acc, [&](int i, int j, float sum) { y[i * ldy + j] = sum + (bias != nullptr ? bias[j] : 0.0f); });
 }
 
 using TileFn = void (*)(const uint16_t*, int64_t, const uint16_t*, int64_t, int64_t, int64_t, const float*, float*,

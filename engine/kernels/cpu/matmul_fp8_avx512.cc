@@ -22,6 +22,7 @@
 #include <utility>  // std::integer_sequence: compile time only, no code
 
 #include "engine/kernels/cpu/matmul_fp8_kernels.h"
+#include "engine/kernels/cpu/tree_avx512.h"
 
 namespace tandem::kernels::cpu {
 namespace {
@@ -50,14 +51,6 @@ inline __m512 LoadW(const void* w, int64_t ldw, int j, int64_t k) {
   } else {
     return _mm512_loadu_ps(static_cast<const float*>(w) + j * ldw + k);
   }
-}
-
-// Lanes l + (l+8), + (l+4), + (l+2), + (l+1): the shared tree.
-inline float Tree(__m512 v) {
-  const __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
-  const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-  const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-  return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
 }
 
 // acc[i][j] = S(x[i], w[j]) for an MR x NR tile.
@@ -101,9 +94,9 @@ void Tile(const float* x, int64_t ldx, int64_t k, const void* w, int64_t ldw, fl
       for (int i = 0; i < MR; ++i) a[i][j] = _mm512_fmadd_ps(xv[i], wv, a[i][j]);
     }
   }
-  for (int i = 0; i < MR; ++i) {
-    for (int j = 0; j < NR; ++j) acc[i * ld_acc + j] = Tree(a[i][j]);
-  }
+  // The shared tree (lanes l + (l+8), + (l+4), + (l+2), + (l+1)), sixteen
+  // outputs per TransposeTree: the same bits as one Tree per output.
+  tree512::TileTrees<MR, NR>(a, [&](int i, int j, float sum) { acc[i * ld_acc + j] = sum; });
 }
 
 using TileFn = void (*)(const float*, int64_t, int64_t, const void*, int64_t, float*, int64_t, const char*);

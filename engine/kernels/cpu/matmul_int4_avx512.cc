@@ -24,6 +24,7 @@
 #include <utility>  // std::integer_sequence: compile time only, no code
 
 #include "engine/kernels/cpu/matmul_int4_kernels.h"
+#include "engine/kernels/cpu/tree_avx512.h"
 
 namespace tandem::kernels::cpu {
 namespace {
@@ -33,14 +34,6 @@ constexpr int kNr = 6;        // weight rows per prefill tile (24 accumulators +
 constexpr int kDecodeNr = 8;  // weight rows per decode tile at m = 1 (4 for m = 2..4)
 
 inline int64_t Min(int64_t a, int64_t b) { return a < b ? a : b; }
-
-// Lanes l + (l+8), + (l+4), + (l+2), + (l+1): the shared tree.
-inline float Tree(__m512 v) {
-  const __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
-  const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-  const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-  return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
-}
 
 // kCodeMinusZero.v[z][j] = j - z, exact: one load per row and group instead
 // of a conversion, a broadcast and a subtraction (the decode loop builds a
@@ -103,6 +96,15 @@ __attribute__((always_inline)) inline void GroupTables(const Int4PanelArgs& a, i
   }
 }
 
+// y[i0 + i][j0 + j] = Tree(acc[i][j]) (+ bias[j0 + j]) for both tile kinds.
+template <int MR, int NR>
+__attribute__((always_inline)) inline void StoreTrees(const Int4PanelArgs& a, int64_t i0, int64_t j0,
+                                                      const __m512 (&acc)[MR][NR]) {
+  tree512::TileTrees<MR, NR>(acc, [&](int i, int j, float sum) {
+    a.y[(i0 + i) * a.ldy + j0 + j] = sum + (a.bias != nullptr ? a.bias[j0 + j] : 0.0f);
+  });
+}
+
 // y[i][j] = x[i] . deq(w[j]) (+ bias[j]) for an MR x NR decode tile: the
 // weights are dequantized from the codes here, group by group, and the
 // codes of the `num_next` rows after the tile are prefetched one cache line
@@ -155,11 +157,9 @@ void Tile(const Int4PanelArgs& a, int64_t i0, int64_t j0, int64_t num_next) {
   }
   // Groups whose columns all lie past k (a packed matrix padded by a whole
   // group) have nothing to add.
-  for (int i = 0; i < MR; ++i) {
-    for (int j = 0; j < NR; ++j) {
-      a.y[(i0 + i) * a.ldy + j0 + j] = Tree(acc[i][j]) + (a.bias != nullptr ? a.bias[j0 + j] : 0.0f);
-    }
-  }
+  // The shared tree (lanes l + (l+8), + (l+4), + (l+2), + (l+1)), sixteen
+  // outputs per TransposeTree: the same bits as one Tree per output.
+  StoreTrees<MR, NR>(a, i0, j0, acc);
 }
 
 // The same for an MR x NR prefill tile over weight rows already dequantized
@@ -200,11 +200,9 @@ void PanelTile(const Int4PanelArgs& a, int64_t i0, int64_t j0, const float* deq,
       for (int i = 0; i < MR; ++i) acc[i][j] = _mm512_fmadd_ps(xv[i], wv, acc[i][j]);
     }
   }
-  for (int i = 0; i < MR; ++i) {
-    for (int j = 0; j < NR; ++j) {
-      a.y[(i0 + i) * a.ldy + j0 + j] = Tree(acc[i][j]) + (a.bias != nullptr ? a.bias[j0 + j] : 0.0f);
-    }
-  }
+  // The shared tree (lanes l + (l+8), + (l+4), + (l+2), + (l+1)), sixteen
+  // outputs per TransposeTree: the same bits as one Tree per output.
+  StoreTrees<MR, NR>(a, i0, j0, acc);
 }
 
 // Dequantizes weight rows j0..j0+nr of the panel into dst [nr][ld] (the

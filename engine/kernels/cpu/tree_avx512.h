@@ -5,7 +5,8 @@
 // matmul_kernels.h, attention_kernels.h) bit for bit, because every stage
 // adds the same lane pairs; it only shares the shuffles among 16 registers
 // (46 instructions instead of 16 x 8). Include only from files compiled with
-// -mavx512*.
+// -mavx512*. Users: matmul_avx512.cc (StoreTrees), the fp8, int4 and
+// vdpbf16ps matmul kernels (TileTrees), attention.
 // Thread-safety: pure inline functions.
 #pragma once
 
@@ -40,6 +41,29 @@ inline __m512 TransposeTree(const __m512* x) {
   // + (l+1): even and odd lanes.
   return _mm512_add_ps(_mm512_shuffle_ps(v[0], v[1], _MM_SHUFFLE(2, 0, 2, 0)),
                        _mm512_shuffle_ps(v[0], v[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// Tree(acc[i][j]) for every output of an MR x NR register tile, sixteen per
+// TransposeTree (row-major; the last group's unused slots are zeros): calls
+// out(i, j, sum) once per output, in row-major order. For the matmul kernels
+// whose tile outputs each finish in one Tree (fp8, int4, bf16); `out` does
+// the kernel's own bias/scale arithmetic after the tree, as before. Only
+// instantiate with a functor local to the including (-mavx512*) file.
+template <int MR, int NR, typename Out>
+inline void TileTrees(const __m512 (&acc)[MR][NR], Out out) {
+  constexpr int kOutputs = MR * NR;
+#pragma GCC unroll 2
+  for (int c = 0; c < kOutputs; c += 16) {
+    __m512 slots[16];
+#pragma GCC unroll 16
+    for (int s = 0; s < 16; ++s) {
+      const int t = c + SlotKey(s);
+      slots[s] = t < kOutputs ? acc[t / NR][t % NR] : _mm512_setzero_ps();
+    }
+    alignas(64) float sums[16];
+    _mm512_store_ps(sums, TransposeTree(slots));
+    for (int t = c; t < kOutputs && t < c + 16; ++t) out(t / NR, t % NR, sums[t - c]);
+  }
 }
 
 }  // namespace tandem::kernels::cpu::tree512
