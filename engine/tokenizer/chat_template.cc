@@ -26,16 +26,29 @@ absl::StatusOr<std::string> ReadText(const std::filesystem::path& path) {
   return text.str();
 }
 
-// A tokenizer_config.json token entry: "text", {"content": "text"} or absent/null -> "".
-absl::StatusOr<std::string> TokenString(const Json& config, const char* key) {
-  auto it = config.find(key);
-  if (it == config.end() || it->is_null()) return std::string();
-  if (it->is_string()) return it->get<std::string>();
-  if (it->is_object()) {
-    auto content = it->find("content");
-    if (content != it->end() && content->is_string()) return content->get<std::string>();
+// The special tokens tokenizer_config.json sets, each "text" or
+// {"content": "text"}; absent or null ones stay undefined in the template,
+// as in HF's special_tokens_map.
+absl::StatusOr<Json> SpecialTokens(const Json& config) {
+  Json tokens = Json::object();
+  for (const char* key : {"bos_token", "eos_token", "unk_token", "pad_token"}) {
+    auto it = config.find(key);
+    if (it == config.end() || it->is_null()) continue;
+    if (it->is_string()) {
+      tokens[key] = *it;
+      continue;
+    }
+    if (it->is_object()) {
+      auto content = it->find("content");
+      if (content != it->end() && content->is_string()) {
+        tokens[key] = *content;
+        continue;
+      }
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat("tokenizer_config.json: `", key, "` is neither a string nor {\"content\": ...}"));
   }
-  return absl::InvalidArgumentError(absl::StrCat("tokenizer_config.json: `", key, "` is neither a string nor {\"content\": ...}"));
+  return tokens;
 }
 
 }  // namespace
@@ -75,9 +88,9 @@ absl::StatusOr<ChatTemplate> ChatTemplate::FromTokenizerConfig(const Json& confi
   } else {
     return absl::InvalidArgumentError("tokenizer_config.json: `chat_template` is neither a string nor a list");
   }
-  ASSIGN_OR_RETURN(std::string bos, TokenString(config, "bos_token"));
-  ASSIGN_OR_RETURN(std::string eos, TokenString(config, "eos_token"));
-  return FromSource(source, std::move(bos), std::move(eos));
+  ASSIGN_OR_RETURN(Json tokens, SpecialTokens(config));
+  ASSIGN_OR_RETURN(jinja::Template t, jinja::Template::Parse(source));
+  return ChatTemplate(std::move(t), std::move(tokens));
 }
 
 absl::StatusOr<ChatTemplate> ChatTemplate::FromFile(const std::filesystem::path& template_file, std::string bos_token,
@@ -89,7 +102,7 @@ absl::StatusOr<ChatTemplate> ChatTemplate::FromFile(const std::filesystem::path&
 absl::StatusOr<ChatTemplate> ChatTemplate::FromSource(std::string_view source, std::string bos_token,
                                                       std::string eos_token) {
   ASSIGN_OR_RETURN(jinja::Template t, jinja::Template::Parse(source));
-  return ChatTemplate(std::move(t), std::move(bos_token), std::move(eos_token));
+  return ChatTemplate(std::move(t), Json{{"bos_token", std::move(bos_token)}, {"eos_token", std::move(eos_token)}});
 }
 
 absl::StatusOr<std::string> ChatTemplate::Render(const Json& messages, bool add_generation_prompt,
@@ -99,8 +112,7 @@ absl::StatusOr<std::string> ChatTemplate::Render(const Json& messages, bool add_
   Json context = Json::object();
   context["messages"] = messages;
   context["add_generation_prompt"] = add_generation_prompt;
-  context["bos_token"] = bos_token_;
-  context["eos_token"] = eos_token_;
+  for (auto it = special_tokens_.begin(); it != special_tokens_.end(); ++it) context[it.key()] = it.value();
   for (auto it = extra.begin(); it != extra.end(); ++it) context[it.key()] = it.value();
   return template_.Render(context);
 }

@@ -2,9 +2,9 @@
 // `chat_template`, or a file given with --chat-template) rendered the way
 // HuggingFace's apply_chat_template renders it: jinja2 with
 // trim_blocks=True and lstrip_blocks=True, variables `messages`,
-// `add_generation_prompt`, `bos_token`, `eos_token` (strings from the
-// config) plus any extra variables; `tools` and `documents` stay undefined
-// unless given. The rendered prompt already holds the template's special
+// `add_generation_prompt`, the special tokens the config sets (`bos_token`,
+// `eos_token`, `unk_token`, `pad_token`, as strings) plus any extra
+// variables; `tools` and `documents` stay undefined unless given. The rendered prompt already holds the template's special
 // tokens (e.g. bos_token), so encode it without adding BOS again.
 //
 // Thread-safety: immutable after loading; Render may run concurrently.
@@ -42,16 +42,15 @@ class ChatTemplate {
   absl::StatusOr<std::string> Render(const jinja::Json& messages, bool add_generation_prompt,
                                      const jinja::Json& extra = jinja::Json::object()) const;
 
-  const std::string& bos_token() const { return bos_token_; }
-  const std::string& eos_token() const { return eos_token_; }
+  // The token variables passed to the template, e.g. {"bos_token": "<s>"}.
+  const jinja::Json& special_tokens() const { return special_tokens_; }
 
  private:
-  ChatTemplate(jinja::Template t, std::string bos, std::string eos)
-      : template_(std::move(t)), bos_token_(std::move(bos)), eos_token_(std::move(eos)) {}
+  ChatTemplate(jinja::Template t, jinja::Json special_tokens)
+      : template_(std::move(t)), special_tokens_(std::move(special_tokens)) {}
 
   jinja::Template template_;
-  std::string bos_token_;
-  std::string eos_token_;
+  jinja::Json special_tokens_;  // object: variable name -> token string
 };
 
 }  // namespace tandem

@@ -61,6 +61,8 @@ struct Stmt {
     kSetBlock,  // set targets[0] %} bodies[0] {% endset
     kBreak,
     kContinue,
+    kMacro,       // macro targets[0](targets[1..] = conditions[0..] defaults, null when none): bodies[0]
+    kGeneration,  // HF's {% generation %}: bodies[0] rendered as is
   };
   Kind kind;
   size_t pos = 0;

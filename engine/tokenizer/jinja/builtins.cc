@@ -310,7 +310,7 @@ bool IsKnownTest(const std::string& name) {
   static const char* const kNames[] = {"defined", "undefined", "none", "string", "mapping", "iterable",
                                        "sequence", "number", "integer", "float", "boolean", "true", "false",
                                        "odd", "even", "divisibleby", "eq", "equalto", "==", "sameas", "ne",
-                                       "!=", "in", "lower", "upper"};
+                                       "!=", "in", "lower", "upper", "callable"};
   for (const char* n : kNames) {
     if (name == n) return true;
   }
@@ -322,6 +322,7 @@ size_t CodePointCount(std::string_view s) { return CharOffsets(s).size() - 1; }
 std::string ToStr(const Value& v, size_t pos) {
   if (v.is_undefined()) return "";
   if (v.is_namespace()) Fail("cannot print a namespace object", pos);
+  if (v.is_callable()) Fail(absl::StrCat("cannot print the function '", v.callable_name(), "'"), pos);
   return PyStr(v.data());
 }
 
@@ -330,12 +331,16 @@ const Json& DataOf(const Value& v, const std::string& what, size_t pos) {
     Fail(absl::StrCat(what, ": '", v.undefined_name().empty() ? "value" : v.undefined_name(), "' is undefined"), pos);
   }
   if (v.is_namespace()) Fail(absl::StrCat(what, ": not supported on a namespace object"), pos);
+  if (v.is_callable()) Fail(absl::StrCat(what, ": not supported on the function '", v.callable_name(), "'"), pos);
   return v.data();
 }
 
 bool Equal(const Value& a, const Value& b) {
   if (a.is_undefined() || b.is_undefined()) return a.is_undefined() && b.is_undefined();
   if (a.is_namespace() || b.is_namespace()) return a.is_namespace() && b.is_namespace() && &a.ns() == &b.ns();
+  if (a.is_callable() || b.is_callable()) {
+    return a.is_callable() && b.is_callable() && a.callable_name() == b.callable_name() && a.macro() == b.macro();
+  }
   const Json& x = a.data();
   const Json& y = b.data();
   if (IsNumber(x) && IsNumber(y)) {
@@ -505,6 +510,7 @@ bool ApplyTest(const std::string& name, const Value& input, const Args& args, si
   const Json* j = input.is_data() ? &input.data() : nullptr;
   auto no_args = [&] { args.Check(what, 0, {}, pos); };
   if (name == "defined") return no_args(), !input.is_undefined();
+  if (name == "callable") return no_args(), input.is_callable();
   if (name == "undefined") return no_args(), input.is_undefined();
   if (name == "none") return no_args(), j != nullptr && j->is_null();
   if (name == "string") return no_args(), j != nullptr && j->is_string();

@@ -154,7 +154,16 @@ class Parser {
       if (loop_depth_ == 0) throw Error{absl::StrCat("'", name, "' outside a for loop"), tag.pos};
       s->kind = name == "break" ? Stmt::Kind::kBreak : Stmt::Kind::kContinue;
       ExpectBlockEnd();
-    } else if (name == "elif" || name == "else" || name == "endif" || name == "endfor" || name == "endset") {
+    } else if (name == "macro") {
+      ParseMacro(s.get());
+    } else if (name == "generation") {
+      s->kind = Stmt::Kind::kGeneration;
+      ExpectBlockEnd();
+      std::string which;
+      s->bodies.push_back(ParseBody({"endgeneration"}, &which, s->pos));
+      ExpectBlockEnd();
+    } else if (name == "elif" || name == "else" || name == "endif" || name == "endfor" || name == "endset" ||
+               name == "endmacro" || name == "endgeneration") {
       throw Error{absl::StrCat("unexpected tag '", name, "'"), tag.pos};
     } else {
       throw Error{absl::StrCat("unsupported tag '", name, "'"), tag.pos};
@@ -202,6 +211,33 @@ class Parser {
       ExpectBlockEnd();
       s->bodies.back() = ParseBody({"endfor"}, &which, s->pos);
     }
+    ExpectBlockEnd();
+  }
+
+  void ParseMacro(Stmt* s) {
+    s->kind = Stmt::Kind::kMacro;
+    s->targets.push_back(ExpectName());
+    ExpectOp("(");
+    while (!IsOp(")")) {
+      if (s->targets.size() > 1) ExpectOp(",");
+      if (IsOp(")")) break;
+      if (IsOp("*") || IsOp("**")) throw Error{"unsupported: '*' macro parameters", Peek().pos};
+      s->targets.push_back(ExpectName());
+      if (IsOp("=")) {
+        Next();
+        s->conditions.push_back(ParseExpression(true));
+      } else {
+        s->conditions.push_back(nullptr);
+      }
+    }
+    Next();
+    ExpectBlockEnd();
+    const int saved_loop_depth = loop_depth_;
+    loop_depth_ = 0;  // break/continue cannot leave a macro
+    std::string which;
+    s->bodies.push_back(ParseBody({"endmacro"}, &which, s->pos));
+    loop_depth_ = saved_loop_depth;
+    if (Peek().kind == TokenKind::kName && Peek().text == s->targets[0]) Next();
     ExpectBlockEnd();
   }
 

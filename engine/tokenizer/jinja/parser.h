@@ -4,9 +4,11 @@
 //   + -, ~, * / // %, unary - +, then postfix (.attr, [i], [a:b:c], call)
 //   followed by filters (`| f(...)`) and tests (`is [not] t(...)`).
 // Tags: if/elif/else/endif, for/else/endfor (with tuple targets and an `if`
-// filter), set (name, namespace attribute, block form), break, continue.
-// Anything else (macro, call, filter, include, raw, generation, `**`, ...)
-// throws Error naming the construct.
+// filter), set (name, namespace attribute, block form), break, continue,
+// macro/endmacro (parameters with defaults; no varargs/kwargs/caller), and
+// HF's generation/endgeneration (its body renders as is). Anything else
+// (call, filter, include, raw, `**`, an unknown filter or test, ...) throws
+// Error naming the construct.
 //
 // Thread-safety: pure function.
 #pragma once

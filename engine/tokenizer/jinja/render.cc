@@ -2,6 +2,7 @@
 #include "engine/tokenizer/jinja/render.h"
 
 #include <cmath>
+#include <ctime>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -14,6 +15,14 @@ namespace tandem::jinja {
 namespace {
 
 [[noreturn]] void Fail(std::string message, size_t pos) { throw Error{std::move(message), pos}; }
+
+}  // namespace
+
+struct MacroClosure {
+  std::unordered_map<std::string, Value> variables;
+};
+
+namespace {
 
 enum class Flow { kNormal, kBreak, kContinue };
 
@@ -133,6 +142,24 @@ class Renderer {
         return Flow::kBreak;
       case Stmt::Kind::kContinue:
         return Flow::kContinue;
+      case Stmt::Kind::kMacro: {
+        // A macro defined inside a loop or another macro sees the variables
+        // visible there (as they are now); top-level ones are looked up live.
+        auto closure = std::make_shared<MacroClosure>();
+        for (size_t i = scopes_.size(); i-- > 1;) {
+          for (const auto& [key, v] : scopes_[i]) closure->variables.emplace(key, v);
+          if (i == scope_floor_) break;
+        }
+        scopes_.back()[s.targets[0]] = Value::Callable(s.targets[0], &s, std::move(closure));
+        return Flow::kNormal;
+      }
+      case Stmt::Kind::kGeneration: {
+        // HF implements the tag as a call block: its `set`s stay inside.
+        scopes_.emplace_back();
+        const Flow f = ExecBody(s.bodies[0]);
+        scopes_.pop_back();
+        return f;
+      }
     }
     return Flow::kNormal;
   }
@@ -219,14 +246,66 @@ class Renderer {
     if (n == 0) ExecBody(s.bodies[1]);
   }
 
+  // Innermost scope first, down to scope_floor_ (a macro's own scope), then
+  // the top-level scope, the render's variables and the global functions.
   Value Lookup(const std::string& name) const {
-    for (auto it = scopes_.rbegin(); it != scopes_.rend(); ++it) {
-      auto hit = it->find(name);
-      if (hit != it->end()) return hit->second;
+    for (size_t i = scopes_.size(); i-- > scope_floor_;) {
+      auto hit = scopes_[i].find(name);
+      if (hit != scopes_[i].end()) return hit->second;
+    }
+    if (scope_floor_ > 0) {
+      auto hit = scopes_[0].find(name);
+      if (hit != scopes_[0].end()) return hit->second;
     }
     auto hit = context_->find(name);
     if (hit != context_->end()) return Value::Alias(context_, &*hit);
+    if (name == "raise_exception" || name == "namespace" || name == "range" || name == "strftime_now") {
+      return Value::Callable(name, nullptr);
+    }
     return Value::Undefined(name);
+  }
+
+  Value CallMacro(const Stmt& m, const MacroClosure& closure, const Args& args, size_t pos) {
+    if (macro_depth_ >= limits_.max_macro_depth) {
+      Fail(absl::StrCat("macro calls nest deeper than ", limits_.max_macro_depth), pos);
+    }
+    const size_t num_params = m.targets.size() - 1;
+    if (args.positional.size() > num_params) {
+      Fail(absl::StrCat("macro '", m.targets[0], "' takes ", num_params, " arguments"), pos);
+    }
+    std::unordered_map<std::string, Value> scope;
+    for (const auto& [key, v] : args.keyword) {
+      bool known = false;
+      for (size_t p = 0; p < num_params; ++p) known = known || m.targets[p + 1] == key;
+      if (!known) Fail(absl::StrCat("macro '", m.targets[0], "' has no parameter '", key, "'"), pos);
+      scope[key] = v;
+    }
+    for (size_t p = 0; p < args.positional.size(); ++p) {
+      if (scope.count(m.targets[p + 1]) != 0) Fail(absl::StrCat("macro argument '", m.targets[p + 1], "' given twice"), pos);
+      scope[m.targets[p + 1]] = args.positional[p];
+    }
+    const size_t saved_floor = scope_floor_;
+    scopes_.push_back(closure.variables);
+    scope_floor_ = scopes_.size() - 1;
+    scopes_.emplace_back();
+    for (size_t p = 0; p < num_params; ++p) {
+      const std::string& param = m.targets[p + 1];
+      if (scope.count(param) == 0) {
+        scopes_.back()[param] = m.conditions[p] ? Eval(*m.conditions[p]) : Value::Undefined(param);
+      }
+    }
+    for (auto& [key, v] : scope) scopes_.back()[key] = std::move(v);
+    std::string captured;
+    std::string* saved_out = out_;
+    out_ = &captured;
+    ++macro_depth_;
+    ExecBody(m.bodies[0]);
+    --macro_depth_;
+    out_ = saved_out;
+    scopes_.pop_back();
+    scopes_.pop_back();
+    scope_floor_ = saved_floor;
+    return Value(Json(std::move(captured)));
   }
 
   Args EvalArgs(const Expr& e) {
@@ -298,6 +377,11 @@ class Renderer {
   static std::string NameOf(const Expr& e) {
     if (e.kind == Expr::Kind::kName) return e.name;
     if (e.kind == Expr::Kind::kAttr) return absl::StrCat(NameOf(*e.items[0]), ".", e.name);
+    if (e.kind == Expr::Kind::kSubscript) {
+      const Expr& key = *e.items[1];
+      const std::string k = key.kind == Expr::Kind::kLiteral ? PyRepr(key.literal) : "...";
+      return absl::StrCat(NameOf(*e.items[0]), "[", k, "]");
+    }
     return "value";
   }
 
@@ -389,8 +473,12 @@ class Renderer {
       return CallMethod(obj, callee.name, EvalArgs(e), callee.pos);
     }
     if (callee.kind != Expr::Kind::kName) Fail("unsupported call expression", e.pos);
-    const std::string& name = callee.name;
+    const Value fn = Lookup(callee.name);
+    if (fn.is_undefined()) Fail(absl::StrCat("unsupported function '", callee.name, "' (not defined)"), callee.pos);
+    if (!fn.is_callable()) Fail(absl::StrCat("'", callee.name, "' is not callable"), callee.pos);
     const Args args = EvalArgs(e);
+    if (fn.macro() != nullptr) return CallMacro(*static_cast<const Stmt*>(fn.macro()), *fn.closure(), args, e.pos);
+    const std::string& name = fn.callable_name();
     if (name == "raise_exception") {
       args.Check("raise_exception", 1, {}, e.pos);
       const Value* msg = args.Get(0, "");
@@ -426,6 +514,17 @@ class Renderer {
         out.push_back(i);
       }
       return Value(std::move(out));
+    }
+    if (name == "strftime_now") {
+      args.Check("strftime_now", 1, {}, e.pos);
+      const Value* fmt = args.Get(0, "");
+      if (fmt == nullptr || !fmt->is_data() || !fmt->data().is_string()) Fail("strftime_now() expects a format string", e.pos);
+      const std::time_t now = std::time(nullptr);
+      std::tm local{};
+      localtime_r(&now, &local);
+      char buf[512];
+      const size_t n = std::strftime(buf, sizeof(buf), fmt->data().get_ref<const std::string&>().c_str(), &local);
+      return Value(Json(std::string(buf, n)));
     }
     Fail(absl::StrCat("unsupported function '", name, "'"), callee.pos);
   }
@@ -561,8 +660,10 @@ class Renderer {
   std::shared_ptr<const Json> context_;
   const RenderLimits& limits_;
   std::vector<std::unordered_map<std::string, Value>> scopes_;
+  size_t scope_floor_ = 0;  // lowest scope Lookup searches before scope 0 (a macro call's own scope)
   std::string* out_ = nullptr;
   int64_t iterations_ = 0;
+  int macro_depth_ = 0;
 };
 
 }  // namespace

@@ -4,7 +4,9 @@
 // Undefined (renders as "", falsy, fails when used further); `set` inside a
 // for loop is local to the iteration (namespace() carries state out);
 // tojson is json.dumps(ensure_ascii=False); raise_exception(msg) fails the
-// render with msg. Builtins: see builtins.cc.
+// render with msg; strftime_now(fmt) formats the local time (HF's globals).
+// Macros see their arguments and the template's top-level variables.
+// Builtins: see builtins.cc.
 //
 // Thread-safety: a Renderer is used by one thread for one render.
 #pragma once
@@ -20,6 +22,7 @@ namespace tandem::jinja {
 struct RenderLimits {
   size_t max_output_bytes = 64u << 20;
   int64_t max_loop_iterations = 1'000'000;  // all loops of one render together, and range() sizes
+  int max_macro_depth = 32;                  // nested macro calls (recursion)
 };
 
 // Thrown by raise_exception(): the template's own message, reported as is.

@@ -204,7 +204,7 @@ std::string PyJsonDumps(const Json& j, int indent) {
 
 bool Truthy(const Value& v) {
   if (v.is_undefined()) return false;
-  if (v.is_namespace()) return true;
+  if (v.is_namespace() || v.is_callable()) return true;
   const Json& j = v.data();
   if (j.is_null()) return false;
   if (j.is_boolean()) return j.get<bool>();

@@ -2,9 +2,10 @@
 // nlohmann::ordered_json (insertion-ordered, like Python dicts, so `.items()`
 // and `tojson` keep the order the caller gave) shared by pointer: indexing
 // into a large `messages` list aliases the parent instead of copying it.
-// Two further kinds exist only inside templates: Undefined (a missing name,
-// key or attribute; renders as "" and is falsy, as jinja2's default
-// Undefined) and Namespace (the mutable object `namespace()` returns).
+// Three further kinds exist only inside templates: Undefined (a missing
+// name, key or attribute; renders as "" and is falsy, as jinja2's default
+// Undefined), Namespace (the mutable object `namespace()` returns) and
+// Callable (a global function such as raise_exception, or a macro).
 //
 // The Python-facing conversions (str(), repr(), json.dumps as HF's tojson
 // calls it) live here so filters and the renderer agree on them.
@@ -20,11 +21,13 @@
 
 namespace tandem::jinja {
 
+struct MacroClosure;  // render.cc: the variables a macro saw where it was defined
+
 using Json = nlohmann::ordered_json;
 
 class Value {
  public:
-  enum class Kind { kUndefined, kData, kNamespace };
+  enum class Kind { kUndefined, kData, kNamespace, kCallable };
 
   Value() : kind_(Kind::kUndefined) {}
   explicit Value(Json data) : kind_(Kind::kData), data_(std::make_shared<const Json>(std::move(data))) {}
@@ -41,6 +44,17 @@ class Value {
     v.undefined_name_ = std::move(name);
     return v;
   }
+  // A global function (`macro` null) or a macro (its definition, owned by
+  // the template, which outlives the render).
+  static Value Callable(std::string name, const void* macro,
+                        std::shared_ptr<const MacroClosure> closure = nullptr) {
+    Value v;
+    v.closure_ = std::move(closure);
+    v.kind_ = Kind::kCallable;
+    v.undefined_name_ = std::move(name);
+    v.macro_ = macro;
+    return v;
+  }
   static Value NewNamespace(Json attributes) {
     Value v;
     v.kind_ = Kind::kNamespace;
@@ -52,6 +66,12 @@ class Value {
   bool is_undefined() const { return kind_ == Kind::kUndefined; }
   bool is_data() const { return kind_ == Kind::kData; }
   bool is_namespace() const { return kind_ == Kind::kNamespace; }
+  bool is_callable() const { return kind_ == Kind::kCallable; }
+  // Precondition: is_callable(). The function's or macro's name, and the
+  // macro definition (null for a global function).
+  const std::string& callable_name() const { return undefined_name_; }
+  const void* macro() const { return macro_; }
+  const std::shared_ptr<const MacroClosure>& closure() const { return closure_; }
   // Precondition: is_data().
   const Json& data() const { return *data_; }
   const std::shared_ptr<const Json>& data_ptr() const { return data_; }
@@ -63,7 +83,9 @@ class Value {
   Kind kind_;
   std::shared_ptr<const Json> data_;
   std::shared_ptr<Json> ns_;
-  std::string undefined_name_;
+  std::string undefined_name_;  // also the callable's name
+  const void* macro_ = nullptr;
+  std::shared_ptr<const MacroClosure> closure_;
 };
 
 // Python's float repr: shortest round-trip digits, ".0" on integral values,
