@@ -13,6 +13,7 @@ error names the construct and its position.
 Exits 77 (CTest SKIP_RETURN_CODE) only when python3-jinja2 is not installed.
 """
 import argparse
+import datetime
 import json
 import pathlib
 import random
@@ -21,7 +22,8 @@ import sys
 
 try:
     import jinja2
-    from jinja2.ext import loopcontrols
+    from jinja2 import nodes
+    from jinja2.ext import Extension, loopcontrols
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 except ImportError:
     print("SKIP: python3-jinja2 is not installed")
@@ -102,11 +104,36 @@ SNIPPETS = [
     "{{ messages[0]['content'][:3] }}{{ messages[0].content.split()[0] if messages[0].content.split() else 'none' }}",
     "{{ (1, 2) | length }}{{ () | length }}{% for a, b in [[1, 2], [3, 4]] %}{{ a + b }}{% endfor %}",
     "{{ x.y if x is defined else 'undef' }}|{{ messages[0].nokey }}|{{ messages[0].nokey is defined }}",
+    "{% macro greet(name, punct='!') %}Hi {{ name }}{{ punct }}{% endmacro %}{{ greet('a') }} {{ greet('b', '?') }}"
+    " {{ greet(punct='.', name='c') }} {{ greet() }}",
+    "{% set top = 'T' %}{% macro m(x) %}{{ top }}{{ x }}{% set top = 'inner' %}{{ top }}{% endmacro %}{{ m(1) }}{{ top }}",
+    "{% macro rec(n) %}{{ n }}{% if n > 0 %}{{ rec(n - 1) }}{% endif %}{% endmacro %}{{ rec(5) }}",
+    "{% for m in messages %}{% macro role() %}[{{ m.role }}]{% endmacro %}{{ role() }}{% endfor %}",
+    "{% macro lines(xs) %}\n  {% for x in xs %}\n  - {{ x }}\n  {% endfor %}\n{% endmacro %}{{ lines(['a', 'b']) | trim }}",
+    "{% for m in messages %}{% generation %}{{ m.role }}{% set r = 1 %}{% endgeneration %}{{ r is defined }}{% endfor %}",
+    "{{ strftime_now('%Y-%m') }}|{{ raise_exception is defined }}|{{ strftime_now is defined }}"
+    "|{{ namespace is defined }}|{{ raise_exception is callable }}|{{ messages is callable }}",
+    "{{ bos_token }}{{ eos_token }}{{ unk_token is defined }}{{ tools is defined }}{{ documents is defined }}",
 ]
 
 
+class GenerationTag(Extension):
+    """HF's {% generation %} ... {% endgeneration %}: a call block whose body renders as is."""
+
+    tags = {"generation"}
+
+    def parse(self, parser):
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return nodes.CallBlock(self.call_method("_render"), [], [], body).set_lineno(lineno)
+
+    def _render(self, caller):
+        return caller()
+
+
 def hf_environment():
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[loopcontrols, GenerationTag])
 
     def raise_exception(message):
         raise jinja2.exceptions.TemplateError(message)
@@ -116,25 +143,37 @@ def hf_environment():
 
     env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(fmt)
     return env
 
 
-def random_content(rng):
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "description": "Weather for a city, e.g. \"Paris\"",
+                                      "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                                     "required": ["city"]}}},
+    {"type": "function", "function": {"name": "add", "parameters": {"a": 1, "b": 2.5, "flags": [True, False, None]}}},
+]
+
+
+def random_content(rng, parts=False):
+    if parts and rng.random() < 0.2:  # multimodal-style list of parts
+        return [{"type": "text", "text": rng.choice(CONTENTS)}, {"type": "image"},
+                {"type": "text", "text": rng.choice(CONTENTS)}]
     k = rng.randint(1, 3)
     return "".join(rng.choice(CONTENTS) for _ in range(k)) if rng.random() < 0.3 else rng.choice(CONTENTS)
 
 
-def random_messages(rng):
+def random_messages(rng, parts):
     messages = []
     if rng.random() < 0.5:
-        messages.append({"role": "system", "content": random_content(rng)})
+        messages.append({"role": "system", "content": random_content(rng, parts)})
     turns = rng.randint(1, 6)
     bad = rng.random() < 0.1  # break alternation now and then: templates that check must raise
     for i in range(turns):
         role = "user" if i % 2 == 0 else "assistant"
         if bad and i == turns - 1:
             role = rng.choice(["user", "assistant", "system"] + ROLES_EXTRA)
-        m = {"role": role, "content": random_content(rng)}
+        m = {"role": role, "content": random_content(rng, parts)}
         if rng.random() < 0.1:
             m["name"] = rng.choice(["alice", "bob"])
         messages.append(m)
@@ -162,16 +201,26 @@ def main():
         source = path.read_text(encoding="utf-8")
         template = env.from_string(source)
         for _ in range(args.cases):
-            messages = random_messages(rng)
+            # List-of-parts content only where the template handles it.
+            messages = random_messages(rng, parts=path.name == "tools_macro.jinja")
             gen = rng.random() < 0.5
             bos, eos = rng.choice([("<s>", "</s>"), ("<|begin_of_text|>", "<|eot_id|>"), ("", "")])
+            extra = {}
+            if rng.random() < 0.3:
+                extra["tools"] = rng.choice([TOOLS, TOOLS[:1], [], None])
+            if rng.random() < 0.2:
+                extra["date_string"] = "01 Jan 2025"
             try:
                 want = {"ok": True, "output": template.render(messages=messages, add_generation_prompt=gen,
-                                                               bos_token=bos, eos_token=eos)}
+                                                               bos_token=bos, eos_token=eos, **extra)}
+            except jinja2.exceptions.UndefinedError:  # our message names the missing value differently
+                want = {"ok": False, "error_contains": "undefined"}
             except jinja2.exceptions.TemplateError as e:
                 want = {"ok": False, "error": str(e)}
+            except TypeError:  # e.g. `+` on list content: only require that we fail too
+                want = {"ok": False, "error_contains": ""}
             cases.append({"template": source, "messages": messages, "add_generation_prompt": gen,
-                          "bos_token": bos, "eos_token": eos, "name": path.name})
+                          "bos_token": bos, "eos_token": eos, "extra": extra, "name": path.name})
             expected.append(want)
 
     snippet_messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there, héllo!"},
@@ -193,13 +242,16 @@ def main():
     # Templates that must fail, with (substring of) the error they must give.
     must_fail = [
         ("{{ messages[0].content | wordwrap }}", "unsupported filter 'wordwrap' at line 1, column 26"),
-        ("hi\n{% macro m() %}{% endmacro %}", "unsupported tag 'macro' at line 2, column 4"),
+        ("hi\n{% filter upper %}x{% endfilter %}", "unsupported tag 'filter' at line 2, column 4"),
         ("{{ messages[0].content is divisibleby3 }}", "unsupported test 'divisibleby3'"),
         ("{{ messages[0].content.center(3) }}", "unsupported method 'center'"),
         ("{{ 2 ** 3 }}", "unsupported operator '**' at line 1, column 6"),
         ("{% for m in messages %}{{ m.content", "unterminated '{{'"),
         ("{% if true %}x", "unclosed tag"),
         ("{{ cycler() }}", "unsupported function 'cycler'"),
+        ("{% macro m(a) %}{% endmacro %}{{ m(1, 2) }}", "macro 'm' takes 1 arguments"),
+        ("{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}", "macro calls nest deeper than 32"),
+        ("{% call m() %}{% endcall %}", "unsupported tag 'call'"),
     ]
     for source, message in must_fail:
         cases.append({"template": source, "messages": [{"role": "user", "content": "x"}],

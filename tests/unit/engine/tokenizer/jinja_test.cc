@@ -51,6 +51,17 @@ TEST(JinjaTest, SetScopingAndNamespace) {
   EXPECT_THAT(Render("{% set y = 1 %}{% set y.a = 2 %}"), HasSubstr("not a namespace object"));
 }
 
+TEST(JinjaTest, MacrosAndGlobals) {
+  EXPECT_EQ(Render("{% macro m(a, b='d') %}<{{ a }}{{ b }}>{% endmacro %}{{ m(1) }}{{ m(2, b=3) }}{{ m() }}"),
+            "<1d><23><d>");
+  EXPECT_EQ(Render("{% for x in [1, 2] %}{% macro show() %}{{ x }}{% endmacro %}{{ show() }}{% endfor %}"), "12");
+  EXPECT_EQ(Render("{% generation %}kept{% set g = 1 %}{% endgeneration %}{{ g is defined }}"), "keptFalse");
+  EXPECT_EQ(Render("{{ raise_exception is defined }}{{ strftime_now is callable }}{{ strftime_now('%%') }}"),
+            "TrueTrue%");
+  EXPECT_THAT(Render("{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}"), HasSubstr("macro calls nest deeper than 32"));
+  EXPECT_THAT(Render("{% macro m() %}{% break %}{% endmacro %}"), HasSubstr("'break' outside a for loop"));
+}
+
 TEST(JinjaTest, Slicing) {
   EXPECT_EQ(Render("{{ xs[1:] }} {{ xs[:-1] }} {{ xs[::-1] }} {{ xs[-1] }}", {{"xs", {1, 2, 3}}}),
             "[2, 3] [1, 2] [3, 2, 1] 3");
@@ -121,6 +132,7 @@ TEST(ChatTemplateTest, FromTokenizerConfig) {
   absl::StatusOr<std::string> out = t->Render(Json::array({{{"role", "user"}, {"content", "hi"}}}), true);
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_EQ(*out, "<s>hi</s>>");
+  EXPECT_EQ(t->special_tokens(), Json({{"bos_token", "<s>"}, {"eos_token", "</s>"}}));
   EXPECT_TRUE(absl::IsNotFound(ChatTemplate::FromTokenizerConfig({{"bos_token", "<s>"}}).status()));
   EXPECT_TRUE(absl::IsInvalidArgument(t->Render(Json::object(), false).status()));
 }
