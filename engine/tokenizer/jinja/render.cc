@@ -324,7 +324,7 @@ class Renderer {
       case Expr::Kind::kList:
       case Expr::Kind::kTuple: {
         Json out = Json::array();
-        for (const ExprPtr& item : e.items) out.push_back(DataOf(Eval(*item), "list item", item->pos));
+        for (const ExprPtr& item : e.items) out.push_back(Nestable(Eval(*item), "list item", item->pos));
         return Value(std::move(out));
       }
       case Expr::Kind::kDict: {
@@ -332,7 +332,7 @@ class Renderer {
         for (size_t i = 0; i + 1 < e.items.size(); i += 2) {
           const Value k = Eval(*e.items[i]);
           if (!k.is_data() || !k.data().is_string()) Fail("dict keys must be strings", e.items[i]->pos);
-          out[k.data().get<std::string>()] = DataOf(Eval(*e.items[i + 1]), "dict value", e.items[i + 1]->pos);
+          out[k.data().get<std::string>()] = Nestable(Eval(*e.items[i + 1]), "dict value", e.items[i + 1]->pos);
         }
         return Value(std::move(out));
       }
@@ -345,7 +345,7 @@ class Renderer {
       case Expr::Kind::kCall:
         return EvalCall(e);
       case Expr::Kind::kFilter:
-        return ApplyFilter(e.name, Eval(*e.items[0]), EvalArgs(e), e.pos);
+        return Built(ApplyFilter(e.name, Eval(*e.items[0]), EvalArgs(e), e.pos), e.pos);
       case Expr::Kind::kTest: {
         const bool r = ApplyTest(e.name, Eval(*e.items[0]), EvalArgs(e), e.pos);
         return Value(Json(r != e.negated));
@@ -470,7 +470,7 @@ class Renderer {
     if (callee.kind == Expr::Kind::kAttr) {
       const Value obj = Eval(*callee.items[0]);
       if (obj.is_undefined()) Fail(absl::StrCat("'", NameOf(*callee.items[0]), "' is undefined"), callee.pos);
-      return CallMethod(obj, callee.name, EvalArgs(e), callee.pos);
+      return Built(CallMethod(obj, callee.name, EvalArgs(e), callee.pos), callee.pos);
     }
     if (callee.kind != Expr::Kind::kName) Fail("unsupported call expression", e.pos);
     const Value fn = Lookup(callee.name);
@@ -529,7 +529,40 @@ class Renderer {
     Fail(absl::StrCat("unsupported function '", name, "'"), callee.pos);
   }
 
+  // The data of `v` for a list item or dict value: at most kMaxValueDepth - 1 deep.
+  static const Json& Nestable(const Value& v, const std::string& what, size_t pos) {
+    const Json& j = DataOf(v, what, pos);
+    if (JsonDepth(j, kMaxValueDepth) >= kMaxValueDepth) {
+      Fail(absl::StrCat("value nests deeper than ", kMaxValueDepth, " levels"), pos);
+    }
+    return j;
+  }
+
+  // Charges a value an operator, filter or method built to the work budget.
+  Value Built(Value v, size_t pos) {
+    if (!v.is_data()) return v;
+    const Json& j = v.data();
+    size_t size = 0;
+    if (j.is_string()) {
+      size = j.get_ref<const std::string&>().size();
+    } else if (j.is_array() || j.is_object()) {
+      size = ApproxBytes(j);
+    }
+    if (size > limits_.max_output_bytes) Fail(absl::StrCat("value exceeds ", limits_.max_output_bytes, " bytes"), pos);
+    work_bytes_ += static_cast<int64_t>(size);
+    if (work_bytes_ > limits_.max_work_bytes) {
+      Fail(absl::StrCat("values built exceed ", limits_.max_work_bytes, " bytes"), pos);
+    }
+    return v;
+  }
+
   Value EvalBinary(const Expr& e) {
+    const Value v = EvalBinaryUncharged(e);
+    if (e.name == "and" || e.name == "or") return v;
+    return Built(v, e.pos);
+  }
+
+  Value EvalBinaryUncharged(const Expr& e) {
     const std::string& op = e.name;
     const Value l = Eval(*e.items[0]);
     if (op == "and") return Truthy(l) ? Eval(*e.items[1]) : l;
@@ -545,6 +578,9 @@ class Renderer {
         return Value(Json(x.get_ref<const std::string&>() + y.get_ref<const std::string&>()));
       }
       if (op == "+" && x.is_array() && y.is_array()) {
+        if (ApproxBytes(x) + ApproxBytes(y) > limits_.max_output_bytes) {
+          Fail(absl::StrCat("value exceeds ", limits_.max_output_bytes, " bytes"), e.pos);
+        }
         Json out = x;
         for (const Json& v : y) out.push_back(v);
         return Value(std::move(out));
@@ -557,7 +593,7 @@ class Renderer {
   }
 
   Value Repeat(const Json& x, int64_t times, size_t pos) {
-    const size_t unit = x.is_string() ? x.get_ref<const std::string&>().size() : x.size();
+    const size_t unit = x.is_string() ? x.get_ref<const std::string&>().size() : ApproxBytes(x);
     if (times > 0 && unit > 0 && static_cast<uint64_t>(times) * unit > limits_.max_output_bytes) {
       Fail("repetition result too large", pos);
     }
@@ -664,6 +700,7 @@ class Renderer {
   std::string* out_ = nullptr;
   int64_t iterations_ = 0;
   int macro_depth_ = 0;
+  int64_t work_bytes_ = 0;
 };
 
 }  // namespace

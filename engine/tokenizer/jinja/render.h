@@ -23,6 +23,10 @@ struct RenderLimits {
   size_t max_output_bytes = 64u << 20;
   int64_t max_loop_iterations = 1'000'000;  // all loops of one render together, and range() sizes
   int max_macro_depth = 32;                  // nested macro calls (recursion)
+  // Bytes of strings (and items of lists) built by ~ + * and by filters and
+  // methods, all together: bounds the work of loops that grow values. Each
+  // such value is also at most max_output_bytes.
+  int64_t max_work_bytes = int64_t{1} << 30;
 };
 
 // Thrown by raise_exception(): the template's own message, reported as is.

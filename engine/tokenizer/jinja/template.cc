@@ -22,6 +22,9 @@ absl::StatusOr<Template> Template::Parse(std::string_view source, const LexOptio
 
 absl::StatusOr<std::string> Template::Render(const Json& context, const RenderLimits& limits) const {
   if (!context.is_object()) return absl::InvalidArgumentError("template variables must be an object");
+  if (JsonDepth(context, kMaxValueDepth) > kMaxValueDepth) {
+    return absl::InvalidArgumentError(absl::StrCat("template variables nest deeper than ", kMaxValueDepth, " levels"));
+  }
   std::string out;
   try {
     RenderBody(*body_, context, limits, &out);

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 namespace tandem::jinja {
 namespace {
@@ -200,6 +201,46 @@ std::string PyJsonDumps(const Json& j, int indent) {
   std::string out;
   AppendJson(j, indent, 0, &out);
   return out;
+}
+
+size_t JsonDepth(const Json& j, size_t limit) {
+  struct Frame {
+    const Json* node;
+    size_t depth;
+  };
+  std::vector<Frame> stack = {{&j, 0}};
+  size_t deepest = 0;
+  while (!stack.empty()) {
+    const Frame f = stack.back();
+    stack.pop_back();
+    if (!f.node->is_array() && !f.node->is_object()) continue;
+    const size_t d = f.depth + 1;
+    deepest = std::max(deepest, d);
+    if (deepest > limit) return limit + 1;
+    for (const Json& child : *f.node) stack.push_back({&child, d});
+  }
+  return deepest;
+}
+
+size_t ApproxBytes(const Json& j) {
+  size_t total = 0;
+  std::vector<const Json*> stack = {&j};
+  while (!stack.empty()) {
+    const Json* node = stack.back();
+    stack.pop_back();
+    total += 16;
+    if (node->is_string()) {
+      total += node->get_ref<const std::string&>().size();
+    } else if (node->is_object()) {
+      for (auto it = node->begin(); it != node->end(); ++it) {
+        total += it.key().size();
+        stack.push_back(&it.value());
+      }
+    } else if (node->is_array()) {
+      for (const Json& child : *node) stack.push_back(&child);
+    }
+  }
+  return total;
 }
 
 bool Truthy(const Value& v) {

@@ -101,4 +101,17 @@ std::string PyJsonDumps(const Json& j, int indent);
 // Python truthiness.
 bool Truthy(const Value& v);
 
+// Values nest at most this deep (arrays/objects), so the recursive printers
+// and comparisons above stay far from the stack's end: the render's inputs
+// are checked once, and list/dict literals refuse to wrap deeper values.
+inline constexpr size_t kMaxValueDepth = 128;
+
+// The nesting depth of `j` (a scalar is 0, [] is 1), counted without
+// recursion; stops counting past `limit` and returns limit + 1.
+size_t JsonDepth(const Json& j, size_t limit);
+
+// About the memory `j` holds: its strings' and keys' bytes plus 16 per
+// value, counted without recursion.
+size_t ApproxBytes(const Json& j);
+
 }  // namespace tandem::jinja

@@ -118,6 +118,24 @@ TEST(JinjaTest, Limits) {
   limits = RenderLimits();
   limits.max_output_bytes = 100;
   EXPECT_THAT(std::string(t->Render(Json::object(), limits).status().message()), HasSubstr("output exceeds 100 bytes"));
+  // Values grown by a loop: nesting, size and total work are bounded too.
+  EXPECT_THAT(Render("{% set ns = namespace(x=[]) %}{% for i in range(200) %}{% set ns.x = [ns.x] %}{% endfor %}"),
+              HasSubstr("value nests deeper than 128 levels"));
+  EXPECT_THAT(Render("{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}"),
+              HasSubstr("value exceeds 67108864 bytes"));
+  EXPECT_THAT(Render("{% set ns = namespace(x=['ab']) %}{% for i in range(40) %}{% set ns.x = ns.x + ns.x %}{% endfor %}"),
+              HasSubstr("value exceeds 67108864 bytes"));
+  absl::StatusOr<Template> grow = Template::Parse(
+      "{% set s = 'x' * 1000 %}{% for i in range(100000) %}{% set t = s ~ i %}{% endfor %}");
+  ASSERT_TRUE(grow.ok());
+  limits = RenderLimits();
+  limits.max_work_bytes = 1'000'000;
+  EXPECT_THAT(std::string(grow->Render(Json::object(), limits).status().message()),
+              HasSubstr("values built exceed 1000000 bytes"));
+  Json deep_input = Json::array();
+  for (int i = 0; i < 200; ++i) deep_input = Json::array({deep_input});
+  EXPECT_THAT(std::string(Template::Parse("{{ x }}")->Render({{"x", deep_input}}).status().message()),
+              HasSubstr("nest deeper than 128"));
   std::string deep;
   for (int i = 0; i < 500; ++i) deep += "(";
   EXPECT_THAT(Render("{{ " + deep + "1" + std::string(500, ')') + " }}"), HasSubstr("nests too deeply"));
