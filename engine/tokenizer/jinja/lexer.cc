@@ -1,15 +1,39 @@
 // jinja lexer; see lexer.h.
 #include "engine/tokenizer/jinja/lexer.h"
 
+#include <algorithm>
 #include <cctype>
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "engine/tokenizer/utf8.h"
 
 namespace tandem::jinja {
 namespace {
 
 bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+
+// Python's `\s` / str.isspace(), which jinja2's whitespace control uses:
+// Unicode White_Space plus the separators U+001C..U+001F.
+bool IsPySpace(char32_t cp) { return tokenizer_internal::IsWhitespace(cp) || (cp >= 0x1c && cp <= 0x1f); }
+
+// First position in [begin, end) that is not whitespace (end if none).
+size_t SkipSpaceForward(const std::string& s, size_t begin, size_t end) {
+  size_t len = 0;
+  while (begin < end && IsPySpace(tokenizer_internal::DecodeChar(s, begin, &len))) begin += len;
+  return std::min(begin, end);
+}
+
+// Start of the whitespace run that ends at `end` and begins at or after `begin`.
+size_t SkipSpaceBackward(const std::string& s, size_t begin, size_t end) {
+  size_t len = 0;
+  while (end > begin) {
+    const size_t start = std::max(begin, tokenizer_internal::CharStart(s, end - 1));
+    if (!IsPySpace(tokenizer_internal::DecodeChar(s, start, &len))) break;
+    end = start;
+  }
+  return end;
+}
 
 // How the previous tag ended, for the text after it.
 enum class TagEnd { kNone, kVariable, kBlock, kMinus, kPlus };
@@ -45,7 +69,7 @@ class Lexer {
       size_t text_begin = pos;
       size_t text_end = tag;
       if (prev_end == TagEnd::kMinus) {
-        while (text_begin < text_end && IsSpace(src_[text_begin])) ++text_begin;
+        text_begin = SkipSpaceForward(src_, text_begin, text_end);
       } else if (prev_end == TagEnd::kBlock && options_.trim_blocks && text_begin < text_end &&
                  src_[text_begin] == '\n') {
         ++text_begin;
@@ -56,16 +80,15 @@ class Lexer {
         kind = src_[tag + 1];
         if (tag + 2 < n && (src_[tag + 2] == '-' || src_[tag + 2] == '+')) modifier = src_[tag + 2];
         if (modifier == '-') {
-          while (text_end > text_begin && IsSpace(src_[text_end - 1])) --text_end;
+          text_end = SkipSpaceBackward(src_, text_begin, text_end);
         } else if (modifier != '+' && kind != '{' && options_.lstrip_blocks) {
+          // jinja2: strip when only whitespace lies between the line's start
+          // (a newline in the text, or the previous tag's end if that ended
+          // a line) and the tag.
           size_t line_start = text_end;
           while (line_start > text_begin && src_[line_start - 1] != '\n') --line_start;
           const bool at_line_start = line_start > text_begin || text_begin == 0 || src_[text_begin - 1] == '\n';
-          bool blank = true;
-          for (size_t i = line_start; i < text_end; ++i) {
-            if (src_[i] != ' ' && src_[i] != '\t') blank = false;
-          }
-          if (at_line_start && blank) text_end = line_start;
+          if (at_line_start && SkipSpaceBackward(src_, line_start, text_end) == line_start) text_end = line_start;
         }
       }
       if (text_end > text_begin) {
@@ -117,7 +140,8 @@ class Lexer {
           tokens_.push_back({is_var ? TokenKind::kVarEnd : TokenKind::kBlockEnd, "", pos});
           return pos + 2;
         }
-        if ((rest.starts_with("-") || rest.starts_with("+")) && rest.substr(1).starts_with(plain)) {
+        // `-}}`, `-%}` and `+%}` (jinja2 has no `+}}`).
+        if ((rest.starts_with("-") || (!is_var && rest.starts_with("+"))) && rest.substr(1).starts_with(plain)) {
           *end = rest[0] == '-' ? TagEnd::kMinus : (is_var ? TagEnd::kVariable : TagEnd::kPlus);
           tokens_.push_back({is_var ? TokenKind::kVarEnd : TokenKind::kBlockEnd, "", pos});
           return pos + 3;
