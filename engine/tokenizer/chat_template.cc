@@ -99,6 +99,24 @@ absl::StatusOr<ChatTemplate> ChatTemplate::FromFile(const std::filesystem::path&
   return FromSource(source, std::move(bos_token), std::move(eos_token));
 }
 
+absl::StatusOr<ChatTemplate> ChatTemplate::FromFileForModel(const std::filesystem::path& template_file,
+                                                            const std::filesystem::path& model_dir) {
+  ASSIGN_OR_RETURN(std::string source, ReadText(template_file));
+  Json tokens = Json::object();
+  const std::filesystem::path config_path = model_dir / "tokenizer_config.json";
+  absl::StatusOr<std::string> text = ReadText(config_path);
+  if (text.ok()) {
+    RETURN_IF_ERROR(CheckJsonNesting(*text));
+    Json config = Json::parse(*text, nullptr, /*allow_exceptions=*/false);
+    if (!config.is_object()) return absl::InvalidArgumentError(absl::StrCat(config_path.string(), ": not a JSON object"));
+    ASSIGN_OR_RETURN(tokens, SpecialTokens(config));
+  } else if (!absl::IsNotFound(text.status())) {
+    return text.status();
+  }
+  ASSIGN_OR_RETURN(jinja::Template t, jinja::Template::Parse(source));
+  return ChatTemplate(std::move(t), std::move(tokens));
+}
+
 absl::StatusOr<ChatTemplate> ChatTemplate::FromSource(std::string_view source, std::string bos_token,
                                                       std::string eos_token) {
   ASSIGN_OR_RETURN(jinja::Template t, jinja::Template::Parse(source));

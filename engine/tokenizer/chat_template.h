@@ -34,6 +34,11 @@ class ChatTemplate {
                                                std::string eos_token);
   static absl::StatusOr<ChatTemplate> FromSource(std::string_view source, std::string bos_token,
                                                  std::string eos_token);
+  // --chat-template FILE for a model: the template from `template_file`, the
+  // special tokens from `model_dir`/tokenizer_config.json when it exists
+  // (its own chat_template, if any, is ignored).
+  static absl::StatusOr<ChatTemplate> FromFileForModel(const std::filesystem::path& template_file,
+                                                       const std::filesystem::path& model_dir);
 
   // `messages`: a JSON array of message objects (role, content, ...).
   // `extra`: an object of further variables (e.g. tools); its members

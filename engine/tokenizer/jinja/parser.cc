@@ -1,6 +1,7 @@
 // jinja parser; see parser.h.
 #include "engine/tokenizer/jinja/parser.h"
 
+#include <cstdlib>
 #include <initializer_list>
 #include <string>
 #include <string_view>
@@ -452,7 +453,8 @@ class Parser {
       case TokenKind::kFloat: {
         Next();
         ExprPtr e = Make(Expr::Kind::kLiteral, t.pos);
-        e->literal = std::stod(t.text);
+        // Python's float(): out-of-range literals become inf or 0.0, never an error.
+        e->literal = std::strtod(t.text.c_str(), nullptr);
         return e;
       }
       case TokenKind::kOp:
@@ -519,7 +521,12 @@ class Parser {
         if (Peek().kind == TokenKind::kInt) {
           ExprPtr sub = Make(Expr::Kind::kSubscript, pos);
           ExprPtr index = Make(Expr::Kind::kLiteral, Peek().pos);
-          index->literal = std::stoll(Next().text);
+          const Token& digits = Next();
+          try {
+            index->literal = std::stoll(digits.text);
+          } catch (...) {
+            throw Error{"integer literal out of range", digits.pos};
+          }
           sub->items.push_back(std::move(e));
           sub->items.push_back(std::move(index));
           e = std::move(sub);

@@ -17,6 +17,8 @@ absl::StatusOr<Template> Template::Parse(std::string_view source, const LexOptio
   } catch (const Error& e) {
     return absl::InvalidArgumentError(
         absl::StrCat("template syntax: ", e.message, " at ", DescribePosition(normalized, e.pos)));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("template syntax: ", e.what()));
   }
 }
 

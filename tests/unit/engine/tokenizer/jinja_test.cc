@@ -172,6 +172,18 @@ TEST(ChatTemplateTest, BundledModelHasPlainTextTemplate) {
             "<|user|>\nMore\n<|assistant|>\n");
   EXPECT_TRUE(absl::IsNotFound(ChatTemplate::FromModelDir(dir / "no-such-dir").status()));
 
+  // --chat-template FILE: the file's template, the model's tokens.
+  const std::filesystem::path file =
+      std::filesystem::path(src != nullptr ? src : ".") / "tests/unit/engine/tokenizer/chat_templates/llama3.jinja";
+  absl::StatusOr<ChatTemplate> from_file = ChatTemplate::FromFileForModel(file, dir);
+  ASSERT_TRUE(from_file.ok()) << from_file.status();
+  EXPECT_EQ(from_file->special_tokens(),
+            Json({{"bos_token", "<|begin_of_text|>"}, {"eos_token", "<|end_of_text|>"}, {"pad_token", "<|pad|>"}}));
+  absl::StatusOr<std::string> llama = from_file->Render(Json::array({{{"role", "user"}, {"content", " Hi "}}}), false);
+  ASSERT_TRUE(llama.ok()) << llama.status();
+  EXPECT_EQ(*llama, "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>");
+  EXPECT_TRUE(absl::IsNotFound(ChatTemplate::FromFileForModel(dir / "missing.jinja", dir).status()));
+
   // The turn markers are ordinary text to this tokenizer (it has no turn
   // tokens); the only special ids are the template's BOS and the EOS that
   // closes the assistant turn. Encoded without adding BOS again.
