@@ -76,6 +76,18 @@ def tokenizer_seeds():
     }
 
 
+def chat_template_seeds():
+    templates = ROOT / "tests" / "unit" / "engine" / "tokenizer" / "chat_templates"
+    conversation = compact({"messages": [{"role": "user", "content": "Hi \"there\" \u00e9"},
+                                         {"role": "assistant", "content": [{"type": "text", "text": "x"}]}],
+                            "add_generation_prompt": True, "bos_token": "<s>", "tools": [{"name": "f"}]})
+    seeds = {path.stem: path.read_text() for path in sorted(templates.glob("*.jinja"))}
+    seeds["llama3-vars"] = (templates / "llama3.jinja").read_text() + "\0" + conversation
+    seeds["bundled"] = json.loads((MODEL / "tokenizer_config.json").read_text())["chat_template"]
+    seeds["errors"] = "{{ x.y }}{% for %}{{ 1 ** 2 }}{% raw %}"
+    return seeds
+
+
 def encode_seeds():
     text = "ROMEO:\nBut, soft! what light through yonder window breaks?\n"
     return {
@@ -267,6 +279,7 @@ def api_key_seeds():
 def main():
     write("tokenizer_load_fuzz", tokenizer_seeds())
     write("tokenizer_encode_fuzz", encode_seeds())
+    write("chat_template_fuzz", chat_template_seeds())
     write("tokenizer_decode_fuzz", decode_seeds())
     write("safetensors_fuzz", safetensors_seeds())
     write("weight_index_fuzz", weight_index_seeds())

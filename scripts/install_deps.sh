@@ -18,6 +18,7 @@ test_pkgs=(
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-numpy python3-torch python3-sentencepiece python3-regex
   python3-grpcio python3-protobuf python3-yaml  # python3-yaml: the Helm chart test (tests/deploy)
+  python3-jinja2  # the chat template test compares our Jinja subset with jinja2 (tests/unit/engine/tokenizer)
   prometheus iproute2  # promtool checks the metrics text format; ip makes the multi-host test's namespaces
   openssl  # the certs test checks `tandem certs` with the openssl tool
   clang-15 libfuzzer-15-dev libomp-15-dev  # the fuzz targets (scripts/fuzz.sh; libomp: the engine's OpenMP under clang)
