@@ -240,7 +240,7 @@ def main():
             want = {"ok": False, "error_contains": "template syntax: "}
         except jinja2.exceptions.TemplateError as e:
             want = {"ok": False, "error": str(e)}
-        except (TypeError, ValueError) as e:  # Python-level failures: only require that we fail too
+        except (TypeError, ValueError):  # Python-level failures: only require that we fail too
             want = {"ok": False, "error_contains": ""}
         cases.append({"template": source, "messages": snippet_messages, "add_generation_prompt": True,
                       "bos_token": "<s>", "eos_token": "</s>", "name": f"snippet {i}: {source!r}"})
