@@ -54,28 +54,6 @@ inline __m512 LoadWTail(const char* row, int64_t k, __mmask16 mask) {
   }
 }
 
-// y[i][j] = Tree(acc[i][j]) (+ bias[j]), sixteen trees per TransposeTree
-// (the same bits as Tree one by one; a fifth of the instructions, which
-// matters at small k and batched decode).
-template <int MR, int NR>
-inline void StoreTrees(const __m512 (&acc)[MR][NR], const float* bias, float* y, int64_t ldy) {
-  constexpr int kOutputs = MR * NR;
-#pragma GCC unroll 2
-  for (int c = 0; c < kOutputs; c += 16) {
-    __m512 slots[16];
-#pragma GCC unroll 16
-    for (int s = 0; s < 16; ++s) {
-      const int t = c + tree512::SlotKey(s);
-      slots[s] = t < kOutputs ? acc[t / NR][t % NR] : _mm512_setzero_ps();
-    }
-    alignas(64) float sums[16];
-    _mm512_store_ps(sums, tree512::TransposeTree(slots));
-    for (int t = c; t < kOutputs && t < c + 16; ++t) {
-      y[(t / NR) * ldy + t % NR] = sums[t - c] + (bias != nullptr ? bias[t % NR] : 0.0f);
-    }
-  }
-}
-
 // y[i][j] = x[i] . w[j] (+ bias[j]) for an MR x NR tile.
 // `next` (may be null): the rows the following tile will stream; prefetched
 // one cache line per row per 32 elements as this tile walks k, so the next
@@ -117,7 +95,11 @@ void Tile(const float* x, int64_t ldx, const char* w, int64_t ldw_bytes, int64_t
       for (int i = 0; i < MR; ++i) acc[i][j] = _mm512_fmadd_ps(xv[i], wv, acc[i][j]);
     }
   }
-  StoreTrees<MR, NR>(acc, bias, y, ldy);
+  // Sixteen trees per TransposeTree: the same bits as Tree one by one, a
+  // fifth of the instructions (it matters at small k and batched decode).
+  tree512::TileTrees<MR, NR>(acc, [&](int i, int j, float sum) {
+    y[i * ldy + j] = sum + (bias != nullptr ? bias[j] : 0.0f);
+  });
 }
 
 using TileFn = void (*)(const float*, int64_t, const char*, int64_t, int64_t, const float*, float*, int64_t,

@@ -5,7 +5,7 @@
 // matmul_kernels.h, attention_kernels.h) bit for bit, because every stage
 // adds the same lane pairs; it only shares the shuffles among 16 registers
 // (46 instructions instead of 16 x 8). Include only from files compiled with
-// -mavx512*. Users: matmul_avx512.cc (StoreTrees), the fp8, int4 and
+// -mavx512*. Users: matmul_avx512.cc, the fp8, int4 and
 // vdpbf16ps matmul kernels (TileTrees), attention.
 // Thread-safety: pure inline functions.
 #pragma once
