@@ -38,6 +38,18 @@ import urllib.request
 BENCH_TIMEOUT_S = 1800  # the longest a single tandem-bench run may take
 
 
+def stop_child(proc, log):
+    """SIGTERM `proc` by its PID, SIGKILL its process group after 10 s; close its log."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    log.close()
+
+
 class Server:
     """A `tandem up` or `tandem serve` child; its address from its output."""
 
@@ -71,14 +83,7 @@ class Server:
             self.log.write(line)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        self.log.close()
+        stop_child(self.proc, self.log)
 
 
 def up(args, extra):
@@ -216,14 +221,7 @@ class LlamaServer:
         return "http://127.0.0.1:%d/v1" % self.port
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        self.log.close()
+        stop_child(self.proc, self.log)
 
 
 def cpu_summary():
