@@ -1,7 +1,7 @@
 // jinja builtins: the filters, tests and methods of the supported subset,
 // and the value helpers (Python str, equality, membership) the renderer
-// shares with them. Anything not listed in builtins.cc throws Error naming
-// it ("unsupported filter 'x'").
+// shares with them. Anything not listed in builtins.cc or builtins_filters.cc
+// throws Error naming it ("unsupported filter 'x'").
 //
 // Thread-safety: pure functions.
 #pragma once

@@ -6,7 +6,7 @@
 // tojson is json.dumps(ensure_ascii=False); raise_exception(msg) fails the
 // render with msg; strftime_now(fmt) formats the local time (HF's globals).
 // Macros see their arguments and the template's top-level variables.
-// Builtins: see builtins.cc.
+// Builtins: see builtins.cc and builtins_filters.cc.
 //
 // Thread-safety: a Renderer is used by one thread for one render.
 #pragma once

@@ -1,6 +1,6 @@
 // jinja::Template: a parsed Jinja2-subset template (the part of Jinja that
 // HuggingFace chat templates use) rendered over JSON variables. Supported:
-// see docs/architecture.md ("Chat templates") and parser.h / builtins.cc.
+// see docs/architecture.md ("Chat templates") and parser.h / builtins.h.
 // Anything else fails Parse or Render with InvalidArgument naming the
 // construct and its line and column; a render never guesses.
 //

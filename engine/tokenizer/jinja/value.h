@@ -21,7 +21,7 @@
 
 namespace tandem::jinja {
 
-struct MacroClosure;  // render.cc: the variables a macro saw where it was defined
+struct MacroClosure;  // render_internal.h: the variables a macro saw where it was defined
 
 using Json = nlohmann::ordered_json;
 
