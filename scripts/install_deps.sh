@@ -11,6 +11,7 @@ build_pkgs=(
   libabsl-dev nlohmann-json3-dev libicu-dev libonig-dev libxxhash-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libucx-dev
   libcurl4-openssl-dev  # tandem-bench --backend openai (HTTP client)
+  libboost1.74-dev  # Boost.Beast/Asio: the OpenAI HTTP API server (common/http)
   libdnnl-dev gnuplot-nox libssl-dev  # libssl-dev: API keys (SHA-256, constant-time compare)
   prometheus-cpp-dev libcivetweb-dev  # metrics: prometheus-cpp; civetweb serves /metrics
 )
