@@ -276,6 +276,24 @@ def api_key_seeds():
     }
 
 
+def openai_seeds():
+    """First byte: even = /v1/completions, odd = /v1/chat/completions; then the body."""
+    chat = {"model": "tandem-shakespeare", "messages": [{"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "Who art thou?"}]}],
+            "max_completion_tokens": 8, "logprobs": True, "top_logprobs": 2, "stream": True,
+            "stream_options": {"include_usage": True}}
+    return {
+        "completion": "\0" + compact({"model": "tandem-shakespeare", "prompt": "ROMEO:", "max_tokens": 16,
+                                      "temperature": 0.7, "top_p": 0.9, "stop": ["\n"], "seed": 3, "n": 2}),
+        "completion-ids": "\0" + compact({"prompt": [[1, 2, 3], [4]], "logprobs": 3, "echo": False, "top_k": 5,
+                                          "min_p": 0.1, "repetition_penalty": 1.2, "ignore_eos": True}),
+        "completion-bad": "\0" + compact({"prompt": "x", "top_p": 5, "logit_bias": {"1": 2}}),
+        "chat": "\1" + compact(chat),
+        "chat-bad": "\1" + compact({"messages": [{"role": 3}], "tools": [{"type": "function"}]}),
+        "not-json": "\1{\"messages\": [",
+    }
+
+
 def main():
     write("tokenizer_load_fuzz", tokenizer_seeds())
     write("tokenizer_encode_fuzz", encode_seeds())
@@ -291,6 +309,7 @@ def main():
     write("decode_admit_fuzz", decode_admit_seeds())
     write("ucx_put_message_fuzz", ucx_seeds())
     write("api_keys_fuzz", api_key_seeds())
+    write("openai_request_fuzz", openai_seeds())
 
 
 if __name__ == "__main__":

@@ -40,6 +40,9 @@ class GenerationService final : public v1::Generation::CallbackService {
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(grpc::CallbackServerContext* context,
                                                            const v1::GenerateRequest* request) override;
 
+  // A random tag for backend ids (64 bits, hex); the HTTP API uses its own.
+  static std::string NewInstanceTag();
+
  private:
   const RequestValidator validator_;
   GenerationBackend* const backend_;
@@ -49,7 +52,6 @@ class GenerationService final : public v1::Generation::CallbackService {
   // Backend ids are "<client id>#<instance>-<n>": unique per process (n) and
   // across router replicas sharing workers (a random instance tag), so two
   // routers never hand a worker the same request id.
-  static std::string NewInstanceTag();
   const std::string instance_;
   std::atomic<uint64_t> next_id_{0};
 };

@@ -29,6 +29,8 @@
 #include "common/process/stop_signals.h"
 #include "engine/model/model_config.h"
 #include "router/api_key_flags.h"
+#include "router/openai/http_api_flags.h"
+#include "router/openai/openai_service.h"
 #include "router/public_tls_flags.h"
 #include "router/cluster_backend.h"
 #include "router/pool_metrics.h"
@@ -53,6 +55,7 @@ int main(int argc, char** argv) {
   cli::ApiKeyFlags api_key_flags;
   cli::PublicTlsFlags public_tls;
   cli::ClusterTlsFlags cluster_tls_flags;
+  cli::HttpApiFlags http_flags;
   flags.AddString("model", &model, "HuggingFace model directory: config and tokenizer (default: the bundled model)");
   listen.Register(flags);
   flags.AddString("prefill-workers", &prefill_workers, "static prefill workers, host:port,host:port");
@@ -62,6 +65,7 @@ int main(int argc, char** argv) {
   api_key_flags.Register(flags);
   public_tls.Register(flags);
   cluster_tls_flags.Register(flags);
+  http_flags.Register(flags);
   flags.AddBool("help", &help, "show this help");
   if (absl::Status st = flags.Parse(std::vector<std::string>(argv + 1, argv + argc)); !st.ok() || help) {
     (st.ok() ? std::cout : std::cerr) << (st.ok() ? "" : std::string(st.message()) + "\n")
@@ -77,6 +81,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (absl::Status st = listen.Validate(); !st.ok()) {
+    std::cerr << "tandem-router: " << st.message() << "\n";
+    return 2;
+  }
+  if (absl::Status st = http_flags.Validate(); !st.ok()) {
     std::cerr << "tandem-router: " << st.message() << "\n";
     return 2;
   }
@@ -173,6 +181,28 @@ int main(int argc, char** argv) {
     }
     logged = true;
   });
+  // The OpenAI HTTP API on the same validator, backend, metrics, drain gate
+  // and keys as Generation; ready when the public gRPC health says SERVING.
+  std::unique_ptr<openai::OpenAiService> http_service;
+  std::unique_ptr<http::Server> http_server;
+  if (http_flags.enabled()) {
+    absl::StatusOr<std::optional<ChatTemplate>> chat_template = cli::LoadChatTemplate(http_flags, dir);
+    if (!chat_template.ok()) return fail(chat_template.status());
+    openai::ServiceOptions options;
+    options.model_name = http_flags.ModelName(dir);
+    options.max_model_len = config->max_position_embeddings;
+    options.ready = [&readiness] { return readiness.Update(); };
+    options.metric_labels = {{"model", model_label}, {"role", "router"}};
+    absl::StatusOr<std::unique_ptr<openai::OpenAiService>> s = openai::OpenAiService::Create(
+        RequestValidator(*config, tokenizer.get()), tokenizer.get(), *std::move(chat_template), &backend,
+        request_metrics->get(), &gate, auth->get(), &metrics_registry, std::move(options));
+    if (!s.ok()) return fail(s.status());
+    http_service = *std::move(s);
+    absl::StatusOr<std::unique_ptr<http::Server>> hs =
+        cli::StartHttpApi(http_flags, listen.host, http_service->handler(), http_flags.ModelName(dir), "tandem-router");
+    if (!hs.ok()) return fail(hs.status());
+    http_server = *std::move(hs);
+  }
   // Declared after everything its callbacks read, so it stops first; up before the
   // listening line, so a launcher that waits for that line can scrape at once.
   absl::StatusOr<std::unique_ptr<metrics::MetricsServer>> metrics_server =
@@ -199,6 +229,7 @@ int main(int argc, char** argv) {
     std::cerr << "tandem-router: drain timeout: cancelling " << gate.num_in_flight() << " streams\n";
   }
   if (*metrics_server) (*metrics_server)->Stop();
+  if (http_server) http_server->Stop();  // streams still open past the drain are cancelled
   (*server)->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   (*cluster_server)->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   return 0;

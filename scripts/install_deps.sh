@@ -22,6 +22,7 @@ test_pkgs=(
   python3-jinja2  # the chat template test compares our Jinja subset with jinja2 (tests/unit/engine/tokenizer)
   prometheus iproute2  # promtool checks the metrics text format; ip makes the multi-host test's namespaces
   openssl  # the certs test checks `tandem certs` with the openssl tool
+  curl  # the OpenAI HTTP API test (tests/e2e/openai_http_test.py) calls it with curl
   clang-15 libfuzzer-15-dev libomp-15-dev  # the fuzz targets (scripts/fuzz.sh; libomp: the engine's OpenMP under clang)
   nodejs npm  # the Node.js client's test (clients/node: npm ci, node:test; Debian 12 ships Node 18)
 )

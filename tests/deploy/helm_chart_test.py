@@ -45,6 +45,9 @@ NOT_MAPPED = {
         "public-tls-key": "set to the mounted Secret only with router.publicTls.secretName (test_public_tls_secret)",
         "cluster-host": "a pod has one address: the cluster listener listens on router.host like the public one; "
                         "only the ClusterIP Service <release>-router-cluster exposes it (test_control_plane_is_internal)",
+        "http-threads": "one event-loop thread carries hundreds of streams; extraArgs for more",
+        "served-model-name": "the model directory's name by default; extraArgs to rename",
+        "chat-template": "the model's own template by default; extraArgs with a file on the model volume",
     },
     "prefill": {"help": "prints usage"},
     "decode": {"help": "prints usage"},
@@ -252,7 +255,7 @@ class ChartTest(unittest.TestCase):
         public, cluster = svcs["tandem-router"], svcs["tandem-router-cluster"]
         self.assertEqual(public["spec"]["type"], self.values[name]["router"]["service"]["type"])
         self.assertEqual([(p["name"], p["targetPort"]) for p in public["spec"]["ports"]],
-                         [("grpc", "grpc"), ("metrics", "metrics")])
+                         [("grpc", "grpc"), ("http", "http"), ("metrics", "metrics")])
         self.assertEqual(cluster["spec"]["type"], "ClusterIP")
         self.assertEqual([(p["name"], p["targetPort"], p["port"]) for p in cluster["spec"]["ports"]],
                          [("cluster", "cluster", self.values[name]["router"]["clusterPort"])])

@@ -54,7 +54,7 @@ def value_to_flag():
   m = {
       "router": {
           ("model", "path"): "model", ("router", "host"): "host", ("router", "port"): "port",
-          ("router", "clusterPort"): "cluster-port",
+          ("router", "clusterPort"): "cluster-port", ("router", "httpPort"): "http-port",
           ("router", "maxQueued"): "max-queued", ("router", "prefillTimeoutMs"): "prefill-timeout-ms",
           ("router", "maxPrefillTokensPerWorker"): "max-prefill-tokens-per-worker",
           ("router", "maxQueuedTokens"): "max-queued-tokens",

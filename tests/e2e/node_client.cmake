@@ -1,4 +1,5 @@
-# End-to-end: the Node.js client (clients/node) against `tandem serve`, with
+# End-to-end: the Node.js client (clients/node) against `tandem serve`, and the
+# official `openai` npm SDK against `tandem up --http-port` (test/openai_http.test.js), with
 # Node's built-in test runner. The script runs `npm ci` in clients/node first
 # (from the npm registry, into the git-ignored clients/node/node_modules); with
 # no node/npm, or no registry, it exits 77 and CTest reports the test skipped.

@@ -1,5 +1,6 @@
 #!/bin/sh
-# The Node.js client (clients/node) against `tandem serve`: installs its npm
+# The Node.js client (clients/node) against `tandem serve`, and the official
+# `openai` SDK (its devDependency) against `tandem up --http-port`: installs its npm
 # dependencies with `npm ci` from the registry into clients/node/node_modules
 # (git-ignored), then runs clients/node/test/*.test.js with Node's built-in
 # test runner. Registered with CTest as node_client_e2e (tests/e2e/node_client.cmake).

@@ -18,3 +18,9 @@ add_test(NAME certs_e2e
   COMMAND ${TANDEM_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/certs_test.py
     --tandem $<TARGET_FILE:tandem> --work ${TANDEM_TEST_WORK}/certs)
 set_tests_properties(certs_e2e PROPERTIES LABELS "e2e" TIMEOUT 120)
+# The OpenAI-compatible HTTP API of `tandem serve --http-port` with curl and
+# raw sockets: exact texts, SSE framing, errors, disconnects cancel, 64 streams.
+add_test(NAME openai_http_e2e
+  COMMAND ${TANDEM_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/openai_http_test.py
+    --tandem $<TARGET_FILE:tandem> --work ${TANDEM_TEST_WORK}/openai_http)
+set_tests_properties(openai_http_e2e PROPERTIES LABELS "e2e" TIMEOUT 600 ENVIRONMENT "OMP_WAIT_POLICY=passive")

@@ -13,9 +13,10 @@ absl::StatusOr<ClusterMember> StartClusterMember(const std::string& name, const 
                                                  const process::ChildOptions& options) {
   absl::StatusOr<std::unique_ptr<process::ChildProcess>> child = process::ChildProcess::Start(path, args, options);
   if (!child.ok()) return absl::Status(child.status().code(), absl::StrCat(name, ": ", child.status().message()));
-  ClusterMember member{name, "", "", *std::move(child), path, args, options, std::chrono::steady_clock::now()};
+  ClusterMember member{name, "", "", "", *std::move(child), path, args, options, std::chrono::steady_clock::now()};
   const std::regex listening("listening on ([0-9A-Za-z.:\\[\\]-]+:[0-9]+)");
   const std::regex cluster_listener("cluster listener on ([0-9A-Za-z.:\\[\\]-]+:[0-9]+)");
+  const std::regex http_api("OpenAI HTTP API on ([0-9A-Za-z.:\\[\\]-]+:[0-9]+)");
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (member.address.empty()) {
     const auto left =
@@ -33,6 +34,7 @@ absl::StatusOr<ClusterMember> StartClusterMember(const std::string& name, const 
     std::smatch m;
     if (std::regex_search(*line, m, listening)) member.address = m[1];
     if (std::regex_search(*line, m, cluster_listener)) member.cluster_address = m[1];
+    if (std::regex_search(*line, m, http_api)) member.http_address = m[1];
   }
   std::cerr << std::flush;
   member.process->ForwardOutput(name);

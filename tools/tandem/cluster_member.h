@@ -19,6 +19,7 @@ struct ClusterMember {
   std::string name;
   std::string address;          // from its listening line
   std::string cluster_address;  // the router's control plane, from its cluster listener line; else empty
+  std::string http_address;     // the router's OpenAI HTTP API, from its line; else empty
   std::unique_ptr<process::ChildProcess> process;
   // How it was started (a restart starts it the same way).
   std::string path;

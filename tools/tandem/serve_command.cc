@@ -11,6 +11,8 @@
 #include "engine/core/async_engine.h"
 #include "worker/worker_metrics.h"
 #include "router/api_key_flags.h"
+#include "router/openai/http_api_flags.h"
+#include "router/openai/openai_service.h"
 #include "router/public_tls_flags.h"
 #include "router/generation_service.h"
 #include "router/request_metrics.h"
@@ -34,6 +36,7 @@ struct ServeFlags {
   MetricsFlag metrics;
   ApiKeyFlags api_keys;
   PublicTlsFlags public_tls;
+  HttpApiFlags http;
 };
 
 absl::Status Serve(const ServeFlags& f) {
@@ -73,6 +76,22 @@ absl::Status Serve(const ServeFlags& f) {
   int bound_port = 0;
   ASSIGN_OR_RETURN(std::unique_ptr<grpc::Server> server,
                    StartGrpcServer(net::JoinHostPort(f.host, f.port), {&service}, &bound_port, true, credentials));
+  // The OpenAI HTTP API beside gRPC, on the same validator, backend and metrics.
+  std::unique_ptr<openai::OpenAiService> http_service;
+  std::unique_ptr<http::Server> http_server;
+  if (f.http.enabled()) {
+    ASSIGN_OR_RETURN(std::optional<ChatTemplate> chat_template, LoadChatTemplate(f.http, dir));
+    openai::ServiceOptions options;
+    options.model_name = f.http.ModelName(dir);
+    options.max_model_len = config.max_position_embeddings;
+    options.metric_labels = {{"model", model_label}, {"role", "colocated"}};
+    ASSIGN_OR_RETURN(http_service, openai::OpenAiService::Create(RequestValidator(config, tokenizer.get()),
+                                                                 tokenizer.get(), std::move(chat_template), &backend,
+                                                                 request_metrics.get(), nullptr, auth.get(),
+                                                                 &metrics_registry, std::move(options)));
+    ASSIGN_OR_RETURN(http_server, StartHttpApi(f.http, f.host, http_service->handler(), f.http.ModelName(dir),
+                                               "tandem serve"));
+  }
   // Stopped (by its destructor) before anything its callbacks read.
   ASSIGN_OR_RETURN(std::unique_ptr<metrics::MetricsServer> metrics_server,
                    StartMetricsServer(&metrics_registry, f.metrics, f.host, "tandem serve"));
@@ -85,6 +104,7 @@ absl::Status Serve(const ServeFlags& f) {
   }
   std::cout << "tandem serve: signal " << sig << ", shutting down" << std::endl;
   if (metrics_server) metrics_server->Stop();
+  if (http_server) http_server->Stop();  // open streams are cancelled in the engine
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   return absl::OkStatus();
 }
@@ -107,7 +127,9 @@ int RunServe(const std::vector<std::string>& args) {
   f.metrics.Register(flags);
   f.api_keys.Register(flags);
   f.public_tls.Register(flags);
+  f.http.Register(flags);
   absl::Status parsed = flags.Parse(args);
+  if (parsed.ok()) parsed = f.http.Validate();
   if (parsed.ok()) parsed = f.metrics.Parse().status();  // a bad port is a usage error, before loading the model
   if (parsed.ok()) parsed = f.public_tls.Load().status();  // likewise bad TLS files or keys
   if (parsed.ok()) parsed = f.api_keys.Load().status();

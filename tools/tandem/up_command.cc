@@ -18,6 +18,7 @@
 #include "tandem/v1/worker.grpc.pb.h"
 #include "common/cli/cli_flags.h"
 #include "router/api_key_flags.h"
+#include "router/openai/http_api_flags.h"
 #include "router/public_tls_flags.h"
 #include "router/router_flags.h"
 #include "tools/tandem/cluster_cert_dir.h"
@@ -50,6 +51,7 @@ struct UpFlags {
   RouterTuningFlags router;  // passed through to the router
   ApiKeyFlags api_keys;      // likewise
   PublicTlsFlags public_tls;  // likewise
+  HttpApiFlags http;          // likewise
 };
 
 std::filesystem::path BinDir() {
@@ -182,6 +184,9 @@ int RunUp(const std::vector<std::string>& args) {
   f.public_tls.Register(flags);  // and its TLS
   PublicTlsFlags public_tls_scratch;
   public_tls_scratch.Register(router_only);
+  f.http.Register(flags);  // the OpenAI HTTP API: the router serves it
+  HttpApiFlags http_scratch;
+  http_scratch.Register(router_only);
   if (absl::Status st = flags.Parse(args); !st.ok() || f.help) {
     (st.ok() ? std::cout : std::cerr) << (st.ok() ? "" : std::string(st.message()) + "\n")
                                       << "usage: tandem up [--model DIR] [--prefill-workers N] [--decode-workers M] "
@@ -200,6 +205,10 @@ int RunUp(const std::vector<std::string>& args) {
   listen.port = f.port;
   listen.cluster_port = f.cluster_port;
   if (absl::Status st = listen.Validate(); !st.ok()) {
+    std::cerr << "tandem up: " << st.message() << "\n";
+    return 2;
+  }
+  if (absl::Status st = f.http.Validate(); !st.ok()) {  // before anything starts
     std::cerr << "tandem up: " << st.message() << "\n";
     return 2;
   }
@@ -320,7 +329,11 @@ int RunUp(const std::vector<std::string>& args) {
   for (size_t i = 0; i + 1 < router->args.size(); ++i) {
     if (router->args[i] == "--port") router->args[i + 1] = port_of(endpoint);
     if (router->args[i] == "--cluster-port") router->args[i + 1] = port_of(cluster_endpoint);
+    if (router->args[i] == "--http-port" && !router->http_address.empty()) {
+      router->args[i + 1] = port_of(router->http_address);
+    }
   }
+  const std::string http_endpoint = router->http_address;
   children.push_back(*std::move(router));
   for (int role = 0; role < 2; ++role) {
     const int64_t count = role == 0 ? f.prefill_workers : f.decode_workers;
@@ -368,6 +381,11 @@ int RunUp(const std::vector<std::string>& args) {
             << std::endl;
   std::cout << "tandem up: ready on " << endpoint << " (" << f.prefill_workers << " prefill, " << f.decode_workers
             << " decode workers); try: tandem client --addr " << endpoint << " --prompt \"ROMEO:\"" << std::endl;
+  if (!http_endpoint.empty()) {
+    std::cout << "tandem up: OpenAI HTTP API on http://" << http_endpoint << "/v1; try: curl http://" << http_endpoint
+              << "/v1/completions -H 'Content-Type: application/json' -d '{\"prompt\": \"ROMEO:\", \"max_tokens\": 16}'"
+              << std::endl;
+  }
 
   // Supervision: a member that exits is restarted after its backoff (the
   // rest keep serving; the router's failover covers the gap), until its

@@ -38,6 +38,7 @@ Context: the root.
 --host={{ .Values.router.host }}
 --port={{ int64 .Values.router.port }}
 --cluster-port={{ int64 .Values.router.clusterPort }}
+--http-port={{ int64 .Values.router.httpPort }}
 --max-prefill-tokens-per-worker={{ int64 .Values.router.maxPrefillTokensPerWorker }}
 --max-queued={{ int64 .Values.router.maxQueued }}
 --max-queued-tokens={{ int64 .Values.router.maxQueuedTokens }}
