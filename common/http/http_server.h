@@ -15,8 +15,16 @@
 // server watches the socket, so a client that goes away is noticed at once
 // (not at the next write) and the handler's OnClientGone callback runs.
 //
-// Thread-safety: Server's methods are thread-safe. A Responder may be used
-// from any thread; its calls take effect in the order they were made.
+// Bytes a client sends while a reply is pending (pipelining) are kept, up to
+// 64 KiB, and read as its next request; beyond that the client counts as
+// gone. The client closing its sending side (EOF) while a reply is pending
+// counts as gone too. A stream's queue of unwritten chunks is not bounded
+// here: the producer is (a generation's max_tokens).
+//
+// Thread-safety: Server's methods are thread-safe, but Stop() (and so the
+// destructor) must not run on a server thread (a handler or an OnClientGone
+// callback): it joins them. A Responder may be used from any thread; its
+// calls take effect in the order they were made.
 #pragma once
 
 #include <chrono>
@@ -47,7 +55,9 @@ using Headers = std::vector<std::pair<std::string, std::string>>;
 
 // The reply to one request. Exactly one of Respond() or StartStream() counts
 // (later reply calls are ignored). If the last reference is dropped without
-// a reply, the client gets 500. Never blocks: writes are queued to the
+// a reply, the client gets 500; dropped mid-stream (no End()), what was
+// written is sent and the connection closes without the last chunk (the
+// client sees a truncated body). Never blocks: writes are queued to the
 // connection's thread.
 class Responder {
  public:
@@ -57,8 +67,9 @@ class Responder {
   virtual void Respond(int status, std::string content_type, std::string body, Headers headers = {}) = 0;
 
   // Starts a streamed response (chunked transfer encoding); Write() sends
-  // each piece as one chunk, End() the last chunk. After End() the
-  // connection reads the client's next request.
+  // each piece as one chunk (an empty piece is ignored), End() the last
+  // chunk. After End() the connection reads the client's next request. An
+  // HTTP/1.0 client gets the pieces unframed, ended by the close.
   virtual void StartStream(int status, std::string content_type, Headers headers = {}) = 0;
   virtual void Write(std::string data) = 0;
   virtual void End() = 0;

@@ -44,6 +44,7 @@ RULES = {
     "router/": ("common/", "tandem/v1/", "wire/") + ROUTER_ENGINE_TYPES,
     "bench/load/": ("common/", "tandem/v1/"),
     "bench/kernels/": ("common/", "engine/"),
+    "bench/http/": ("common/",),
     # The front end assembles everything but the tests.
     "tools/": ("common/", "tandem/v1/", "engine/", "kv_transfer/", "wire/", "worker/", "router/"),
     "tests/": PROJECT_ROOTS,
