@@ -42,7 +42,9 @@ absl::Status ReadInt(const Json& body, const char* name, int64_t lo, int64_t hi,
   if (v == nullptr) return absl::OkStatus();
   if (v->is_number_unsigned()) {
     const uint64_t u = v->get<uint64_t>();
-    if (u > static_cast<uint64_t>(hi)) return Invalid(name, absl::StrCat(u, " must be in [", lo, ", ", hi, "]"));
+    if (u > static_cast<uint64_t>(hi) || (lo > 0 && u < static_cast<uint64_t>(lo))) {
+      return Invalid(name, absl::StrCat(u, " must be in [", lo, ", ", hi, "]"));
+    }
     *out = static_cast<int64_t>(u);
     return absl::OkStatus();
   }

@@ -111,7 +111,7 @@ class ChartTlsTest(unittest.TestCase):
             if comp == "router":
               live_port = ports["cluster"]
               self.assertEqual(str(live_port), flags["cluster-port"])
-              self.assertEqual(sorted(ports), ["cluster", "grpc", "metrics"])
+              self.assertEqual(sorted(ports), ["cluster", "grpc", "http", "metrics"])
               ready = {"port": ports["cluster"], "service": "tandem.v1.Generation"}
             want = {"startupProbe": {"port": live_port, "service": live}, "readinessProbe": ready,
                     "livenessProbe": {"port": live_port, "service": live}}

@@ -97,6 +97,36 @@ def raw_request(port, data, read_until=None, timeout=30):
         return got
 
 
+def custom_template_and_name(args, ref):
+    """--chat-template FILE and --served-model-name: a template that renders
+    BOS + PROMPT whatever the messages makes chat equal the completion of
+    PROMPT (the template's BOS text is the BOS token, not added twice)."""
+    template = os.path.join(args.work, "fixed.jinja")
+    with open(template, "w") as f:
+        f.write("{{ bos_token }}" + PROMPT)
+    srv = Proc("serve-custom", [args.tandem, "serve", "--host", "127.0.0.1", "--port", "0", "--http-port", "0",
+                                "--chat-template", template, "--served-model-name", "bard"],
+               os.path.join(args.work, "serve_custom.log"))
+    try:
+        m = srv.wait_line(r"OpenAI HTTP API on 127\.0\.0\.1:(\d+) \(model bard\)", timeout=120)
+        if not check("--served-model-name names the model", m is not None, srv.log_tail()):
+            return
+        base = "http://127.0.0.1:%s" % m.group(1)
+        code, body = curl(base + "/v1/models")
+        check("/v1/models lists the served name", code == 200 and json.loads(body)["data"][0]["id"] == "bard", body)
+        code, body = post(base, "/v1/chat/completions", {
+            "model": "bard", "messages": [{"role": "user", "content": "ignored"}], "max_tokens": 16,
+            "temperature": 0, "ignore_eos": True})
+        reply = json.loads(body)
+        check("--chat-template: chat equals the completion of the rendered prompt",
+              code == 200 and reply["choices"][0]["message"]["content"] == ref["text"] and
+              reply["usage"]["prompt_tokens"] == len(ref["prompt_token_ids"]), (code, body, ref["text"]))
+        code, body = post(base, "/v1/completions", {"model": MODEL, "prompt": PROMPT})
+        check("the directory's name is not served under another name", code == 404, (code, body))
+    finally:
+        check("serve (custom) exits 0 on SIGTERM", srv.stop() == 0, srv.log_tail())
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tandem", required=True)
@@ -191,23 +221,25 @@ def main():
         used = lambda: metric(metrics_port, "tandem_kv_blocks_used")  # noqa: E731
         idle_blocks = used()
         cancelled0 = metric(metrics_port, "tandem_requests_total", status="cancelled")
-        long = dict(greedy, max_tokens=1500)
+        # Eight choices to the end of the bundled model's 256-token context:
+        # still running long after the first event.
+        long = dict(greedy, max_tokens=250, n=8)
         req = json.dumps(dict(long, stream=True)).encode()
         head = ("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                 "Content-Length: %d\r\n\r\n" % len(req)).encode()
         got = raw_request(port, head + req, read_until=b'"text":', timeout=60)
         check("a long stream starts", b"200 OK" in got and b'"text":' in got, got[:300])
-        check("a streamed request whose client left is cancelled",
-              wait_for(lambda: metric(metrics_port, "tandem_requests_total", status="cancelled") == cancelled0 + 1),
+        check("a streamed request whose client left is cancelled (its 8 choices)",
+              wait_for(lambda: metric(metrics_port, "tandem_requests_total", status="cancelled") == cancelled0 + 8),
               metric(metrics_port, "tandem_requests_total", status="cancelled"))
         req = json.dumps(long).encode()
         head = ("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                 "Content-Length: %d\r\n\r\n" % len(req)).encode()
         with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
             s.sendall(head + req)
-            wait_for(lambda: running() == 1, timeout=30)
-        check("a whole request whose client left is cancelled",
-              wait_for(lambda: metric(metrics_port, "tandem_requests_total", status="cancelled") == cancelled0 + 2),
+            wait_for(lambda: running() == 8, timeout=30)
+        check("a whole request whose client left is cancelled (its 8 choices)",
+              wait_for(lambda: metric(metrics_port, "tandem_requests_total", status="cancelled") == cancelled0 + 16),
               metric(metrics_port, "tandem_requests_total", status="cancelled"))
         check("nothing runs and no KV block is held after the disconnects",
               wait_for(lambda: running() == 0 and used() == idle_blocks), (running(), used(), idle_blocks))
@@ -246,6 +278,7 @@ def main():
     finally:
         rc = srv.stop()
     check("serve exits 0 on SIGTERM", rc == 0, srv.log_tail())
+    custom_template_and_name(args, ref)
     print("openai_http_test: %d passed, %d failed" % (len(PASSED), len(FAILED)))
     return 1 if FAILED else 0
 

@@ -160,18 +160,21 @@ describe('OpenAI HTTP API (tandem up --http-port)', { skip: HAVE_TANDEM ? false 
     assert.equal(text, msg.content);
   });
 
-  test('aborting a stream cancels it; the API keeps serving', { timeout: 120000 }, async () => {
+  test('aborting a stream ends it early; the API keeps serving', { timeout: 120000 }, async () => {
     const ac = new AbortController();
     const stream = await openai.completions.create(
-      { model: MODEL, prompt: PROMPT, max_tokens: 400, temperature: 0, ignore_eos: true, stream: true },
+      { model: MODEL, prompt: PROMPT, max_tokens: 250, temperature: 0, ignore_eos: true, stream: true },
       { signal: ac.signal });
+    // The SDK ends the iteration quietly on its own abort.
     let got = 0;
-    await assert.rejects((async () => {
-      for await (const chunk of stream) {
-        got += chunk.choices.length;
-        if (got >= 2) ac.abort();
-      }
-    })(), (e) => e instanceof OpenAI.APIUserAbortError || e.name === 'AbortError');
+    let finish = null;
+    for await (const chunk of stream) {
+      got += chunk.choices.length;
+      if (chunk.choices.length && chunk.choices[0].finish_reason) finish = chunk.choices[0].finish_reason;
+      if (got >= 2) ac.abort();
+    }
+    assert.ok(got >= 2 && got < 250, `got ${got} chunks`);
+    assert.equal(finish, null);
     const again = await openai.completions.create({ model: MODEL, prompt: PROMPT, max_tokens: MAX_TOKENS,
                                                      temperature: 0, ignore_eos: true });
     assert.equal(again.choices[0].text, want.text);
