@@ -199,7 +199,8 @@ int main(int argc, char** argv) {
     if (!s.ok()) return fail(s.status());
     http_service = *std::move(s);
     absl::StatusOr<std::unique_ptr<http::Server>> hs =
-        cli::StartHttpApi(http_flags, listen.host, http_service->handler(), http_flags.ModelName(dir), "tandem-router");
+        cli::StartHttpApi(http_flags, listen.host, http_service->handler(), http_flags.ModelName(dir), "tandem-router",
+                          !public_tls.cert_file.empty());
     if (!hs.ok()) return fail(hs.status());
     http_server = *std::move(hs);
   }

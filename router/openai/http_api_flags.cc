@@ -53,12 +53,16 @@ absl::StatusOr<std::optional<ChatTemplate>> LoadChatTemplate(const HttpApiFlags&
 
 absl::StatusOr<std::unique_ptr<http::Server>> StartHttpApi(const HttpApiFlags& flags, const std::string& host,
                                                            http::Handler handler, const std::string& model_name,
-                                                           const std::string& who) {
+                                                           const std::string& who, bool grpc_has_tls) {
   http::ServerOptions options;
   options.threads = static_cast<int>(flags.http_threads);
   absl::StatusOr<std::unique_ptr<http::Server>> server =
       http::Server::Start(host, static_cast<int>(flags.http_port), std::move(handler), options);
   if (!server.ok()) return server.status();
+  if (grpc_has_tls) {
+    std::cerr << who << ": warning: the OpenAI HTTP API is plaintext HTTP (--public-tls-* covers the gRPC port "
+              << "only); terminate TLS in front of port " << (*server)->port() << " (API keys cross it)\n";
+  }
   std::cout << who << ": OpenAI HTTP API on " << net::JoinHostPort(host, (*server)->port()) << " (model "
             << model_name << ")" << std::endl;
   return server;

@@ -38,8 +38,11 @@ absl::StatusOr<std::optional<ChatTemplate>> LoadChatTemplate(const HttpApiFlags&
 
 // Starts the HTTP API on `host`:--http-port with `handler` and prints
 // "<who>: OpenAI HTTP API on HOST:PORT (model NAME)" (launchers wait for it).
+// `grpc_has_tls`: the public gRPC port has TLS (--public-tls-*), which the
+// HTTP port does not: a warning says so (API keys cross it in clear; put
+// TLS in front of it).
 absl::StatusOr<std::unique_ptr<http::Server>> StartHttpApi(const HttpApiFlags& flags, const std::string& host,
                                                            http::Handler handler, const std::string& model_name,
-                                                           const std::string& who);
+                                                           const std::string& who, bool grpc_has_tls = false);
 
 }  // namespace tandem::cli

@@ -90,7 +90,7 @@ absl::Status Serve(const ServeFlags& f) {
                                                                  request_metrics.get(), nullptr, auth.get(),
                                                                  &metrics_registry, std::move(options)));
     ASSIGN_OR_RETURN(http_server, StartHttpApi(f.http, f.host, http_service->handler(), f.http.ModelName(dir),
-                                               "tandem serve"));
+                                               "tandem serve", !f.public_tls.cert_file.empty()));
   }
   // Stopped (by its destructor) before anything its callbacks read.
   ASSIGN_OR_RETURN(std::unique_ptr<metrics::MetricsServer> metrics_server,
