@@ -8,15 +8,11 @@
 // every accumulator is one output's 16 lanes and k is never split.
 //  - Few batch rows (decode): weights are widened in registers as they stream
 //    in; the kernel is bound by memory bandwidth.
-//  - More rows (batched decode, prefill): a BF16/F16 panel is first widened
-//    once into an fp32 scratch and reused by every row tile, so the inner
-//    loop is loads + FMAs only; as many panels as fit L1 beside a row tile of
-//    x are widened together, so x is re-read once per group of panels.
-//    Widening is exact, so the bits do not change.
+//  - Many rows (prefill): a BF16/F16 panel is first widened once into an fp32
+//    scratch (L1/L2 resident) and reused by every row tile, so the inner loop
+//    is loads + FMAs only. Widening is exact, so the bits do not change.
 // Thread-safety: pure function; parallel inside (OpenMP).
 #include <immintrin.h>
-
-#include <unistd.h>  // sysconf: the L1 data cache's size
 
 #include <cstdlib>
 #include <utility>  // std::integer_sequence: compile time only, no code
@@ -150,68 +146,6 @@ void WidenPanel(const char* w, int64_t ldw_bytes, int64_t rows, int64_t k, float
   }
 }
 
-// How many widened panels to keep at once: as many as fit in L1 beside one
-// row tile of x (4 rows), at most kMaxGroup. Each row tile then streams into
-// L1 once per group instead of once per panel; at decode-sized batches with
-// a short k (576-wide projections and the LM head) x outgrows L1 and this
-// re-read from L2 is what bounds the tile loop. Any grouping gives the same
-// bits: every output is still one accumulator over all of k.
-constexpr int64_t kMaxGroup = 4;
-
-int64_t L1DataBytes() {
-  static const int64_t bytes = [] {
-    const long v = sysconf(_SC_LEVEL1_DCACHE_SIZE);
-    return v > 0 ? static_cast<int64_t>(v) : int64_t{32 * 1024};  // unknown: the smallest L1 of our hosts
-  }();
-  return bytes;
-}
-
-int64_t PanelGroup(int64_t k) {
-  const int64_t budget = L1DataBytes() * 4 / 5 - kMr * k * 4;  // leave room for the stack and y
-  const int64_t per_panel = kNr * k * 4;
-  return budget < per_panel ? 1 : Min(kMaxGroup, budget / per_panel);
-}
-
-// Panels [p0, p1) widened into `scratch` once, then every row tile over
-// all of them (x's row tile stays in L1 across the group).
-template <int WT>
-void RunWidenedGroup(const MatMulArgs& a, int64_t ldw, int64_t p0, int64_t p1, float* scratch) {
-  for (int64_t p = p0; p < p1; ++p) {
-    const int64_t r0 = p * kNr;
-    WidenPanel<WT>(static_cast<const char*>(a.w) + r0 * ldw, ldw, Min(kNr, a.n - r0), a.k,
-                   scratch + (p - p0) * kNr * a.k);
-  }
-  for (int64_t i0 = 0; i0 < a.m; i0 += kMr) {
-    const int64_t mr = Min(kMr, a.m - i0);
-    for (int64_t p = p0; p < p1; ++p) {
-      const int64_t r0 = p * kNr;
-      const int64_t nr = Min(kNr, a.n - r0);
-      const float* bias = a.bias != nullptr ? a.bias + r0 : nullptr;
-      const float* panel = scratch + (p - p0) * kNr * a.k;
-      kTiles<kF32>.fn[mr - 1][nr - 1](a.x + i0 * a.k, a.k, reinterpret_cast<const char*>(panel), a.k * 4, a.k,
-                                      bias, a.y + i0 * a.n + r0, a.n, nullptr);
-    }
-  }
-}
-
-// Panel p straight from the weights (fp32 weights, or few rows: widened in
-// registers as they stream in).
-template <int WT>
-void RunStreamedPanel(const MatMulArgs& a, int64_t ldw, int64_t p, int64_t num_panels) {
-  const int64_t r0 = p * kNr;
-  const int64_t nr = Min(kNr, a.n - r0);
-  const char* wp = static_cast<const char*>(a.w) + r0 * ldw;
-  const float* bias = a.bias != nullptr ? a.bias + r0 : nullptr;
-  // Prefetch the next panel during the last row tile over this one (only a
-  // 16-bit panel (prefetch offsets assume 2-byte elements) that is not the last).
-  const char* next = WT != kF32 && p + 1 < num_panels && a.k <= ldw / 2 ? wp + kNr * ldw : nullptr;
-  for (int64_t i0 = 0; i0 < a.m; i0 += kMr) {
-    const int64_t mr = Min(kMr, a.m - i0);
-    kTiles<WT>.fn[mr - 1][nr - 1](a.x + i0 * a.k, a.k, wp, ldw, a.k, bias, a.y + i0 * a.n + r0, a.n,
-                                  i0 + kMr >= a.m ? next : nullptr);
-  }
-}
-
 template <int WT>
 void Run(const MatMulArgs& a) {
   constexpr int64_t kElem = WT == kF32 ? 4 : 2;
@@ -219,19 +153,34 @@ void Run(const MatMulArgs& a) {
   const int64_t num_panels = (a.n + kNr - 1) / kNr;
   // Widening once per panel pays off when more than one row tile reuses it.
   const bool widen = WT != kF32 && a.m > kMr;
-  const int64_t group = widen ? PanelGroup(a.k) : 1;
-  const int64_t num_groups = (num_panels + group - 1) / group;
   // Below this many multiply-adds a thread team costs more than it saves.
   const bool parallel = a.m * a.n * a.k >= (1 << 16);
 #pragma omp parallel if (parallel)
   {
-    float* scratch = widen ? PanelScratch(group * kNr * a.k) : nullptr;
+    float* scratch = widen ? PanelScratch(kNr * a.k) : nullptr;
 #pragma omp for schedule(static)
-    for (int64_t g = 0; g < num_groups; ++g) {
+    for (int64_t p = 0; p < num_panels; ++p) {
+      const int64_t r0 = p * kNr;
+      const int64_t nr = Min(kNr, a.n - r0);
+      const char* wp = static_cast<const char*>(a.w) + r0 * ldw;
+      const float* bias = a.bias != nullptr ? a.bias + r0 : nullptr;
       if (widen) {
-        RunWidenedGroup<WT>(a, ldw, g * group, Min((g + 1) * group, num_panels), scratch);
+        WidenPanel<WT>(wp, ldw, nr, a.k, scratch);
+        for (int64_t i0 = 0; i0 < a.m; i0 += kMr) {
+          const int64_t mr = Min(kMr, a.m - i0);
+          kTiles<kF32>.fn[mr - 1][nr - 1](a.x + i0 * a.k, a.k, reinterpret_cast<const char*>(scratch),
+                                          a.k * 4, a.k, bias, a.y + i0 * a.n + r0, a.n, nullptr);
+        }
       } else {
-        RunStreamedPanel<WT>(a, ldw, g, num_panels);
+        // Prefetch the next panel during the last row tile over this one
+        // (only a 16-bit panel (prefetch offsets assume 2-byte elements) that
+        // is not the last).
+        const char* next = WT != kF32 && p + 1 < num_panels && a.k <= ldw / 2 ? wp + kNr * ldw : nullptr;
+        for (int64_t i0 = 0; i0 < a.m; i0 += kMr) {
+          const int64_t mr = Min(kMr, a.m - i0);
+          kTiles<WT>.fn[mr - 1][nr - 1](a.x + i0 * a.k, a.k, wp, ldw, a.k, bias, a.y + i0 * a.n + r0, a.n,
+                                        i0 + kMr >= a.m ? next : nullptr);
+        }
       }
     }
   }
