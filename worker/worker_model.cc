@@ -17,7 +17,6 @@ absl::StatusOr<WorkerModel> LoadWorkerModel(const std::string& model_dir, const 
   WorkerModel w;
   w.config = model->config();
   ASSIGN_OR_RETURN(std::unique_ptr<LlmEngine> engine, LlmEngine::Create(std::move(model), config));
-  RETURN_IF_ERROR(engine->WarmUp());
   for (int r = 0; r < engine->tp_size(); ++r) {
     KvCache& cache = engine->kv_cache(r);
     const std::span<uint8_t> memory = cache.Memory();
@@ -25,6 +24,7 @@ absl::StatusOr<WorkerModel> LoadWorkerModel(const std::string& model_dir, const 
     w.ranks.push_back({cache.shape(), heads.begin, memory.data(), memory.size()});
   }
   w.engine = std::make_unique<AsyncEngine>(std::move(engine), nullptr, release_grace);
+  RETURN_IF_ERROR(w.engine->WarmUp());  // on the engine's own thread (async_engine.h)
   return w;
 }
 

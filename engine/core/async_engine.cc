@@ -106,6 +106,12 @@ void AsyncEngine::RunOnLoop(std::function<void(LlmEngine&)> fn) {
   if (Enqueue(std::move(c))) ran.get_future().wait();
 }
 
+absl::Status AsyncEngine::WarmUp() {
+  absl::Status status = absl::CancelledError("engine stopped before the warm-up");
+  RunOnLoop([&status](LlmEngine& e) { status = e.WarmUp(); });
+  return status;
+}
+
 void AsyncEngine::SetStepListener(StepListener listener) {
   RunOnLoop([this, &listener](LlmEngine&) { step_listener_ = std::move(listener); });
 }

@@ -54,10 +54,10 @@ absl::Status Serve(const ServeFlags& f) {
   }
   const ModelConfig config = model->config();
   ASSIGN_OR_RETURN(std::unique_ptr<LlmEngine> engine, LlmEngine::Create(std::move(model), engine_config));
-  RETURN_IF_ERROR(engine->WarmUp());
   // Outlives the engine: its step listener observes into the registry until the loop stops.
   metrics::Registry metrics_registry;
   AsyncEngine async_engine(std::move(engine), tokenizer.get());
+  RETURN_IF_ERROR(async_engine.WarmUp());  // on the engine's own thread (async_engine.h)
   ColocatedBackend backend(&async_engine);
   // One process is router and worker: the request metrics and the engine's,
   // both under role "colocated" (queued = waiting in the engine).

@@ -3,7 +3,10 @@
 // errors, a cancel in every request state, and Stop() with work in flight or
 // queued all end with exact block counts, read on the loop thread or, after
 // Stop(), on the engine itself. The bundled model runs greedy.
+#include <omp.h>
+
 #include <algorithm>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <string>
@@ -51,6 +54,36 @@ TEST(AsyncEngineTest, StreamsTheTokensOfTheEngineRunDirectlyAndFreesEveryBlock) 
   ExpectIdle(*e.async, 64);
   // The per-step snapshot catches up with the loop's state too.
   EXPECT_TRUE(WaitUntil([&] { return testing::Idle(e.async->Stats()); })) << testing::Describe(e.async->Stats());
+}
+
+// Threads of this process, from /proc (the OpenMP pools show up there).
+int NumThreads() {
+  int n = 0;
+  for ([[maybe_unused]] const auto& t : std::filesystem::directory_iterator("/proc/self/task")) ++n;
+  return n;
+}
+
+TEST(AsyncEngineTest, WarmUpRunsOnTheLoopThreadSoOneOpenMpTeamServesEveryStep) {
+  Engine e = MakeEngine();
+  ASSERT_NE(e.async, nullptr);
+  // Teams of two on both threads (tests run with OMP_NUM_THREADS=1), so a
+  // team started on either shows as one more thread.
+  omp_set_num_threads(2);
+  int team = 0;
+  e.async->RunOnLoop([&team](LlmEngine&) {
+    omp_set_num_threads(2);
+    team = omp_get_max_threads();
+  });
+  ASSERT_EQ(team, 2);
+  const int before = NumThreads();  // this thread (and whatever loading left), the loop thread
+  ASSERT_TRUE(e.async->WarmUp().ok());
+  // A warm-up on this thread would have started a second team here.
+  EXPECT_EQ(NumThreads(), before + team - 1);
+  Streams streams;
+  const EngineRequest r = GreedyRequest("a", TestPrompt(20, 0), 4);
+  e.async->Submit(r, {}, streams.Sink("a"));
+  ASSERT_TRUE(streams.WaitEnded({"a"}));
+  EXPECT_EQ(NumThreads(), before + team - 1);  // the steps used the same team
 }
 
 TEST(AsyncEngineTest, ConcurrentSubmitsAndCancelsFromFourThreadsEndExactly) {
