@@ -243,7 +243,7 @@ def run_cluster_c(prompts, model_cfg):
     expected = mixed_expected(prompts, ref, "bf16")
     # Without the test's own OMP_WAIT_POLICY, so the launcher's choice shows.
     up = UpCluster("up-c", ["--prefill-workers", "2", "--decode-workers", "2"] + engine + pin_args, "sm,self,cma",
-                   drop_env=["OMP_WAIT_POLICY"])
+                   drop_env=["OMP_WAIT_POLICY", "GOMP_SPINCOUNT"])
     try:
         ready = up.wait_ready()
         if not check("%s: `tandem up` prints its 5 members and ready" % label,
@@ -261,15 +261,16 @@ def run_cluster_c(prompts, model_cfg):
                   all(allowed[n] == c for n, c in want.items()) and allowed["router"] != want["decode-0"],
                   allowed)
         # Two workers per role share their role's CPUs: the launcher makes
-        # their OpenMP threads wait passively (and leaves the router alone).
+        # their OpenMP threads spin only briefly before they sleep (and
+        # leaves the router alone).
         policy = {}
         for name, (pid, _) in up.members.items():
             with open("/proc/%d/environ" % pid, "rb") as f:
                 env = dict(e.split(b"=", 1) for e in f.read().split(b"\0") if b"=" in e)
-            policy[name] = env.get(b"OMP_WAIT_POLICY")
-        check("%s: workers sharing CPUs get OMP_WAIT_POLICY=passive, the router none" % label,
-              all(v == (None if n == "router" else b"passive") for n, v in policy.items())
-              and any("OMP_WAIT_POLICY=passive" in l for l in up.proc.stdout), policy)
+            policy[name] = (env.get(b"OMP_WAIT_POLICY"), env.get(b"GOMP_SPINCOUNT"))
+        check("%s: workers sharing CPUs get OMP_WAIT_POLICY=passive GOMP_SPINCOUNT=1000, the router neither" % label,
+              all(v == ((None, None) if n == "router" else (b"passive", b"1000")) for n, v in policy.items())
+              and any("OMP_WAIT_POLICY=passive GOMP_SPINCOUNT=1000" in l for l in up.proc.stdout), policy)
         dec, pre = up.addrs("decode"), up.addrs("prefill")
         check_health(label, [("router", up.addr)] + [("decode worker", a) for a in dec]
                      + [("prefill worker", a) for a in pre])
