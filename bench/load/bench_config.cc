@@ -126,6 +126,8 @@ absl::StatusOr<BenchConfig> ParseBenchFlags(const std::vector<std::string>& args
   flags.AddString("output-len-choices", &output_choices,
                   "A,B,...: each request's output length is one of these, equally likely");
   flags.AddInt("prefix-len", &c.dataset.prefix_len, "prefix: ids shared by every prompt (default 0)");
+  flags.AddInt("num-prefixes", &c.dataset.num_prefixes,
+               "prefix: distinct prefixes of --prefix-len ids; each prompt starts with one, equally likely (default 1)");
   flags.AddInt("vocab-size", &c.dataset.vocab_size, "prompt ids are drawn from [3, vocab-size) (default 2000)");
   flags.AddInt("max-model-len", &c.dataset.max_model_len,
                "the server's context length; prompt + output must fit (default 256, the bundled model's)");

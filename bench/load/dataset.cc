@@ -66,6 +66,9 @@ absl::Status DatasetConfig::Validate() const {
   if (prefix_len < 0 || (kind != DatasetKind::kPrefix && prefix_len != 0)) {
     return absl::InvalidArgumentError("--prefix-len needs --dataset prefix and must be >= 0");
   }
+  if (num_prefixes < 1 || num_prefixes > 100000 || (num_prefixes > 1 && (kind != DatasetKind::kPrefix || prefix_len < 1))) {
+    return absl::InvalidArgumentError("--num-prefixes must be in [1, 100000]; above 1 it needs --dataset prefix and --prefix-len >= 1");
+  }
   int64_t min_output = output_len.min, max_output = output_len.max;
   if (!output_len_choices.empty()) {
     min_output = *std::min_element(output_len_choices.begin(), output_len_choices.end());
@@ -85,8 +88,8 @@ absl::Status DatasetConfig::Validate() const {
 
 std::vector<BenchRequest> GenerateDataset(const DatasetConfig& config, int64_t n, uint64_t seed) {
   Rng rng(seed);
-  std::vector<uint32_t> prefix;
-  AppendRandomIds(rng, config.prefix_len, config.vocab_size, &prefix);
+  std::vector<std::vector<uint32_t>> prefixes(static_cast<size_t>(std::max<int64_t>(config.num_prefixes, 1)));
+  for (std::vector<uint32_t>& prefix : prefixes) AppendRandomIds(rng, config.prefix_len, config.vocab_size, &prefix);
   std::vector<BenchRequest> out;
   out.reserve(static_cast<size_t>(std::max<int64_t>(n, 0)));
   for (int64_t i = 0; i < n; ++i) {
@@ -108,7 +111,9 @@ std::vector<BenchRequest> GenerateDataset(const DatasetConfig& config, int64_t n
         req.output_len = config.output_len_choices[static_cast<size_t>(Draw(rng, {0, last}))];
       }
     }
-    req.prompt_token_ids = prefix;
+    // One prefix: no draw, so single-prefix datasets stay what they were.
+    const int64_t which = prefixes.size() == 1 ? 0 : Draw(rng, {0, static_cast<int64_t>(prefixes.size()) - 1});
+    req.prompt_token_ids = prefixes[static_cast<size_t>(which)];
     AppendRandomIds(rng, input_len, config.vocab_size, &req.prompt_token_ids);
     out.push_back(std::move(req));
   }

@@ -12,7 +12,9 @@
 //   sharegpt-like lengths drawn from log-normals resembling ShareGPT's
 //                 conversations (see kShareGpt* below), clamped to max_model_len.
 //   prefix        prefix_len ids shared by every prompt (drawn once), then a
-//                 random suffix of input_len ids (fixed or ranged).
+//                 random suffix of input_len ids (fixed or ranged); with
+//                 num_prefixes K > 1, K such prefixes and each prompt starts
+//                 with one of them, equally likely (several system prompts).
 //
 // Thread-safety: pure functions.
 #pragma once
@@ -65,8 +67,10 @@ struct DatasetConfig {
   // When not empty, replaces output_len: each request's output length is one
   // of these, equally likely (e.g. 64, 128, 256 as in the batching ladder).
   std::vector<int64_t> output_len_choices;
-  // prefix: ids shared by every prompt.
+  // prefix: ids shared by every prompt (of its prefix group).
   int64_t prefix_len = 0;
+  // prefix: distinct prefixes; each request draws one uniformly.
+  int64_t num_prefixes = 1;
   // Prompt ids are drawn from [kFirstTokenId, vocab_size).
   int64_t vocab_size = 2000;
   // The server's context length: prompt + output must fit.

@@ -121,6 +121,40 @@ TEST(BenchDatasetTest, PrefixIsSharedExactly) {
   ExpectIdsInVocab(reqs, c.vocab_size);
 }
 
+TEST(BenchDatasetTest, SeveralPrefixesEachPromptStartsWithOneOfThem) {
+  DatasetConfig c = Random({4, 4}, {2, 2});
+  c.kind = DatasetKind::kPrefix;
+  c.prefix_len = 24;
+  c.num_prefixes = 8;
+  ASSERT_TRUE(c.Validate().ok());
+  const std::vector<BenchRequest> reqs = GenerateDataset(c, 400, 7);
+  std::map<std::vector<uint32_t>, int> uses;
+  for (const BenchRequest& r : reqs) {
+    ASSERT_EQ(r.prompt_token_ids.size(), 28u);
+    ++uses[std::vector<uint32_t>(r.prompt_token_ids.begin(), r.prompt_token_ids.begin() + 24)];
+  }
+  ASSERT_EQ(uses.size(), 8u);  // 400 draws of 8: every prefix is used
+  for (const auto& [prefix, n] : uses) {
+    EXPECT_GE(n, 25) << "uniform draws: 50 expected";  // a wide band around 50 (the seed is fixed)
+    EXPECT_LE(n, 80);
+  }
+  // The same seed gives the same dataset; one prefix gives the single-prefix dataset of before.
+  EXPECT_EQ(GenerateDataset(c, 400, 7)[123].prompt_token_ids, reqs[123].prompt_token_ids);
+  c.num_prefixes = 1;
+  const std::vector<BenchRequest> one = GenerateDataset(c, 5, 7);
+  for (const BenchRequest& r : one) {
+    EXPECT_TRUE(std::equal(one[0].prompt_token_ids.begin(), one[0].prompt_token_ids.begin() + 24,
+                           r.prompt_token_ids.begin()));
+  }
+  c.num_prefixes = 0;
+  EXPECT_FALSE(c.Validate().ok());
+  c.num_prefixes = 2;
+  c.kind = DatasetKind::kRandom;
+  c.prefix_len = 0;
+  EXPECT_EQ(c.Validate().message(),
+            "--num-prefixes must be in [1, 100000]; above 1 it needs --dataset prefix and --prefix-len >= 1");
+}
+
 TEST(BenchDatasetTest, PrefixWithEmptySuffixRepeatsThePrefix) {
   DatasetConfig c = Random({0, 0}, {4, 4});
   c.kind = DatasetKind::kPrefix;
