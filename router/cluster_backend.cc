@@ -61,10 +61,12 @@ ClusterBackend::ClusterBackend(WorkerPool* pool, const Tokenizer* tokenizer, Mod
       tokenizer_(tokenizer),
       config_(std::move(config)),
       options_(options),
+      kv_router_(options.routing),
       window_({options.max_prefill_tokens_per_worker, options.max_queued, options.max_queued_tokens}),
       renewer_(options.lease_renew_interval > std::chrono::milliseconds(0) ? std::thread([this] { RenewLoop(); })
                                                                            : std::thread()) {
   pool_->SetGoneListener([this](v1::WorkerRole role, const WorkerHandle& old) {
+    kv_router_.WorkerGone(role, old.id);  // the new process's cache starts empty
     if (role == v1::WORKER_ROLE_DECODE) DecodeWorkerGone(old);  // a prefill's own call fails and is retried
   });
 }
@@ -207,7 +209,16 @@ void ClusterBackend::LeaveWindow(const Call& call) {
 }
 
 void ClusterBackend::Admit(std::shared_ptr<Call> call) {
-  absl::StatusOr<WorkerHandle> worker = pool_->Acquire(v1::WORKER_ROLE_DECODE);
+  std::vector<int32_t> context;  // what the reservation holds: the prompt and the replayed tokens but the last
+  {
+    std::lock_guard<std::mutex> lock(call->mu);
+    context.assign(call->admit_req.prompt_token_ids().begin(), call->admit_req.prompt_token_ids().end());
+    const auto& replayed = call->admit_req.replayed_token_ids();
+    if (!replayed.empty()) context.insert(context.end(), replayed.begin(), replayed.end() - 1);
+  }
+  KvRouter::Prompt prompt(std::move(context));
+  absl::StatusOr<WorkerHandle> worker =
+      pool_->Acquire(v1::WORKER_ROLE_DECODE, {}, kv_router_.ChooserFor(v1::WORKER_ROLE_DECODE, &prompt));
   if (!worker.ok()) {
     if (!Park(call, worker.status())) End(call, worker.status());
     return;
@@ -339,12 +350,17 @@ void ClusterBackend::Admit(std::shared_ptr<Call> call) {
 
 void ClusterBackend::Prefill(std::shared_ptr<Call> call) {
   std::vector<std::string> tried;
+  std::vector<int32_t> context;  // what the prefill computes: the prompt and the emitted tokens but the last
   {
     std::lock_guard<std::mutex> lock(call->mu);
     if (call->ended) return;
     tried = call->tried_prefill;
+    context.assign(call->admit_req.prompt_token_ids().begin(), call->admit_req.prompt_token_ids().end());
+    if (!call->emitted.empty()) context.insert(context.end(), call->emitted.begin(), call->emitted.end() - 1);
   }
-  absl::StatusOr<WorkerHandle> worker = pool_->Acquire(v1::WORKER_ROLE_PREFILL, tried);
+  KvRouter::Prompt prompt(std::move(context));
+  absl::StatusOr<WorkerHandle> worker =
+      pool_->Acquire(v1::WORKER_ROLE_PREFILL, tried, kv_router_.ChooserFor(v1::WORKER_ROLE_PREFILL, &prompt));
   if (!worker.ok() || static_cast<int>(tried.size()) >= options_.max_prefill_attempts) {
     if (worker.ok()) pool_->Done(v1::WORKER_ROLE_PREFILL, *worker);
     const absl::Status why =

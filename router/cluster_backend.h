@@ -6,9 +6,12 @@
 //   within max_prefill_tokens_per_worker x the live prefill workers); else it
 //   waits in a FIFO queue bounded by count and tokens (beyond:
 //   RESOURCE_EXHAUSTED)
-//   → Admit on the least-loaded decode worker (reserve blocks → KvDestination;
+//   Workers are chosen by ClusterOptions::routing (router/kv_router.h):
+//   kv-aware by default, weighing the prompt's prefix each holds against
+//   the blocks already in flight there.
+//   → Admit on a decode worker (reserve blocks → KvDestination;
 //   all full → back to the front of the queue until a request ends)
-//   → Prefill on the least-loaded prefill worker with that destination (the
+//   → Prefill on a prefill worker with that destination (the
 //   worker ships the KV over UCX and returns the first token; UNAVAILABLE or
 //   a timeout → retried on another prefill worker, same reservation)
 //   → the first token goes to the client at once (invariant 4)
@@ -54,6 +57,7 @@
 #include "engine/model/model_config.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "router/generation_backend.h"
+#include "router/kv_router.h"
 #include "router/prefill_window.h"
 #include "router/worker_pool.h"
 
@@ -103,6 +107,9 @@ struct ClusterOptions {
   // Called once per request when a decode worker reserved its blocks, with
   // the seconds since Start (the router's queue time); may be empty.
   std::function<void(double)> observe_queue_time;
+  // How prefill and decode workers are chosen (router/kv_router.h): by
+  // default kv-aware, weighing the prefix a worker holds against its load.
+  KvRoutingOptions routing;
 };
 
 class ClusterBackend final : public GenerationBackend {
@@ -122,6 +129,9 @@ class ClusterBackend final : public GenerationBackend {
   int64_t queued_tokens() const;
   int num_in_window() const;
   int64_t window_high_water_tokens() const;  // the most window_tokens() has been
+  // The routing choice and its books (prefix index, predicted hits).
+  KvRouter& kv_router() { return kv_router_; }
+  const KvRouter& kv_router() const { return kv_router_; }
 
   // What one Tick did.
   struct TickReport {
@@ -190,6 +200,7 @@ class ClusterBackend final : public GenerationBackend {
   const Tokenizer* const tokenizer_;
   const ModelConfig config_;
   const ClusterOptions options_;
+  KvRouter kv_router_;
 
   // Lock order: mu_, then a Call's mu (never the other way round).
   mutable std::mutex mu_;

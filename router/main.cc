@@ -150,6 +150,10 @@ int main(int argc, char** argv) {
   options.on_migration = [m = request_metrics->get()] { m->CountMigration(); };
   ClusterBackend backend(&pool, tokenizer.get(), *config, options);
   backend_for_metrics = &backend;
+  if (absl::Status st = ExportRoutingMetrics(&metrics_registry, {{"model", model_label}}, &backend.kv_router());
+      !st.ok()) {
+    return fail(st);
+  }
   DrainGate gate;  // outlives the server: its tickets live in the server's calls
   Readiness readiness(&pool, &gate);
   GenerationService generation(RequestValidator(*config, tokenizer.get()), &backend, request_metrics->get(), &gate,
@@ -214,7 +218,7 @@ int main(int argc, char** argv) {
             << " (worker registry, " << ((*cluster_tls)->secure() ? "mTLS" : "PLAINTEXT: --insecure-cluster") << ")"
             << std::endl;
   std::cout << "tandem-router: listening on " << net::JoinHostPort(listen.host, bound_port) << " (model "
-            << dir.string() << ")" << std::endl;
+            << dir.string() << ", routing " << RoutingModeName(options.routing.mode) << ")" << std::endl;
   // Registrations update readiness themselves; a heartbeat's expiry is no
   // event, so it is polled (every 200 ms, between signals).
   for (int sig = 0; (sig = process::WaitForStopSignalFor(std::chrono::milliseconds(200))) == 0 || sig == SIGHUP;) {

@@ -26,4 +26,30 @@ absl::Status ExportWorkerPoolMetrics(metrics::Registry* registry, const metrics:
   return in_flight.status();
 }
 
+absl::Status ExportRoutingMetrics(metrics::Registry* registry, const metrics::Labels& labels,
+                                  const KvRouter* router) {
+  auto collect = [labels, router](bool hits) {
+    return [labels, router, hits] {
+      std::vector<metrics::Sample> out;
+      for (v1::WorkerRole role : {v1::WORKER_ROLE_PREFILL, v1::WORKER_ROLE_DECODE}) {
+        metrics::Labels l = labels;
+        l.emplace("role", role == v1::WORKER_ROLE_PREFILL ? "prefill" : "decode");
+        l.emplace("routing", RoutingModeName(router->mode()));
+        out.push_back({std::move(l), static_cast<double>(hits ? router->cached_blocks(role)
+                                                              : router->prompt_blocks(role))});
+      }
+      return out;
+    };
+  };
+  absl::StatusOr<metrics::CollectorFamily*> routed = registry->AddCollectorCounter(
+      "tandem_router_prompt_blocks_total", "Prompt KV blocks routed to workers (a partial last block counts).",
+      collect(false));
+  if (!routed.ok()) return routed.status();
+  absl::StatusOr<metrics::CollectorFamily*> hits = registry->AddCollectorCounter(
+      "tandem_router_prefix_hit_blocks_total",
+      "Of the prompt blocks routed, those the chosen worker already held by the router's prefix index.",
+      collect(true));
+  return hits.status();
+}
+
 }  // namespace tandem

@@ -44,8 +44,12 @@ class RegistryService final : public v1::WorkerRegistry::CallbackService {
       reactor->Finish(st);
       return reactor;
     }
+    if (req->kv_block_size() > 4096) {
+      reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "kv_block_size must be at most 4096"));
+      return reactor;
+    }
     pool_->Add(req->role(), req->worker_id(), req->address(), /*registered=*/true, req->draining(),
-               req->incarnation());
+               req->incarnation(), static_cast<int32_t>(req->kv_block_size()));
     if (readiness_ != nullptr) readiness_->Update();  // before the reply: ListWorkers never runs ahead of health
     resp->set_heartbeat_interval_ms(2000);
     reactor->Finish(grpc::Status::OK);

@@ -59,6 +59,16 @@ void RouterTuningFlags::Register(FlagSet& f) {
            "it well under the decode workers' --reservation-timeout-ms)");
   f.AddInt("drain-timeout-s", &drain_timeout_s,
            "on SIGTERM, how long streams in flight may run on before the router exits (default 30)");
+  f.AddString("routing", &routing,
+              "how prefill and decode workers are chosen: kv-aware (default: weigh the prompt's prefix a worker "
+              "already holds in its KV cache against the work in flight there), least-loaded (fewest requests "
+              "in flight), round-robin");
+  f.AddFloat("kv-overlap-weight", &kv_overlap_weight,
+             "kv-aware routing's cost = WEIGHT x prompt blocks the worker must compute + blocks in flight there "
+             "(default 1; larger favours cache hits over load)");
+  f.AddInt("prefix-index-blocks", &prefix_index_blocks,
+           "KV blocks the router remembers per worker for kv-aware routing (default 131072; least recently "
+           "stored forgotten first)");
 }
 
 absl::Status RouterTuningFlags::Validate() const {
@@ -70,8 +80,14 @@ absl::Status RouterTuningFlags::Validate() const {
                           InRange("migration-patience-ms", migration_patience_ms, 0, 3600000),
                           InRange("decode-idle-timeout-ms", decode_idle_timeout_ms, 100, 3600000),
                           InRange("lease-renew-ms", lease_renew_ms, 10, 600000),
-                          InRange("drain-timeout-s", drain_timeout_s, 0, 86400)}) {
+                          InRange("drain-timeout-s", drain_timeout_s, 0, 86400),
+                          InRange("prefix-index-blocks", prefix_index_blocks, 1, int64_t{1} << 32),
+                          ParseRoutingMode(routing).status()}) {
     if (!st.ok()) return st;
+  }
+  if (kv_overlap_weight && !(*kv_overlap_weight >= 0.0f && *kv_overlap_weight <= 1000.0f)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--kv-overlap-weight must be in [0, 1000], got ", *kv_overlap_weight));
   }
   return absl::OkStatus();
 }
@@ -85,6 +101,9 @@ void RouterTuningFlags::Apply(ClusterOptions* o) const {
   o->migration_patience = std::chrono::milliseconds(migration_patience_ms);
   o->decode_idle_timeout = std::chrono::milliseconds(decode_idle_timeout_ms);
   o->lease_renew_interval = std::chrono::milliseconds(lease_renew_ms);
+  if (absl::StatusOr<RoutingMode> mode = ParseRoutingMode(routing); mode.ok()) o->routing.mode = *mode;
+  if (kv_overlap_weight) o->routing.overlap_weight = *kv_overlap_weight;
+  o->routing.index_blocks_per_worker = prefix_index_blocks;
 }
 
 }  // namespace tandem::cli

@@ -1,11 +1,12 @@
 // The router's flags: where it listens (RouterListenFlags: the public API
 // and the control plane apart) and its tuning (admission, leases, migration,
-// timeouts and the drain). tandem-router parses both; `tandem up` accepts the
+// timeouts, the drain, and how workers are chosen). tandem-router parses both; `tandem up` accepts the
 // same tuning flags and passes those given on its command line to the router
 // it starts (it picks the listeners itself).
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -45,6 +46,9 @@ struct RouterTuningFlags {
   int64_t decode_idle_timeout_ms = 30000;
   int64_t lease_renew_ms = 1000;
   int64_t drain_timeout_s = 30;
+  std::string routing = "kv-aware";
+  std::optional<float> kv_overlap_weight;  // unset: KvRoutingOptions' default
+  int64_t prefix_index_blocks = 131072;
 
   void Register(FlagSet& f);
   // InvalidArgument naming the flag and its range.

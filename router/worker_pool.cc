@@ -9,7 +9,7 @@
 namespace tandem {
 
 void WorkerPool::Add(v1::WorkerRole role, const std::string& id, const std::string& address, bool registered,
-                     bool draining, const std::string& incarnation) {
+                     bool draining, const std::string& incarnation, int32_t kv_block_size) {
   const auto now = now_();
   // A heartbeat: the same process again. (Checked again below, under the
   // same lock as the replacement: two Adds may race.)
@@ -31,7 +31,11 @@ void WorkerPool::Add(v1::WorkerRole role, const std::string& id, const std::stri
   // address the registration named.
   auto channel = tls_->Dial(address, role == v1::WORKER_ROLE_PREFILL ? tls::ClusterRole::kPrefillWorker
                                                                      : tls::ClusterRole::kDecodeWorker);
-  WorkerHandle h{id, address, incarnation, 0, nullptr, nullptr};
+  WorkerHandle h;
+  h.id = id;
+  h.address = address;
+  h.incarnation = incarnation;
+  if (kv_block_size > 0) h.kv_block_size = kv_block_size;
   if (role == v1::WORKER_ROLE_PREFILL) {
     h.prefill = v1::PrefillWorker::NewStub(channel);
   } else {
@@ -56,6 +60,7 @@ void WorkerPool::Add(v1::WorkerRole role, const std::string& id, const std::stri
         if (e.handle.id == id) gone = e.handle;
         e.handle = h;
         e.in_flight = 0;
+        e.in_flight_blocks = 0;
         e.registered = registered;
         e.draining = draining;
         e.last_seen = now;
@@ -90,32 +95,48 @@ WorkerPool::Entry* WorkerPool::Find(v1::WorkerRole role, const WorkerHandle& wor
   return nullptr;
 }
 
-absl::StatusOr<WorkerHandle> WorkerPool::Acquire(v1::WorkerRole role, const std::vector<std::string>& exclude) {
+absl::StatusOr<WorkerHandle> WorkerPool::Acquire(v1::WorkerRole role, const std::vector<std::string>& exclude,
+                                                 const Chooser& choose) {
   std::lock_guard<std::mutex> lock(mu_);
   const auto now = now_();
-  Entry* best = nullptr;
-  auto better = [now](const Entry& a, const Entry* b) {
-    if (b == nullptr) return true;
-    const bool a_up = a.down_until <= now && a.Live(now), b_up = b->down_until <= now && b->Live(now);
-    if (a_up != b_up) return a_up;
-    return a.in_flight < b->in_flight;
-  };
+  // The healthy candidates, or when there is none the failed ones.
+  std::vector<Entry*> up, down;
   for (Entry& e : Entries(role)) {
     if (e.draining || std::find(exclude.begin(), exclude.end(), e.handle.id) != exclude.end()) continue;
-    if (better(e, best)) best = &e;
+    (e.down_until <= now && e.Live(now) ? up : down).push_back(&e);
   }
-  if (best == nullptr) {
+  const std::vector<Entry*>& offered = up.empty() ? down : up;
+  if (offered.empty()) {
     return absl::UnavailableError(absl::StrCat("no ", role == v1::WORKER_ROLE_PREFILL ? "prefill" : "decode",
                                                " worker available"));
   }
-  ++best->in_flight;
-  return best->handle;
+  Choice choice;
+  if (choose) {
+    std::vector<Candidate> candidates;
+    candidates.reserve(offered.size());
+    for (const Entry* e : offered) candidates.push_back({&e->handle, e->in_flight, e->in_flight_blocks});
+    choice = choose(candidates);
+    if (choice.index < 0 || choice.index >= static_cast<int>(offered.size())) choice = {0, choice.load_blocks};
+  } else {
+    for (int i = 1; i < static_cast<int>(offered.size()); ++i) {
+      if (offered[i]->in_flight < offered[choice.index]->in_flight) choice.index = i;
+    }
+  }
+  Entry& best = *offered[choice.index];
+  ++best.in_flight;
+  best.in_flight_blocks += choice.load_blocks;
+  WorkerHandle h = best.handle;
+  h.load_blocks = choice.load_blocks;
+  return h;
 }
 
 void WorkerPool::Done(v1::WorkerRole role, const WorkerHandle& worker) {
   std::lock_guard<std::mutex> lock(mu_);
   Entry* e = Find(role, worker);
-  if (e != nullptr && e->in_flight > 0) --e->in_flight;
+  if (e != nullptr && e->in_flight > 0) {
+    --e->in_flight;
+    e->in_flight_blocks = std::max<int64_t>(0, e->in_flight_blocks - worker.load_blocks);
+  }
 }
 
 void WorkerPool::MarkFailed(v1::WorkerRole role, const WorkerHandle& worker, std::chrono::milliseconds cooldown) {

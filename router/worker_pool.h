@@ -30,6 +30,12 @@ struct WorkerHandle {
   std::string id;
   std::string address;
   std::string incarnation;  // the worker process's (empty: static, or a worker that sends none)
+  // Tokens per KV block in the worker's cache (RegisterRequest.kv_block_size;
+  // 16, the engines' default, for static workers and workers that do not say).
+  int32_t kv_block_size = 16;
+  // What this Acquire added to the worker's load in blocks (the chooser's
+  // say); Done takes it off again.
+  int64_t load_blocks = 0;
   // Which of the pool's entries (one per incarnation) this handle came from:
   // Done and MarkFailed of a replaced entry's handles change nothing.
   uint64_t generation = 0;
@@ -62,7 +68,7 @@ class WorkerPool {
   // keeps re-registering (a heartbeat). `draining`: the worker is stopping
   // (as of this heartbeat; a later one may clear it).
   void Add(v1::WorkerRole role, const std::string& id, const std::string& address, bool registered = false,
-           bool draining = false, const std::string& incarnation = "");
+           bool draining = false, const std::string& incarnation = "", int32_t kv_block_size = 0);
 
   // Told, once per replaced entry, that a worker id's old incarnation is
   // gone (its handle as it was). Runs on the thread that called Add, never
@@ -72,10 +78,28 @@ class WorkerPool {
   using GoneListener = std::function<void(v1::WorkerRole role, const WorkerHandle& old)>;
   void SetGoneListener(GoneListener listener);
 
-  // The least-loaded healthy worker of `role` not in `exclude` (by id), with
-  // its in-flight count incremented (a worker marked failed is used only when
-  // no healthy one is left; a draining one never); Unavailable when none is left.
-  absl::StatusOr<WorkerHandle> Acquire(v1::WorkerRole role, const std::vector<std::string>& exclude = {});
+  // Picks one of the candidates Acquire offers (all healthy ones, or when
+  // none is healthy all the failed ones): the index of the chosen one and
+  // the blocks the request adds to its load. Runs under the pool's lock: it
+  // must not call the pool.
+  struct Candidate {
+    const WorkerHandle* handle = nullptr;
+    int in_flight = 0;             // requests the router has on it
+    int64_t in_flight_blocks = 0;  // the load_blocks of those requests
+  };
+  struct Choice {
+    int index = 0;
+    int64_t load_blocks = 0;
+  };
+  using Chooser = std::function<Choice(const std::vector<Candidate>&)>;
+
+  // A healthy worker of `role` not in `exclude` (by id), with its in-flight
+  // count incremented (a worker marked failed is used only when no healthy
+  // one is left; a draining one never): `choose`'s pick, or without one the
+  // least-loaded (fewest requests in flight; the first of equals).
+  // Unavailable when none is left.
+  absl::StatusOr<WorkerHandle> Acquire(v1::WorkerRole role, const std::vector<std::string>& exclude = {},
+                                       const Chooser& choose = nullptr);
   // Undoes one Acquire() of `worker` (nothing when its entry was replaced since).
   void Done(v1::WorkerRole role, const WorkerHandle& worker);
   // `worker` failed a call (UNAVAILABLE): avoid it for `cooldown`, or until it
@@ -110,6 +134,7 @@ class WorkerPool {
   struct Entry {
     WorkerHandle handle;
     int in_flight = 0;
+    int64_t in_flight_blocks = 0;
     std::chrono::steady_clock::time_point down_until{};  // failed recently: avoid until then
     bool registered = false;
     bool draining = false;

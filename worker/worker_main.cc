@@ -117,6 +117,7 @@ int WorkerMain(int argc, char** argv, WorkerRole& role) {
     r.set_role(role.role());
     r.set_address(address);
     r.set_incarnation(incarnation);
+    r.set_kv_block_size(static_cast<uint32_t>(config->block_size));
     registrations.push_back(
         std::make_unique<RouterRegistration>(std::string(absl::StripAsciiWhitespace(router)), r, *cluster_tls));
   }

@@ -22,6 +22,10 @@ TEST(RouterTuningFlagsTest, DefaultsAreClusterBackendsDefaults) {
   EXPECT_EQ(applied.migration_patience, defaults.migration_patience);
   EXPECT_EQ(applied.decode_idle_timeout, defaults.decode_idle_timeout);
   EXPECT_EQ(applied.lease_renew_interval, defaults.lease_renew_interval);
+  EXPECT_EQ(applied.routing.mode, defaults.routing.mode);
+  EXPECT_EQ(applied.routing.mode, RoutingMode::kKvAware);
+  EXPECT_EQ(applied.routing.overlap_weight, defaults.routing.overlap_weight);
+  EXPECT_EQ(applied.routing.index_blocks_per_worker, defaults.routing.index_blocks_per_worker);
 }
 
 TEST(RouterTuningFlagsTest, ParsedValuesReachTheOptions) {
@@ -29,7 +33,8 @@ TEST(RouterTuningFlagsTest, ParsedValuesReachTheOptions) {
   FlagSet set;
   flags.Register(set);
   ASSERT_TRUE(set.Parse({"--max-migrations", "7", "--migration-patience-ms=2500", "--max-queued-tokens", "4096",
-                         "--lease-renew-ms", "250"})
+                         "--lease-renew-ms", "250", "--routing", "round-robin", "--kv-overlap-weight", "2.5",
+                         "--prefix-index-blocks", "4096"})
                   .ok());
   ASSERT_TRUE(flags.Validate().ok());
   ClusterOptions o;
@@ -38,6 +43,9 @@ TEST(RouterTuningFlagsTest, ParsedValuesReachTheOptions) {
   EXPECT_EQ(o.migration_patience, std::chrono::milliseconds(2500));
   EXPECT_EQ(o.max_queued_tokens, 4096);
   EXPECT_EQ(o.lease_renew_interval, std::chrono::milliseconds(250));
+  EXPECT_EQ(o.routing.mode, RoutingMode::kRoundRobin);
+  EXPECT_EQ(o.routing.overlap_weight, 2.5);
+  EXPECT_EQ(o.routing.index_blocks_per_worker, 4096);
 }
 
 TEST(RouterTuningFlagsTest, OutOfRangeValuesAreRefusedNamingTheFlag) {
@@ -52,6 +60,9 @@ TEST(RouterTuningFlagsTest, OutOfRangeValuesAreRefusedNamingTheFlag) {
            {{"--max-prefill-tokens-per-worker", "0"}, "--max-prefill-tokens-per-worker must be in [1, 1099511627776] (got 0)"},
            {{"--migration-patience-ms", "-1"}, "--migration-patience-ms must be in [0, 3600000] (got -1)"},
            {{"--max-queued", "-5"}, "--max-queued must be in [0, 1000000] (got -5)"},
+           {{"--routing", "random"}, "--routing: 'random' is not one of kv-aware, least-loaded, round-robin"},
+           {{"--kv-overlap-weight", "-1"}, "--kv-overlap-weight must be in [0, 1000], got -1"},
+           {{"--prefix-index-blocks", "0"}, "--prefix-index-blocks must be in [1, 4294967296] (got 0)"},
        }) {
     RouterTuningFlags flags;
     FlagSet set;
