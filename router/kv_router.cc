@@ -54,7 +54,53 @@ void KvRouter::Evicted(v1::WorkerRole role, const std::string& worker, std::span
   Index(role).Evicted(worker, hashes);
 }
 
-void KvRouter::WorkerGone(v1::WorkerRole role, const std::string& worker) { Index(role).DropWorker(worker); }
+void KvRouter::WorkerGone(v1::WorkerRole role, const std::string& worker) {
+  {
+    std::lock_guard<std::mutex> lock(events_mu_);
+    events_.erase(EventKey(role, worker));
+  }
+  Index(role).DropWorker(worker);
+}
+
+uint64_t KvRouter::ApplyEvents(v1::WorkerRole role, const std::string& worker, const std::string& incarnation,
+                               const v1::KvEventBatch& batch) {
+  // One worker's batches arrive one at a time (its registration thread
+  // waits for each answer), so holding the lock while applying costs little.
+  std::lock_guard<std::mutex> lock(events_mu_);
+  EventState& state = events_[EventKey(role, worker)];
+  if (state.incarnation != incarnation) {
+    // Another process under this id: what the old one held is gone.
+    state = {incarnation, 0};
+    Index(role).DropWorker(worker);
+  }
+  if (batch.snapshot()) {
+    Index(role).DropWorker(worker);
+    for (const v1::KvEventRun& run : batch.runs()) {
+      if (!run.evicted()) Index(role).Stored(worker, std::span(run.block_hashes().data(), run.block_hashes().size()));
+    }
+    state.applied = batch.first_seq();
+    return state.applied;
+  }
+  if (state.applied == 0 || batch.first_seq() == 0 || batch.first_seq() > state.applied + 1) {
+    return state.applied;  // nothing known to build on, or a gap: the worker sends a snapshot / resends
+  }
+  uint64_t seq = batch.first_seq();
+  for (const v1::KvEventRun& run : batch.runs()) {
+    for (uint64_t h : run.block_hashes()) {
+      if (seq > state.applied) {  // earlier ones were applied already (a repeated batch)
+        const uint64_t one[1] = {h};
+        if (run.evicted()) {
+          Index(role).Evicted(worker, one);
+        } else {
+          Index(role).Stored(worker, one);
+        }
+        state.applied = seq;
+      }
+      ++seq;
+    }
+  }
+  return state.applied;
+}
 
 int64_t KvRouter::IndexedBlocks(v1::WorkerRole role, const std::string& worker) const {
   return Index(role).NumBlocks(worker);

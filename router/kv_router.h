@@ -17,11 +17,13 @@
 
 #include <atomic>
 #include <cstdint>
+#include <mutex>
 #include <span>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "router/prefix_index.h"
 #include "router/routing_policy.h"
 #include "router/worker_pool.h"
@@ -63,7 +65,15 @@ class KvRouter {
   // (decode).
   WorkerPool::Chooser ChooserFor(v1::WorkerRole role, Prompt* prompt);
 
-  // KV events from a worker: it holds / dropped these blocks.
+  // A worker's KV events (RegisterRequest.kv_events) from its process
+  // `incarnation`: applied when they follow the last one applied from that
+  // process (a snapshot replaces what was known; a repeat is skipped; after
+  // a gap nothing is applied). Returns the last change applied, which the
+  // worker sends on from (0: send a snapshot).
+  uint64_t ApplyEvents(v1::WorkerRole role, const std::string& worker, const std::string& incarnation,
+                       const v1::KvEventBatch& batch);
+
+  // KV events one at a time: `worker` holds / dropped these blocks.
   void Stored(v1::WorkerRole role, const std::string& worker, std::span<const uint64_t> hashes);
   void Evicted(v1::WorkerRole role, const std::string& worker, std::span<const uint64_t> hashes);
   // `worker`'s process restarted (or left): forget what it held.
@@ -89,6 +99,16 @@ class KvRouter {
   RoleBooks& Books(v1::WorkerRole role) { return role == v1::WORKER_ROLE_PREFILL ? prefill_books_ : decode_books_; }
   const RoleBooks& Books(v1::WorkerRole role) const {
     return role == v1::WORKER_ROLE_PREFILL ? prefill_books_ : decode_books_;
+  }
+
+  struct EventState {
+    std::string incarnation;
+    uint64_t applied = 0;
+  };
+  std::mutex events_mu_;
+  absl::flat_hash_map<std::string, EventState> events_;  // by role and worker id; guarded by events_mu_
+  static std::string EventKey(v1::WorkerRole role, const std::string& worker) {
+    return (role == v1::WORKER_ROLE_PREFILL ? "p/" : "d/") + worker;
   }
 
   RoutingPolicy policy_;

@@ -150,7 +150,7 @@ int main(int argc, char** argv) {
   options.on_migration = [m = request_metrics->get()] { m->CountMigration(); };
   ClusterBackend backend(&pool, tokenizer.get(), *config, options);
   backend_for_metrics = &backend;
-  if (absl::Status st = ExportRoutingMetrics(&metrics_registry, {{"model", model_label}}, &backend.kv_router());
+  if (absl::Status st = ExportRoutingMetrics(&metrics_registry, {{"model", model_label}}, &backend.kv_router(), &pool);
       !st.ok()) {
     return fail(st);
   }
@@ -158,7 +158,7 @@ int main(int argc, char** argv) {
   Readiness readiness(&pool, &gate);
   GenerationService generation(RequestValidator(*config, tokenizer.get()), &backend, request_metrics->get(), &gate,
                                auth->get());
-  RegistryService registry(&pool, &readiness, *cluster_tls);
+  RegistryService registry(&pool, &readiness, *cluster_tls, &backend.kv_router());
   // The control plane first: workers may register as soon as the public
   // listener's line tells a launcher to start them.
   int cluster_bound_port = 0;

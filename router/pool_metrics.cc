@@ -27,7 +27,7 @@ absl::Status ExportWorkerPoolMetrics(metrics::Registry* registry, const metrics:
 }
 
 absl::Status ExportRoutingMetrics(metrics::Registry* registry, const metrics::Labels& labels,
-                                  const KvRouter* router) {
+                                  const KvRouter* router, const WorkerPool* pool) {
   auto collect = [labels, router](bool hits) {
     return [labels, router, hits] {
       std::vector<metrics::Sample> out;
@@ -49,7 +49,20 @@ absl::Status ExportRoutingMetrics(metrics::Registry* registry, const metrics::La
       "tandem_router_prefix_hit_blocks_total",
       "Of the prompt blocks routed, those the chosen worker already held by the router's prefix index.",
       collect(true));
-  return hits.status();
+  if (!hits.ok()) return hits.status();
+  absl::StatusOr<metrics::CollectorFamily*> indexed = registry->AddCollectorGauge(
+      "tandem_router_indexed_blocks", "KV blocks the router's prefix index says the worker holds.",
+      [labels, router, pool] {
+        std::vector<metrics::Sample> out;
+        for (const WorkerPool::Health& h : pool->AllHealth()) {
+          metrics::Labels l = labels;
+          l.emplace("worker", h.id);
+          l.emplace("role", h.role == v1::WORKER_ROLE_PREFILL ? "prefill" : "decode");
+          out.push_back({std::move(l), static_cast<double>(router->IndexedBlocks(h.role, h.id))});
+        }
+        return out;
+      });
+  return indexed.status();
 }
 
 }  // namespace tandem

@@ -7,6 +7,8 @@
 //   tandem_router_prefix_hit_blocks_total{role,routing}     of those, blocks the chosen worker held (by the
 //                                                           router's index: a prediction, the worker's own
 //                                                           tandem_prefix_cache_* metrics count real hits)
+//   tandem_router_indexed_blocks{worker,role}                KV blocks the router's prefix index says the
+//                                                           worker holds (its KV events and the routing)
 // Thread-safety: Export runs once at start; the collectors run on the
 // scraping thread and take the pool's lock briefly.
 #pragma once
@@ -27,8 +29,8 @@ namespace tandem {
 
 namespace tandem {
 
-// `router` must stay alive while the registry is served.
+// `router` and `pool` must stay alive while the registry is served.
 [[nodiscard]] absl::Status ExportRoutingMetrics(metrics::Registry* registry, const metrics::Labels& labels,
-                                                const KvRouter* router);
+                                                const KvRouter* router, const WorkerPool* pool);
 
 }  // namespace tandem

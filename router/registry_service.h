@@ -1,7 +1,9 @@
 // tandem.v1.WorkerRegistry on the router: workers announce themselves (and
 // re-announce as a heartbeat, flagged draining once they stop); each lands
-// in the WorkerPool (a new incarnation of a known worker replaces it there). It answers whatever the router's health says: workers
-// must be able to register with a router that is not ready yet.
+// in the WorkerPool (a new incarnation of a known worker replaces it there),
+// and the KV events a heartbeat carries go to the KvRouter's index. It
+// answers whatever the router's health says: workers must be able to
+// register with a router that is not ready yet.
 // With mTLS (ClusterTls), a registration is taken only from a certificate of
 // the role it registers (a prefill worker's certificate cannot register a
 // decode worker, a router's neither), and ListWorkers answers any cluster
@@ -11,6 +13,7 @@
 
 #include "common/grpc/cluster_tls.h"
 #include "common/net/host_port.h"
+#include "router/kv_router.h"
 #include "router/readiness.h"
 #include "router/worker_pool.h"
 #include "tandem/v1/worker.grpc.pb.h"
@@ -20,9 +23,11 @@ namespace tandem {
 class RegistryService final : public v1::WorkerRegistry::CallbackService {
  public:
   // `pool` and `readiness` (may be null) must outlive the service.
+  // `kv_router` (may be null: events ignored) takes the workers' KV events.
   explicit RegistryService(WorkerPool* pool, Readiness* readiness = nullptr,
-                           std::shared_ptr<const ClusterTls> tls = ClusterTls::Insecure())
-      : pool_(pool), readiness_(readiness), tls_(std::move(tls)) {}
+                           std::shared_ptr<const ClusterTls> tls = ClusterTls::Insecure(),
+                           KvRouter* kv_router = nullptr)
+      : pool_(pool), readiness_(readiness), tls_(std::move(tls)), kv_router_(kv_router) {}
 
   grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* ctx, const v1::RegisterRequest* req,
                                      v1::RegisterResponse* resp) override {
@@ -50,6 +55,11 @@ class RegistryService final : public v1::WorkerRegistry::CallbackService {
     }
     pool_->Add(req->role(), req->worker_id(), req->address(), /*registered=*/true, req->draining(),
                req->incarnation(), static_cast<int32_t>(req->kv_block_size()));
+    // After Add: a new incarnation's Add has dropped what the old one held.
+    if (kv_router_ != nullptr && req->has_kv_events()) {
+      resp->set_kv_events_applied(
+          kv_router_->ApplyEvents(req->role(), req->worker_id(), req->incarnation(), req->kv_events()));
+    }
     if (readiness_ != nullptr) readiness_->Update();  // before the reply: ListWorkers never runs ahead of health
     resp->set_heartbeat_interval_ms(2000);
     reactor->Finish(grpc::Status::OK);
@@ -73,6 +83,7 @@ class RegistryService final : public v1::WorkerRegistry::CallbackService {
   WorkerPool* const pool_;
   Readiness* const readiness_;
   const std::shared_ptr<const ClusterTls> tls_;
+  KvRouter* const kv_router_;
 };
 
 }  // namespace tandem

@@ -17,11 +17,25 @@ std::string NewWorkerIncarnation() {
   return absl::StrCat(absl::Hex(v, absl::kZeroPad16));
 }
 
+v1::KvEventBatch ToProto(const KvEventLog::Batch& batch) {
+  v1::KvEventBatch out;
+  out.set_first_seq(batch.first_seq);
+  out.set_snapshot(batch.snapshot);
+  for (const KvEventLog::Run& run : batch.runs) {
+    v1::KvEventRun* r = out.add_runs();
+    r->set_evicted(run.removed);
+    r->mutable_block_hashes()->Add(run.hashes.begin(), run.hashes.end());
+  }
+  return out;
+}
+
 RouterRegistration::RouterRegistration(std::string router_address, v1::RegisterRequest request,
-                                       std::shared_ptr<const ClusterTls> tls)
+                                       std::shared_ptr<const ClusterTls> tls,
+                                       std::shared_ptr<const KvEventLog> kv_events)
     : router_address_(std::move(router_address)),
       request_(std::move(request)),
       tls_(std::move(tls)),
+      kv_events_(std::move(kv_events)),
       thread_([this] { Run(); }) {}
 
 RouterRegistration::~RouterRegistration() {
@@ -50,12 +64,20 @@ void RouterRegistration::Run() {
   auto next = std::chrono::steady_clock::now();
   v1::RegisterRequest request = request_;
   grpc::StatusCode last_code = grpc::StatusCode::OK;  // a change of outcome is logged once
+  // The last KV event this router said it applied (0: it wants a snapshot).
+  // Bounded per Register: 64 Ki changes (512 KiB of hashes); more follow
+  // on the next heartbeats.
+  uint64_t events_applied = 0;
+  constexpr int64_t kMaxChangesPerRegister = 65536;
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait_until(lock, next, [this] { return stop_ || (draining_ && !draining_sent_); });
       if (stop_) return;
       request.set_draining(draining_);
+    }
+    if (kv_events_ != nullptr) {
+      *request.mutable_kv_events() = ToProto(kv_events_->Since(events_applied, kMaxChangesPerRegister));
     }
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
@@ -64,6 +86,7 @@ void RouterRegistration::Run() {
     if (st.ok() && resp.heartbeat_interval_ms() > 0) {
       interval = std::chrono::milliseconds(resp.heartbeat_interval_ms());
     }
+    if (st.ok()) events_applied = resp.kv_events_applied();  // else the same changes go again
     if (st.error_code() != last_code) {
       // UNIMPLEMENTED: a gRPC server without the registry, most likely the
       // router's public port (the registry is on its cluster port only).

@@ -55,6 +55,9 @@ int WorkerMain(int argc, char** argv, WorkerRole& role) {
   const std::filesystem::path model_dir = wf.model.empty() ? cli::DefaultModelDir() : std::filesystem::path(wf.model);
   absl::StatusOr<EngineConfig> config = wf.engine.ToConfig(std::random_device{}(), model_dir);
   if (!config.ok()) return fail(config.status());
+  // The prefix cache's changes, sent to the routers with each heartbeat (cache-aware routing).
+  auto kv_events = std::make_shared<KvEventLog>();
+  config->kv_event_log = kv_events;
 
   // Outlives the engine and the transports: the step listener observes into it until the loop stops.
   metrics::Registry metrics_registry;
@@ -119,7 +122,8 @@ int WorkerMain(int argc, char** argv, WorkerRole& role) {
     r.set_incarnation(incarnation);
     r.set_kv_block_size(static_cast<uint32_t>(config->block_size));
     registrations.push_back(
-        std::make_unique<RouterRegistration>(std::string(absl::StripAsciiWhitespace(router)), r, *cluster_tls));
+        std::make_unique<RouterRegistration>(std::string(absl::StripAsciiWhitespace(router)), r, *cluster_tls,
+                                             kv_events));
   }
 
   process::WaitForStopSignal();

@@ -59,6 +59,9 @@ absl::Status ExportEngineMetrics(metrics::Registry* registry, const Labels& labe
       r.AddCallbackGauge("tandem_kv_blocks_free", "KV cache blocks free (evictable cached blocks included)."), labels,
       stat([](const EngineStats& s) { return s.kv.num_free_blocks; })));
   RETURN_IF_ERROR(AddCallback(
+      r.AddCallbackGauge("tandem_kv_blocks_cached", "KV cache blocks holding a prefix-cache entry (used or free)."),
+      labels, stat([](const EngineStats& s) { return s.kv.num_cached_blocks; })));
+  RETURN_IF_ERROR(AddCallback(
       r.AddCallbackCounter("tandem_prefix_cache_queries_total", "Prompt tokens looked up in the prefix cache."), labels,
       stat([](const EngineStats& s) { return s.kv.prefix_queries_tokens; })));
   RETURN_IF_ERROR(AddCallback(

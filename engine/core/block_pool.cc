@@ -68,6 +68,7 @@ void BlockPool::Uncache(int32_t id) {
   Block& b = blocks_[id];
   if (!b.cached) return;
   cache_.erase(b.hash);  // invariant 3: the entry for b.hash is this block
+  if (event_log_ != nullptr) event_log_->Removed(b.hash);
   b.cached = false;
   b.hash = b.epoch = b.cache_salt = 0;
   b.parent = kRootBlockRef;
@@ -125,6 +126,7 @@ bool BlockPool::CacheFullBlock(BlockId block, const CachedBlockKey& key) {
   b.parent = key.parent;
   b.cache_salt = key.cache_salt;
   b.token_ids.assign(key.token_ids.begin(), key.token_ids.end());
+  if (event_log_ != nullptr) event_log_->Stored(key.hash);
   return true;
 }
 

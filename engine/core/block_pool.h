@@ -37,6 +37,7 @@
 #include "absl/status/statusor.h"
 #include "common/ids.h"
 #include "engine/core/block_hash.h"
+#include "engine/core/kv_event_log.h"
 
 namespace tandem {
 
@@ -125,6 +126,11 @@ class BlockPool {
   // tests and debugging.
   std::vector<BlockId> FreeQueue() const;
 
+  // Every block cached and every cached key dropped (evicted, or replaced
+  // as unreachable) from now on is recorded in `log` (may be null: none);
+  // it must outlive the pool.
+  void set_event_log(KvEventLog* log) { event_log_ = log; }
+
   // Verifies invariants 1-4 in O(num_blocks); kInternal names the first
   // violation. For tests and debug builds.
   [[nodiscard]] absl::Status CheckInvariants() const;
@@ -159,6 +165,7 @@ class BlockPool {
   int32_t tail_ = kNone;  // most recently freed block
   int32_t num_free_ = 0;
   uint64_t next_epoch_ = 1;
+  KvEventLog* event_log_ = nullptr;
   absl::flat_hash_map<uint64_t, int32_t> cache_;  // hash -> block id
 };
 

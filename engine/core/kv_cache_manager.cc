@@ -27,6 +27,7 @@ absl::Status KvCacheManagerOptions::Validate() const {
 
 KvCacheManager::KvCacheManager(const KvCacheManagerOptions& options)
     : options_(options), pool_(options.num_blocks) {
+  pool_.set_event_log(options.event_log);
   ABSL_RAW_CHECK(options_.Validate().ok(), "invalid KvCacheManagerOptions");
 }
 

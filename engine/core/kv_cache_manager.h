@@ -64,6 +64,9 @@ struct KvCacheManagerOptions {
   int32_t block_size = 16;                 // tokens per block
   bool enable_prefix_caching = true;       // hash full blocks and reuse them across sequences
   BlockHashFn hash_fn = &HashBlockTokens;  // tests only; production keeps the default
+  // Records the prefix cache's changes for routers (may be null); must
+  // outlive the manager.
+  KvEventLog* event_log = nullptr;
 
   // kInvalidArgument unless num_blocks >= 0, block_size > 0, hash_fn set.
   [[nodiscard]] absl::Status Validate() const;

@@ -94,6 +94,7 @@ LlmEngine::LlmEngine(std::unique_ptr<ModelExecutor> model, const EngineConfig& c
   kv_options.num_blocks = static_cast<int32_t>(num_blocks);
   kv_options.block_size = config.block_size;
   kv_options.enable_prefix_caching = config.enable_prefix_caching;
+  kv_options.event_log = config.kv_event_log.get();  // config_ holds it as long as the engine lives
   kv_ = std::make_unique<KvCacheManager>(kv_options);
   scheduler_ = std::make_unique<Scheduler>(config.scheduler, kv_.get(), [] {
     return std::chrono::duration_cast<std::chrono::milliseconds>(

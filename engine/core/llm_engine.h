@@ -27,6 +27,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "engine/core/kv_cache_manager.h"
+#include "engine/core/kv_event_log.h"
 #include "engine/core/model_executor.h"
 #include "engine/core/model_runner.h"
 #include "engine/core/scheduler.h"
@@ -51,6 +52,9 @@ struct EngineConfig {
   QuantizationConfig quantization;
   bool enable_prefix_caching = true;
   uint64_t seed = 0;  // seeds requests that carry none (request i gets seed + i)
+  // Where the prefix cache's changes are recorded for routers (a worker's
+  // KV events; null: nowhere).
+  std::shared_ptr<KvEventLog> kv_event_log;
 
   [[nodiscard]] absl::Status Validate() const;
 };

@@ -50,12 +50,16 @@ invariants of docs/architecture.md:
      an impostor registered with a stolen prefill certificate gets none of
      32 requests (all exact); under --insecure-cluster it gets prompts;
      `tandem up` alone runs mTLS with an ephemeral CA it removes at exit
+  kvroute  cache-aware routing: 2P (small pools that evict) + 1D, prompts
+     sharing prefixes exact; the workers' KV events make the router's prefix
+     index equal each worker's cached blocks; a restarted prefill worker's
+     old blocks leave the index
 Every stage runs mTLS inside the cluster with one test CA (`tandem certs`
 into <work>/certs, every certificate also naming tandem-test-peer so the
 test can dial any member as the router).
 
   cluster_test.py --bin-dir build/bin --source . --work DIR
-                  [--only a,serve,c,tp,bp,stale,fault,migrate,health,drain,ipv6,routers,control,kvq]
+                  [--only a,serve,c,tp,bp,stale,fault,migrate,health,drain,ipv6,routers,control,kvq,kvroute]
 
 This file holds main and the stage table; the rest lives beside it:
 cluster_state (arguments, stubs, the PASS/FAIL report), cluster_procs
@@ -63,7 +67,8 @@ cluster_state (arguments, stubs, the PASS/FAIL report), cluster_procs
 cluster_checks and cluster_checks_edge (checks), and the stages in
 cluster_stage_basic (a, serve, c, tp), cluster_stage_pressure (bp, stale),
 cluster_stage_faults (fault, migrate), cluster_stage_lifecycle (health, drain,
-ipv6, routers), cluster_stage_control (control) and cluster_stage_kvq (kvq).
+ipv6, routers), cluster_stage_control (control), cluster_stage_kvq (kvq) and
+cluster_stage_routing (kvroute).
 """
 
 import argparse
@@ -82,6 +87,7 @@ import cluster_stage_faults as faults  # noqa: E402
 import cluster_stage_kvq as kvq  # noqa: E402
 import cluster_stage_lifecycle as lifecycle  # noqa: E402
 import cluster_stage_pressure as pressure  # noqa: E402
+import cluster_stage_routing as routing  # noqa: E402
 import cluster_state as state  # noqa: E402
 from cluster_procs import FOREIGN_PIDS, STARTED, bin_path, wait_pids_gone  # noqa: E402
 from cluster_refs import mixed_expected  # noqa: E402
@@ -153,7 +159,8 @@ def main():
                   ("ipv6", lifecycle.run_ipv6),
                   ("routers", lifecycle.run_two_routers),
                   ("control", control.run_control_plane),
-                  ("kvq", lambda: kvq.run_kv_quant(prompts, model_cfg))]
+                  ("kvq", lambda: kvq.run_kv_quant(prompts, model_cfg)),
+                  ("kvroute", routing.run_kv_routing)]
         for name, stage in stages:
             if only and name not in only:
                 continue

@@ -181,3 +181,67 @@ TEST(KvRouterTest, ARestartedWorkersEntriesAreDroppedAndAHeartbeatKeepsThem) {
 
 }  // namespace
 }  // namespace tandem
+
+namespace tandem {
+namespace {
+
+v1::KvEventBatch Batch(uint64_t first_seq, bool snapshot, std::vector<std::pair<bool, std::vector<uint64_t>>> runs) {
+  v1::KvEventBatch b;
+  b.set_first_seq(first_seq);
+  b.set_snapshot(snapshot);
+  for (auto& [evicted, hashes] : runs) {
+    v1::KvEventRun* r = b.add_runs();
+    r->set_evicted(evicted);
+    for (uint64_t h : hashes) r->add_block_hashes(h);
+  }
+  return b;
+}
+
+TEST(KvRouterEventsTest, EventsApplyInOrderOnceAndASnapshotReplacesWhatWasKnown) {
+  KvRouter router;
+  const std::vector<uint64_t> h = ChainedBlockHashes(Prompt(1, 6, 1, 6), 16, 0, 6);
+  // Deltas before any snapshot: nothing to build on.
+  EXPECT_EQ(router.ApplyEvents(kPrefill, "w", "inc-1", Batch(1, false, {{false, {h[0]}}})), 0u);
+  EXPECT_EQ(router.IndexedBlocks(kPrefill, "w"), 0);
+  EXPECT_EQ(router.ApplyEvents(kPrefill, "w", "inc-1", Batch(3, true, {{false, {h[0], h[1], h[2]}}})), 3u);
+  EXPECT_EQ(router.IndexedBlocks(kPrefill, "w"), 3);
+  // Changes 4..6: two stored, one evicted.
+  EXPECT_EQ(router.ApplyEvents(kPrefill, "w", "inc-1", Batch(4, false, {{false, {h[3], h[4]}}, {true, {h[1]}}})),
+            6u);
+  EXPECT_EQ(router.IndexedBlocks(kPrefill, "w"), 4);
+  // The same batch again (its answer was lost): nothing changes; a batch
+  // overlapping the applied ones applies only what is new (7: h[1] again).
+  EXPECT_EQ(router.ApplyEvents(kPrefill, "w", "inc-1", Batch(4, false, {{false, {h[3], h[4]}}, {true, {h[1]}}})),
+            6u);
+  EXPECT_EQ(router.IndexedBlocks(kPrefill, "w"), 4);
+  EXPECT_EQ(router.ApplyEvents(kPrefill, "w", "inc-1", Batch(6, false, {{true, {h[1]}}, {false, {h[1]}}})), 7u);
+  EXPECT_EQ(router.IndexedBlocks(kPrefill, "w"), 5);
+  // A gap (8 missing): nothing applied; the worker resends from 8.
+  EXPECT_EQ(router.ApplyEvents(kPrefill, "w", "inc-1", Batch(9, false, {{false, {h[5]}}})), 7u);
+  EXPECT_EQ(router.IndexedBlocks(kPrefill, "w"), 5);
+  // A snapshot replaces everything (the prompt's chain now held from h[0] to h[1] only).
+  EXPECT_EQ(router.ApplyEvents(kPrefill, "w", "inc-1", Batch(20, true, {{false, {h[0], h[1]}}})), 20u);
+  EXPECT_EQ(router.IndexedBlocks(kPrefill, "w"), 2);
+  // Another process under the id: the old one's blocks are forgotten, and
+  // its deltas need a snapshot first.
+  EXPECT_EQ(router.ApplyEvents(kPrefill, "w", "inc-2", Batch(21, false, {{false, {h[2]}}})), 0u);
+  EXPECT_EQ(router.IndexedBlocks(kPrefill, "w"), 0);
+  // The roles' indexes are apart.
+  EXPECT_EQ(router.ApplyEvents(kDecode, "w", "inc-9", Batch(1, true, {{false, {h[0]}}})), 1u);
+  EXPECT_EQ(router.IndexedBlocks(kDecode, "w"), 1);
+  EXPECT_EQ(router.IndexedBlocks(kPrefill, "w"), 0);
+}
+
+TEST(KvRouterEventsTest, AWorkersEventsSteerTheChoice) {
+  std::unique_ptr<WorkerPool> pool = TwoOfEach();
+  KvRouter router;
+  const std::vector<int32_t> prompt = Prompt(3, 4, 3, 4);
+  const std::vector<uint64_t> h = ChainedBlockHashes(prompt, 16, 0, 4);
+  // p1 says it holds the prompt's blocks: the prompt goes there.
+  router.ApplyEvents(kPrefill, "p1", "", Batch(4, true, {{false, h}}));
+  EXPECT_EQ(Route(*pool, router, kPrefill, prompt).worker, "p1");
+  EXPECT_EQ(router.cached_blocks(kPrefill), 4);
+}
+
+}  // namespace
+}  // namespace tandem
