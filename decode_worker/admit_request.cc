@@ -12,6 +12,8 @@ EngineRequest EngineRequestFromAdmit(const v1::AdmitRequest& request) {
   r.sampling = FromProto(request.sampling());
   r.priority = request.priority();
   r.replayed_token_ids.assign(request.replayed_token_ids().begin(), request.replayed_token_ids().end());
+  // A prefix this worker holds already need not be shipped again.
+  r.reuse_cached_prefix = true;
   return r;
 }
 

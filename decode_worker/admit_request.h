@@ -13,7 +13,9 @@
 
 namespace tandem {
 
-// Every field copied; nothing is checked here (the engine validates).
+// Every field copied; nothing is checked here (the engine validates). The
+// reservation reuses whatever prefix of the context the worker's prefix
+// cache holds (KvDestination.num_cached_blocks tells the prefill worker).
 // Ids above INT32_MAX become negative, which the engine refuses.
 EngineRequest EngineRequestFromAdmit(const v1::AdmitRequest& request);
 

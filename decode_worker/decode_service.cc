@@ -1,5 +1,7 @@
 #include "decode_worker/decode_service.h"
 
+#include <algorithm>
+
 #include "common/grpc/buffered_write_reactor.h"
 #include "decode_worker/admit_request.h"
 #include "common/grpc/status.h"
@@ -37,6 +39,12 @@ grpc::ServerUnaryReactor* DecodeService::Admit(grpc::CallbackServerContext* ctx,
     return reactor;
   }
   EngineRequest r = EngineRequestFromAdmit(*req);
+  // The blocks the context spans: those the engine does not hand out are
+  // its cached prefix, already held here.
+  const int64_t block_size = regions_.empty() ? 0 : regions_[0].layout().block_size();
+  const int64_t context_tokens =
+      static_cast<int64_t>(r.prompt_token_ids.size()) + std::max<int64_t>(0, std::ssize(r.replayed_token_ids) - 1);
+  const int64_t context_blocks = block_size > 0 ? (context_tokens + block_size - 1) / block_size : 0;
   // The reply is written by the engine loop; gRPC keeps `resp` alive until Finish.
   // The destination's fixed part is filled now; the loop thread adds the
   // block ids (it must not touch this service, which may be gone by then).
@@ -52,13 +60,17 @@ grpc::ServerUnaryReactor* DecodeService::Admit(grpc::CallbackServerContext* ctx,
   // so the grant is in place before anyone can know the token and gone
   // before the blocks can be reserved again.
   engine_->Reserve(std::move(r), options_.reservation_timeout,
-                   [reactor, d, ticket, token, owners = options_.put_owners](
+                   [reactor, d, ticket, token, owners = options_.put_owners, context_blocks](
                        absl::StatusOr<std::vector<BlockId>> blocks) {
                      if (!blocks.ok()) {
                        reactor->Finish(ToGrpcStatus(blocks.status()));
                        return;
                      }
+                     // Puts may land only in the blocks to be written: the
+                     // cached prefix's are shared with other sequences.
                      if (owners != nullptr) owners->Grant(token, *blocks);
+                     d->set_num_cached_blocks(static_cast<uint32_t>(
+                         std::max<int64_t>(0, context_blocks - static_cast<int64_t>(blocks->size()))));
                      for (BlockId b : *blocks) d->add_block_ids(static_cast<uint32_t>(b.value()));
                      reactor->Finish(grpc::Status::OK);
                    });

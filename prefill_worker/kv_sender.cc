@@ -56,17 +56,21 @@ absl::StatusOr<SendResult> KvSender::Transfer(const Job& job) {
     return SendResult{job.posted->bytes_put(), job.num_blocks};
   }
   ASSIGN_OR_RETURN(std::unique_ptr<PromptKvTransfer> transfer, PromptKvTransfer::Connect(*local_, job.dest));
-  if (transfer->dst_blocks().size() != job.src.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("destination has ", transfer->dst_blocks().size(),
-                                                   " blocks for a prompt of ", job.src.size()));
+  // The destination holds the prompt's first blocks already (its prefix cache).
+  const size_t skip = job.dest.num_cached_blocks();
+  if (skip > job.src.size() || job.src.size() - skip != transfer->dst_blocks().size()) {
+    return absl::InvalidArgumentError(absl::StrCat("destination holds ", skip, " and has ",
+                                                   transfer->dst_blocks().size(), " blocks for a prompt of ",
+                                                   job.src.size()));
   }
+  const std::span<const BlockId> src = std::span(job.src).subspan(skip);
   for (int64_t layer = 0; layer < local_->ranks[0].layout.num_layers; ++layer) {
     for (size_t rank = 0; rank < local_->ranks.size(); ++rank) {
-      RETURN_IF_ERROR(transfer->PutLayer(static_cast<int>(rank), layer, job.src));
+      RETURN_IF_ERROR(transfer->PutLayer(static_cast<int>(rank), layer, src));
     }
   }
   RETURN_IF_ERROR(transfer->Flush(absl::FromChrono(flush_timeout_)));
-  return SendResult{transfer->bytes_put(), static_cast<uint32_t>(job.src.size())};
+  return SendResult{transfer->bytes_put(), static_cast<uint32_t>(src.size())};
 }
 
 }  // namespace tandem

@@ -9,6 +9,7 @@ absl::Status LayerShipper::Expect(const std::string& id, const v1::KvDestination
                                   std::function<absl::Status()> halted) {
   auto e = std::make_shared<Entry>();
   e->halted = std::move(halted);
+  e->skip = dest.num_cached_blocks();
   ASSIGN_OR_RETURN(e->transfer, PromptKvTransfer::Connect(*local_, dest));
   std::lock_guard<std::mutex> lock(mu_);
   entries_[id] = std::move(e);
@@ -45,13 +46,15 @@ void LayerShipper::OnStepPlanned(const SchedulerOutput& plan, const KvCacheManag
     if (it == entries_.end()) continue;
     Entry& e = *it->second;
     const std::span<const BlockId> table = kv.BlockTable(s.seq->id);
-    e.src.assign(table.begin(), table.end());
     e.shipped = true;
-    if (e.src.size() != e.transfer->dst_blocks().size()) {
-      e.status = absl::InvalidArgumentError(absl::StrCat("destination has ", e.transfer->dst_blocks().size(),
-                                                         " blocks for a prompt of ", e.src.size()));
+    // The destination holds the first `skip` blocks already (its prefix cache).
+    if (e.skip > table.size() || table.size() - e.skip != e.transfer->dst_blocks().size()) {
+      e.status = absl::InvalidArgumentError(absl::StrCat("destination holds ", e.skip, " and has ",
+                                                         e.transfer->dst_blocks().size(), " blocks for a prompt of ",
+                                                         table.size()));
       continue;
     }
+    e.src.assign(table.begin() + e.skip, table.end());
     if (absl::Status st = e.halted ? e.halted() : absl::OkStatus(); !st.ok()) {
       e.status = std::move(st);
       continue;

@@ -5,7 +5,8 @@
 // destination. During the step in which the prompt's last token is computed,
 // the engine tells the shipper the plan (OnStepPlanned) and then, for each
 // TP rank, each layer as that rank's K/V is written (OnLayerKvWritten): the
-// shipper posts that layer of every prompt block from that rank to the
+// shipper posts that layer of every prompt block the destination does not
+// already hold (KvDestination.num_cached_blocks) from that rank to the
 // destination ranks that hold its heads (earlier chunks' blocks are complete
 // in every layer by then). After the step, Take() hands over the transfer,
 // to be flushed off the loop thread before the first token is reported.
@@ -59,7 +60,8 @@ class LayerShipper final : public StepObserver {
  private:
   struct Entry {
     std::unique_ptr<PromptKvTransfer> transfer;
-    std::vector<BlockId> src;  // set when the completing step is planned
+    std::vector<BlockId> src;  // set when the completing step is planned: the blocks to ship
+    size_t skip = 0;           // the prompt's first blocks the destination holds already
     absl::Status status;       // set on the loop thread only (planning)
     bool shipped = false;
     std::function<absl::Status()> halted;

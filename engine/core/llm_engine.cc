@@ -300,7 +300,11 @@ absl::StatusOr<std::vector<BlockId>> LlmEngine::ReserveExternal(EngineRequest r)
     return absl::ResourceExhaustedError(absl::StrCat("no room for the whole context of ", seq->num_tokens(),
                                                      " prompt tokens + ", seq->params.max_tokens, " to generate"));
   }
-  const absl::Status st = kv_->Allocate(seq->id, seq->tokens, seq->num_tokens());
+  // The cached prefix's blocks are shared (read only); the KV from outside
+  // goes only into the blocks after them.
+  const CachedPrefix prefix = r.reuse_cached_prefix ? kv_->FindCachedPrefix(seq->tokens) : CachedPrefix{};
+  const absl::Status st =
+      kv_->Allocate(seq->id, seq->tokens, seq->num_tokens() - prefix.num_cached_tokens, prefix);
   if (!st.ok()) {
     scheduler_->Remove(seq.get());  // drops the promise
     return absl::ResourceExhaustedError(absl::StrCat("no room for ", seq->num_tokens(),
@@ -308,7 +312,7 @@ absl::StatusOr<std::vector<BlockId>> LlmEngine::ReserveExternal(EngineRequest r)
   }
   seq->status = SequenceStatus::kAwaitingKv;
   const std::span<const BlockId> table = kv_->BlockTable(seq->id);
-  std::vector<BlockId> blocks(table.begin(), table.end());
+  std::vector<BlockId> blocks(table.begin() + static_cast<std::ptrdiff_t>(prefix.blocks.size()), table.end());
   seqs_.emplace(seq->request_id, std::move(seq));
   return blocks;
 }

@@ -70,6 +70,10 @@ struct EngineRequest {
   // KV is written from outside with the prompt's); ActivateExternal's first
   // token is then the last of them.
   std::vector<int32_t> replayed_token_ids;
+  // ReserveExternal only: reuse the context's leading blocks found in the
+  // prefix cache (their KV need not come from outside); the blocks returned
+  // are then only those after them.
+  bool reuse_cached_prefix = false;
 };
 
 // What one step produced for one request.
@@ -146,7 +150,10 @@ class LlmEngine {
   [[nodiscard]] absl::Status ReleasePrefilled(const std::string& request_id);
 
   // Decode side of disaggregation: reserve blocks for the prompt's KV, to be
-  // written from outside. ResourceExhausted when the pool cannot hold it now.
+  // written from outside: the blocks returned, in context order (with
+  // reuse_cached_prefix, those after the leading blocks found in the prefix
+  // cache: ceil(context / block_size) - size() of them are held already).
+  // ResourceExhausted when the pool cannot hold it now.
   absl::StatusOr<std::vector<BlockId>> ReserveExternal(EngineRequest request);
   // The prompt's KV is in the reserved blocks and `first_token` was sampled
   // by the prefill side: the sequence joins the running batch. `out` (may be

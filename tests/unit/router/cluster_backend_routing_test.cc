@@ -1,8 +1,9 @@
-// Cache-aware routing through real workers: with prefill worker 0 busy, a
+// Cache-aware serving through real workers: with prefill worker 0 busy, a
 // prompt sharing the prefix that worker computed earlier goes there under
 // kv-aware routing (its engine's prefix cache hits: only the new block is
 // computed) and to the idle worker under least-loaded (all computed again);
-// the tokens equal the engine run directly either way.
+// and a decode worker that holds a prompt's prefix gets only the blocks
+// after it (exact KV bytes). The tokens equal the engine run directly.
 #include <memory>
 #include <string>
 #include <thread>
@@ -78,6 +79,29 @@ TEST_P(RoutingModeTest, ASharedPrefixGoesWhereItIsCachedUnderKvAwareRouting) {
   // Routed: 6 + 2 + 6 prompt blocks on each side.
   EXPECT_EQ(c->router->backend().kv_router().prompt_blocks(v1::WORKER_ROLE_PREFILL), 14);
   EXPECT_EQ(c->router->backend().kv_router().prompt_blocks(v1::WORKER_ROLE_DECODE), 14);
+  c->ExpectAllReleased();
+}
+
+TEST(DecodePrefixReuseTest, APrefixTheDecodeWorkerHoldsIsNotShippedAgain) {
+  std::unique_ptr<Cluster> c = Cluster::Start({});
+  ASSERT_NE(c, nullptr);
+  const std::vector<int32_t> prefix = TestPrompt(80, 21);  // 5 blocks of 16
+  const v1::GenerateRequest a = testing::GreedyGenerateRequest(Concat(prefix, TestPrompt(20, 22)), 6);
+  const v1::GenerateRequest b = testing::GreedyGenerateRequest(Concat(prefix, TestPrompt(20, 23)), 6);
+  const Expected want_a = Reference(*c->router, a), want_b = Reference(*c->router, b);
+  constexpr uint64_t kBlockBytes = 6 * 2 * 2 * 16 * 32 * 4;  // layers x K,V x heads x tokens x head_dim x fp32
+  ExpectExact(testing::Generate(c->router->stub(), a), want_a, 100);
+  // A's 100 tokens: 7 blocks shipped; the decode worker keeps its full ones cached.
+  EXPECT_EQ(c->prefill[0]->service().kv_bytes_sent(), 7 * kBlockBytes);
+  ExpectExact(testing::Generate(c->router->stub(), b), want_b, 100);
+  // B shares A's first 5 blocks: the decode worker reused them, only 2 were shipped.
+  EXPECT_EQ(c->prefill[0]->service().kv_bytes_sent(), (7 + 2) * kBlockBytes);
+  const EngineStats d = LoopStats(c->decode[0]->engine());
+  EXPECT_EQ(d.kv.prefix_hits_tokens, 80);
+  // The same prompt again: every block but the last (at least one token's
+  // KV always comes from the prefill) is held: 1 block shipped.
+  ExpectExact(testing::Generate(c->router->stub(), b), want_b, 100);
+  EXPECT_EQ(c->prefill[0]->service().kv_bytes_sent(), (7 + 2 + 1) * kBlockBytes);
   c->ExpectAllReleased();
 }
 
