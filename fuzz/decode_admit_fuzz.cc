@@ -59,6 +59,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const tandem::EngineRequest request = tandem::EngineRequestFromAdmit(admit);
   const int64_t vocab = engine.model_config().vocab_size;
 
+  const int64_t hits_before = engine.Stats().kv.prefix_hits_tokens;
   absl::StatusOr<std::vector<tandem::BlockId>> blocks = engine.ReserveExternal(request);
   if (!blocks.ok()) {
     FUZZ_CHECK(absl::IsInvalidArgument(blocks.status()) || absl::IsAlreadyExists(blocks.status()) ||
@@ -70,7 +71,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const size_t replayed = request.replayed_token_ids.empty() ? 0 : request.replayed_token_ids.size() - 1;
   const size_t tokens = request.prompt_token_ids.size() + replayed;
   const size_t block_size = static_cast<size_t>(engine.config().block_size);
-  FUZZ_CHECK(blocks->size() == (tokens + block_size - 1) / block_size, "wrong number of blocks reserved");
+  // Earlier inputs' activated requests leave cached blocks: a context
+  // starting like one of them reuses its leading blocks (never its last
+  // token's block) and gets blocks only for the rest.
+  const int64_t hit_tokens = engine.Stats().kv.prefix_hits_tokens - hits_before;
+  FUZZ_CHECK(hit_tokens >= 0 && hit_tokens % static_cast<int64_t>(block_size) == 0, "prefix hit of part of a block");
+  const size_t cached = static_cast<size_t>(hit_tokens) / block_size;
+  FUZZ_CHECK(tokens == 0 || cached <= (tokens - 1) / block_size, "the whole context reused");
+  FUZZ_CHECK(cached + blocks->size() == (tokens + block_size - 1) / block_size, "wrong number of blocks reserved");
   std::set<int32_t> distinct;
   for (tandem::BlockId b : *blocks) {
     FUZZ_CHECK(b.value() >= 0 && b.value() < kNumBlocks, "block outside the pool");

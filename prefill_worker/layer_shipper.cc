@@ -48,13 +48,13 @@ void LayerShipper::OnStepPlanned(const SchedulerOutput& plan, const KvCacheManag
     const std::span<const BlockId> table = kv.BlockTable(s.seq->id);
     e.shipped = true;
     // The destination holds the first `skip` blocks already (its prefix cache).
-    if (e.skip > table.size() || table.size() - e.skip != e.transfer->dst_blocks().size()) {
+    e.src.assign(table.begin() + static_cast<std::ptrdiff_t>(std::min(e.skip, table.size())), table.end());
+    if (e.skip > table.size() || e.src.size() != e.transfer->dst_blocks().size()) {
       e.status = absl::InvalidArgumentError(absl::StrCat("destination holds ", e.skip, " and has ",
                                                          e.transfer->dst_blocks().size(), " blocks for a prompt of ",
                                                          table.size()));
       continue;
     }
-    e.src.assign(table.begin() + e.skip, table.end());
     if (absl::Status st = e.halted ? e.halted() : absl::OkStatus(); !st.ok()) {
       e.status = std::move(st);
       continue;

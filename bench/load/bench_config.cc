@@ -69,6 +69,15 @@ absl::Status BenchConfig::Validate() const {
   if (sweep && json_out.empty() && plot_out.empty()) {
     return absl::InvalidArgumentError("--sweep needs --json-out FILE (the plot goes beside it)");
   }
+  if (dataset.kind == DatasetKind::kMultiTurn) {
+    // The next turn's prompt holds the previous turn's output as token ids,
+    // which only the gRPC API returns.
+    if (backend != Backend::kGrpc) return absl::InvalidArgumentError("--dataset multi-turn needs --backend grpc");
+    if (dataset.num_turns >= 1 && (num_requests % dataset.num_turns != 0 || warmup % dataset.num_turns != 0)) {
+      return absl::InvalidArgumentError(absl::StrCat("--dataset multi-turn: --num-requests and --warmup must be "
+                                                     "multiples of --num-turns (", dataset.num_turns, ")"));
+    }
+  }
   return dataset.Validate();
 }
 
@@ -118,16 +127,22 @@ absl::StatusOr<BenchConfig> ParseBenchFlags(const std::vector<std::string>& args
   flags.AddInt("num-requests", &c.num_requests, "measured requests per point (default 100)");
   flags.AddInt("warmup", &c.warmup, "requests run first at each point, excluded from the stats (default 0)");
   flags.AddUint64("seed", &seed, "seed of the dataset and the arrival times (default 0)");
-  flags.AddString("dataset", &dataset, "random | sharegpt-like | prefix (default random)");
-  flags.AddInt("input-len", &input_len, "prompt ids (prefix: suffix ids after the prefix) (default 128)");
+  flags.AddString("dataset", &dataset, "random | sharegpt-like | prefix | multi-turn (default random)");
+  flags.AddInt("input-len", &input_len,
+               "prompt ids (prefix: suffix ids after the prefix; multi-turn: each turn's new message) (default 128)");
   flags.AddString("input-len-range", &input_range, "A:B: prompt lengths uniform in [A, B] instead of --input-len");
   flags.AddInt("output-len", &output_len, "tokens to generate, sent as max_tokens (default 64)");
   flags.AddString("output-len-range", &output_range, "A:B: output lengths uniform in [A, B] instead of --output-len");
   flags.AddString("output-len-choices", &output_choices,
                   "A,B,...: each request's output length is one of these, equally likely");
-  flags.AddInt("prefix-len", &c.dataset.prefix_len, "prefix: ids shared by every prompt (default 0)");
+  flags.AddInt("prefix-len", &c.dataset.prefix_len,
+               "prefix: ids shared by every prompt; multi-turn: by every conversation's first turn (default 0)");
   flags.AddInt("num-prefixes", &c.dataset.num_prefixes,
-               "prefix: distinct prefixes of --prefix-len ids; each prompt starts with one, equally likely (default 1)");
+               "prefix, multi-turn: distinct prefixes of --prefix-len ids; each prompt (conversation) starts with "
+               "one, equally likely (default 1)");
+  flags.AddInt("num-turns", &c.dataset.num_turns,
+               "multi-turn: turns per conversation; each turn's prompt is the conversation so far (earlier "
+               "prompts and the server's outputs) and a new message (default 1; multi-turn needs >= 2)");
   flags.AddInt("vocab-size", &c.dataset.vocab_size, "prompt ids are drawn from [3, vocab-size) (default 2000)");
   flags.AddInt("max-model-len", &c.dataset.max_model_len,
                "the server's context length; prompt + output must fit (default 256, the bundled model's)");

@@ -26,8 +26,9 @@ absl::StatusOr<DatasetKind> ParseDatasetKind(const std::string& name) {
   if (name == "random") return DatasetKind::kRandom;
   if (name == "sharegpt-like") return DatasetKind::kShareGptLike;
   if (name == "prefix") return DatasetKind::kPrefix;
+  if (name == "multi-turn") return DatasetKind::kMultiTurn;
   return absl::InvalidArgumentError(
-      absl::StrCat("--dataset: '", name, "' is not one of random, sharegpt-like, prefix"));
+      absl::StrCat("--dataset: '", name, "' is not one of random, sharegpt-like, prefix, multi-turn"));
 }
 
 const char* DatasetKindName(DatasetKind kind) {
@@ -35,6 +36,7 @@ const char* DatasetKindName(DatasetKind kind) {
     case DatasetKind::kRandom: return "random";
     case DatasetKind::kShareGptLike: return "sharegpt-like";
     case DatasetKind::kPrefix: return "prefix";
+    case DatasetKind::kMultiTurn: return "multi-turn";
   }
   return "?";
 }
@@ -63,11 +65,16 @@ absl::Status DatasetConfig::Validate() const {
     }
     return absl::OkStatus();
   }
-  if (prefix_len < 0 || (kind != DatasetKind::kPrefix && prefix_len != 0)) {
-    return absl::InvalidArgumentError("--prefix-len needs --dataset prefix and must be >= 0");
+  const bool prefixed = kind == DatasetKind::kPrefix || kind == DatasetKind::kMultiTurn;
+  if (prefix_len < 0 || (!prefixed && prefix_len != 0)) {
+    return absl::InvalidArgumentError("--prefix-len needs --dataset prefix or multi-turn and must be >= 0");
   }
-  if (num_prefixes < 1 || num_prefixes > 100000 || (num_prefixes > 1 && (kind != DatasetKind::kPrefix || prefix_len < 1))) {
-    return absl::InvalidArgumentError("--num-prefixes must be in [1, 100000]; above 1 it needs --dataset prefix and --prefix-len >= 1");
+  if (num_prefixes < 1 || num_prefixes > 100000 || (num_prefixes > 1 && (!prefixed || prefix_len < 1))) {
+    return absl::InvalidArgumentError(
+        "--num-prefixes must be in [1, 100000]; above 1 it needs --dataset prefix or multi-turn and --prefix-len >= 1");
+  }
+  if (kind == DatasetKind::kMultiTurn ? (num_turns < 2 || num_turns > 1000) : num_turns != 1) {
+    return absl::InvalidArgumentError("--num-turns needs --dataset multi-turn and must be in [2, 1000]");
   }
   int64_t min_output = output_len.min, max_output = output_len.max;
   if (!output_len_choices.empty()) {
@@ -76,10 +83,14 @@ absl::Status DatasetConfig::Validate() const {
   }
   if (min_output < 1) return absl::InvalidArgumentError("output lengths must be >= 1");
   if (prefix_len + input_len.min < 1) return absl::InvalidArgumentError("prompt lengths must be >= 1");
-  const int64_t longest = prefix_len + input_len.max + max_output;
-  if (longest > max_model_len) {
+  if (kind == DatasetKind::kMultiTurn && input_len.min < 1) {
+    return absl::InvalidArgumentError("multi-turn: every turn's message needs --input-len >= 1");
+  }
+  // multi-turn: the last turn's prompt holds every earlier turn's message and output.
+  const int64_t longest_prompt = prefix_len + num_turns * input_len.max + (num_turns - 1) * max_output;
+  if (longest_prompt + max_output > max_model_len) {
     return absl::InvalidArgumentError(
-        absl::StrCat("the longest request (prompt ", prefix_len + input_len.max, " + output ", max_output,
+        absl::StrCat("the longest request (prompt ", longest_prompt, " + output ", max_output,
                      " tokens) exceeds --max-model-len ", max_model_len,
                      " (raise it to the server's context length)"));
   }
@@ -111,9 +122,15 @@ std::vector<BenchRequest> GenerateDataset(const DatasetConfig& config, int64_t n
         req.output_len = config.output_len_choices[static_cast<size_t>(Draw(rng, {0, last}))];
       }
     }
-    // One prefix: no draw, so single-prefix datasets stay what they were.
-    const int64_t which = prefixes.size() == 1 ? 0 : Draw(rng, {0, static_cast<int64_t>(prefixes.size()) - 1});
-    req.prompt_token_ids = prefixes[static_cast<size_t>(which)];
+    if (config.kind == DatasetKind::kMultiTurn) {
+      req.conversation = i / config.num_turns;
+      req.turn = i % config.num_turns;
+    }
+    if (req.turn == 0) {
+      // One prefix: no draw, so single-prefix datasets stay what they were.
+      const int64_t which = prefixes.size() == 1 ? 0 : Draw(rng, {0, static_cast<int64_t>(prefixes.size()) - 1});
+      req.prompt_token_ids = prefixes[static_cast<size_t>(which)];
+    }
     AppendRandomIds(rng, input_len, config.vocab_size, &req.prompt_token_ids);
     out.push_back(std::move(req));
   }

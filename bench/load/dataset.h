@@ -15,6 +15,13 @@
 //                 random suffix of input_len ids (fixed or ranged); with
 //                 num_prefixes K > 1, K such prefixes and each prompt starts
 //                 with one of them, equally likely (several system prompts).
+//   multi-turn    conversations of num_turns turns: turn 0's prompt is a
+//                 prefix (as above; none by default) and a message of
+//                 input_len ids; each later turn's prompt is the whole
+//                 conversation so far (the previous turn's prompt and the
+//                 output the server gave it) and a new message. The
+//                 dataset holds each turn's new message; the load runner
+//                 builds the prompt once the previous turn has finished.
 //
 // Thread-safety: pure functions.
 #pragma once
@@ -28,9 +35,9 @@
 
 namespace tandem::bench {
 
-enum class DatasetKind { kRandom, kShareGptLike, kPrefix };
+enum class DatasetKind { kRandom, kShareGptLike, kPrefix, kMultiTurn };
 
-// "random" | "sharegpt-like" | "prefix" -> kind; InvalidArgument otherwise.
+// "random" | "sharegpt-like" | "prefix" | "multi-turn" -> kind; InvalidArgument otherwise.
 absl::StatusOr<DatasetKind> ParseDatasetKind(const std::string& name);
 const char* DatasetKindName(DatasetKind kind);
 
@@ -69,8 +76,11 @@ struct DatasetConfig {
   std::vector<int64_t> output_len_choices;
   // prefix: ids shared by every prompt (of its prefix group).
   int64_t prefix_len = 0;
-  // prefix: distinct prefixes; each request draws one uniformly.
+  // prefix: distinct prefixes; each request draws one uniformly
+  // (multi-turn: each conversation).
   int64_t num_prefixes = 1;
+  // multi-turn: turns per conversation (>= 2).
+  int64_t num_turns = 1;
   // Prompt ids are drawn from [kFirstTokenId, vocab_size).
   int64_t vocab_size = 2000;
   // The server's context length: prompt + output must fit.
@@ -82,13 +92,18 @@ struct DatasetConfig {
 };
 
 struct BenchRequest {
+  // multi-turn, turns after the first: only the new message (the runner
+  // sends the conversation so far before it).
   std::vector<uint32_t> prompt_token_ids;
   int64_t output_len = 0;  // sent as sampling.max_tokens
+  int64_t conversation = -1;  // multi-turn: which conversation (-1: none)
+  int64_t turn = 0;           // multi-turn: 0, 1, ... within it
 };
 
 // `n` requests, deterministic per (config, seed). Requests are drawn one after
 // another from one stream, so the first k of a larger draw equal a draw of k
-// (the benchmark takes its warmup requests from the end). Requires
+// (the benchmark takes its warmup requests from the end). multi-turn: request
+// i is turn i % num_turns of conversation i / num_turns. Requires
 // config.Validate().ok().
 std::vector<BenchRequest> GenerateDataset(const DatasetConfig& config, int64_t n, uint64_t seed);
 

@@ -28,6 +28,8 @@ void GenerateCall::OnReadDone(bool ok) {
   // Stamp first: the rest is bookkeeping that must not count as latency.
   const int64_t now_ns = NowNs();
   record_->trace.chunks.push_back({now_ns, chunk_.token_ids_size()});
+  record_->output_token_ids.insert(record_->output_token_ids.end(), chunk_.token_ids().begin(),
+                                   chunk_.token_ids().end());
   if (chunk_.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
     record_->finish_reason = chunk_.finish_reason() == v1::FINISH_REASON_LENGTH ? "length" : "stop";
     record_->usage_prompt_tokens = chunk_.usage().prompt_tokens();

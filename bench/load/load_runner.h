@@ -42,10 +42,19 @@ class LoadRunner {
   // Runs `requests` at `point` (arrival times drawn from `arrival_seed`) and
   // returns when every stream has finished. Request i is named
   // "<id_prefix><i>" (a gRPC server echoes it in its logs).
+  // Multi-turn requests (BenchRequest::conversation >= 0, each conversation's
+  // turns consecutive and in order): conversations arrive on the schedule
+  // (one arrival each) and their turns go one after another, each as soon
+  // as the one before finished, its prompt that turn's prompt and output
+  // followed by its own message. A turn that fails ends its conversation:
+  // the turns left are recorded ABORTED, never sent.
   RunResult Run(const std::vector<BenchRequest>& requests, const LoadPoint& point, uint64_t arrival_seed,
                 const std::string& id_prefix);
 
  private:
+  RunResult RunConversations(const std::vector<BenchRequest>& requests, const LoadPoint& point,
+                             uint64_t arrival_seed, const std::string& id_prefix);
+
   std::unique_ptr<RequestBackend> backend_;
 };
 

@@ -28,6 +28,7 @@ struct RequestRecord {
   int64_t usage_prompt_tokens = 0;      // usage of the last chunk; 0 if none came
   int64_t usage_completion_tokens = 0;
   std::string finish_reason;            // "length" | "stop" | "" (none came)
+  std::vector<uint32_t> output_token_ids;  // the tokens received (gRPC backend; multi-turn builds on them)
 };
 
 // Service-level objectives for goodput; unset ones are not checked.

@@ -48,6 +48,7 @@ NOT_MAPPED = {
         "http-threads": "one event-loop thread carries hundreds of streams; extraArgs for more",
         "served-model-name": "the model directory's name by default; extraArgs to rename",
         "chat-template": "the model's own template by default; extraArgs with a file on the model volume",
+        "kv-overlap-weight": "kv-aware routing's default weight; extraArgs to tune it",
     },
     "prefill": {"help": "prints usage"},
     "decode": {"help": "prints usage"},

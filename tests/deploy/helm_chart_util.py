@@ -62,6 +62,7 @@ def value_to_flag():
           ("router", "migrationPatienceMs"): "migration-patience-ms",
           ("router", "decodeIdleTimeoutMs"): "decode-idle-timeout-ms",
           ("router", "drainTimeoutS"): "drain-timeout-s", ("metrics", "port"): "metrics-port",
+          ("router", "routing"): "routing", ("router", "prefixIndexBlocks"): "prefix-index-blocks",
           ("router", "apiKeys", "maxStreamsPerKey"): "max-streams-per-key",
           ("router", "apiKeys", "tokensPerMinutePerKey"): "tokens-per-minute-per-key",
       },
@@ -147,7 +148,7 @@ def distinct_values():
              ("kv", "cacheDtype"): "bf16", ("model", "dtype"): "bfloat16",
              ("model", "quantization"): "int8", ("prefill", "engine", "batching"): "dynamic",
              ("decode", "engine", "batching"): "static", ("prefill", "engine", "schedulingPolicy"): "priority",
-             ("decode", "engine", "schedulingPolicy"): "priority"}
+             ("decode", "engine", "schedulingPolicy"): "priority", ("router", "routing"): "round-robin"}
   n = 1000
   for comp in VALUE_TO_FLAG.values():
     for path in comp:

@@ -23,6 +23,8 @@ PROJECT_ROOTS = ("common/", "proto/", "engine/", "kv_transfer/", "wire/", "worke
 
 ROUTER_ENGINE_TYPES = ("engine/model/model_config.h", "engine/sampler/sampled_token.h",
                        "engine/sampler/sampling_params.h", "engine/sampler/sampling_defaults.h",
+                       # the prefix cache's block hashes (no tensors): cache-aware routing
+                       "engine/core/block_hash.h",
                        "engine/tokenizer/")
 
 # folder -> prefixes it may include (its own folder is always allowed).

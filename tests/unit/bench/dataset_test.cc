@@ -152,7 +152,45 @@ TEST(BenchDatasetTest, SeveralPrefixesEachPromptStartsWithOneOfThem) {
   c.kind = DatasetKind::kRandom;
   c.prefix_len = 0;
   EXPECT_EQ(c.Validate().message(),
-            "--num-prefixes must be in [1, 100000]; above 1 it needs --dataset prefix and --prefix-len >= 1");
+            "--num-prefixes must be in [1, 100000]; above 1 it needs --dataset prefix or multi-turn and --prefix-len "
+            ">= 1");
+}
+
+TEST(BenchDatasetTest, MultiTurnHoldsEachTurnsNewMessageInConversationOrder) {
+  DatasetConfig c = Random({6, 6}, {3, 3});
+  c.kind = DatasetKind::kMultiTurn;
+  c.num_turns = 3;
+  c.prefix_len = 10;
+  c.num_prefixes = 2;
+  c.max_model_len = 256;
+  ASSERT_TRUE(c.Validate().ok());
+  const std::vector<BenchRequest> reqs = GenerateDataset(c, 12, 5);
+  std::set<std::vector<uint32_t>> prefixes;
+  for (int i = 0; i < 12; ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ(reqs[i].conversation, i / 3);
+    EXPECT_EQ(reqs[i].turn, i % 3);
+    EXPECT_EQ(reqs[i].output_len, 3);
+    // The first turn: a prefix and a message; later ones: the message only.
+    EXPECT_EQ(reqs[i].prompt_token_ids.size(), i % 3 == 0 ? 16u : 6u);
+    if (i % 3 == 0) prefixes.insert({reqs[i].prompt_token_ids.begin(), reqs[i].prompt_token_ids.begin() + 10});
+  }
+  EXPECT_LE(prefixes.size(), 2u);
+  ExpectIdsInVocab(reqs, c.vocab_size);
+  // The last turn's prompt (prefix + 3 messages + 2 outputs) and output must fit.
+  c.max_model_len = 10 + 3 * 6 + 2 * 3 + 3 - 1;
+  EXPECT_EQ(c.Validate().message(),
+            "the longest request (prompt 34 + output 3 tokens) exceeds --max-model-len 36 (raise it to the server's "
+            "context length)");
+  c.max_model_len = 256;
+  c.num_turns = 1;
+  EXPECT_EQ(c.Validate().message(), "--num-turns needs --dataset multi-turn and must be in [2, 1000]");
+  c.kind = DatasetKind::kRandom;
+  c.num_turns = 2;
+  c.prefix_len = 0;
+  c.num_prefixes = 1;
+  EXPECT_EQ(c.Validate().message(), "--num-turns needs --dataset multi-turn and must be in [2, 1000]");
+  EXPECT_EQ(ParseDatasetKind("multi-turn").value(), DatasetKind::kMultiTurn);
 }
 
 TEST(BenchDatasetTest, PrefixWithEmptySuffixRepeatsThePrefix) {

@@ -48,6 +48,8 @@ Context: the root.
 --migration-patience-ms={{ int64 .Values.router.migrationPatienceMs }}
 --decode-idle-timeout-ms={{ int64 .Values.router.decodeIdleTimeoutMs }}
 --drain-timeout-s={{ int64 .Values.router.drainTimeoutS }}
+--routing={{ .Values.router.routing }}
+--prefix-index-blocks={{ int64 .Values.router.prefixIndexBlocks }}
 --max-streams-per-key={{ int64 .Values.router.apiKeys.maxStreamsPerKey }}
 --tokens-per-minute-per-key={{ int64 .Values.router.apiKeys.tokensPerMinutePerKey }}
 {{- if .Values.router.publicTls.secretName }}
