@@ -144,6 +144,22 @@ def check_prefix(b):
         check("prefix: 8 prompts of 32 + 8 ids", j["total_input_tokens"] == 320, j["total_input_tokens"])
 
 
+def check_multi_turn(b):
+    # 8 conversations x 3 turns of 16-id messages and 16 output tokens: turn
+    # k's prompt is the conversation so far (earlier messages and outputs).
+    j = expect_exact("multi-turn", b.run(["--dataset", "multi-turn", "--num-turns", "3", "--input-len", "16",
+                                          "--output-len", "16", "--concurrency", "4", "--num-requests", "24",
+                                          "--ignore-eos", "--json-detailed"]), 24,
+                     out_lens=lambda x: x == 16)
+    if j:
+        got = [r["requested_input_tokens"] for r in j["requests"]]
+        check("multi-turn: each turn's prompt holds the conversation so far (16, 48, 80 ids)",
+              got == [16, 48, 80] * 8 and j["total_input_tokens"] == 1152, (got, j["total_input_tokens"]))
+    rc, _, stderr, _ = b.run(["--dataset", "multi-turn", "--num-turns", "3", "--num-requests", "4"] + SHORT)
+    check("multi-turn: --num-requests not a multiple of --num-turns is refused",
+          rc == 2 and "multiples of --num-turns" in stderr, (rc, stderr))
+
+
 def check_warmup(b):
     flags = ["--concurrency", "2", "--num-requests", "5", "--input-len-range", "4:20", "--output-len-range", "2:9",
              "--ignore-eos", "--json-detailed", "--seed", "9"]
@@ -242,6 +258,7 @@ def main():
             return 1
         b = Bench(args, "127.0.0.1:%d" % srv.port)
         steps = [check_rate, check_bursty_rate_with_cap, check_concurrency_ranges, check_sharegpt, check_prefix,
+                 check_multi_turn,
                  check_warmup, lambda b: check_sweep(b, "concurrency", "1,2", ["concurrency=1", "concurrency=2"]),
                  lambda b: check_sweep(b, "rates", "40,inf", ["rate=40", "rate=inf"]),
                  check_sweep_without_gnuplot, check_failures, check_goodput]
