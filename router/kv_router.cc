@@ -5,7 +5,8 @@
 namespace tandem {
 
 KvRouter::KvRouter(KvRoutingOptions options)
-    : policy_(options.mode, options.overlap_weight),
+    : prefill_policy_(options.mode, options.overlap_weight),
+      decode_policy_(options.mode, options.overlap_weight),
       prefill_index_(options.index_blocks_per_worker),
       decode_index_(options.index_blocks_per_worker) {}
 
@@ -35,7 +36,7 @@ WorkerPool::Chooser KvRouter::ChooserFor(v1::WorkerRole role, Prompt* prompt) {
     }
     // Costs compare blocks: with one block size (the normal case) the first
     // candidate's count is every candidate's.
-    const int chosen = policy_.Choose(candidates, prompt_blocks.front());
+    const int chosen = Policy(role).Choose(candidates, prompt_blocks.front());
     const WorkerHandle& w = *offered[chosen].handle;
     const std::vector<uint64_t>& hashes = prompt->Hashes(w.kv_block_size);
     Index(role).Stored(w.id, hashes);

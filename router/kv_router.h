@@ -79,7 +79,7 @@ class KvRouter {
   // `worker`'s process restarted (or left): forget what it held.
   void WorkerGone(v1::WorkerRole role, const std::string& worker);
 
-  RoutingMode mode() const { return policy_.mode(); }
+  RoutingMode mode() const { return prefill_policy_.mode(); }
   // How much the router knows `worker` holds (in blocks).
   int64_t IndexedBlocks(v1::WorkerRole role, const std::string& worker) const;
   // Prompt blocks routed to workers of `role`, and of those the ones the
@@ -111,7 +111,13 @@ class KvRouter {
     return (role == v1::WORKER_ROLE_PREFILL ? "p/" : "d/") + worker;
   }
 
-  RoutingPolicy policy_;
+  // One per role: round-robin's turn must go round each role's workers
+  // (one shared turn, taken by a request's Admit and then its Prefill,
+  // would give each role every other worker only).
+  RoutingPolicy& Policy(v1::WorkerRole role) { return role == v1::WORKER_ROLE_PREFILL ? prefill_policy_ : decode_policy_; }
+
+  RoutingPolicy prefill_policy_;
+  RoutingPolicy decode_policy_;
   PrefixIndex prefill_index_;
   PrefixIndex decode_index_;
   RoleBooks prefill_books_;

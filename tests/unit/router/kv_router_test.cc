@@ -115,6 +115,15 @@ TEST(KvRouterTest, LeastLoadedAndRoundRobinIgnoreThePrefixButCountItsHits) {
   // The third and fourth found the whole prompt on their worker.
   EXPECT_EQ(rr.cached_blocks(kDecode), 8);
   EXPECT_EQ(rr.prompt_blocks(kDecode), 16);
+  // Each role goes round its own workers, a request's Admit and Prefill
+  // choices interleaved (one shared turn would give each role one worker).
+  std::vector<std::string> decode, prefill;
+  for (int i = 0; i < 4; ++i) {
+    decode.push_back(Route(*pool2, rr, kDecode, Prompt(2, 0, 2 + i, 4)).worker);
+    prefill.push_back(Route(*pool2, rr, kPrefill, Prompt(2, 0, 2 + i, 4)).worker);
+  }
+  EXPECT_EQ(decode, (std::vector<std::string>{"d0", "d1", "d0", "d1"}));
+  EXPECT_EQ(prefill, (std::vector<std::string>{"p0", "p1", "p0", "p1"}));
 }
 
 TEST(KvRouterTest, AChoicesLoadStaysOnItsWorkerUntilDone) {

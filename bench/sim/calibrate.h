@@ -1,0 +1,43 @@
+// Calibration: times engine steps of known shapes on the real engine (the
+// model and engine flags a worker would load) and fits the step cost model
+// (step_cost.h) to them: prefill chunks of every length the step budget
+// allows at several contexts, and decode steps of several batch sizes and
+// contexts. Each shape is timed `repeats` times; its median counts. Prefix
+// caching is off so every step computes what its shape says.
+// Thread-safety: one calibration at a time per process (it owns an engine).
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "bench/sim/step_cost.h"
+#include "nlohmann/json.hpp"
+
+namespace tandem::sim {
+
+struct CalibrationOptions {
+  std::filesystem::path model;
+  std::vector<std::string> engine_args;  // worker engine flags (--dtype, --max-num-batched-tokens, ...)
+  int repeats = 3;
+};
+
+struct Calibration {
+  std::vector<std::pair<StepShape, double>> samples;  // (shape, median seconds)
+  StepCostModel model;
+  double median_abs_rel_error = 0;  // of the fit over the samples
+  int32_t block_size = 16;
+  int64_t kv_blocks = 0;            // the pool the engine made with these flags
+  double kv_bytes_per_block = 0;    // K and V of one block over every layer
+  int64_t max_num_batched_tokens = 0;
+  int max_position = 0;
+
+  nlohmann::json ToJson() const;
+  static absl::StatusOr<Calibration> FromJson(const nlohmann::json& j);
+};
+
+absl::StatusOr<Calibration> Calibrate(const CalibrationOptions& options);
+
+}  // namespace tandem::sim

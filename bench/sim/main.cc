@@ -1,0 +1,246 @@
+// tandem-sim: calibrate a step cost model on the real engine, simulate a
+// cluster on a workload, or plan its prefill:decode split for an SLO.
+//
+//   tandem-sim calibrate --model DIR [--engine-args "..."] [--repeats N] --out cal.json
+//   tandem-sim run  --calibration cal.json --prefill-workers P --decode-workers D [workload] [cluster]
+//   tandem-sim plan --calibration cal.json --workers N --slo-ttft-ms X --slo-tpot-ms Y [workload] [cluster]
+//
+// The workload flags are tandem-bench's (the same generator, so the same
+// prompts as a real run with the same seed). docs/routing.md.
+#include <omp.h>
+
+#include <cmath>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <limits>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_split.h"
+#include "bench/load/arrivals.h"
+#include "bench/load/dataset.h"
+#include "bench/sim/calibrate.h"
+#include "bench/sim/cluster_sim.h"
+#include "bench/sim/planner.h"
+#include "common/cli/cli_flags.h"
+#include "common/status_macros.h"
+
+namespace tandem::sim {
+namespace {
+
+struct Flags {
+  // calibrate
+  std::string model, engine_args, out;
+  int64_t repeats = 3;
+  // run / plan
+  std::string calibration;
+  int64_t prefill_workers = 1, decode_workers = 1, workers = 0;
+  int64_t shared_cores = 0, threads_per_worker = 0;
+  std::string routing = "kv-aware";
+  std::optional<float> kv_overlap_weight, transfer_gbps, slo_ttft_ms, slo_tpot_ms, request_rate;
+  int64_t prefill_kv_blocks = 0, decode_kv_blocks = 0, max_num_seqs = 64, max_prefill_tokens_per_worker = 8192;
+  // workload (tandem-bench's)
+  std::string dataset = "random";
+  int64_t input_len = 128, output_len = 64, prefix_len = 0, num_prefixes = 1, num_requests = 100, concurrency = 0;
+  int64_t vocab_size = 2000, max_model_len = 256;
+  std::optional<uint64_t> seed;
+  bool help = false;
+
+  void Register(cli::FlagSet& f) {
+    f.AddString("model", &model, "calibrate: the model directory");
+    f.AddString("engine-args", &engine_args, "calibrate: worker engine flags, space-separated (default: none)");
+    f.AddInt("repeats", &repeats, "calibrate: timings per step shape; the median counts (default 3)");
+    f.AddString("out", &out, "calibrate: the calibration JSON to write");
+    f.AddString("calibration", &calibration, "run, plan: a calibration JSON (tandem-sim calibrate)");
+    f.AddInt("prefill-workers", &prefill_workers, "run: prefill workers (default 1)");
+    f.AddInt("decode-workers", &decode_workers, "run: decode workers (default 1)");
+    f.AddInt("workers", &workers, "plan: workers to split between the roles");
+    f.AddInt("shared-cores", &shared_cores,
+             "every worker shares this many CPU cores (processor sharing; default 0: cores of their own)");
+    f.AddInt("threads-per-worker", &threads_per_worker, "threads each worker steps with (default: OpenMP's)");
+    f.AddString("routing", &routing, "kv-aware | least-loaded | round-robin (default kv-aware)");
+    f.AddFloat("kv-overlap-weight", &kv_overlap_weight, "kv-aware's weight (default 1)");
+    f.AddFloat("transfer-gbps", &transfer_gbps, "KV transfer bandwidth in GB/s (default 2)");
+    f.AddInt("prefill-kv-blocks", &prefill_kv_blocks, "a prefill worker's KV pool (default: the calibration's)");
+    f.AddInt("decode-kv-blocks", &decode_kv_blocks, "a decode worker's KV pool (default: the calibration's)");
+    f.AddInt("max-num-seqs", &max_num_seqs, "sequences an engine steps at once (default 64)");
+    f.AddInt("max-prefill-tokens-per-worker", &max_prefill_tokens_per_worker, "the router's window (default 8192)");
+    f.AddFloat("slo-ttft-ms", &slo_ttft_ms, "a good request's TTFT is at most this");
+    f.AddFloat("slo-tpot-ms", &slo_tpot_ms, "a good request's TPOT is at most this");
+    f.AddString("dataset", &dataset, "random | sharegpt-like | prefix (default random)");
+    f.AddInt("input-len", &input_len, "prompt ids (prefix: after the prefix) (default 128)");
+    f.AddInt("output-len", &output_len, "tokens to generate (default 64)");
+    f.AddInt("prefix-len", &prefix_len, "prefix: shared ids (default 0)");
+    f.AddInt("num-prefixes", &num_prefixes, "prefix: distinct prefixes (default 1)");
+    f.AddInt("num-requests", &num_requests, "requests (default 100)");
+    f.AddFloat("request-rate", &request_rate, "requests/s, Poisson (default inf: all at once)");
+    f.AddInt("concurrency", &concurrency, "most requests in flight (closed loop; default 0: no cap)");
+    f.AddInt("vocab-size", &vocab_size, "prompt ids from [3, vocab-size) (default 2000)");
+    f.AddInt("max-model-len", &max_model_len, "the context length requests must fit (default 256)");
+    f.AddUint64("seed", &seed, "the dataset's and arrivals' seed (default 0)");
+    f.AddBool("help", &help, "show this help");
+  }
+};
+
+absl::StatusOr<std::vector<SimRequest>> Workload(const Flags& f) {
+  bench::DatasetConfig d;
+  ASSIGN_OR_RETURN(d.kind, bench::ParseDatasetKind(f.dataset));
+  if (d.kind == bench::DatasetKind::kMultiTurn) return absl::InvalidArgumentError("--dataset multi-turn is not simulated yet");
+  if (d.kind != bench::DatasetKind::kShareGptLike) {
+    d.input_len = {f.input_len, f.input_len};
+    d.output_len = {f.output_len, f.output_len};
+  }
+  d.prefix_len = f.prefix_len;
+  d.num_prefixes = f.num_prefixes;
+  d.vocab_size = f.vocab_size;
+  d.max_model_len = f.max_model_len;
+  RETURN_IF_ERROR(d.Validate());
+  if (f.num_requests < 1) return absl::InvalidArgumentError("--num-requests must be >= 1");
+  const uint64_t seed = f.seed.value_or(0);
+  const std::vector<bench::BenchRequest> reqs = bench::GenerateDataset(d, f.num_requests, seed);
+  bench::ArrivalConfig arrivals{f.request_rate ? *f.request_rate : std::numeric_limits<double>::infinity(), 1.0};
+  RETURN_IF_ERROR(arrivals.Validate());
+  // The arrival stream tandem-bench draws for its first point (seed + 1).
+  const std::vector<double> at = bench::ArrivalOffsets(arrivals, f.num_requests, seed + 1);
+  std::vector<SimRequest> out;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    out.push_back({at[i], std::vector<int32_t>(reqs[i].prompt_token_ids.begin(), reqs[i].prompt_token_ids.end()),
+                   reqs[i].output_len});
+  }
+  return out;
+}
+
+absl::StatusOr<SimConfig> Cluster(const Flags& f) {
+  if (f.calibration.empty()) return absl::InvalidArgumentError("--calibration FILE is required");
+  std::ifstream in(f.calibration);
+  if (!in) return absl::NotFoundError("cannot read --calibration " + f.calibration);
+  nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return absl::InvalidArgumentError(f.calibration + " is not JSON");
+  ASSIGN_OR_RETURN(Calibration cal, Calibration::FromJson(j));
+  SimConfig c;
+  c.prefill_cost = c.decode_cost = cal.model;
+  c.block_size = cal.block_size;
+  c.max_num_batched_tokens = cal.max_num_batched_tokens;
+  c.kv_bytes_per_block = cal.kv_bytes_per_block;
+  c.prefill_kv_blocks = f.prefill_kv_blocks > 0 ? f.prefill_kv_blocks : cal.kv_blocks;
+  c.decode_kv_blocks = f.decode_kv_blocks > 0 ? f.decode_kv_blocks : cal.kv_blocks;
+  c.max_num_seqs = static_cast<int>(f.max_num_seqs);
+  c.window_tokens_per_worker = f.max_prefill_tokens_per_worker;
+  c.shared_cores = static_cast<int>(f.shared_cores);
+  c.threads_per_worker = f.threads_per_worker > 0 ? static_cast<int>(f.threads_per_worker) : omp_get_max_threads();
+  ASSIGN_OR_RETURN(c.routing.mode, ParseRoutingMode(f.routing));
+  if (f.kv_overlap_weight) c.routing.overlap_weight = *f.kv_overlap_weight;
+  if (f.transfer_gbps) c.transfer_bytes_per_s = *f.transfer_gbps * 1e9;
+  c.concurrency = f.concurrency;
+  if (c.prefill_kv_blocks < 1 || c.decode_kv_blocks < 1 || c.max_num_seqs < 1 || c.shared_cores < 0 ||
+      !(c.transfer_bytes_per_s > 0)) {
+    return absl::InvalidArgumentError("KV pools, --max-num-seqs and --transfer-gbps must be > 0, --shared-cores >= 0");
+  }
+  return c;
+}
+
+Slo SloOf(const Flags& f) {
+  Slo s;
+  if (f.slo_ttft_ms) s.ttft_ms = *f.slo_ttft_ms;
+  if (f.slo_tpot_ms) s.tpot_ms = *f.slo_tpot_ms;
+  return s;
+}
+
+void PrintSummary(const SimSummary& s, int64_t n) {
+  std::cout << std::fixed << std::setprecision(2);
+  std::cout << "Completed requests          " << s.completed << " of " << n << "\n"
+            << "Output token throughput     " << s.output_tok_s << " tok/s\n"
+            << "Goodput                     " << s.goodput << " req/s (" << s.good << " within the SLO, "
+            << 100 * s.attainment << "%)\n"
+            << "(ms)          mean      p50      p90      p99\n";
+  for (const auto& [name, l] : {std::pair{"TTFT", s.ttft_ms}, {"TPOT", s.tpot_ms}, {"E2E ", s.e2e_ms}}) {
+    std::cout << name << "    " << std::setw(9) << l.mean << std::setw(9) << l.p50 << std::setw(9) << l.p90
+              << std::setw(9) << l.p99 << "\n";
+  }
+}
+
+absl::Status Run(const std::string& command, const Flags& f) {
+  if (command == "calibrate") {
+    if (f.model.empty() || f.out.empty()) return absl::InvalidArgumentError("calibrate needs --model DIR and --out FILE");
+    CalibrationOptions o;
+    o.model = f.model;
+    o.repeats = static_cast<int>(f.repeats);
+    if (o.repeats < 1) return absl::InvalidArgumentError("--repeats must be >= 1");
+    for (absl::string_view a : absl::StrSplit(f.engine_args, ' ', absl::SkipEmpty())) o.engine_args.emplace_back(a);
+    ASSIGN_OR_RETURN(Calibration cal, Calibrate(o));
+    nlohmann::json j = cal.ToJson();
+    j["model"] = f.model;
+    j["engine_args"] = f.engine_args;
+    j["threads"] = omp_get_max_threads();
+    std::ofstream(f.out) << j.dump(2) << "\n";
+    std::cout << "tandem-sim: " << cal.samples.size() << " step shapes timed; seconds = " << cal.model.base_s
+              << " + " << cal.model.per_token_s << " x tokens + " << cal.model.per_attention_s << " x attention + "
+              << cal.model.per_seq_s << " x seqs; median |error| " << 100 * cal.median_abs_rel_error << "%; wrote "
+              << f.out << "\n";
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(SimConfig cluster, Cluster(f));
+  ASSIGN_OR_RETURN(std::vector<SimRequest> reqs, Workload(f));
+  if (command == "run") {
+    if (f.prefill_workers < 1 || f.decode_workers < 1 || f.prefill_workers > 100000 || f.decode_workers > 100000) {
+      return absl::InvalidArgumentError("--prefill-workers and --decode-workers must be in [1, 100000]");
+    }
+    cluster.num_prefill = static_cast<int>(f.prefill_workers);
+    cluster.num_decode = static_cast<int>(f.decode_workers);
+    const SimResult r = Simulate(cluster, reqs);
+    std::cout << "tandem-sim: " << cluster.num_prefill << "P" << cluster.num_decode << "D, " << reqs.size()
+              << " requests, routing " << RoutingModeName(cluster.routing.mode) << "\n";
+    PrintSummary(Summarize(r, SloOf(f)), static_cast<int64_t>(reqs.size()));
+    return absl::OkStatus();
+  }
+  if (command == "plan") {
+    if (f.workers < 2 || f.workers > 100000) return absl::InvalidArgumentError("--workers must be in [2, 100000]");
+    const Plan plan = PlanSplits(cluster, reqs, static_cast<int>(f.workers), SloOf(f));
+    std::cout << std::fixed << std::setprecision(2) << "split    goodput(req/s)  SLO%    TTFT p50  TTFT p99  TPOT p50 (ms)\n";
+    for (size_t i = 0; i < plan.rows.size(); ++i) {
+      const PlanRow& r = plan.rows[i];
+      std::cout << std::setw(3) << r.prefill << "P" << std::setw(3) << r.decode << "D  " << std::setw(12)
+                << r.summary.goodput << std::setw(8) << 100 * r.summary.attainment << std::setw(10)
+                << r.summary.ttft_ms.p50 << std::setw(10) << r.summary.ttft_ms.p99 << std::setw(10)
+                << r.summary.tpot_ms.p50 << (static_cast<int>(i) == plan.best ? "   <- recommended" : "") << "\n";
+    }
+    if (plan.best >= 0) {
+      const PlanRow& b = plan.rows[plan.best];
+      std::cout << "tandem-sim: recommended prefill:decode = " << b.prefill << ":" << b.decode << "\n";
+    }
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError("unknown command '" + command + "' (calibrate, run, plan)");
+}
+
+}  // namespace
+}  // namespace tandem::sim
+
+int main(int argc, char** argv) {
+  tandem::sim::Flags f;
+  tandem::cli::FlagSet set;
+  f.Register(set);
+  std::vector<std::string> args(argv + 1, argv + argc);
+  const std::string usage = "usage: tandem-sim calibrate|run|plan [flags]\n" + set.Usage();
+  if (args.empty() || args[0] == "--help") {
+    std::cout << usage;
+    return args.empty() ? 2 : 0;
+  }
+  const std::string command = args[0];
+  args.erase(args.begin());
+  if (absl::Status st = set.Parse(args); !st.ok()) {
+    std::cerr << "tandem-sim: " << st.message() << "\n" << usage;
+    return 2;
+  }
+  if (f.help) {
+    std::cout << usage;
+    return 0;
+  }
+  if (absl::Status st = tandem::sim::Run(command, f); !st.ok()) {
+    std::cerr << "tandem-sim: " << st.message() << "\n";
+    return absl::IsInvalidArgument(st) ? 2 : 1;
+  }
+  return 0;
+}

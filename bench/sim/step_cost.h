@@ -1,0 +1,60 @@
+// StepCostModel: how long one engine step takes, as a linear function of
+// what the step computes, fitted by least squares to steps timed on the real
+// engine (tandem-sim calibrate):
+//
+//   seconds = base + per_token x new tokens + per_attention x attention
+//             + per_seq x sequences
+//
+// where attention = sum over the step's sequences of new_i x (context_i +
+// (new_i + 1) / 2): the query-key pairs its causal attention computes. base
+// is the fixed cost of a step (weights streamed once, launch, sampling set-up),
+// per_token the matmul work per token, per_seq what each sequence costs
+// beyond its tokens (sampling, the LM head's row). One model covers prefill
+// chunks and decode batches: a decode step of B sequences is B tokens, B
+// sequences and the sum of their contexts.
+// Thread-safety: value type; pure functions.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+
+namespace tandem::sim {
+
+struct StepShape {
+  double new_tokens = 0;
+  double attention = 0;
+  double seqs = 0;
+  // The shape of one sequence's part: `new_tokens` after `context` tokens.
+  static StepShape Of(double new_tokens, double context) {
+    return {new_tokens, new_tokens * (context + (new_tokens + 1) / 2), 1};
+  }
+  StepShape& operator+=(const StepShape& o) {
+    new_tokens += o.new_tokens;
+    attention += o.attention;
+    seqs += o.seqs;
+    return *this;
+  }
+};
+
+struct StepCostModel {
+  double base_s = 0;
+  double per_token_s = 0;
+  double per_attention_s = 0;
+  double per_seq_s = 0;
+
+  // Never below base_s (a fitted negative coefficient cannot make a step free).
+  double Seconds(const StepShape& s) const;
+
+  // Least squares over (shape, seconds) samples; InvalidArgument with fewer
+  // than 4 samples or when they do not tell the four coefficients apart.
+  static absl::StatusOr<StepCostModel> Fit(const std::vector<std::pair<StepShape, double>>& samples);
+
+  nlohmann::json ToJson() const;
+  static absl::StatusOr<StepCostModel> FromJson(const nlohmann::json& j);
+};
+
+}  // namespace tandem::sim

@@ -1,0 +1,153 @@
+// tandem-sim's model with exact numbers: the step cost fit recovers known
+// coefficients; one request's TTFT, TPOT and E2E are the sums of its steps
+// and its transfer; a shared prefix is computed once on the prefill worker
+// kv-aware routing sends it to, and not shipped again to a decode worker
+// that holds it; workers sharing cores slow each other in proportion; and
+// the planner gives a prefill-bound workload the most prefill workers.
+#include "bench/sim/cluster_sim.h"
+#include "bench/sim/planner.h"
+#include "bench/sim/step_cost.h"
+
+#include <cmath>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace tandem::sim {
+namespace {
+
+std::vector<int32_t> Ids(int first, int n) {
+  std::vector<int32_t> v;
+  for (int i = 0; i < n; ++i) v.push_back(first + i);
+  return v;
+}
+
+std::vector<int32_t> Concat(std::vector<int32_t> a, const std::vector<int32_t>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+// 10 ms a step + 1 ms a token; 1 MB a block at 1 GB/s, 0.5 ms latency.
+SimConfig Simple() {
+  SimConfig c;
+  c.prefill_cost = c.decode_cost = StepCostModel{0.010, 0.001, 0, 0};
+  c.kv_bytes_per_block = 1e6;
+  c.transfer_bytes_per_s = 1e9;
+  c.transfer_latency_s = 0.0005;
+  c.prefill_kv_blocks = c.decode_kv_blocks = 256;
+  return c;
+}
+
+TEST(BenchSimStepCostTest, TheFitRecoversTheCoefficientsOfExactSamples) {
+  const StepCostModel truth{0.012, 0.0009, 7e-7, 0.0004};
+  std::vector<std::pair<StepShape, double>> samples;
+  for (double n : {16.0, 64.0, 256.0}) {
+    for (double ctx : {0.0, 256.0, 768.0}) samples.emplace_back(StepShape::Of(n, ctx), truth.Seconds(StepShape::Of(n, ctx)));
+  }
+  for (double b : {1.0, 8.0, 32.0}) {
+    StepShape s;
+    for (int i = 0; i < b; ++i) s += StepShape::Of(1, 300 + 50 * i);
+    samples.emplace_back(s, truth.Seconds(s));
+  }
+  absl::StatusOr<StepCostModel> fit = StepCostModel::Fit(samples);
+  ASSERT_TRUE(fit.ok()) << fit.status();
+  EXPECT_NEAR(fit->base_s, truth.base_s, 1e-9);
+  EXPECT_NEAR(fit->per_token_s, truth.per_token_s, 1e-11);
+  EXPECT_NEAR(fit->per_attention_s, truth.per_attention_s, 1e-13);
+  EXPECT_NEAR(fit->per_seq_s, truth.per_seq_s, 1e-10);
+  // Too few samples, or none that tell tokens from sequences apart.
+  EXPECT_FALSE(StepCostModel::Fit({samples.begin(), samples.begin() + 3}).ok());
+  std::vector<std::pair<StepShape, double>> single;
+  for (double n : {1.0, 2.0, 3.0, 4.0, 5.0}) single.emplace_back(StepShape{n, 0, n}, n);
+  EXPECT_FALSE(StepCostModel::Fit(single).ok());
+  EXPECT_EQ(StepCostModel::FromJson(truth.ToJson())->per_attention_s, truth.per_attention_s);
+}
+
+TEST(BenchSimTest, OneRequestTakesItsStepsAndItsTransfer) {
+  SimConfig c = Simple();
+  // 300 prompt tokens: chunks of 256 and 44 (19 blocks); 5 output tokens.
+  const SimResult r = Simulate(c, {{0.0, Ids(100, 300), 5}});
+  ASSERT_TRUE(r.requests[0].completed);
+  const double prefill = (0.010 + 0.256) + (0.010 + 0.044);
+  const double ttft = prefill + 0.0005 + 19 * 1e6 / 1e9;
+  EXPECT_NEAR(r.requests[0].ttft_s, ttft, 1e-9);
+  EXPECT_NEAR(r.requests[0].tpot_s, 0.011, 1e-9);  // 4 decode steps of one token
+  EXPECT_NEAR(r.requests[0].e2e_s, ttft + 4 * 0.011, 1e-9);
+  EXPECT_EQ(r.requests[0].shipped_blocks, 19);
+  EXPECT_EQ(r.output_tokens, 5);
+  const SimSummary s = Summarize(r, Slo{1e9, 1e9});
+  EXPECT_EQ(s.good, 1);
+  EXPECT_NEAR(s.output_tok_s, 5 / r.duration_s, 1e-9);
+  EXPECT_EQ(Summarize(r, Slo{ttft * 1e3 - 1, 1e9}).good, 0);
+}
+
+TEST(BenchSimTest, ASharedPrefixIsComputedOnceAndShippedOnceUnderKvAwareRouting) {
+  for (RoutingMode mode : {RoutingMode::kKvAware, RoutingMode::kRoundRobin}) {
+    SCOPED_TRACE(RoutingModeName(mode));
+    SimConfig c = Simple();
+    c.num_prefill = 2;
+    c.num_decode = 2;
+    c.routing.mode = mode;
+    c.heartbeat_s = 0.05;
+    const std::vector<int32_t> prefix = Ids(1000, 160);  // 10 blocks
+    // The second arrives after the first has ended (both caches hold it).
+    const SimResult r = Simulate(c, {{0.0, Concat(prefix, Ids(5000, 20)), 2}, {5.0, Concat(prefix, Ids(6000, 20)), 2}});
+    ASSERT_TRUE(r.requests[1].completed);
+    EXPECT_EQ(r.requests[0].prefill_cached_tokens, 0);
+    EXPECT_EQ(r.requests[0].shipped_blocks, 12);
+    if (mode == RoutingMode::kKvAware) {
+      EXPECT_EQ(r.requests[1].prefill_cached_tokens, 160);
+      EXPECT_EQ(r.requests[1].shipped_blocks, 2);  // the decode worker holds the prefix
+      EXPECT_LT(r.requests[1].ttft_s, r.requests[0].ttft_s);
+    } else {  // the other workers: all computed and shipped again
+      EXPECT_EQ(r.requests[1].prefill_cached_tokens, 0);
+      EXPECT_EQ(r.requests[1].shipped_blocks, 12);
+      EXPECT_NEAR(r.requests[1].ttft_s, r.requests[0].ttft_s, 1e-9);
+    }
+  }
+}
+
+TEST(BenchSimTest, WorkersSharingCoresSlowEachOtherInProportion) {
+  // Two prompts at once on two prefill workers: alone each step takes 0.11 s.
+  SimConfig c = Simple();
+  c.num_prefill = 2;
+  c.routing.mode = RoutingMode::kRoundRobin;
+  const std::vector<SimRequest> two = {{0.0, Ids(100, 100), 1}, {0.0, Ids(900, 100), 1}};
+  const double transfer = 0.0005 + 7 * 1e6 / 1e9;
+  EXPECT_NEAR(Simulate(c, two).requests[1].ttft_s, 0.11 + transfer, 1e-9);
+  // On one core with a thread each, both steps run at half speed.
+  c.shared_cores = 1;
+  c.threads_per_worker = 1;
+  const SimResult shared = Simulate(c, two);
+  EXPECT_NEAR(shared.requests[0].ttft_s, 0.22 + transfer, 1e-9);
+  EXPECT_NEAR(shared.requests[1].ttft_s, 0.22 + transfer, 1e-9);
+}
+
+TEST(BenchSimTest, ARequestThePoolsCanNeverHoldEndsTheRunUncompleted) {
+  SimConfig c = Simple();
+  c.decode_kv_blocks = 4;
+  const SimResult r = Simulate(c, {{0.0, Ids(100, 100), 4}, {0.0, Ids(300, 20), 2}});
+  EXPECT_FALSE(r.requests[0].completed);
+  EXPECT_FALSE(r.requests[1].completed);  // behind it in the queue (first come, first served)
+}
+
+TEST(BenchSimPlannerTest, APrefillBoundWorkloadGetsMostWorkersForPrefill) {
+  SimConfig c = Simple();
+  std::vector<SimRequest> reqs;
+  for (int i = 0; i < 40; ++i) reqs.push_back({0.05 * i, Ids(10 * i + 3, 200), 1});  // long prompts, one token
+  const Plan plan = PlanSplits(c, reqs, 4, Slo{500, 1e9});
+  ASSERT_EQ(plan.rows.size(), 3u);
+  ASSERT_EQ(plan.best, 2);
+  EXPECT_EQ(plan.rows[plan.best].prefill, 3);
+  EXPECT_GT(plan.rows[2].summary.goodput, plan.rows[0].summary.goodput);
+  // Short prompts and long outputs: the decode side is what runs out.
+  std::vector<SimRequest> chat;
+  for (int i = 0; i < 40; ++i) chat.push_back({0.02 * i, Ids(10 * i + 3, 16), 60});
+  c.max_num_seqs = 4;  // a small batch per decode worker
+  const Plan decode_plan = PlanSplits(c, chat, 4, Slo{1e9, 15});
+  ASSERT_EQ(decode_plan.best, 0);
+  EXPECT_EQ(decode_plan.rows[0].decode, 3);
+}
+
+}  // namespace
+}  // namespace tandem::sim
