@@ -30,4 +30,10 @@ struct ArrivalConfig {
 // Deterministic per (config, seed). Requires config.Validate().ok().
 std::vector<double> ArrivalOffsets(const ArrivalConfig& config, int64_t n, uint64_t seed);
 
+// Arrival times get their own stream so that they do not shift when the
+// dataset draws more or fewer numbers.
+// The arrival seed of a run's measured requests for dataset seed `seed`
+// (tandem-bench; tandem-sim draws the same arrivals); warmup uses it + 1.
+inline uint64_t MeasuredArrivalSeed(uint64_t seed) { return seed ^ 0x9e3779b97f4a7c15ULL; }
+
 }  // namespace tandem::bench

@@ -20,9 +20,6 @@
 namespace tandem::bench {
 namespace {
 
-// Arrival times get their own stream so that they do not shift when the
-// dataset draws more or fewer numbers.
-constexpr uint64_t kArrivalSeedSalt = 0x9e3779b97f4a7c15ULL;
 
 absl::Status WriteJson(const std::string& path, const nlohmann::json& j) {
   std::ofstream out(path);
@@ -34,7 +31,7 @@ absl::Status WriteJson(const std::string& path, const nlohmann::json& j) {
 
 PointResult RunPoint(LoadRunner& runner, const BenchConfig& config, const LoadPoint& point,
                      const std::vector<BenchRequest>& measured, const std::vector<BenchRequest>& warmup) {
-  const uint64_t arrival_seed = config.seed ^ kArrivalSeedSalt;
+  const uint64_t arrival_seed = MeasuredArrivalSeed(config.seed);
   PointResult result;
   result.point = point;
   if (!warmup.empty()) {

@@ -1,6 +1,7 @@
 #include "bench/sim/cluster_sim.h"
 
 #include <algorithm>
+#include <cmath>
 #include <deque>
 #include <memory>
 #include <queue>
@@ -189,7 +190,9 @@ class Simulator {
   // Processor sharing: a busy worker's speed with `busy` workers stepping.
   double Speed(int busy) const {
     if (c_.shared_cores <= 0 || busy == 0) return 1.0;
-    return std::min(1.0, static_cast<double>(c_.shared_cores) / (static_cast<double>(busy) * c_.threads_per_worker));
+    const double demand = static_cast<double>(busy) * c_.threads_per_worker;
+    if (demand <= c_.shared_cores) return 1.0;
+    return c_.sharing_efficiency * static_cast<double>(c_.shared_cores) / demand;
   }
   // Brings every busy worker's remaining work to now at the old speed.
   void Advance() {

@@ -52,6 +52,12 @@ struct SimConfig {
   // threads_per_worker threads (0: every worker has cores of its own).
   int shared_cores = 0;
   int threads_per_worker = 2;
+  // Oversubscribed (more threads stepping than cores), each busy worker
+  // runs at this fraction of its fair share: OpenMP teams that lose a core
+  // mid-step wait at their barriers, so sharing costs more than the split.
+  // Fitted from one real run on the machine (docs/routing.md). (A factor
+  // compounding with the oversubscription fitted worse: tried.)
+  double sharing_efficiency = 1.0;
   KvRoutingOptions routing;
   int64_t window_tokens_per_worker = 8192;  // --max-prefill-tokens-per-worker
   bool decode_prefix_reuse = true;

@@ -32,14 +32,14 @@ namespace {
 
 struct Flags {
   // calibrate
-  std::string model, engine_args, out;
+  std::string model, engine_args, out, json_out;
   int64_t repeats = 3;
   // run / plan
   std::string calibration;
   int64_t prefill_workers = 1, decode_workers = 1, workers = 0;
   int64_t shared_cores = 0, threads_per_worker = 0;
   std::string routing = "kv-aware";
-  std::optional<float> kv_overlap_weight, transfer_gbps, slo_ttft_ms, slo_tpot_ms, request_rate;
+  std::optional<float> kv_overlap_weight, transfer_gbps, slo_ttft_ms, slo_tpot_ms, request_rate, sharing_efficiency;
   int64_t prefill_kv_blocks = 0, decode_kv_blocks = 0, max_num_seqs = 64, max_prefill_tokens_per_worker = 8192;
   // workload (tandem-bench's)
   std::string dataset = "random";
@@ -60,6 +60,8 @@ struct Flags {
     f.AddInt("shared-cores", &shared_cores,
              "every worker shares this many CPU cores (processor sharing; default 0: cores of their own)");
     f.AddInt("threads-per-worker", &threads_per_worker, "threads each worker steps with (default: OpenMP's)");
+    f.AddFloat("sharing-efficiency", &sharing_efficiency,
+               "with --shared-cores oversubscribed, the fraction of its fair share a busy worker gets (default 1)");
     f.AddString("routing", &routing, "kv-aware | least-loaded | round-robin (default kv-aware)");
     f.AddFloat("kv-overlap-weight", &kv_overlap_weight, "kv-aware's weight (default 1)");
     f.AddFloat("transfer-gbps", &transfer_gbps, "KV transfer bandwidth in GB/s (default 2)");
@@ -80,6 +82,7 @@ struct Flags {
     f.AddInt("vocab-size", &vocab_size, "prompt ids from [3, vocab-size) (default 2000)");
     f.AddInt("max-model-len", &max_model_len, "the context length requests must fit (default 256)");
     f.AddUint64("seed", &seed, "the dataset's and arrivals' seed (default 0)");
+    f.AddString("json-out", &json_out, "run: also write the summary as JSON to this file");
     f.AddBool("help", &help, "show this help");
   }
 };
@@ -102,8 +105,8 @@ absl::StatusOr<std::vector<SimRequest>> Workload(const Flags& f) {
   const std::vector<bench::BenchRequest> reqs = bench::GenerateDataset(d, f.num_requests, seed);
   bench::ArrivalConfig arrivals{f.request_rate ? *f.request_rate : std::numeric_limits<double>::infinity(), 1.0};
   RETURN_IF_ERROR(arrivals.Validate());
-  // The arrival stream tandem-bench draws for its first point (seed + 1).
-  const std::vector<double> at = bench::ArrivalOffsets(arrivals, f.num_requests, seed + 1);
+  // The arrival stream tandem-bench draws for the measured requests.
+  const std::vector<double> at = bench::ArrivalOffsets(arrivals, f.num_requests, bench::MeasuredArrivalSeed(seed));
   std::vector<SimRequest> out;
   for (size_t i = 0; i < reqs.size(); ++i) {
     out.push_back({at[i], std::vector<int32_t>(reqs[i].prompt_token_ids.begin(), reqs[i].prompt_token_ids.end()),
@@ -134,6 +137,10 @@ absl::StatusOr<SimConfig> Cluster(const Flags& f) {
   if (f.kv_overlap_weight) c.routing.overlap_weight = *f.kv_overlap_weight;
   if (f.transfer_gbps) c.transfer_bytes_per_s = *f.transfer_gbps * 1e9;
   c.concurrency = f.concurrency;
+  if (f.sharing_efficiency) c.sharing_efficiency = *f.sharing_efficiency;
+  if (!(c.sharing_efficiency > 0 && c.sharing_efficiency <= 1)) {
+    return absl::InvalidArgumentError("--sharing-efficiency must be in (0, 1]");
+  }
   if (c.prefill_kv_blocks < 1 || c.decode_kv_blocks < 1 || c.max_num_seqs < 1 || c.shared_cores < 0 ||
       !(c.transfer_bytes_per_s > 0)) {
     return absl::InvalidArgumentError("KV pools, --max-num-seqs and --transfer-gbps must be > 0, --shared-cores >= 0");
@@ -192,7 +199,19 @@ absl::Status Run(const std::string& command, const Flags& f) {
     const SimResult r = Simulate(cluster, reqs);
     std::cout << "tandem-sim: " << cluster.num_prefill << "P" << cluster.num_decode << "D, " << reqs.size()
               << " requests, routing " << RoutingModeName(cluster.routing.mode) << "\n";
-    PrintSummary(Summarize(r, SloOf(f)), static_cast<int64_t>(reqs.size()));
+    const SimSummary s = Summarize(r, SloOf(f));
+    PrintSummary(s, static_cast<int64_t>(reqs.size()));
+    if (!f.json_out.empty()) {
+      auto latency = [](const bench::LatencySummary& l) {
+        return nlohmann::json{{"mean", l.mean}, {"p50", l.p50}, {"p90", l.p90}, {"p99", l.p99}};
+      };
+      const nlohmann::json j = {{"prefill_workers", cluster.num_prefill}, {"decode_workers", cluster.num_decode},
+                                {"num_requests", reqs.size()}, {"completed", s.completed},
+                                {"ttft_ms", latency(s.ttft_ms)}, {"tpot_ms", latency(s.tpot_ms)},
+                                {"e2e_ms", latency(s.e2e_ms)}, {"output_throughput", s.output_tok_s},
+                                {"goodput", s.goodput}, {"good_requests", s.good}, {"attainment", s.attainment}};
+      std::ofstream(f.json_out) << j.dump(2) << "\n";
+    }
     return absl::OkStatus();
   }
   if (command == "plan") {

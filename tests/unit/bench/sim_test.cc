@@ -121,6 +121,12 @@ TEST(BenchSimTest, WorkersSharingCoresSlowEachOtherInProportion) {
   const SimResult shared = Simulate(c, two);
   EXPECT_NEAR(shared.requests[0].ttft_s, 0.22 + transfer, 1e-9);
   EXPECT_NEAR(shared.requests[1].ttft_s, 0.22 + transfer, 1e-9);
+  // Oversubscribed at 80% efficiency: 0.11 / (0.5 x 0.8).
+  c.sharing_efficiency = 0.8;
+  EXPECT_NEAR(Simulate(c, two).requests[0].ttft_s, 0.275 + transfer, 1e-9);
+  // Two cores for the two: no oversubscription, full speed.
+  c.shared_cores = 2;
+  EXPECT_NEAR(Simulate(c, two).requests[0].ttft_s, 0.11 + transfer, 1e-9);
 }
 
 TEST(BenchSimTest, ARequestThePoolsCanNeverHoldEndsTheRunUncompleted) {

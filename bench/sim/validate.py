@@ -1,0 +1,118 @@
+#!/usr/bin/python3
+"""Validates tandem-sim against real clusters on this machine: for each
+prefill:decode split, `tandem up` serves a workload driven by tandem-bench,
+and tandem-sim predicts the same workload (same prompts and arrival times:
+the same generator and seeds) from a calibration made on the same machine.
+Prints one table row per split: measured and predicted goodput and TTFT p50,
+and their ratio. The workers share this machine's cores, so the simulation
+runs with --shared-cores (nproc) and each worker's OpenMP thread count.
+
+  /usr/bin/python3 bench/sim/validate.py --bin-dir build/bin --model DIR \\
+      --calibration cal.json --out /tmp/simval [--splits 1:1,1:2,2:2] \\
+      [--workload "--num-requests 48 --request-rate 1 ..."] [--slo "--slo-ttft-ms 2000 --slo-tpot-ms 200"]
+
+Every process it starts listens on 127.0.0.1 and is stopped by its PID.
+"""
+
+import argparse
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+DEFAULT_WORKLOAD = ("--dataset random --input-len 256 --output-len 32 --num-requests 48 --request-rate 1.5 "
+                    "--ignore-eos --vocab-size 49000 --seed 3 --max-model-len 2048")
+DEFAULT_SLO = "--slo-ttft-ms 3000 --slo-tpot-ms 150"
+
+
+def run_real(args, p, d, workload, slo, out):
+    log = open(os.path.join(args.out, "up-%dP%dD.log" % (p, d)), "w")
+    up = subprocess.Popen([os.path.join(args.bin_dir, "tandem"), "up", "--model", args.model, "--port", "0",
+                           "--prefill-workers", str(p), "--decode-workers", str(d)],
+                          stdout=subprocess.PIPE, stderr=log, text=True)
+    try:
+        addr = None
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and addr is None:
+            line = up.stdout.readline()
+            if not line:
+                break
+            m = re.search(r"ready on (127\.0\.0\.1:\d+)", line)
+            if m:
+                addr = m.group(1)
+        if addr is None:
+            raise RuntimeError("tandem up did not get ready (see %s)" % log.name)
+        bench = subprocess.run([os.path.join(args.bin_dir, "tandem-bench"), "--addr", addr, "--json-out", out]
+                               + shlex.split(workload) + shlex.split(slo),
+                               capture_output=True, text=True, timeout=1800)
+        if bench.returncode != 0:
+            raise RuntimeError("tandem-bench failed: %s" % bench.stderr)
+    finally:
+        up.send_signal(signal.SIGTERM)
+        try:
+            up.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            up.kill()
+            up.wait()
+        log.close()
+    with open(out) as f:
+        return json.load(f)
+
+
+def run_sim(args, p, d, workload, slo, out):
+    nproc = os.cpu_count()
+    # tandem-bench's own flags that the simulation has no use for.
+    sim_workload = [a for a in shlex.split(workload) if a != "--ignore-eos"]
+    cmd = [os.path.join(args.bin_dir, "tandem-sim"), "run", "--calibration", args.calibration,
+           "--prefill-workers", str(p), "--decode-workers", str(d), "--shared-cores", str(nproc),
+           "--threads-per-worker", str(nproc), "--json-out", out] + sim_workload + shlex.split(slo) \
+        + shlex.split(args.sim_args)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError("tandem-sim failed: %s" % r.stderr)
+    with open(out) as f:
+        return json.load(f)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin-dir", required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--calibration", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--splits", default="1:1,1:2,2:2")
+    ap.add_argument("--workload", default=DEFAULT_WORKLOAD)
+    ap.add_argument("--slo", default=DEFAULT_SLO)
+    ap.add_argument("--reuse-real", action="store_true", help="use the real runs already in --out")
+    ap.add_argument("--sim-args", default="", help="more tandem-sim flags, e.g. --sharing-efficiency 0.8")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    rows = []
+    for split in args.splits.split(","):
+        p, d = (int(x) for x in split.split(":"))
+        real_json = os.path.join(args.out, "real-%dP%dD.json" % (p, d))
+        if args.reuse_real and os.path.exists(real_json):  # predict again for runs already measured
+            with open(real_json) as f:
+                real = json.load(f)
+        else:
+            real = run_real(args, p, d, args.workload, args.slo, real_json)
+        sim = run_sim(args, p, d, args.workload, args.slo, os.path.join(args.out, "sim-%dP%dD.json" % (p, d)))
+        rows.append((p, d, real, sim))
+        print("%dP%dD done" % (p, d), file=sys.stderr)
+    print("| split | goodput measured | goodput predicted | ratio | TTFT p50 measured (ms) | predicted | ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for p, d, real, sim in rows:
+        g_real, g_sim = real.get("goodput") or 0.0, sim["goodput"]
+        t_real, t_sim = real["ttft_ms"]["p50"], sim["ttft_ms"]["p50"]
+        print("| %dP%dD | %.3f | %.3f | %.2f | %.0f | %.0f | %.2f |"
+              % (p, d, g_real, g_sim, g_sim / g_real if g_real else float("nan"), t_real, t_sim,
+                 t_sim / t_real if t_real else float("nan")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
