@@ -16,3 +16,11 @@ add_test(NAME bench_openai_test
   COMMAND ${TANDEM_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/bench_openai_test.py
     --bench $<TARGET_FILE:tandem-bench> --work ${TANDEM_TEST_WORK}/bench_openai)
 set_tests_properties(bench_openai_test PROPERTIES LABELS "integration" TIMEOUT 300)
+
+# tandem-sim (bench/sim): calibrate on the bundled model with the real
+# engine, run (every request completed, deterministic), plan (a row per
+# split and a recommendation), bad input refused with exit 2.
+add_test(NAME sim_cli_test
+  COMMAND ${TANDEM_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/sim_cli_test.py
+    --sim $<TARGET_FILE:tandem-sim> --model ${CMAKE_SOURCE_DIR}/models/tandem-shakespeare --work ${TANDEM_TEST_WORK}/sim)
+set_tests_properties(sim_cli_test PROPERTIES LABELS "e2e" TIMEOUT 600)

@@ -1,0 +1,97 @@
+#!/usr/bin/python3
+"""tandem-sim's command line end to end: `calibrate` on the bundled model
+(the real engine, one timing per shape) writes a calibration whose fit is
+usable; `run` on it simulates every request and is deterministic (the same
+flags give the same JSON); `plan` prints one row per split and a
+recommendation; bad input exits 2 naming what is wrong. Asserts counts,
+structure and determinism, never timings.
+
+  sim_cli_test.py --sim build/bin/tandem-sim --model models/tandem-shakespeare --work DIR
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+PASSED, FAILED = [], []
+
+
+def check(name, cond, detail=""):
+    (PASSED if cond else FAILED).append(name)
+    print("%s %s" % ("PASS" if cond else "FAIL", name))
+    if not cond and detail:
+        print("     %s" % str(detail)[:2000])
+    return cond
+
+
+def run(cmd, timeout=600):
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=dict(os.environ, OMP_NUM_THREADS="2"))
+    return p.returncode, p.stdout, p.stderr
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sim", required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--work", required=True)
+    args = ap.parse_args()
+    shutil.rmtree(args.work, ignore_errors=True)
+    os.makedirs(args.work)
+    cal = os.path.join(args.work, "cal.json")
+
+    rc, out, err = run([args.sim, "calibrate", "--model", args.model, "--repeats", "1", "--out", cal])
+    if not check("calibrate: exit 0 and the calibration written", rc == 0 and os.path.isfile(cal), err):
+        print("%d passed, %d failed" % (len(PASSED), len(FAILED)))
+        return 1
+    with open(cal) as f:
+        c = json.load(f)
+    check("calibrate: prefill chunks and decode batches timed, a positive base cost",
+          len(c["samples"]) >= 10 and any(s["seqs"] > 1 for s in c["samples"]) and c["cost"]["base_s"] > 0,
+          c["cost"])
+    check("calibrate: the bundled model's block size, pool and block bytes",
+          c["block_size"] == 16 and c["kv_blocks"] > 0 and c["kv_bytes_per_block"] > 0, c)
+
+    workload = ["--dataset", "prefix", "--prefix-len", "32", "--num-prefixes", "3", "--input-len", "16",
+                "--output-len", "8", "--num-requests", "30", "--request-rate", "20", "--seed", "4"]
+    outs = []
+    for i in range(2):
+        j = os.path.join(args.work, "run%d.json" % i)
+        rc, out, err = run([args.sim, "run", "--calibration", cal, "--prefill-workers", "2", "--decode-workers", "1",
+                            "--slo-ttft-ms", "1e9", "--slo-tpot-ms", "1e9", "--json-out", j] + workload)
+        check("run %d: exit 0, every request completed" % i, rc == 0 and "Completed requests          30 of 30" in out,
+              out + err)
+        with open(j) as f:
+            outs.append(json.load(f))
+    check("run: the JSON counts every request, all within unmissable SLOs",
+          outs[0]["completed"] == 30 and outs[0]["good_requests"] == 30 and outs[0]["output_throughput"] > 0, outs[0])
+    check("run: deterministic (the same flags, the same results)", outs[0] == outs[1], (outs[0], outs[1]))
+
+    rc, out, err = run([args.sim, "plan", "--calibration", cal, "--workers", "3", "--slo-ttft-ms", "1000",
+                        "--slo-tpot-ms", "100"] + workload)
+    rows = re.findall(r"^\s*(\d)P\s+(\d)D", out, re.M)
+    check("plan: one row per split of 3 workers and a recommendation",
+          rc == 0 and rows == [("1", "2"), ("2", "1")] and re.search(r"recommended prefill:decode = \d:\d", out),
+          out + err)
+
+    for name, cmd, want in [
+            ("no calibration", [args.sim, "run"], "--calibration FILE is required"),
+            ("sharing efficiency out of range", [args.sim, "run", "--calibration", cal, "--shared-cores", "2",
+                                                 "--sharing-efficiency", "2"], "--sharing-efficiency must be in (0, 1]"),
+            ("unknown routing", [args.sim, "run", "--calibration", cal, "--routing", "random"], "--routing"),
+            ("a plan of one worker", [args.sim, "plan", "--calibration", cal, "--workers", "1"], "--workers"),
+            ("an unknown command", [args.sim, "fly", "--calibration", cal], "unknown command"),
+            ("a calibration that is not one", [args.sim, "run", "--calibration", args.model + "/config.json"],
+             "calibration")]:
+        rc, out, err = run(cmd)
+        check("bad input (%s): exit 2 naming it" % name, rc == 2 and want in err, (rc, err))
+
+    print("%d passed, %d failed" % (len(PASSED), len(FAILED)))
+    return 1 if FAILED else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
