@@ -1,5 +1,6 @@
 #include "worker/router_registration.h"
 
+#include "worker/kv_event_proto.h"
 #include <chrono>
 #include <cstdint>
 #include <iostream>
@@ -15,18 +16,6 @@ std::string NewWorkerIncarnation() {
   std::random_device rd;
   const uint64_t v = (uint64_t{rd()} << 32) ^ rd();
   return absl::StrCat(absl::Hex(v, absl::kZeroPad16));
-}
-
-v1::KvEventBatch ToProto(const KvEventLog::Batch& batch) {
-  v1::KvEventBatch out;
-  out.set_first_seq(batch.first_seq);
-  out.set_snapshot(batch.snapshot);
-  for (const KvEventLog::Run& run : batch.runs) {
-    v1::KvEventRun* r = out.add_runs();
-    r->set_evicted(run.removed);
-    r->mutable_block_hashes()->Add(run.hashes.begin(), run.hashes.end());
-  }
-  return out;
 }
 
 RouterRegistration::RouterRegistration(std::string router_address, v1::RegisterRequest request,

@@ -25,9 +25,6 @@ namespace tandem {
 // address) from the process it knew.
 std::string NewWorkerIncarnation();
 
-// A batch of the event log as RegisterRequest.kv_events carries it.
-v1::KvEventBatch ToProto(const KvEventLog::Batch& batch);
-
 // Re-registers with the router every interval until destroyed.
 class RouterRegistration {
  public:

@@ -11,6 +11,7 @@
 #include "engine/core/kv_cache_manager.h"
 #include "engine/core/kv_event_log.h"
 #include "router/prefill_window.h"
+#include "worker/kv_event_proto.h"
 
 namespace tandem::sim {
 namespace {
@@ -354,17 +355,9 @@ class Simulator {
   // Each worker's KV events since the last beat reach the router.
   void Heartbeat() {
     for (Worker& w : workers_) {
-      const KvEventLog::Batch b = w.log->Since(w.events_applied, int64_t{1} << 20);
-      v1::KvEventBatch batch;
-      batch.set_first_seq(b.first_seq);
-      batch.set_snapshot(b.snapshot);
-      for (const KvEventLog::Run& run : b.runs) {
-        v1::KvEventRun* r = batch.add_runs();
-        r->set_evicted(run.removed);
-        r->mutable_block_hashes()->Add(run.hashes.begin(), run.hashes.end());
-      }
       w.events_applied = router_.ApplyEvents(w.prefill ? v1::WORKER_ROLE_PREFILL : v1::WORKER_ROLE_DECODE,
-                                             w.handle.id, "sim", batch);
+                                             w.handle.id, "sim",
+                                             ToProto(w.log->Since(w.events_applied, int64_t{1} << 20)));
     }
   }
 

@@ -12,12 +12,12 @@ requests go on exact."""
 
 import re
 import time
-import urllib.request
 
 from cluster_procs import ManualCluster
 from cluster_refs import big_prompt, generate_one
 from cluster_state import check
 import cluster_state as state
+from e2e_util import metric
 
 PREFILL_BLOCKS = 12  # two 80-token prompts (5 blocks each) fit; a third evicts
 
@@ -32,18 +32,6 @@ def metrics_port(proc, timeout=30):
                 return int(m.group(1))
         time.sleep(0.1)
     return None
-
-
-def metric(port, name, **labels):
-    """Sum of the samples of `name` whose labels include `labels`."""
-    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10).read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        if all(('%s="%s"' % (k, v)) in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def index_matches(router_port, ports, timeout=20):

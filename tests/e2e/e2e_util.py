@@ -11,6 +11,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.request
 
 
 def varint(n):
@@ -242,6 +243,18 @@ class ServeProc(Proc):
     @property
     def addr(self):
         return "127.0.0.1:%d" % self.port
+
+
+def metric(metrics_port, name, **labels):
+    """Sum of the samples of `name` whose labels include `labels`."""
+    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % metrics_port, timeout=10).read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(('%s="%s"' % (k, v)) in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 def free_port():

@@ -28,10 +28,9 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e_util import Proc, free_port  # noqa: E402
+from e2e_util import Proc, free_port, metric  # noqa: E402
 from serve_util import FAILED, PASSED, check, generate_one  # noqa: E402
 
 PROMPT = "ROMEO:"
@@ -59,18 +58,6 @@ def sse_events(raw):
         assert e.startswith("data: "), repr(e)
         out.append(e[len("data: "):])
     return out
-
-
-def metric(metrics_port, name, **labels):
-    """Sum of the samples of `name` whose labels include `labels`."""
-    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % metrics_port, timeout=10).read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        if all(('%s="%s"' % (k, v)) in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def wait_for(fn, timeout=30):

@@ -47,6 +47,9 @@ RULES = {
     "bench/load/": ("common/", "tandem/v1/"),
     "bench/kernels/": ("common/", "engine/"),
     "bench/http/": ("common/",),
+    # The simulator runs the router's admission and routing and the engine's
+    # prefix cache, and calibrates on the engine.
+    "bench/sim/": ("common/", "tandem/v1/", "engine/", "router/", "worker/", "bench/load/"),
     # The front end assembles everything but the tests.
     "tools/": ("common/", "tandem/v1/", "engine/", "kv_transfer/", "wire/", "worker/", "router/"),
     "tests/": PROJECT_ROOTS,
