@@ -361,6 +361,42 @@ TEST(LayerShipperTest, ADestinationOfAnotherLengthFailsWithNothingPosted) {
   ReleaseAndExpectEmpty(src, {"p"});
 }
 
+TEST(LayerShipperTest, ADestinationHoldingThePromptsFirstBlocksGetsOnlyTheRest) {
+  auto fabric = std::make_shared<LoopbackFabric>();
+  Source src(fabric, 1);
+  Dest dst(fabric, 1, 16);
+  // A 40-token prompt (3 blocks); the decode worker's prefix cache holds
+  // the first 2, so it reserved one block for the third.
+  const std::vector<uint32_t> dst_blocks = {7};
+  v1::KvDestination d = dst.Destination(dst_blocks);
+  d.set_num_cached_blocks(2);
+  ASSERT_TRUE(src.shipper->Expect("p", d, kNeverCancelled).ok());
+  ASSERT_TRUE(src.engine->AddRequest(PrefillOnly("p", TestPrompt(40))).ok());
+  ASSERT_GE(src.PrefillToFirstToken("p"), 0);
+  LayerShipper::Shipment s = src.shipper->Take("p");
+  EXPECT_TRUE(s.status.ok()) << s.status;
+  EXPECT_EQ(s.num_blocks, 1u);
+  ASSERT_NE(s.transfer, nullptr);
+  EXPECT_EQ(s.transfer->bytes_put(), static_cast<uint64_t>(kLayers * 1 * 2 * kTotalHeads * kHeadBytes));
+  ASSERT_TRUE(s.transfer->Flush(absl::Seconds(10)).ok());
+  absl::StatusOr<std::vector<BlockId>> blocks = src.engine->PrefilledBlocks("p");
+  ASSERT_TRUE(blocks.ok());
+  ExpectLanded(src, {(*blocks)[2]}, dst, dst_blocks);  // the third block, and nothing else anywhere
+  ReleaseAndExpectEmpty(src, {"p"});
+  // A destination claiming more cached blocks than the prompt has fails, nothing posted.
+  v1::KvDestination bad = dst.Destination({5});
+  bad.set_num_cached_blocks(4);
+  ASSERT_TRUE(src.shipper->Expect("q", bad, kNeverCancelled).ok());
+  const uint64_t puts = src.puts();
+  ASSERT_TRUE(src.engine->AddRequest(PrefillOnly("q", TestPrompt(40, 3))).ok());
+  ASSERT_GE(src.PrefillToFirstToken("q"), 0);
+  LayerShipper::Shipment t = src.shipper->Take("q");
+  EXPECT_EQ(t.status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(t.status.message(), "destination holds 4 and has 1 blocks for a prompt of 3");
+  EXPECT_EQ(src.puts(), puts);
+  ReleaseAndExpectEmpty(src, {"q"});
+}
+
 TEST(LayerShipperTest, APeerGoneBeforeTheStepFailsTheShipmentUnavailable) {
   auto fabric = std::make_shared<LoopbackFabric>();
   Source src(fabric, 1);
