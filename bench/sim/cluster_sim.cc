@@ -30,15 +30,19 @@ class Simulator {
     for (int i = 0; i < c_.num_decode; ++i) AddWorker(false, i, c_.decode_kv_blocks);
     seqs_.resize(reqs_.size());
     result_.requests.resize(reqs_.size());
+    next_turn_.assign(reqs_.size(), -1);
+    for (size_t i = 0; i < reqs_.size(); ++i) {
+      const int64_t p = reqs_[i].previous;
+      if (p >= 0 && p < static_cast<int64_t>(i)) next_turn_[p] = static_cast<int64_t>(i);
+    }
   }
 
   SimResult Run() {
     const int64_t n = static_cast<int64_t>(reqs_.size());
-    if (c_.concurrency > 0) {
-      for (int64_t i = 0; i < std::min<int64_t>(n, c_.concurrency); ++i) Push(0, kArrival, i);
-      next_closed_ = std::min<int64_t>(n, c_.concurrency);
-    } else {
-      for (int64_t i = 0; i < n; ++i) Push(reqs_[i].arrival_s, kArrival, i);
+    // A later turn arrives when its previous one ends; one whose previous
+    // turn is not before it never does.
+    for (int64_t i = 0; i < n; ++i) {
+      if (reqs_[i].previous < 0) Push(reqs_[i].arrival_s, kArrival, i);
     }
     if (c_.heartbeat_s > 0) Push(c_.heartbeat_s, kHeartbeat, 0);
     // Bounded: every event is an arrival (n), a step's end, a transfer's end
@@ -49,7 +53,7 @@ class Simulator {
       events_.pop();
       now_ = e.time;
       switch (e.kind) {
-        case kArrival: Arrive(e.a); break;
+        case kArrival: Ready(e.a); break;
         case kStepEnd:
           if (workers_[e.a].step_version == e.b) StepEnd(e.a);
           break;
@@ -95,6 +99,7 @@ class Simulator {
     std::vector<std::pair<int64_t, int64_t>> step;  // (request, tokens it computes)
   };
   struct Seq {
+    std::vector<int32_t> prompt;  // as sent
     std::vector<int32_t> tokens;  // on the decode worker: prompt + output so far
     int decode = -1, prefill = -1;
     int64_t decode_load = 0, prefill_load = 0;
@@ -131,7 +136,7 @@ class Simulator {
       candidates.push_back({&w.handle, w.in_flight, w.in_flight_blocks});
       index.push_back(prefill ? PrefillIndex(k) : DecodeIndex(k));
     }
-    KvRouter::Prompt prompt(reqs_[i].prompt);
+    KvRouter::Prompt prompt(seqs_[i].prompt);
     const WorkerPool::Choice choice = router_.ChooserFor(
         prefill ? v1::WORKER_ROLE_PREFILL : v1::WORKER_ROLE_DECODE, &prompt)(candidates);
     Worker& w = workers_[index[choice.index]];
@@ -146,11 +151,28 @@ class Simulator {
     w.in_flight_blocks -= load;
   }
 
-  void Arrive(int64_t i) {
+  // Request i may be sent: now, or when a slot frees under a cap.
+  void Ready(int64_t i) {
+    if (c_.concurrency > 0 && in_flight_ >= c_.concurrency) {
+      ready_.push_back(i);
+      return;
+    }
+    Send(i);
+  }
+
+  void Send(int64_t i) {
+    ++in_flight_;
+    Seq& s = seqs_[i];
+    const SimRequest& r = reqs_[i];
+    if (r.previous >= 0) {  // the conversation so far, then the new message
+      s.prompt = std::move(seqs_[r.previous].tokens);
+      seqs_[r.previous].tokens = {};
+    }
+    s.prompt.insert(s.prompt.end(), r.prompt.begin(), r.prompt.end());
     result_.requests[i].start_s = now_;
+    result_.requests[i].prompt_tokens = static_cast<int64_t>(s.prompt.size());
     bool started = false;
-    window_.Arrive(static_cast<uint64_t>(i), static_cast<int64_t>(reqs_[i].prompt.size()), c_.num_prefill,
-                   &started);
+    window_.Arrive(static_cast<uint64_t>(i), static_cast<int64_t>(s.prompt.size()), c_.num_prefill, &started);
     if (started) Admit(i);
   }
 
@@ -163,14 +185,14 @@ class Simulator {
     const SimRequest& r = reqs_[i];
     s.decode = Choose(false, i, &s.decode_load);
     Worker& d = workers_[s.decode];
-    const int64_t prompt = static_cast<int64_t>(r.prompt.size());
-    const CachedPrefix prefix = c_.decode_prefix_reuse ? d.kv->FindCachedPrefix(r.prompt) : CachedPrefix{};
+    const int64_t prompt = static_cast<int64_t>(s.prompt.size());
+    const CachedPrefix prefix = c_.decode_prefix_reuse ? d.kv->FindCachedPrefix(s.prompt) : CachedPrefix{};
     const int64_t need = Blocks(prompt, c_.block_size) - static_cast<int64_t>(prefix.blocks.size());
     const int64_t promise = Blocks(prompt + r.output_len, c_.block_size) - Blocks(prompt, c_.block_size);
     // Room for the prompt's new blocks and the output's (the engine's
     // promise of the whole context), beside what is promised already.
     if (need + promise + d.promised_blocks > d.kv->NumFreeBlocks() ||
-        !d.kv->Allocate(SeqId(i), r.prompt, prompt - prefix.num_cached_tokens, prefix).ok()) {
+        !d.kv->Allocate(SeqId(i), s.prompt, prompt - prefix.num_cached_tokens, prefix).ok()) {
       Done(s.decode, s.decode_load);
       s.decode = -1;
       window_.DecodeFull();
@@ -179,7 +201,7 @@ class Simulator {
     }
     d.promised_blocks += promise;
     s.promise = promise;
-    s.tokens = r.prompt;
+    s.tokens = s.prompt;
     result_.requests[i].shipped_blocks = need;
     window_.DecodeAdmitted();
     s.prefill = Choose(true, i, &s.prefill_load);
@@ -227,7 +249,7 @@ class Simulator {
       // prompt fits (its cached prefix taken from the pool's cache).
       while (!w.waiting.empty() && static_cast<int>(w.running.size()) < c_.max_num_seqs) {
         const int64_t i = w.waiting.front();
-        const std::vector<int32_t>& prompt = reqs_[i].prompt;
+        const std::vector<int32_t>& prompt = seqs_[i].prompt;
         const CachedPrefix prefix = w.kv->FindCachedPrefix(prompt);
         if (!w.kv->Allocate(SeqId(i), prompt, static_cast<int64_t>(prompt.size()) - prefix.num_cached_tokens, prefix)
                  .ok()) {
@@ -240,7 +262,7 @@ class Simulator {
       }
       int64_t budget = c_.max_num_batched_tokens;
       for (int64_t i : w.running) {
-        const int64_t left = static_cast<int64_t>(reqs_[i].prompt.size()) - seqs_[i].computed;
+        const int64_t left = static_cast<int64_t>(seqs_[i].prompt.size()) - seqs_[i].computed;
         const int64_t n = std::min(left, budget);
         if (n <= 0) continue;
         w.step.emplace_back(i, n);
@@ -282,8 +304,8 @@ class Simulator {
       for (const auto& [i, n] : step) {
         Seq& s = seqs_[i];
         s.computed += n;
-        (void)w.kv->CommitComputed(SeqId(i), reqs_[i].prompt, s.computed);
-        if (s.computed == static_cast<int64_t>(reqs_[i].prompt.size())) {
+        (void)w.kv->CommitComputed(SeqId(i), s.prompt, s.computed);
+        if (s.computed == static_cast<int64_t>(s.prompt.size())) {
           // The first token is sampled; it reaches the client once the KV
           // the decode worker lacks is flushed to it.
           w.running.erase(std::find(w.running.begin(), w.running.end(), i));
@@ -347,8 +369,18 @@ class Simulator {
     window_.Forget(static_cast<uint64_t>(i));
     window_.DecodeRoom();
     ++ended_;
-    s.tokens = {};
-    if (c_.concurrency > 0 && next_closed_ < static_cast<int64_t>(reqs_.size())) Push(now_, kArrival, next_closed_++);
+    --in_flight_;
+    s.prompt = {};
+    // The conversation's next turn builds on this one's tokens (kept until then).
+    if (next_turn_[i] < 0) s.tokens = {};
+    // Behind the requests already waiting for a slot, as tandem-bench's
+    // dispatcher sends an arrival it holds before a turn that became ready.
+    if (next_turn_[i] >= 0) ready_.push_back(next_turn_[i]);
+    while (!ready_.empty() && (c_.concurrency <= 0 || in_flight_ < c_.concurrency)) {
+      const int64_t j = ready_.front();
+      ready_.pop_front();
+      Send(j);
+    }
     StartQueued();
   }
 
@@ -374,7 +406,9 @@ class Simulator {
   double last_advance_ = 0;
   int busy_ = 0;
   int64_t ended_ = 0;
-  int64_t next_closed_ = 0;
+  int64_t in_flight_ = 0;           // sent, not ended
+  std::deque<int64_t> ready_;       // may be sent, waiting for a slot (under a cap)
+  std::vector<int64_t> next_turn_;  // each request's next turn (-1: none)
 };
 
 }  // namespace

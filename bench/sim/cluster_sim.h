@@ -30,9 +30,13 @@
 namespace tandem::sim {
 
 struct SimRequest {
-  double arrival_s = 0;         // open loop; ignored under a concurrency cap
+  double arrival_s = 0;         // when it may be sent (not for a later turn)
   std::vector<int32_t> prompt;  // token ids (prefix sharing is real sharing)
   int64_t output_len = 1;       // tokens generated, the first by the prefill
+  // Multi-turn: the index of the conversation's previous turn (-1: none).
+  // This request is sent when that one ends, its prompt that turn's prompt,
+  // the tokens generated for it, then `prompt` (the new message).
+  int64_t previous = -1;
 };
 
 struct SimConfig {
@@ -62,14 +66,15 @@ struct SimConfig {
   int64_t window_tokens_per_worker = 8192;  // --max-prefill-tokens-per-worker
   bool decode_prefix_reuse = true;
   double heartbeat_s = 2.0;                 // KV events reach the router this often
-  // Requests in flight at most (a closed loop, as tandem-bench --concurrency:
-  // the next request starts when one ends); 0: the arrival times.
+  // Requests in flight at most (as tandem-bench --concurrency: one that
+  // arrives with no slot free waits for one); 0: no cap.
   int64_t concurrency = 0;
 };
 
 struct SimRequestResult {
   bool completed = false;
-  double start_s = 0;   // sent (its arrival, or a free slot under a cap)
+  double start_s = 0;   // sent (its arrival, a free slot under a cap, or its previous turn's end)
+  int64_t prompt_tokens = 0;  // as sent (a later turn: the conversation so far and its message)
   double ttft_s = 0;
   double tpot_s = 0;    // mean time per output token after the first (0 with one token)
   double e2e_s = 0;

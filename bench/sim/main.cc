@@ -44,6 +44,7 @@ struct Flags {
   // workload (tandem-bench's)
   std::string dataset = "random";
   int64_t input_len = 128, output_len = 64, prefix_len = 0, num_prefixes = 1, num_requests = 100, concurrency = 0;
+  int64_t num_turns = 1;
   int64_t vocab_size = 2000, max_model_len = 256;
   std::optional<uint64_t> seed;
   bool help = false;
@@ -71,7 +72,8 @@ struct Flags {
     f.AddInt("max-prefill-tokens-per-worker", &max_prefill_tokens_per_worker, "the router's window (default 8192)");
     f.AddFloat("slo-ttft-ms", &slo_ttft_ms, "a good request's TTFT is at most this");
     f.AddFloat("slo-tpot-ms", &slo_tpot_ms, "a good request's TPOT is at most this");
-    f.AddString("dataset", &dataset, "random | sharegpt-like | prefix (default random)");
+    f.AddString("dataset", &dataset, "random | sharegpt-like | prefix | multi-turn (default random)");
+    f.AddInt("num-turns", &num_turns, "multi-turn: turns per conversation (each the conversation so far + a message)");
     f.AddInt("input-len", &input_len, "prompt ids (prefix: after the prefix) (default 128)");
     f.AddInt("output-len", &output_len, "tokens to generate (default 64)");
     f.AddInt("prefix-len", &prefix_len, "prefix: shared ids (default 0)");
@@ -90,7 +92,7 @@ struct Flags {
 absl::StatusOr<std::vector<SimRequest>> Workload(const Flags& f) {
   bench::DatasetConfig d;
   ASSIGN_OR_RETURN(d.kind, bench::ParseDatasetKind(f.dataset));
-  if (d.kind == bench::DatasetKind::kMultiTurn) return absl::InvalidArgumentError("--dataset multi-turn is not simulated yet");
+  d.num_turns = f.num_turns;
   if (d.kind != bench::DatasetKind::kShareGptLike) {
     d.input_len = {f.input_len, f.input_len};
     d.output_len = {f.output_len, f.output_len};
@@ -101,16 +103,23 @@ absl::StatusOr<std::vector<SimRequest>> Workload(const Flags& f) {
   d.max_model_len = f.max_model_len;
   RETURN_IF_ERROR(d.Validate());
   if (f.num_requests < 1) return absl::InvalidArgumentError("--num-requests must be >= 1");
+  if (f.num_requests % d.num_turns != 0) {
+    return absl::InvalidArgumentError("--num-requests must be a multiple of --num-turns");
+  }
   const uint64_t seed = f.seed.value_or(0);
   const std::vector<bench::BenchRequest> reqs = bench::GenerateDataset(d, f.num_requests, seed);
   bench::ArrivalConfig arrivals{f.request_rate ? *f.request_rate : std::numeric_limits<double>::infinity(), 1.0};
   RETURN_IF_ERROR(arrivals.Validate());
-  // The arrival stream tandem-bench draws for the measured requests.
-  const std::vector<double> at = bench::ArrivalOffsets(arrivals, f.num_requests, bench::MeasuredArrivalSeed(seed));
+  // The arrival stream tandem-bench draws for the measured requests (one
+  // arrival per conversation for multi-turn, its later turns chained).
+  const int64_t arrivals_n = f.num_requests / d.num_turns;
+  const std::vector<double> at = bench::ArrivalOffsets(arrivals, arrivals_n, bench::MeasuredArrivalSeed(seed));
   std::vector<SimRequest> out;
   for (size_t i = 0; i < reqs.size(); ++i) {
-    out.push_back({at[i], std::vector<int32_t>(reqs[i].prompt_token_ids.begin(), reqs[i].prompt_token_ids.end()),
-                   reqs[i].output_len});
+    const bench::BenchRequest& b = reqs[i];
+    const int64_t arrival = b.conversation >= 0 ? b.conversation : static_cast<int64_t>(i);
+    out.push_back({at[arrival], std::vector<int32_t>(b.prompt_token_ids.begin(), b.prompt_token_ids.end()),
+                   b.output_len, b.turn > 0 ? static_cast<int64_t>(i) - 1 : -1});
   }
   return out;
 }

@@ -70,6 +70,15 @@ def main():
           outs[0]["completed"] == 30 and outs[0]["good_requests"] == 30 and outs[0]["output_throughput"] > 0, outs[0])
     check("run: deterministic (the same flags, the same results)", outs[0] == outs[1], (outs[0], outs[1]))
 
+    mt = os.path.join(args.work, "multi_turn.json")
+    rc, out, err = run([args.sim, "run", "--calibration", cal, "--dataset", "multi-turn", "--num-turns", "3",
+                        "--input-len", "16", "--output-len", "8", "--num-requests", "12", "--concurrency", "2",
+                        "--json-out", mt])
+    with open(mt) if rc == 0 else open(os.devnull) as f:
+        j = json.load(f) if rc == 0 else {}
+    check("run: multi-turn conversations (4 x 3 turns) all complete", rc == 0 and j.get("completed") == 12,
+          out + err)
+
     rc, out, err = run([args.sim, "plan", "--calibration", cal, "--workers", "3", "--slo-ttft-ms", "1000",
                         "--slo-tpot-ms", "100"] + workload)
     rows = re.findall(r"^\s*(\d)P\s+(\d)D", out, re.M)
@@ -84,6 +93,9 @@ def main():
             ("unknown routing", [args.sim, "run", "--calibration", cal, "--routing", "random"], "--routing"),
             ("a plan of one worker", [args.sim, "plan", "--calibration", cal, "--workers", "1"], "--workers"),
             ("an unknown command", [args.sim, "fly", "--calibration", cal], "unknown command"),
+            ("a partial conversation", [args.sim, "run", "--calibration", cal, "--dataset", "multi-turn",
+                                        "--num-turns", "3", "--input-len", "8", "--output-len", "8",
+                                        "--num-requests", "10"], "multiple of --num-turns"),
             ("a calibration that is not one", [args.sim, "run", "--calibration", args.model + "/config.json"],
              "calibration")]:
         rc, out, err = run(cmd)

@@ -107,6 +107,26 @@ TEST(BenchSimTest, ASharedPrefixIsComputedOnceAndShippedOnceUnderKvAwareRouting)
   }
 }
 
+TEST(BenchSimTest, ALaterTurnIsSentWhenTheTurnBeforeEndsWithTheConversationSoFar) {
+  SimConfig c = Simple();
+  c.concurrency = 1;  // the other conversation waits for the slot
+  // Conversation A: turns 0 and 1 (a 10-token message); B: one request.
+  std::vector<SimRequest> reqs = {{0.0, Ids(100, 40), 5}, {0.0, Ids(700, 10), 3, /*previous=*/0},
+                                  {0.0, Ids(900, 20), 2}};
+  const SimResult r = Simulate(c, reqs);
+  ASSERT_TRUE(r.requests[1].completed);
+  EXPECT_EQ(r.requests[1].prompt_tokens, 40 + 5 + 10);
+  // The prefill worker holds turn 0's 2 full prompt blocks; the decode worker
+  // the same 2 (its third block is not full): 4 blocks, 2 shipped.
+  EXPECT_EQ(r.requests[1].prefill_cached_tokens, 32);
+  EXPECT_EQ(r.requests[1].shipped_blocks, 2);
+  // One slot: B, waiting since 0, is sent when A's first turn ends; A's
+  // second turn, ready at that moment, waits behind it (tandem-bench's order).
+  EXPECT_NEAR(r.requests[2].start_s, r.requests[0].start_s + r.requests[0].e2e_s, 1e-12);
+  EXPECT_NEAR(r.requests[1].start_s, r.requests[2].start_s + r.requests[2].e2e_s, 1e-12);
+  EXPECT_EQ(r.output_tokens, 10);
+}
+
 TEST(BenchSimTest, WorkersSharingCoresSlowEachOtherInProportion) {
   // Two prompts at once on two prefill workers: alone each step takes 0.11 s.
   SimConfig c = Simple();
