@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <limits>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 
@@ -15,9 +17,14 @@ double StepCostModel::Seconds(const StepShape& s) const {
 
 absl::StatusOr<StepCostModel> StepCostModel::Fit(const std::vector<std::pair<StepShape, double>>& samples) {
   if (samples.size() < 4) return absl::InvalidArgumentError("fitting 4 coefficients needs at least 4 samples");
-  // Normal equations A^T A x = A^T b of a 4-column design, solved by Gaussian
-  // elimination with partial pivoting: a 4x4 system does not warrant a
-  // linear-algebra dependency. Columns are scaled to unit RMS first, so the
+  // Non-negative least squares: no coefficient may be negative (a step
+  // never gets cheaper with more work), and noisy timings can pull an
+  // unconstrained fit below zero. With 4 coefficients the exact solution is
+  // found by enumeration: the optimum is the plain least-squares fit on its
+  // own support, so the best fit among the 15 supports whose solution is
+  // non-negative is it. Each is solved from its normal equations by Gaussian
+  // elimination with partial pivoting (a 4x4 system does not warrant a
+  // linear-algebra dependency), columns scaled to unit RMS first so the
   // attention column (millions) and the constant (1) condition alike.
   constexpr int kN = 4;
   auto row = [](const StepShape& s) { return std::array<double, kN>{1.0, s.new_tokens, s.attention, s.seqs}; };
@@ -30,34 +37,63 @@ absl::StatusOr<StepCostModel> StepCostModel::Fit(const std::vector<std::pair<Ste
     scale[i] = std::sqrt(scale[i] / static_cast<double>(samples.size()));
     if (!(scale[i] > 0)) return absl::InvalidArgumentError("a step feature is zero in every sample");
   }
-  std::array<std::array<double, kN + 1>, kN> m{};
-  for (const auto& [s, t] : samples) {
-    auto r = row(s);
-    for (int i = 0; i < kN; ++i) r[i] /= scale[i];
+  // The least-squares solution on the columns in `mask` (scaled), or none
+  // when those columns do not tell their coefficients apart.
+  auto solve = [&](int mask) -> std::optional<std::array<double, kN>> {
+    std::vector<int> cols;
     for (int i = 0; i < kN; ++i) {
-      for (int j = 0; j < kN; ++j) m[i][j] += r[i] * r[j];
-      m[i][kN] += r[i] * t;
+      if (mask & (1 << i)) cols.push_back(i);
+    }
+    const int n = static_cast<int>(cols.size());
+    std::vector<std::vector<double>> m(n, std::vector<double>(n + 1, 0.0));
+    for (const auto& [s, t] : samples) {
+      const auto r = row(s);
+      for (int a = 0; a < n; ++a) {
+        for (int b = 0; b < n; ++b) m[a][b] += r[cols[a]] / scale[cols[a]] * r[cols[b]] / scale[cols[b]];
+        m[a][n] += r[cols[a]] / scale[cols[a]] * t;
+      }
+    }
+    for (int c = 0; c < n; ++c) {
+      int pivot = c;
+      for (int r = c + 1; r < n; ++r) {
+        if (std::abs(m[r][c]) > std::abs(m[pivot][c])) pivot = r;
+      }
+      if (std::abs(m[pivot][c]) < 1e-12 * static_cast<double>(samples.size())) return std::nullopt;
+      std::swap(m[c], m[pivot]);
+      for (int r = 0; r < n; ++r) {
+        if (r == c) continue;
+        const double f = m[r][c] / m[c][c];
+        for (int k = c; k <= n; ++k) m[r][k] -= f * m[c][k];
+      }
+    }
+    std::array<double, kN> x{};
+    for (int a = 0; a < n; ++a) x[cols[a]] = m[a][n] / m[a][a] / scale[cols[a]];
+    return x;
+  };
+  std::optional<std::array<double, kN>> best;
+  double best_sse = std::numeric_limits<double>::infinity();
+  bool full_rank = false;
+  for (int mask = (1 << kN) - 1; mask >= 1; --mask) {
+    const std::optional<std::array<double, kN>> x = solve(mask);
+    if (mask == (1 << kN) - 1) full_rank = x.has_value();
+    if (!x || std::any_of(x->begin(), x->end(), [](double v) { return v < 0; })) continue;
+    double sse = 0;
+    for (const auto& [s, t] : samples) {
+      const auto r = row(s);
+      double p = 0;
+      for (int i = 0; i < kN; ++i) p += (*x)[i] * r[i];
+      sse += (p - t) * (p - t);
+    }
+    if (sse < best_sse) {
+      best_sse = sse;
+      best = x;
     }
   }
-  for (int c = 0; c < kN; ++c) {
-    int pivot = c;
-    for (int r = c + 1; r < kN; ++r) {
-      if (std::abs(m[r][c]) > std::abs(m[pivot][c])) pivot = r;
-    }
-    if (std::abs(m[pivot][c]) < 1e-12 * static_cast<double>(samples.size())) {
-      return absl::InvalidArgumentError("the samples do not tell the step cost's coefficients apart (vary the "
-                                        "tokens, contexts and batch sizes)");
-    }
-    std::swap(m[c], m[pivot]);
-    for (int r = 0; r < kN; ++r) {
-      if (r == c) continue;
-      const double f = m[r][c] / m[c][c];
-      for (int k = c; k <= kN; ++k) m[r][k] -= f * m[c][k];
-    }
+  if (!full_rank || !best) {
+    return absl::InvalidArgumentError("the samples do not tell the step cost's coefficients apart (vary the "
+                                      "tokens, contexts and batch sizes)");
   }
-  std::array<double, kN> x{};
-  for (int i = 0; i < kN; ++i) x[i] = m[i][kN] / m[i][i] / scale[i];
-  return StepCostModel{x[0], x[1], x[2], x[3]};
+  return StepCostModel{(*best)[0], (*best)[1], (*best)[2], (*best)[3]};
 }
 
 nlohmann::json StepCostModel::ToJson() const {

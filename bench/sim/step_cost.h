@@ -49,8 +49,9 @@ struct StepCostModel {
   // Never below base_s (a fitted negative coefficient cannot make a step free).
   double Seconds(const StepShape& s) const;
 
-  // Least squares over (shape, seconds) samples; InvalidArgument with fewer
-  // than 4 samples or when they do not tell the four coefficients apart.
+  // Non-negative least squares over (shape, seconds) samples: every
+  // coefficient >= 0. InvalidArgument with fewer than 4 samples or when they
+  // do not tell the four coefficients apart.
   static absl::StatusOr<StepCostModel> Fit(const std::vector<std::pair<StepShape, double>>& samples);
 
   nlohmann::json ToJson() const;

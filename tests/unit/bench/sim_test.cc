@@ -61,6 +61,22 @@ TEST(BenchSimStepCostTest, TheFitRecoversTheCoefficientsOfExactSamples) {
   for (double n : {1.0, 2.0, 3.0, 4.0, 5.0}) single.emplace_back(StepShape{n, 0, n}, n);
   EXPECT_FALSE(StepCostModel::Fit(single).ok());
   EXPECT_EQ(StepCostModel::FromJson(truth.ToJson())->per_attention_s, truth.per_attention_s);
+  // Timings that would pull a plain fit's base below zero: the fit keeps
+  // every coefficient >= 0 (here: no base, 1 ms a token).
+  std::vector<std::pair<StepShape, double>> noisy;
+  for (double n : {10.0, 20.0, 40.0, 80.0}) noisy.emplace_back(StepShape::Of(n, 0), 0.001 * n - (n == 10 ? 0.002 : 0));
+  for (double b : {2.0, 4.0}) {
+    StepShape s;
+    for (int i = 0; i < b; ++i) s += StepShape::Of(1, 100);
+    noisy.emplace_back(s, 0.001 * b);
+  }
+  absl::StatusOr<StepCostModel> nn = StepCostModel::Fit(noisy);
+  ASSERT_TRUE(nn.ok()) << nn.status();
+  EXPECT_GE(nn->base_s, 0);
+  EXPECT_GE(nn->per_token_s, 0);
+  EXPECT_GE(nn->per_attention_s, 0);
+  EXPECT_GE(nn->per_seq_s, 0);
+  EXPECT_TRUE(StepCostModel::FromJson(nn->ToJson()).ok());
 }
 
 TEST(BenchSimTest, OneRequestTakesItsStepsAndItsTransfer) {
