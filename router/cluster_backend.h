@@ -37,9 +37,9 @@
 // stalled Decode streams and probes a queue held by full decode workers; its
 // clock is ClusterOptions::now, and without an interval the owner runs each
 // beat with Tick() (tests on a fake clock).
-// The request path is cluster_backend.cc; migration, the beat and the gone
-// listener are cluster_backend_recovery.cc; a request's state is
-// cluster_backend_call.h.
+// The request path is cluster_backend.cc, its Decode stream
+// cluster_backend_decode.cc; migration, the beat and the gone listener are
+// cluster_backend_recovery.cc; a request's state is cluster_backend_call.h.
 // The router never touches tensors (invariant 5).
 // Thread-safety: Start(), Cancel() and Tick() are thread-safe; gRPC
 // callbacks drive each request's state under its own mutex.
