@@ -54,8 +54,9 @@ void RouterRegistration::Run() {
   v1::RegisterRequest request = request_;
   grpc::StatusCode last_code = grpc::StatusCode::OK;  // a change of outcome is logged once
   // The last KV event this router said it applied (0: it wants a snapshot).
-  // Bounded per Register: 64 Ki changes (512 KiB of hashes); more follow
-  // on the next heartbeats.
+  // Bounded per Register, a snapshot too: 64 Ki hashes (512 KiB, well under
+  // gRPC's 4 MiB message limit, so a big cache never fails a heartbeat);
+  // more changes follow on the next heartbeats.
   uint64_t events_applied = 0;
   constexpr int64_t kMaxChangesPerRegister = 65536;
   while (true) {

@@ -34,9 +34,10 @@ KvEventLog::Batch KvEventLog::Since(uint64_t applied, int64_t max_changes) const
     b.snapshot = true;
     b.first_seq = last_seq_;
     Run all;
-    all.hashes.reserve(std::min<size_t>(held_.size(), static_cast<size_t>(max_snapshot_)));
+    const int64_t limit = std::min(max_snapshot_, std::max<int64_t>(max_changes, 0));
+    all.hashes.reserve(std::min<size_t>(held_.size(), static_cast<size_t>(limit)));
     for (uint64_t h : held_) {
-      if (static_cast<int64_t>(all.hashes.size()) >= max_snapshot_) break;
+      if (static_cast<int64_t>(all.hashes.size()) >= limit) break;
       all.hashes.push_back(h);
     }
     b.runs.push_back(std::move(all));

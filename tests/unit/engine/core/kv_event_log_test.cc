@@ -67,6 +67,8 @@ TEST(KvEventLogTest, AReaderThatKnowsNothingOrFellBehindGetsASnapshot) {
   KvEventLog small(100, /*max_snapshot=*/2);
   for (uint64_t h = 1; h <= 5; ++h) small.Stored(h);
   EXPECT_EQ(small.Since(0, 100).runs[0].hashes.size(), 2u);
+  // And by what one batch may carry.
+  EXPECT_EQ(log.Since(0, 3).runs[0].hashes.size(), 3u);
 }
 
 TEST(KvEventLogTest, TheCacheRecordsTheChainedHashesItStoresAndEvicts) {
