@@ -57,10 +57,10 @@ struct SimConfig {
   int shared_cores = 0;
   int threads_per_worker = 2;
   // Oversubscribed (more threads stepping than cores), each busy worker
-  // runs at this fraction of its fair share: OpenMP teams that lose a core
-  // mid-step wait at their barriers, so sharing costs more than the split.
-  // Fitted from one real run on the machine (docs/routing.md). (A factor
-  // compounding with the oversubscription fitted worse: tried.)
+  // runs at this fraction of its fair share. 1 with a calibration timed
+  // under the shared-core OpenMP waiting (calibrate --workers-share-cores)
+  // predicted best here; below 1 models teams that lose a core mid-step and
+  // wait at their barriers (docs/routing.md has both validations).
   double sharing_efficiency = 1.0;
   KvRoutingOptions routing;
   int64_t window_tokens_per_worker = 8192;  // --max-prefill-tokens-per-worker

@@ -1,15 +1,18 @@
 // tandem-sim: calibrate a step cost model on the real engine, simulate a
 // cluster on a workload, or plan its prefill:decode split for an SLO.
 //
-//   tandem-sim calibrate --model DIR [--engine-args "..."] [--repeats N] --out cal.json
+//   tandem-sim calibrate --model DIR [--engine-args "..."] [--repeats N]
+//              [--workers-share-cores] --out cal.json
 //   tandem-sim run  --calibration cal.json --prefill-workers P --decode-workers D [workload] [cluster]
 //   tandem-sim plan --calibration cal.json --workers N --slo-ttft-ms X --slo-tpot-ms Y [workload] [cluster]
 //
 // The workload flags are tandem-bench's (the same generator, so the same
 // prompts as a real run with the same seed). docs/routing.md.
 #include <omp.h>
+#include <unistd.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
@@ -25,6 +28,7 @@
 #include "bench/sim/cluster_sim.h"
 #include "bench/sim/planner.h"
 #include "common/cli/cli_flags.h"
+#include "common/process/shared_core_omp_env.h"
 #include "common/status_macros.h"
 
 namespace tandem::sim {
@@ -34,6 +38,7 @@ struct Flags {
   // calibrate
   std::string model, engine_args, out, json_out;
   int64_t repeats = 3;
+  bool workers_share_cores = false;
   // run / plan
   std::string calibration;
   int64_t prefill_workers = 1, decode_workers = 1, workers = 0;
@@ -54,6 +59,9 @@ struct Flags {
     f.AddString("engine-args", &engine_args, "calibrate: worker engine flags, space-separated (default: none)");
     f.AddInt("repeats", &repeats, "calibrate: timings per step shape; the median counts (default 3)");
     f.AddString("out", &out, "calibrate: the calibration JSON to write");
+    f.AddBool("workers-share-cores", &workers_share_cores,
+              "calibrate: time steps under the OpenMP waiting `tandem up` gives workers that share cores "
+              "(OMP_WAIT_POLICY=passive GOMP_SPINCOUNT=1000, unless either is set): for --shared-cores runs");
     f.AddString("calibration", &calibration, "run, plan: a calibration JSON (tandem-sim calibrate)");
     f.AddInt("prefill-workers", &prefill_workers, "run: prefill workers (default 1)");
     f.AddInt("decode-workers", &decode_workers, "run: decode workers (default 1)");
@@ -131,6 +139,11 @@ absl::StatusOr<SimConfig> Cluster(const Flags& f) {
   nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return absl::InvalidArgumentError(f.calibration + " is not JSON");
   ASSIGN_OR_RETURN(Calibration cal, Calibration::FromJson(j));
+  if (f.shared_cores > 0 && j.value("omp_wait_policy", std::string()) != "passive") {
+    std::cerr << "tandem-sim: warning: " << f.calibration << " was not calibrated under the OpenMP waiting of "
+              << "workers that share cores; for --shared-cores, calibrate with --workers-share-cores "
+              << "(docs/routing.md)\n";
+  }
   SimConfig c;
   c.prefill_cost = c.decode_cost = cal.model;
   c.block_size = cal.block_size;
@@ -190,6 +203,10 @@ absl::Status Run(const std::string& command, const Flags& f) {
     j["model"] = f.model;
     j["engine_args"] = f.engine_args;
     j["threads"] = omp_get_max_threads();
+    const char* wait = std::getenv("OMP_WAIT_POLICY");
+    const char* spin = std::getenv("GOMP_SPINCOUNT");
+    j["omp_wait_policy"] = wait != nullptr ? wait : "";
+    j["gomp_spincount"] = spin != nullptr ? spin : "";
     std::ofstream(f.out) << j.dump(2) << "\n";
     std::cout << "tandem-sim: " << cal.samples.size() << " step shapes timed; seconds = " << cal.model.base_s
               << " + " << cal.model.per_token_s << " x tokens + " << cal.model.per_attention_s << " x attention + "
@@ -265,6 +282,14 @@ int main(int argc, char** argv) {
   if (f.help) {
     std::cout << usage;
     return 0;
+  }
+  // OpenMP reads its environment when the runtime starts, so the waiting of
+  // workers that share cores takes a fresh start of this program under it.
+  if (command == "calibrate" && f.workers_share_cores && !tandem::process::UserSetOmpWaiting()) {
+    for (const char* kv : tandem::process::kSharedCoreOmpEnv) putenv(const_cast<char*>(kv));
+    execv("/proc/self/exe", argv);
+    std::cerr << "tandem-sim: cannot restart under the shared-core OpenMP environment\n";
+    return 1;
   }
   if (absl::Status st = tandem::sim::Run(command, f); !st.ok()) {
     std::cerr << "tandem-sim: " << st.message() << "\n";

@@ -2,7 +2,8 @@
 """Validates tandem-sim against real clusters on this machine: for each
 prefill:decode split, `tandem up` serves a workload driven by tandem-bench,
 and tandem-sim predicts the same workload (same prompts and arrival times:
-the same generator and seeds) from a calibration made on the same machine.
+the same generator and seeds) from a calibration made on the same machine
+with `tandem-sim calibrate --workers-share-cores` (the workers share its cores).
 Prints one table row per split: measured and predicted goodput and TTFT p50,
 and their ratio. The workers share this machine's cores, so the simulation
 runs with --shared-cores (nproc) and each worker's OpenMP thread count.

@@ -29,7 +29,10 @@ def check(name, cond, detail=""):
 
 
 def run(cmd, timeout=600):
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=dict(os.environ, OMP_NUM_THREADS="2"))
+    # Without the OpenMP waiting variables ctest sets, so calibrate records
+    # (and --workers-share-cores sets) its own.
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=dict(env, OMP_NUM_THREADS="2"))
     return p.returncode, p.stdout, p.stderr
 
 
@@ -54,6 +57,22 @@ def main():
           and all(v >= 0 for v in c["cost"].values()) and any(v > 0 for v in c["cost"].values()), c["cost"])
     check("calibrate: the bundled model's block size, pool and block bytes",
           c["block_size"] == 16 and c["kv_blocks"] > 0 and c["kv_bytes_per_block"] > 0, c)
+    check("calibrate: records that it ran with OpenMP's default waiting",
+          c.get("omp_wait_policy") == "" and c.get("gomp_spincount") == "", c.get("omp_wait_policy"))
+
+    shared_cal = os.path.join(args.work, "cal_shared.json")
+    rc, out, err = run([args.sim, "calibrate", "--model", args.model, "--repeats", "1", "--workers-share-cores",
+                        "--out", shared_cal])
+    with open(shared_cal) if rc == 0 else open(os.devnull) as f:
+        sc = json.load(f) if rc == 0 else {}
+    check("calibrate --workers-share-cores: timed under the shared-core OpenMP waiting tandem up gives workers",
+          rc == 0 and sc.get("omp_wait_policy") == "passive" and sc.get("gomp_spincount") == "1000", (rc, err))
+    quick = ["--num-requests", "4", "--input-len", "16", "--output-len", "4", "--shared-cores", "2"]
+    rc, out, err = run([args.sim, "run", "--calibration", cal] + quick)
+    check("run --shared-cores on a calibration without it: a warning naming the fix",
+          rc == 0 and "--workers-share-cores" in err, (rc, err))
+    rc, out, err = run([args.sim, "run", "--calibration", shared_cal] + quick)
+    check("run --shared-cores on a shared-core calibration: no warning", rc == 0 and "warning" not in err, (rc, err))
 
     workload = ["--dataset", "prefix", "--prefix-len", "32", "--num-prefixes", "3", "--input-len", "16",
                 "--output-len", "8", "--num-requests", "30", "--request-rate", "20", "--seed", "4"]

@@ -7,6 +7,7 @@
 #include <ctime>
 #include <filesystem>
 #include <iostream>
+#include <iterator>
 #include <optional>
 #include <set>
 
@@ -14,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/cli/flag_files.h"
 #include "common/grpc/cluster_tls.h"
+#include "common/process/shared_core_omp_env.h"
 #include "grpcpp/grpcpp.h"
 #include "tandem/v1/worker.grpc.pb.h"
 #include "common/cli/cli_flags.h"
@@ -285,9 +287,8 @@ int RunUp(const std::vector<std::string>& args) {
   // GOMP_SPINCOUNT wins.
   std::vector<std::string> worker_env;
   if (WorkersShareCpus(role_cpus[0], role_cpus[1], f.prefill_workers, f.decode_workers) &&
-      std::getenv("OMP_WAIT_POLICY") == nullptr && std::getenv("GOMP_SPINCOUNT") == nullptr) {
-    worker_env.push_back("OMP_WAIT_POLICY=passive");
-    worker_env.push_back("GOMP_SPINCOUNT=1000");
+      !process::UserSetOmpWaiting()) {
+    worker_env.assign(std::begin(process::kSharedCoreOmpEnv), std::end(process::kSharedCoreOmpEnv));
     std::cout << "tandem up: workers share CPUs, so their OpenMP threads spin only briefly before they sleep "
                  "(OMP_WAIT_POLICY=passive GOMP_SPINCOUNT=1000)"
               << std::endl;
