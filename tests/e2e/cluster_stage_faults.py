@@ -22,7 +22,11 @@ def check_fault(label, expected_prompts):
     import grpc
     chunked = ["--max-num-batched-tokens", "32"]
     expected = mixed_expected(expected_prompts, chunked, "chunk32")
-    cl = ManualCluster("fault", "tcp,self")
+    # Least-loaded routing: the kill must land on a prefill worker holding
+    # prompts, and these prompts repeat, so kv-aware routing (the default)
+    # may send every one to the worker that already caches it and leave the
+    # victim idle (a CI run saw that: 320 requests, none held by worker A).
+    cl = ManualCluster("fault", "tcp,self", router_extra=["--routing", "least-loaded"])
     try:
         if not check("7: %s: router starts" % label, cl.addr is not None, cl.router.log_tail()):
             return
