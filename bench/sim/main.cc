@@ -3,7 +3,8 @@
 //
 //   tandem-sim calibrate --model DIR [--engine-args "..."] [--repeats N]
 //              [--workers-share-cores] --out cal.json
-//   tandem-sim run  --calibration cal.json --prefill-workers P --decode-workers D [workload] [cluster]
+//   tandem-sim run  --calibration cal.json [--decode-calibration cal.json] --prefill-workers P
+//                   --decode-workers D [workload] [cluster]
 //   tandem-sim plan --calibration cal.json --workers N --slo-ttft-ms X --slo-tpot-ms Y [workload] [cluster]
 //
 // The workload flags are tandem-bench's (the same generator, so the same
@@ -40,7 +41,7 @@ struct Flags {
   int64_t repeats = 3;
   bool workers_share_cores = false;
   // run / plan
-  std::string calibration;
+  std::string calibration, decode_calibration;
   int64_t prefill_workers = 1, decode_workers = 1, workers = 0;
   int64_t shared_cores = 0, threads_per_worker = 0;
   std::string routing = "kv-aware";
@@ -63,6 +64,8 @@ struct Flags {
               "calibrate: time steps under the OpenMP waiting `tandem up` gives workers that share cores "
               "(OMP_WAIT_POLICY=passive GOMP_SPINCOUNT=1000, unless either is set): for --shared-cores runs");
     f.AddString("calibration", &calibration, "run, plan: a calibration JSON (tandem-sim calibrate)");
+    f.AddString("decode-calibration", &decode_calibration,
+                "run, plan: decode workers' own calibration (other flags or hardware; default: --calibration's)");
     f.AddInt("prefill-workers", &prefill_workers, "run: prefill workers (default 1)");
     f.AddInt("decode-workers", &decode_workers, "run: decode workers (default 1)");
     f.AddInt("workers", &workers, "plan: workers to split between the roles");
@@ -75,7 +78,7 @@ struct Flags {
     f.AddFloat("kv-overlap-weight", &kv_overlap_weight, "kv-aware's weight (default 1)");
     f.AddFloat("transfer-gbps", &transfer_gbps, "KV transfer bandwidth in GB/s (default 2)");
     f.AddInt("prefill-kv-blocks", &prefill_kv_blocks, "a prefill worker's KV pool (default: the calibration's)");
-    f.AddInt("decode-kv-blocks", &decode_kv_blocks, "a decode worker's KV pool (default: the calibration's)");
+    f.AddInt("decode-kv-blocks", &decode_kv_blocks, "a decode worker's KV pool (default: its calibration's)");
     f.AddInt("max-num-seqs", &max_num_seqs, "sequences an engine steps at once (default 64)");
     f.AddInt("max-prefill-tokens-per-worker", &max_prefill_tokens_per_worker, "the router's window (default 8192)");
     f.AddFloat("slo-ttft-ms", &slo_ttft_ms, "a good request's TTFT is at most this");
@@ -132,25 +135,44 @@ absl::StatusOr<std::vector<SimRequest>> Workload(const Flags& f) {
   return out;
 }
 
-absl::StatusOr<SimConfig> Cluster(const Flags& f) {
-  if (f.calibration.empty()) return absl::InvalidArgumentError("--calibration FILE is required");
-  std::ifstream in(f.calibration);
-  if (!in) return absl::NotFoundError("cannot read --calibration " + f.calibration);
+absl::StatusOr<Calibration> LoadCalibration(const std::string& path, const std::string& flag, bool shared_cores) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError("cannot read --" + flag + " " + path);
   nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return absl::InvalidArgumentError(f.calibration + " is not JSON");
+  if (j.is_discarded()) return absl::InvalidArgumentError(path + " is not JSON");
   ASSIGN_OR_RETURN(Calibration cal, Calibration::FromJson(j));
-  if (f.shared_cores > 0 && j.value("omp_wait_policy", std::string()) != "passive") {
-    std::cerr << "tandem-sim: warning: " << f.calibration << " was not calibrated under the OpenMP waiting of "
+  if (shared_cores && j.value("omp_wait_policy", std::string()) != "passive") {
+    std::cerr << "tandem-sim: warning: " << path << " was not calibrated under the OpenMP waiting of "
               << "workers that share cores; for --shared-cores, calibrate with --workers-share-cores "
               << "(docs/routing.md)\n";
   }
+  return cal;
+}
+
+absl::StatusOr<SimConfig> Cluster(const Flags& f) {
+  if (f.calibration.empty()) return absl::InvalidArgumentError("--calibration FILE is required");
+  ASSIGN_OR_RETURN(Calibration cal, LoadCalibration(f.calibration, "calibration", f.shared_cores > 0));
+  // Decode workers on other flags or hardware: their own step cost and pool.
+  // The KV layout must be the same, or no prefill worker could ship to them.
+  Calibration decode_cal = cal;
+  if (!f.decode_calibration.empty()) {
+    ASSIGN_OR_RETURN(decode_cal, LoadCalibration(f.decode_calibration, "decode-calibration", f.shared_cores > 0));
+    if (decode_cal.block_size != cal.block_size || decode_cal.kv_bytes_per_block != cal.kv_bytes_per_block) {
+      return absl::InvalidArgumentError(
+          "--decode-calibration's KV layout (block size " + std::to_string(decode_cal.block_size) + ", " +
+          std::to_string(static_cast<int64_t>(decode_cal.kv_bytes_per_block)) + " bytes a block) differs from "
+          "--calibration's (block size " + std::to_string(cal.block_size) + ", " +
+          std::to_string(static_cast<int64_t>(cal.kv_bytes_per_block)) + "): the roles could not ship KV");
+    }
+  }
   SimConfig c;
-  c.prefill_cost = c.decode_cost = cal.model;
+  c.prefill_cost = cal.model;
+  c.decode_cost = decode_cal.model;
   c.block_size = cal.block_size;
   c.max_num_batched_tokens = cal.max_num_batched_tokens;
   c.kv_bytes_per_block = cal.kv_bytes_per_block;
   c.prefill_kv_blocks = f.prefill_kv_blocks > 0 ? f.prefill_kv_blocks : cal.kv_blocks;
-  c.decode_kv_blocks = f.decode_kv_blocks > 0 ? f.decode_kv_blocks : cal.kv_blocks;
+  c.decode_kv_blocks = f.decode_kv_blocks > 0 ? f.decode_kv_blocks : decode_cal.kv_blocks;
   c.max_num_seqs = static_cast<int>(f.max_num_seqs);
   c.window_tokens_per_worker = f.max_prefill_tokens_per_worker;
   c.shared_cores = static_cast<int>(f.shared_cores);

@@ -3,8 +3,9 @@
 (the real engine, one timing per shape) writes a calibration whose fit is
 usable; `run` on it simulates every request and is deterministic (the same
 flags give the same JSON); `plan` prints one row per split and a
-recommendation; bad input exits 2 naming what is wrong. Asserts counts,
-structure and determinism, never timings.
+recommendation; a decode calibration of its own times the decode workers
+(and one with another KV layout is refused); bad input exits 2 naming what
+is wrong. Asserts counts, structure and determinism, never timings.
 
   sim_cli_test.py --sim build/bin/tandem-sim --model models/tandem-shakespeare --work DIR
 """
@@ -73,6 +74,30 @@ def main():
           rc == 0 and "--workers-share-cores" in err, (rc, err))
     rc, out, err = run([args.sim, "run", "--calibration", shared_cal] + quick)
     check("run --shared-cores on a shared-core calibration: no warning", rc == 0 and "warning" not in err, (rc, err))
+
+    # A calibration per role: decode workers twice as slow per step (their
+    # cost doubled) give one request exactly twice the TPOT and the same TTFT.
+    slow = os.path.join(args.work, "cal_slow_decode.json")
+    with open(slow, "w") as f:
+        json.dump(dict(c, cost={k: 2 * v for k, v in c["cost"].items()}), f)
+    one = ["--num-requests", "1", "--input-len", "16", "--output-len", "6"]
+    per_role = []
+    for extra in ([], ["--decode-calibration", slow]):
+        j = os.path.join(args.work, "role%d.json" % len(per_role))
+        rc, out, err = run([args.sim, "run", "--calibration", cal, "--json-out", j] + one + extra)
+        with open(j) if rc == 0 else open(os.devnull) as f:
+            per_role.append(json.load(f) if rc == 0 else None)
+    ok = all(per_role)
+    if ok:
+        tpot, ttft = [r["tpot_ms"]["p50"] for r in per_role], [r["ttft_ms"]["p50"] for r in per_role]
+        ok = abs(tpot[1] - 2 * tpot[0]) < 1e-6 * tpot[0] and abs(ttft[1] - ttft[0]) < 1e-9
+    check("run --decode-calibration: the decode workers' own cost (TPOT exactly 2x, TTFT the same)", ok, per_role)
+    other_layout = os.path.join(args.work, "cal_other_layout.json")
+    with open(other_layout, "w") as f:
+        json.dump(dict(c, block_size=32, kv_bytes_per_block=2 * c["kv_bytes_per_block"]), f)
+    rc, out, err = run([args.sim, "run", "--calibration", cal, "--decode-calibration", other_layout] + one)
+    check("run --decode-calibration with another KV layout: exit 2 naming it",
+          rc == 2 and "KV layout" in err and "block size 32" in err, (rc, err))
 
     workload = ["--dataset", "prefix", "--prefix-len", "32", "--num-prefixes", "3", "--input-len", "16",
                 "--output-len", "8", "--num-requests", "30", "--request-rate", "20", "--seed", "4"]
