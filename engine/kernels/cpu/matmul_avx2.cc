@@ -44,6 +44,11 @@ constexpr int kNr = 3;  // 2 x 3 x 2 accumulators + 2 x + 1 w <= 16 ymm
 // KiB best for 1152-byte rows; less leaves lines late, more evicts them.
 constexpr int64_t kPrefetchAhead = 6144;
 
+// Batch-row blocking (see Run): x's block is at most this big, or
+// kMinBlockRows rows.
+constexpr int64_t kXBlockBytes = 192 * 1024;
+constexpr int64_t kMinBlockRows = 32;
+
 inline int64_t Min(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t Max(int64_t a, int64_t b) { return a > b ? a : b; }
 
@@ -269,6 +274,52 @@ const float* SplitX(const float* x, int64_t m, int64_t k, int64_t ld) {
   return out;
 }
 
+// Rows m0..m1 of y over panel p (kNr weight rows). x: `ldx` floats per row,
+// in the weights' layout; scratch: this thread's [kNr][ldx] fp32 panel.
+template <int WT>
+void RunPanel(const MatMulArgs& a, const float* x, int64_t ldx, int64_t p, int64_t m0, int64_t m1, bool widen,
+              bool dense, float* scratch) {
+  constexpr bool kSplit = WT == kBF16;
+  constexpr int64_t kElem = WT == kF32 ? 4 : 2;
+  const int64_t ldw = a.row_stride * kElem;
+  const int64_t num_panels = (a.n + kNr - 1) / kNr;
+  const int64_t r0 = p * kNr;
+  const int64_t nr = Min(kNr, a.n - r0);
+  const char* wp = static_cast<const char*>(a.w) + r0 * ldw;
+  const float* bias = a.bias != nullptr ? a.bias + r0 : nullptr;
+  // What to prefetch over this panel (16-bit weights only: the offsets
+  // assume 2-byte elements). Dense: the bytes kPrefetchAhead past this
+  // panel's start, at least the next panel (none past the matrix).
+  // Strided: the next panel's rows.
+  const char* pf = nullptr;
+  int64_t pf_ld = 0;
+  if (WT != kF32 && dense) {
+    const int64_t ahead = Max(kNr * ldw, kPrefetchAhead);
+    if ((r0 + nr) * ldw + ahead <= a.n * ldw) pf = wp + ahead;
+  } else if (WT != kF32 && p + 1 < num_panels && a.k <= ldw / 2) {
+    pf = wp + kNr * ldw;
+    pf_ld = ldw;
+  }
+  for (int64_t i0 = m0; i0 < m1; i0 += kMr) {
+    const int64_t mr = Min(kMr, m1 - i0);
+    const float* xi = x + i0 * ldx;
+    float* y = a.y + i0 * a.n + r0;
+    if (!widen) {
+      // Prefetch during the last row tile over this panel.
+      kTiles<WT, kSplit>.fn[mr - 1][nr - 1](xi, ldx, wp, ldw, a.k, bias, y, a.n,
+                                            i0 + kMr >= m1 ? pf : nullptr, pf_ld, nullptr, 0);
+    } else if (i0 == m0) {
+      kTiles<WT, kSplit, true>.fn[mr - 1][nr - 1](xi, ldx, wp, ldw, a.k, bias, y, a.n, pf, pf_ld, scratch,
+                                                  ldx);
+    } else {
+      // The scratch rows hold whole zero-padded groups in either layout
+      // (natural: ldx = k, so no padding), so the fp32 tile runs to ldx.
+      kTiles<kF32, kSplit>.fn[mr - 1][nr - 1](xi, ldx, reinterpret_cast<const char*>(scratch), ldx * 4,
+                                              kSplit ? ldx : a.k, bias, y, a.n, nullptr, 0, nullptr, 0);
+    }
+  }
+}
+
 template <int WT>
 void Run(const MatMulArgs& a) {
   constexpr bool kSplit = WT == kBF16;
@@ -281,47 +332,24 @@ void Run(const MatMulArgs& a) {
   const float* x = kSplit ? SplitX(a.x, a.m, a.k, ldx) : a.x;
   // Widening once per panel pays off when more than one row tile reuses it.
   const bool widen = WT != kF32 && a.m > kMr;
+  // Batch rows per block: every panel passes over one block of x before the
+  // next, so x's block stays in L2 (a prefill's whole x does not: 256 rows
+  // of 576 floats are 590 KB, and each panel would read it from L3). Never
+  // under kMinBlockRows, so a decode batch is one block and the weights
+  // stream from memory once.
+  const int64_t mb = Max(kMinBlockRows, kXBlockBytes / (ldx * 4)) / kMr * kMr;
   // Below this many multiply-adds a thread team costs more than it saves.
   const bool parallel = a.m * a.n * a.k >= (1 << 16);
 #pragma omp parallel if (parallel)
   {
     float* scratch = widen ? PanelScratch(kNr * ldx) : nullptr;
-#pragma omp for schedule(static)
-    for (int64_t p = 0; p < num_panels; ++p) {
-      const int64_t r0 = p * kNr;
-      const int64_t nr = Min(kNr, a.n - r0);
-      const char* wp = static_cast<const char*>(a.w) + r0 * ldw;
-      const float* bias = a.bias != nullptr ? a.bias + r0 : nullptr;
-      // What to prefetch over this panel (16-bit weights only: the offsets
-      // assume 2-byte elements). Dense: the bytes kPrefetchAhead past this
-      // panel's start, at least the next panel (none past the matrix).
-      // Strided: the next panel's rows.
-      const char* pf = nullptr;
-      int64_t pf_ld = 0;
-      if (WT != kF32 && dense) {
-        const int64_t ahead = Max(kNr * ldw, kPrefetchAhead);
-        if ((r0 + nr) * ldw + ahead <= a.n * ldw) pf = wp + ahead;
-      } else if (WT != kF32 && p + 1 < num_panels && a.k <= ldw / 2) {
-        pf = wp + kNr * ldw;
-        pf_ld = ldw;
-      }
-      for (int64_t i0 = 0; i0 < a.m; i0 += kMr) {
-        const int64_t mr = Min(kMr, a.m - i0);
-        const float* xi = x + i0 * ldx;
-        float* y = a.y + i0 * a.n + r0;
-        if (!widen) {
-          // Prefetch during the last row tile over this panel.
-          kTiles<WT, kSplit>.fn[mr - 1][nr - 1](xi, ldx, wp, ldw, a.k, bias, y, a.n,
-                                                i0 + kMr >= a.m ? pf : nullptr, pf_ld, nullptr, 0);
-        } else if (i0 == 0) {
-          kTiles<WT, kSplit, true>.fn[mr - 1][nr - 1](xi, ldx, wp, ldw, a.k, bias, y, a.n, pf, pf_ld, scratch,
-                                                      ldx);
-        } else {
-          // The scratch rows hold whole zero-padded groups in either layout
-          // (natural: ldx = k, so no padding), so the fp32 tile runs to ldx.
-          kTiles<kF32, kSplit>.fn[mr - 1][nr - 1](xi, ldx, reinterpret_cast<const char*>(scratch), ldx * 4,
-                                                  kSplit ? ldx : a.k, bias, y, a.n, nullptr, 0, nullptr, 0);
-        }
+    for (int64_t m0 = 0; m0 < a.m; m0 += mb) {
+      const int64_t m1 = Min(a.m, m0 + mb);
+      // nowait: a thread takes the same panels in every block, and blocks
+      // write disjoint rows of y.
+#pragma omp for schedule(static) nowait
+      for (int64_t p = 0; p < num_panels; ++p) {
+        RunPanel<WT>(a, x, ldx, p, m0, m1, widen, dense, scratch);
       }
     }
   }

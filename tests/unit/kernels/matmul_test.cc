@@ -125,6 +125,7 @@ const Shape kShapes[] = {
     {1, 1, 1, 0},   {1, 7, 5, 0},   {2, 5, 16, 0},   {3, 13, 17, 3},  {4, 6, 33, 0},   {5, 7, 100, 1},
     {7, 19, 64, 0}, {9, 70, 300, 5}, {16, 12, 48, 0}, {33, 25, 129, 2}, {1, 257, 576, 0}, {17, 11, 1, 0},
     {16, 61, 576, 0},  // decode-sized: widened panels grouped two by two (576-wide k), the last group short
+    {67, 10, 2050, 3},  // prefill-sized: the AVX2 kernel takes x in blocks of rows (32, 32, 3 here)
 };
 
 class MatMulTest : public ::testing::TestWithParam<DType> {
