@@ -7,19 +7,24 @@
 //    lanes. Sixteen BF16 weights are one 256-bit load, and each half widens
 //    in place with one instruction (even: shift left 16; odd: mask the low
 //    16 bits off), where the natural layout needs two 128-bit loads and a
-//    zero-extend + shift per half: on Zen 3 the shuffle/shift ports were
-//    the limit of batch-1 decode, which read weights at half the core's
-//    bandwidth. x is de-interleaved to match once per call (a few KiB), and
-//    TreeSplit adds the lanes in the same pairs as Tree.
+//    zero-extend + shift per half on the shuffle ports (from L2, one Zen 3
+//    core's batch-1 rate went 35 -> 42 GB/s). x is de-interleaved to match
+//    once per call (a few KiB), and TreeSplit adds the lanes in the same
+//    pairs as Tree.
 //
 // Tiling mirrors matmul_avx512.cc with a smaller register tile (16 ymm
-// registers): panels of kNr weight rows, kMr batch rows per tile.
+// registers): panels of kNr weight rows, kMr batch rows per tile; a thread
+// takes a contiguous range of panels.
 //  - Up to kMr batch rows (batch-1 decode): weights are widened in registers
-//    as they stream in, and the next panel is prefetched meanwhile.
+//    as they stream in. A dense matrix's panels are one block of memory per
+//    thread, read ahead in memory order (kPrefetchAhead): Zen 3's hardware
+//    prefetcher does not follow kNr short row streams, and batch-1 decode
+//    read weights at 9-10 GB/s per core instead of 15-20.
 //  - More rows: the first row tile over a BF16/F16 panel widens it as it
 //    goes, stores the fp32 rows in an L1-resident scratch the panel's other
-//    row tiles read, and prefetches the next panel (as on AVX-512; a
-//    separate widening pass first left the tiles waiting on memory).
+//    row tiles read, and reads ahead (as on AVX-512; a separate widening
+//    pass first left the tiles waiting on memory). x is taken in blocks of
+//    rows that stay in L2 (Run).
 // Thread-safety: pure function; parallel inside (OpenMP); the de-interleaved
 // x lives in the calling thread's scratch and is only read by the team.
 #include <immintrin.h>
