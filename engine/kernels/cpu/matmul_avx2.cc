@@ -188,7 +188,6 @@ void Tile(const float* x, int64_t ldx, const char* w, int64_t ldw_bytes, int64_t
     const int64_t n = k - k16;
     float xt[MR][16];
     float wt[NR][16];
-    uint16_t wb[NR][16];
     for (int i = 0; i < MR; ++i) {
       if constexpr (SPLIT) {
         std::memcpy(xt[i], x + i * ldx + k16, sizeof(xt[i]));
@@ -198,10 +197,10 @@ void Tile(const float* x, int64_t ldx, const char* w, int64_t ldw_bytes, int64_t
     }
     for (int j = 0; j < NR; ++j) {
       if constexpr (SPLIT && WT == kBF16) {
-        for (int e = 0; e < 16; ++e) wb[j][e] = 0;
-        std::memcpy(wb[j], w + j * ldw_bytes + 2 * k16, n * sizeof(uint16_t));
-        _mm256_storeu_ps(wt[j], LoadSplitBf16<0>(reinterpret_cast<const char*>(wb[j])));
-        _mm256_storeu_ps(wt[j] + 8, LoadSplitBf16<1>(reinterpret_cast<const char*>(wb[j])));
+        uint16_t wb[16] = {};
+        std::memcpy(wb, w + j * ldw_bytes + 2 * k16, n * sizeof(uint16_t));
+        _mm256_storeu_ps(wt[j], LoadSplitBf16<0>(reinterpret_cast<const char*>(wb)));
+        _mm256_storeu_ps(wt[j] + 8, LoadSplitBf16<1>(reinterpret_cast<const char*>(wb)));
       } else {
         TailToFloat<WT>(w + j * ldw_bytes, k16, n, wt[j]);
       }
