@@ -5,11 +5,16 @@ and tandem-sim predicts the same workload (same prompts and arrival times:
 the same generator and seeds) from a calibration made on the same machine
 with `tandem-sim calibrate --workers-share-cores` (the workers share its cores).
 Prints one table row per split: measured and predicted goodput and TTFT p50,
-and their ratio. The workers share this machine's cores, so the simulation
-runs with --shared-cores (nproc) and each worker's OpenMP thread count.
+and their ratio. By default the workers share this machine's cores, so the
+simulation runs with --shared-cores (nproc) and each worker's OpenMP thread
+count. With --own-cores the split must be 1:1 and each worker gets cores of
+its own (prefill the first half of the CPUs, decode the rest: `tandem up
+--prefill-cores/--decode-cores`, so their OpenMP teams keep OpenMP's default
+waiting), the planner's own case, simulated with no sharing term; calibrate
+for it on one half, e.g. `taskset -c 1 tandem-sim calibrate ...`.
 
   /usr/bin/python3 bench/sim/validate.py --bin-dir build/bin --model DIR \\
-      --calibration cal.json --out /tmp/simval [--splits 1:1,1:2,2:2] \\
+      --calibration cal.json --out /tmp/simval [--splits 1:1,1:2,2:2 | --own-cores] \\
       [--workload "--num-requests 48 --request-rate 1 ..."] [--slo "--slo-ttft-ms 2000 --slo-tpot-ms 200"]
 
 Every process it starts listens on 127.0.0.1 and is stopped by its PID.
@@ -30,11 +35,23 @@ DEFAULT_WORKLOAD = ("--dataset random --input-len 256 --output-len 32 --num-requ
 DEFAULT_SLO = "--slo-ttft-ms 3000 --slo-tpot-ms 150"
 
 
+def own_core_lists():
+    """--own-cores: the CPUs this process may use, halved: prefill's, decode's."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise RuntimeError("--own-cores needs at least 2 CPUs")
+    half = len(cpus) // 2
+    return ",".join(map(str, cpus[:half])), ",".join(map(str, cpus[half:2 * half])), half
+
+
 def run_real(args, p, d, workload, slo, out):
     log = open(os.path.join(args.out, "up-%dP%dD.log" % (p, d)), "w")
-    up = subprocess.Popen([os.path.join(args.bin_dir, "tandem"), "up", "--model", args.model, "--port", "0",
-                           "--prefill-workers", str(p), "--decode-workers", str(d)],
-                          stdout=subprocess.PIPE, stderr=log, text=True)
+    cmd = [os.path.join(args.bin_dir, "tandem"), "up", "--model", args.model, "--port", "0",
+           "--prefill-workers", str(p), "--decode-workers", str(d)]
+    if args.own_cores:
+        prefill_cpus, decode_cpus, _ = own_core_lists()
+        cmd += ["--prefill-cores", prefill_cpus, "--decode-cores", decode_cpus]
+    up = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
     try:
         addr = None
         deadline = time.monotonic() + 300
@@ -68,10 +85,13 @@ def run_sim(args, p, d, workload, slo, out):
     nproc = os.cpu_count()
     # tandem-bench's own flags that the simulation has no use for.
     sim_workload = [a for a in shlex.split(workload) if a != "--ignore-eos"]
+    if args.own_cores:
+        sharing = ["--shared-cores", "0"]
+    else:
+        sharing = ["--shared-cores", str(nproc), "--threads-per-worker", str(nproc)]
     cmd = [os.path.join(args.bin_dir, "tandem-sim"), "run", "--calibration", args.calibration,
-           "--prefill-workers", str(p), "--decode-workers", str(d), "--shared-cores", str(nproc),
-           "--threads-per-worker", str(nproc), "--json-out", out] + sim_workload + shlex.split(slo) \
-        + shlex.split(args.sim_args)
+           "--prefill-workers", str(p), "--decode-workers", str(d)] + sharing + ["--json-out", out] \
+        + sim_workload + shlex.split(slo) + shlex.split(args.sim_args)
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if r.returncode != 0:
         raise RuntimeError("tandem-sim failed: %s" % r.stderr)
@@ -90,7 +110,13 @@ def main():
     ap.add_argument("--slo", default=DEFAULT_SLO)
     ap.add_argument("--reuse-real", action="store_true", help="use the real runs already in --out")
     ap.add_argument("--sim-args", default="", help="more tandem-sim flags, e.g. --sharing-efficiency 0.8")
+    ap.add_argument("--own-cores", action="store_true",
+                    help="1P1D with a half of the CPUs per worker (no sharing); --splits must be 1:1")
     args = ap.parse_args()
+    if args.own_cores and args.splits == ap.get_default("splits"):
+        args.splits = "1:1"
+    if args.own_cores and args.splits != "1:1":
+        ap.error("--own-cores: only the split 1:1 (a role's workers share its CPU list)")
     os.makedirs(args.out, exist_ok=True)
     rows = []
     for split in args.splits.split(","):
