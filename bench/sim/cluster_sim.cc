@@ -95,8 +95,6 @@ class Simulator {
     std::vector<int64_t> running;     // prefill: computing; decode: generating
     bool busy = false;
     double remaining_s = 0;           // of the step in progress, at full speed
-    double full_s = 0;                // the step's cost with the whole team (the calibration's)
-    double one_core_s = 0;            // and on one core (SimConfig::has_one_core_cost)
     uint64_t step_version = 0;
     std::vector<std::pair<int64_t, int64_t>> step;  // (request, tokens it computes)
   };
@@ -212,35 +210,24 @@ class Simulator {
     StartQueued();
   }
 
-  // Processor sharing: busy worker w's speed (full-team seconds of its step
-  // per second) with `busy` workers stepping on the shared cores.
-  double Speed(const Worker& w, int busy) const {
+  // Processor sharing: a busy worker's speed with `busy` workers stepping.
+  double Speed(int busy) const {
     if (c_.shared_cores <= 0 || busy == 0) return 1.0;
-    const double team = c_.threads_per_worker;
-    const double cores = static_cast<double>(c_.shared_cores) / busy;  // w's fair share
-    if (cores >= team) return 1.0;
-    if (!c_.has_one_core_cost) return c_.sharing_efficiency * cores / team;
-    return c_.sharing_efficiency * w.full_s / SecondsOnCores(w, cores);
-  }
-  // w's step on `cores` (< its team) cores: SimConfig::has_one_core_cost.
-  double SecondsOnCores(const Worker& w, double cores) const {
-    const double t1 = w.one_core_s, team = c_.threads_per_worker;
-    double t = t1 / cores;
-    if (cores >= 1) {
-      const double b = (t1 - w.full_s) / (1 - 1 / team);  // team > cores >= 1
-      t = t1 - b + b / cores;
-    }
-    return std::max(t, w.full_s);
+    const double demand = static_cast<double>(busy) * c_.threads_per_worker;
+    if (demand <= c_.shared_cores) return 1.0;
+    return c_.sharing_efficiency * static_cast<double>(c_.shared_cores) / demand;
   }
   // Brings every busy worker's remaining work to now at the old speed.
   void Advance() {
+    const double speed = Speed(busy_);
     for (Worker& w : workers_) {
-      if (w.busy) w.remaining_s -= (now_ - last_advance_) * Speed(w, busy_);
+      if (w.busy) w.remaining_s -= (now_ - last_advance_) * speed;
     }
     last_advance_ = now_;
   }
   // After the busy set changed: every busy worker's end at the new speed.
   void Reschedule(int changed) {
+    const double speed = Speed(busy_);
     if (c_.shared_cores <= 0) {  // speed is always 1: only the changed worker moves
       Worker& w = workers_[changed];
       if (w.busy) Push(now_ + std::max(0.0, w.remaining_s), kStepEnd, changed, ++w.step_version);
@@ -248,10 +235,7 @@ class Simulator {
     }
     for (size_t k = 0; k < workers_.size(); ++k) {
       Worker& w = workers_[k];
-      if (w.busy) {
-        Push(now_ + std::max(0.0, w.remaining_s) / Speed(w, busy_), kStepEnd, static_cast<int64_t>(k),
-             ++w.step_version);
-      }
+      if (w.busy) Push(now_ + std::max(0.0, w.remaining_s) / speed, kStepEnd, static_cast<int64_t>(k), ++w.step_version);
     }
   }
 
@@ -305,11 +289,7 @@ class Simulator {
     Advance();
     w.busy = true;
     ++busy_;
-    w.full_s = (w.prefill ? c_.prefill_cost : c_.decode_cost).Seconds(shape);
-    if (c_.has_one_core_cost) {
-      w.one_core_s = (w.prefill ? c_.prefill_one_core_cost : c_.decode_one_core_cost).Seconds(shape);
-    }
-    w.remaining_s = w.full_s;
+    w.remaining_s = (w.prefill ? c_.prefill_cost : c_.decode_cost).Seconds(shape);
     Reschedule(wi);
   }
 

@@ -7,8 +7,7 @@
 // instead of running it is the time: each engine step lasts what the step
 // cost model (step_cost.h, fitted on the real engine) says, the KV transfer
 // bytes over a bandwidth, and, when the workers share CPU cores, every busy
-// worker's step slows with its share of the cores (processor sharing: in
-// proportion, or by the step's own cost on one core when that is known).
+// worker's step slows in proportion (processor sharing).
 //
 // A request's path is the real one: admission window -> Admit on a decode
 // worker (its cached prefix reused, blocks for the rest and a promise for
@@ -63,16 +62,6 @@ struct SimConfig {
   // predicted best here; below 1 models teams that lose a core mid-step and
   // wait at their barriers (docs/routing.md has both validations).
   double sharing_efficiency = 1.0;
-  // Optional (with shared cores): each role's step cost timed on one core
-  // (`taskset -c N tandem-sim calibrate`). A busy worker whose share is c
-  // cores then steps in t(c) = a + b / c through (1 core, one_core cost) and
-  // (threads_per_worker cores, the cost above), and in t(1) / c below one
-  // core (time slices), never faster than its whole team. Losing cores
-  // slows a memory-bound decode step less than a compute-bound prefill
-  // chunk, which "in proportion" (the default) leaves out.
-  bool has_one_core_cost = false;
-  StepCostModel prefill_one_core_cost;
-  StepCostModel decode_one_core_cost;
   KvRoutingOptions routing;
   int64_t window_tokens_per_worker = 8192;  // --max-prefill-tokens-per-worker
   bool decode_prefix_reuse = true;

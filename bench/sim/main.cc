@@ -41,7 +41,7 @@ struct Flags {
   int64_t repeats = 3;
   bool workers_share_cores = false;
   // run / plan
-  std::string calibration, decode_calibration, one_core_calibration;
+  std::string calibration, decode_calibration;
   int64_t prefill_workers = 1, decode_workers = 1, workers = 0;
   int64_t shared_cores = 0, threads_per_worker = 0;
   std::string routing = "kv-aware";
@@ -66,10 +66,6 @@ struct Flags {
     f.AddString("calibration", &calibration, "run, plan: a calibration JSON (tandem-sim calibrate)");
     f.AddString("decode-calibration", &decode_calibration,
                 "run, plan: decode workers' own calibration (other flags or hardware; default: --calibration's)");
-    f.AddString("one-core-calibration", &one_core_calibration,
-                "run, plan, with --shared-cores: a calibration timed on one core (taskset -c N tandem-sim "
-                "calibrate); a worker's step on its share of the cores is then interpolated between it and "
-                "--calibration's (default: in proportion to the share)");
     f.AddInt("prefill-workers", &prefill_workers, "run: prefill workers (default 1)");
     f.AddInt("decode-workers", &decode_workers, "run: decode workers (default 1)");
     f.AddInt("workers", &workers, "plan: workers to split between the roles");
@@ -139,18 +135,12 @@ absl::StatusOr<std::vector<SimRequest>> Workload(const Flags& f) {
   return out;
 }
 
-// `threads` (if not null): the OpenMP threads it was timed with (0: not recorded).
-absl::StatusOr<Calibration> LoadCalibration(const std::string& path, const std::string& flag, bool shared_cores,
-                                            int64_t* threads = nullptr) {
+absl::StatusOr<Calibration> LoadCalibration(const std::string& path, const std::string& flag, bool shared_cores) {
   std::ifstream in(path);
   if (!in) return absl::NotFoundError("cannot read --" + flag + " " + path);
   nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return absl::InvalidArgumentError(path + " is not JSON");
   ASSIGN_OR_RETURN(Calibration cal, Calibration::FromJson(j));
-  if (threads != nullptr) {
-    const nlohmann::json& t = j.contains("threads") ? j["threads"] : nlohmann::json(0);
-    *threads = t.is_number_integer() ? t.get<int64_t>() : 0;
-  }
   if (shared_cores && j.value("omp_wait_policy", std::string()) != "passive") {
     std::cerr << "tandem-sim: warning: " << path << " was not calibrated under the OpenMP waiting of "
               << "workers that share cores; for --shared-cores, calibrate with --workers-share-cores "
@@ -178,22 +168,6 @@ absl::StatusOr<SimConfig> Cluster(const Flags& f) {
   SimConfig c;
   c.prefill_cost = cal.model;
   c.decode_cost = decode_cal.model;
-  if (!f.one_core_calibration.empty()) {
-    // Both roles on the same cores and flags: one engine's costs on one core.
-    if (f.shared_cores <= 0 || !f.decode_calibration.empty()) {
-      return absl::InvalidArgumentError(
-          "--one-core-calibration needs --shared-cores (it models workers that share cores) and no "
-          "--decode-calibration (it is one engine's step costs on one core, for both roles)");
-    }
-    int64_t threads = 0;
-    ASSIGN_OR_RETURN(Calibration one, LoadCalibration(f.one_core_calibration, "one-core-calibration", false, &threads));
-    if (threads != 1) {
-      return absl::InvalidArgumentError("--one-core-calibration " + f.one_core_calibration + " was timed with " +
-                                        std::to_string(threads) + " threads, not 1 (calibrate under taskset -c N)");
-    }
-    c.has_one_core_cost = true;
-    c.prefill_one_core_cost = c.decode_one_core_cost = one.model;
-  }
   c.block_size = cal.block_size;
   c.max_num_batched_tokens = cal.max_num_batched_tokens;
   c.kv_bytes_per_block = cal.kv_bytes_per_block;

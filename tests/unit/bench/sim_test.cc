@@ -2,8 +2,7 @@
 // coefficients; one request's TTFT, TPOT and E2E are the sums of its steps
 // and its transfer; a shared prefix is computed once on the prefill worker
 // kv-aware routing sends it to, and not shipped again to a decode worker
-// that holds it; workers sharing cores slow each other in proportion, or
-// by each step's own cost on its share given a one-core calibration; and
+// that holds it; workers sharing cores slow each other in proportion; and
 // the planner gives a prefill-bound workload the most prefill workers.
 #include "bench/sim/cluster_sim.h"
 #include "bench/sim/planner.h"
@@ -164,40 +163,6 @@ TEST(BenchSimTest, WorkersSharingCoresSlowEachOtherInProportion) {
   // Two cores for the two: no oversubscription, full speed.
   c.shared_cores = 2;
   EXPECT_NEAR(Simulate(c, two).requests[0].ttft_s, 0.11 + transfer, 1e-9);
-}
-
-TEST(BenchSimTest, WithAOneCoreCalibrationEachStepSlowsByItsOwnCostOnItsShare) {
-  // Teams of 2 threads. Alone: 10 ms + 1 ms a token; on one core: 10 ms +
-  // 1.5 ms a token (a step that loses half its cores slows less than 2x).
-  SimConfig c = Simple();
-  c.num_prefill = 2;
-  c.routing.mode = RoutingMode::kRoundRobin;
-  c.threads_per_worker = 2;
-  c.has_one_core_cost = true;
-  c.prefill_one_core_cost = c.decode_one_core_cost = StepCostModel{0.010, 0.0015, 0, 0};
-  const std::vector<SimRequest> two = {{0.0, Ids(100, 100), 1}, {0.0, Ids(900, 100), 1}};
-  const double transfer7 = 0.0005 + 7 * 1e6 / 1e9;  // 100 tokens: 7 blocks
-  // Two teams on 2 cores: a core each, 0.16 s (in proportion it would be 0.22).
-  c.shared_cores = 2;
-  EXPECT_NEAR(Simulate(c, two).requests[1].ttft_s, 0.16 + transfer7, 1e-9);
-  // On 1 core: half a core each, time slices of the one-core step.
-  c.shared_cores = 1;
-  EXPECT_NEAR(Simulate(c, two).requests[1].ttft_s, 0.32 + transfer7, 1e-9);
-  // On 3 cores: 1.5 each, t(c) = a + b / c through (1, 0.16) and (2, 0.11).
-  c.shared_cores = 3;
-  EXPECT_NEAR(Simulate(c, two).requests[1].ttft_s, 0.06 + 0.1 / 1.5 + transfer7, 1e-9);
-  // A one-core cost below the team's never makes a shared step faster.
-  c.shared_cores = 2;
-  c.prefill_one_core_cost = StepCostModel{0.005, 0.001, 0, 0};
-  EXPECT_NEAR(Simulate(c, two).requests[1].ttft_s, 0.11 + transfer7, 1e-9);
-  // Steps of different lengths: the 50-token one ends at 0.085 s on its
-  // core; the other, 0.085 / 0.16 of the way through its step, then has both
-  // cores and finishes the remaining 0.11 x (1 - 0.085 / 0.16) at full speed.
-  c.prefill_one_core_cost = StepCostModel{0.010, 0.0015, 0, 0};
-  const std::vector<SimRequest> mixed = {{0.0, Ids(100, 100), 1}, {0.0, Ids(900, 50), 1}};
-  const SimResult r = Simulate(c, mixed);
-  EXPECT_NEAR(r.requests[1].ttft_s, 0.085 + 0.0005 + 4 * 1e6 / 1e9, 1e-9);
-  EXPECT_NEAR(r.requests[0].ttft_s, 0.085 + 0.11 * (1 - 0.085 / 0.16) + transfer7, 1e-9);
 }
 
 TEST(BenchSimTest, ARequestThePoolsCanNeverHoldEndsTheRunUncompleted) {
