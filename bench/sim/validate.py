@@ -41,7 +41,7 @@ def own_core_lists():
     if len(cpus) < 2:
         raise RuntimeError("--own-cores needs at least 2 CPUs")
     half = len(cpus) // 2
-    return ",".join(map(str, cpus[:half])), ",".join(map(str, cpus[half:2 * half])), half
+    return ",".join(map(str, cpus[:half])), ",".join(map(str, cpus[half:2 * half]))
 
 
 def run_real(args, p, d, workload, slo, out):
@@ -49,7 +49,7 @@ def run_real(args, p, d, workload, slo, out):
     cmd = [os.path.join(args.bin_dir, "tandem"), "up", "--model", args.model, "--port", "0",
            "--prefill-workers", str(p), "--decode-workers", str(d)]
     if args.own_cores:
-        prefill_cpus, decode_cpus, _ = own_core_lists()
+        prefill_cpus, decode_cpus = own_core_lists()
         cmd += ["--prefill-cores", prefill_cpus, "--decode-cores", decode_cpus]
     up = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
     try:
