@@ -136,9 +136,14 @@ absl::StatusOr<Calibration> Calibrate(const CalibrationOptions& options) {
     }
   }
   ASSIGN_OR_RETURN(cal.model, StepCostModel::Fit(cal.samples));
-  std::vector<double> errors;
-  for (const auto& [s, t] : cal.samples) errors.push_back(std::abs(cal.model.Seconds(s) - t) / t);
+  ASSIGN_OR_RETURN(cal.decode_model, StepCostModel::FitDecode(cal.samples));
+  std::vector<double> errors, decode_errors;
+  for (const auto& [s, t] : cal.samples) {
+    errors.push_back(std::abs(cal.model.Seconds(s) - t) / t);
+    if (s.new_tokens == s.seqs) decode_errors.push_back(std::abs(cal.decode_model.Seconds(s) - t) / t);
+  }
   cal.median_abs_rel_error = Median(errors);
+  cal.decode_median_abs_rel_error = Median(decode_errors);
   return cal;
 }
 
@@ -149,6 +154,8 @@ nlohmann::json Calibration::ToJson() const {
   }
   return {{"cost", model.ToJson()},
           {"median_abs_rel_error", median_abs_rel_error},
+          {"decode_cost", decode_model.ToJson()},
+          {"decode_median_abs_rel_error", decode_median_abs_rel_error},
           {"block_size", block_size},
           {"kv_blocks", kv_blocks},
           {"kv_bytes_per_block", kv_bytes_per_block},
@@ -161,6 +168,10 @@ absl::StatusOr<Calibration> Calibration::FromJson(const nlohmann::json& j) {
   if (!j.is_object() || !j.contains("cost")) return absl::InvalidArgumentError("calibration: no 'cost' object");
   Calibration c;
   ASSIGN_OR_RETURN(c.model, StepCostModel::FromJson(j["cost"]));
+  c.decode_model = c.model;
+  if (j.contains("decode_cost")) {
+    ASSIGN_OR_RETURN(c.decode_model, StepCostModel::FromJson(j["decode_cost"]));
+  }
   auto number = [&j](const char* name, auto* out) -> absl::Status {
     if (!j.contains(name) || !j[name].is_number()) {
       return absl::InvalidArgumentError(absl::StrCat("calibration: '", name, "' missing or not a number"));

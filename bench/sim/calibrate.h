@@ -3,7 +3,8 @@
 // (step_cost.h) to them: prefill chunks of every length the step budget
 // allows at several contexts, and decode steps of several batch sizes and
 // contexts. Each shape is timed `repeats` times; its median counts. Prefix
-// caching is off so every step computes what its shape says.
+// caching is off so every step computes what its shape says. Two fits:
+// every step (prefill workers), and decode steps alone (decode workers).
 // Thread-safety: one calibration at a time per process (it owns an engine).
 #pragma once
 
@@ -26,8 +27,12 @@ struct CalibrationOptions {
 
 struct Calibration {
   std::vector<std::pair<StepShape, double>> samples;  // (shape, median seconds)
-  StepCostModel model;
-  double median_abs_rel_error = 0;  // of the fit over the samples
+  StepCostModel model;              // every step (prefill workers)
+  double median_abs_rel_error = 0;  // of `model` over the samples
+  // Decode steps only, by relative error (StepCostModel::FitDecode): decode
+  // workers'. A calibration written before it had one reads as `model`.
+  StepCostModel decode_model;
+  double decode_median_abs_rel_error = 0;  // of `decode_model` over the decode samples
   int32_t block_size = 16;
   int64_t kv_blocks = 0;            // the pool the engine made with these flags
   double kv_bytes_per_block = 0;    // K and V of one block over every layer

@@ -65,7 +65,8 @@ struct Flags {
               "(OMP_WAIT_POLICY=passive GOMP_SPINCOUNT=1000, unless either is set): for --shared-cores runs");
     f.AddString("calibration", &calibration, "run, plan: a calibration JSON (tandem-sim calibrate)");
     f.AddString("decode-calibration", &decode_calibration,
-                "run, plan: decode workers' own calibration (other flags or hardware; default: --calibration's)");
+                "run, plan: decode workers' own calibration, whose decode-step fit they use (other flags or "
+                "hardware; default: --calibration's)");
     f.AddInt("prefill-workers", &prefill_workers, "run: prefill workers (default 1)");
     f.AddInt("decode-workers", &decode_workers, "run: decode workers (default 1)");
     f.AddInt("workers", &workers, "plan: workers to split between the roles");
@@ -167,7 +168,7 @@ absl::StatusOr<SimConfig> Cluster(const Flags& f) {
   }
   SimConfig c;
   c.prefill_cost = cal.model;
-  c.decode_cost = decode_cal.model;
+  c.decode_cost = decode_cal.decode_model;
   c.block_size = cal.block_size;
   c.max_num_batched_tokens = cal.max_num_batched_tokens;
   c.kv_bytes_per_block = cal.kv_bytes_per_block;
@@ -232,8 +233,10 @@ absl::Status Run(const std::string& command, const Flags& f) {
     std::ofstream(f.out) << j.dump(2) << "\n";
     std::cout << "tandem-sim: " << cal.samples.size() << " step shapes timed; seconds = " << cal.model.base_s
               << " + " << cal.model.per_token_s << " x tokens + " << cal.model.per_attention_s << " x attention + "
-              << cal.model.per_seq_s << " x seqs; median |error| " << 100 * cal.median_abs_rel_error << "%; wrote "
-              << f.out << "\n";
+              << cal.model.per_seq_s << " x seqs; median |error| " << 100 * cal.median_abs_rel_error << "%\n"
+              << "tandem-sim: decode steps alone: seconds = " << cal.decode_model.base_s << " + "
+              << cal.decode_model.per_attention_s << " x attention + " << cal.decode_model.per_seq_s
+              << " x seqs; median |error| " << 100 * cal.decode_median_abs_rel_error << "%; wrote " << f.out << "\n";
     return absl::OkStatus();
   }
   ASSIGN_OR_RETURN(SimConfig cluster, Cluster(f));

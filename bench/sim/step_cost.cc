@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 
 namespace tandem::sim {
 
@@ -15,39 +16,54 @@ double StepCostModel::Seconds(const StepShape& s) const {
   return std::max(t, base_s);
 }
 
-absl::StatusOr<StepCostModel> StepCostModel::Fit(const std::vector<std::pair<StepShape, double>>& samples) {
-  if (samples.size() < 4) return absl::InvalidArgumentError("fitting 4 coefficients needs at least 4 samples");
-  // Non-negative least squares: no coefficient may be negative (a step
-  // never gets cheaper with more work), and noisy timings can pull an
-  // unconstrained fit below zero. With 4 coefficients the exact solution is
-  // found by enumeration: the optimum is the plain least-squares fit on its
-  // own support, so the best fit among the 15 supports whose solution is
-  // non-negative is it. Each is solved from its normal equations by Gaussian
-  // elimination with partial pivoting (a 4x4 system does not warrant a
-  // linear-algebra dependency), columns scaled to unit RMS first so the
-  // attention column (millions) and the constant (1) condition alike.
-  constexpr int kN = 4;
-  auto row = [](const StepShape& s) { return std::array<double, kN>{1.0, s.new_tokens, s.attention, s.seqs}; };
-  std::array<double, kN> scale{};
+namespace {
+
+constexpr int kN = 4;  // base, per token, per attention pair, per sequence
+using Row = std::array<double, kN>;
+
+Row FeaturesOf(const StepShape& s) { return {1.0, s.new_tokens, s.attention, s.seqs}; }
+
+// Non-negative least squares on the columns in `allowed` (bit i: feature
+// i), each sample weighted by 1 (kSeconds) or 1/seconds (kRelative). With
+// at most 4 coefficients the exact solution is found by enumeration: the
+// optimum is the plain least-squares fit on its own support, so the best
+// fit among the supports whose solution is non-negative is it. Each is
+// solved from its normal equations by Gaussian elimination with partial
+// pivoting (a 4x4 system does not warrant a linear-algebra dependency),
+// columns scaled to unit RMS first so the attention column (millions) and
+// the constant (1) condition alike.
+absl::StatusOr<Row> NonNegativeFit(const std::vector<std::pair<StepShape, double>>& samples, int allowed,
+                                   StepCostModel::Loss loss) {
+  std::vector<std::pair<Row, double>> rows;  // weighted features, weighted seconds
   for (const auto& [s, t] : samples) {
-    const auto r = row(s);
+    double w = 1;
+    if (loss == StepCostModel::Loss::kRelative) {
+      if (!(t > 0)) return absl::InvalidArgumentError("a relative fit needs every sample's time > 0");
+      w = 1 / t;
+    }
+    Row r = FeaturesOf(s);
+    for (double& v : r) v *= w;
+    rows.emplace_back(r, t * w);
+  }
+  Row scale{};
+  for (const auto& [r, t] : rows) {
     for (int i = 0; i < kN; ++i) scale[i] += r[i] * r[i];
   }
   for (int i = 0; i < kN; ++i) {
-    scale[i] = std::sqrt(scale[i] / static_cast<double>(samples.size()));
+    if (!(allowed & (1 << i))) continue;
+    scale[i] = std::sqrt(scale[i] / static_cast<double>(rows.size()));
     if (!(scale[i] > 0)) return absl::InvalidArgumentError("a step feature is zero in every sample");
   }
   // The least-squares solution on the columns in `mask` (scaled), or none
   // when those columns do not tell their coefficients apart.
-  auto solve = [&](int mask) -> std::optional<std::array<double, kN>> {
+  auto solve = [&](int mask) -> std::optional<Row> {
     std::vector<int> cols;
     for (int i = 0; i < kN; ++i) {
       if (mask & (1 << i)) cols.push_back(i);
     }
     const int n = static_cast<int>(cols.size());
     std::vector<std::vector<double>> m(n, std::vector<double>(n + 1, 0.0));
-    for (const auto& [s, t] : samples) {
-      const auto r = row(s);
+    for (const auto& [r, t] : rows) {
       for (int a = 0; a < n; ++a) {
         for (int b = 0; b < n; ++b) m[a][b] += r[cols[a]] / scale[cols[a]] * r[cols[b]] / scale[cols[b]];
         m[a][n] += r[cols[a]] / scale[cols[a]] * t;
@@ -55,31 +71,31 @@ absl::StatusOr<StepCostModel> StepCostModel::Fit(const std::vector<std::pair<Ste
     }
     for (int c = 0; c < n; ++c) {
       int pivot = c;
-      for (int r = c + 1; r < n; ++r) {
-        if (std::abs(m[r][c]) > std::abs(m[pivot][c])) pivot = r;
+      for (int k = c + 1; k < n; ++k) {
+        if (std::abs(m[k][c]) > std::abs(m[pivot][c])) pivot = k;
       }
-      if (std::abs(m[pivot][c]) < 1e-12 * static_cast<double>(samples.size())) return std::nullopt;
+      if (std::abs(m[pivot][c]) < 1e-12 * static_cast<double>(rows.size())) return std::nullopt;
       std::swap(m[c], m[pivot]);
-      for (int r = 0; r < n; ++r) {
-        if (r == c) continue;
-        const double f = m[r][c] / m[c][c];
-        for (int k = c; k <= n; ++k) m[r][k] -= f * m[c][k];
+      for (int k = 0; k < n; ++k) {
+        if (k == c) continue;
+        const double f = m[k][c] / m[c][c];
+        for (int j = c; j <= n; ++j) m[k][j] -= f * m[c][j];
       }
     }
-    std::array<double, kN> x{};
+    Row x{};
     for (int a = 0; a < n; ++a) x[cols[a]] = m[a][n] / m[a][a] / scale[cols[a]];
     return x;
   };
-  std::optional<std::array<double, kN>> best;
+  std::optional<Row> best;
   double best_sse = std::numeric_limits<double>::infinity();
   bool full_rank = false;
-  for (int mask = (1 << kN) - 1; mask >= 1; --mask) {
-    const std::optional<std::array<double, kN>> x = solve(mask);
-    if (mask == (1 << kN) - 1) full_rank = x.has_value();
+  for (int mask = allowed; mask >= 1; --mask) {
+    if ((mask & allowed) != mask) continue;
+    const std::optional<Row> x = solve(mask);
+    if (mask == allowed) full_rank = x.has_value();
     if (!x || std::any_of(x->begin(), x->end(), [](double v) { return v < 0; })) continue;
     double sse = 0;
-    for (const auto& [s, t] : samples) {
-      const auto r = row(s);
+    for (const auto& [r, t] : rows) {
       double p = 0;
       for (int i = 0; i < kN; ++i) p += (*x)[i] * r[i];
       sse += (p - t) * (p - t);
@@ -93,7 +109,26 @@ absl::StatusOr<StepCostModel> StepCostModel::Fit(const std::vector<std::pair<Ste
     return absl::InvalidArgumentError("the samples do not tell the step cost's coefficients apart (vary the "
                                       "tokens, contexts and batch sizes)");
   }
-  return StepCostModel{(*best)[0], (*best)[1], (*best)[2], (*best)[3]};
+  return *best;
+}
+
+}  // namespace
+
+absl::StatusOr<StepCostModel> StepCostModel::Fit(const std::vector<std::pair<StepShape, double>>& samples,
+                                                 Loss loss) {
+  if (samples.size() < 4) return absl::InvalidArgumentError("fitting 4 coefficients needs at least 4 samples");
+  ASSIGN_OR_RETURN(const Row x, NonNegativeFit(samples, 0b1111, loss));
+  return StepCostModel{x[0], x[1], x[2], x[3]};
+}
+
+absl::StatusOr<StepCostModel> StepCostModel::FitDecode(const std::vector<std::pair<StepShape, double>>& samples) {
+  std::vector<std::pair<StepShape, double>> decode;
+  for (const auto& [s, t] : samples) {
+    if (s.new_tokens == s.seqs) decode.emplace_back(s, t);
+  }
+  if (decode.size() < 3) return absl::InvalidArgumentError("fitting a decode step needs at least 3 decode samples");
+  ASSIGN_OR_RETURN(const Row x, NonNegativeFit(decode, 0b1101, Loss::kRelative));  // base, attention, sequences
+  return StepCostModel{x[0], 0, x[2], x[3]};
 }
 
 nlohmann::json StepCostModel::ToJson() const {

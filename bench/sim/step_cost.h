@@ -12,6 +12,12 @@
 // beyond its tokens (sampling, the LM head's row). One model covers prefill
 // chunks and decode batches: a decode step of B sequences is B tokens, B
 // sequences and the sum of their contexts.
+//
+// Decode workers get a model of their own, fitted to decode steps only and
+// by relative error (FitDecode): over batches of 1 to 32 a decode step is
+// not linear in the batch, and a least-squares fit in seconds is pulled to
+// the largest steps, missing the small batches that make up most decode
+// steps at moderate load by ~20% (docs/routing.md).
 // Thread-safety: value type; pure functions.
 #pragma once
 
@@ -49,10 +55,22 @@ struct StepCostModel {
   // Never below base_s (a fitted negative coefficient cannot make a step free).
   double Seconds(const StepShape& s) const;
 
+  // What a fit minimises: squared error in seconds, or relative to each
+  // sample's time (every step counts alike, short or long).
+  enum class Loss { kSeconds, kRelative };
+
   // Non-negative least squares over (shape, seconds) samples: every
   // coefficient >= 0. InvalidArgument with fewer than 4 samples or when they
   // do not tell the four coefficients apart.
-  static absl::StatusOr<StepCostModel> Fit(const std::vector<std::pair<StepShape, double>>& samples);
+  static absl::StatusOr<StepCostModel> Fit(const std::vector<std::pair<StepShape, double>>& samples,
+                                           Loss loss = Loss::kSeconds);
+
+  // The same over decode steps only (one new token per sequence), by
+  // relative error. A decode step's tokens and sequences are one count, so
+  // per_seq_s carries both and per_token_s is 0. Samples that are not decode
+  // steps are left out; InvalidArgument with fewer than 3 decode samples or
+  // when they do not tell base, attention and batch apart.
+  static absl::StatusOr<StepCostModel> FitDecode(const std::vector<std::pair<StepShape, double>>& samples);
 
   nlohmann::json ToJson() const;
   static absl::StatusOr<StepCostModel> FromJson(const nlohmann::json& j);

@@ -56,6 +56,10 @@ def main():
     check("calibrate: prefill chunks and decode batches timed, no negative coefficient",
           len(c["samples"]) >= 10 and any(s["seqs"] > 1 for s in c["samples"])
           and all(v >= 0 for v in c["cost"].values()) and any(v > 0 for v in c["cost"].values()), c["cost"])
+    d = c.get("decode_cost", {})
+    check("calibrate: a decode-step fit of its own (no per-token term, no negative coefficient)",
+          set(d) == set(c["cost"]) and d["per_token_s"] == 0 and all(v >= 0 for v in d.values())
+          and d["per_seq_s"] + d["base_s"] > 0 and 0 <= c.get("decode_median_abs_rel_error", -1) < 1, d)
     check("calibrate: the bundled model's block size, pool and block bytes",
           c["block_size"] == 16 and c["kv_blocks"] > 0 and c["kv_bytes_per_block"] > 0, c)
     check("calibrate: records that it ran with OpenMP's default waiting",
@@ -76,22 +80,25 @@ def main():
     check("run --shared-cores on a shared-core calibration: no warning", rc == 0 and "warning" not in err, (rc, err))
 
     # A calibration per role: decode workers twice as slow per step (their
-    # cost doubled) give one request exactly twice the TPOT and the same TTFT.
+    # decode cost doubled) give one request exactly twice the TPOT and the
+    # same TTFT; so does one calibration whose decode fit alone is doubled
+    # (decode workers step by it, prefill workers by "cost").
     slow = os.path.join(args.work, "cal_slow_decode.json")
     with open(slow, "w") as f:
-        json.dump(dict(c, cost={k: 2 * v for k, v in c["cost"].items()}), f)
+        json.dump(dict(c, decode_cost={k: 2 * v for k, v in c["decode_cost"].items()}), f)
     one = ["--num-requests", "1", "--input-len", "16", "--output-len", "6"]
     per_role = []
-    for extra in ([], ["--decode-calibration", slow]):
+    for cals in ([cal], [cal, "--decode-calibration", slow], [slow]):
         j = os.path.join(args.work, "role%d.json" % len(per_role))
-        rc, out, err = run([args.sim, "run", "--calibration", cal, "--json-out", j] + one + extra)
+        rc, out, err = run([args.sim, "run", "--calibration"] + cals + ["--json-out", j] + one)
         with open(j) if rc == 0 else open(os.devnull) as f:
             per_role.append(json.load(f) if rc == 0 else None)
     ok = all(per_role)
     if ok:
         tpot, ttft = [r["tpot_ms"]["p50"] for r in per_role], [r["ttft_ms"]["p50"] for r in per_role]
-        ok = abs(tpot[1] - 2 * tpot[0]) < 1e-6 * tpot[0] and abs(ttft[1] - ttft[0]) < 1e-9
-    check("run --decode-calibration: the decode workers' own cost (TPOT exactly 2x, TTFT the same)", ok, per_role)
+        ok = all(abs(tpot[k] - 2 * tpot[0]) < 1e-6 * tpot[0] and abs(ttft[k] - ttft[0]) < 1e-9 for k in (1, 2))
+    check("run: decode workers step by the decode fit, of --decode-calibration when given "
+          "(TPOT exactly 2x, TTFT the same)", ok, per_role)
     other_layout = os.path.join(args.work, "cal_other_layout.json")
     with open(other_layout, "w") as f:
         json.dump(dict(c, block_size=32, kv_bytes_per_block=2 * c["kv_bytes_per_block"]), f)
