@@ -135,6 +135,11 @@ absl::StatusOr<Calibration> Calibrate(const CalibrationOptions& options) {
       for (int k = 0; k < kDecodeSteps; ++k) cal.samples.emplace_back(shapes[k], Median(times[k]));
     }
   }
+  RETURN_IF_ERROR(Refit(cal));
+  return cal;
+}
+
+absl::Status Refit(Calibration& cal) {
   ASSIGN_OR_RETURN(cal.model, StepCostModel::Fit(cal.samples));
   ASSIGN_OR_RETURN(cal.decode_model, StepCostModel::FitDecode(cal.samples));
   std::vector<double> errors, decode_errors;
@@ -144,7 +149,7 @@ absl::StatusOr<Calibration> Calibrate(const CalibrationOptions& options) {
   }
   cal.median_abs_rel_error = Median(errors);
   cal.decode_median_abs_rel_error = Median(decode_errors);
-  return cal;
+  return absl::OkStatus();
 }
 
 nlohmann::json Calibration::ToJson() const {
@@ -184,6 +189,20 @@ absl::StatusOr<Calibration> Calibration::FromJson(const nlohmann::json& j) {
   RETURN_IF_ERROR(number("kv_bytes_per_block", &c.kv_bytes_per_block));
   RETURN_IF_ERROR(number("max_num_batched_tokens", &c.max_num_batched_tokens));
   RETURN_IF_ERROR(number("max_position", &c.max_position));
+  if (j.contains("samples")) {
+    if (!j["samples"].is_array()) return absl::InvalidArgumentError("calibration: 'samples' is not an array");
+    for (const nlohmann::json& s : j["samples"]) {
+      for (const char* k : {"new_tokens", "attention", "seqs", "seconds"}) {
+        if (!s.is_object() || !s.contains(k) || !s[k].is_number()) {
+          return absl::InvalidArgumentError(absl::StrCat("calibration: a sample's '", k, "' missing or not a number"));
+        }
+      }
+      const double t = s["seconds"].get<double>();
+      if (!(t > 0)) return absl::InvalidArgumentError("calibration: a sample's 'seconds' must be > 0");
+      const StepShape shape{s["new_tokens"].get<double>(), s["attention"].get<double>(), s["seqs"].get<double>()};
+      c.samples.emplace_back(shape, t);
+    }
+  }
   if (c.block_size < 1 || c.kv_blocks < 1 || c.max_num_batched_tokens < 1) {
     return absl::InvalidArgumentError("calibration: block_size, kv_blocks and max_num_batched_tokens must be >= 1");
   }

@@ -40,9 +40,14 @@ struct Calibration {
   int max_position = 0;
 
   nlohmann::json ToJson() const;
-  static absl::StatusOr<Calibration> FromJson(const nlohmann::json& j);
+  static absl::StatusOr<Calibration> FromJson(const nlohmann::json& j);  // samples too, when it has them
 };
 
 absl::StatusOr<Calibration> Calibrate(const CalibrationOptions& options);
+
+// Fits both step cost models (and their errors) to `cal.samples` again: a
+// calibration written by an older tandem-sim gets the decode fit without
+// timing the engine again.
+absl::Status Refit(Calibration& cal);
 
 }  // namespace tandem::sim

@@ -3,6 +3,7 @@
 //
 //   tandem-sim calibrate --model DIR [--engine-args "..."] [--repeats N]
 //              [--workers-share-cores] --out cal.json
+//   tandem-sim refit --calibration cal.json --out cal2.json   (fit its samples again)
 //   tandem-sim run  --calibration cal.json [--decode-calibration cal.json] --prefill-workers P
 //                   --decode-workers D [workload] [cluster]
 //   tandem-sim plan --calibration cal.json --workers N --slo-ttft-ms X --slo-tpot-ms Y [workload] [cluster]
@@ -59,11 +60,11 @@ struct Flags {
     f.AddString("model", &model, "calibrate: the model directory");
     f.AddString("engine-args", &engine_args, "calibrate: worker engine flags, space-separated (default: none)");
     f.AddInt("repeats", &repeats, "calibrate: timings per step shape; the median counts (default 3)");
-    f.AddString("out", &out, "calibrate: the calibration JSON to write");
+    f.AddString("out", &out, "calibrate, refit: the calibration JSON to write");
     f.AddBool("workers-share-cores", &workers_share_cores,
               "calibrate: time steps under the OpenMP waiting `tandem up` gives workers that share cores "
               "(OMP_WAIT_POLICY=passive GOMP_SPINCOUNT=1000, unless either is set): for --shared-cores runs");
-    f.AddString("calibration", &calibration, "run, plan: a calibration JSON (tandem-sim calibrate)");
+    f.AddString("calibration", &calibration, "run, plan, refit: a calibration JSON (tandem-sim calibrate)");
     f.AddString("decode-calibration", &decode_calibration,
                 "run, plan: decode workers' own calibration, whose decode-step fit they use (other flags or "
                 "hardware; default: --calibration's)");
@@ -213,6 +214,15 @@ void PrintSummary(const SimSummary& s, int64_t n) {
   }
 }
 
+void PrintFits(const Calibration& cal, const std::string& out) {
+  std::cout << "tandem-sim: " << cal.samples.size() << " step shapes; seconds = " << cal.model.base_s << " + "
+            << cal.model.per_token_s << " x tokens + " << cal.model.per_attention_s << " x attention + "
+            << cal.model.per_seq_s << " x seqs; median |error| " << 100 * cal.median_abs_rel_error << "%\n"
+            << "tandem-sim: decode steps alone: seconds = " << cal.decode_model.base_s << " + "
+            << cal.decode_model.per_attention_s << " x attention + " << cal.decode_model.per_seq_s
+            << " x seqs; median |error| " << 100 * cal.decode_median_abs_rel_error << "%; wrote " << out << "\n";
+}
+
 absl::Status Run(const std::string& command, const Flags& f) {
   if (command == "calibrate") {
     if (f.model.empty() || f.out.empty()) return absl::InvalidArgumentError("calibrate needs --model DIR and --out FILE");
@@ -231,12 +241,24 @@ absl::Status Run(const std::string& command, const Flags& f) {
     j["omp_wait_policy"] = wait != nullptr ? wait : "";
     j["gomp_spincount"] = spin != nullptr ? spin : "";
     std::ofstream(f.out) << j.dump(2) << "\n";
-    std::cout << "tandem-sim: " << cal.samples.size() << " step shapes timed; seconds = " << cal.model.base_s
-              << " + " << cal.model.per_token_s << " x tokens + " << cal.model.per_attention_s << " x attention + "
-              << cal.model.per_seq_s << " x seqs; median |error| " << 100 * cal.median_abs_rel_error << "%\n"
-              << "tandem-sim: decode steps alone: seconds = " << cal.decode_model.base_s << " + "
-              << cal.decode_model.per_attention_s << " x attention + " << cal.decode_model.per_seq_s
-              << " x seqs; median |error| " << 100 * cal.decode_median_abs_rel_error << "%; wrote " << f.out << "\n";
+    PrintFits(cal, f.out);
+    return absl::OkStatus();
+  }
+  if (command == "refit") {
+    if (f.calibration.empty() || f.out.empty()) {
+      return absl::InvalidArgumentError("refit needs --calibration FILE and --out FILE");
+    }
+    std::ifstream in(f.calibration);
+    if (!in) return absl::NotFoundError("cannot read --calibration " + f.calibration);
+    nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded()) return absl::InvalidArgumentError(f.calibration + " is not JSON");
+    ASSIGN_OR_RETURN(Calibration cal, Calibration::FromJson(j));
+    RETURN_IF_ERROR(Refit(cal));
+    for (const char* k : {"cost", "median_abs_rel_error", "decode_cost", "decode_median_abs_rel_error"}) {
+      j[k] = cal.ToJson()[k];  // everything else (model, flags, OpenMP waiting, samples) as it was
+    }
+    std::ofstream(f.out) << j.dump(2) << "\n";
+    PrintFits(cal, f.out);
     return absl::OkStatus();
   }
   ASSIGN_OR_RETURN(SimConfig cluster, Cluster(f));
@@ -282,7 +304,7 @@ absl::Status Run(const std::string& command, const Flags& f) {
     }
     return absl::OkStatus();
   }
-  return absl::InvalidArgumentError("unknown command '" + command + "' (calibrate, run, plan)");
+  return absl::InvalidArgumentError("unknown command '" + command + "' (calibrate, refit, run, plan)");
 }
 
 }  // namespace
@@ -293,7 +315,7 @@ int main(int argc, char** argv) {
   tandem::cli::FlagSet set;
   f.Register(set);
   std::vector<std::string> args(argv + 1, argv + argc);
-  const std::string usage = "usage: tandem-sim calibrate|run|plan [flags]\n" + set.Usage();
+  const std::string usage = "usage: tandem-sim calibrate|refit|run|plan [flags]\n" + set.Usage();
   if (args.empty() || args[0] == "--help") {
     std::cout << usage;
     return args.empty() ? 2 : 0;

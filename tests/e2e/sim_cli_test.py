@@ -121,6 +121,26 @@ def main():
           outs[0]["completed"] == 30 and outs[0]["good_requests"] == 30 and outs[0]["output_throughput"] > 0, outs[0])
     check("run: deterministic (the same flags, the same results)", outs[0] == outs[1], (outs[0], outs[1]))
 
+    # refit: a calibration from before the decode fit (no decode_cost) gets
+    # the same fits again from its samples; everything else stays as it was.
+    old = os.path.join(args.work, "cal_old.json")
+    with open(old, "w") as f:
+        json.dump({k: v for k, v in c.items() if not k.startswith("decode_")}, f)
+    refit = os.path.join(args.work, "cal_refit.json")
+    rc, out, err = run([args.sim, "refit", "--calibration", old, "--out", refit])
+    with open(refit) if rc == 0 else open(os.devnull) as f:
+        r = json.load(f) if rc == 0 else {}
+    same = rc == 0 and all(abs(r["decode_cost"][k] - v) <= 1e-12 * max(abs(v), 1e-9) for k, v in c["decode_cost"].items()) \
+        and all(abs(r["cost"][k] - v) <= 1e-12 * max(abs(v), 1e-9) for k, v in c["cost"].items()) \
+        and {k: v for k, v in r.items() if "cost" not in k and "error" not in k} == \
+        {k: v for k, v in c.items() if "cost" not in k and "error" not in k}
+    check("refit: an older calibration gets the same fits from its samples, the rest unchanged", same, out + err)
+    no_samples = os.path.join(args.work, "cal_no_samples.json")
+    with open(no_samples, "w") as f:
+        json.dump({k: v for k, v in c.items() if k != "samples"}, f)
+    rc, out, err = run([args.sim, "refit", "--calibration", no_samples, "--out", os.path.join(args.work, "x.json")])
+    check("refit: a calibration without samples: exit 2 naming why", rc == 2 and "samples" in err, (rc, err))
+
     mt = os.path.join(args.work, "multi_turn.json")
     rc, out, err = run([args.sim, "run", "--calibration", cal, "--dataset", "multi-turn", "--num-turns", "3",
                         "--input-len", "16", "--output-len", "8", "--num-requests", "12", "--concurrency", "2",
