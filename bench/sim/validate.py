@@ -130,14 +130,19 @@ def main():
         sim = run_sim(args, p, d, args.workload, args.slo, os.path.join(args.out, "sim-%dP%dD.json" % (p, d)))
         rows.append((p, d, real, sim))
         print("%dP%dD done" % (p, d), file=sys.stderr)
-    print("| split | goodput measured | goodput predicted | ratio | TTFT p50 measured (ms) | predicted | ratio |")
-    print("|---|---|---|---|---|---|---|")
+    print("| split | goodput measured | goodput predicted | ratio | TTFT p50 measured (ms) | predicted | ratio "
+          "| TPOT p50 measured (ms) | predicted | ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+
+    def ratio(a, b):
+        return b / a if a else float("nan")
     for p, d, real, sim in rows:
         g_real, g_sim = real.get("goodput") or 0.0, sim["goodput"]
         t_real, t_sim = real["ttft_ms"]["p50"], sim["ttft_ms"]["p50"]
-        print("| %dP%dD | %.3f | %.3f | %.2f | %.0f | %.0f | %.2f |"
-              % (p, d, g_real, g_sim, g_sim / g_real if g_real else float("nan"), t_real, t_sim,
-                 t_sim / t_real if t_real else float("nan")))
+        o_real, o_sim = real["tpot_ms"]["p50"], sim["tpot_ms"]["p50"]
+        print("| %dP%dD | %.3f | %.3f | %.2f | %.0f | %.0f | %.2f | %.1f | %.1f | %.2f |"
+              % (p, d, g_real, g_sim, ratio(g_real, g_sim), t_real, t_sim, ratio(t_real, t_sim),
+                 o_real, o_sim, ratio(o_real, o_sim)))
     return 0
 
 
