@@ -141,13 +141,16 @@ absl::StatusOr<Calibration> Calibrate(const CalibrationOptions& options) {
 
 absl::Status Refit(Calibration& cal) {
   ASSIGN_OR_RETURN(cal.model, StepCostModel::Fit(cal.samples));
+  ASSIGN_OR_RETURN(cal.prefill_model, StepCostModel::FitPrefill(cal.samples, cal.model.per_seq_s));
   ASSIGN_OR_RETURN(cal.decode_model, StepCostModel::FitDecode(cal.samples));
-  std::vector<double> errors, decode_errors;
+  std::vector<double> errors, prefill_errors, decode_errors;
   for (const auto& [s, t] : cal.samples) {
     errors.push_back(std::abs(cal.model.Seconds(s) - t) / t);
+    if (s.seqs == 1) prefill_errors.push_back(std::abs(cal.prefill_model.Seconds(s) - t) / t);
     if (s.new_tokens == s.seqs) decode_errors.push_back(std::abs(cal.decode_model.Seconds(s) - t) / t);
   }
   cal.median_abs_rel_error = Median(errors);
+  cal.prefill_median_abs_rel_error = Median(prefill_errors);
   cal.decode_median_abs_rel_error = Median(decode_errors);
   return absl::OkStatus();
 }
@@ -159,6 +162,8 @@ nlohmann::json Calibration::ToJson() const {
   }
   return {{"cost", model.ToJson()},
           {"median_abs_rel_error", median_abs_rel_error},
+          {"prefill_cost", prefill_model.ToJson()},
+          {"prefill_median_abs_rel_error", prefill_median_abs_rel_error},
           {"decode_cost", decode_model.ToJson()},
           {"decode_median_abs_rel_error", decode_median_abs_rel_error},
           {"block_size", block_size},
@@ -173,7 +178,10 @@ absl::StatusOr<Calibration> Calibration::FromJson(const nlohmann::json& j) {
   if (!j.is_object() || !j.contains("cost")) return absl::InvalidArgumentError("calibration: no 'cost' object");
   Calibration c;
   ASSIGN_OR_RETURN(c.model, StepCostModel::FromJson(j["cost"]));
-  c.decode_model = c.model;
+  c.prefill_model = c.decode_model = c.model;
+  if (j.contains("prefill_cost")) {
+    ASSIGN_OR_RETURN(c.prefill_model, StepCostModel::FromJson(j["prefill_cost"]));
+  }
   if (j.contains("decode_cost")) {
     ASSIGN_OR_RETURN(c.decode_model, StepCostModel::FromJson(j["decode_cost"]));
   }

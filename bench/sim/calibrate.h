@@ -3,8 +3,9 @@
 // (step_cost.h) to them: prefill chunks of every length the step budget
 // allows at several contexts, and decode steps of several batch sizes and
 // contexts. Each shape is timed `repeats` times; its median counts. Prefix
-// caching is off so every step computes what its shape says. Two fits:
-// every step (prefill workers), and decode steps alone (decode workers).
+// caching is off so every step computes what its shape says. Three fits:
+// one line over every step, a token curve over one-sequence steps (prefill
+// workers), and decode steps alone (decode workers).
 // Thread-safety: one calibration at a time per process (it owns an engine).
 #pragma once
 
@@ -27,8 +28,13 @@ struct CalibrationOptions {
 
 struct Calibration {
   std::vector<std::pair<StepShape, double>> samples;  // (shape, median seconds)
-  StepCostModel model;              // every step (prefill workers)
+  StepCostModel model;              // every step, one line (reported; what older calibrations had)
   double median_abs_rel_error = 0;  // of `model` over the samples
+  // Prefill workers': the token curve over the one-sequence steps
+  // (StepCostModel::FitPrefill). A calibration written before it had one
+  // reads as `model`.
+  StepCostModel prefill_model;
+  double prefill_median_abs_rel_error = 0;  // of `prefill_model` over the one-sequence samples
   // Decode steps only, by relative error (StepCostModel::FitDecode): decode
   // workers'. A calibration written before it had one reads as `model`.
   StepCostModel decode_model;
@@ -45,8 +51,8 @@ struct Calibration {
 
 absl::StatusOr<Calibration> Calibrate(const CalibrationOptions& options);
 
-// Fits both step cost models (and their errors) to `cal.samples` again: a
-// calibration written by an older tandem-sim gets the decode fit without
+// Fits the step cost models (and their errors) to `cal.samples` again: a
+// calibration written by an older tandem-sim gets the newer fits without
 // timing the engine again.
 absl::Status Refit(Calibration& cal);
 

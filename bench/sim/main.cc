@@ -168,7 +168,7 @@ absl::StatusOr<SimConfig> Cluster(const Flags& f) {
     }
   }
   SimConfig c;
-  c.prefill_cost = cal.model;
+  c.prefill_cost = cal.prefill_model;
   c.decode_cost = decode_cal.decode_model;
   c.block_size = cal.block_size;
   c.max_num_batched_tokens = cal.max_num_batched_tokens;
@@ -218,6 +218,10 @@ void PrintFits(const Calibration& cal, const std::string& out) {
   std::cout << "tandem-sim: " << cal.samples.size() << " step shapes; seconds = " << cal.model.base_s << " + "
             << cal.model.per_token_s << " x tokens + " << cal.model.per_attention_s << " x attention + "
             << cal.model.per_seq_s << " x seqs; median |error| " << 100 * cal.median_abs_rel_error << "%\n"
+            << "tandem-sim: prefill chunks: seconds = curve(tokens) + " << cal.prefill_model.per_attention_s
+            << " x attention, curve (tokens:seconds)";
+  for (const auto& [n, t] : cal.prefill_model.token_curve) std::cout << " " << n << ":" << t;
+  std::cout << "; median |error| " << 100 * cal.prefill_median_abs_rel_error << "%\n"
             << "tandem-sim: decode steps alone: seconds = " << cal.decode_model.base_s << " + "
             << cal.decode_model.per_attention_s << " x attention + " << cal.decode_model.per_seq_s
             << " x seqs; median |error| " << 100 * cal.decode_median_abs_rel_error << "%; wrote " << out << "\n";
@@ -254,7 +258,8 @@ absl::Status Run(const std::string& command, const Flags& f) {
     if (j.is_discarded()) return absl::InvalidArgumentError(f.calibration + " is not JSON");
     ASSIGN_OR_RETURN(Calibration cal, Calibration::FromJson(j));
     RETURN_IF_ERROR(Refit(cal));
-    for (const char* k : {"cost", "median_abs_rel_error", "decode_cost", "decode_median_abs_rel_error"}) {
+    for (const char* k : {"cost", "median_abs_rel_error", "prefill_cost", "prefill_median_abs_rel_error",
+                          "decode_cost", "decode_median_abs_rel_error"}) {
       j[k] = cal.ToJson()[k];  // everything else (model, flags, OpenMP waiting, samples) as it was
     }
     std::ofstream(f.out) << j.dump(2) << "\n";

@@ -4,6 +4,7 @@
 #include <array>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
@@ -12,8 +13,52 @@
 namespace tandem::sim {
 
 double StepCostModel::Seconds(const StepShape& s) const {
+  if (!token_curve.empty()) {
+    const double n = s.new_tokens;
+    double chunk = token_curve.front().second;
+    for (size_t i = 1; i < token_curve.size(); ++i) {
+      const auto [n0, t0] = token_curve[i - 1];
+      const auto [n1, t1] = token_curve[i];
+      if (n > n0 && (n <= n1 || i + 1 == token_curve.size())) chunk = t0 + (t1 - t0) * (n - n0) / (n1 - n0);
+    }
+    return std::max(0.0, chunk + per_attention_s * s.attention + per_seq_s * std::max(0.0, s.seqs - 1));
+  }
   const double t = base_s + per_token_s * s.new_tokens + per_attention_s * s.attention + per_seq_s * s.seqs;
   return std::max(t, base_s);
+}
+
+absl::StatusOr<StepCostModel> StepCostModel::FitPrefill(const std::vector<std::pair<StepShape, double>>& samples,
+                                                        double per_seq_s) {
+  std::map<double, std::vector<std::pair<double, double>>> by_tokens;  // tokens -> (attention, seconds)
+  for (const auto& [s, t] : samples) {
+    if (s.seqs == 1) by_tokens[s.new_tokens].emplace_back(s.attention, t);
+  }
+  if (by_tokens.size() < 2) return absl::InvalidArgumentError("a prefill curve needs at least 2 token counts timed");
+  auto mean = [](const std::vector<std::pair<double, double>>& v, bool second) {
+    double sum = 0;
+    for (const auto& p : v) sum += second ? p.second : p.first;
+    return sum / static_cast<double>(v.size());
+  };
+  // Least squares for one attention slope with a level per token count.
+  double num = 0, den = 0;
+  for (const auto& [n, v] : by_tokens) {
+    const double ma = mean(v, false), mt = mean(v, true);
+    for (const auto& [a, t] : v) {
+      num += (a - ma) * (t - mt);
+      den += (a - ma) * (a - ma);
+    }
+  }
+  if (!(den > 0)) return absl::InvalidArgumentError("a prefill curve needs a token count timed at two contexts");
+  StepCostModel m;
+  m.per_attention_s = std::max(0.0, num / den);
+  m.per_seq_s = per_seq_s;
+  double floor = 0;
+  for (const auto& [n, v] : by_tokens) {
+    floor = std::max(floor, mean(v, true) - m.per_attention_s * mean(v, false));
+    m.token_curve.emplace_back(n, floor);
+  }
+  m.base_s = m.token_curve.front().second;
+  return m;
 }
 
 namespace {
@@ -132,8 +177,13 @@ absl::StatusOr<StepCostModel> StepCostModel::FitDecode(const std::vector<std::pa
 }
 
 nlohmann::json StepCostModel::ToJson() const {
-  return {{"base_s", base_s}, {"per_token_s", per_token_s}, {"per_attention_s", per_attention_s},
-          {"per_seq_s", per_seq_s}};
+  nlohmann::json j = {{"base_s", base_s}, {"per_token_s", per_token_s}, {"per_attention_s", per_attention_s},
+                      {"per_seq_s", per_seq_s}};
+  if (!token_curve.empty()) {
+    j["token_curve"] = nlohmann::json::array();
+    for (const auto& [n, t] : token_curve) j["token_curve"].push_back({n, t});
+  }
+  return j;
 }
 
 absl::StatusOr<StepCostModel> StepCostModel::FromJson(const nlohmann::json& j) {
@@ -146,6 +196,21 @@ absl::StatusOr<StepCostModel> StepCostModel::FromJson(const nlohmann::json& j) {
     *field = j[name].get<double>();
   }
   if (!(m.base_s >= 0)) return absl::InvalidArgumentError("step cost model: base_s must be >= 0");
+  if (j.contains("token_curve")) {
+    const nlohmann::json& c = j["token_curve"];
+    if (!c.is_array() || c.size() < 2) return absl::InvalidArgumentError("step cost model: token_curve needs 2+ points");
+    for (const nlohmann::json& p : c) {
+      if (!p.is_array() || p.size() != 2 || !p[0].is_number() || !p[1].is_number()) {
+        return absl::InvalidArgumentError("step cost model: a token_curve point is not [tokens, seconds]");
+      }
+      const double n = p[0].get<double>(), t = p[1].get<double>();
+      if (!(n >= 0 && t >= 0) || (!m.token_curve.empty() && !(n > m.token_curve.back().first))) {
+        return absl::InvalidArgumentError(
+            "step cost model: token_curve's tokens must increase and its points be >= 0");
+      }
+      m.token_curve.emplace_back(n, t);
+    }
+  }
   return m;
 }
 

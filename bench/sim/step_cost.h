@@ -13,6 +13,14 @@
 // chunks and decode batches: a decode step of B sequences is B tokens, B
 // sequences and the sum of their contexts.
 //
+// Prefill workers get a model of their own too (FitPrefill): the cost of a
+// chunk without context is not linear in its tokens on every host (on the
+// Zen 3 host, one core: 48 tokens 209 ms, 160 tokens 679 ms, 256 tokens
+// 1.34-1.57 s), and a line through all of them misses the middle sizes by
+// 10-23%, which near saturation moves TTFT by 2x. So the chunk's cost is
+// interpolated between the token counts timed (token_curve), plus the
+// attention and per-sequence terms.
+//
 // Decode workers get a model of their own, fitted to decode steps only and
 // by relative error (FitDecode): over batches of 1 to 32 a decode step is
 // not linear in the batch, and a least-squares fit in seconds is pulled to
@@ -52,6 +60,13 @@ struct StepCostModel {
   double per_attention_s = 0;
   double per_seq_s = 0;
 
+  // When not empty: (tokens, seconds) of one sequence's chunk without
+  // context, by increasing tokens, in place of base_s + per_token_s x
+  // tokens: linear between points, the last segment's slope past the last,
+  // the first point's cost below it; per_seq_s then counts the sequences
+  // beyond the first.
+  std::vector<std::pair<double, double>> token_curve;
+
   // Never below base_s (a fitted negative coefficient cannot make a step free).
   double Seconds(const StepShape& s) const;
 
@@ -71,6 +86,15 @@ struct StepCostModel {
   // steps are left out; InvalidArgument with fewer than 3 decode samples or
   // when they do not tell base, attention and batch apart.
   static absl::StatusOr<StepCostModel> FitDecode(const std::vector<std::pair<StepShape, double>>& samples);
+
+  // The curve over the one-sequence samples: per_attention_s by least
+  // squares within each token count's samples (the counts timed at several
+  // contexts tell it), each count's point its mean less that attention
+  // cost, made non-decreasing (more tokens never cost less). `per_seq_s`
+  // is given (one-sequence samples cannot tell it). InvalidArgument with
+  // fewer than 2 token counts or none timed at two contexts.
+  static absl::StatusOr<StepCostModel> FitPrefill(const std::vector<std::pair<StepShape, double>>& samples,
+                                                  double per_seq_s);
 
   nlohmann::json ToJson() const;
   static absl::StatusOr<StepCostModel> FromJson(const nlohmann::json& j);

@@ -60,6 +60,11 @@ def main():
     check("calibrate: a decode-step fit of its own (no per-token term, no negative coefficient)",
           set(d) == set(c["cost"]) and d["per_token_s"] == 0 and all(v >= 0 for v in d.values())
           and d["per_seq_s"] + d["base_s"] > 0 and 0 <= c.get("decode_median_abs_rel_error", -1) < 1, d)
+    pc = c.get("prefill_cost", {})
+    curve = pc.get("token_curve", [])
+    check("calibrate: a prefill curve over the chunk sizes timed (increasing tokens, non-decreasing seconds)",
+          len(curve) >= 2 and all(a[0] < b[0] and a[1] <= b[1] for a, b in zip(curve, curve[1:]))
+          and pc.get("per_attention_s", -1) >= 0 and 0 <= c.get("prefill_median_abs_rel_error", -1) < 1, pc)
     check("calibrate: the bundled model's block size, pool and block bytes",
           c["block_size"] == 16 and c["kv_blocks"] > 0 and c["kv_bytes_per_block"] > 0, c)
     check("calibrate: records that it ran with OpenMP's default waiting",
@@ -99,6 +104,29 @@ def main():
         ok = all(abs(tpot[k] - 2 * tpot[0]) < 1e-6 * tpot[0] and abs(ttft[k] - ttft[0]) < 1e-9 for k in (1, 2))
     check("run: decode workers step by the decode fit, of --decode-calibration when given "
           "(TPOT exactly 2x, TTFT the same)", ok, per_role)
+    # Prefill workers step by the prefill curve: doubled, the first token
+    # comes later and the decode steps stay as they were.
+    slow_prefill = os.path.join(args.work, "cal_slow_prefill.json")
+    doubled = dict(c["prefill_cost"], token_curve=[[n, 2 * t] for n, t in c["prefill_cost"]["token_curve"]],
+                   per_attention_s=2 * c["prefill_cost"]["per_attention_s"])
+    with open(slow_prefill, "w") as f:
+        json.dump(dict(c, prefill_cost=doubled), f)
+    j = os.path.join(args.work, "role_slow_prefill.json")
+    rc, out, err = run([args.sim, "run", "--calibration", slow_prefill, "--json-out", j] + one)
+    with open(j) if rc == 0 else open(os.devnull) as f:
+        sp = json.load(f) if rc == 0 else None
+    # The one 16-token chunk's cost, interpolated here on the curve: the
+    # doubled curve adds exactly it to the TTFT.
+    pts = c["prefill_cost"]["token_curve"]
+    chunk = pts[0][1]
+    for (n0, t0), (n1, t1) in zip(pts, pts[1:]):
+        if 16 > n0 and (16 <= n1 or [n1, t1] == pts[-1]):
+            chunk = t0 + (t1 - t0) * (16 - n0) / (n1 - n0)
+    step_ms = 1e3 * (chunk + c["prefill_cost"]["per_attention_s"] * 16 * 17 / 2)
+    check("run: prefill workers step by the prefill curve (doubled: TTFT one chunk later, TPOT the same)",
+          sp is not None and per_role[0] is not None
+          and abs(sp["ttft_ms"]["p50"] - per_role[0]["ttft_ms"]["p50"] - step_ms) < 1e-6 * step_ms
+          and abs(sp["tpot_ms"]["p50"] - per_role[0]["tpot_ms"]["p50"]) < 1e-9, (sp, per_role[0], step_ms))
     other_layout = os.path.join(args.work, "cal_other_layout.json")
     with open(other_layout, "w") as f:
         json.dump(dict(c, block_size=32, kv_bytes_per_block=2 * c["kv_bytes_per_block"]), f)
@@ -125,13 +153,14 @@ def main():
     # the same fits again from its samples; everything else stays as it was.
     old = os.path.join(args.work, "cal_old.json")
     with open(old, "w") as f:
-        json.dump({k: v for k, v in c.items() if not k.startswith("decode_")}, f)
+        json.dump({k: v for k, v in c.items() if not k.startswith("decode_") and not k.startswith("prefill_")}, f)
     refit = os.path.join(args.work, "cal_refit.json")
     rc, out, err = run([args.sim, "refit", "--calibration", old, "--out", refit])
     with open(refit) if rc == 0 else open(os.devnull) as f:
         r = json.load(f) if rc == 0 else {}
     same = rc == 0 and all(abs(r["decode_cost"][k] - v) <= 1e-12 * max(abs(v), 1e-9) for k, v in c["decode_cost"].items()) \
         and all(abs(r["cost"][k] - v) <= 1e-12 * max(abs(v), 1e-9) for k, v in c["cost"].items()) \
+        and r["prefill_cost"] == c["prefill_cost"] \
         and {k: v for k, v in r.items() if "cost" not in k and "error" not in k} == \
         {k: v for k, v in c.items() if "cost" not in k and "error" not in k}
     check("refit: an older calibration gets the same fits from its samples, the rest unchanged", same, out + err)

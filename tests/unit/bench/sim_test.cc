@@ -1,5 +1,6 @@
 // tandem-sim's model with exact numbers: the step cost fit recovers known
-// coefficients, and the decode fit weighs decode steps by relative error; one request's TTFT, TPOT and E2E are the sums of its steps
+// coefficients, the prefill curve interpolates the chunk sizes timed, and
+// the decode fit weighs decode steps by relative error; one request's TTFT, TPOT and E2E are the sums of its steps
 // and its transfer; a shared prefix is computed once on the prefill worker
 // kv-aware routing sends it to, and not shipped again to a decode worker
 // that holds it; workers sharing cores slow each other in proportion; and
@@ -77,6 +78,55 @@ TEST(BenchSimStepCostTest, TheFitRecoversTheCoefficientsOfExactSamples) {
   EXPECT_GE(nn->per_attention_s, 0);
   EXPECT_GE(nn->per_seq_s, 0);
   EXPECT_TRUE(StepCostModel::FromJson(nn->ToJson()).ok());
+}
+
+// Chunks whose cost is not linear in their tokens: the prefill fit gives
+// each token count timed its own point (the attention cost, told by the
+// count timed at several contexts, taken out), interpolates between them and
+// continues the last segment past the last; decode batches are left out.
+TEST(BenchSimStepCostTest, ThePrefillCurveInterpolatesTheTokenCountsTimed) {
+  const double b = 2e-6;
+  auto chunk = [](double n) { return n == 16 ? 0.05 : n == 64 ? 0.25 : 1.4; };  // 256
+  std::vector<std::pair<StepShape, double>> samples;
+  for (double n : {16.0, 64.0, 256.0}) {
+    samples.emplace_back(StepShape::Of(n, 0), chunk(n) + b * StepShape::Of(n, 0).attention);
+  }
+  for (double ctx : {256.0, 512.0}) {
+    samples.emplace_back(StepShape::Of(256, ctx), chunk(256) + b * StepShape::Of(256, ctx).attention);
+  }
+  StepShape batch;
+  for (int i = 0; i < 8; ++i) batch += StepShape::Of(1, 100);
+  samples.emplace_back(batch, 99.0);  // a decode batch: not a one-sequence chunk
+  absl::StatusOr<StepCostModel> fit = StepCostModel::FitPrefill(samples, 0.003);
+  ASSERT_TRUE(fit.ok()) << fit.status();
+  EXPECT_NEAR(fit->per_attention_s, b, 1e-15);
+  EXPECT_EQ(fit->per_seq_s, 0.003);
+  ASSERT_EQ(fit->token_curve.size(), 3u);
+  EXPECT_NEAR(fit->token_curve[1].second, 0.25, 1e-12);
+  // Every sample it was fitted to, exactly.
+  for (size_t i = 0; i + 1 < samples.size(); ++i) {
+    EXPECT_NEAR(fit->Seconds(samples[i].first), samples[i].second, 1e-12);
+  }
+  // Between points, past the last, below the first; more sequences.
+  EXPECT_NEAR(fit->Seconds(StepShape{40, 0, 1}), 0.05 + 0.2 * 24 / 48, 1e-12);
+  EXPECT_NEAR(fit->Seconds(StepShape{320, 0, 1}), 1.4 + 1.15 * 64 / 192, 1e-12);
+  EXPECT_NEAR(fit->Seconds(StepShape{8, 0, 1}), 0.05, 1e-12);
+  EXPECT_NEAR(fit->Seconds(StepShape{64, 1000, 3}), 0.25 + b * 1000 + 2 * 0.003, 1e-12);
+  // A count timed slower than a larger one: the curve never goes down.
+  std::vector<std::pair<StepShape, double>> dip = samples;
+  dip[1].second = 0.01 + b * dip[1].first.attention;  // 64 tokens cheaper than 16
+  absl::StatusOr<StepCostModel> flat = StepCostModel::FitPrefill(dip, 0);
+  ASSERT_TRUE(flat.ok()) << flat.status();
+  EXPECT_NEAR(flat->token_curve[1].second, 0.05, 1e-12);
+  // JSON keeps the curve; bad curves and samples that cannot tell it apart are refused.
+  absl::StatusOr<StepCostModel> back = StepCostModel::FromJson(fit->ToJson());
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->token_curve, fit->token_curve);
+  nlohmann::json bad = fit->ToJson();
+  bad["token_curve"] = {{64, 0.2}, {16, 0.3}};
+  EXPECT_FALSE(StepCostModel::FromJson(bad).ok());
+  EXPECT_FALSE(StepCostModel::FitPrefill({samples[2], samples[3], samples[4]}, 0).ok());  // one token count
+  EXPECT_FALSE(StepCostModel::FitPrefill({samples[0], samples[1], samples[2]}, 0).ok());  // no count at 2 contexts
 }
 
 // Decode steps whose time is not linear in the batch (a B^2 term): the
