@@ -95,6 +95,7 @@ class Simulator {
     std::vector<int64_t> running;     // prefill: computing; decode: generating
     bool busy = false;
     double remaining_s = 0;           // of the step in progress, at full speed
+    double step_start_s = 0;          // when the step in progress began
     uint64_t step_version = 0;
     std::vector<std::pair<int64_t, int64_t>> step;  // (request, tokens it computes)
   };
@@ -288,6 +289,7 @@ class Simulator {
     if (w.step.empty()) return;
     Advance();
     w.busy = true;
+    w.step_start_s = now_;
     ++busy_;
     w.remaining_s = (w.prefill ? c_.prefill_cost : c_.decode_cost).Seconds(shape);
     Reschedule(wi);
@@ -298,6 +300,9 @@ class Simulator {
     Worker& w = workers_[wi];
     w.busy = false;
     --busy_;
+    RoleSteps& role = w.prefill ? result_.prefill_steps : result_.decode_steps;
+    ++role.count;
+    role.seconds += now_ - w.step_start_s;
     const std::vector<std::pair<int64_t, int64_t>> step = std::move(w.step);
     w.step.clear();
     if (w.prefill) {

@@ -82,10 +82,19 @@ struct SimRequestResult {
   int64_t shipped_blocks = 0;         // KV blocks sent to the decode worker
 };
 
+// Steps one role's workers took, and their wall time in all (what the real
+// workers' tandem_step_duration_seconds histogram sums): the cost model's
+// with cores of their own, stretched by sharing on shared cores.
+struct RoleSteps {
+  int64_t count = 0;
+  double seconds = 0;
+};
+
 struct SimResult {
   std::vector<SimRequestResult> requests;
   double duration_s = 0;  // 0 to the last completion
   int64_t output_tokens = 0;
+  RoleSteps prefill_steps, decode_steps;
 };
 
 SimResult Simulate(const SimConfig& config, const std::vector<SimRequest>& requests);

@@ -287,7 +287,11 @@ absl::Status Run(const std::string& command, const Flags& f) {
                                 {"num_requests", reqs.size()}, {"completed", s.completed},
                                 {"ttft_ms", latency(s.ttft_ms)}, {"tpot_ms", latency(s.tpot_ms)},
                                 {"e2e_ms", latency(s.e2e_ms)}, {"output_throughput", s.output_tok_s},
-                                {"goodput", s.goodput}, {"good_requests", s.good}, {"attainment", s.attainment}};
+                                {"goodput", s.goodput}, {"good_requests", s.good}, {"attainment", s.attainment},
+                                {"steps", {{"prefill", {{"count", r.prefill_steps.count},
+                                                        {"seconds", r.prefill_steps.seconds}}},
+                                           {"decode", {{"count", r.decode_steps.count},
+                                                       {"seconds", r.decode_steps.seconds}}}}}};
       std::ofstream(f.json_out) << j.dump(2) << "\n";
     }
     return absl::OkStatus();

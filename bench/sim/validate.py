@@ -4,8 +4,12 @@ prefill:decode split, `tandem up` serves a workload driven by tandem-bench,
 and tandem-sim predicts the same workload (same prompts and arrival times:
 the same generator and seeds) from a calibration made on the same machine
 with `tandem-sim calibrate --workers-share-cores` (the workers share its cores).
-Prints one table row per split: measured and predicted goodput and TTFT p50,
-and their ratio. By default the workers share this machine's cores, so the
+Prints one table row per split: measured and predicted goodput, TTFT p50
+and TPOT p50, and their ratios; then each role's engine steps, measured
+(the workers' tandem_step_duration_seconds, scraped from their metrics
+servers) and predicted: count and mean wall time. A mean step off by more
+than the fit error says the host ran at another speed than when it was
+calibrated, which near the knee moves TTFT far more than the step itself. By default the workers share this machine's cores, so the
 simulation runs with --shared-cores (nproc) and each worker's OpenMP thread
 count. With --own-cores the split must be 1:1 and each worker gets cores of
 its own (prefill the first half of the CPUs, decode the rest: `tandem up
@@ -26,9 +30,11 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 DEFAULT_WORKLOAD = ("--dataset random --input-len 256 --output-len 32 --num-requests 48 --request-rate 1.5 "
                     "--ignore-eos --vocab-size 49000 --seed 3 --max-model-len 2048")
@@ -44,10 +50,49 @@ def own_core_lists():
     return ",".join(map(str, cpus[:half])), ",".join(map(str, cpus[half:2 * half]))
 
 
+def free_port_base(n):
+    """A port with the n - 1 after it free on 127.0.0.1 (for --metrics-base-port)."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + n > 65535:
+            continue
+        try:
+            socks = []
+            for i in range(n):
+                t = socket.socket()
+                socks.append(t)
+                t.bind(("127.0.0.1", base + i))
+            return base
+        except OSError:
+            pass
+        finally:
+            for t in socks:
+                t.close()
+    raise RuntimeError("no %d free ports in a row on 127.0.0.1" % n)
+
+
+STEP_METRIC = re.compile(r'^tandem_step_duration_seconds_(sum|count)\{[^}]*role="(prefill|decode)"[^}]*\} (\S+)$')
+
+
+def scrape_steps(base, workers):
+    """Each role's engine steps over the workers' metrics servers: count and seconds."""
+    steps = {"prefill": {"count": 0, "seconds": 0.0}, "decode": {"count": 0, "seconds": 0.0}}
+    for i in range(1, workers + 1):  # the router is base + 0
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % (base + i), timeout=10) as r:
+            for line in r.read().decode().splitlines():
+                m = STEP_METRIC.match(line)
+                if m:
+                    steps[m.group(2)]["seconds" if m.group(1) == "sum" else "count"] += float(m.group(3))
+    return steps
+
+
 def run_real(args, p, d, workload, slo, out):
     log = open(os.path.join(args.out, "up-%dP%dD.log" % (p, d)), "w")
+    metrics_base = free_port_base(1 + p + d)
     cmd = [os.path.join(args.bin_dir, "tandem"), "up", "--model", args.model, "--port", "0",
-           "--prefill-workers", str(p), "--decode-workers", str(d)]
+           "--prefill-workers", str(p), "--decode-workers", str(d), "--metrics-base-port", str(metrics_base)]
     if args.own_cores:
         prefill_cpus, decode_cpus = own_core_lists()
         cmd += ["--prefill-cores", prefill_cpus, "--decode-cores", decode_cpus]
@@ -69,6 +114,7 @@ def run_real(args, p, d, workload, slo, out):
                                capture_output=True, text=True, timeout=1800)
         if bench.returncode != 0:
             raise RuntimeError("tandem-bench failed: %s" % bench.stderr)
+        steps = scrape_steps(metrics_base, p + d)
     finally:
         up.send_signal(signal.SIGTERM)
         try:
@@ -78,7 +124,11 @@ def run_real(args, p, d, workload, slo, out):
             up.wait()
         log.close()
     with open(out) as f:
-        return json.load(f)
+        real = json.load(f)
+    real["steps"] = steps
+    with open(out, "w") as f:
+        json.dump(real, f, indent=2)
+    return real
 
 
 def run_sim(args, p, d, workload, slo, out):
@@ -143,6 +193,18 @@ def main():
         print("| %dP%dD | %.3f | %.3f | %.2f | %.0f | %.0f | %.2f | %.1f | %.1f | %.2f |"
               % (p, d, g_real, g_sim, ratio(g_real, g_sim), t_real, t_sim, ratio(t_real, t_sim),
                  o_real, o_sim, ratio(o_real, o_sim)))
+    print()
+    print("| split | role | steps measured | predicted | mean step measured (ms) | predicted | ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for p, d, real, sim in rows:
+        if "steps" not in real:  # a real run from before validate.py scraped them
+            continue
+        for role in ("prefill", "decode"):
+            r, m = real["steps"][role], sim["steps"][role]
+            mean_r = 1e3 * r["seconds"] / r["count"] if r["count"] else float("nan")
+            mean_m = 1e3 * m["seconds"] / m["count"] if m["count"] else float("nan")
+            print("| %dP%dD | %s | %d | %d | %.1f | %.1f | %.2f |"
+                  % (p, d, role, r["count"], m["count"], mean_r, mean_m, ratio(mean_r, mean_m)))
     return 0
 
 

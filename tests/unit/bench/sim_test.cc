@@ -185,6 +185,11 @@ TEST(BenchSimTest, OneRequestTakesItsStepsAndItsTransfer) {
   EXPECT_NEAR(r.requests[0].e2e_s, ttft + 4 * 0.011, 1e-9);
   EXPECT_EQ(r.requests[0].shipped_blocks, 19);
   EXPECT_EQ(r.output_tokens, 5);
+  // The steps each role took and their time, as a worker's step histogram counts them.
+  EXPECT_EQ(r.prefill_steps.count, 2);
+  EXPECT_NEAR(r.prefill_steps.seconds, prefill, 1e-9);
+  EXPECT_EQ(r.decode_steps.count, 4);
+  EXPECT_NEAR(r.decode_steps.seconds, 4 * 0.011, 1e-9);
   const SimSummary s = Summarize(r, Slo{1e9, 1e9});
   EXPECT_EQ(s.good, 1);
   EXPECT_NEAR(s.output_tok_s, 5 / r.duration_s, 1e-9);
@@ -250,6 +255,7 @@ TEST(BenchSimTest, WorkersSharingCoresSlowEachOtherInProportion) {
   c.threads_per_worker = 1;
   const SimResult shared = Simulate(c, two);
   EXPECT_NEAR(shared.requests[0].ttft_s, 0.22 + transfer, 1e-9);
+  EXPECT_NEAR(shared.prefill_steps.seconds, 2 * 0.22, 1e-9);  // wall time, stretched by the sharing
   EXPECT_NEAR(shared.requests[1].ttft_s, 0.22 + transfer, 1e-9);
   // Oversubscribed at 80% efficiency: 0.11 / (0.5 x 0.8).
   c.sharing_efficiency = 0.8;
