@@ -77,63 +77,82 @@ absl::StatusOr<Calibration> Calibrate(const CalibrationOptions& options) {
     return absl::OkStatus();
   };
 
-  // Prefill: one prompt alone, chunked by the budget; every chunk is a sample.
+  // Prefill: one prompt alone, chunked by the budget; every chunk is a
+  // sample. Decode: B sequences of prompt C; once every one has its first
+  // token (the early ones decode while the later ones prefill), each step
+  // decodes one token for each of the B, at its own context.
+  std::vector<int64_t> lens;
   for (int64_t len : {16, 48, 96, 160, 256, 512, 1024}) {
-    if (len + 2 > cal.max_position) continue;
-    std::vector<std::vector<double>> times;  // per chunk
-    for (int rep = 0; rep < options.repeats; ++rep) {
-      RETURN_IF_ERROR(add(len, 1));
-      for (int64_t done = 0, k = 0; done < len; done += std::min(budget, len - done), ++k) {
-        ASSIGN_OR_RETURN(double t, TimedStep(*engine));
-        if (static_cast<int64_t>(times.size()) <= k) times.emplace_back();
-        times[k].push_back(t);
-      }
-      RETURN_IF_ERROR(drain());
-    }
-    for (int64_t done = 0, k = 0; done < len; ++k) {
-      const int64_t n = std::min(budget, len - done);
-      cal.samples.emplace_back(StepShape::Of(static_cast<double>(n), static_cast<double>(done)), Median(times[k]));
-      done += n;
-    }
+    if (len + 2 <= cal.max_position) lens.push_back(len);
   }
-  // Decode: B sequences of prompt C. Once every one has its first token
-  // (the early ones decode while the later ones prefill), each step decodes
-  // one token for each of the B, at its own context.
   constexpr int kDecodeSteps = 3;
+  struct DecodeShape {
+    int64_t batch, ctx, max_tokens;
+  };
+  std::vector<DecodeShape> decodes;
   for (int64_t batch : {1, 4, 8, 16, 32}) {
     for (int64_t ctx : {64, 448}) {
       const int64_t max_tokens = std::min<int64_t>(256, cal.max_position - ctx - 1);
-      if (max_tokens < 2 * kDecodeSteps + batch * ctx / budget + 4) continue;
-      std::vector<std::vector<double>> times(kDecodeSteps);
-      std::vector<StepShape> shapes(kDecodeSteps);
-      for (int rep = 0; rep < options.repeats; ++rep) {
-        absl::flat_hash_map<std::string, int64_t> generated;
-        std::vector<std::string> ids;
-        for (int64_t b = 0; b < batch; ++b) {
-          ids.push_back(absl::StrCat("cal-", next_id));
-          RETURN_IF_ERROR(add(ctx, static_cast<uint32_t>(max_tokens)));
-        }
-        auto count = [&generated](const std::vector<RequestOutput>& outs) {
-          for (const RequestOutput& o : outs) generated[o.request_id] += static_cast<int64_t>(o.new_token_ids.size());
-        };
-        for (int guard = 0; static_cast<int64_t>(generated.size()) < batch && guard < 100000; ++guard) {
-          ASSIGN_OR_RETURN(std::vector<RequestOutput> outs, engine->Step());
-          count(outs);
-        }
-        for (int k = 0; k < kDecodeSteps; ++k) {
-          StepShape s;
-          for (const std::string& id : ids) s += StepShape::Of(1, static_cast<double>(ctx + generated[id] - 1));
-          const auto t0 = std::chrono::steady_clock::now();
-          ASSIGN_OR_RETURN(std::vector<RequestOutput> outs, engine->Step());
-          times[k].push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-          count(outs);
-          if (rep == 0) shapes[k] = s;  // the same each repeat (the engine is deterministic in its schedule)
-        }
-        for (const std::string& id : ids) engine->Abort(id);
-        RETURN_IF_ERROR(drain());
-      }
-      for (int k = 0; k < kDecodeSteps; ++k) cal.samples.emplace_back(shapes[k], Median(times[k]));
+      if (max_tokens >= 2 * kDecodeSteps + batch * ctx / budget + 4) decodes.push_back({batch, ctx, max_tokens});
     }
+  }
+  // Each repeat is one pass over every shape, so each shape's median spans
+  // the whole calibration: on a shared host the speed drifts over minutes,
+  // and shapes timed back to back would each catch one moment of it (in one
+  // Zen 3 calibration the 256-token chunks, timed last, cost 1.94x the
+  // 160-token ones; in another 1.59x, about their ratio of tokens).
+  std::vector<std::vector<std::vector<double>>> prefill_times(lens.size());    // [len][chunk][repeat]
+  std::vector<std::vector<std::vector<double>>> decode_times(decodes.size());  // [shape][step][repeat]
+  std::vector<std::vector<StepShape>> decode_shapes(decodes.size(), std::vector<StepShape>(kDecodeSteps));
+  for (int rep = 0; rep < options.repeats; ++rep) {
+    for (size_t i = 0; i < lens.size(); ++i) {
+      RETURN_IF_ERROR(add(lens[i], 1));
+      for (int64_t done = 0, k = 0; done < lens[i]; done += std::min(budget, lens[i] - done), ++k) {
+        ASSIGN_OR_RETURN(double t, TimedStep(*engine));
+        if (static_cast<int64_t>(prefill_times[i].size()) <= k) prefill_times[i].emplace_back();
+        prefill_times[i][k].push_back(t);
+      }
+      RETURN_IF_ERROR(drain());
+    }
+    for (size_t j = 0; j < decodes.size(); ++j) {
+      const DecodeShape& d = decodes[j];
+      decode_times[j].resize(kDecodeSteps);
+      absl::flat_hash_map<std::string, int64_t> generated;
+      std::vector<std::string> ids;
+      for (int64_t b = 0; b < d.batch; ++b) {
+        ids.push_back(absl::StrCat("cal-", next_id));
+        RETURN_IF_ERROR(add(d.ctx, static_cast<uint32_t>(d.max_tokens)));
+      }
+      auto count = [&generated](const std::vector<RequestOutput>& outs) {
+        for (const RequestOutput& o : outs) generated[o.request_id] += static_cast<int64_t>(o.new_token_ids.size());
+      };
+      for (int guard = 0; static_cast<int64_t>(generated.size()) < d.batch && guard < 100000; ++guard) {
+        ASSIGN_OR_RETURN(std::vector<RequestOutput> outs, engine->Step());
+        count(outs);
+      }
+      for (int k = 0; k < kDecodeSteps; ++k) {
+        StepShape s;
+        for (const std::string& id : ids) s += StepShape::Of(1, static_cast<double>(d.ctx + generated[id] - 1));
+        const auto t0 = std::chrono::steady_clock::now();
+        ASSIGN_OR_RETURN(std::vector<RequestOutput> outs, engine->Step());
+        decode_times[j][k].push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        count(outs);
+        if (rep == 0) decode_shapes[j][k] = s;  // the same each repeat (the engine is deterministic in its schedule)
+      }
+      for (const std::string& id : ids) engine->Abort(id);
+      RETURN_IF_ERROR(drain());
+    }
+  }
+  for (size_t i = 0; i < lens.size(); ++i) {
+    for (int64_t done = 0, k = 0; done < lens[i]; ++k) {
+      const int64_t n = std::min(budget, lens[i] - done);
+      cal.samples.emplace_back(StepShape::Of(static_cast<double>(n), static_cast<double>(done)),
+                               Median(prefill_times[i][k]));
+      done += n;
+    }
+  }
+  for (size_t j = 0; j < decodes.size(); ++j) {
+    for (int k = 0; k < kDecodeSteps; ++k) cal.samples.emplace_back(decode_shapes[j][k], Median(decode_times[j][k]));
   }
   RETURN_IF_ERROR(Refit(cal));
   return cal;

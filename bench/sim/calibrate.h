@@ -2,7 +2,8 @@
 // model and engine flags a worker would load) and fits the step cost model
 // (step_cost.h) to them: prefill chunks of every length the step budget
 // allows at several contexts, and decode steps of several batch sizes and
-// contexts. Each shape is timed `repeats` times; its median counts. Prefix
+// contexts. Each shape is timed `repeats` times, one pass over all shapes
+// per repeat; its median counts. Prefix
 // caching is off so every step computes what its shape says. Three fits:
 // one line over every step, a token curve over one-sequence steps (prefill
 // workers), and decode steps alone (decode workers).
