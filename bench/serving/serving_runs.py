@@ -17,6 +17,12 @@
            flash attention, -c <concurrency * (in + out + 16)>, -t
            <threads>) through tandem-bench --backend openai, on the same
            workload (default: the target's, greedy, same seed).
+  routing  issue 18's acceptance: `tandem up` with 2 prefill + 2 decode
+           workers (default flags), `--routing kv-aware` against
+           `--routing least-loaded`, alternated --repeats times, one cluster
+           per run, on 64 prompts of one of 8 shared 384-token prefixes + 64
+           tokens, 16 output tokens, concurrency 8; prints each run and the
+           ratio of the medians (TTFT p50, output tok/s).
 
 Every run writes tandem-bench's JSON to --out and prints a Markdown table.
 Run with Debian's /usr/bin/python3. Servers listen on 127.0.0.1 only and are
@@ -189,6 +195,42 @@ def run_disagg(args):
             r["itl_ms"]["p99"], r.get("goodput", float("nan"))))
 
 
+def run_routing(args):
+    print(cpu_summary() + "\n", flush=True)
+    workload = ["--dataset", "prefix", "--prefix-len", "384", "--num-prefixes", "8", "--input-len", "64",
+                "--output-len", "16", "--num-requests", str(args.num_requests), "--concurrency", "8", "--ignore-eos",
+                "--seed", "1", "--temperature", "0"]
+    cluster = ["--prefill-workers", "2", "--decode-workers", "2"]
+    if args.num_kv_blocks:
+        cluster += ["--num-kv-blocks", str(args.num_kv_blocks)]
+    modes = ("kv-aware", "least-loaded")
+    runs = {m: [] for m in modes}
+    for rep in range(args.repeats):
+        for mode in modes:  # alternated, so a noisy stretch of the host hits both
+            srv = up(args, cluster + ["--routing", mode])
+            try:
+                runs[mode].append(point(bench(args, srv.addr, "%s-%d" % (mode, rep), workload)))
+            finally:
+                srv.stop()
+
+    def median(xs):
+        xs = sorted(xs)
+        n = len(xs)
+        return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+    ttft = {m: [r["ttft_ms"]["p50"] for r in runs[m]] for m in modes}
+    tput = {m: [r["output_throughput"] for r in runs[m]] for m in modes}
+    print("\n| | kv-aware | least-loaded | ratio (medians) |")
+    print("|---|---|---|---|")
+    print("| TTFT p50 (ms) | %s (median %.0f) | %s (median %.0f) | **%.2fx** |" % (
+        ", ".join("%.0f" % x for x in ttft["kv-aware"]), median(ttft["kv-aware"]),
+        ", ".join("%.0f" % x for x in ttft["least-loaded"]), median(ttft["least-loaded"]),
+        median(ttft["least-loaded"]) / median(ttft["kv-aware"])))
+    print("| output tok/s | %s (median %.1f) | %s (median %.1f) | %.2fx |" % (
+        ", ".join("%.1f" % x for x in tput["kv-aware"]), median(tput["kv-aware"]),
+        ", ".join("%.1f" % x for x in tput["least-loaded"]), median(tput["least-loaded"]),
+        median(tput["kv-aware"]) / median(tput["least-loaded"])))
+
+
 class LlamaServer:
     """A llama-server child on 127.0.0.1 at a free port, ready once GET /health answers 200."""
 
@@ -312,7 +354,7 @@ def run_compare(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["target", "ladder", "disagg", "compare"])
+    ap.add_argument("what", choices=["target", "ladder", "disagg", "compare", "routing"])
     ap.add_argument("--bin-dir", default="build/bin")
     ap.add_argument("--model", required=True, help="e.g. a SmolLM2-135M-shape model from tools/models/make_random_model.py")
     ap.add_argument("--out", required=True, help="folder for the JSON results and server logs")
@@ -327,11 +369,13 @@ def main():
     ap.add_argument("--prefill-cores", default="", help="target: `tandem up --prefill-cores` (instead of --pin)")
     ap.add_argument("--decode-cores", default="", help="target: `tandem up --decode-cores` (instead of --pin)")
     ap.add_argument("--modes", default="none,static,dynamic,continuous,paged")
-    ap.add_argument("--num-requests", type=int, default=None, help="ladder/disagg default 100, compare 64")
+    ap.add_argument("--num-requests", type=int, default=None, help="ladder/disagg default 100, compare/routing 64")
     ap.add_argument("--input-range", default=None, help="ladder/disagg prompt lengths A:B (default 32:512 / 64:512)")
     ap.add_argument("--output-choices", default="64,128,256", help="ladder output lengths")
     ap.add_argument("--num-kv-blocks", type=int, default=0,
-                    help="ladder: the same KV pool for every mode (0: the server's default budget)")
+                    help="ladder: the same KV pool for every mode; routing: each worker's pool "
+                         "(0: the server's default budget)")
+    ap.add_argument("--repeats", type=int, default=2, help="routing: runs of each policy (default 2)")
     ap.add_argument("--rate", type=float, default=1.0, help="disagg: requests/s")
     ap.add_argument("--slo-ttft-ms", type=float, default=2000)
     ap.add_argument("--slo-tpot-ms", type=float, default=100)
@@ -350,9 +394,10 @@ def main():
                      help="let requests stop at EOS (default: ignore_eos, exact lengths)")
     args = ap.parse_args()
     if args.num_requests is None:
-        args.num_requests = 64 if args.what == "compare" else 100
+        args.num_requests = 64 if args.what in ("compare", "routing") else 100
     os.makedirs(args.out, exist_ok=True)
-    {"target": run_target, "ladder": run_ladder, "disagg": run_disagg, "compare": run_compare}[args.what](args)
+    {"target": run_target, "ladder": run_ladder, "disagg": run_disagg, "compare": run_compare,
+     "routing": run_routing}[args.what](args)
     return 0
 
 
