@@ -9,16 +9,18 @@
 // (new_i + 1) / 2): the query-key pairs its causal attention computes. base
 // is the fixed cost of a step (weights streamed once, launch, sampling set-up),
 // per_token the matmul work per token, per_seq what each sequence costs
-// beyond its tokens (sampling, the LM head's row). One model covers prefill
-// chunks and decode batches: a decode step of B sequences is B tokens, B
-// sequences and the sum of their contexts.
+// beyond its tokens (sampling, the LM head's row). The line covers prefill
+// chunks and decode batches alike (a decode step of B sequences is B tokens,
+// B sequences and the sum of their contexts); calibrate reports it, and
+// calibrations written before the two fits below have only it.
 //
-// Prefill workers get a model of their own too (FitPrefill): the cost of a
-// chunk without context is not linear in its tokens on every host (on the
-// Zen 3 host, one core: 48 tokens 209 ms, 160 tokens 679 ms, 256 tokens
-// 1.34-1.57 s), and a line through all of them misses the middle sizes by
-// 10-23%, which near saturation moves TTFT by 2x. So the chunk's cost is
-// interpolated between the token counts timed (token_curve), plus the
+// Prefill workers get a model of their own (FitPrefill): the cost of a
+// chunk without context is not linear in its tokens (on the Zen 3 host, one
+// core: 16 tokens 96 ms, 96 tokens 461 ms, 256 tokens 1.10 s, so 6.0, 4.8 and
+// 4.3 ms a token), and a line through every step misses the middle sizes by
+// 7-11% (by 10-23% in a calibration whose largest chunks caught a slow
+// minute), which near saturation moves TTFT by 20-60%. So the chunk's cost
+// is interpolated between the token counts timed (token_curve), plus the
 // attention and per-sequence terms.
 //
 // Decode workers get a model of their own, fitted to decode steps only and
