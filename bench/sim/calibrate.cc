@@ -227,6 +227,11 @@ absl::StatusOr<Calibration> Calibration::FromJson(const nlohmann::json& j) {
       const double t = s["seconds"].get<double>();
       if (!(t > 0)) return absl::InvalidArgumentError("calibration: a sample's 'seconds' must be > 0");
       const StepShape shape{s["new_tokens"].get<double>(), s["attention"].get<double>(), s["seqs"].get<double>()};
+      // A step computes at least a token for each of its sequences.
+      if (!(shape.seqs >= 1 && shape.new_tokens >= shape.seqs && shape.attention >= shape.new_tokens)) {
+        return absl::InvalidArgumentError(
+            "calibration: a sample needs seqs >= 1, new_tokens >= seqs and attention >= new_tokens");
+      }
       c.samples.emplace_back(shape, t);
     }
   }

@@ -169,6 +169,11 @@ def main():
         json.dump({k: v for k, v in c.items() if k != "samples"}, f)
     rc, out, err = run([args.sim, "refit", "--calibration", no_samples, "--out", os.path.join(args.work, "x.json")])
     check("refit: a calibration without samples: exit 2 naming why", rc == 2 and "samples" in err, (rc, err))
+    bad_sample = os.path.join(args.work, "cal_bad_sample.json")
+    with open(bad_sample, "w") as f:
+        json.dump(dict(c, samples=c["samples"][:-1] + [dict(c["samples"][-1], seqs=0)]), f)
+    rc, out, err = run([args.sim, "refit", "--calibration", bad_sample, "--out", os.path.join(args.work, "x.json")])
+    check("refit: a sample of no sequence: exit 2 naming why", rc == 2 and "seqs >= 1" in err, (rc, err))
 
     mt = os.path.join(args.work, "multi_turn.json")
     rc, out, err = run([args.sim, "run", "--calibration", cal, "--dataset", "multi-turn", "--num-turns", "3",
