@@ -258,9 +258,10 @@ absl::Status Run(const std::string& command, const Flags& f) {
     if (j.is_discarded()) return absl::InvalidArgumentError(f.calibration + " is not JSON");
     ASSIGN_OR_RETURN(Calibration cal, Calibration::FromJson(j));
     RETURN_IF_ERROR(Refit(cal));
+    const nlohmann::json fits = cal.ToJson();
     for (const char* k : {"cost", "median_abs_rel_error", "prefill_cost", "prefill_median_abs_rel_error",
                           "decode_cost", "decode_median_abs_rel_error"}) {
-      j[k] = cal.ToJson()[k];  // everything else (model, flags, OpenMP waiting, samples) as it was
+      j[k] = fits[k];  // everything else (model, flags, OpenMP waiting, samples) as it was
     }
     std::ofstream(f.out) << j.dump(2) << "\n";
     PrintFits(cal, f.out);

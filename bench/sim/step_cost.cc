@@ -69,7 +69,7 @@ using Row = std::array<double, kN>;
 Row FeaturesOf(const StepShape& s) { return {1.0, s.new_tokens, s.attention, s.seqs}; }
 
 // Non-negative least squares on the columns in `allowed` (bit i: feature
-// i), each sample weighted by 1 (kSeconds) or 1/seconds (kRelative). With
+// i), each sample weighted by 1, or by 1/seconds when `relative`. With
 // at most 4 coefficients the exact solution is found by enumeration: the
 // optimum is the plain least-squares fit on its own support, so the best
 // fit among the supports whose solution is non-negative is it. Each is
@@ -78,11 +78,11 @@ Row FeaturesOf(const StepShape& s) { return {1.0, s.new_tokens, s.attention, s.s
 // columns scaled to unit RMS first so the attention column (millions) and
 // the constant (1) condition alike.
 absl::StatusOr<Row> NonNegativeFit(const std::vector<std::pair<StepShape, double>>& samples, int allowed,
-                                   StepCostModel::Loss loss) {
+                                   bool relative) {
   std::vector<std::pair<Row, double>> rows;  // weighted features, weighted seconds
   for (const auto& [s, t] : samples) {
     double w = 1;
-    if (loss == StepCostModel::Loss::kRelative) {
+    if (relative) {
       if (!(t > 0)) return absl::InvalidArgumentError("a relative fit needs every sample's time > 0");
       w = 1 / t;
     }
@@ -159,10 +159,9 @@ absl::StatusOr<Row> NonNegativeFit(const std::vector<std::pair<StepShape, double
 
 }  // namespace
 
-absl::StatusOr<StepCostModel> StepCostModel::Fit(const std::vector<std::pair<StepShape, double>>& samples,
-                                                 Loss loss) {
+absl::StatusOr<StepCostModel> StepCostModel::Fit(const std::vector<std::pair<StepShape, double>>& samples) {
   if (samples.size() < 4) return absl::InvalidArgumentError("fitting 4 coefficients needs at least 4 samples");
-  ASSIGN_OR_RETURN(const Row x, NonNegativeFit(samples, 0b1111, loss));
+  ASSIGN_OR_RETURN(const Row x, NonNegativeFit(samples, 0b1111, /*relative=*/false));
   return StepCostModel{x[0], x[1], x[2], x[3]};
 }
 
@@ -172,7 +171,7 @@ absl::StatusOr<StepCostModel> StepCostModel::FitDecode(const std::vector<std::pa
     if (s.new_tokens == s.seqs) decode.emplace_back(s, t);
   }
   if (decode.size() < 3) return absl::InvalidArgumentError("fitting a decode step needs at least 3 decode samples");
-  ASSIGN_OR_RETURN(const Row x, NonNegativeFit(decode, 0b1101, Loss::kRelative));  // base, attention, sequences
+  ASSIGN_OR_RETURN(const Row x, NonNegativeFit(decode, 0b1101, /*relative=*/true));  // base, attention, sequences
   return StepCostModel{x[0], 0, x[2], x[3]};
 }
 

@@ -72,15 +72,10 @@ struct StepCostModel {
   // Never below base_s (a fitted negative coefficient cannot make a step free).
   double Seconds(const StepShape& s) const;
 
-  // What a fit minimises: squared error in seconds, or relative to each
-  // sample's time (every step counts alike, short or long).
-  enum class Loss { kSeconds, kRelative };
-
   // Non-negative least squares over (shape, seconds) samples: every
   // coefficient >= 0. InvalidArgument with fewer than 4 samples or when they
   // do not tell the four coefficients apart.
-  static absl::StatusOr<StepCostModel> Fit(const std::vector<std::pair<StepShape, double>>& samples,
-                                           Loss loss = Loss::kSeconds);
+  static absl::StatusOr<StepCostModel> Fit(const std::vector<std::pair<StepShape, double>>& samples);
 
   // The same over decode steps only (one new token per sequence), by
   // relative error. A decode step's tokens and sequences are one count, so
